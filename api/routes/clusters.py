@@ -1,0 +1,98 @@
+"""Clusters: CRUD, the runs queued and active on each, bulk cancel of a queue."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query, status
+
+from api.deps import ServicesDep, SessionDep
+from api.routes.runs import cancel_each
+from scheduler import clusters as cluster_service
+from scheduler import runs as run_service
+from scheduler.messages import Wake
+from scheduler.models import (
+    CancelResults,
+    ClusterCreate,
+    ClusterPublic,
+    ClustersPublic,
+    ClusterUpdate,
+    RunsPublic,
+)
+from scheduler.streams import send_to_ingest
+from scheduler.workers import live_workers
+
+router = APIRouter(prefix="/clusters", tags=["clusters"])
+
+
+def _view(session: SessionDep, services: ServicesDep, name: str) -> ClusterPublic:
+    cluster = cluster_service.get_cluster(session, name)
+    counts = cluster_service.run_counts(session).get(name)
+    return cluster_service.public_view(cluster, live_workers(services.redis), counts)
+
+
+@router.get("", operation_id="list_clusters")
+def list_clusters(session: SessionDep, services: ServicesDep) -> ClustersPublic:
+    data = cluster_service.list_clusters(session, services.redis)
+    return ClustersPublic(data=data, count=len(data))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_cluster")
+def create_cluster(
+    body: ClusterCreate, session: SessionDep, services: ServicesDep
+) -> ClusterPublic:
+    cluster_service.create_cluster(session, body)
+    session.commit()
+    return _view(session, services, body.name)
+
+
+@router.get("/{name}", operation_id="get_cluster")
+def get_cluster(name: str, session: SessionDep, services: ServicesDep) -> ClusterPublic:
+    return _view(session, services, name)
+
+
+@router.patch("/{name}", operation_id="update_cluster")
+def update_cluster(
+    name: str, body: ClusterUpdate, session: SessionDep, services: ServicesDep
+) -> ClusterPublic:
+    cluster_service.update_cluster(session, name, body)
+    session.commit()
+    send_to_ingest(services.redis, [Wake(cluster=name)])  # more nodes may admit runs now
+    return _view(session, services, name)
+
+
+@router.delete("/{name}", operation_id="delete_cluster")
+def delete_cluster(
+    name: str,
+    session: SessionDep,
+    services: ServicesDep,
+    force: bool = Query(False, description="Cancel its queued and active runs first"),
+) -> CancelResults:
+    live = cluster_service.delete_cluster(session, name, force=force)
+    results = cancel_each(session, services, live)
+    cluster_service.finish_delete(session, name)
+    session.commit()
+    return CancelResults(data=results, count=len(results))
+
+
+@router.get("/{name}/runs", operation_id="list_cluster_runs")
+def list_cluster_runs(
+    name: str,
+    session: SessionDep,
+    services: ServicesDep,
+    status: Literal["queued", "active", "all"] = "all",
+) -> RunsPublic:
+    """Queued runs (in start order, with position and pending reason), then active runs."""
+    data = []
+    if status in ("queued", "all"):
+        data += run_service.cluster_queue(session, services.redis, name)
+    if status in ("active", "all"):
+        data += run_service.cluster_active(session, name)
+    return RunsPublic(data=data, count=len(data))
+
+
+@router.post("/{name}/cancel-queued", operation_id="cancel_cluster_queue")
+def cancel_queued(name: str, session: SessionDep, services: ServicesDep) -> CancelResults:
+    queued = [r.id for r in run_service.cluster_queue(session, services.redis, name)]
+    results = cancel_each(session, services, queued)
+    return CancelResults(data=results, count=len(results))

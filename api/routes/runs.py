@@ -1,0 +1,229 @@
+"""Runs: submit (multipart: JSON spec + snapshot), read, list, cancel, logs, files."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from api.deps import Services, ServicesDep, SessionDep
+from runyard import snapshot
+from runyard.errors import InvalidInput, RunyardError, SnapshotTooLarge
+from runyard.status import RunStatus
+from scheduler import keys
+from scheduler import runs as run_service
+from scheduler.db import as_utc
+from scheduler.messages import LogChunk, MessageError, StateChanged, Wake, decode
+from scheduler.models import (
+    BulkCancel,
+    CancelResult,
+    CancelResults,
+    RunFile,
+    RunFilePublic,
+    RunFilesPublic,
+    RunPublic,
+    RunSpec,
+    RunsPublic,
+)
+from scheduler.streams import publish_live, send_to_ingest
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+MAX_PAGE = 500
+FILE_UPLOAD_LIMIT = 5 * 1024**3
+FOLLOW_IDLE_CHECK = 1.0  # seconds of silence after which a follower re-reads the run
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="submit_run")
+async def submit_run(
+    session: SessionDep,
+    services: ServicesDep,
+    spec: Annotated[str, Form(description="RunSpec as JSON")],
+    snapshot_file: Annotated[UploadFile | None, File(alias="snapshot")] = None,
+) -> RunPublic:
+    """Queue a run. Send the snapshot archive, or name one already stored by its digest."""
+    try:
+        run_spec = RunSpec.model_validate_json(spec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"spec.{where}: {first['msg']}", field=f"spec.{where}") from exc
+    digest = await _store_snapshot(services, run_spec, snapshot_file)
+    run = run_service.submit(session, run_spec, digest, submitted_by=None)
+    session.commit()
+    send_to_ingest(services.redis, [Wake(cluster=run_spec.cluster)])
+    return run_service.describe(session, services.redis, run)
+
+
+async def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None) -> str:
+    limits = services.settings.snapshot_limits
+    if upload is None:
+        if spec.snapshot_digest is None:
+            raise InvalidInput("send a snapshot archive or a snapshot_digest", field="snapshot")
+        services.snapshots.require(spec.snapshot_digest)
+        return spec.snapshot_digest
+    if upload.size is not None and upload.size > limits.max_bytes:
+        raise SnapshotTooLarge(
+            f"snapshot archive is {upload.size} bytes; the limit is {limits.max_bytes}"
+        )
+    archive = await upload.read()
+    digest = snapshot.digest_of(archive)
+    if spec.snapshot_digest and spec.snapshot_digest != digest:
+        raise InvalidInput("snapshot_digest does not match the archive sent", field="snapshot")
+    if not services.snapshots.exists(digest):
+        await asyncio.to_thread(snapshot.inspect_archive, archive, limits)
+        services.snapshots.put(digest, archive)
+    return digest
+
+
+@router.get("", operation_id="list_runs")
+def list_runs(
+    session: SessionDep,
+    cluster: str | None = None,
+    experiment: str | None = None,
+    status: Annotated[list[RunStatus] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RunsPublic:
+    data, total = run_service.list_runs(
+        session, cluster=cluster, experiment=experiment, statuses=status, limit=limit, offset=offset
+    )
+    return RunsPublic(data=data, count=total)
+
+
+@router.post("/cancel", operation_id="cancel_runs")
+def cancel_runs(body: BulkCancel, session: SessionDep, services: ServicesDep) -> CancelResults:
+    """Cancel several runs; each gets its own result (a finished one reports an error)."""
+    results = cancel_each(session, services, body.run_ids)
+    return CancelResults(data=results, count=len(results))
+
+
+@router.get("/{run_id}", operation_id="get_run")
+def get_run(run_id: str, session: SessionDep, services: ServicesDep) -> RunPublic:
+    return run_service.describe(session, services.redis, run_service.get_run(session, run_id))
+
+
+@router.post("/{run_id}/cancel", operation_id="cancel_run")
+def cancel_run(run_id: str, session: SessionDep, services: ServicesDep) -> RunPublic:
+    run = _cancel_one(session, services, run_id)
+    return run_service.describe(session, services.redis, run)
+
+
+def _cancel_one(session: Session, services: Services, run_id: str):  # type: ignore[no-untyped-def]
+    before = run_service.get_run(session, run_id).status
+    run = run_service.cancel(session, services.redis, run_id)
+    session.commit()
+    if run.status != before:
+        publish_live(services.redis, [StateChanged(run_id=run.id, status=run.status)])
+    if run.status.is_terminal and run.cluster:
+        send_to_ingest(services.redis, [Wake(cluster=run.cluster)])
+    return run
+
+
+def cancel_each(session: Session, services: Services, run_ids: list[str]) -> list[CancelResult]:
+    results = []
+    for run_id in run_ids:
+        try:
+            run = _cancel_one(session, services, run_id)
+            results.append(CancelResult(id=run_id, status=run.status))
+        except RunyardError as exc:
+            session.rollback()
+            results.append(CancelResult(id=run_id, error=exc.message))
+    return results
+
+
+@router.get(
+    "/{run_id}/logs",
+    operation_id="get_run_logs",
+    response_class=PlainTextResponse,
+    response_model=None,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def get_run_logs(
+    run_id: str, services: ServicesDep, follow: bool = False
+) -> StreamingResponse | PlainTextResponse:
+    """The run's combined stdout/stderr. With ``follow``, keeps streaming until the run ends."""
+    with Session(services.engine) as session:
+        run_service.get_run(session, run_id)
+        chunks = run_service.logs_after(session, run_id)
+    if not follow:
+        return PlainTextResponse("".join(c.text for c in chunks))
+    return StreamingResponse(_follow(services, run_id, chunks), media_type="text/plain")
+
+
+async def _follow(services: Services, run_id: str, chunks: list) -> AsyncIterator[str]:  # type: ignore[type-arg]
+    last_seq = -1
+    for chunk in chunks:
+        last_seq = chunk.seq
+        yield chunk.text
+    stream, position = keys.run_live(run_id), "0"
+    while True:
+        with Session(services.engine) as session:
+            ended = run_service.get_run(session, run_id).status.is_terminal
+            if ended:  # everything up to the end is in the database already
+                for chunk in run_service.logs_after(session, run_id, last_seq):
+                    yield chunk.text
+                return
+        response = await services.aredis.xread(
+            {stream: position}, count=200, block=int(FOLLOW_IDLE_CHECK * 1000)
+        )
+        for _, entries in response or []:
+            for entry_id, fields in entries:
+                position = entry_id
+                try:
+                    entry = decode(fields)
+                except MessageError:
+                    continue
+                if isinstance(entry, LogChunk) and entry.seq > last_seq:
+                    last_seq = entry.seq
+                    yield entry.text
+                elif isinstance(entry, StateChanged) and entry.status.is_terminal:
+                    return
+
+
+@router.get("/{run_id}/snapshot", operation_id="get_run_snapshot", response_class=FileResponse)
+def get_run_snapshot(run_id: str, session: SessionDep, services: ServicesDep) -> FileResponse:
+    run = run_service.get_run(session, run_id)
+    if not run.snapshot_digest:
+        raise InvalidInput(f"run {run_id} has no snapshot")
+    path = services.snapshots.require(run.snapshot_digest)
+    return FileResponse(path, media_type="application/gzip", filename=f"{run_id}-snapshot.tar.gz")
+
+
+@router.get("/{run_id}/files", operation_id="list_run_files")
+def list_run_files(run_id: str, session: SessionDep) -> RunFilesPublic:
+    run_service.get_run(session, run_id)
+    files = run_service.run_files(session, run_id)
+    data = [RunFilePublic(name=f.name, size=f.size, created_at=as_utc(f.created_at)) for f in files]
+    return RunFilesPublic(data=data, count=len(data))
+
+
+@router.put("/{run_id}/files/{name:path}", operation_id="upload_run_file")
+async def upload_run_file(
+    run_id: str, name: str, request: Request, services: ServicesDep
+) -> RunFilePublic:
+    """Store a file of the run (raw request body), replacing one of the same name."""
+    with Session(services.engine) as session:
+        run_service.get_run(session, run_id)
+    size = await services.files.put(run_id, name, request.stream(), FILE_UPLOAD_LIMIT)
+    with Session(services.engine, expire_on_commit=False) as session:
+        record = session.get(RunFile, (run_id, name)) or RunFile(
+            run_id=run_id, name=name, size=size
+        )
+        record.size = size
+        session.add(record)
+        session.commit()
+        return RunFilePublic(name=record.name, size=record.size, created_at=record.created_at)
+
+
+@router.get("/{run_id}/files/{name:path}", operation_id="download_run_file")
+def download_run_file(
+    run_id: str, name: str, session: SessionDep, services: ServicesDep
+) -> FileResponse:
+    run_service.get_run(session, run_id)
+    return FileResponse(services.files.open(run_id, name))

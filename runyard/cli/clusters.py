@@ -1,0 +1,144 @@
+"""``runyard clusters`` and ``runyard cluster create|show|update|delete``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional
+
+import typer
+
+from runyard.cli import output
+from runyard.cli.context import client
+from runyard.errors import InvalidInput
+
+app = typer.Typer(help="Create, show, update and delete named clusters.", no_args_is_help=True)
+
+CLUSTER_COLUMNS = [
+    ("name", "CLUSTER"),
+    ("nodes", "NODES"),
+    ("executor", "EXECUTOR"),
+    ("worker_count", "WORKERS"),
+    ("slots", "SLOTS"),
+    ("active", "ACTIVE"),
+    ("queued", "QUEUED"),
+]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+
+
+def _row(cluster: dict[str, Any]) -> dict[str, Any]:
+    return {**cluster, "worker_count": len(cluster.get("workers", []))}
+
+
+def list_clusters(as_json: JsonOpt = False) -> None:
+    """List clusters with their workers, slots and queue depth."""
+    clusters = client().list_clusters()
+    if as_json:
+        output.emit_json(clusters)
+    else:
+        output.table([_row(c) for c in clusters], CLUSTER_COLUMNS)
+
+
+def _settings(
+    nodes: int | None,
+    executor: str | None,
+    grace: float | None,
+    description: str | None,
+    environment: str | None,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "nodes": nodes,
+        "executor": executor,
+        "cancel_grace_seconds": grace,
+        "description": description,
+    }
+    if environment is not None:
+        try:
+            values["environment"] = json.loads(environment)
+        except ValueError as exc:
+            raise InvalidInput(f"--environment is not valid JSON: {exc}") from exc
+    return {k: v for k, v in values.items() if v is not None}
+
+
+NodesOpt = Annotated[Optional[int], typer.Option("--nodes", "-n", help="Max concurrent runs")]
+ExecutorOpt = Annotated[Optional[str], typer.Option(help="Default executor: local or docker")]
+GraceOpt = Annotated[Optional[float], typer.Option("--grace", help="Cancel grace period, seconds")]
+DescriptionOpt = Annotated[Optional[str], typer.Option(help="Free text")]
+EnvironmentOpt = Annotated[Optional[str], typer.Option(help="Default environment as JSON")]
+
+
+@app.command("create")
+def create(
+    name: str,
+    nodes: NodesOpt = 1,
+    executor: ExecutorOpt = None,
+    grace: GraceOpt = None,
+    description: DescriptionOpt = None,
+    environment: EnvironmentOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a cluster."""
+    cluster = client().create_cluster(
+        name, **_settings(nodes, executor, grace, description, environment)
+    )
+    _print(cluster, as_json)
+
+
+@app.command("show")
+def show(name: str, as_json: JsonOpt = False) -> None:
+    """Show a cluster, its workers and its queue depth."""
+    _print(client().get_cluster(name), as_json)
+
+
+@app.command("update")
+def update(
+    name: str,
+    nodes: NodesOpt = None,
+    executor: ExecutorOpt = None,
+    grace: GraceOpt = None,
+    description: DescriptionOpt = None,
+    environment: EnvironmentOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a cluster's node limit or defaults."""
+    changes = _settings(nodes, executor, grace, description, environment)
+    if not changes:
+        raise InvalidInput("nothing to update: give --nodes, --executor, --grace, ...")
+    _print(client().update_cluster(name, **changes), as_json)
+
+
+@app.command("delete")
+def delete(
+    name: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Cancel its queued and active runs")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a cluster (refused while it has queued or active runs, unless --force)."""
+    canceled = client().delete_cluster(name, force=force)["data"]
+    if as_json:
+        output.emit_json({"deleted": name, "canceled": canceled})
+    else:
+        suffix = f"; canceled {len(canceled)} run(s)" if canceled else ""
+        output.console.print(f"deleted cluster {name}{suffix}")
+
+
+def _print(cluster: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        output.emit_json(cluster)
+        return
+    output.table([_row(cluster)], CLUSTER_COLUMNS)
+    workers = cluster.get("workers") or []
+    if workers:
+        output.table(
+            workers,
+            [
+                ("id", "WORKER"),
+                ("hostname", "HOST"),
+                ("slots", "SLOTS"),
+                ("busy", "BUSY"),
+                ("last_heartbeat", "LAST HEARTBEAT"),
+                ("runs", "RUNS"),
+            ],
+        )

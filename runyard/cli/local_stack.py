@@ -1,0 +1,200 @@
+"""``runyard up``: the whole service on one machine, as child processes.
+
+Redis (started here when no URL is given), the API, the scheduler, and one local worker per
+cluster sized to its node limit. Clusters created, resized or deleted while it runs are
+picked up within ``RECONCILE_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runyard.client import Client
+from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable
+
+log = logging.getLogger("runyard.up")
+
+RECONCILE_INTERVAL = 2.0
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass
+class LocalStack:
+    host: str
+    port: int
+    data_dir: Path
+    redis_url: str | None = None
+    clusters_file: Path | None = None
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    worker_nodes: dict[str, int] = field(default_factory=dict)
+    stopping: bool = False
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def run(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        try:
+            redis_url = self.redis_url or self._start_redis()
+            env = {
+                **os.environ,
+                "RUNYARD_DATA_DIR": str(self.data_dir),
+                "RUNYARD_REDIS_URL": redis_url,
+                "RUNYARD_API_URL": self.api_url,
+            }
+            if self.clusters_file:
+                env["RUNYARD_CLUSTERS_FILE"] = str(self.clusters_file)
+            self.env = env
+            self._spawn("api", ["api", "--host", self.host, "--port", str(self.port)])
+            api = Client(self.api_url)
+            self._wait_for_api(api)
+            self._spawn("scheduler", ["scheduler"])
+            print(f"Runyard API listening on {self.api_url}  (data in {self.data_dir})", flush=True)
+            print(f"Redis at {redis_url}; press Ctrl+C to stop.", flush=True)
+            while not self.stopping:
+                self._check_children()
+                self._reconcile_workers(api)
+                self._sleep(RECONCILE_INTERVAL)
+        finally:
+            self.shutdown()
+
+    def _start_redis(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ConfigurationError(
+                "no --redis-url given and no redis-server on PATH; "
+                "install redis (apt-get install redis-server) or pass --redis-url"
+            )
+        port = _free_port()
+        folder = self.data_dir / "redis"
+        folder.mkdir(exist_ok=True)
+        args = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ]
+        self.children["redis"] = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        _wait_for_port(port)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        command = [sys.executable, "-m", "runyard", *args]
+        self.children[name] = subprocess.Popen(command, env=self.env)
+
+    def _wait_for_api(self, api: Client) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            self._check_children()
+            try:
+                api.http.get("/healthz").raise_for_status()
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise ServiceUnavailable(f"the API did not come up on {self.api_url}")
+
+    def _check_children(self) -> None:
+        for name, child in list(self.children.items()):
+            code = child.poll()
+            if code is None:
+                continue
+            if name.startswith("worker:"):
+                log.warning("%s exited with %s; it will be restarted", name, code)
+                del self.children[name]
+                self.worker_nodes.pop(name, None)
+            elif not self.stopping:
+                raise ServiceUnavailable(f"{name} exited with code {code}")
+
+    def _reconcile_workers(self, api: Client) -> None:
+        try:
+            clusters = {c["name"]: c["nodes"] for c in api.list_clusters()}
+        except RunyardError as exc:
+            log.warning("cannot list clusters: %s", exc)
+            return
+        wanted = {f"worker:{name}": nodes for name, nodes in clusters.items()}
+        for key in list(self.worker_nodes):
+            if wanted.get(key) != self.worker_nodes[key]:
+                self._stop_child(key)  # deleted, or resized: warm shutdown, then respawn
+        for key, nodes in wanted.items():
+            if key not in self.children:
+                cluster = key.split(":", 1)[1]
+                self._spawn(
+                    key,
+                    [
+                        "worker",
+                        "--cluster",
+                        cluster,
+                        "--slots",
+                        str(nodes),
+                        "--name",
+                        f"local-{cluster}",
+                    ],
+                )
+                self.worker_nodes[key] = nodes
+
+    def _stop_child(self, name: str, timeout: float | None = None) -> None:
+        child = self.children.pop(name, None)
+        self.worker_nodes.pop(name, None)
+        if child is None or child.poll() is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        if timeout is not None:
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        order = [n for n in self.children if n.startswith("worker:")] + [
+            "scheduler",
+            "api",
+            "redis",
+        ]
+        for name in order:
+            self._stop_child(name, timeout=30)
+
+    def _request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise ServiceUnavailable(f"redis-server did not start on port {port}")

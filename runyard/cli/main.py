@@ -1,0 +1,58 @@
+"""The ``runyard`` command: one entry point, errors as one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from runyard.cli import clusters, output, runs, service
+from runyard.cli.context import set_url
+from runyard.errors import RunyardError
+
+app = typer.Typer(
+    name="runyard",
+    help="Queue ML training runs on named compute clusters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _global(
+    url: Annotated[
+        Optional[str],
+        typer.Option("--url", envvar="RUNYARD_URL", help="Runyard API URL"),
+    ] = None,
+) -> None:
+    set_url(url)
+
+
+app.command("up")(service.up)
+app.command("api")(service.api)
+app.command("scheduler")(service.scheduler)
+app.command("worker")(service.worker)
+app.command("clusters")(clusters.list_clusters)
+app.add_typer(clusters.app, name="cluster")
+app.command("submit")(runs.submit)
+app.command("runs")(runs.runs)
+app.command("show")(runs.show)
+app.command("logs")(runs.logs)
+app.command("cancel")(runs.cancel)
+app.command("workers")(runs.workers)
+
+
+def main() -> None:
+    try:
+        app()
+    except RunyardError as exc:
+        output.fail(exc.message)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

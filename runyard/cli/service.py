@@ -1,0 +1,121 @@
+"""``runyard up | api | scheduler | worker``: the service's processes."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from runyard.errors import InvalidInput
+
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="SQLite database, snapshots and run files"),
+]
+RedisOpt = Annotated[
+    Optional[str], typer.Option("--redis-url", help="Redis for broker and streams")
+]
+ClustersOpt = Annotated[
+    Optional[Path],
+    typer.Option("--clusters-file", help="TOML file declaring clusters, applied at start"),
+]
+
+
+def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from scheduler.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _logging() -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address the API listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the API listens on")] = 8642,
+    data_dir: DataDirOpt = None,
+    redis_url: RedisOpt = None,
+    clusters_file: ClustersOpt = None,
+) -> None:
+    """Run everything on this machine: API, scheduler, a worker per cluster (and Redis)."""
+    from runyard.cli.local_stack import LocalStack
+
+    _logging()
+    stack = LocalStack(
+        host=host,
+        port=port,
+        data_dir=(data_dir or Path(".runyard")).resolve(),
+        redis_url=redis_url,
+        clusters_file=clusters_file.resolve() if clusters_file else None,
+    )
+    stack.run()
+
+
+def api(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8642,
+    data_dir: DataDirOpt = None,
+    redis_url: RedisOpt = None,
+    clusters_file: ClustersOpt = None,
+) -> None:
+    """Run the REST API (uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(data_dir=data_dir, redis_url=redis_url, clusters_file=clusters_file)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+
+
+def scheduler(
+    data_dir: DataDirOpt = None,
+    redis_url: RedisOpt = None,
+    clusters_file: ClustersOpt = None,
+) -> None:
+    """Run the scheduler: admission, ingest of worker reports, watchdog."""
+    from scheduler.service import Scheduler
+
+    _logging()
+    service = Scheduler(
+        _settings(data_dir=data_dir, redis_url=redis_url, clusters_file=clusters_file)
+    )
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    signal.signal(signal.SIGINT, lambda *_: service.stop())
+    service.run_forever()
+
+
+def worker(
+    cluster: Annotated[
+        list[str], typer.Option("--cluster", "-c", help="Cluster to serve (repeatable)")
+    ],
+    slots: Annotated[int, typer.Option("--slots", "-n", help="Runs at once on this worker")] = 1,
+    name: Annotated[
+        Optional[str], typer.Option(help="Stable worker id (default: host-pid)")
+    ] = None,
+    redis_url: RedisOpt = None,
+    api_url: Annotated[Optional[str], typer.Option("--api-url", help="Where the API is")] = None,
+    work_dir: Annotated[
+        Optional[Path], typer.Option(help="Run directories and snapshot cache")
+    ] = None,
+) -> None:
+    """Serve clusters' queues: a Celery worker running up to --slots runs at once."""
+    from scheduler.models import check_cluster_name
+    from worker.app import run_worker
+
+    if slots < 1:
+        raise InvalidInput("--slots must be at least 1")
+    for name_ in cluster:
+        try:
+            check_cluster_name(name_)
+        except ValueError as exc:
+            raise InvalidInput(f"--cluster {name_!r}: {exc}") from exc
+    _logging()
+    settings = _settings(redis_url=redis_url, api_url=api_url, work_dir=work_dir)
+    run_worker(settings, sorted(set(cluster)), slots, name)

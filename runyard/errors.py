@@ -1,0 +1,118 @@
+"""One exception tree for the whole product.
+
+The API maps each class to an HTTP status in a single exception handler; the CLI maps each
+to an exit code in one place; the SDK raises the same classes from HTTP error responses, so
+callers catch ``ClusterNotFound`` whether it happened locally or on the server.
+"""
+
+from __future__ import annotations
+
+
+class RunyardError(Exception):
+    """Base of every error Runyard raises on purpose."""
+
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(RunyardError):
+    """A request or argument is malformed; the message names what and why."""
+
+    http_status = 422
+    exit_code = 2
+
+
+class InvalidName(InvalidInput):
+    """A cluster or experiment name does not follow the naming rules."""
+
+
+class NotFound(RunyardError):
+    """The named thing does not exist."""
+
+    http_status = 404
+    exit_code = 3
+
+
+class ClusterNotFound(NotFound):
+    """No cluster has that name."""
+
+
+class RunNotFound(NotFound):
+    """No run has that id."""
+
+
+class Conflict(RunyardError):
+    """The request is valid but clashes with the current state."""
+
+    http_status = 409
+    exit_code = 4
+
+
+class AlreadyExists(Conflict):
+    """Something with that name exists already."""
+
+
+class IllegalTransition(Conflict):
+    """The run cannot move from its current status to the requested one."""
+
+
+class RunFinished(IllegalTransition):
+    """The run has already ended, so it cannot be cancelled or changed."""
+
+
+class ClusterBusy(Conflict):
+    """The cluster still has queued or active runs."""
+
+
+class SnapshotTooLarge(RunyardError):
+    """A snapshot is over the size or file-count limit; the message names the largest files."""
+
+    http_status = 413
+    exit_code = 5
+
+
+class UnsafeArchive(RunyardError):
+    """A snapshot archive holds absolute paths, ``..``, links leading out, or device files."""
+
+    http_status = 400
+    exit_code = 5
+
+
+class ServiceUnavailable(RunyardError):
+    """The Runyard service (or something it needs) cannot be reached."""
+
+    http_status = 503
+    exit_code = 6
+
+
+class ConfigurationError(RunyardError):
+    """Client or service configuration is missing or wrong."""
+
+    exit_code = 7
+
+
+# Error classes by name, so a client can rebuild the server's error from its JSON body.
+BY_NAME: dict[str, type[RunyardError]] = {}
+
+
+def _register(cls: type[RunyardError]) -> None:
+    BY_NAME[cls.__name__] = cls
+    for sub in cls.__subclasses__():
+        _register(sub)
+
+
+_register(RunyardError)
+
+
+class RunFailed(RunyardError):
+    """A run waited on with ``raise_on_error`` ended Failed (or Canceled)."""
+
+    exit_code = 8
+
+
+_register(RunFailed)

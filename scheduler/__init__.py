@@ -1,0 +1,1 @@
+"""The scheduler owns run state: the database, cluster queues, admission, ingest, watchdog."""

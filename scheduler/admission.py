@@ -1,0 +1,174 @@
+"""Admission: queued runs wait in the database and go to the broker only into a free slot.
+
+Order is priority (higher first), then submit time. A cluster's capacity is its node limit,
+capped by the slots its live workers offer; runs already handed to the broker or holding a
+node count against it. Everything here is read from the database and heartbeats, never by
+peeking into the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+from sqlmodel import Session, col, func, select, update
+
+from runyard.status import RunStatus
+from scheduler import keys
+from scheduler.celery_app import TASK_EXECUTE_RUN
+from scheduler.clusters import HOLDING_A_SLOT, get_cluster
+from scheduler.messages import RunAssignment
+from scheduler.models import Cluster, Run, utcnow
+from scheduler.workers import WorkerInfo, workers_serving
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    nodes: int
+    worker_slots: int
+    busy: int
+
+    @property
+    def limit(self) -> int:
+        return min(self.nodes, self.worker_slots)
+
+    @property
+    def free(self) -> int:
+        return max(self.limit - self.busy, 0)
+
+
+def queue_order() -> tuple:
+    return (col(Run.priority).desc(), col(Run.created_at), col(Run.id))
+
+
+def capacity(session: Session, cluster: Cluster, workers: list[WorkerInfo]) -> Capacity:
+    handed_over = (Run.status == RunStatus.QUEUED) & col(Run.dispatched_at).is_not(None)
+    busy = session.exec(
+        select(func.count()).where(
+            Run.cluster == cluster.name,
+            col(Run.status).in_(HOLDING_A_SLOT) | handed_over,
+        )
+    ).one()
+    slots = sum(w.slots for w in workers_serving(workers, cluster.name))
+    return Capacity(nodes=cluster.nodes, worker_slots=slots, busy=busy)
+
+
+def waiting_runs(session: Session, cluster: str, limit: int | None = None) -> list[Run]:
+    """Queued runs not yet handed to the broker, in the order they will start."""
+    query = (
+        select(Run)
+        .where(
+            Run.cluster == cluster,
+            Run.status == RunStatus.QUEUED,
+            col(Run.dispatched_at).is_(None),
+        )
+        .order_by(*queue_order())
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.exec(query))
+
+
+def assignment_for(run: Run, cluster: Cluster) -> RunAssignment:
+    return RunAssignment(
+        run_id=run.id,
+        cluster=cluster.name,
+        script=run.script,
+        arguments=list(run.arguments or []),
+        environment=dict(run.environment or {}),
+        snapshot_digest=run.snapshot_digest,
+        executor=executor_for(run.environment or {}, cluster),
+        cancel_grace_seconds=cluster.cancel_grace_seconds,
+    )
+
+
+def executor_for(environment: dict, cluster: Cluster) -> str:
+    """A user-managed Python runs locally; a named image runs in Docker; else the default."""
+    python = environment.get("python") or {}
+    docker = environment.get("docker") or {}
+    if python.get("user_managed_dependencies"):
+        return "local"
+    if docker.get("enabled") or docker.get("base_image"):
+        return "docker"
+    return cluster.executor
+
+
+def dispatch(
+    session: Session, celery: Celery, cluster_name: str, workers: list[WorkerInfo]
+) -> list[str]:
+    """Hand as many waiting runs to the cluster's queue as it has free slots."""
+    cluster = session.get(Cluster, cluster_name)
+    if cluster is None:
+        return []
+    free = capacity(session, cluster, workers).free
+    if free == 0:
+        return []
+    sent = []
+    for run in waiting_runs(session, cluster_name, limit=free):
+        # Conditional on the run still waiting: a cancel that committed first wins.
+        result = session.execute(
+            update(Run)
+            .where(
+                Run.id == run.id,
+                Run.status == RunStatus.QUEUED,
+                col(Run.dispatched_at).is_(None),
+            )
+            .values(dispatched_at=utcnow())
+        )
+        session.commit()
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        send(celery, assignment_for(run, cluster))
+        sent.append(run.id)
+    return sent
+
+
+def send(celery: Celery, assignment: RunAssignment) -> None:
+    celery.send_task(
+        TASK_EXECUTE_RUN,
+        args=[assignment.encode()],
+        queue=keys.cluster_queue(assignment.cluster),
+        task_id=f"{assignment.run_id}.{utcnow().timestamp():.6f}",
+    )
+    log.info("dispatched %s to %s", assignment.run_id, keys.cluster_queue(assignment.cluster))
+
+
+def resend(session: Session, celery: Celery, run: Run) -> None:
+    """Send a handed-over run again when no worker claimed it (the message was lost)."""
+    cluster = get_cluster(session, run.cluster or "")
+    session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=utcnow()))
+    session.commit()
+    send(celery, assignment_for(run, cluster))
+
+
+def annotate_queue(
+    runs: list[Run], cluster: Cluster, cap: Capacity, workers: list[WorkerInfo]
+) -> list[tuple[Run, int | None, str]]:
+    """Position and pending reason of each queued run, in queue order."""
+    serving = workers_serving(workers, cluster.name)
+    annotated: list[tuple[Run, int | None, str]] = []
+    position = 0
+    for run in runs:
+        if run.dispatched_at is not None:
+            annotated.append((run, None, "handed to a worker; starting"))
+            continue
+        position += 1
+        if not serving:
+            reason = f"no worker serves cluster {cluster.name}"
+        elif position <= cap.free:
+            reason = "about to start"
+        else:
+            ahead = position - 1
+            busy = _busy_reason(cap)
+            reason = busy if ahead == 0 else f"waiting behind {ahead} run(s); {busy}"
+        annotated.append((run, position, reason))
+    return annotated
+
+
+def _busy_reason(cap: Capacity) -> str:
+    if cap.worker_slots < cap.nodes:
+        return f"all {cap.limit} worker slot(s) busy (node limit {cap.nodes})"
+    return f"all {cap.nodes} node(s) busy"

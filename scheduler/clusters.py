@@ -1,0 +1,155 @@
+"""Named clusters: create, read, update, delete, and the live view of their capacity."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+from pydantic import ValidationError
+from sqlmodel import Session, col, func, select
+
+from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput
+from runyard.status import ACTIVE, RunStatus
+from scheduler.models import (
+    Cluster,
+    ClusterCreate,
+    ClusterPublic,
+    ClusterUpdate,
+    Run,
+    WorkerPublic,
+    utcnow,
+)
+from scheduler.workers import WorkerInfo, live_workers, workers_serving
+
+WAITING = (RunStatus.NOT_STARTED, RunStatus.QUEUED)
+HOLDING_A_SLOT = tuple(ACTIVE - {RunStatus.NOT_RESPONDING})
+
+
+def get_cluster(session: Session, name: str) -> Cluster:
+    cluster = session.get(Cluster, name)
+    if cluster is None:
+        raise ClusterNotFound(f"no cluster named {name!r}")
+    return cluster
+
+
+def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
+    if session.get(Cluster, data.name) is not None:
+        raise AlreadyExists(f"cluster {data.name!r} exists already")
+    cluster = Cluster.model_validate(data)
+    session.add(cluster)
+    session.flush()
+    return cluster
+
+
+def update_cluster(session: Session, name: str, data: ClusterUpdate) -> Cluster:
+    cluster = get_cluster(session, name)
+    for key, value in data.model_dump(exclude_unset=True, exclude_none=True).items():
+        setattr(cluster, key, value)
+    cluster.updated_at = utcnow()
+    session.add(cluster)
+    session.flush()
+    return cluster
+
+
+def live_run_ids(session: Session, name: str) -> list[str]:
+    statuses = (*WAITING, *ACTIVE)
+    query = select(Run.id).where(Run.cluster == name, col(Run.status).in_(statuses))
+    return list(session.exec(query))
+
+
+def delete_cluster(session: Session, name: str, *, force: bool = False) -> list[str]:
+    """Delete a cluster. Its live runs block this unless ``force``; then the caller cancels
+    them (returned) and the finished runs keep their history with no cluster."""
+    get_cluster(session, name)
+    live = live_run_ids(session, name)
+    if live and not force:
+        raise ClusterBusy(
+            f"cluster {name!r} has {len(live)} queued or active run(s); "
+            "cancel them first or delete with force"
+        )
+    return live
+
+
+def finish_delete(session: Session, name: str) -> None:
+    cluster = get_cluster(session, name)
+    for run in session.exec(select(Run).where(Run.cluster == name)):
+        run.cluster = None
+        session.add(run)
+    session.flush()
+    session.delete(cluster)
+    session.flush()
+
+
+def run_counts(session: Session) -> dict[str, dict[str, int]]:
+    """Queued and active run counts per cluster, in one query."""
+    query = (
+        select(Run.cluster, Run.status, func.count())
+        .where(col(Run.status).in_((*WAITING, *ACTIVE)))
+        .group_by(Run.cluster, Run.status)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for cluster, status, n in session.exec(query):
+        bucket = counts.setdefault(cluster, {"queued": 0, "active": 0})
+        bucket["queued" if status in WAITING else "active"] += n
+    return counts
+
+
+def public_view(
+    cluster: Cluster, workers: list[WorkerInfo], counts: dict[str, int] | None = None
+) -> ClusterPublic:
+    serving = workers_serving(workers, cluster.name)
+    slots = sum(w.slots for w in serving)
+    counts = counts or {"queued": 0, "active": 0}
+    return ClusterPublic(
+        **cluster.model_dump(),
+        workers=[worker_public(w) for w in serving],
+        slots=slots,
+        capacity=min(cluster.nodes, slots),
+        busy=counts["active"],
+        queued=counts["queued"],
+        active=counts["active"],
+    )
+
+
+def worker_public(info: WorkerInfo) -> WorkerPublic:
+    return WorkerPublic(
+        id=info.id,
+        hostname=info.hostname,
+        clusters=info.clusters,
+        slots=info.slots,
+        busy=info.busy,
+        runs=info.runs,
+        last_heartbeat=datetime.fromtimestamp(info.last_heartbeat, UTC),
+    )
+
+
+def list_clusters(session: Session, client: redis.Redis) -> list[ClusterPublic]:
+    workers = live_workers(client)
+    counts = run_counts(session)
+    clusters = session.exec(select(Cluster).order_by(Cluster.name))
+    return [public_view(c, workers, counts.get(c.name)) for c in clusters]
+
+
+def apply_config_file(session: Session, path: Path) -> list[str]:
+    """Create or update the clusters declared in a TOML file; returns their names.
+
+    ``[[clusters]]`` tables take the same fields as ``runyard cluster create``.
+    """
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"cannot read clusters file {path}: {exc}") from exc
+    names = []
+    for entry in document.get("clusters", []):
+        try:
+            data = ClusterCreate.model_validate(entry)
+        except ValidationError as exc:
+            raise InvalidInput(f"{path}: cluster {entry.get('name')!r}: {exc}") from exc
+        if session.get(Cluster, data.name) is None:
+            create_cluster(session, data)
+        else:
+            update_cluster(session, data.name, ClusterUpdate(**data.model_dump(exclude={"name"})))
+        names.append(data.name)
+    return names

@@ -1,0 +1,55 @@
+"""The atomic Redis handshakes between cancel and start.
+
+A run may be cancelled at the very instant a worker picks it up. Both sides go through one
+Lua script each, so exactly one of them wins: either the worker claims the run (and the
+cancel becomes a stop request it will honour), or the cancel mark lands first (and the
+worker refuses to start the run).
+"""
+
+from __future__ import annotations
+
+import redis
+
+from scheduler import keys
+
+_CLAIM = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
+_MARK_CANCELED = """
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+return redis.call('EXISTS', KEYS[1])
+"""
+
+
+class ClaimResult:
+    CLAIMED = 1
+    TAKEN = 0  # another worker (or an earlier delivery) has it
+    CANCELED = -1
+
+
+def claim_run(client: redis.Redis, run_id: str, worker_id: str) -> int:
+    return int(
+        client.eval(
+            _CLAIM, 2, keys.run_claim(run_id), keys.run_cancel(run_id), worker_id, keys.RUN_KEY_TTL
+        )
+    )
+
+
+def mark_canceled(client: redis.Redis, run_id: str) -> bool:
+    """Set the cancel mark; returns True when a worker had already claimed the run."""
+    return bool(
+        client.eval(
+            _MARK_CANCELED, 2, keys.run_claim(run_id), keys.run_cancel(run_id), keys.RUN_KEY_TTL
+        )
+    )
+
+
+def is_cancel_requested(client: redis.Redis, run_id: str) -> bool:
+    return bool(client.exists(keys.run_cancel(run_id)))
+
+
+def is_claimed(client: redis.Redis, run_id: str) -> bool:
+    return bool(client.exists(keys.run_claim(run_id)))

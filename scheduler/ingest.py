@@ -1,0 +1,145 @@
+"""The ingest consumer: Redis stream entries from workers and the API into the database.
+
+A consumer group reads the ingest stream; a batch is written in one transaction and only
+then acknowledged, so a crash replays it. Replays are harmless: log chunks are unique per
+(run, seq) and reporting a status a run already has changes nothing. Entries left pending
+by a consumer that died are reclaimed after ``min_idle``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from runyard.errors import IllegalTransition, RunNotFound
+from runyard.status import RunStatus
+from scheduler import keys
+from scheduler.db import session_scope
+from scheduler.lifecycle import transition
+from scheduler.messages import Entry, LogChunk, MessageError, StateChanged, Wake, decode
+from scheduler.models import RunLog
+
+log = logging.getLogger(__name__)
+
+RawEntry = tuple[str, dict[Any, Any]]
+
+
+@dataclass
+class Applied:
+    """What a batch changed that the scheduler must react to."""
+
+    clusters: set[str] = field(default_factory=set)
+    wake_all: bool = False
+
+
+class Ingest:
+    def __init__(self, engine: Any, client: redis.Redis, consumer: str, batch: int = 500) -> None:
+        self.engine = engine
+        self.redis = client
+        self.consumer = consumer
+        self.batch = batch
+
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(keys.INGEST_STREAM, keys.INGEST_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, block_ms: int) -> list[RawEntry]:
+        try:
+            response = self.redis.xreadgroup(
+                keys.INGEST_GROUP,
+                self.consumer,
+                {keys.INGEST_STREAM: ">"},
+                count=self.batch,
+                block=block_ms,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.ensure_group()
+            return []
+        return [(_s(i), f) for _, entries in response or [] for i, f in entries]
+
+    def reclaim(self, min_idle_ms: int) -> list[RawEntry]:
+        """Take over entries another consumer read but never acknowledged."""
+        _, claimed, *_ = self.redis.xautoclaim(
+            keys.INGEST_STREAM,
+            keys.INGEST_GROUP,
+            self.consumer,
+            min_idle_time=min_idle_ms,
+            start_id="0-0",
+            count=self.batch,
+        )
+        return [(_s(i), f) for i, f in claimed if f]
+
+    def process(self, raw: list[RawEntry]) -> Applied:
+        """Apply and acknowledge a batch; on a database outage leave it pending for a retry."""
+        applied = Applied()
+        if not raw:
+            return applied
+        entries: list[tuple[str, Entry]] = []
+        for entry_id, fields in raw:
+            try:
+                entries.append((entry_id, decode(fields)))
+            except MessageError as exc:
+                log.warning("dropping ingest entry %s: %s", entry_id, exc)
+        try:
+            with session_scope(self.engine) as session:
+                for _, entry in entries:
+                    self._apply(session, entry, applied)
+        except OperationalError:
+            log.exception("database unavailable; %d entries stay pending", len(raw))
+            return Applied()
+        self.redis.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *[i for i, _ in raw])
+        return applied
+
+    def _apply(self, session: Session, entry: Entry, applied: Applied) -> None:
+        if isinstance(entry, LogChunk):
+            insert_log(session, entry)
+        elif isinstance(entry, StateChanged):
+            apply_state(session, entry, applied)
+        elif isinstance(entry, Wake):
+            if entry.cluster:
+                applied.clusters.add(entry.cluster)
+            else:
+                applied.wake_all = True
+
+
+def insert_log(session: Session, chunk: LogChunk) -> None:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(RunLog)
+        .values(run_id=chunk.run_id, seq=chunk.seq, text=chunk.text)
+        .on_conflict_do_nothing(index_elements=["run_id", "seq"])
+    )
+    session.execute(statement)
+
+
+def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None:
+    values: dict[str, Any] = {}
+    if entry.worker_id:
+        values["worker_id"] = entry.worker_id
+    if entry.exit_code is not None:
+        values["exit_code"] = entry.exit_code
+    if entry.reason and entry.status in (RunStatus.FAILED, RunStatus.CANCELED):
+        values["failure_reason"] = entry.reason
+    try:
+        with session.begin_nested():
+            run = transition(session, entry.run_id, entry.status, at=entry.at, **values)
+    except (IllegalTransition, RunNotFound) as exc:
+        log.info("ignoring report for %s: %s", entry.run_id, exc)
+        return
+    if run.status.is_terminal and run.cluster:
+        applied.clusters.add(run.cluster)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

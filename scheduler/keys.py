@@ -1,0 +1,46 @@
+"""Every Redis key, stream and Celery queue name Runyard uses, named in one place."""
+
+from __future__ import annotations
+
+PREFIX = "runyard"
+
+# Stream every producer (workers, API) appends to; the scheduler's ingest group reads it.
+INGEST_STREAM = f"{PREFIX}:ingest"
+INGEST_GROUP = "ingest"
+
+# Set of worker ids that have announced themselves; each has a hash that expires.
+WORKERS = f"{PREFIX}:workers"
+
+# Kept per run for a week at most, so nothing leaks if a run is forgotten.
+RUN_KEY_TTL = 7 * 24 * 3600
+# Capped length of a run's live stream (what log followers and SSE tail).
+LIVE_STREAM_MAXLEN = 10_000
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def run_live(run_id: str) -> str:
+    """Capped stream of a run's log chunks and state changes, for live followers."""
+    return f"{PREFIX}:run:{run_id}:live"
+
+
+def run_claim(run_id: str) -> str:
+    """Set (NX) by the worker that starts the run: a redelivered message cannot start it twice."""
+    return f"{PREFIX}:run:{run_id}:claim"
+
+
+def run_cancel(run_id: str) -> str:
+    """Set by the API on cancel; a worker refuses to start, or stops, a run that has it."""
+    return f"{PREFIX}:run:{run_id}:cancel"
+
+
+def run_alive(run_id: str) -> str:
+    """Refreshed by the worker holding the run; its absence is what the watchdog looks for."""
+    return f"{PREFIX}:run:{run_id}:alive"
+
+
+def cluster_queue(cluster: str) -> str:
+    """The Celery queue a cluster's workers consume."""
+    return f"cluster.{cluster}"

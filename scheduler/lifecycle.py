@@ -1,0 +1,57 @@
+"""State transitions of a run, checked against ``runyard.status.TRANSITIONS``.
+
+Several processes move runs (the API cancels, the ingest applies what workers report, the
+watchdog fails silent runs), so each move is a conditional UPDATE on the status it was
+decided from; losing that race re-reads the row and decides again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, update
+
+from runyard.errors import IllegalTransition, RunFinished, RunNotFound
+from runyard.status import TIMESTAMP_FIELD, RunStatus
+from scheduler.models import Run, utcnow
+
+_RETRIES = 5
+
+
+def transition(
+    session: Session,
+    run_id: str,
+    new: RunStatus,
+    *,
+    at: datetime | None = None,
+    **values: Any,
+) -> Run:
+    """Move a run to ``new`` and stamp the time it first got there.
+
+    Reporting the status a run already has is a no-op (replays are harmless).
+    """
+    at = at or utcnow()
+    for _ in range(_RETRIES):
+        run = session.get(Run, run_id, populate_existing=True)
+        if run is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        current = run.status
+        if current == new:
+            return run
+        if not current.can_become(new):
+            error = RunFinished if current.is_terminal else IllegalTransition
+            raise error(f"run {run_id} is {current.value}; it cannot become {new.value}")
+        changes: dict[str, Any] = {"status": new, **values}
+        stamp = TIMESTAMP_FIELD[new]
+        if getattr(run, stamp) is None or new == RunStatus.QUEUED:
+            changes[stamp] = at
+        result = session.execute(
+            update(Run).where(Run.id == run_id, Run.status == current).values(**changes)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            session.flush()
+            refreshed = session.get(Run, run_id, populate_existing=True)
+            assert refreshed is not None
+            return refreshed
+    raise IllegalTransition(f"run {run_id} kept changing; try again")

@@ -1,0 +1,135 @@
+"""Versioned, immutable messages shared by the API, the scheduler and the workers.
+
+Stream entries travel through Redis as ``{"v": "1", "type": ..., "data": <json>}``; the task
+payload travels through Celery as a JSON dict. Decoding checks the version and the fields and
+raises ``MessageError`` rather than letting a malformed entry reach the database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from runyard.errors import RunyardError
+from runyard.status import RunStatus
+
+VERSION = "1"
+
+
+class MessageError(RunyardError):
+    """A stream entry or task payload that cannot be decoded."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Base of the stream entries; subclasses set ``type``."""
+
+    type: ClassVar[str] = ""
+
+    def encode(self) -> dict[str, str]:
+        data = asdict(self)
+        return {"v": VERSION, "type": self.type, "data": json.dumps(data, default=_json_default)}
+
+
+@dataclass(frozen=True)
+class StateChanged(Entry):
+    """A worker reports that a run reached a status."""
+
+    type: ClassVar[str] = "state"
+    run_id: str
+    status: RunStatus
+    at: datetime = field(default_factory=now)
+    worker_id: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LogChunk(Entry):
+    """Lines of a run's output; ``seq`` counts chunks per run so replays are not doubled."""
+
+    type: ClassVar[str] = "log"
+    run_id: str
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Wake(Entry):
+    """Asks the scheduler to look at a cluster now (a run was submitted, a worker came up)."""
+
+    type: ClassVar[str] = "wake"
+    cluster: str | None = None
+
+
+ENTRY_TYPES: dict[str, type[Entry]] = {t.type: t for t in (StateChanged, LogChunk, Wake)}
+
+
+def decode(raw: dict[Any, Any]) -> Entry:
+    fields_ = {_s(k): _s(v) for k, v in raw.items()}
+    if fields_.get("v") != VERSION:
+        raise MessageError(f"unsupported entry version {fields_.get('v')!r}")
+    cls = ENTRY_TYPES.get(fields_.get("type", ""))
+    if cls is None:
+        raise MessageError(f"unknown entry type {fields_.get('type')!r}")
+    try:
+        data = json.loads(fields_["data"])
+        return _build(cls, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MessageError(f"malformed {cls.type} entry: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RunAssignment:
+    """The Celery task payload: everything a worker needs to execute one run."""
+
+    run_id: str
+    cluster: str
+    script: str
+    arguments: list[str]
+    environment: dict[str, Any]
+    snapshot_digest: str | None
+    executor: str = "local"
+    cancel_grace_seconds: float = 10.0
+    v: str = VERSION
+
+    def encode(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def decode(cls, payload: dict[str, Any]) -> RunAssignment:
+        if payload.get("v") != VERSION:
+            raise MessageError(f"unsupported task payload version {payload.get('v')!r}")
+        try:
+            return _build(cls, payload)
+        except (TypeError, ValueError) as exc:
+            raise MessageError(f"malformed task payload: {exc}") from exc
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}")
+    values = dict(data)
+    if "status" in values:
+        values["status"] = RunStatus(values["status"])
+    if isinstance(values.get("at"), str):
+        values["at"] = datetime.fromisoformat(values["at"])
+    return cls(**values)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

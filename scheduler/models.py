@@ -1,0 +1,297 @@
+"""Database tables and the API shapes built on them (one model family per entity)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import field_validator
+from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import Enum as SAEnum
+from sqlmodel import Field, SQLModel
+
+from runyard.status import RunStatus
+
+CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+EXECUTORS = ("local", "docker")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), **kwargs))
+
+
+def check_cluster_name(name: str) -> str:
+    if not CLUSTER_NAME.match(name):
+        raise ValueError(
+            "cluster names are 2-32 characters: lowercase letters, digits and '-', "
+            "starting with a letter and not ending with '-'"
+        )
+    return name
+
+
+def check_experiment_name(name: str) -> str:
+    if not EXPERIMENT_NAME.match(name):
+        raise ValueError(
+            "experiment names are 1-255 characters: letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+# --- clusters -------------------------------------------------------------------------------
+
+
+class ClusterSettings(SQLModel):
+    """What an operator sets on a cluster."""
+
+    nodes: int = Field(default=1, ge=1, le=10_000, description="Max concurrent runs")
+    executor: str = Field(default="local", description="Default executor: local or docker")
+    environment: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON), description="Default environment"
+    )
+    cancel_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
+    description: str = Field(default="", max_length=1000)
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        if value not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
+        return value
+
+
+class ClusterCreate(ClusterSettings):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_cluster_name(value)
+
+
+class ClusterUpdate(SQLModel):
+    nodes: int | None = Field(default=None, ge=1, le=10_000)
+    executor: str | None = None
+    environment: dict[str, Any] | None = None
+    cancel_grace_seconds: float | None = Field(default=None, ge=0, le=3600)
+    description: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str | None) -> str | None:
+        if value is not None and value not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
+        return value
+
+
+class Cluster(ClusterSettings, table=True):
+    name: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class WorkerPublic(SQLModel):
+    id: str
+    hostname: str
+    clusters: list[str]
+    slots: int
+    busy: int
+    runs: list[str]
+    last_heartbeat: datetime
+
+
+class ClusterPublic(ClusterSettings):
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    workers: list[WorkerPublic] = []
+    slots: int = 0
+    capacity: int = 0
+    busy: int = 0
+    queued: int = 0
+    active: int = 0
+
+
+class ClustersPublic(SQLModel):
+    data: list[ClusterPublic]
+    count: int
+
+
+# --- experiments ----------------------------------------------------------------------------
+
+
+class Experiment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=255)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class ExperimentPublic(SQLModel):
+    name: str
+    created_at: datetime
+    run_count: int = 0
+
+
+class ExperimentsPublic(SQLModel):
+    data: list[ExperimentPublic]
+    count: int
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+class RunSpec(SQLModel):
+    """What a client submits (the JSON part of ``POST /api/v1/runs``)."""
+
+    experiment: str = Field(description="Experiment name; created on first use")
+    cluster: str
+    script: str = Field(min_length=1, max_length=1024)
+    arguments: list[str] = Field(default_factory=list, max_length=1000)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first")
+    snapshot_digest: str | None = Field(
+        default=None, description="sha256 of an already uploaded snapshot, when none is sent"
+    )
+    display_name: str | None = Field(default=None, max_length=255)
+    parent_run_id: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _valid_experiment(cls, value: str) -> str:
+        return check_experiment_name(value)
+
+    @field_validator("cluster")
+    @classmethod
+    def _valid_cluster(cls, value: str) -> str:
+        return check_cluster_name(value)
+
+    @field_validator("script")
+    @classmethod
+    def _relative_script(cls, value: str) -> str:
+        parts = value.replace("\\", "/").split("/")
+        if value.startswith("/") or ".." in parts or "\x00" in value:
+            raise ValueError("script must be a path inside the snapshot")
+        return value
+
+
+class RunBase(SQLModel):
+    cluster: str | None = Field(default=None, foreign_key="cluster.name", index=True)
+    status: RunStatus = Field(
+        default=RunStatus.NOT_STARTED,
+        sa_column=Column(
+            SAEnum(
+                RunStatus,
+                native_enum=False,
+                length=20,
+                values_callable=lambda statuses: [s.value for s in statuses],
+            ),
+            nullable=False,
+            index=True,
+        ),
+    )
+    priority: int = 0
+    script: str = ""
+    arguments: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    environment: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    snapshot_digest: str | None = None
+    display_name: str | None = None
+    parent_run_id: str | None = Field(default=None, foreign_key="run.id", index=True)
+    submitted_by: str | None = None
+    worker_id: str | None = None
+    exit_code: int | None = None
+    failure_reason: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    dispatched_at: datetime | None = _ts()
+    # One timestamp per state reached (named by runyard.status.TIMESTAMP_FIELD).
+    not_started_at: datetime | None = _ts()
+    queued_at: datetime | None = _ts()
+    preparing_at: datetime | None = _ts()
+    starting_at: datetime | None = _ts()
+    running_at: datetime | None = _ts()
+    finalizing_at: datetime | None = _ts()
+    cancel_requested_at: datetime | None = _ts()
+    not_responding_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+    failed_at: datetime | None = _ts()
+    canceled_at: datetime | None = _ts()
+
+
+class Run(RunBase, table=True):
+    id: str = Field(primary_key=True, max_length=300)
+    experiment_id: int = Field(foreign_key="experiment.id", index=True)
+
+
+class RunPublic(RunBase):
+    id: str
+    experiment: str
+    position: int | None = None
+    pending_reason: str | None = None
+    ended_at: datetime | None = None
+
+
+class RunsPublic(SQLModel):
+    data: list[RunPublic]
+    count: int
+
+
+class CancelResult(SQLModel):
+    id: str
+    status: RunStatus | None = None
+    error: str | None = None
+
+
+class CancelResults(SQLModel):
+    data: list[CancelResult]
+    count: int
+
+
+class BulkCancel(SQLModel):
+    run_ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+# --- logs and files -------------------------------------------------------------------------
+
+
+class RunLog(SQLModel, table=True):
+    """A chunk of a run's combined stdout/stderr, numbered by the worker that read it."""
+
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True)
+    seq: int
+    text: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class RunFile(SQLModel, table=True):
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    name: str = Field(primary_key=True, max_length=1024)
+    size: int
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class RunFilePublic(SQLModel):
+    name: str
+    size: int
+    created_at: datetime
+
+
+class RunFilesPublic(SQLModel):
+    data: list[RunFilePublic]
+    count: int

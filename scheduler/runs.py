@@ -1,0 +1,209 @@
+"""Runs: submit, read, list per cluster, cancel. Services take a session and never commit it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import redis
+from sqlmodel import Session, col, func, select
+
+from runyard.errors import IllegalTransition, RunFinished, RunNotFound
+from runyard.status import ACTIVE, RunStatus
+from scheduler import control
+from scheduler.admission import annotate_queue, capacity, queue_order
+from scheduler.clusters import WAITING, get_cluster
+from scheduler.db import as_utc
+from scheduler.lifecycle import transition
+from scheduler.models import (
+    Experiment,
+    Run,
+    RunFile,
+    RunLog,
+    RunPublic,
+    RunSpec,
+    utcnow,
+)
+from scheduler.workers import live_workers
+
+RunFilter = Literal["queued", "active", "all"]
+
+
+def new_run_id(experiment: str) -> str:
+    """Azure-style ids: ``<experiment>_<unix seconds>_<8 hex>``."""
+    return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+
+
+def get_or_create_experiment(session: Session, name: str) -> Experiment:
+    experiment = session.exec(select(Experiment).where(Experiment.name == name)).first()
+    if experiment is None:
+        experiment = Experiment(name=name)
+        session.add(experiment)
+        session.flush()
+    return experiment
+
+
+def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: str | None) -> Run:
+    get_cluster(session, spec.cluster)
+    if spec.parent_run_id is not None:
+        get_run(session, spec.parent_run_id)
+    experiment = get_or_create_experiment(session, spec.experiment)
+    now = utcnow()
+    run = Run(
+        id=new_run_id(spec.experiment),
+        experiment_id=experiment.id,  # type: ignore[arg-type]
+        cluster=spec.cluster,
+        status=RunStatus.QUEUED,
+        priority=spec.priority,
+        script=spec.script,
+        arguments=spec.arguments,
+        environment=spec.environment,
+        snapshot_digest=snapshot_digest,
+        display_name=spec.display_name,
+        parent_run_id=spec.parent_run_id,
+        submitted_by=submitted_by,
+        created_at=now,
+        not_started_at=now,
+        queued_at=now,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return run
+
+
+def experiment_names(session: Session, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.exec(select(Experiment.id, Experiment.name).where(col(Experiment.id).in_(ids)))
+    return dict(rows.all())  # type: ignore[arg-type]
+
+
+def public(
+    run: Run, experiment: str, position: int | None = None, reason: str | None = None
+) -> RunPublic:
+    data = run.model_dump()
+    for key, value in data.items():
+        if key.endswith("_at"):
+            data[key] = as_utc(value)
+    ended = data["completed_at"] or data["failed_at"] or data["canceled_at"]
+    return RunPublic(
+        **data, experiment=experiment, position=position, pending_reason=reason, ended_at=ended
+    )
+
+
+def public_runs(session: Session, runs: Sequence[Run]) -> list[RunPublic]:
+    names = experiment_names(session, {r.experiment_id for r in runs})
+    return [public(r, names.get(r.experiment_id, "")) for r in runs]
+
+
+def describe(session: Session, client: redis.Redis, run: Run) -> RunPublic:
+    """The run with its queue position and pending reason when it is waiting."""
+    experiment = experiment_names(session, {run.experiment_id}).get(run.experiment_id, "")
+    if run.status in WAITING and run.cluster:
+        for queued in cluster_queue(session, client, run.cluster):
+            if queued.id == run.id:
+                return queued
+    return public(run, experiment)
+
+
+def cluster_queue(session: Session, client: redis.Redis, cluster_name: str) -> list[RunPublic]:
+    cluster = get_cluster(session, cluster_name)
+    runs = list(
+        session.exec(
+            select(Run)
+            .where(Run.cluster == cluster_name, col(Run.status).in_(WAITING))
+            .order_by(col(Run.dispatched_at).is_(None), *queue_order())
+        )
+    )
+    workers = live_workers(client)
+    cap = capacity(session, cluster, workers)
+    names = experiment_names(session, {r.experiment_id for r in runs})
+    return [
+        public(run, names.get(run.experiment_id, ""), position, reason)
+        for run, position, reason in annotate_queue(runs, cluster, cap, workers)
+    ]
+
+
+def cluster_active(session: Session, cluster_name: str) -> list[RunPublic]:
+    get_cluster(session, cluster_name)
+    runs = session.exec(
+        select(Run)
+        .where(Run.cluster == cluster_name, col(Run.status).in_(ACTIVE))
+        .order_by(col(Run.preparing_at), col(Run.id))
+    )
+    return public_runs(session, list(runs))
+
+
+def list_runs(
+    session: Session,
+    *,
+    cluster: str | None = None,
+    experiment: str | None = None,
+    statuses: Sequence[RunStatus] | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[RunPublic], int]:
+    query = select(Run)
+    if cluster is not None:
+        get_cluster(session, cluster)
+        query = query.where(Run.cluster == cluster)
+    if experiment is not None:
+        query = query.join(Experiment).where(Experiment.name == experiment)
+    if statuses:
+        query = query.where(col(Run.status).in_(statuses))
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    runs = session.exec(
+        query.order_by(col(Run.created_at).desc(), col(Run.id)).offset(offset).limit(limit)
+    )
+    return public_runs(session, list(runs)), total
+
+
+def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
+    """Cancel a run: a waiting one ends at once and never starts; a running one is asked
+    to stop and ends Canceled when its worker has stopped it."""
+    run = get_run(session, run_id)
+    if run.status.is_terminal:
+        raise RunFinished(f"run {run_id} has already ended ({run.status.value}); nothing to cancel")
+    if run.status == RunStatus.CANCEL_REQUESTED:
+        return run
+    claimed = control.mark_canceled(client, run_id)
+    if run.status in WAITING and not claimed:
+        # The cancel mark landed before any worker claimed it: no worker will ever start it.
+        return transition(session, run_id, RunStatus.CANCELED)
+    if run.status == RunStatus.NOT_RESPONDING:
+        # Its worker is silent; nobody else will report the end, so record it now.
+        return transition(session, run_id, RunStatus.CANCELED)
+    try:
+        return transition(session, run_id, RunStatus.CANCEL_REQUESTED)
+    except IllegalTransition:
+        # A worker claimed it while we looked, and the first state it reported was not yet
+        # ingested; the worker sees the mark and stops it.
+        refreshed = get_run(session, run_id)
+        if refreshed.status.is_terminal:
+            raise
+        return refreshed
+
+
+def logs_after(session: Session, run_id: str, after_seq: int = -1) -> list[RunLog]:
+    return list(
+        session.exec(
+            select(RunLog)
+            .where(RunLog.run_id == run_id, RunLog.seq > after_seq)
+            .order_by(col(RunLog.seq))
+        )
+    )
+
+
+def run_files(session: Session, run_id: str) -> list[RunFile]:
+    return list(
+        session.exec(select(RunFile).where(RunFile.run_id == run_id).order_by(col(RunFile.name)))
+    )

@@ -1,0 +1,87 @@
+"""The scheduler process: ingest, admission and watchdog in one event loop.
+
+It blocks on the ingest stream, so a submit, a worker coming up or a run ending (each an
+entry on that stream) is acted on at once; a sweep every ``sweep_interval`` seconds is the
+safety net (heartbeats expiring, entries left pending by a crashed consumer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+from sqlmodel import Session, select
+
+from scheduler import admission, watchdog
+from scheduler.celery_app import make_celery
+from scheduler.clusters import apply_config_file
+from scheduler.db import make_engine, migrate, session_scope
+from scheduler.ingest import Ingest
+from scheduler.models import Cluster
+from scheduler.settings import Settings
+from scheduler.workers import live_workers
+
+log = logging.getLogger(__name__)
+
+# Entries read but not acknowledged for this long belong to a consumer that died.
+RECLAIM_IDLE_MS = 30_000
+
+
+class Scheduler:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.resolved_database_url)
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.celery = make_celery(settings.redis_url)
+        consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.ingest = Ingest(self.engine, self.redis, consumer)
+        self.stopping = threading.Event()
+
+    def prepare(self) -> None:
+        migrate(self.engine)
+        if self.settings.clusters_file:
+            with session_scope(self.engine) as session:
+                apply_config_file(session, self.settings.clusters_file)
+        self.ingest.ensure_group()
+
+    def run_forever(self) -> None:
+        self.prepare()
+        log.info("scheduler running (database %s)", self.engine.url.render_as_string())
+        next_sweep = 0.0
+        while not self.stopping.is_set():
+            try:
+                next_sweep = self.step(next_sweep)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("redis unavailable (%s); retrying", exc)
+                self.stopping.wait(1.0)
+
+    def step(self, next_sweep: float) -> float:
+        block = max(int((next_sweep - time.monotonic()) * 1000), 1)
+        applied = self.ingest.process(self.ingest.read(block_ms=min(block, 1000)))
+        clusters = set(applied.clusters)
+        if applied.wake_all or time.monotonic() >= next_sweep:
+            clusters |= self.sweep()
+            next_sweep = time.monotonic() + self.settings.sweep_interval
+        if clusters:
+            self.dispatch(clusters)
+        return next_sweep
+
+    def sweep(self) -> set[str]:
+        """Safety net: reclaim orphaned entries, watch heartbeats, look at every cluster."""
+        self.ingest.process(self.ingest.reclaim(RECLAIM_IDLE_MS))
+        with Session(self.engine) as session:
+            watchdog.sweep(session, self.redis, self.celery, self.settings)
+            return set(session.exec(select(Cluster.name)))
+
+    def dispatch(self, clusters: set[str]) -> None:
+        workers = live_workers(self.redis)
+        with Session(self.engine) as session:
+            for name in sorted(clusters):
+                admission.dispatch(session, self.celery, name, workers)
+
+    def stop(self) -> None:
+        self.stopping.set()

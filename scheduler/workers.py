@@ -1,0 +1,72 @@
+"""Which workers are alive, what they serve and how busy they are, as told by heartbeats.
+
+Workers write; the scheduler and the API read. Each worker is a Redis hash that expires
+unless refreshed, so a worker that dies simply disappears.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import redis
+
+from scheduler import keys
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    hostname: str
+    clusters: list[str]
+    slots: int
+    runs: list[str] = field(default_factory=list)
+    last_heartbeat: float = field(default_factory=time.time)
+
+    @property
+    def busy(self) -> int:
+        return len(self.runs)
+
+
+def publish_heartbeat(client: redis.Redis, info: WorkerInfo, ttl: float) -> None:
+    """Announce the worker and keep each of its runs' alive keys fresh, in one round trip."""
+    ttl_ms = max(int(ttl * 1000), 1)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(keys.worker(info.id), json.dumps(asdict(info)), px=ttl_ms)
+    pipe.sadd(keys.WORKERS, info.id)
+    for run_id in info.runs:
+        pipe.set(keys.run_alive(run_id), info.id, px=ttl_ms)
+    pipe.execute()
+
+
+def remove_worker(client: redis.Redis, worker_id: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(keys.worker(worker_id))
+    pipe.srem(keys.WORKERS, worker_id)
+    pipe.execute()
+
+
+def live_workers(client: redis.Redis) -> list[WorkerInfo]:
+    ids = sorted(_str(i) for i in client.smembers(keys.WORKERS))
+    if not ids:
+        return []
+    raw = client.mget([keys.worker(i) for i in ids])
+    found: list[WorkerInfo] = []
+    gone: list[str] = []
+    for worker_id, value in zip(ids, raw, strict=True):
+        if value is None:
+            gone.append(worker_id)
+        else:
+            found.append(WorkerInfo(**json.loads(value)))
+    if gone:
+        client.srem(keys.WORKERS, *gone)
+    return found
+
+
+def workers_serving(workers: list[WorkerInfo], cluster: str) -> list[WorkerInfo]:
+    return [w for w in workers if cluster in w.clusters]
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

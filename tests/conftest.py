@@ -1,0 +1,84 @@
+"""Fixtures for real services: Redis, PostgreSQL, and a live Runyard stack."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from tests.support.services import (
+    RedisServer,
+    Stack,
+    postgres_server,
+    redis_server,
+    stop_process,
+)
+
+
+@pytest.fixture(scope="session")
+def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind Runyard supports."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'runyard.db'}"
+        return
+    server_url: str = request.getfixturevalue("postgres_url")
+    name = f"test_{secrets.token_hex(4)}"
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_service: RedisServer) -> Iterator[Stack]:
+    """API + scheduler (SQLite) as real processes; tests start the workers they need."""
+    live = Stack(root=tmp_path_factory.mktemp("stack"), redis=redis_service)
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+class Workers:
+    """Starts workers for one test and stops them after it."""
+
+    def __init__(self, live: Stack) -> None:
+        self.stack = live
+        self.started: list = []
+
+    def start(self, *clusters: str, slots: int = 1, name: str | None = None, wait: bool = True):  # type: ignore[no-untyped-def]
+        process = self.stack.start_worker(*clusters, slots=slots, name=name, wait=wait)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            stop_process(process)
+
+
+@pytest.fixture
+def workers(stack: Stack) -> Iterator[Workers]:
+    started = Workers(stack)
+    try:
+        yield started
+    finally:
+        started.stop_all()

@@ -1,0 +1,380 @@
+"""Submit, queue, run, cancel and lose nodes, end to end: real Redis, API, scheduler and
+Celery worker processes, with the local executor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
+from runyard.errors import RunFailed, RunFinished
+from tests.support.services import Stack, unique, wait_until
+
+TERMINAL = {"Completed", "Failed", "Canceled"}
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+def local_env() -> Environment:
+    env = Environment("local-python")
+    env.python.user_managed_dependencies = True
+    env.python.interpreter_path = sys.executable
+    return env
+
+
+def submit(
+    stack: Stack, folder: Path, script: str, cluster: str, *args: str, priority: int = 0
+) -> Run:
+    workspace = Workspace(url=stack.url)
+    config = ScriptRunConfig(
+        source_directory=folder,
+        script=script,
+        arguments=list(args),
+        compute_target=cluster,
+        environment=local_env(),
+        priority=priority,
+    )
+    return Experiment(workspace, "e2e").submit(config)
+
+
+def status_of(stack: Stack, run_id: str) -> str:
+    return stack.client().get_run(run_id)["status"]
+
+
+def wait_for_status(stack: Stack, run_id: str, wanted: set[str], timeout: float = 30) -> dict:
+    client = stack.client()
+
+    def reached() -> dict | None:
+        run = client.get_run(run_id)
+        return run if run["status"] in wanted else None
+
+    return wait_until(reached, timeout, 0.05, what=f"{run_id} to reach {wanted}")  # type: ignore[return-value]
+
+
+# A script that holds its slot until a flag file appears (the test decides when it ends).
+HOLD = """
+import os, sys, time
+flag = sys.argv[1]
+print("holding", flush=True)
+while not os.path.exists(flag):
+    time.sleep(0.05)
+print("released", flush=True)
+"""
+
+# Leaves a mark when it starts: proof of whether a run ever ran.
+MARK = """
+import sys
+open(sys.argv[1], "w").write("started")
+print("marked")
+"""
+
+
+def test_a_submitted_run_completes_with_its_log_and_outputs(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("cpu")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    folder = write(
+        tmp_path / "src",
+        {
+            "mylib.py": "def scale(x):\n    return 2 * x\n",
+            "train.py": (
+                "import os, sys\nfrom mylib import scale\n"
+                "print('args', sys.argv[1:])\n"
+                "for step in range(3):\n    print('loss', scale(step))\n"
+                "print('to stderr', file=sys.stderr)\n"
+                "os.makedirs('outputs/nested', exist_ok=True)\n"
+                "open('outputs/model.pkl', 'wb').write(b'weights')\n"
+                "open('outputs/nested/metrics.json', 'w').write('{}')\n"
+            ),
+        },
+    )
+    run = submit(stack, folder, "train.py", cluster, "--alpha", "0.5")
+    details = run.wait_for_completion()
+
+    assert details["status"] == "Completed"
+    assert details["exitCode"] == 0
+    log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
+    assert "args ['--alpha', '0.5']" in log
+    assert "loss 4" in log and "to stderr" in log
+    assert sorted(run.get_file_names()) == ["outputs/model.pkl", "outputs/nested/metrics.json"]
+    run.download_file("outputs/model.pkl", tmp_path / "model.pkl")
+    assert (tmp_path / "model.pkl").read_bytes() == b"weights"
+    record = stack.client().get_run(run.id)
+    for stamp in ("queued_at", "preparing_at", "starting_at", "running_at", "finalizing_at"):
+        assert record[stamp] is not None, stamp
+    assert record["completed_at"] >= record["running_at"] >= record["queued_at"]
+
+
+def test_a_failing_script_ends_failed_with_exit_code_and_reason(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("cpu")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    folder = write(tmp_path / "src", {"bad.py": "print('about to fail')\nraise SystemExit(3)\n"})
+    run = submit(stack, folder, "bad.py", cluster)
+    with pytest.raises(RunFailed, match="exited with code 3"):
+        run.wait_for_completion()
+    record = stack.client().get_run(run.id)
+    assert (record["status"], record["exit_code"]) == ("Failed", 3)
+    assert "about to fail" in stack.client().logs(run.id)
+
+
+def test_wait_for_completion_streams_the_log_as_it_comes(
+    stack: Stack, workers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = unique("cpu")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    script = (
+        "import time\nfor i in range(5):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"tick.py": script}), "tick.py", cluster)
+    run.wait_for_completion(show_output=True)
+    out = capsys.readouterr().out
+    assert all(f"tick {i}" in out for i in range(5))
+    assert "Status: Completed" in out
+
+
+def test_runs_on_one_cluster_never_run_on_another_clusters_worker(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    a, b = unique("a"), unique("b")
+    for name in (a, b):
+        stack.client().create_cluster(name, nodes=2)
+    workers.start(a, slots=2, name=f"only-{a}")
+    workers.start(b, slots=2, name=f"only-{b}")
+    folder = write(tmp_path / "src", {"hi.py": "print('hi')\n"})
+    runs = [(submit(stack, folder, "hi.py", c), c) for c in (a, b, a, b, a, b)]
+    for run, cluster in runs:
+        record = wait_for_status(stack, run.id, TERMINAL)
+        assert record["status"] == "Completed"
+        assert record["worker_id"] == f"only-{cluster}"
+
+
+def test_with_all_slots_busy_queued_runs_list_in_order_with_positions_and_reasons(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("busy")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    flag = tmp_path / "release"
+    folder = write(tmp_path / "src", {"hold.py": HOLD, "hi.py": "print('hi')\n"})
+
+    # No worker yet: the queue says why nothing starts.
+    first = submit(stack, folder, "hold.py", cluster, str(flag))
+    assert client.get_run(first.id)["pending_reason"] == f"no worker serves cluster {cluster}"
+
+    workers.start(cluster, slots=1)
+    wait_for_status(stack, first.id, {"Running"})
+    low = submit(stack, folder, "hi.py", cluster, priority=0)
+    high = submit(stack, folder, "hi.py", cluster, priority=10)
+    low2 = submit(stack, folder, "hi.py", cluster, priority=0)
+
+    queued = client.cluster_runs(cluster, "queued")
+    assert [r["id"] for r in queued] == [high.id, low.id, low2.id]
+    assert [r["position"] for r in queued] == [1, 2, 3]
+    assert queued[0]["pending_reason"] == "all 1 node(s) busy"
+    assert queued[1]["pending_reason"] == "waiting behind 1 run(s); all 1 node(s) busy"
+    assert queued[2]["pending_reason"] == "waiting behind 2 run(s); all 1 node(s) busy"
+    active = client.cluster_runs(cluster, "active")
+    assert [r["id"] for r in active] == [first.id]
+    assert all(r["status"] == "Queued" for r in queued)
+
+    flag.touch()
+    order = []
+    for run in (high, low, low2):
+        record = wait_for_status(stack, run.id, TERMINAL)
+        order.append((record["running_at"], run.id))
+    assert [run_id for _, run_id in sorted(order)] == [high.id, low.id, low2.id]
+
+
+def test_a_cancelled_queued_run_never_starts(stack: Stack, workers, tmp_path: Path) -> None:
+    cluster = unique("cq")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    workers.start(cluster, slots=1)
+    flag, mark = tmp_path / "release", tmp_path / "mark"
+    folder = write(tmp_path / "src", {"hold.py": HOLD, "mark.py": MARK})
+    holder = submit(stack, folder, "hold.py", cluster, str(flag))
+    wait_for_status(stack, holder.id, {"Running"})
+    victim = submit(stack, folder, "mark.py", cluster, str(mark))
+
+    victim.cancel()
+    assert status_of(stack, victim.id) == "Canceled"
+    flag.touch()
+    wait_for_status(stack, holder.id, TERMINAL)
+    time.sleep(1.0)  # time enough for a wrongly dispatched run to start
+    assert not mark.exists()
+    record = client.get_run(victim.id)
+    assert record["status"] == "Canceled" and record["preparing_at"] is None
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_run_cancelled_the_instant_a_slot_frees_never_starts(
+    stack: Stack, workers, tmp_path: Path, attempt: int
+) -> None:
+    cluster = unique("race")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    workers.start(cluster, slots=1)
+    flag, mark = tmp_path / "release", tmp_path / "mark"
+    folder = write(tmp_path / "src", {"hold.py": HOLD, "mark.py": MARK})
+    holder = submit(stack, folder, "hold.py", cluster, str(flag))
+    wait_for_status(stack, holder.id, {"Running"})
+    victim = submit(stack, folder, "mark.py", cluster, str(mark))
+
+    # Free the slot and cancel at (nearly) the same instant; stagger a little per attempt.
+    releaser = threading.Timer(0.01 * attempt, flag.touch)
+    releaser.start()
+    result = client.cancel(victim.id)
+    releaser.join()
+
+    final = wait_for_status(stack, victim.id, TERMINAL)
+    assert final["status"] == "Canceled"
+    if result["status"] == "Canceled":
+        # Cancelled while still waiting: it must never have started.
+        time.sleep(1.0)
+        assert not mark.exists()
+        assert final["preparing_at"] is None
+
+
+def test_cancel_stops_a_running_run_and_its_whole_process_group(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("stop")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1, cancel_grace_seconds=2)
+    workers.start(cluster)
+    pids = tmp_path / "pids"
+    script = f"""
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+open({str(pids)!r}, "w").write(f"{{child.pid}}")
+def on_term(*_):
+    print("got SIGTERM, saving checkpoint", flush=True)
+    time.sleep(30)  # ignores the grace period: SIGKILL must follow
+signal.signal(signal.SIGTERM, on_term)
+i = 0
+while True:
+    print("step", i, flush=True); i += 1; time.sleep(0.1)
+"""
+    run = submit(stack, write(tmp_path / "src", {"stubborn.py": script}), "stubborn.py", cluster)
+    wait_for_status(stack, run.id, {"Running"})
+    wait_until(pids.exists, 10, what="the child pid")
+    child_pid = int(pids.read_text())
+
+    started = time.monotonic()
+    assert client.cancel(run.id)["status"] == "CancelRequested"
+    record = wait_for_status(stack, run.id, TERMINAL, timeout=10)
+    elapsed = time.monotonic() - started
+
+    assert record["status"] == "Canceled"
+    assert elapsed <= 2 + 2, f"took {elapsed:.1f}s with a 2s grace period"
+    assert not _alive(child_pid)
+    assert "got SIGTERM, saving checkpoint" in client.logs(run.id)
+    with pytest.raises(RunFinished):
+        client.cancel(run.id)
+
+
+def test_a_worker_killed_mid_run_leaves_the_run_failed_not_running(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("lost")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    worker = workers.start(cluster)
+    pid_file = tmp_path / "pid"
+    script = (
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"long.py": script}), "long.py", cluster)
+    wait_for_status(stack, run.id, {"Running"})
+    wait_until(pid_file.exists, 10, what="the run's pid")
+
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    # NotResponding after the heartbeat timeout (3 s here), then Failed 3 s later.
+    wait_for_status(stack, run.id, {"NotResponding", "Failed"}, timeout=15)
+    record = wait_for_status(stack, run.id, {"Failed"}, timeout=15)
+    assert "node lost" in record["failure_reason"]
+    wait_until(lambda: not _alive(int(pid_file.read_text())), 5, what="the orphan to die")
+
+
+def test_bulk_cancel_takes_a_list_or_a_whole_queue(stack: Stack, tmp_path: Path) -> None:
+    cluster = unique("bulk")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    folder = write(tmp_path / "src", {"hi.py": "print('hi')\n"})
+    runs = [submit(stack, folder, "hi.py", cluster) for _ in range(4)]
+
+    results = client.cancel_many([runs[0].id, runs[1].id, "no-such-run"])
+    assert [r["status"] for r in results[:2]] == ["Canceled", "Canceled"]
+    assert results[2]["error"] and "no run" in results[2]["error"]
+    rest = client.cancel_queued(cluster)
+    assert sorted(r["id"] for r in rest) == sorted(r.id for r in runs[2:])
+    assert client.cluster_runs(cluster, "queued") == []
+
+
+def test_a_cluster_with_live_runs_is_deleted_only_with_force(stack: Stack, tmp_path: Path) -> None:
+    from runyard.errors import ClusterBusy, ClusterNotFound
+
+    cluster = unique("gone")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    run = submit(stack, write(tmp_path / "src", {"hi.py": "print(1)\n"}), "hi.py", cluster)
+    with pytest.raises(ClusterBusy):
+        client.delete_cluster(cluster)
+    canceled = client.delete_cluster(cluster, force=True)["data"]
+    assert [c["id"] for c in canceled] == [run.id]
+    with pytest.raises(ClusterNotFound):
+        client.get_cluster(cluster)
+    assert client.get_run(run.id)["status"] == "Canceled"
+
+
+def test_an_unchanged_folder_is_stored_once_and_can_be_restored(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cluster = unique("snap")
+    stack.client().create_cluster(cluster, nodes=1)
+    folder = write(tmp_path / "src", {"hi.py": "print(1)\n", "data/x.txt": "x"})
+    first = submit(stack, folder, "hi.py", cluster)
+    stored = sorted((stack.root / "data" / "snapshots" / "sha256").iterdir())
+    (folder / "hi.py").touch()  # a new mtime is not a new snapshot
+    second = submit(stack, folder, "hi.py", cluster)
+    assert sorted((stack.root / "data" / "snapshots" / "sha256").iterdir()) == stored
+    a, b = (stack.client().get_run(r.id)["snapshot_digest"] for r in (first, second))
+    assert a == b
+
+    archive = Path(second.restore_snapshot(path=tmp_path))
+    from runyard.snapshot import extract
+
+    extract(archive.read_bytes(), tmp_path / "restored")
+    assert (tmp_path / "restored" / "data" / "x.txt").read_text() == "x"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

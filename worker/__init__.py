@@ -1,0 +1,1 @@
+"""Workers: Celery consumers of cluster queues that execute runs and report over Redis."""

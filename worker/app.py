@@ -1,0 +1,94 @@
+"""The worker process: a Celery worker on its clusters' queues, running one run per slot.
+
+Slots are threads (``-P threads``): each slot only supervises a child process, so threads
+keep the worker light and let one heartbeat speak for all of its runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import socket
+
+import redis
+from celery.signals import worker_ready, worker_shutdown
+
+from runyard.client import Client
+from scheduler import keys
+from scheduler.celery_app import TASK_EXECUTE_RUN, make_celery
+from scheduler.messages import RunAssignment, Wake
+from scheduler.settings import Settings
+from scheduler.streams import send_to_ingest
+from worker.heartbeat import Heartbeat
+from worker.runner import WorkerContext, execute
+from worker.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def run_worker(
+    settings: Settings, clusters: list[str], slots: int, worker_id: str | None = None
+) -> None:
+    """Serve the clusters until told to stop (blocks)."""
+    worker_id = worker_id or default_worker_id()
+    client = redis.Redis.from_url(settings.redis_url)
+    root = settings.worker_dir / worker_id
+    # A previous life of this worker (same id) may have left run directories behind.
+    shutil.rmtree(root / "runs", ignore_errors=True)
+    workspace = Workspace(root, Client(settings.api_url))
+    heartbeat = Heartbeat(
+        client,
+        worker_id,
+        clusters,
+        slots,
+        interval=settings.heartbeat_interval,
+        ttl=settings.not_responding_after,
+    )
+    ctx = WorkerContext(
+        worker_id=worker_id,
+        redis=client,
+        api=workspace.api,
+        workspace=workspace,
+        heartbeat=heartbeat,
+    )
+    app = make_celery(settings.redis_url)
+
+    @app.task(name=TASK_EXECUTE_RUN, acks_late=True, ignore_result=True)
+    def execute_run(payload: dict) -> None:
+        execute(RunAssignment.decode(payload), ctx)
+
+    def on_ready(**_: object) -> None:
+        heartbeat.start()
+        send_to_ingest(client, [Wake(cluster=c) for c in clusters])
+        log.info("worker %s serving %s with %d slot(s)", worker_id, ", ".join(clusters), slots)
+
+    def on_shutdown(**_: object) -> None:
+        heartbeat.stop()
+
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(keys.cluster_queue(c) for c in clusters),
+            "--concurrency",
+            str(slots),
+            "--pool",
+            "threads",
+            "--prefetch-multiplier",
+            "1",
+            "--hostname",
+            f"{worker_id}@{socket.gethostname()}",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ]
+    )

@@ -1,0 +1,60 @@
+"""The executor interface: everything the run orchestration needs from a place to run code."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runyard.errors import RunyardError
+
+
+class ExecutorUnavailable(RunyardError):
+    """The run asks for an executor this worker cannot provide."""
+
+
+class ExecutionFailed(RunyardError):
+    """The run's process could not be started (bad interpreter, missing script...)."""
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    run_id: str
+    script: str
+    arguments: list[str]
+    environment: dict[str, Any]
+    working_dir: Path  # the run's private copy of its snapshot; becomes the process's cwd
+    env: dict[str, str] = field(default_factory=dict)  # tracking context variables
+
+
+class Execution(ABC):
+    """A started run: its output, its exit, and a way to stop it."""
+
+    @abstractmethod
+    def output(self) -> Iterator[str]:
+        """Combined stdout/stderr as text pieces, ending when the process's output closes."""
+
+    @abstractmethod
+    def poll(self) -> int | None:
+        """The exit code, or None while it runs."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` seconds; the exit code, or None if still running."""
+
+    @abstractmethod
+    def terminate(self, grace_seconds: float) -> int:
+        """SIGTERM, then SIGKILL after the grace period; returns the exit code."""
+
+    def cleanup(self) -> None:  # noqa: B027 (optional hook)
+        """Release what the execution holds (a container, for instance)."""
+
+
+class Executor(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def start(self, request: ExecutionRequest) -> Execution:
+        """Start the run's process; raise ExecutionFailed when it cannot start."""

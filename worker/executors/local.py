@@ -1,0 +1,109 @@
+"""The local executor: the run is a process group on the worker's host (user-managed Python).
+
+The process leads its own session, so cancel reaches every process it spawned; it also
+dies with the worker (PR_SET_PDEATHSIG), so a worker killed with SIGKILL leaves no
+orphan training on the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+from worker.executors.base import Execution, ExecutionFailed, ExecutionRequest, Executor
+
+PR_SET_PDEATHSIG = 1
+# The run inherits the worker's environment (a user-managed Python may need its PATH,
+# CUDA or conda variables) minus the service's own settings: no broker or database URL
+# ever reaches the run.
+_WITHHELD_PREFIXES = ("RUNYARD_", "CELERY_")
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class LocalExecution(Execution):
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    def output(self) -> Iterator[str]:
+        assert self.process.stdout is not None
+        reader = self.process.stdout
+        while True:
+            chunk = reader.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                return
+            yield chunk.decode("utf-8", errors="replace")
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def terminate(self, grace_seconds: float) -> int:
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        # The leader may be gone while children it spawned linger: kill the group regardless.
+        self._signal_group(signal.SIGKILL)
+        return self.process.wait()
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def cleanup(self) -> None:
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def start(self, request: ExecutionRequest) -> Execution:
+        python = request.environment.get("python") or {}
+        interpreter = python.get("interpreter_path") or sys.executable
+        resolved = shutil.which(interpreter)
+        if resolved is None:
+            raise ExecutionFailed(f"interpreter {interpreter!r} not found on this worker")
+        script = request.working_dir / request.script
+        if not script.is_file():
+            raise ExecutionFailed(f"entry script {request.script!r} is not in the snapshot")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_WITHHELD_PREFIXES)}
+        variables = request.environment.get("environment_variables") or {}
+        env.update({str(k): str(v) for k, v in variables.items()})
+        env.update(request.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            process = subprocess.Popen(
+                [resolved, request.script, *request.arguments],
+                cwd=request.working_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise ExecutionFailed(f"cannot start {interpreter}: {exc}") from exc
+        return LocalExecution(process)

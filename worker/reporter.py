@@ -1,0 +1,106 @@
+"""What a worker tells the scheduler about one run, over Redis streams.
+
+Log output is batched into numbered chunks (one XADD per flush, not per line); states are
+sent after every log chunk before them, so the database always has a run's last lines
+before its terminal state. A Redis outage is waited out with retries: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from runyard.status import RunStatus
+from scheduler.messages import Entry, LogChunk, StateChanged
+from scheduler.streams import send_to_ingest
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.2  # seconds between log flushes while output keeps coming
+MAX_CHUNK = 256 * 1024  # characters per log chunk
+
+
+class RunReporter:
+    def __init__(self, client: redis.Redis, run_id: str, worker_id: str) -> None:
+        self.redis = client
+        self.run_id = run_id
+        self.worker_id = worker_id
+        self._seq = 0
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    # --- logs -------------------------------------------------------------------------------
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            self._buffer.append(text)
+            self._buffered += len(text)
+            full = self._buffered >= MAX_CHUNK
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._send_lock:
+            with self._lock:
+                text, self._buffer, self._buffered = "".join(self._buffer), [], 0
+            chunks = []
+            for start in range(0, len(text), MAX_CHUNK):
+                chunks.append(
+                    LogChunk(
+                        run_id=self.run_id, seq=self._seq, text=text[start : start + MAX_CHUNK]
+                    )
+                )
+                self._seq += 1
+            if chunks:
+                self._send(list(chunks))
+
+    def start_flushing(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(FLUSH_INTERVAL):
+                self.flush()
+
+        self._flusher = threading.Thread(target=loop, name=f"flush-{self.run_id}", daemon=True)
+        self._flusher.start()
+
+    def stop_flushing(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        self.flush()
+
+    # --- states -----------------------------------------------------------------------------
+
+    def state(
+        self, status: RunStatus, *, exit_code: int | None = None, reason: str | None = None
+    ) -> None:
+        """Flush pending output, then report the state (in that order, on one stream)."""
+        self.flush()
+        with self._send_lock:
+            self._send(
+                [
+                    StateChanged(
+                        run_id=self.run_id,
+                        status=status,
+                        worker_id=self.worker_id,
+                        exit_code=exit_code,
+                        reason=reason,
+                    )
+                ]
+            )
+
+    @retry(
+        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+        wait=wait_exponential(multiplier=0.1, max=5),
+        stop=stop_after_delay(24 * 3600),
+        reraise=True,
+        before_sleep=lambda state: log.warning("redis unavailable; retrying (%s)", state.outcome),
+    )
+    def _send(self, entries: list[Entry]) -> None:
+        send_to_ingest(self.redis, entries)

@@ -1,0 +1,134 @@
+"""Executing one run on this worker: claim, prepare, start, pump output, stop, finalize."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from runyard.client import Client
+from runyard.errors import RunyardError
+from runyard.status import RunStatus
+from scheduler import control
+from scheduler.messages import RunAssignment
+from worker.executors import Execution, ExecutionRequest, executor_named
+from worker.heartbeat import Heartbeat
+from worker.reporter import RunReporter
+from worker.workspace import Workspace, output_files
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL = 0.2  # seconds between looks at the run's cancel mark
+PUMP_JOIN = 5.0  # how long to wait for the last output once the process has exited
+
+
+@dataclass
+class WorkerContext:
+    worker_id: str
+    redis: redis.Redis
+    api: Client
+    workspace: Workspace
+    heartbeat: Heartbeat
+
+
+def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
+    run_id = assignment.run_id
+    claim = control.claim_run(ctx.redis, run_id, ctx.worker_id)
+    if claim != control.ClaimResult.CLAIMED:
+        why = "cancelled before it started" if claim == control.ClaimResult.CANCELED else "taken"
+        log.info("not starting %s: %s", run_id, why)
+        return
+    ctx.heartbeat.add_run(run_id)
+    reporter = RunReporter(ctx.redis, run_id, ctx.worker_id)
+    execution: Execution | None = None
+    try:
+        reporter.state(RunStatus.PREPARING)
+        executor = executor_named(assignment.executor)
+        run_dir = ctx.workspace.prepare(run_id, assignment.snapshot_digest)
+        if control.is_cancel_requested(ctx.redis, run_id):
+            reporter.state(RunStatus.CANCELED, reason="canceled before it started")
+            return
+        reporter.state(RunStatus.STARTING)
+        execution = executor.start(
+            ExecutionRequest(
+                run_id=run_id,
+                script=assignment.script,
+                arguments=assignment.arguments,
+                environment=assignment.environment,
+                working_dir=run_dir,
+                env={"RUNYARD_RUN_ID": run_id, "RUNYARD_CLUSTER": assignment.cluster},
+            )
+        )
+        reporter.state(RunStatus.RUNNING)
+        exit_code, canceled = _supervise(execution, reporter, ctx, assignment)
+        reporter.state(RunStatus.FINALIZING)
+        _upload_outputs(ctx, run_id)
+        if canceled:
+            reporter.state(RunStatus.CANCELED, exit_code=exit_code, reason="canceled by request")
+        elif exit_code == 0:
+            reporter.state(RunStatus.COMPLETED, exit_code=0)
+        else:
+            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=describe_exit(exit_code))
+    except (RunyardError, OSError, ValueError) as exc:
+        log.warning("run %s failed on this worker: %s", run_id, exc)
+        reporter.state(RunStatus.FAILED, reason=str(exc))
+    except Exception as exc:
+        log.exception("run %s: unexpected worker error", run_id)
+        reporter.state(RunStatus.FAILED, reason=f"worker error: {exc!r}")
+    finally:
+        if execution is not None:
+            execution.cleanup()
+        ctx.heartbeat.remove_run(run_id)
+        ctx.workspace.discard(run_id)
+
+
+def _supervise(
+    execution: Execution, reporter: RunReporter, ctx: WorkerContext, assignment: RunAssignment
+) -> tuple[int, bool]:
+    """Pump output while the process runs; stop it if a cancel arrives."""
+    pump = threading.Thread(
+        target=lambda: [reporter.write(text) for text in execution.output()],
+        name=f"pump-{assignment.run_id}",
+        daemon=True,
+    )
+    pump.start()
+    reporter.start_flushing()
+    canceled = False
+    try:
+        while True:
+            exit_code = execution.wait(CANCEL_POLL)
+            if exit_code is not None:
+                break
+            if _cancel_requested(ctx, assignment.run_id):
+                canceled = True
+                exit_code = execution.terminate(assignment.cancel_grace_seconds)
+                break
+    finally:
+        pump.join(PUMP_JOIN)
+        reporter.stop_flushing()
+    return exit_code, canceled
+
+
+def _cancel_requested(ctx: WorkerContext, run_id: str) -> bool:
+    try:
+        return control.is_cancel_requested(ctx.redis, run_id)
+    except redis.RedisError:
+        return False  # keep training through a Redis outage
+
+
+def _upload_outputs(ctx: WorkerContext, run_id: str) -> None:
+    for name, path in output_files(ctx.workspace.run_dir(run_id)):
+        with open(path, "rb") as content:
+            ctx.api.upload_file(run_id, name, content)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"script exited with code {code}"

@@ -1,0 +1,78 @@
+"""Per-run working directories, made from snapshots cached per digest on the worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from runyard import snapshot
+from runyard.client import Client
+
+
+class Workspace:
+    """``<root>/snapshots/<hex>/`` holds each unpacked snapshot once; ``<root>/runs/<id>/``
+    is a run's private copy, so a run can never change the stored snapshot."""
+
+    def __init__(self, root: Path, api: Client) -> None:
+        self.root = root
+        self.api = api
+        self.cache = root / "snapshots"
+        self.runs = root / "runs"
+        self._lock = threading.Lock()
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.runs.mkdir(parents=True, exist_ok=True)
+
+    def unpacked(self, digest: str) -> Path:
+        name = digest.split(":", 1)[-1]
+        if not name.isalnum():
+            raise ValueError(f"bad snapshot digest {digest!r}")
+        target = self.cache / name
+        with self._lock:
+            if target.is_dir():
+                return target
+            archive = self.cache / f"{name}.tar.gz"
+            self.api.download_snapshot(digest, archive)
+            try:
+                data = archive.read_bytes()
+                if snapshot.digest_of(data) != digest:
+                    raise ValueError(f"snapshot {digest} arrived corrupted")
+                staging = self.cache / f"{name}.partial"
+                shutil.rmtree(staging, ignore_errors=True)
+                snapshot.extract(data, staging, snapshot.SnapshotLimits(2**62, 2**62))
+                os.replace(staging, target)
+            finally:
+                archive.unlink(missing_ok=True)
+            return target
+
+    def prepare(self, run_id: str, digest: str | None) -> Path:
+        run_dir = self.run_dir(run_id)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if digest:
+            shutil.copytree(self.unpacked(digest), run_dir, symlinks=True)
+        else:
+            run_dir.mkdir(parents=True)
+        return run_dir
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    def discard(self, run_id: str) -> None:
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+
+def output_files(run_dir: Path) -> list[tuple[str, Path]]:
+    """Regular files under ``outputs/`` as (name in the run record, path); links are skipped."""
+    outputs = run_dir / "outputs"
+    if not outputs.is_dir() or outputs.is_symlink():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(outputs):
+        dirnames[:] = sorted(d for d in dirnames if not (Path(dirpath) / d).is_symlink())
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            if path.is_symlink() or not path.is_file():
+                continue
+            found.append((path.relative_to(run_dir).as_posix(), path))
+    return found
