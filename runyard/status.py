@@ -102,5 +102,9 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.CANCELED: frozenset(),
 }
 
-# Column on the run record that remembers when each state was first reached.
+# States a run can come back to; their timestamp records the latest arrival (the watchdog
+# measures silence from it). Every other state keeps the time it was first reached.
+REENTRANT = frozenset({RunStatus.QUEUED, RunStatus.NOT_RESPONDING})
+
+# Column on the run record that remembers when each state was reached.
 TIMESTAMP_FIELD: dict[RunStatus, str] = {s: f"{s.name.lower()}_at" for s in RunStatus}

@@ -150,6 +150,7 @@ def apply_config_file(session: Session, path: Path) -> list[str]:
         if session.get(Cluster, data.name) is None:
             create_cluster(session, data)
         else:
-            update_cluster(session, data.name, ClusterUpdate(**data.model_dump(exclude={"name"})))
+            given = data.model_dump(exclude_unset=True, exclude={"name"})
+            update_cluster(session, data.name, ClusterUpdate(**given))
         names.append(data.name)
     return names

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from runyard.errors import IllegalTransition, RunNotFound
@@ -98,7 +98,22 @@ class Ingest:
         except OperationalError:
             log.exception("database unavailable; %d entries stay pending", len(raw))
             return Applied()
+        except SQLAlchemyError:
+            # One bad entry must not block the stream: apply them one by one, drop the bad.
+            applied = self._apply_one_by_one(entries)
         self.redis.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *[i for i, _ in raw])
+        return applied
+
+    def _apply_one_by_one(self, entries: list[tuple[str, Entry]]) -> Applied:
+        applied = Applied()
+        for entry_id, entry in entries:
+            try:
+                with session_scope(self.engine) as session:
+                    self._apply(session, entry, applied)
+            except OperationalError:
+                raise
+            except SQLAlchemyError as exc:
+                log.warning("dropping ingest entry %s (%s): %s", entry_id, entry.type, exc)
         return applied
 
     def _apply(self, session: Session, entry: Entry, applied: Applied) -> None:
@@ -132,8 +147,8 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
     if entry.reason and entry.status in (RunStatus.FAILED, RunStatus.CANCELED):
         values["failure_reason"] = entry.reason
     try:
-        with session.begin_nested():
-            run = transition(session, entry.run_id, entry.status, at=entry.at, **values)
+        # transition() checks before it writes, so a refused report leaves nothing behind.
+        run = transition(session, entry.run_id, entry.status, at=entry.at, **values)
     except (IllegalTransition, RunNotFound) as exc:
         log.info("ignoring report for %s: %s", entry.run_id, exc)
         return

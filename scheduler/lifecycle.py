@@ -13,7 +13,7 @@ from typing import Any
 from sqlmodel import Session, update
 
 from runyard.errors import IllegalTransition, RunFinished, RunNotFound
-from runyard.status import TIMESTAMP_FIELD, RunStatus
+from runyard.status import REENTRANT, TIMESTAMP_FIELD, RunStatus
 from scheduler.models import Run, utcnow
 
 _RETRIES = 5
@@ -44,7 +44,7 @@ def transition(
             raise error(f"run {run_id} is {current.value}; it cannot become {new.value}")
         changes: dict[str, Any] = {"status": new, **values}
         stamp = TIMESTAMP_FIELD[new]
-        if getattr(run, stamp) is None or new == RunStatus.QUEUED:
+        if getattr(run, stamp) is None or new in REENTRANT:
             changes[stamp] = at
         result = session.execute(
             update(Run).where(Run.id == run_id, Run.status == current).values(**changes)

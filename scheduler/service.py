@@ -58,6 +58,10 @@ class Scheduler:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("redis unavailable (%s); retrying", exc)
                 self.stopping.wait(1.0)
+            except Exception:
+                # A daemon that dies on one bad moment leaves every cluster stuck; log, go on.
+                log.exception("scheduler step failed; retrying")
+                self.stopping.wait(1.0)
 
     def step(self, next_sweep: float) -> float:
         block = max(int((next_sweep - time.monotonic()) * 1000), 1)

@@ -7,8 +7,6 @@ the change. Redis is the real session-scoped server, flushed at the start of eve
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,31 +47,13 @@ from scheduler.models import (
 from scheduler.settings import Settings
 from scheduler.streams import send_to_ingest
 from scheduler.workers import WorkerInfo, live_workers, publish_heartbeat, remove_worker
-from tests.support.services import RedisServer, postgres_server
+from tests.support.services import RedisServer
 
 DIGEST = "sha256:" + "0" * 64
 CLUSTER = "gpu-a"
 TABLES = {"alembic_version", "cluster", "experiment", "run", "runlog", "runfile"}
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """Overrides the conftest fixture of the same name for this module.
-
-    The conftest one puts the cluster under ``tmp_path_factory``, whose directories are
-    mode 0700 and owned by root; when the suite runs as root, ``initdb`` runs as ``postgres``
-    and cannot reach its data directory ("Permission denied"). Here the server lives in a
-    directory ``postgres`` can traverse. Drop this once ``tests/support`` handles it.
-    """
-    folder = Path(tempfile.mkdtemp(prefix="runyard-store-pg-"))
-    folder.chmod(0o755)
-    try:
-        with postgres_server(folder / "server") as url:
-            yield url
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -830,14 +810,6 @@ def test_entries_a_consumer_never_acknowledged_are_reclaimed_by_another(
     assert survivor.reclaim(min_idle_ms=0) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "insert_log does not tolerate an unknown run (apply_state does): the foreign-key "
-        "IntegrityError escapes Ingest.process, which only catches OperationalError, so the "
-        "whole batch is never acknowledged and is replayed (and fails) forever"
-    ),
-)
 def test_a_log_chunk_for_an_unknown_run_is_dropped_without_blocking_the_stream(
     engine: Engine, client: redis.Redis, ingest: Ingest, queued_run: str
 ) -> None:
@@ -944,14 +916,6 @@ def test_a_not_responding_run_recovers_when_its_worker_is_heard_again(
     assert reload(engine, run_id).status == RunStatus.RUNNING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "watchdog measures silence from not_responding_at, but lifecycle.transition only "
-        "stamps a state's first arrival, so a run lost a second time keeps the first "
-        "episode's stamp and is failed on the next sweep without waiting failed_after"
-    ),
-)
 def test_a_run_lost_a_second_time_gets_the_full_failed_after_grace_again(
     engine: Engine, session: Session, client: redis.Redis, celery: Celery
 ) -> None:
