@@ -1,28 +1,41 @@
 # Two commands on a fresh Debian machine:  `make up`  and  `make test`.
+# Everything Python goes into ./.venv; Redis and PostgreSQL binaries come from apt.
 PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
 
-.PHONY: up test install system-packages lint
+.PHONY: up test install system-packages lint clean
 
 up: install
-	runyard up
+	$(BIN)/runyard up
 
 test: install
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m pytest
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest
 
-install: system-packages
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+install: system-packages $(BIN)/runyard
 
-# Redis for the broker and streams; PostgreSQL server binaries for the store tests.
+$(BIN)/runyard: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# Redis for the broker and streams; PostgreSQL server binaries for the store tests;
+# venv support when the system Python lacks it.
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \
+	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-lint:
-	$(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .
+lint: install
+	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check .
+
+clean:
+	rm -rf $(VENV)

@@ -1,163 +1,290 @@
 """The HTTP client behind the SDK, the CLI and the workers.
 
-Error responses carry ``{"error": <class name>, "detail": <message>}``; the client raises
-the same ``RunyardError`` subclass the server raised, so callers catch one tree everywhere.
+Standard library only, on purpose: the SDK must import inside any run image with Python
+3.8 or newer, where nothing has been installed. Error responses carry
+``{"error": <class name>, "detail": <message>}``; the client raises the same
+``RunyardError`` subclass the server raised, so callers catch one tree everywhere.
 """
 
 from __future__ import annotations
 
-import json
+import json as jsonlib
 import os
-from collections.abc import Iterator
+import secrets
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
 
-import httpx
-
+from runyard.config import DEFAULT_URL
 from runyard.errors import BY_NAME, RunyardError, ServiceUnavailable
 
-DEFAULT_URL = "http://127.0.0.1:8642"
 API = "/api/v1"
+Body = Union[bytes, IO[bytes], None]
+
+
+class Response:
+    def __init__(self, status: int, body: bytes, headers: Any) -> None:
+        self.status_code = status
+        self.content = body
+        self.headers = headers
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return loads(self.content)
 
 
 class Client:
-    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, timeout: float = 60):
+    def __init__(
+        self, base_url: str = DEFAULT_URL, token: Optional[str] = None, timeout: float = 60
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def close(self) -> None:
-        self.http.close()
+        """Nothing to release (no pooled connections); kept for symmetry with other clients."""
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self.http.request(method, API + path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"cannot reach Runyard at {self.base_url}: {exc}") from exc
-        raise_for_error(response)
-        return response
+    def url(self, path: str, params: Optional[Dict[str, Any]] = None) -> str:
+        url = self.base_url + path
+        if params:
+            pairs = [(k, _param(v)) for k, v in params.items() if v is not None]
+            url += "?" + urllib.parse.urlencode(pairs, doseq=True)
+        return url
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Optional[Dict[str, Any]] = None,
+        json: Any = None,
+        content: Body = None,
+        headers: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        api: bool = True,
+    ) -> Response:
+        with self._open(
+            method, (API if api else "") + path, params, json, content, headers, timeout
+        ) as response:
+            return Response(response.status, response.read(), response.headers)
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
 
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        params: Optional[Dict[str, Any]] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[Any]:
+        with self._open(method, API + path, params, None, None, None, timeout) as response:
+            yield response
+
+    @contextmanager
+    def _open(
+        self,
+        method: str,
+        path: str,
+        params: Optional[Dict[str, Any]],
+        json: Any,
+        content: Body,
+        headers: Optional[Dict[str, str]],
+        timeout: Optional[float],
+    ) -> Iterator[Any]:
+        all_headers = dict(self.headers)
+        if json is not None:
+            content = dumps(json).encode()
+            all_headers["Content-Type"] = "application/json"
+        if headers:
+            all_headers.update(headers)
+        if content is not None and not isinstance(content, bytes):
+            all_headers.setdefault("Content-Type", "application/octet-stream")
+            all_headers["Content-Length"] = str(os.fstat(content.fileno()).st_size)
+        request = urllib.request.Request(
+            self.url(path, params), data=content, headers=all_headers, method=method
+        )
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise error_from(exc.code, exc.read(), path) from None
+        except (urllib.error.URLError, OSError, socket.timeout) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceUnavailable(f"cannot reach Runyard at {self.base_url}: {reason}") from None
+        with response:
+            yield response
+
     # --- clusters ---------------------------------------------------------------------------
 
-    def create_cluster(self, name: str, **settings: Any) -> dict[str, Any]:
+    def create_cluster(self, name: str, **settings: Any) -> Dict[str, Any]:
         return self.json("POST", "/clusters", json={"name": name, **settings})
 
-    def list_clusters(self) -> list[dict[str, Any]]:
+    def list_clusters(self) -> List[Dict[str, Any]]:
         return self.json("GET", "/clusters")["data"]
 
-    def get_cluster(self, name: str) -> dict[str, Any]:
-        return self.json("GET", f"/clusters/{name}")
+    def get_cluster(self, name: str) -> Dict[str, Any]:
+        return self.json("GET", f"/clusters/{_q(name)}")
 
-    def update_cluster(self, name: str, **changes: Any) -> dict[str, Any]:
-        return self.json("PATCH", f"/clusters/{name}", json=changes)
+    def update_cluster(self, name: str, **changes: Any) -> Dict[str, Any]:
+        return self.json("PATCH", f"/clusters/{_q(name)}", json=changes)
 
-    def delete_cluster(self, name: str, force: bool = False) -> dict[str, Any]:
-        return self.json("DELETE", f"/clusters/{name}", params={"force": force})
+    def delete_cluster(self, name: str, force: bool = False) -> Dict[str, Any]:
+        return self.json("DELETE", f"/clusters/{_q(name)}", params={"force": force})
 
-    def cluster_runs(self, name: str, status: str = "all") -> list[dict[str, Any]]:
-        return self.json("GET", f"/clusters/{name}/runs", params={"status": status})["data"]
+    def cluster_runs(self, name: str, status: str = "all") -> List[Dict[str, Any]]:
+        return self.json("GET", f"/clusters/{_q(name)}/runs", params={"status": status})["data"]
 
-    def cancel_queued(self, name: str) -> list[dict[str, Any]]:
-        return self.json("POST", f"/clusters/{name}/cancel-queued")["data"]
+    def cancel_queued(self, name: str) -> List[Dict[str, Any]]:
+        return self.json("POST", f"/clusters/{_q(name)}/cancel-queued")["data"]
 
-    def list_workers(self) -> list[dict[str, Any]]:
+    def list_workers(self) -> List[Dict[str, Any]]:
         return self.json("GET", "/workers")["data"]
 
     # --- runs -------------------------------------------------------------------------------
 
     def has_snapshot(self, digest: str) -> bool:
         try:
-            self.request("HEAD", f"/snapshots/{digest}")
+            self.request("HEAD", f"/snapshots/{_q(digest)}")
         except RunyardError as exc:
-            if getattr(exc, "http_status", None) == 404:
+            if exc.http_status == 404:
                 return False
             raise
         return True
 
-    def submit(self, spec: dict[str, Any], archive: bytes | None = None) -> dict[str, Any]:
-        files = {"snapshot": ("snapshot.tar.gz", archive, "application/gzip")} if archive else None
-        return self.json("POST", "/runs", data={"spec": json.dumps(spec)}, files=files)
+    def submit(self, spec: Dict[str, Any], archive: Optional[bytes] = None) -> Dict[str, Any]:
+        files = {"snapshot": ("snapshot.tar.gz", archive, "application/gzip")} if archive else {}
+        body, content_type = encode_multipart({"spec": dumps(spec)}, files)
+        return self.json("POST", "/runs", content=body, headers={"Content-Type": content_type})
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/runs/{run_id}")
+    def get_run(self, run_id: str) -> Dict[str, Any]:
+        return self.json("GET", f"/runs/{_q(run_id)}")
 
-    def list_runs(self, **filters: Any) -> list[dict[str, Any]]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        return self.json("GET", "/runs", params=params)["data"]
+    def list_runs(self, **filters: Any) -> List[Dict[str, Any]]:
+        return self.json("GET", "/runs", params=filters)["data"]
 
-    def cancel(self, run_id: str) -> dict[str, Any]:
-        return self.json("POST", f"/runs/{run_id}/cancel")
+    def cancel(self, run_id: str) -> Dict[str, Any]:
+        return self.json("POST", f"/runs/{_q(run_id)}/cancel")
 
-    def cancel_many(self, run_ids: list[str]) -> list[dict[str, Any]]:
+    def cancel_many(self, run_ids: List[str]) -> List[Dict[str, Any]]:
         return self.json("POST", "/runs/cancel", json={"run_ids": run_ids})["data"]
 
     def logs(self, run_id: str) -> str:
-        return self.request("GET", f"/runs/{run_id}/logs").text
+        return self.request("GET", f"/runs/{_q(run_id)}/logs").text
 
     def follow_logs(self, run_id: str) -> Iterator[str]:
         """Yield the log as it is written, returning when the run has ended."""
         try:
-            with self.http.stream(
-                "GET", f"{API}/runs/{run_id}/logs", params={"follow": True}, timeout=None
+            with self.stream(
+                "GET", f"/runs/{_q(run_id)}/logs", {"follow": True}, timeout=3600
             ) as response:
-                if response.is_error:
-                    response.read()
-                    raise_for_error(response)
-                yield from response.iter_text()
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"lost the log stream from {self.base_url}: {exc}") from exc
+                while True:
+                    chunk = response.read1(65536)
+                    if not chunk:
+                        return
+                    yield chunk.decode("utf-8", errors="replace")
+        except (OSError, socket.timeout) as exc:
+            raise ServiceUnavailable(f"lost the log stream from {self.base_url}: {exc}") from None
 
     def download_snapshot(self, digest: str, destination: Path) -> None:
-        self._download(f"/snapshots/{digest}", destination)
+        self._download(f"/snapshots/{_q(digest)}", destination)
 
     def download_run_snapshot(self, run_id: str, destination: Path) -> None:
-        self._download(f"/runs/{run_id}/snapshot", destination)
+        self._download(f"/runs/{_q(run_id)}/snapshot", destination)
 
-    def upload_file(self, run_id: str, name: str, content: IO[bytes] | bytes) -> dict[str, Any]:
-        return self.json("PUT", f"/runs/{run_id}/files/{name}", content=content)
+    def upload_file(
+        self, run_id: str, name: str, content: Union[IO[bytes], bytes]
+    ) -> Dict[str, Any]:
+        return self.json("PUT", f"/runs/{_q(run_id)}/files/{_q(name, '/')}", content=content)
 
-    def list_files(self, run_id: str) -> list[dict[str, Any]]:
-        return self.json("GET", f"/runs/{run_id}/files")["data"]
+    def list_files(self, run_id: str) -> List[Dict[str, Any]]:
+        return self.json("GET", f"/runs/{_q(run_id)}/files")["data"]
 
     def download_file(self, run_id: str, name: str, destination: Path) -> None:
-        self._download(f"/runs/{run_id}/files/{name}", destination)
+        self._download(f"/runs/{_q(run_id)}/files/{_q(name, '/')}", destination)
 
     def _download(self, path: str, destination: Path) -> None:
+        destination = Path(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         partial = destination.with_name(destination.name + ".partial")
         try:
-            with self.http.stream("GET", API + path) as response:
-                if response.is_error:
-                    response.read()
-                    raise_for_error(response)
-                with open(partial, "wb") as out:
-                    for chunk in response.iter_bytes(1 << 20):
-                        out.write(chunk)
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"download from {self.base_url} failed: {exc}") from exc
+            with self.stream("GET", path) as response, open(partial, "wb") as out:
+                while True:
+                    chunk = response.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        except RunyardError:
+            partial.unlink(missing_ok=True)
+            raise
+        except (OSError, socket.timeout) as exc:
+            partial.unlink(missing_ok=True)
+            raise ServiceUnavailable(f"download from {self.base_url} failed: {exc}") from None
         os.replace(partial, destination)
 
 
-def raise_for_error(response: httpx.Response) -> None:
-    if not response.is_error:
-        return
+def error_from(status: int, body: bytes, path: str) -> RunyardError:
     try:
-        body = response.json()
+        data = loads(body)
     except ValueError:
-        body = {}
-    detail = body.get("detail") if isinstance(body, dict) else None
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    detail = data.get("detail")
     if not isinstance(detail, str):
-        detail = f"HTTP {response.status_code} from {response.request.url.path}"
-    cls = BY_NAME.get(str(body.get("error")) if isinstance(body, dict) else "", None)
+        detail = f"HTTP {status} from {path}"
+    cls = BY_NAME.get(str(data.get("error")))
     if cls is None:
-        cls = next(
-            (c for c in BY_NAME.values() if c.http_status == response.status_code), RunyardError
+        cls = next((c for c in BY_NAME.values() if c.http_status == status), RunyardError)
+    error = cls(detail, field=data.get("field"))
+    error.http_status = status
+    return error
+
+
+def encode_multipart(
+    fields: Dict[str, str], files: Dict[str, Tuple[str, bytes, str]]
+) -> Tuple[bytes, str]:
+    boundary = f"runyard-{secrets.token_hex(16)}"
+    parts: List[bytes] = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode()
+            + b"\r\n"
         )
-    error = cls(detail, field=body.get("field") if isinstance(body, dict) else None)
-    error.http_status = response.status_code
-    raise error
+    for name, (filename, data, content_type) in files.items():
+        header = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
+        )
+        parts.append(header.encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+# Non-finite floats travel as the strings "NaN", "Infinity", "-Infinity" (strict JSON).
+def dumps(value: Any) -> str:
+    return jsonlib.dumps(value, allow_nan=True)
+
+
+def loads(data: Union[bytes, str]) -> Any:
+    return jsonlib.loads(data)
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _q(value: str, safe: str = "") -> str:
+    return urllib.parse.quote(value, safe=safe)

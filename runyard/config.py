@@ -11,11 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runyard.client import DEFAULT_URL
-
-__all__ = ["DEFAULT_URL", "ClientConfig", "find_config_file", "load", "read_config_file"]
 from runyard.errors import ConfigurationError
 
+DEFAULT_URL = "http://127.0.0.1:8642"
 CONFIG_NAMES = (Path(".runyard") / "config.json", Path("config.json"))
 
 
@@ -27,13 +25,23 @@ class ClientConfig:
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
+    """The nearest Runyard config; a ``config.json`` without a ``url`` is someone else's
+    (a model folder, an Azure workspace file) and is passed over."""
     folder = (start or Path.cwd()).resolve()
     for directory in (folder, *folder.parents):
         for name in CONFIG_NAMES:
             candidate = directory / name
-            if candidate.is_file():
+            if candidate.is_file() and (name != Path("config.json") or _has_url(candidate)):
                 return candidate
     return None
+
+
+def _has_url(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data.get("url") or data.get("api_url"))
 
 
 def read_config_file(path: Path) -> ClientConfig:

@@ -27,10 +27,6 @@ class InvalidInput(RunyardError):
     exit_code = 2
 
 
-class InvalidName(InvalidInput):
-    """A cluster or experiment name does not follow the naming rules."""
-
-
 class NotFound(RunyardError):
     """The named thing does not exist."""
 

@@ -29,11 +29,6 @@ class RunStatus(str, Enum):
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
-    @property
-    def is_active(self) -> bool:
-        """Holding (or about to hold) a node: reached a worker and not ended yet."""
-        return self in ACTIVE
-
     def can_become(self, new: RunStatus) -> bool:
         return new in TRANSITIONS[self]
 

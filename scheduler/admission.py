@@ -18,8 +18,9 @@ from runyard.status import RunStatus
 from scheduler import keys
 from scheduler.celery_app import TASK_EXECUTE_RUN
 from scheduler.clusters import HOLDING_A_SLOT, get_cluster
-from scheduler.messages import RunAssignment
-from scheduler.models import Cluster, Run, utcnow
+from scheduler.lifecycle import transition
+from scheduler.messages import MessageError, RunAssignment
+from scheduler.models import Cluster, Run, merge_environments, utcnow
 from scheduler.workers import WorkerInfo, workers_serving
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,15 @@ def waiting_runs(session: Session, cluster: str, limit: int | None = None) -> li
 
 
 def assignment_for(run: Run, cluster: Cluster) -> RunAssignment:
+    environment = merge_environments(cluster.environment or {}, run.environment or {})
     return RunAssignment(
         run_id=run.id,
         cluster=cluster.name,
         script=run.script,
         arguments=list(run.arguments or []),
-        environment=dict(run.environment or {}),
+        environment=environment,
         snapshot_digest=run.snapshot_digest,
-        executor=executor_for(run.environment or {}, cluster),
+        executor=executor_for(environment, cluster),
         cancel_grace_seconds=cluster.cancel_grace_seconds,
     )
 
@@ -108,6 +110,14 @@ def dispatch(
         return []
     sent = []
     for run in waiting_runs(session, cluster_name, limit=free):
+        try:
+            assignment = assignment_for(run, cluster)
+        except (MessageError, ValueError, TypeError) as exc:
+            # Never let one unrunnable record hold a slot or stall the queue behind it.
+            log.warning("cannot dispatch %s: %s", run.id, exc)
+            transition(session, run.id, RunStatus.FAILED, failure_reason=f"cannot start: {exc}")
+            session.commit()
+            continue
         # Conditional on the run still waiting: a cancel that committed first wins.
         result = session.execute(
             update(Run)
@@ -121,7 +131,7 @@ def dispatch(
         session.commit()
         if result.rowcount != 1:  # type: ignore[attr-defined]
             continue
-        send(celery, assignment_for(run, cluster))
+        send(celery, assignment)
         sent.append(run.id)
     return sent
 
@@ -144,31 +154,56 @@ def resend(session: Session, celery: Celery, run: Run) -> None:
     send(celery, assignment_for(run, cluster))
 
 
+def position_of(session: Session, run: Run) -> int:
+    """1-based place of a waiting run in its cluster's queue (one count, no listing)."""
+    ahead = (
+        (col(Run.priority) > run.priority)
+        | ((Run.priority == run.priority) & (col(Run.created_at) < run.created_at))
+        | (
+            (Run.priority == run.priority)
+            & (Run.created_at == run.created_at)
+            & (col(Run.id) < run.id)
+        )
+    )
+    count = session.exec(
+        select(func.count()).where(
+            Run.cluster == run.cluster,
+            Run.status == RunStatus.QUEUED,
+            col(Run.dispatched_at).is_(None),
+            ahead,
+        )
+    ).one()
+    return count + 1
+
+
+def pending_reason(cluster: Cluster, cap: Capacity, serving: int, position: int) -> str:
+    """Why the run at ``position`` has not started yet."""
+    if serving == 0:
+        return f"no worker serves cluster {cluster.name}"
+    if position <= cap.free:
+        return "about to start"
+    if cap.worker_slots < cap.nodes:
+        busy = f"all {cap.limit} worker slot(s) busy (node limit {cap.nodes})"
+    else:
+        busy = f"all {cap.nodes} node(s) busy"
+    ahead = position - 1 - cap.free
+    return busy if ahead <= 0 else f"waiting behind {ahead} run(s); {busy}"
+
+
+HANDED_OVER = "handed to a worker; starting"
+
+
 def annotate_queue(
     runs: list[Run], cluster: Cluster, cap: Capacity, workers: list[WorkerInfo]
 ) -> list[tuple[Run, int | None, str]]:
     """Position and pending reason of each queued run, in queue order."""
-    serving = workers_serving(workers, cluster.name)
+    serving = len(workers_serving(workers, cluster.name))
     annotated: list[tuple[Run, int | None, str]] = []
     position = 0
     for run in runs:
         if run.dispatched_at is not None:
-            annotated.append((run, None, "handed to a worker; starting"))
+            annotated.append((run, None, HANDED_OVER))
             continue
         position += 1
-        if not serving:
-            reason = f"no worker serves cluster {cluster.name}"
-        elif position <= cap.free:
-            reason = "about to start"
-        else:
-            ahead = position - 1
-            busy = _busy_reason(cap)
-            reason = busy if ahead == 0 else f"waiting behind {ahead} run(s); {busy}"
-        annotated.append((run, position, reason))
+        annotated.append((run, position, pending_reason(cluster, cap, serving, position)))
     return annotated
-
-
-def _busy_reason(cap: Capacity) -> str:
-    if cap.worker_slots < cap.nodes:
-        return f"all {cap.limit} worker slot(s) busy (node limit {cap.nodes})"
-    return f"all {cap.nodes} node(s) busy"

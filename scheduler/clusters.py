@@ -12,6 +12,7 @@ from sqlmodel import Session, col, func, select
 
 from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput
 from runyard.status import ACTIVE, RunStatus
+from scheduler.db import as_utc
 from scheduler.models import (
     Cluster,
     ClusterCreate,
@@ -24,7 +25,8 @@ from scheduler.models import (
 from scheduler.workers import WorkerInfo, live_workers, workers_serving
 
 WAITING = (RunStatus.NOT_STARTED, RunStatus.QUEUED)
-HOLDING_A_SLOT = tuple(ACTIVE - {RunStatus.NOT_RESPONDING})
+# A NotResponding run may still be running on a node we cannot hear: it keeps its slot.
+HOLDING_A_SLOT = tuple(ACTIVE)
 
 
 def get_cluster(session: Session, name: str) -> Cluster:
@@ -102,12 +104,13 @@ def public_view(
     serving = workers_serving(workers, cluster.name)
     slots = sum(w.slots for w in serving)
     counts = counts or {"queued": 0, "active": 0}
+    data = cluster.model_dump()
+    data["created_at"], data["updated_at"] = as_utc(cluster.created_at), as_utc(cluster.updated_at)
     return ClusterPublic(
-        **cluster.model_dump(),
+        **data,
         workers=[worker_public(w) for w in serving],
         slots=slots,
         capacity=min(cluster.nodes, slots),
-        busy=counts["active"],
         queued=counts["queued"],
         active=counts["active"],
     )

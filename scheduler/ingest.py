@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import RunStatus
 from scheduler import keys
-from scheduler.db import session_scope
+from scheduler.db import insert_ignoring, session_scope
 from scheduler.lifecycle import transition
 from scheduler.messages import Entry, LogChunk, MessageError, StateChanged, Wake, decode
 from scheduler.models import RunLog
@@ -44,6 +43,9 @@ class Ingest:
         self.redis = client
         self.consumer = consumer
         self.batch = batch
+        # After a database outage, this consumer's pending entries go first, so a run's
+        # terminal state can never be applied before the log lines that preceded it.
+        self.backlog = False
 
     def ensure_group(self) -> None:
         try:
@@ -53,11 +55,19 @@ class Ingest:
                 raise
 
     def read(self, block_ms: int) -> list[RawEntry]:
+        if self.backlog:
+            pending = self._read("0", None)
+            if pending:
+                return pending
+            self.backlog = False
+        return self._read(">", block_ms)
+
+    def _read(self, start: str, block_ms: int | None) -> list[RawEntry]:
         try:
             response = self.redis.xreadgroup(
                 keys.INGEST_GROUP,
                 self.consumer,
-                {keys.INGEST_STREAM: ">"},
+                {keys.INGEST_STREAM: start},
                 count=self.batch,
                 block=block_ms,
             )
@@ -80,6 +90,21 @@ class Ingest:
         )
         return [(_s(i), f) for i, f in claimed if f]
 
+    def trim(self) -> None:
+        """Drop entries every consumer has acknowledged, so the stream does not grow forever."""
+        summary = self.redis.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)
+        if summary and summary.get("pending"):
+            oldest = _s(summary["min"])
+        else:
+            groups = self.redis.xinfo_groups(keys.INGEST_STREAM)
+            delivered = [
+                g["last-delivered-id"] for g in groups if _s(g["name"]) == keys.INGEST_GROUP
+            ]
+            if not delivered:
+                return
+            oldest = _s(delivered[0])
+        self.redis.xtrim(keys.INGEST_STREAM, minid=oldest)
+
     def process(self, raw: list[RawEntry]) -> Applied:
         """Apply and acknowledge a batch; on a database outage leave it pending for a retry."""
         applied = Applied()
@@ -97,6 +122,7 @@ class Ingest:
                     self._apply(session, entry, applied)
         except OperationalError:
             log.exception("database unavailable; %d entries stay pending", len(raw))
+            self.backlog = True
             return Applied()
         except SQLAlchemyError:
             # One bad entry must not block the stream: apply them one by one, drop the bad.
@@ -129,9 +155,8 @@ class Ingest:
 
 
 def insert_log(session: Session, chunk: LogChunk) -> None:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = (
-        dialect.insert(RunLog)
+        insert_ignoring(session, RunLog)
         .values(run_id=chunk.run_id, seq=chunk.seq, text=chunk.text)
         .on_conflict_do_nothing(index_elements=["run_id", "seq"])
     )

@@ -11,10 +11,13 @@ INGEST_GROUP = "ingest"
 # Set of worker ids that have announced themselves; each has a hash that expires.
 WORKERS = f"{PREFIX}:workers"
 
-# Kept per run for a week at most, so nothing leaks if a run is forgotten.
-RUN_KEY_TTL = 7 * 24 * 3600
+# A run's claim and cancel marks outlive the broker's visibility timeout (30 days), so a
+# message redelivered that late still finds the run claimed and cannot start it again.
+RUN_KEY_TTL = 31 * 24 * 3600
+# How long a finished run's live stream stays for late followers.
+LIVE_AFTER_END_TTL = 3600
 # Capped length of a run's live stream (what log followers and SSE tail).
-LIVE_STREAM_MAXLEN = 10_000
+LIVE_STREAM_MAXLEN = 2_000
 
 
 def worker(worker_id: str) -> str:

@@ -6,8 +6,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import field_validator
-from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as Check
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Double, Index, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
@@ -44,6 +45,50 @@ def check_experiment_name(name: str) -> str:
     return name
 
 
+# --- environments ---------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PythonSpec(_Strict):
+    user_managed_dependencies: bool | None = None
+    interpreter_path: str | None = Check(default=None, min_length=1, max_length=1024)
+    conda_dependencies: Any = None  # accepted for azureml compatibility; not acted on
+
+
+class DockerSpec(_Strict):
+    enabled: bool | None = None
+    base_image: str | None = Check(default=None, min_length=1, max_length=512)
+    shm_size: str | None = Check(default=None, pattern=r"^[0-9]+[bkmgBKMG]?$")
+    arguments: list[str] | None = None
+
+
+class EnvironmentSpec(_Strict):
+    """An ``azureml.core.Environment`` as JSON. Only what is given is kept, so a run's
+    environment can be laid over its cluster's default one."""
+
+    name: str | None = Check(default=None, max_length=255)
+    version: str | None = Check(default=None, max_length=64)
+    python: PythonSpec | None = None
+    docker: DockerSpec | None = None
+    environment_variables: dict[str, str] | None = None
+
+
+def check_environment(value: dict[str, Any]) -> dict[str, Any]:
+    return EnvironmentSpec.model_validate(value).model_dump(exclude_unset=True)
+
+
+def merge_environments(default: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The run's environment over its cluster's default, section by section."""
+    merged = {**default, **own}
+    for section in ("python", "docker", "environment_variables"):
+        if isinstance(default.get(section), dict) and isinstance(own.get(section), dict):
+            merged[section] = {**default[section], **own[section]}
+    return merged
+
+
 # --- clusters -------------------------------------------------------------------------------
 
 
@@ -65,8 +110,15 @@ class ClusterSettings(SQLModel):
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
         return value
 
+    @field_validator("environment")
+    @classmethod
+    def _valid_environment(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_environment(value)
+
 
 class ClusterCreate(ClusterSettings):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
     name: str
 
     @field_validator("name")
@@ -76,6 +128,8 @@ class ClusterCreate(ClusterSettings):
 
 
 class ClusterUpdate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
     nodes: int | None = Field(default=None, ge=1, le=10_000)
     executor: str | None = None
     environment: dict[str, Any] | None = None
@@ -88,6 +142,11 @@ class ClusterUpdate(SQLModel):
         if value is not None and value not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
         return value
+
+    @field_validator("environment")
+    @classmethod
+    def _valid_environment(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_environment(value)
 
 
 class Cluster(ClusterSettings, table=True):
@@ -117,7 +176,6 @@ class ClusterPublic(ClusterSettings):
     workers: list[WorkerPublic] = []
     slots: int = 0
     capacity: int = 0
-    busy: int = 0
     queued: int = 0
     active: int = 0
 
@@ -155,6 +213,8 @@ class ExperimentsPublic(SQLModel):
 class RunSpec(SQLModel):
     """What a client submits (the JSON part of ``POST /api/v1/runs``)."""
 
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
     experiment: str = Field(description="Experiment name; created on first use")
     cluster: str
     script: str = Field(min_length=1, max_length=1024)
@@ -176,6 +236,18 @@ class RunSpec(SQLModel):
     @classmethod
     def _valid_cluster(cls, value: str) -> str:
         return check_cluster_name(value)
+
+    @field_validator("environment")
+    @classmethod
+    def _valid_environment(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_environment(value)
+
+    @field_validator("arguments")
+    @classmethod
+    def _printable_arguments(cls, value: list[str]) -> list[str]:
+        if any("\x00" in a for a in value):
+            raise ValueError("arguments cannot contain NUL characters")
+        return value
 
     @field_validator("script")
     @classmethod
@@ -295,3 +367,52 @@ class RunFilePublic(SQLModel):
 class RunFilesPublic(SQLModel):
     data: list[RunFilePublic]
     count: int
+
+
+# --- tracking: metrics, tags, properties ------------------------------------------------------
+
+
+class Metric(SQLModel, table=True):
+    """One named series of a run, and how it was logged (which decides its shape)."""
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    name: str = Field(primary_key=True, max_length=255)
+    kind: str = Field(max_length=16)  # scalar | list | row | table | image
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    count: int = 0  # points stored; the next point's index
+
+
+class MetricPoint(SQLModel, table=True):
+    """One value of a series. ``producer``/``seq``/``sub`` identify the logging call that
+    made it (a replayed batch is recognised); ``idx`` is its position in the series."""
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "producer", "seq", "sub"),
+        Index("ix_metricpoint_series", "run_id", "name", "column", "idx"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id")
+    name: str = Field(max_length=255)
+    column: str = Field(default="", max_length=255)
+    producer: str = Field(max_length=64)  # the channel or client that logged it
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sub: int = 0
+    idx: int = Field(sa_column=Column(BigInteger, nullable=False))
+    value: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    logged_at: float = Field(sa_column=Column(Double, nullable=False))
+
+
+class RunTag(SQLModel, table=True):
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class RunProperty(SQLModel, table=True):
+    """Set once: a property, unlike a tag, never changes."""
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))

@@ -10,14 +10,23 @@ from typing import Literal
 import redis
 from sqlmodel import Session, col, func, select
 
-from runyard.errors import IllegalTransition, RunFinished, RunNotFound
+from runyard.errors import IllegalTransition, RunFinished, RunNotFound, RunyardError
 from runyard.status import ACTIVE, RunStatus
 from scheduler import control
-from scheduler.admission import annotate_queue, capacity, queue_order
+from scheduler.admission import (
+    HANDED_OVER,
+    annotate_queue,
+    capacity,
+    pending_reason,
+    position_of,
+    queue_order,
+)
 from scheduler.clusters import WAITING, get_cluster
-from scheduler.db import as_utc
+from scheduler.db import as_utc, insert_ignoring
 from scheduler.lifecycle import transition
+from scheduler.messages import StateChanged, Wake
 from scheduler.models import (
+    CancelResult,
     Experiment,
     Run,
     RunFile,
@@ -26,7 +35,8 @@ from scheduler.models import (
     RunSpec,
     utcnow,
 )
-from scheduler.workers import live_workers
+from scheduler.streams import publish_live, send_to_ingest
+from scheduler.workers import live_workers, workers_serving
 
 RunFilter = Literal["queued", "active", "all"]
 
@@ -37,18 +47,27 @@ def new_run_id(experiment: str) -> str:
 
 
 def get_or_create_experiment(session: Session, name: str) -> Experiment:
+    """Safe when two first submits to a new experiment race (insert-or-ignore, then read)."""
     experiment = session.exec(select(Experiment).where(Experiment.name == name)).first()
     if experiment is None:
-        experiment = Experiment(name=name)
-        session.add(experiment)
-        session.flush()
+        session.execute(
+            insert_ignoring(session, Experiment)
+            .values(name=name, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        experiment = session.exec(select(Experiment).where(Experiment.name == name)).one()
     return experiment
 
 
-def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: str | None) -> Run:
+def check_submittable(session: Session, spec: RunSpec) -> None:
+    """Everything a submit needs that the spec alone cannot prove (raises before any write)."""
     get_cluster(session, spec.cluster)
     if spec.parent_run_id is not None:
         get_run(session, spec.parent_run_id)
+
+
+def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: str | None) -> Run:
+    check_submittable(session, spec)
     experiment = get_or_create_experiment(session, spec.experiment)
     now = utcnow()
     run = Run(
@@ -106,16 +125,21 @@ def public_runs(session: Session, runs: Sequence[Run]) -> list[RunPublic]:
 
 
 def describe(session: Session, client: redis.Redis, run: Run) -> RunPublic:
-    """The run with its queue position and pending reason when it is waiting."""
+    """The run, with its queue position and pending reason while it waits."""
     experiment = experiment_names(session, {run.experiment_id}).get(run.experiment_id, "")
-    if run.status in WAITING and run.cluster:
-        for queued in cluster_queue(session, client, run.cluster):
-            if queued.id == run.id:
-                return queued
-    return public(run, experiment)
+    if run.status not in WAITING or not run.cluster:
+        return public(run, experiment)
+    if run.dispatched_at is not None:
+        return public(run, experiment, None, HANDED_OVER)
+    cluster = get_cluster(session, run.cluster)
+    workers = live_workers(client)
+    position = position_of(session, run)
+    serving = len(workers_serving(workers, cluster.name))
+    reason = pending_reason(cluster, capacity(session, cluster, workers), serving, position)
+    return public(run, experiment, position, reason)
 
 
-def cluster_queue(session: Session, client: redis.Redis, cluster_name: str) -> list[RunPublic]:
+def queued_runs(session: Session, client: redis.Redis, cluster_name: str) -> list[RunPublic]:
     cluster = get_cluster(session, cluster_name)
     runs = list(
         session.exec(
@@ -191,6 +215,34 @@ def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
         if refreshed.status.is_terminal:
             raise
         return refreshed
+
+
+def cancel_and_announce(session: Session, client: redis.Redis, run_id: str) -> Run:
+    """Cancel, commit, then tell live followers (and the scheduler, when a slot freed)."""
+    before = get_run(session, run_id).status
+    run = cancel(session, client, run_id)
+    session.commit()
+    try:
+        if run.status != before:
+            publish_live(client, [StateChanged(run_id=run.id, status=run.status)])
+        if run.status.is_terminal and run.cluster:
+            send_to_ingest(client, [Wake(cluster=run.cluster)])
+    except redis.RedisError:
+        pass  # the cancel is committed; the scheduler's sweep notices within a second
+    return run
+
+
+def cancel_many(session: Session, client: redis.Redis, run_ids: list[str]) -> list[CancelResult]:
+    """Cancel each run on its own; a run that cannot be cancelled reports why."""
+    results = []
+    for run_id in run_ids:
+        try:
+            run = cancel_and_announce(session, client, run_id)
+            results.append(CancelResult(id=run_id, status=run.status))
+        except RunyardError as exc:
+            session.rollback()
+            results.append(CancelResult(id=run_id, error=exc.message))
+    return results
 
 
 def logs_after(session: Session, run_id: str, after_seq: int = -1) -> list[RunLog]:

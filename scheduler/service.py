@@ -27,9 +27,6 @@ from scheduler.workers import live_workers
 
 log = logging.getLogger(__name__)
 
-# Entries read but not acknowledged for this long belong to a consumer that died.
-RECLAIM_IDLE_MS = 30_000
-
 
 class Scheduler:
     def __init__(self, settings: Settings) -> None:
@@ -76,7 +73,8 @@ class Scheduler:
 
     def sweep(self) -> set[str]:
         """Safety net: reclaim orphaned entries, watch heartbeats, look at every cluster."""
-        self.ingest.process(self.ingest.reclaim(RECLAIM_IDLE_MS))
+        self.ingest.process(self.ingest.reclaim(int(self.settings.ingest_reclaim_after * 1000)))
+        self.ingest.trim()
         with Session(self.engine) as session:
             watchdog.sweep(session, self.redis, self.celery, self.settings)
             return set(session.exec(select(Cluster.name)))

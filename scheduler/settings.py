@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     failed_after: float = Field(20.0, gt=0)
     # A run handed to the broker that no worker has claimed after this long is re-sent.
     dispatch_timeout: float = Field(60.0, gt=0)
+    # Ingest entries read but not acknowledged for this long belong to a consumer that died.
+    ingest_reclaim_after: float = Field(30.0, gt=0)
     # How often the scheduler runs its safety-net sweep (dispatch, watchdog, reclaim).
     sweep_interval: float = Field(1.0, gt=0)
 

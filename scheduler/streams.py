@@ -13,7 +13,7 @@ def append(pipe: Any, entries: list[Entry], *, ingest: bool = True) -> None:
 
     Run entries also go to the run's capped live stream, which log followers tail.
     """
-    live_runs: set[str] = set()
+    live_runs: dict[str, int] = {}
     for entry in entries:
         fields = entry.encode()
         if ingest:
@@ -21,9 +21,10 @@ def append(pipe: Any, entries: list[Entry], *, ingest: bool = True) -> None:
         if isinstance(entry, LogChunk | StateChanged):
             stream = keys.run_live(entry.run_id)
             pipe.xadd(stream, fields, maxlen=keys.LIVE_STREAM_MAXLEN, approximate=True)
-            live_runs.add(stream)
-    for stream in live_runs:
-        pipe.expire(stream, keys.RUN_KEY_TTL)
+            ended = isinstance(entry, StateChanged) and entry.status.is_terminal
+            live_runs[stream] = keys.LIVE_AFTER_END_TTL if ended else keys.RUN_KEY_TTL
+    for stream, ttl in live_runs.items():
+        pipe.expire(stream, ttl)
 
 
 def publish_live(client: Any, entries: list[Entry]) -> None:

@@ -8,11 +8,11 @@ seconds. A run handed to the broker that no worker claimed in time is sent again
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from celery import Celery
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
 from runyard.errors import IllegalTransition
 from runyard.status import ACTIVE, RunStatus
@@ -28,42 +28,54 @@ from scheduler.streams import publish_live
 log = logging.getLogger(__name__)
 
 
-def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Settings) -> set[str]:
-    """One pass; returns the clusters that gained a free slot."""
-    freed: set[str] = set()
+def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Settings) -> None:
+    """One pass over the runs that hold, or were handed, a node."""
     now = utcnow()
     active = list(session.exec(select(Run).where(col(Run.status).in_(ACTIVE))))
-    if active:
-        pipe = client.pipeline(transaction=False)
-        for run in active:
-            pipe.exists(keys.run_alive(run.id))
-        alive = pipe.execute()
-        for run, is_alive in zip(active, alive, strict=True):
-            changed = _check(session, run, bool(is_alive), now, settings)
-            if changed is not None:
-                publish_live(client, [StateChanged(run_id=run.id, status=changed.status)])
-                if changed.status.is_terminal and run.cluster:
-                    freed.add(run.cluster)
+    for run, alive in zip(active, _alive(client, active), strict=True):
+        changed = _check(session, run, alive, now, settings)
+        if changed is not None:
+            publish_live(client, [StateChanged(run_id=run.id, status=changed.status)])
     session.commit()
 
     stale = now - timedelta(seconds=settings.dispatch_timeout)
-    unclaimed = session.exec(
-        select(Run).where(
-            Run.status == RunStatus.QUEUED,
-            col(Run.dispatched_at).is_not(None),
-            col(Run.dispatched_at) < stale,
+    handed_over = list(
+        session.exec(
+            select(Run).where(
+                Run.status == RunStatus.QUEUED,
+                col(Run.dispatched_at).is_not(None),
+                col(Run.dispatched_at) < stale,
+            )
         )
     )
-    for run in list(unclaimed):
+    for run, alive in zip(handed_over, _alive(client, handed_over), strict=True):
         if not control.is_claimed(client, run.id):
             log.warning(
-                "run %s was not picked up in %ss; sending again", run.id, settings.dispatch_timeout
+                "run %s was not picked up in %ss; sending it again",
+                run.id,
+                settings.dispatch_timeout,
             )
             resend(session, celery, run)
-    return freed
+        elif not alive:
+            # Claimed by a worker that died before it reported anything: it never started.
+            log.warning("worker of %s vanished before starting it; back to the queue", run.id)
+            client.delete(keys.run_claim(run.id))
+            session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=None))
+            session.commit()
 
 
-def _check(session: Session, run: Run, alive: bool, now, settings: Settings) -> Run | None:  # type: ignore[no-untyped-def]
+def _alive(client: redis.Redis, runs: list[Run]) -> list[bool]:
+    if not runs:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for run in runs:
+        pipe.exists(keys.run_alive(run.id))
+    return [bool(found) for found in pipe.execute()]
+
+
+def _check(
+    session: Session, run: Run, alive: bool, now: datetime, settings: Settings
+) -> Run | None:
     try:
         if run.status == RunStatus.NOT_RESPONDING:
             if alive:
@@ -84,9 +96,18 @@ def _check(session: Session, run: Run, alive: bool, now, settings: Settings) -> 
         if alive:
             return None
         # A just-claimed run may be reported before its first heartbeat lands: give it the
-        # same grace a heartbeat has.
-        started = as_utc(run.preparing_at or run.starting_at or run.running_at) or now
-        if (now - started).total_seconds() < settings.not_responding_after:
+        # same grace a heartbeat has, counted from when it was handed to the broker.
+        handed = (
+            as_utc(
+                run.dispatched_at
+                or run.preparing_at
+                or run.starting_at
+                or run.running_at
+                or run.cancel_requested_at
+            )
+            or now
+        )
+        if (now - handed).total_seconds() < settings.not_responding_after:
             return None
         return transition(session, run.id, RunStatus.NOT_RESPONDING)
     except IllegalTransition:

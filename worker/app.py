@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import socket
 
 import redis
@@ -22,7 +21,7 @@ from scheduler.messages import RunAssignment, Wake
 from scheduler.settings import Settings
 from scheduler.streams import send_to_ingest
 from worker.heartbeat import Heartbeat
-from worker.runner import WorkerContext, execute
+from worker.runner import WorkerContext, execute, recover_leftovers
 from worker.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -39,8 +38,6 @@ def run_worker(
     worker_id = worker_id or default_worker_id()
     client = redis.Redis.from_url(settings.redis_url)
     root = settings.worker_dir / worker_id
-    # A previous life of this worker (same id) may have left run directories behind.
-    shutil.rmtree(root / "runs", ignore_errors=True)
     workspace = Workspace(root, Client(settings.api_url))
     heartbeat = Heartbeat(
         client,
@@ -57,6 +54,8 @@ def run_worker(
         workspace=workspace,
         heartbeat=heartbeat,
     )
+    # A previous life of this worker (same id) may have left runs behind.
+    recover_leftovers(ctx)
     app = make_celery(settings.redis_url)
 
     @app.task(name=TASK_EXECUTE_RUN, acks_late=True, ignore_result=True)

@@ -20,7 +20,7 @@ from scheduler.streams import send_to_ingest
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2  # seconds between log flushes while output keeps coming
-MAX_CHUNK = 256 * 1024  # characters per log chunk
+MAX_CHUNK = 64 * 1024  # characters per log chunk
 
 
 class RunReporter:

@@ -6,11 +6,13 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from runyard.client import Client
-from runyard.errors import RunyardError
+from runyard.errors import RunyardError, ServiceUnavailable
 from runyard.status import RunStatus
 from scheduler import control
 from scheduler.messages import RunAssignment
@@ -59,9 +61,10 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
                 arguments=assignment.arguments,
                 environment=assignment.environment,
                 working_dir=run_dir,
-                env={"RUNYARD_RUN_ID": run_id, "RUNYARD_CLUSTER": assignment.cluster},
+                context_env={"RUNYARD_RUN_ID": run_id, "RUNYARD_CLUSTER": assignment.cluster},
             )
         )
+        ctx.workspace.remember(run_id, assignment.executor, execution.handle)
         reporter.state(RunStatus.RUNNING)
         exit_code, canceled = _supervise(execution, reporter, ctx, assignment)
         reporter.state(RunStatus.FINALIZING)
@@ -85,6 +88,21 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         ctx.workspace.discard(run_id)
 
 
+def recover_leftovers(ctx: WorkerContext) -> None:
+    """Runs this worker held when it was killed: stop what is left, report them failed."""
+    for run_id, executor, handle in ctx.workspace.leftovers():
+        if executor and handle:
+            try:
+                executor_named(executor).kill_leftover(run_id, handle)
+            except RunyardError as exc:
+                log.warning("cannot stop leftover of %s: %s", run_id, exc)
+        RunReporter(ctx.redis, run_id, ctx.worker_id).state(
+            RunStatus.FAILED, reason="worker restarted while the run was active"
+        )
+        ctx.workspace.discard(run_id)
+        log.info("cleaned up %s left by a previous life of this worker", run_id)
+
+
 def _supervise(
     execution: Execution, reporter: RunReporter, ctx: WorkerContext, assignment: RunAssignment
 ) -> tuple[int, bool]:
@@ -101,6 +119,7 @@ def _supervise(
         while True:
             exit_code = execution.wait(CANCEL_POLL)
             if exit_code is not None:
+                execution.kill_remaining()
                 break
             if _cancel_requested(ctx, assignment.run_id):
                 canceled = True
@@ -121,8 +140,19 @@ def _cancel_requested(ctx: WorkerContext, run_id: str) -> bool:
 
 def _upload_outputs(ctx: WorkerContext, run_id: str) -> None:
     for name, path in output_files(ctx.workspace.run_dir(run_id)):
-        with open(path, "rb") as content:
-            ctx.api.upload_file(run_id, name, content)
+        _upload(ctx, run_id, name, path)
+
+
+@retry(
+    retry=retry_if_exception_type(ServiceUnavailable),
+    wait=wait_exponential(multiplier=0.5, max=15),
+    stop=stop_after_delay(300),
+    reraise=True,
+)
+def _upload(ctx: WorkerContext, run_id: str, name: str, path: Path) -> None:
+    """Outputs are the point of a run: an API restart during Finalizing is waited out."""
+    with open(path, "rb") as content:
+        ctx.api.upload_file(run_id, name, content)
 
 
 def describe_exit(code: int) -> str:

@@ -58,8 +58,23 @@ class Workspace:
     def run_dir(self, run_id: str) -> Path:
         return self.runs / run_id
 
+    def remember(self, run_id: str, executor: str, handle: str) -> None:
+        """Note how to find the run's process again, should this worker be killed."""
+        (self.runs / f"{run_id}.handle").write_text(f"{executor}\n{handle}\n")
+
+    def leftovers(self) -> list[tuple[str, str, str]]:
+        """(run id, executor, handle) of runs a previous life of this worker left behind."""
+        found = []
+        for path in sorted(p for p in self.runs.iterdir() if p.is_dir()):
+            note = self.runs / f"{path.name}.handle"
+            lines = note.read_text().splitlines() if note.exists() else []
+            executor, handle = (*lines, "", "")[:2]
+            found.append((path.name, executor, handle))
+        return found
+
     def discard(self, run_id: str) -> None:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        (self.runs / f"{run_id}.handle").unlink(missing_ok=True)
 
 
 def output_files(run_dir: Path) -> list[tuple[str, Path]]:

@@ -7,10 +7,9 @@ from typing import Literal
 from fastapi import APIRouter, Query, status
 
 from api.deps import ServicesDep, SessionDep
-from api.routes.runs import cancel_each
+from api.routes.runs import wake
 from scheduler import clusters as cluster_service
 from scheduler import runs as run_service
-from scheduler.messages import Wake
 from scheduler.models import (
     CancelResults,
     ClusterCreate,
@@ -19,7 +18,6 @@ from scheduler.models import (
     ClusterUpdate,
     RunsPublic,
 )
-from scheduler.streams import send_to_ingest
 from scheduler.workers import live_workers
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -57,7 +55,7 @@ def update_cluster(
 ) -> ClusterPublic:
     cluster_service.update_cluster(session, name, body)
     session.commit()
-    send_to_ingest(services.redis, [Wake(cluster=name)])  # more nodes may admit runs now
+    wake(services, name)  # more nodes may admit runs now
     return _view(session, services, name)
 
 
@@ -69,7 +67,7 @@ def delete_cluster(
     force: bool = Query(False, description="Cancel its queued and active runs first"),
 ) -> CancelResults:
     live = cluster_service.delete_cluster(session, name, force=force)
-    results = cancel_each(session, services, live)
+    results = run_service.cancel_many(session, services.redis, live)
     cluster_service.finish_delete(session, name)
     session.commit()
     return CancelResults(data=results, count=len(results))
@@ -85,7 +83,7 @@ def list_cluster_runs(
     """Queued runs (in start order, with position and pending reason), then active runs."""
     data = []
     if status in ("queued", "all"):
-        data += run_service.cluster_queue(session, services.redis, name)
+        data += run_service.queued_runs(session, services.redis, name)
     if status in ("active", "all"):
         data += run_service.cluster_active(session, name)
     return RunsPublic(data=data, count=len(data))
@@ -93,6 +91,6 @@ def list_cluster_runs(
 
 @router.post("/{name}/cancel-queued", operation_id="cancel_cluster_queue")
 def cancel_queued(name: str, session: SessionDep, services: ServicesDep) -> CancelResults:
-    queued = [r.id for r in run_service.cluster_queue(session, services.redis, name)]
-    results = cancel_each(session, services, queued)
+    queued = [r.id for r in run_service.queued_runs(session, services.redis, name)]
+    results = run_service.cancel_many(session, services.redis, queued)
     return CancelResults(data=results, count=len(results))

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import redis
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlmodel import Session
 
 from api.deps import Services, ServicesDep, SessionDep
+from api.storage import safe_name
 from runyard import snapshot
-from runyard.errors import InvalidInput, RunyardError, SnapshotTooLarge
+from runyard.errors import InvalidInput, SnapshotTooLarge
 from runyard.status import RunStatus
 from scheduler import keys
 from scheduler import runs as run_service
@@ -21,16 +24,16 @@ from scheduler.db import as_utc
 from scheduler.messages import LogChunk, MessageError, StateChanged, Wake, decode
 from scheduler.models import (
     BulkCancel,
-    CancelResult,
     CancelResults,
     RunFile,
     RunFilePublic,
     RunFilesPublic,
+    RunLog,
     RunPublic,
     RunSpec,
     RunsPublic,
 )
-from scheduler.streams import publish_live, send_to_ingest
+from scheduler.streams import send_to_ingest
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -40,7 +43,7 @@ FOLLOW_IDLE_CHECK = 1.0  # seconds of silence after which a follower re-reads th
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="submit_run")
-async def submit_run(
+def submit_run(
     session: SessionDep,
     services: ServicesDep,
     spec: Annotated[str, Form(description="RunSpec as JSON")],
@@ -53,14 +56,21 @@ async def submit_run(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"spec.{where}: {first['msg']}", field=f"spec.{where}") from exc
-    digest = await _store_snapshot(services, run_spec, snapshot_file)
+    run_service.check_submittable(session, run_spec)  # before anything is stored
+    digest = _store_snapshot(services, run_spec, snapshot_file)
     run = run_service.submit(session, run_spec, digest, submitted_by=None)
     session.commit()
-    send_to_ingest(services.redis, [Wake(cluster=run_spec.cluster)])
+    wake(services, run_spec.cluster)
     return run_service.describe(session, services.redis, run)
 
 
-async def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None) -> str:
+def wake(services: Services, cluster: str) -> None:
+    """Best effort: if Redis is down the scheduler's sweep finds the run anyway."""
+    with contextlib.suppress(redis.RedisError):
+        send_to_ingest(services.redis, [Wake(cluster=cluster)])
+
+
+def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None) -> str:
     limits = services.settings.snapshot_limits
     if upload is None:
         if spec.snapshot_digest is None:
@@ -71,12 +81,14 @@ async def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile 
         raise SnapshotTooLarge(
             f"snapshot archive is {upload.size} bytes; the limit is {limits.max_bytes}"
         )
-    archive = await upload.read()
+    archive = upload.file.read(limits.max_bytes + 1)
+    if len(archive) > limits.max_bytes:
+        raise SnapshotTooLarge(f"snapshot archive is over the {limits.max_bytes} byte limit")
     digest = snapshot.digest_of(archive)
     if spec.snapshot_digest and spec.snapshot_digest != digest:
         raise InvalidInput("snapshot_digest does not match the archive sent", field="snapshot")
     if not services.snapshots.exists(digest):
-        await asyncio.to_thread(snapshot.inspect_archive, archive, limits)
+        snapshot.inspect_archive(archive, limits)
         services.snapshots.put(digest, archive)
     return digest
 
@@ -99,7 +111,7 @@ def list_runs(
 @router.post("/cancel", operation_id="cancel_runs")
 def cancel_runs(body: BulkCancel, session: SessionDep, services: ServicesDep) -> CancelResults:
     """Cancel several runs; each gets its own result (a finished one reports an error)."""
-    results = cancel_each(session, services, body.run_ids)
+    results = run_service.cancel_many(session, services.redis, body.run_ids)
     return CancelResults(data=results, count=len(results))
 
 
@@ -110,31 +122,8 @@ def get_run(run_id: str, session: SessionDep, services: ServicesDep) -> RunPubli
 
 @router.post("/{run_id}/cancel", operation_id="cancel_run")
 def cancel_run(run_id: str, session: SessionDep, services: ServicesDep) -> RunPublic:
-    run = _cancel_one(session, services, run_id)
+    run = run_service.cancel_and_announce(session, services.redis, run_id)
     return run_service.describe(session, services.redis, run)
-
-
-def _cancel_one(session: Session, services: Services, run_id: str):  # type: ignore[no-untyped-def]
-    before = run_service.get_run(session, run_id).status
-    run = run_service.cancel(session, services.redis, run_id)
-    session.commit()
-    if run.status != before:
-        publish_live(services.redis, [StateChanged(run_id=run.id, status=run.status)])
-    if run.status.is_terminal and run.cluster:
-        send_to_ingest(services.redis, [Wake(cluster=run.cluster)])
-    return run
-
-
-def cancel_each(session: Session, services: Services, run_ids: list[str]) -> list[CancelResult]:
-    results = []
-    for run_id in run_ids:
-        try:
-            run = _cancel_one(session, services, run_id)
-            results.append(CancelResult(id=run_id, status=run.status))
-        except RunyardError as exc:
-            session.rollback()
-            results.append(CancelResult(id=run_id, error=exc.message))
-    return results
 
 
 @router.get(
@@ -148,27 +137,36 @@ async def get_run_logs(
     run_id: str, services: ServicesDep, follow: bool = False
 ) -> StreamingResponse | PlainTextResponse:
     """The run's combined stdout/stderr. With ``follow``, keeps streaming until the run ends."""
-    with Session(services.engine) as session:
-        run_service.get_run(session, run_id)
-        chunks = run_service.logs_after(session, run_id)
+    chunks = await asyncio.to_thread(_stored_logs, services, run_id, -1)
     if not follow:
         return PlainTextResponse("".join(c.text for c in chunks))
     return StreamingResponse(_follow(services, run_id, chunks), media_type="text/plain")
 
 
-async def _follow(services: Services, run_id: str, chunks: list) -> AsyncIterator[str]:  # type: ignore[type-arg]
+def _stored_logs(services: Services, run_id: str, after_seq: int) -> list[RunLog]:
+    with Session(services.engine) as session:
+        run_service.get_run(session, run_id)
+        return run_service.logs_after(session, run_id, after_seq)
+
+
+def _has_ended(services: Services, run_id: str) -> bool:
+    with Session(services.engine) as session:
+        return run_service.get_run(session, run_id).status.is_terminal
+
+
+async def _follow(services: Services, run_id: str, chunks: list[RunLog]) -> AsyncIterator[str]:
+    """Stored chunks first, then the live stream; chunk numbers keep it gap- and repeat-free."""
     last_seq = -1
     for chunk in chunks:
         last_seq = chunk.seq
         yield chunk.text
     stream, position = keys.run_live(run_id), "0"
     while True:
-        with Session(services.engine) as session:
-            ended = run_service.get_run(session, run_id).status.is_terminal
-            if ended:  # everything up to the end is in the database already
-                for chunk in run_service.logs_after(session, run_id, last_seq):
-                    yield chunk.text
-                return
+        if await asyncio.to_thread(_has_ended, services, run_id):
+            # Everything up to the end is in the database already.
+            for chunk in await asyncio.to_thread(_stored_logs, services, run_id, last_seq):
+                yield chunk.text
+            return
         response = await services.aredis.xread(
             {stream: position}, count=200, block=int(FOLLOW_IDLE_CHECK * 1000)
         )
@@ -180,6 +178,13 @@ async def _follow(services: Services, run_id: str, chunks: list) -> AsyncIterato
                 except MessageError:
                     continue
                 if isinstance(entry, LogChunk) and entry.seq > last_seq:
+                    if entry.seq > last_seq + 1:  # trimmed from the live stream: from the store
+                        for chunk in await asyncio.to_thread(
+                            _stored_logs, services, run_id, last_seq
+                        ):
+                            if chunk.seq < entry.seq:
+                                last_seq = chunk.seq
+                                yield chunk.text
                     last_seq = entry.seq
                     yield entry.text
                 elif isinstance(entry, StateChanged) and entry.status.is_terminal:
@@ -208,17 +213,24 @@ async def upload_run_file(
     run_id: str, name: str, request: Request, services: ServicesDep
 ) -> RunFilePublic:
     """Store a file of the run (raw request body), replacing one of the same name."""
+    name = safe_name(name)
+    await asyncio.to_thread(_require_run, services, run_id)
+    size = await services.files.put(run_id, name, request.stream(), FILE_UPLOAD_LIMIT)
+    return await asyncio.to_thread(_record_file, services, run_id, name, size)
+
+
+def _require_run(services: Services, run_id: str) -> None:
     with Session(services.engine) as session:
         run_service.get_run(session, run_id)
-    size = await services.files.put(run_id, name, request.stream(), FILE_UPLOAD_LIMIT)
+
+
+def _record_file(services: Services, run_id: str, name: str, size: int) -> RunFilePublic:
     with Session(services.engine, expire_on_commit=False) as session:
-        record = session.get(RunFile, (run_id, name)) or RunFile(
-            run_id=run_id, name=name, size=size
-        )
+        record = session.get(RunFile, (run_id, name)) or RunFile(run_id=run_id, name=name, size=0)
         record.size = size
         session.add(record)
         session.commit()
-        return RunFilePublic(name=record.name, size=record.size, created_at=record.created_at)
+        return RunFilePublic(name=name, size=size, created_at=as_utc(record.created_at))
 
 
 @router.get("/{run_id}/files/{name:path}", operation_id="download_run_file")

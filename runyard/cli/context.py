@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from runyard import config
 from runyard.client import Client
 
@@ -14,5 +16,7 @@ def set_url(url: str | None) -> None:
 
 
 def client() -> Client:
+    if _url_override:
+        return Client(_url_override, os.environ.get("RUNYARD_TOKEN"))
     loaded = config.load()
-    return Client(_url_override or loaded.url, loaded.token)
+    return Client(loaded.url, loaded.token)

@@ -25,6 +25,7 @@ log = logging.getLogger("runyard.up")
 
 RECONCILE_INTERVAL = 2.0
 STARTUP_TIMEOUT = 60.0
+SHUTDOWN_TIMEOUT = 60.0  # a worker's runs get this long to finish (then they are killed)
 
 
 @dataclass
@@ -36,6 +37,9 @@ class LocalStack:
     clusters_file: Path | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     worker_nodes: dict[str, int] = field(default_factory=dict)
+    # Workers told to stop (a cluster resized or deleted) finishing their runs.
+    retiring: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    generation: int = 0
     stopping: bool = False
 
     @property
@@ -44,7 +48,14 @@ class LocalStack:
         return f"http://{host}:{self.port}"
 
     def run(self) -> None:
+        if _port_in_use(self.host, self.port):
+            raise ConfigurationError(f"port {self.port} on {self.host} is in use; pick --port")
+        if self.clusters_file is not None:
+            _check_clusters_file(self.clusters_file)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Working folders of the local workers of an earlier `up`: their runs died with it.
+        for stale in (self.data_dir / "worker").glob("local-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         try:
@@ -94,20 +105,23 @@ class LocalStack:
             "--save",
             "",
         ]
-        self.children["redis"] = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        self.children["redis"] = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, start_new_session=True
+        )
         _wait_for_port(port)
         return f"redis://127.0.0.1:{port}/0"
 
     def _spawn(self, name: str, args: list[str]) -> None:
         command = [sys.executable, "-m", "runyard", *args]
-        self.children[name] = subprocess.Popen(command, env=self.env)
+        # Own sessions: Ctrl+C reaches `up` alone, which then stops them in order.
+        self.children[name] = subprocess.Popen(command, env=self.env, start_new_session=True)
 
     def _wait_for_api(self, api: Client) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             self._check_children()
             try:
-                api.http.get("/healthz").raise_for_status()
+                api.request("GET", "/healthz", api=False, timeout=2)
                 return
             except Exception:
                 time.sleep(0.2)
@@ -138,42 +152,32 @@ class LocalStack:
         for key, nodes in wanted.items():
             if key not in self.children:
                 cluster = key.split(":", 1)[1]
-                self._spawn(
-                    key,
-                    [
-                        "worker",
-                        "--cluster",
-                        cluster,
-                        "--slots",
-                        str(nodes),
-                        "--name",
-                        f"local-{cluster}",
-                    ],
-                )
+                self.generation += 1
+                name = f"local-{cluster}-{self.generation}"
+                args = ["worker", "--cluster", cluster, "--slots", str(nodes), "--name", name]
+                self._spawn(key, args)
                 self.worker_nodes[key] = nodes
+        self.retiring = [w for w in self.retiring if w.poll() is None]
 
-    def _stop_child(self, name: str, timeout: float | None = None) -> None:
+    def _stop_child(self, name: str) -> None:
+        """Ask a child to stop (a worker finishes its runs first) and keep track of it."""
         child = self.children.pop(name, None)
         self.worker_nodes.pop(name, None)
-        if child is None or child.poll() is not None:
-            return
-        child.send_signal(signal.SIGTERM)
-        if timeout is not None:
-            try:
-                child.wait(timeout)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            self.retiring.append(child)
 
     def shutdown(self) -> None:
+        """Workers first (together), then the scheduler, the API and Redis last."""
         self.stopping = True
-        order = [n for n in self.children if n.startswith("worker:")] + [
-            "scheduler",
-            "api",
-            "redis",
-        ]
-        for name in order:
-            self._stop_child(name, timeout=30)
+        for name in [n for n in self.children if n.startswith("worker:")]:
+            self._stop_child(name)
+        _wait_all(self.retiring, SHUTDOWN_TIMEOUT)
+        for name in ("scheduler", "api", "redis"):
+            child = self.children.pop(name, None)
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                _wait_all([child], SHUTDOWN_TIMEOUT)
 
     def _request_stop(self, *_: object) -> None:
         self.stopping = True
@@ -182,6 +186,32 @@ class LocalStack:
         deadline = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def _wait_all(children: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)) == 0
+
+
+def _check_clusters_file(path: Path) -> None:
+    """Fail here, in one line, rather than in the API's start-up."""
+    import tomllib
+
+    try:
+        tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read clusters file {path}: {exc}") from exc
 
 
 def _free_port() -> int:

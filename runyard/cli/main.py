@@ -6,6 +6,7 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+from typer.exceptions import TyperException
 
 from runyard.cli import clusters, output, runs, service
 from runyard.cli.context import set_url
@@ -45,13 +46,23 @@ app.command("workers")(runs.workers)
 
 
 def main() -> None:
+    """Run the CLI; every failure is one line on stderr and an exit code (see errors.py)."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except RunyardError as exc:
         output.fail(exc.message)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
+    except TyperException as exc:  # usage errors: a missing argument, an unknown command
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if not message.strip():  # help was printed instead (no command given)
+            sys.exit(2)
+        context = getattr(exc, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        output.fail(f"{message}{hint}")
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

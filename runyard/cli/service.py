@@ -31,7 +31,6 @@ def _settings(**overrides: object):  # type: ignore[no-untyped-def]
 
 
 def _logging() -> None:
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

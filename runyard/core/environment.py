@@ -30,22 +30,28 @@ class Environment:
         self.environment_variables: dict[str, str] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        python: dict[str, Any] = {
-            "user_managed_dependencies": self.python.user_managed_dependencies
-        }
-        if self.python.user_managed_dependencies or self.python.interpreter_path != "python":
+        """Only what was set: unset fields fall back to the cluster's default environment."""
+        data: dict[str, Any] = {"name": self.name}
+        python: dict[str, Any] = {}
+        if self.python.user_managed_dependencies:
+            python["user_managed_dependencies"] = True
+        if self.python.interpreter_path != "python" or self.python.user_managed_dependencies:
             python["interpreter_path"] = self.python.interpreter_path
-        docker: dict[str, Any] = {"enabled": self.docker.enabled}
+        docker: dict[str, Any] = {}
+        if self.docker.enabled:
+            docker["enabled"] = True
         if self.docker.base_image:
             docker["base_image"] = self.docker.base_image
         if self.docker.shm_size:
             docker["shm_size"] = self.docker.shm_size
-        return {
-            "name": self.name,
-            "python": python,
-            "docker": docker,
-            "environment_variables": dict(self.environment_variables),
-        }
+        for key, section in (("python", python), ("docker", docker)):
+            if section:
+                data[key] = section
+        if self.environment_variables:
+            data["environment_variables"] = {
+                str(k): str(v) for k, v in self.environment_variables.items()
+            }
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Environment:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from runyard import snapshot
 from runyard.core.script_run_config import ScriptRunConfig
-from runyard.errors import InvalidInput
+from runyard.errors import ConfigurationError, InvalidInput
 
 if TYPE_CHECKING:
     from runyard.core.run import Run
@@ -18,9 +18,22 @@ if TYPE_CHECKING:
 def snapshot_limits() -> snapshot.SnapshotLimits:
     """``RUNYARD_SNAPSHOT_MAX_BYTES`` / ``RUNYARD_SNAPSHOT_MAX_FILES`` override the defaults."""
     return snapshot.SnapshotLimits(
-        max_bytes=int(os.environ.get("RUNYARD_SNAPSHOT_MAX_BYTES", snapshot.DEFAULT_MAX_BYTES)),
-        max_files=int(os.environ.get("RUNYARD_SNAPSHOT_MAX_FILES", snapshot.DEFAULT_MAX_FILES)),
+        max_bytes=_int_from_env("RUNYARD_SNAPSHOT_MAX_BYTES", snapshot.DEFAULT_MAX_BYTES),
+        max_files=_int_from_env("RUNYARD_SNAPSHOT_MAX_FILES", snapshot.DEFAULT_MAX_FILES),
     )
+
+
+def _int_from_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ConfigurationError(f"{name} must be at least 1")
+    return value
 
 
 class Experiment:

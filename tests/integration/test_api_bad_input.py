@@ -61,7 +61,7 @@ def good_archive(tmp_path: Path) -> bytes:
 def test_an_unknown_cluster_is_404_and_queues_nothing(
     stack: Stack, http: httpx.Client, tmp_path: Path
 ) -> None:
-    before = run_count(http)
+    before, stored = run_count(http), snapshots_stored(stack)
     response = http.post(
         f"{API}/runs",
         data={"spec": spec("no-such-cluster")},
@@ -74,6 +74,7 @@ def test_an_unknown_cluster_is_404_and_queues_nothing(
         "field": None,
     }
     assert run_count(http) == before
+    assert snapshots_stored(stack) == stored
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,11 @@ def test_an_unknown_cluster_is_404_and_queues_nothing(
         ({"arguments": "not-a-list"}, "spec.arguments"),
         ({"experiment": "bad name!"}, "spec.experiment"),
         ({"cluster": "Not_A_Cluster"}, "spec.cluster"),
+        ({"environment": {"python": "x"}}, "spec.environment.python"),
+        ({"environment": {"environment_variables": [1]}}, "spec.environment.environment_variables"),
+        ({"environment": {"dockr": {}}}, "spec.environment.dockr"),
+        ({"arguments": ["a\u0000b"]}, "spec.arguments"),
+        ({"priorty": 5}, "spec.priorty"),
     ],
 )
 def test_a_malformed_spec_is_422_naming_the_field(
@@ -172,6 +178,14 @@ def test_an_invalid_cluster_name_is_422(http: httpx.Client, name: str) -> None:
     response = http.post(f"{API}/clusters", json={"name": name, "nodes": 1})
     assert response.status_code == 422
     assert response.json()["field"] == "name"
+
+
+def test_a_misspelled_cluster_field_is_422_not_ignored(http: httpx.Client) -> None:
+    name = unique("typo")
+    response = http.post(f"{API}/clusters", json={"name": name, "node": 4})
+    assert response.status_code == 422
+    assert response.json()["field"] == "node"
+    assert http.get(f"{API}/clusters/{name}").status_code == 404
 
 
 def test_a_cluster_needs_at_least_one_node_and_a_known_executor(http: httpx.Client) -> None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from runyard.client import Client
 from tests.support.services import Stack, free_port, runyard, unique, wait_until
 
 
@@ -228,15 +229,82 @@ def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) 
         workers = httpx.get(f"{url}/api/v1/workers").json()["data"]
         assert [(w["clusters"], w["slots"]) for w in workers] == [(["late"], 2)]
         assert (tmp_path / "data" / "runyard.db").exists()
+
+        # Resizing the cluster mid-run replaces its worker without harming the run.
+        flag = tmp_path / "release"
+        (tmp_path / "src" / "hold.py").write_text(
+            f"import os, time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.05)\n"
+            "print('survived the resize')\n"
+        )
+        held = json.loads(
+            subprocess.run(
+                runyard("submit", str(tmp_path / "src"), "-s", "hold.py", "-c", "late", "--json"),
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        client = Client(url)
+        wait_until(
+            lambda: client.get_run(held["id"])["status"] == "Running",
+            30,
+            0.1,
+            what="the held run to start",
+        )
+        subprocess.run(
+            runyard("cluster", "update", "late", "--nodes", "3"),
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        wait_until(
+            lambda: any(w["slots"] == 3 for w in client.list_workers()),
+            30,
+            0.2,
+            what="the resized worker",
+        )
+        flag.touch()
+        wait_until(
+            lambda: client.get_run(held["id"])["status"] in ("Completed", "Failed"),
+            30,
+            0.1,
+            what="the held run to end",
+        )
+        final = client.get_run(held["id"])
+        assert final["status"] == "Completed", final["failure_reason"]
+        assert "survived the resize" in client.logs(held["id"])
+        wait_until(
+            lambda: [w["slots"] for w in client.list_workers()] == [3],
+            30,
+            0.2,
+            what="the old worker to retire",
+        )
     finally:
-        os.killpg(up.pid, signal.SIGTERM)
+        started = _children(up.pid)
+        up.send_signal(signal.SIGINT)  # what Ctrl+C sends
         try:
             up.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
+            for pid in [up.pid, *started]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             raise
-        log.close()
-    # Everything it started has stopped with it.
-    time.sleep(0.5)
-    leftovers = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True)
-    assert leftovers.stdout.strip() == ""
+        finally:
+            log.close()
+    # Redis, the API, the scheduler and the workers all stopped with it.
+    assert len(started) >= 4
+    assert [pid for pid in started if _running(pid)] == []
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

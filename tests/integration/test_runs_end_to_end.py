@@ -378,3 +378,91 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_processes_a_finished_script_leaves_behind_are_stopped(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("tidy")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    pid_file = tmp_path / "bg.pid"
+    script = (
+        "import subprocess, sys\n"
+        "bg = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(bg.pid))\n"
+        "print('leaving a background process')\n"
+    )
+    folder = write(tmp_path / "src", {"bg.py": script, "hi.py": "print('next')\n"})
+    first = submit(stack, folder, "bg.py", cluster)
+    second = submit(stack, folder, "hi.py", cluster)
+    assert wait_for_status(stack, first.id, TERMINAL)["status"] == "Completed"
+    # The slot is free again at once: the next run does not wait for the leftover.
+    assert wait_for_status(stack, second.id, TERMINAL, timeout=15)["status"] == "Completed"
+    wait_until(lambda: not _alive(int(pid_file.read_text())), 5, what="the leftover to die")
+
+
+def test_file_names_with_url_characters_survive_the_round_trip(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("names")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    names = ["a#b.txt", "q?x=1.txt", "space name.txt", "pct%20.txt", "ünï.txt"]
+    script = "import os\nos.makedirs('outputs', exist_ok=True)\n" + "".join(
+        f"open(os.path.join('outputs', {n!r}), 'w').write({n!r})\n" for n in names
+    )
+    run = submit(stack, write(tmp_path / "src", {"w.py": script}), "w.py", cluster)
+    run.wait_for_completion()
+    assert sorted(run.get_file_names()) == sorted(f"outputs/{n}" for n in names)
+    for name in names:
+        run.download_file(f"outputs/{name}", tmp_path / "got")
+        assert (tmp_path / "got").read_text() == name
+
+
+def test_the_cluster_default_environment_applies_under_the_runs_own(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("envs")
+    stack.client().create_cluster(
+        cluster,
+        nodes=1,
+        environment={"environment_variables": {"FROM_CLUSTER": "c", "BOTH": "cluster"}},
+    )
+    workers.start(cluster)
+    script = "import os\nprint(os.environ['FROM_CLUSTER'], os.environ['BOTH'])\n"
+    folder = write(tmp_path / "src", {"env.py": script})
+    env = local_env()
+    env.environment_variables = {"BOTH": "run"}
+    config = ScriptRunConfig(
+        source_directory=folder, script="env.py", compute_target=cluster, environment=env
+    )
+    run = Experiment(Workspace(url=stack.url), "e2e").submit(config)
+    run.wait_for_completion()
+    assert "c run" in stack.client().logs(run.id)
+
+
+def test_a_restarted_worker_cleans_up_what_its_killed_life_left(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("phoenix")
+    stack.client().create_cluster(cluster, nodes=1)
+    name = unique("stable")
+    worker = workers.start(cluster, name=name)
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "gc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(gc.pid))\n"
+        "time.sleep(300)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"deep.py": script}), "deep.py", cluster)
+    wait_for_status(stack, run.id, {"Running"})
+    wait_until(pid_file.exists, 10, what="the grandchild")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+    workers.start(cluster, name=name)  # same worker id: it finds what it left behind
+    record = wait_for_status(stack, run.id, {"Failed"}, timeout=10)
+    assert record["failure_reason"] == "worker restarted while the run was active"
+    wait_until(lambda: not _alive(int(pid_file.read_text())), 5, what="the grandchild to die")

@@ -26,19 +26,19 @@ class ExecutionRequest:
     arguments: list[str]
     environment: dict[str, Any]
     working_dir: Path  # the run's private copy of its snapshot; becomes the process's cwd
-    env: dict[str, str] = field(default_factory=dict)  # tracking context variables
+    # Variables the worker adds for the run's tracking context (RUNYARD_RUN_ID, ...).
+    context_env: dict[str, str] = field(default_factory=dict)
 
 
 class Execution(ABC):
     """A started run: its output, its exit, and a way to stop it."""
 
+    #: What a restarted worker needs to find this execution again (a pid, a container id).
+    handle: str = ""
+
     @abstractmethod
     def output(self) -> Iterator[str]:
         """Combined stdout/stderr as text pieces, ending when the process's output closes."""
-
-    @abstractmethod
-    def poll(self) -> int | None:
-        """The exit code, or None while it runs."""
 
     @abstractmethod
     def wait(self, timeout: float | None = None) -> int | None:
@@ -47,6 +47,10 @@ class Execution(ABC):
     @abstractmethod
     def terminate(self, grace_seconds: float) -> int:
         """SIGTERM, then SIGKILL after the grace period; returns the exit code."""
+
+    @abstractmethod
+    def kill_remaining(self) -> None:
+        """After the main process exits: stop anything it left behind (Slurm does the same)."""
 
     def cleanup(self) -> None:  # noqa: B027 (optional hook)
         """Release what the execution holds (a container, for instance)."""
@@ -58,3 +62,7 @@ class Executor(ABC):
     @abstractmethod
     def start(self, request: ExecutionRequest) -> Execution:
         """Start the run's process; raise ExecutionFailed when it cannot start."""
+
+    @abstractmethod
+    def kill_leftover(self, run_id: str, handle: str) -> None:
+        """Stop what a previous life of this worker left running for ``run_id``."""

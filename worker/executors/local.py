@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from worker.executors.base import Execution, ExecutionFailed, ExecutionRequest, Executor
 
@@ -37,6 +38,7 @@ def _die_with_parent() -> None:
 class LocalExecution(Execution):
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
+        self.handle = str(process.pid)
 
     def output(self) -> Iterator[str]:
         assert self.process.stdout is not None
@@ -46,9 +48,6 @@ class LocalExecution(Execution):
             if not chunk:
                 return
             yield chunk.decode("utf-8", errors="replace")
-
-    def poll(self) -> int | None:
-        return self.process.poll()
 
     def wait(self, timeout: float | None = None) -> int | None:
         try:
@@ -71,6 +70,9 @@ class LocalExecution(Execution):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, sig)
 
+    def kill_remaining(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
     def cleanup(self) -> None:
         if self.process.stdout is not None:
             self.process.stdout.close()
@@ -91,7 +93,7 @@ class LocalExecutor(Executor):
         env = {k: v for k, v in os.environ.items() if not k.startswith(_WITHHELD_PREFIXES)}
         variables = request.environment.get("environment_variables") or {}
         env.update({str(k): str(v) for k, v in variables.items()})
-        env.update(request.env)
+        env.update(request.context_env)
         env["PYTHONUNBUFFERED"] = "1"
         try:
             process = subprocess.Popen(
@@ -107,3 +109,35 @@ class LocalExecutor(Executor):
         except OSError as exc:
             raise ExecutionFailed(f"cannot start {interpreter}: {exc}") from exc
         return LocalExecution(process)
+
+    def kill_leftover(self, run_id: str, handle: str) -> None:
+        """Kill the run's process group: its leader died with the old worker, but what it
+        spawned may live on. Only a group that still carries the run's id is touched
+        (pids get reused)."""
+        try:
+            group = int(handle)
+        except ValueError:
+            return
+        if any(_carries_run(pid, run_id) for pid in _group_members(group)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def _group_members(group: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group:  # after "pid (comm)": state, ppid, pgrp
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _carries_run(pid: int, run_id: str) -> bool:
+    try:
+        variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"RUNYARD_RUN_ID={run_id}".encode() in variables
