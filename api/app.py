@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from api import errors
 from api.deps import Services
-from api.routes import clusters, experiments, health, runs, snapshots, workers
+from api.routes import clusters, experiments, health, runs, snapshots, tracking, workers
 from api.storage import RunFileStore, SnapshotStore
 from runyard import __version__
 from scheduler.clusters import apply_config_file
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
-    for module in (clusters, runs, snapshots, experiments, workers):
+    for module in (clusters, runs, tracking, snapshots, experiments, workers):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

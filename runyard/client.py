@@ -182,18 +182,22 @@ class Client:
         return self.request("GET", f"/runs/{_q(run_id)}/logs").text
 
     def follow_logs(self, run_id: str) -> Iterator[str]:
-        """Yield the log as it is written, returning when the run has ended."""
+        """Yield the log as it is written (from the run's Server-Sent Events), returning
+        when the run has ended."""
+        for event, data in self.events(run_id, history=True):
+            if event == "log":
+                yield data["text"]
+
+    def events(self, run_id: str, history: bool = False) -> Iterator[Tuple[str, Any]]:
+        """The run's Server-Sent Events as (event, data) until it ends."""
         try:
             with self.stream(
-                "GET", f"/runs/{_q(run_id)}/logs", {"follow": True}, timeout=3600
+                "GET", f"/runs/{_q(run_id)}/events", {"history": history}, timeout=3600
             ) as response:
-                while True:
-                    chunk = response.read1(65536)
-                    if not chunk:
-                        return
-                    yield chunk.decode("utf-8", errors="replace")
+                for event, data in _parse_sse(response):
+                    yield event, loads(data)
         except (OSError, socket.timeout) as exc:
-            raise ServiceUnavailable(f"lost the log stream from {self.base_url}: {exc}") from None
+            raise ServiceUnavailable(f"lost the event stream from {self.base_url}: {exc}") from None
 
     def download_snapshot(self, digest: str, destination: Path) -> None:
         self._download(f"/snapshots/{_q(digest)}", destination)
@@ -230,6 +234,22 @@ class Client:
             partial.unlink(missing_ok=True)
             raise ServiceUnavailable(f"download from {self.base_url} failed: {exc}") from None
         os.replace(partial, destination)
+
+
+def _parse_sse(response: Any) -> Iterator[Tuple[str, str]]:
+    event, data = "message", []  # type: Tuple[str, List[str]]
+    for raw in response:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue  # a keep-alive comment
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
 
 
 def error_from(status: int, body: bytes, path: str) -> RunyardError:

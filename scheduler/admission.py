@@ -20,7 +20,7 @@ from scheduler.celery_app import TASK_EXECUTE_RUN
 from scheduler.clusters import HOLDING_A_SLOT, get_cluster
 from scheduler.lifecycle import transition
 from scheduler.messages import MessageError, RunAssignment
-from scheduler.models import Cluster, Run, merge_environments, utcnow
+from scheduler.models import Cluster, Experiment, Run, merge_environments, utcnow
 from scheduler.workers import WorkerInfo, workers_serving
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,12 @@ def waiting_runs(session: Session, cluster: str, limit: int | None = None) -> li
     return list(session.exec(query))
 
 
-def assignment_for(run: Run, cluster: Cluster) -> RunAssignment:
+def assignment_for(run: Run, cluster: Cluster, experiment_name: str) -> RunAssignment:
     environment = merge_environments(cluster.environment or {}, run.environment or {})
     return RunAssignment(
         run_id=run.id,
         cluster=cluster.name,
+        experiment=experiment_name,
         script=run.script,
         arguments=list(run.arguments or []),
         environment=environment,
@@ -111,7 +112,7 @@ def dispatch(
     sent = []
     for run in waiting_runs(session, cluster_name, limit=free):
         try:
-            assignment = assignment_for(run, cluster)
+            assignment = assignment_for(run, cluster, _experiment_name(session, run))
         except (MessageError, ValueError, TypeError) as exc:
             # Never let one unrunnable record hold a slot or stall the queue behind it.
             log.warning("cannot dispatch %s: %s", run.id, exc)
@@ -151,7 +152,12 @@ def resend(session: Session, celery: Celery, run: Run) -> None:
     cluster = get_cluster(session, run.cluster or "")
     session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=utcnow()))
     session.commit()
-    send(celery, assignment_for(run, cluster))
+    send(celery, assignment_for(run, cluster, _experiment_name(session, run)))
+
+
+def _experiment_name(session: Session, run: Run) -> str:
+    experiment = session.get(Experiment, run.experiment_id)
+    return experiment.name if experiment else "default"
 
 
 def position_of(session: Session, run: Run) -> int:

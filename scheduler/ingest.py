@@ -20,9 +20,18 @@ from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import RunStatus
 from scheduler import keys
 from scheduler.db import insert_ignoring, session_scope
-from scheduler.lifecycle import transition
-from scheduler.messages import Entry, LogChunk, MessageError, StateChanged, Wake, decode
+from scheduler.lifecycle import end_children, transition
+from scheduler.messages import (
+    Entry,
+    LogChunk,
+    MessageError,
+    StateChanged,
+    TrackingBatch,
+    Wake,
+    decode,
+)
 from scheduler.models import RunLog
+from scheduler.tracking import TrackingLimits, apply_batch
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +47,16 @@ class Applied:
 
 
 class Ingest:
-    def __init__(self, engine: Any, client: redis.Redis, consumer: str, batch: int = 500) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        client: redis.Redis,
+        consumer: str,
+        batch: int = 500,
+        limits: TrackingLimits | None = None,
+    ) -> None:
         self.engine = engine
+        self.limits = limits or TrackingLimits()
         self.redis = client
         self.consumer = consumer
         self.batch = batch
@@ -147,6 +164,8 @@ class Ingest:
             insert_log(session, entry)
         elif isinstance(entry, StateChanged):
             apply_state(session, entry, applied)
+        elif isinstance(entry, TrackingBatch):
+            apply_batch(session, entry, self.limits)
         elif isinstance(entry, Wake):
             if entry.cluster:
                 applied.clusters.add(entry.cluster)
@@ -177,8 +196,10 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
     except (IllegalTransition, RunNotFound) as exc:
         log.info("ignoring report for %s: %s", entry.run_id, exc)
         return
-    if run.status.is_terminal and run.cluster:
-        applied.clusters.add(run.cluster)
+    if run.status.is_terminal:
+        end_children(session, run.id, run.status)
+        if run.cluster:
+            applied.clusters.add(run.cluster)
 
 
 def _s(value: bytes | str) -> str:

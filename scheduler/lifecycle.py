@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, update
+from sqlmodel import Session, col, select, update
 
 from runyard.errors import IllegalTransition, RunFinished, RunNotFound
-from runyard.status import REENTRANT, TIMESTAMP_FIELD, RunStatus
+from runyard.status import ACTIVE, REENTRANT, TIMESTAMP_FIELD, RunStatus
 from scheduler.models import Run, utcnow
 
 _RETRIES = 5
@@ -55,3 +55,19 @@ def transition(
             assert refreshed is not None
             return refreshed
     raise IllegalTransition(f"run {run_id} kept changing; try again")
+
+
+def end_children(session: Session, parent_id: str, parent_status: RunStatus) -> None:
+    """Children still active when their parent ends take its ending (they lived in its
+    process). A completed parent completes them."""
+    children = session.exec(
+        select(Run.id).where(Run.parent_run_id == parent_id, col(Run.status).in_(ACTIVE))
+    )
+    for child_id in list(children):
+        reason = None if parent_status == RunStatus.COMPLETED else f"parent {parent_status.value}"
+        values = {"failure_reason": reason} if reason else {}
+        try:
+            transition(session, child_id, parent_status, **values)
+        except IllegalTransition:
+            continue
+        end_children(session, child_id, parent_status)

@@ -61,6 +61,22 @@ class LogChunk(Entry):
 
 
 @dataclass(frozen=True)
+class TrackingBatch(Entry):
+    """What a run logged (metrics, tags, properties, children, statuses) for one run.
+
+    ``origin`` is the run whose channel (or interactive client) produced it: the ingest
+    accepts only ``run_id`` equal to it or one of its descendants. ``events`` are
+    ``[seq, event]`` pairs numbered by ``producer``, so a replay is recognised.
+    """
+
+    type: ClassVar[str] = "track"
+    run_id: str
+    origin: str
+    producer: str
+    events: list[list[Any]]
+
+
+@dataclass(frozen=True)
 class Wake(Entry):
     """Asks the scheduler to look at a cluster now (a run was submitted, a worker came up)."""
 
@@ -68,7 +84,9 @@ class Wake(Entry):
     cluster: str | None = None
 
 
-ENTRY_TYPES: dict[str, type[Entry]] = {t.type: t for t in (StateChanged, LogChunk, Wake)}
+ENTRY_TYPES: dict[str, type[Entry]] = {
+    t.type: t for t in (StateChanged, LogChunk, TrackingBatch, Wake)
+}
 
 
 def decode(raw: dict[Any, Any]) -> Entry:
@@ -91,6 +109,7 @@ class RunAssignment:
 
     run_id: str
     cluster: str
+    experiment: str
     script: str
     arguments: list[str]
     environment: dict[str, Any]

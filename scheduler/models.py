@@ -399,8 +399,11 @@ class MetricPoint(SQLModel, table=True):
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     sub: int = 0
     idx: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Numbers (NaN and infinities too) in value, strings in text; vtype says which Python
+    # type was logged (f float, i int, b bool, s str) so it reads back exactly as logged.
     value: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
     text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    vtype: str = Field(default="f", max_length=1)
     logged_at: float = Field(sa_column=Column(Double, nullable=False))
 
 

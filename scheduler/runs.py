@@ -23,7 +23,7 @@ from scheduler.admission import (
 )
 from scheduler.clusters import WAITING, get_cluster
 from scheduler.db import as_utc, insert_ignoring
-from scheduler.lifecycle import transition
+from scheduler.lifecycle import end_children, transition
 from scheduler.messages import StateChanged, Wake
 from scheduler.models import (
     CancelResult,
@@ -86,6 +86,28 @@ def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: 
         created_at=now,
         not_started_at=now,
         queued_at=now,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def start_interactive(
+    session: Session, experiment: str, display_name: str | None, submitted_by: str | None
+) -> Run:
+    """``Experiment.start_logging()``: a run with no cluster and no worker, Running at once;
+    it ends when its client calls complete() or fail()."""
+    record = get_or_create_experiment(session, experiment)
+    now = utcnow()
+    run = Run(
+        id=new_run_id(experiment),
+        experiment_id=record.id,  # type: ignore[arg-type]
+        status=RunStatus.RUNNING,
+        display_name=display_name,
+        submitted_by=submitted_by,
+        created_at=now,
+        not_started_at=now,
+        running_at=now,
     )
     session.add(run)
     session.flush()
@@ -172,6 +194,7 @@ def list_runs(
     *,
     cluster: str | None = None,
     experiment: str | None = None,
+    parent: str | None = None,
     statuses: Sequence[RunStatus] | None = None,
     limit: int = 100,
     offset: int = 0,
@@ -182,12 +205,16 @@ def list_runs(
         query = query.where(Run.cluster == cluster)
     if experiment is not None:
         query = query.join(Experiment).where(Experiment.name == experiment)
+    if parent is not None:
+        query = query.where(Run.parent_run_id == parent)
     if statuses:
         query = query.where(col(Run.status).in_(statuses))
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    runs = session.exec(
-        query.order_by(col(Run.created_at).desc(), col(Run.id)).offset(offset).limit(limit)
+    # Children in the order they were made; everything else newest first.
+    order = (
+        (col(Run.created_at), col(Run.id)) if parent else (col(Run.created_at).desc(), col(Run.id))
     )
+    runs = session.exec(query.order_by(*order).offset(offset).limit(limit))
     return public_runs(session, list(runs)), total
 
 
@@ -199,13 +226,20 @@ def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
         raise RunFinished(f"run {run_id} has already ended ({run.status.value}); nothing to cancel")
     if run.status == RunStatus.CANCEL_REQUESTED:
         return run
+    if run.dispatched_at is None and run.status not in WAITING:
+        # A child or an interactive run: no worker holds it, so it ends here and now.
+        ended = transition(session, run_id, RunStatus.CANCELED)
+        end_children(session, run_id, RunStatus.CANCELED)
+        return ended
     claimed = control.mark_canceled(client, run_id)
     if run.status in WAITING and not claimed:
         # The cancel mark landed before any worker claimed it: no worker will ever start it.
         return transition(session, run_id, RunStatus.CANCELED)
     if run.status == RunStatus.NOT_RESPONDING:
         # Its worker is silent; nobody else will report the end, so record it now.
-        return transition(session, run_id, RunStatus.CANCELED)
+        ended = transition(session, run_id, RunStatus.CANCELED)
+        end_children(session, run_id, RunStatus.CANCELED)
+        return ended
     try:
         return transition(session, run_id, RunStatus.CANCEL_REQUESTED)
     except IllegalTransition:

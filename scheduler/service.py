@@ -35,7 +35,7 @@ class Scheduler:
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.celery = make_celery(settings.redis_url)
         consumer = f"{socket.gethostname()}-{os.getpid()}"
-        self.ingest = Ingest(self.engine, self.redis, consumer)
+        self.ingest = Ingest(self.engine, self.redis, consumer, limits=settings.tracking_limits)
         self.stopping = threading.Event()
 
     def prepare(self) -> None:

@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runyard.snapshot import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, SnapshotLimits
+from scheduler.tracking import TrackingLimits
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     # How often the scheduler runs its safety-net sweep (dispatch, watchdog, reclaim).
     sweep_interval: float = Field(1.0, gt=0)
 
+    # Per-run tracking limits enforced at ingest (the SDK checks the same in the run).
+    limit_metric_names: int = Field(1000, ge=1)
+    limit_tags: int = Field(100, ge=1)
+    limit_properties: int = Field(100, ge=1)
+
     # Worker-side directories (per-run working dirs and the snapshot cache).
     work_dir: Path | None = None
 
@@ -56,6 +62,14 @@ class Settings(BaseSettings):
     @property
     def snapshot_limits(self) -> SnapshotLimits:
         return SnapshotLimits(max_bytes=self.snapshot_max_bytes, max_files=self.snapshot_max_files)
+
+    @property
+    def tracking_limits(self) -> TrackingLimits:
+        return TrackingLimits(
+            metric_names=self.limit_metric_names,
+            tags=self.limit_tags,
+            properties=self.limit_properties,
+        )
 
     @property
     def snapshots_dir(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler import keys
-from scheduler.messages import Entry, LogChunk, StateChanged
+from scheduler.messages import Entry, LogChunk, StateChanged, TrackingBatch
 
 
 def append(pipe: Any, entries: list[Entry], *, ingest: bool = True) -> None:
@@ -18,7 +18,7 @@ def append(pipe: Any, entries: list[Entry], *, ingest: bool = True) -> None:
         fields = entry.encode()
         if ingest:
             pipe.xadd(keys.INGEST_STREAM, fields)
-        if isinstance(entry, LogChunk | StateChanged):
+        if isinstance(entry, LogChunk | StateChanged | TrackingBatch):
             stream = keys.run_live(entry.run_id)
             pipe.xadd(stream, fields, maxlen=keys.LIVE_STREAM_MAXLEN, approximate=True)
             ended = isinstance(entry, StateChanged) and entry.status.is_terminal

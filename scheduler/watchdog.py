@@ -19,7 +19,7 @@ from runyard.status import ACTIVE, RunStatus
 from scheduler import control, keys
 from scheduler.admission import resend
 from scheduler.db import as_utc
-from scheduler.lifecycle import transition
+from scheduler.lifecycle import end_children, transition
 from scheduler.messages import StateChanged
 from scheduler.models import Run, utcnow
 from scheduler.settings import Settings
@@ -31,10 +31,17 @@ log = logging.getLogger(__name__)
 def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Settings) -> None:
     """One pass over the runs that hold, or were handed, a node."""
     now = utcnow()
-    active = list(session.exec(select(Run).where(col(Run.status).in_(ACTIVE))))
+    # Only runs a worker holds have a heartbeat (not children, not interactive runs).
+    active = list(
+        session.exec(
+            select(Run).where(col(Run.status).in_(ACTIVE), col(Run.dispatched_at).is_not(None))
+        )
+    )
     for run, alive in zip(active, _alive(client, active), strict=True):
         changed = _check(session, run, alive, now, settings)
         if changed is not None:
+            if changed.status.is_terminal:
+                end_children(session, run.id, changed.status)
             publish_live(client, [StateChanged(run_id=run.id, status=changed.status)])
     session.commit()
 

@@ -16,6 +16,7 @@ from runyard.errors import RunyardError, ServiceUnavailable
 from runyard.status import RunStatus
 from scheduler import control
 from scheduler.messages import RunAssignment
+from worker.channel import ChannelForwarder
 from worker.executors import Execution, ExecutionRequest, executor_named
 from worker.heartbeat import Heartbeat
 from worker.reporter import RunReporter
@@ -49,7 +50,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     try:
         reporter.state(RunStatus.PREPARING)
         executor = executor_named(assignment.executor)
-        run_dir = ctx.workspace.prepare(run_id, assignment.snapshot_digest)
+        workdir = ctx.workspace.prepare(run_id, assignment.snapshot_digest)
+        channel = ChannelForwarder(ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id))
         if control.is_cancel_requested(ctx.redis, run_id):
             reporter.state(RunStatus.CANCELED, reason="canceled before it started")
             return
@@ -60,21 +62,33 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
                 script=assignment.script,
                 arguments=assignment.arguments,
                 environment=assignment.environment,
-                working_dir=run_dir,
-                context_env={"RUNYARD_RUN_ID": run_id, "RUNYARD_CLUSTER": assignment.cluster},
+                working_dir=workdir,
+                tracking_dir=channel.directory,
+                context_env={
+                    "RUNYARD_RUN_ID": run_id,
+                    "RUNYARD_CLUSTER": assignment.cluster,
+                    "RUNYARD_EXPERIMENT": assignment.experiment,
+                    "RUNYARD_URL": ctx.api.base_url,
+                },
             )
         )
         ctx.workspace.remember(run_id, assignment.executor, execution.handle)
         reporter.state(RunStatus.RUNNING)
-        exit_code, canceled = _supervise(execution, reporter, ctx, assignment)
+        channel.start()
+        try:
+            exit_code, canceled = _supervise(execution, reporter, ctx, assignment)
+        finally:
+            channel.stop()  # every event the run wrote is on its way before it ends
         reporter.state(RunStatus.FINALIZING)
-        _upload_outputs(ctx, run_id)
+        _upload_outputs(ctx, workdir, run_id)
         if canceled:
             reporter.state(RunStatus.CANCELED, exit_code=exit_code, reason="canceled by request")
-        elif exit_code == 0:
-            reporter.state(RunStatus.COMPLETED, exit_code=0)
-        else:
+        elif exit_code != 0:
             reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=describe_exit(exit_code))
+        elif channel.failure is not None:
+            reporter.state(RunStatus.FAILED, exit_code=0, reason=channel.failure)
+        else:
+            reporter.state(RunStatus.COMPLETED, exit_code=0)
     except (RunyardError, OSError, ValueError) as exc:
         log.warning("run %s failed on this worker: %s", run_id, exc)
         reporter.state(RunStatus.FAILED, reason=str(exc))
@@ -96,6 +110,8 @@ def recover_leftovers(ctx: WorkerContext) -> None:
                 executor_named(executor).kill_leftover(run_id, handle)
             except RunyardError as exc:
                 log.warning("cannot stop leftover of %s: %s", run_id, exc)
+        # What it logged before the worker died still counts (and counts once).
+        ChannelForwarder(ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id)).drain()
         RunReporter(ctx.redis, run_id, ctx.worker_id).state(
             RunStatus.FAILED, reason="worker restarted while the run was active"
         )
@@ -138,8 +154,8 @@ def _cancel_requested(ctx: WorkerContext, run_id: str) -> bool:
         return False  # keep training through a Redis outage
 
 
-def _upload_outputs(ctx: WorkerContext, run_id: str) -> None:
-    for name, path in output_files(ctx.workspace.run_dir(run_id)):
+def _upload_outputs(ctx: WorkerContext, workdir: Path, run_id: str) -> None:
+    for name, path in output_files(workdir):
         _upload(ctx, run_id, name, path)
 
 

@@ -12,8 +12,10 @@ from runyard.client import Client
 
 
 class Workspace:
-    """``<root>/snapshots/<hex>/`` holds each unpacked snapshot once; ``<root>/runs/<id>/``
-    is a run's private copy, so a run can never change the stored snapshot."""
+    """``<root>/snapshots/<hex>/`` holds each unpacked snapshot once. Each run gets
+    ``<root>/runs/<id>/``: ``workdir/`` (a private copy of the snapshot, so a run can never
+    change the stored one), ``tracking/`` (its channel) and ``handle`` (how to find its
+    process again)."""
 
     def __init__(self, root: Path, api: Client) -> None:
         self.root = root
@@ -47,26 +49,34 @@ class Workspace:
             return target
 
     def prepare(self, run_id: str, digest: str | None) -> Path:
-        run_dir = self.run_dir(run_id)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        """A fresh working directory for the run (returned) and an empty tracking channel."""
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        workdir = self.workdir(run_id)
         if digest:
-            shutil.copytree(self.unpacked(digest), run_dir, symlinks=True)
+            shutil.copytree(self.unpacked(digest), workdir, symlinks=True)
         else:
-            run_dir.mkdir(parents=True)
-        return run_dir
+            workdir.mkdir(parents=True)
+        self.tracking_dir(run_id).mkdir()
+        return workdir
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs / run_id
 
+    def workdir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "workdir"
+
+    def tracking_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "tracking"
+
     def remember(self, run_id: str, executor: str, handle: str) -> None:
         """Note how to find the run's process again, should this worker be killed."""
-        (self.runs / f"{run_id}.handle").write_text(f"{executor}\n{handle}\n")
+        (self.run_dir(run_id) / "handle").write_text(f"{executor}\n{handle}\n")
 
     def leftovers(self) -> list[tuple[str, str, str]]:
         """(run id, executor, handle) of runs a previous life of this worker left behind."""
         found = []
         for path in sorted(p for p in self.runs.iterdir() if p.is_dir()):
-            note = self.runs / f"{path.name}.handle"
+            note = path / "handle"
             lines = note.read_text().splitlines() if note.exists() else []
             executor, handle = (*lines, "", "")[:2]
             found.append((path.name, executor, handle))
@@ -74,12 +84,11 @@ class Workspace:
 
     def discard(self, run_id: str) -> None:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
-        (self.runs / f"{run_id}.handle").unlink(missing_ok=True)
 
 
-def output_files(run_dir: Path) -> list[tuple[str, Path]]:
+def output_files(workdir: Path) -> list[tuple[str, Path]]:
     """Regular files under ``outputs/`` as (name in the run record, path); links are skipped."""
-    outputs = run_dir / "outputs"
+    outputs = workdir / "outputs"
     if not outputs.is_dir() or outputs.is_symlink():
         return []
     found = []
@@ -89,5 +98,5 @@ def output_files(run_dir: Path) -> list[tuple[str, Path]]:
             path = Path(dirpath) / filename
             if path.is_symlink() or not path.is_file():
                 continue
-            found.append((path.relative_to(run_dir).as_posix(), path))
+            found.append((path.relative_to(workdir).as_posix(), path))
     return found

@@ -10,28 +10,29 @@ from typing import Annotated
 import redis
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
-from pydantic import ValidationError
-from sqlmodel import Session
+from pydantic import ConfigDict, ValidationError, field_validator
+from sqlmodel import Field, Session, SQLModel
+from sse_starlette.sse import EventSourceResponse
 
 from api.deps import Services, ServicesDep, SessionDep
+from api.live import current_status, run_events, sse_payload, stored_logs
 from api.storage import safe_name
 from runyard import snapshot
 from runyard.errors import InvalidInput, SnapshotTooLarge
 from runyard.status import RunStatus
-from scheduler import keys
 from scheduler import runs as run_service
 from scheduler.db import as_utc
-from scheduler.messages import LogChunk, MessageError, StateChanged, Wake, decode
+from scheduler.messages import Wake
 from scheduler.models import (
     BulkCancel,
     CancelResults,
     RunFile,
     RunFilePublic,
     RunFilesPublic,
-    RunLog,
     RunPublic,
     RunSpec,
     RunsPublic,
+    check_experiment_name,
 )
 from scheduler.streams import send_to_ingest
 
@@ -39,7 +40,6 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 
 MAX_PAGE = 500
 FILE_UPLOAD_LIMIT = 5 * 1024**3
-FOLLOW_IDLE_CHECK = 1.0  # seconds of silence after which a follower re-reads the run
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="submit_run")
@@ -93,17 +93,46 @@ def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None
     return digest
 
 
+class InteractiveRun(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    experiment: str
+    display_name: str | None = Field(default=None, max_length=255)
+
+    @field_validator("experiment")
+    @classmethod
+    def _valid_experiment(cls, value: str) -> str:
+        return check_experiment_name(value)
+
+
+@router.post(
+    "/interactive", status_code=status.HTTP_201_CREATED, operation_id="start_interactive_run"
+)
+def start_interactive_run(body: InteractiveRun, session: SessionDep) -> RunPublic:
+    """``Experiment.start_logging()``: a Running run fed by its client, not by a worker."""
+    run = run_service.start_interactive(session, body.experiment, body.display_name, None)
+    session.commit()
+    return run_service.public(run, body.experiment)
+
+
 @router.get("", operation_id="list_runs")
 def list_runs(
     session: SessionDep,
     cluster: str | None = None,
     experiment: str | None = None,
+    parent: Annotated[str | None, Query(description="Only the children of this run")] = None,
     status: Annotated[list[RunStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RunsPublic:
     data, total = run_service.list_runs(
-        session, cluster=cluster, experiment=experiment, statuses=status, limit=limit, offset=offset
+        session,
+        cluster=cluster,
+        experiment=experiment,
+        parent=parent,
+        statuses=status,
+        limit=limit,
+        offset=offset,
     )
     return RunsPublic(data=data, count=total)
 
@@ -137,58 +166,34 @@ async def get_run_logs(
     run_id: str, services: ServicesDep, follow: bool = False
 ) -> StreamingResponse | PlainTextResponse:
     """The run's combined stdout/stderr. With ``follow``, keeps streaming until the run ends."""
-    chunks = await asyncio.to_thread(_stored_logs, services, run_id, -1)
     if not follow:
+        chunks = await asyncio.to_thread(stored_logs, services, run_id)
         return PlainTextResponse("".join(c.text for c in chunks))
-    return StreamingResponse(_follow(services, run_id, chunks), media_type="text/plain")
+    await asyncio.to_thread(current_status, services, run_id)  # 404 before streaming starts
+    return StreamingResponse(_follow_text(services, run_id), media_type="text/plain")
 
 
-def _stored_logs(services: Services, run_id: str, after_seq: int) -> list[RunLog]:
-    with Session(services.engine) as session:
-        run_service.get_run(session, run_id)
-        return run_service.logs_after(session, run_id, after_seq)
+async def _follow_text(services: Services, run_id: str) -> AsyncIterator[str]:
+    async for event in run_events(services, run_id):
+        if event.kind == "log":
+            yield event.data["text"]
 
 
-def _has_ended(services: Services, run_id: str) -> bool:
-    with Session(services.engine) as session:
-        return run_service.get_run(session, run_id).status.is_terminal
+@router.get("/{run_id}/events", operation_id="run_events", response_class=EventSourceResponse)
+async def get_run_events(
+    run_id: str,
+    services: ServicesDep,
+    history: bool = Query(False, description="Start with the log stored so far"),
+) -> EventSourceResponse:
+    """Server-Sent Events: ``status`` changes, ``log`` chunks and ``metrics`` batches as
+    they happen; the stream ends after the run's final status."""
+    await asyncio.to_thread(current_status, services, run_id)  # 404 before streaming starts
 
+    async def events() -> AsyncIterator[dict[str, str]]:
+        async for event in run_events(services, run_id, logs_from_start=history):
+            yield sse_payload(event)
 
-async def _follow(services: Services, run_id: str, chunks: list[RunLog]) -> AsyncIterator[str]:
-    """Stored chunks first, then the live stream; chunk numbers keep it gap- and repeat-free."""
-    last_seq = -1
-    for chunk in chunks:
-        last_seq = chunk.seq
-        yield chunk.text
-    stream, position = keys.run_live(run_id), "0"
-    while True:
-        if await asyncio.to_thread(_has_ended, services, run_id):
-            # Everything up to the end is in the database already.
-            for chunk in await asyncio.to_thread(_stored_logs, services, run_id, last_seq):
-                yield chunk.text
-            return
-        response = await services.aredis.xread(
-            {stream: position}, count=200, block=int(FOLLOW_IDLE_CHECK * 1000)
-        )
-        for _, entries in response or []:
-            for entry_id, fields in entries:
-                position = entry_id
-                try:
-                    entry = decode(fields)
-                except MessageError:
-                    continue
-                if isinstance(entry, LogChunk) and entry.seq > last_seq:
-                    if entry.seq > last_seq + 1:  # trimmed from the live stream: from the store
-                        for chunk in await asyncio.to_thread(
-                            _stored_logs, services, run_id, last_seq
-                        ):
-                            if chunk.seq < entry.seq:
-                                last_seq = chunk.seq
-                                yield chunk.text
-                    last_seq = entry.seq
-                    yield entry.text
-                elif isinstance(entry, StateChanged) and entry.status.is_terminal:
-                    return
+    return EventSourceResponse(events(), ping=15)
 
 
 @router.get("/{run_id}/snapshot", operation_id="get_run_snapshot", response_class=FileResponse)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
-from runyard import snapshot
 from runyard.core.script_run_config import ScriptRunConfig
 from runyard.errors import ConfigurationError, InvalidInput
 
@@ -15,8 +14,10 @@ if TYPE_CHECKING:
     from runyard.core.workspace import Workspace
 
 
-def snapshot_limits() -> snapshot.SnapshotLimits:
+def snapshot_limits():  # type: ignore[no-untyped-def]
     """``RUNYARD_SNAPSHOT_MAX_BYTES`` / ``RUNYARD_SNAPSHOT_MAX_FILES`` override the defaults."""
+    from runyard import snapshot  # needs pathspec: only where runs are submitted from
+
     return snapshot.SnapshotLimits(
         max_bytes=_int_from_env("RUNYARD_SNAPSHOT_MAX_BYTES", snapshot.DEFAULT_MAX_BYTES),
         max_files=_int_from_env("RUNYARD_SNAPSHOT_MAX_FILES", snapshot.DEFAULT_MAX_FILES),
@@ -52,6 +53,8 @@ class Experiment:
             raise InvalidInput("ScriptRunConfig needs a compute_target (the cluster name)")
         if not os.path.isfile(os.path.join(config.source_directory, config.script)):
             raise InvalidInput(f"script {config.script!r} not found in {config.source_directory}")
+        from runyard import snapshot
+
         packed = snapshot.pack(config.source_directory, snapshot_limits())
         spec = {
             "experiment": self.name,
@@ -66,6 +69,28 @@ class Experiment:
         archive = None if client.has_snapshot(packed.digest) else packed.archive
         data = client.submit(spec, archive)
         return Run(self, data["id"], _details=data)
+
+    def start_logging(
+        self,
+        *args: Any,
+        outputs: Any = None,
+        snapshot_directory: Any = None,
+        display_name: Optional[str] = None,
+        **kwargs: Any,
+    ) -> Run:
+        """An interactive run (a notebook, a script run by hand) logging through the API."""
+        from runyard.core.run import Run, _close_at_exit
+        from runyard.tracking.sinks import HttpSink
+
+        client = self.workspace.client
+        data = client.json(
+            "POST",
+            "/runs/interactive",
+            json={"experiment": self.name, "display_name": display_name},
+        )
+        sink = HttpSink(client, data["id"])
+        _close_at_exit(sink)
+        return Run(self, data["id"], _details=data, _sink=sink)
 
     def get_runs(
         self,

@@ -1,15 +1,30 @@
-"""``Run``: one execution of a script, fetched by id or returned by ``Experiment.submit``."""
+"""``Run``: one execution of a script, with the Azure ML logging API.
+
+The same class serves three cases, as in ``azureml.core``:
+- ``Run.get_context()`` inside a submitted run: events go to the channel the worker tails;
+- ``Experiment.start_logging()`` or ``Run(experiment, run_id)``: events go to the API;
+- ``Run.get_context()`` anywhere else: an offline run that prints what it would log.
+Logging never raises into the training script: a bad call prints one line and is dropped.
+"""
 
 from __future__ import annotations
 
+import atexit
+import io
 import os
+import signal
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Union
 
-from runyard.errors import RunFailed
+from runyard.errors import InvalidInput, RunFailed
 from runyard.status import RunStatus
+from runyard.tracking import events as ev
+from runyard.tracking.shapes import shape
+from runyard.tracking.sinks import ChannelSink, HttpSink, OfflineSink, Sink, warn
 
 if TYPE_CHECKING:
     from runyard.core.experiment import Experiment
@@ -18,20 +33,328 @@ POLL_INTERVAL = 1.0
 
 
 class Run:
-    def __init__(self, experiment: Experiment, run_id: str, **kwargs: Any) -> None:
+    def __init__(
+        self, experiment: Experiment, run_id: str, outputs: Any = None, **kwargs: Any
+    ) -> None:
         self.experiment = experiment
         self.id = run_id
-        self._details: dict[str, Any] | None = kwargs.get("_details")
+        self._details: Optional[Dict[str, Any]] = kwargs.get("_details")
+        self._sink: Optional[Sink] = kwargs.get("_sink")
+        self._parent: Optional[Run] = kwargs.get("_parent")
+        self._limits = ev.RunLimits()
+        self._children = 0
+        self._images: Dict[str, int] = {}
+        self._lock = threading.Lock()
 
-    # --- state ------------------------------------------------------------------------------
+    # --- where events go --------------------------------------------------------------------
 
     @property
     def _client(self):  # type: ignore[no-untyped-def]
         return self.experiment.workspace.client
 
-    def _refresh(self) -> dict[str, Any]:
+    def _events(self) -> Sink:
+        """The sink, created on first use for a fetched run (logging to it via the API)."""
+        if self._sink is None:
+            with self._lock:
+                if self._sink is None:
+                    self._sink = HttpSink(self._client, self.id)
+                    _close_at_exit(self._sink)
+        return self._sink
+
+    def _emit(self, kind: str, name: Optional[str], value: Any, description: str = "") -> None:
+        event: Dict[str, Any] = {"r": self.id, "k": kind, "v": value, "t": time.time()}
+        if name is not None:
+            event["n"] = name
+        if description:
+            event["d"] = description
+        self._events().emit(event)
+
+    def flush(self) -> None:
+        """Push everything logged so far out of this process."""
+        self._events().flush()
+
+    # --- context ----------------------------------------------------------------------------
+
+    @classmethod
+    def get_context(
+        cls, allow_offline: bool = True, used_for_context_manager: bool = False, **_: Any
+    ) -> Run:
+        """The run this script executes in, or an offline run outside Runyard."""
+        global _context
+        with _context_lock:
+            if _context is None:
+                _context = _make_context(allow_offline)
+            return _context
+
+    # --- logging (azureml.core.Run signatures) ----------------------------------------------
+
+    def log(self, name: str, value: Any, description: str = "", step: Any = None) -> None:
+        """A number or string; logging the same name again makes it a vector."""
+        try:
+            self._limits.metric(name, ev.SCALAR)
+            value = ev.scalar_value(value, self._limits.limits)
+        except InvalidInput as exc:
+            return warn(f"log({name!r}) ignored: {exc}")
+        self._emit(ev.SCALAR, name, value, description)
+
+    def log_list(self, name: str, value: Any, description: str = "") -> None:
+        """Any iterable (a generator too) as a vector."""
+        try:
+            self._limits.metric(name, ev.LIST)
+            values = ev.list_values(value, self._limits.limits)
+        except InvalidInput as exc:
+            return warn(f"log_list({name!r}) ignored: {exc}")
+        self._emit(ev.LIST, name, values, description)
+
+    def log_row(self, name: str, description: Optional[str] = None, **kwargs: Any) -> None:
+        """One row of a table; repeated rows with two numeric columns chart as x/y."""
+        try:
+            self._limits.metric(name, ev.ROW)
+            row = ev.row_values(kwargs, self._limits.limits)
+        except InvalidInput as exc:
+            return warn(f"log_row({name!r}) ignored: {exc}")
+        self._emit(ev.ROW, name, row, description or "")
+
+    def log_table(self, name: str, value: Any, description: str = "") -> None:
+        """A dict of columns (or a pandas DataFrame)."""
+        try:
+            self._limits.metric(name, ev.TABLE)
+            table = ev.table_values(value, self._limits.limits)
+        except InvalidInput as exc:
+            return warn(f"log_table({name!r}) ignored: {exc}")
+        self._emit(ev.TABLE, name, table, description)
+
+    def log_image(
+        self, name: str, path: Optional[str] = None, plot: Any = None, description: str = ""
+    ) -> None:
+        """An image file, or a matplotlib ``pyplot`` / figure rendered to PNG."""
+        try:
+            self._limits.metric(name, ev.IMAGE)
+            if (path is None) == (plot is None):
+                raise InvalidInput("give exactly one of path or plot")
+            if path is not None and not os.path.isfile(path):
+                raise InvalidInput(f"no image file at {path}")
+        except InvalidInput as exc:
+            return warn(f"log_image({name!r}) ignored: {exc}")
+        number = self._images[name] = self._images.get(name, 0) + 1
+        suffix = Path(path).suffix if path else ".png"
+        stored = f"images/{_safe(name)}/{number}{suffix or '.png'}"
+        if plot is not None:
+            buffer = io.BytesIO()
+            plot.savefig(buffer, format="png")
+            buffer.seek(0)
+            self._events().store_file(self.id, stored, buffer)
+        else:
+            self._events().store_file(self.id, stored, str(path))
+        self._emit(ev.IMAGE, name, stored, description)
+
+    def tag(self, key: str, value: Any = None) -> None:
+        try:
+            text = self._limits.tag(key, value)
+        except InvalidInput as exc:
+            return warn(f"tag({key!r}) ignored: {exc}")
+        self._emit(ev.TAG, key, text)
+
+    def set_tags(self, tags: Dict[str, Any]) -> None:
+        if not isinstance(tags, dict):
+            return warn("set_tags() takes a dict")
+        for key, value in tags.items():
+            self.tag(key, value)
+
+    def get_tags(self) -> Dict[str, str]:
+        return self._read(lambda: self._client.json("GET", f"/runs/{self.id}/tags"), lambda: {})
+
+    def add_properties(self, properties: Dict[str, Any]) -> None:
+        """Properties are set once: changing one is an error."""
+        try:
+            clean = self._limits.properties_(properties)
+        except InvalidInput as exc:
+            return warn(f"add_properties() ignored: {exc}")
+        self._emit(ev.PROPERTY, None, clean)
+
+    def get_properties(self) -> Dict[str, str]:
+        return self._read(
+            lambda: self._client.json("GET", f"/runs/{self.id}/properties"), lambda: {}
+        )
+
+    # --- files ------------------------------------------------------------------------------
+
+    def upload_file(self, name: str, path_or_stream: Union[str, os.PathLike, IO[bytes]]) -> None:
+        source = path_or_stream if hasattr(path_or_stream, "read") else os.fspath(path_or_stream)
+        if isinstance(source, str) and not os.path.isfile(source):
+            return warn(f"upload_file({name!r}) ignored: no file at {source}")
+        self._events().store_file(self.id, name, source)  # type: ignore[arg-type]
+
+    def upload_folder(self, name: str, path: Union[str, os.PathLike]) -> None:
+        root = Path(path)
+        if not root.is_dir():
+            return warn(f"upload_folder({name!r}) ignored: no folder at {root}")
+        for file in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+            self.upload_file(f"{name.rstrip('/')}/{file.relative_to(root).as_posix()}", str(file))
+
+    def get_file_names(self) -> List[str]:
+        return [f["name"] for f in self._client.list_files(self.id)]
+
+    def download_file(
+        self,
+        name: str,
+        output_file_path: Optional[Union[str, os.PathLike]] = None,
+        _validate_checksum: bool = False,
+    ) -> None:
+        target = Path(output_file_path or Path(name).name)
+        if target.is_dir():
+            target = target / Path(name).name
+        self._client.download_file(self.id, name, target)
+
+    def download_files(
+        self,
+        prefix: Optional[str] = None,
+        output_directory: Optional[Union[str, os.PathLike]] = None,
+        output_paths: Optional[List[str]] = None,
+        batch_size: int = 100,
+        append_prefix: bool = True,
+        timeout_seconds: Optional[int] = None,
+    ) -> None:
+        folder = Path(output_directory or ".")
+        for name in self.get_file_names():
+            if prefix and not name.startswith(prefix):
+                continue
+            relative = name if append_prefix or not prefix else name[len(prefix) :].lstrip("/")
+            self._client.download_file(self.id, name, folder / relative)
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def get_metrics(
+        self,
+        name: Optional[str] = None,
+        recursive: bool = False,
+        run_type: Any = None,
+        populate: bool = False,
+    ) -> Dict[str, Any]:
+        """As Azure: one value, a list, a dict of columns; keyed by run id if ``recursive``."""
+        if isinstance(self._sink, OfflineSink):
+            return {}
+        if self._sink is not None:
+            self._sink.flush()
+        params = {"name": name, "recursive": recursive}
+        data = self._client.json("GET", f"/runs/{self.id}/metrics", params=params)
+        return (
+            {rid: _shape_all(m) for rid, m in data["runs"].items()}
+            if recursive
+            else _shape_all(data["runs"].get(self.id, {}))
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def complete(self, _set_status: bool = True) -> None:
+        self._finish(RunStatus.COMPLETED, None)
+
+    def fail(
+        self, error_details: Any = None, error_code: Any = None, _set_status: bool = True
+    ) -> None:
+        self._finish(RunStatus.FAILED, str(error_details) if error_details else "failed by script")
+
+    def cancel(self) -> None:
+        if isinstance(self._sink, OfflineSink):
+            return
+        if self._parent is not None or self._is_interactive():
+            self._finish(RunStatus.CANCELED, "canceled by request")
+        else:
+            self._details = self._client.cancel(self.id)
+
+    def _finish(self, status: RunStatus, error: Optional[str]) -> None:
+        event: Dict[str, Any] = {"r": self.id, "k": ev.STATUS, "v": status.value, "t": time.time()}
+        if error:
+            event["e"] = error
+        sink = self._events()
+        sink.emit(event)
+        if self._parent is None and not isinstance(sink, ChannelSink):
+            sink.close()  # the root of an interactive run: nothing more will be logged
+        else:
+            sink.flush()
+
+    def _is_interactive(self) -> bool:
+        details = self._details or {}
+        return details.get("cluster") is None and isinstance(self._sink, HttpSink)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.complete()
+        else:
+            self.fail(error_details=f"{exc_type.__name__}: {exc}")
+
+    # --- children ---------------------------------------------------------------------------
+
+    def child_run(
+        self, name: Optional[str] = None, run_id: Optional[str] = None, outputs: Any = None
+    ) -> Run:
+        """A child run, Running at once, logging through this run's channel."""
+        with self._lock:
+            self._children += 1
+            number = self._children
+        child = ev.child_id(self.id, number)
+        sink = self._events()
+        sink.emit({"r": self.id, "k": ev.CHILD, "c": child, "n": name or child, "t": time.time()})
+        return Run(
+            self.experiment,
+            child,
+            _sink=sink,
+            _parent=self,
+            _details={"id": child, "parent_run_id": self.id, "display_name": name},
+        )
+
+    def create_children(
+        self,
+        count: Optional[int] = None,
+        tag_key: Optional[str] = None,
+        tag_values: Optional[List[str]] = None,
+    ) -> List[Run]:
+        if count is None:
+            count = len(tag_values or [])
+        children = [self.child_run() for _ in range(count)]
+        if tag_key and tag_values:
+            for child, value in zip(children, tag_values):
+                child.tag(tag_key, value)
+        return children
+
+    def get_children(
+        self,
+        recursive: bool = False,
+        tags: Any = None,
+        properties: Any = None,
+        type: Any = None,
+        status: Any = None,
+    ) -> Iterator[Run]:
+        if self._sink is not None and not isinstance(self._sink, OfflineSink):
+            self._sink.flush()
+        for data in self._client.list_runs(parent=self.id, limit=500):
+            child = Run(self.experiment, data["id"], _details=data)
+            yield child
+            if recursive:
+                yield from child.get_children(recursive=True)
+
+    @property
+    def parent(self) -> Optional[Run]:
+        if self._parent is not None:
+            return self._parent
+        parent_id = (self._details or self._refresh()).get("parent_run_id")
+        return Run(self.experiment, parent_id) if parent_id else None
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _refresh(self) -> Dict[str, Any]:
         self._details = self._client.get_run(self.id)
         return self._details
+
+    def _read(self, online: Any, offline: Any) -> Any:
+        if isinstance(self._sink, OfflineSink):
+            return offline()
+        if self._sink is not None:
+            self._sink.flush()
+        return online()
 
     @property
     def status(self) -> str:
@@ -42,26 +365,31 @@ class Run:
         details = self._details or self._refresh()
         return details.get("display_name") or self.id
 
+    @property
+    def tags(self) -> Dict[str, str]:
+        return self.get_tags()
+
+    @property
+    def properties(self) -> Dict[str, str]:
+        return self.get_properties()
+
     def get_status(self) -> str:
         return self._refresh()["status"]
 
-    def get_details(self) -> dict[str, Any]:
-        data = self._refresh()
-        return details_from(data)
+    def get_details(self) -> Dict[str, Any]:
+        return details_from(self._refresh())
 
-    def get_details_with_logs(self) -> dict[str, Any]:
+    def get_details_with_logs(self) -> Dict[str, Any]:
         details = self.get_details()
         details["logFiles"] = {"user_logs/std_log.txt": self._client.logs(self.id)}
         return details
-
-    # --- waiting and output -----------------------------------------------------------------
 
     def wait_for_completion(
         self,
         show_output: bool = False,
         wait_post_processing: bool = False,
         raise_on_error: bool = True,
-    ) -> dict[str, Any]:
+    ) -> Dict[str, Any]:
         """Block until the run ends; with ``show_output`` stream its log meanwhile."""
         if show_output:
             print(f"RunId: {self.id}")
@@ -82,34 +410,14 @@ class Run:
             raise RunFailed(f"run {self.id} ended {details['status']}: {reason}")
         return details
 
-    def cancel(self) -> None:
-        self._details = self._client.cancel(self.id)
-
     def get_portal_url(self) -> str:
         return f"{self.experiment.workspace.url}/runs/{self.id}"
 
-    # --- files and snapshot -----------------------------------------------------------------
-
-    def get_file_names(self) -> list[str]:
-        return [f["name"] for f in self._client.list_files(self.id)]
-
-    def download_file(
-        self,
-        name: str,
-        output_file_path: str | os.PathLike[str] | None = None,
-        _validate_checksum: bool = False,
-    ) -> None:
-        target = Path(output_file_path or Path(name).name)
-        if target.is_dir():
-            target = target / Path(name).name
-        self._client.download_file(self.id, name, target)
-
     def restore_snapshot(
-        self, snapshot_id: str | None = None, path: str | os.PathLike[str] | None = None
+        self, snapshot_id: Optional[str] = None, path: Optional[Union[str, os.PathLike]] = None
     ) -> str:
         """Download the run's snapshot; returns the archive's path (a .tar.gz)."""
-        folder = Path(path or ".")
-        target = folder / f"{self.id}-snapshot.tar.gz"
+        target = Path(path or ".") / f"{self.id}-snapshot.tar.gz"
         if snapshot_id:
             self._client.download_snapshot(snapshot_id, target)
         else:
@@ -120,9 +428,9 @@ class Run:
         return f"Run(experiment={self.experiment.name!r}, id={self.id!r})"
 
 
-def details_from(data: dict[str, Any]) -> dict[str, Any]:
+def details_from(data: Dict[str, Any]) -> Dict[str, Any]:
     """The Azure ``get_details()`` shape, with Runyard's queue fields added."""
-    details: dict[str, Any] = {
+    details: Dict[str, Any] = {
         "runId": data["id"],
         "experiment": data.get("experiment"),
         "target": data.get("cluster"),
@@ -146,3 +454,75 @@ def details_from(data: dict[str, Any]) -> dict[str, Any]:
     if data.get("failure_reason"):
         details["error"] = {"message": data["failure_reason"]}
     return details
+
+
+def _shape_all(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """``{name: {"kind": k, "points": [[idx, column, value], ...]}}`` to Azure's shapes."""
+    return {name: shape(m["kind"], [tuple(p) for p in m["points"]]) for name, m in metrics.items()}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:100] or "image"
+
+
+# --- the process's context run --------------------------------------------------------------
+
+_context: Optional[Run] = None
+_context_lock = threading.Lock()
+
+
+def _make_context(allow_offline: bool) -> Run:
+    from runyard.core.experiment import Experiment
+    from runyard.core.workspace import Workspace
+
+    run_id = os.environ.get("RUNYARD_RUN_ID")
+    channel = os.environ.get("RUNYARD_TRACKING_DIR")
+    if run_id and channel:
+        workspace = Workspace(url=os.environ.get("RUNYARD_URL", ""))
+        experiment = Experiment(workspace, os.environ.get("RUNYARD_EXPERIMENT", "default"))
+        sink = ChannelSink(channel)
+        _close_at_exit(sink)
+        return Run(experiment, run_id, _sink=sink)
+    if not allow_offline:
+        raise InvalidInput("not inside a Runyard run (RUNYARD_RUN_ID is not set)")
+    return _offline_run()
+
+
+def _offline_run() -> Run:
+    from runyard.core.experiment import Experiment
+    from runyard.core.workspace import Workspace
+
+    workspace = Workspace.__new__(Workspace)
+    workspace.name, workspace.url, workspace._token, workspace._client = "offline", "", None, None
+    run = Run(Experiment(workspace, "offline"), f"OfflineRun_{uuid.uuid4()}", _sink=OfflineSink())
+    return run
+
+
+_sinks: List[Sink] = []
+
+
+def _close_at_exit(sink: Sink) -> None:
+    """Flush at interpreter exit and on SIGTERM (a cancel), so nothing logged is lost."""
+    if not _sinks:
+        atexit.register(_close_all)
+        _flush_on_sigterm()
+    _sinks.append(sink)
+
+
+def _close_all() -> None:
+    for sink in _sinks:
+        sink.close()
+
+
+def _flush_on_sigterm() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # the script handles SIGTERM itself; atexit still flushes on a clean exit
+
+    def handler(signum: int, frame: Any) -> None:
+        _close_all()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)

@@ -26,6 +26,7 @@ class ExecutionRequest:
     arguments: list[str]
     environment: dict[str, Any]
     working_dir: Path  # the run's private copy of its snapshot; becomes the process's cwd
+    tracking_dir: Path  # the run's channel (RUNYARD_TRACKING_DIR)
     # Variables the worker adds for the run's tracking context (RUNYARD_RUN_ID, ...).
     context_env: dict[str, str] = field(default_factory=dict)
 

@@ -94,6 +94,7 @@ class LocalExecutor(Executor):
         variables = request.environment.get("environment_variables") or {}
         env.update({str(k): str(v) for k, v in variables.items()})
         env.update(request.context_env)
+        env["RUNYARD_TRACKING_DIR"] = str(request.tracking_dir)
         env["PYTHONUNBUFFERED"] = "1"
         try:
             process = subprocess.Popen(

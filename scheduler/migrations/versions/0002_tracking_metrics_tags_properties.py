@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("idx", sa.BigInteger(), nullable=False),
         sa.Column("value", sa.Double(), nullable=True),
         sa.Column("text", sa.Text(), nullable=True),
+        sa.Column("vtype", sqlmodel.sql.sqltypes.AutoString(length=1), nullable=False),
         sa.Column("logged_at", sa.Double(), nullable=False),
         sa.ForeignKeyConstraint(
             ["run_id"],

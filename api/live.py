@@ -1,0 +1,119 @@
+"""A run's live events: stored log chunks, then its Redis live stream, until it ends.
+
+One generator serves ``GET /runs/{id}/logs?follow`` (plain text) and the Server-Sent Events
+of ``GET /runs/{id}/events``. Log chunks carry the worker's sequence numbers, so stored
+and live chunks join without a gap or a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from api.deps import Services
+from scheduler import keys
+from scheduler import runs as run_service
+from scheduler.messages import LogChunk, MessageError, StateChanged, TrackingBatch, decode
+from scheduler.models import RunLog
+
+IDLE_CHECK = 1.0  # seconds of silence after which the run's record is looked at again
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    kind: str  # "log" | "status" | "metrics"
+    data: Any
+    id: str = ""
+
+
+def stored_logs(services: Services, run_id: str, after_seq: int = -1) -> list[RunLog]:
+    with Session(services.engine) as session:
+        run_service.get_run(session, run_id)
+        return run_service.logs_after(session, run_id, after_seq)
+
+
+def current_status(services: Services, run_id: str) -> str:
+    with Session(services.engine) as session:
+        return run_service.get_run(session, run_id).status.value
+
+
+async def run_events(
+    services: Services, run_id: str, *, logs_from_start: bool = True
+) -> AsyncIterator[LiveEvent]:
+    status = await asyncio.to_thread(current_status, services, run_id)
+    yield LiveEvent("status", {"run_id": run_id, "status": status})
+    last_seq = -1
+    if logs_from_start:
+        for chunk in await asyncio.to_thread(stored_logs, services, run_id):
+            last_seq = chunk.seq
+            yield LiveEvent("log", {"seq": chunk.seq, "text": chunk.text})
+    stream = keys.run_live(run_id)
+    position = "0" if logs_from_start else await _stream_end(services, stream)
+    while True:
+        status = await asyncio.to_thread(current_status, services, run_id)
+        if status in ("Completed", "Failed", "Canceled"):
+            # Its last lines reached the database before its end was recorded.
+            for chunk in await asyncio.to_thread(stored_logs, services, run_id, last_seq):
+                yield LiveEvent("log", {"seq": chunk.seq, "text": chunk.text})
+            yield LiveEvent("status", {"run_id": run_id, "status": status})
+            return
+        response = await services.aredis.xread(
+            {stream: position}, count=500, block=int(IDLE_CHECK * 1000)
+        )
+        for _, entries in response or []:
+            for raw_id, fields in entries:
+                position = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                try:
+                    entry = decode(fields)
+                except MessageError:
+                    continue
+                if isinstance(entry, LogChunk) and entry.seq > last_seq:
+                    if entry.seq > last_seq + 1 and logs_from_start:
+                        # Trimmed from the capped live stream: take the gap from the store.
+                        for chunk in await asyncio.to_thread(
+                            stored_logs, services, run_id, last_seq
+                        ):
+                            if chunk.seq < entry.seq:
+                                yield LiveEvent("log", {"seq": chunk.seq, "text": chunk.text})
+                    last_seq = entry.seq
+                    yield LiveEvent("log", {"seq": entry.seq, "text": entry.text}, position)
+                elif isinstance(entry, StateChanged):
+                    data = {"run_id": run_id, "status": entry.status.value}
+                    yield LiveEvent("status", data, position)
+                    if entry.status.is_terminal:
+                        return
+                elif isinstance(entry, TrackingBatch):
+                    data = {"run_id": entry.run_id, "events": [e for _, e in entry.events]}
+                    yield LiveEvent("metrics", data, position)
+
+
+async def _stream_end(services: Services, stream: str) -> str:
+    last = await services.aredis.xrevrange(stream, count=1)
+    if not last:
+        return "0"
+    raw = last[0][0]
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def json_safe(value: Any) -> Any:
+    """Browsers' JSON has no NaN or Infinity: send those as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def sse_payload(event: LiveEvent) -> dict[str, str]:
+    payload = {"event": event.kind, "data": json.dumps(json_safe(event.data))}
+    if event.id:
+        payload["id"] = event.id
+    return payload

@@ -1,0 +1,27 @@
+"""The shapes ``Run.get_metrics()`` returns, as Azure ML returns them.
+
+A name logged once is its value; logged repeatedly, or with ``log_list``, the list in
+order; ``log_row`` / ``log_table`` give a dict of column -> list; images give their file
+reference (a list when there are several).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+# (kind, idx, column, value) for one metric, in any order.
+Point = Tuple[str, int, str, Any]
+
+
+def shape(kind: str, points: Sequence[Tuple[int, str, Any]]) -> Any:
+    """``points`` are (idx, column, value) of one metric."""
+    ordered = sorted(points, key=lambda p: (p[0], p[1]))
+    if kind in ("row", "table"):
+        columns: Dict[str, List[Any]] = {}
+        for _, column, value in ordered:
+            columns.setdefault(column, []).append(value)
+        return columns
+    values = [value for _, _, value in ordered]
+    if kind in ("scalar", "image") and len(values) == 1:
+        return values[0]
+    return values

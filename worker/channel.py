@@ -1,0 +1,152 @@
+"""Forwarding a run's tracking channel: the JSON-lines file its SDK appends to.
+
+The worker tails the file, numbers each line by its position (so reading it again after a
+crash yields the same numbers, and the ingest recognises what it already stored), uploads
+the files the script staged, and sends the events to Redis in batches, one per target run.
+The run itself never holds a credential: only this forwarder talks to Redis and the API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import redis
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from runyard.client import Client
+from runyard.errors import RunyardError, ServiceUnavailable
+from runyard.tracking import events as ev
+from scheduler.messages import TrackingBatch
+from scheduler.streams import send_to_ingest
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.05  # seconds between looks at the channel file
+MAX_BATCH = 5000  # events per Redis entry
+
+
+class ChannelForwarder:
+    def __init__(self, client: redis.Redis, api: Client, run_id: str, directory: Path) -> None:
+        self.redis = client
+        self.api = api
+        self.run_id = run_id
+        self.directory = directory
+        self.events_file = directory / "events.jsonl"
+        self.producer = f"channel:{run_id}"
+        self.offset = 0
+        self.line = 0  # the next line's number (its seq)
+        self.failure: str | None = None  # set when the script called run.fail()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, name=f"channel-{self.run_id}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Forward everything the run wrote (call once its processes have exited)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.drain()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(POLL_INTERVAL):
+            try:
+                self.drain()
+            except Exception:
+                log.exception("forwarding the channel of %s failed; retrying", self.run_id)
+
+    def drain(self) -> None:
+        lines = self._read_new_lines()
+        batches: dict[str, list[list[Any]]] = {}
+        for seq, raw in lines:
+            event = self._accept(raw)
+            if event is None:
+                continue
+            target = event["r"]
+            if event.get("k") == ev.FILE:
+                self._upload(target, event)
+                continue
+            batches.setdefault(target, []).append([seq, event])
+        entries = [
+            TrackingBatch(
+                run_id=target,
+                origin=self.run_id,
+                producer=self.producer,
+                events=events[i : i + MAX_BATCH],
+            )
+            for target, events in batches.items()
+            for i in range(0, len(events), MAX_BATCH)
+        ]
+        if entries:
+            self._send(entries)
+
+    def _read_new_lines(self) -> list[tuple[int, bytes]]:
+        try:
+            with open(self.events_file, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        complete = data.rfind(b"\n") + 1  # a half-written last line waits for the next look
+        lines = []
+        for raw in data[:complete].split(b"\n")[:-1]:
+            lines.append((self.line, raw))
+            self.line += 1
+        self.offset += complete
+        return lines
+
+    def _accept(self, raw: bytes) -> dict[str, Any] | None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            log.warning("run %s wrote a line that is not JSON; skipped", self.run_id)
+            return None
+        if not isinstance(event, dict) or not isinstance(event.get("r"), str):
+            return None
+        if not ev.is_descendant(event["r"], self.run_id):
+            log.warning("run %s tried to write to %s; refused", self.run_id, event["r"])
+            return None
+        if event.get("k") == ev.STATUS and event["r"] == self.run_id and event.get("v") == "Failed":
+            self.failure = str(event.get("e") or "failed by script")
+        return event
+
+    def _upload(self, target: str, event: dict[str, Any]) -> None:
+        staged = self.directory / "files" / str(event.get("f", ""))
+        name = str(event.get("n", ""))
+        if staged.parent != self.directory / "files" or not staged.is_file():
+            log.warning("run %s: staged file for %r is missing", self.run_id, name)
+            return
+        try:
+            _upload(self.api, target, name, staged)
+        except RunyardError as exc:
+            log.warning("run %s: could not store %r: %s", self.run_id, name, exc)
+            return
+        staged.unlink(missing_ok=True)
+
+    @retry(
+        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+        wait=wait_exponential(multiplier=0.1, max=5),
+        stop=stop_after_delay(24 * 3600),
+        reraise=True,
+    )
+    def _send(self, entries: list[TrackingBatch]) -> None:
+        send_to_ingest(self.redis, list(entries))
+
+
+@retry(
+    retry=retry_if_exception_type(ServiceUnavailable),
+    wait=wait_exponential(multiplier=0.5, max=15),
+    stop=stop_after_delay(300),
+    reraise=True,
+)
+def _upload(api: Client, run_id: str, name: str, path: Path) -> None:
+    with open(path, "rb") as content:
+        api.upload_file(run_id, name, content)
