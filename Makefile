@@ -21,11 +21,14 @@ $(BIN)/runyard: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# Redis for the broker and streams; PostgreSQL server binaries for the store tests;
+# Redis for the broker and streams; PostgreSQL server binaries for the store tests; a
+# Docker engine and debootstrap (the tests build their run image locally: no registry);
 # venv support when the system Python lacks it.
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \

@@ -85,6 +85,7 @@ def assignment_for(run: Run, cluster: Cluster, experiment_name: str) -> RunAssig
         snapshot_digest=run.snapshot_digest,
         executor=executor_for(environment, cluster),
         cancel_grace_seconds=cluster.cancel_grace_seconds,
+        container=dict(cluster.container or {}),
     )
 
 
@@ -96,6 +97,8 @@ def executor_for(environment: dict, cluster: Cluster) -> str:
         return "local"
     if docker.get("enabled") or docker.get("base_image"):
         return "docker"
+    if docker.get("enabled") is False:
+        return "local"
     return cluster.executor
 
 

@@ -116,6 +116,7 @@ class RunAssignment:
     snapshot_digest: str | None
     executor: str = "local"
     cancel_grace_seconds: float = 10.0
+    container: dict[str, Any] = field(default_factory=dict)  # the cluster's ContainerPolicy
     v: str = VERSION
 
     def encode(self) -> dict[str, Any]:

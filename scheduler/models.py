@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic import Field as Check
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Double, Index, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
@@ -76,6 +76,44 @@ class EnvironmentSpec(_Strict):
     environment_variables: dict[str, str] | None = None
 
 
+class ContainerPolicy(_Strict):
+    """How a cluster's Docker runs are confined. Hardened by default: relaxing any of it
+    takes an explicit setting on the cluster."""
+
+    image: str | None = Check(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Default image for runs that name none",
+    )
+    user: str = Check(
+        default="1000:1000",
+        pattern=r"^[0-9]+(:[0-9]+)?$",
+        description="uid:gid the run executes as (never root by default)",
+    )
+    allow_root: bool = False
+    read_only_root: bool = True
+    drop_capabilities: bool = True
+    no_new_privileges: bool = True
+    network: Literal["bridge", "none", "host"] = "bridge"
+    memory_mib: int = Check(default=4096, ge=16, le=4 * 1024 * 1024)
+    cpus: float = Check(default=2.0, gt=0, le=1024)
+    pids: int = Check(default=1024, ge=16, le=1_000_000)
+    tmp_mib: int = Check(default=1024, ge=1, le=1024 * 1024)
+    shm_mib: int = Check(default=256, ge=1, le=1024 * 1024)
+    gpus_per_run: int = Check(default=0, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _root_only_when_allowed(self) -> ContainerPolicy:
+        if self.user.split(":")[0] == "0" and not self.allow_root:
+            raise ValueError("user 0 (root) needs allow_root: true on the cluster")
+        return self
+
+
+def check_container(value: dict[str, Any]) -> dict[str, Any]:
+    return ContainerPolicy.model_validate(value).model_dump(exclude_unset=True)
+
+
 def check_environment(value: dict[str, Any]) -> dict[str, Any]:
     return EnvironmentSpec.model_validate(value).model_dump(exclude_unset=True)
 
@@ -102,6 +140,16 @@ class ClusterSettings(SQLModel):
     )
     cancel_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
     description: str = Field(default="", max_length=1000)
+    container: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON),
+        description="Docker confinement (see ContainerPolicy); hardened defaults",
+    )
+
+    @field_validator("container")
+    @classmethod
+    def _valid_container(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_container(value)
 
     @field_validator("executor")
     @classmethod
@@ -135,6 +183,12 @@ class ClusterUpdate(SQLModel):
     environment: dict[str, Any] | None = None
     cancel_grace_seconds: float | None = Field(default=None, ge=0, le=3600)
     description: str | None = Field(default=None, max_length=1000)
+    container: dict[str, Any] | None = None
+
+    @field_validator("container")
+    @classmethod
+    def _valid_container(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_container(value)
 
     @field_validator("executor")
     @classmethod

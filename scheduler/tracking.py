@@ -299,11 +299,9 @@ def decode_value(value: float | None, text: str | None, vtype: str) -> Any:
     if vtype == "b":
         return bool(value)
     if vtype == "i":
-        return (
-            int(text)
-            if text is not None
-            else (int(value) if value is not None and math.isfinite(value) else value)
-        )
+        return int(text) if text is not None else (None if value is None else int(value))
+    if value is None and text is not None:
+        return float(text)  # nan, inf, -inf
     return value
 
 
@@ -402,7 +400,7 @@ def history(
     ).one()
     buckets = max(max_points // 4, 1)
     width = max(-(-(high - low + 1) // buckets), 1)
-    bucket = ((col(MetricPoint.idx) - low) / width).label("bucket")
+    bucket = ((col(MetricPoint.idx) - low) // width).label("bucket")
     summary = session.exec(
         select(
             func.min(MetricPoint.idx),

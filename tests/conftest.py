@@ -14,6 +14,8 @@ import sqlalchemy
 from tests.support.services import (
     RedisServer,
     Stack,
+    docker_engine,
+    ensure_run_image,
     postgres_server,
     redis_server,
     stop_process,
@@ -90,3 +92,10 @@ def workers(stack: Stack) -> Iterator[Workers]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture(scope="session")
+def run_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running Docker engine and a local image with Python to run containers from."""
+    with docker_engine(tmp_path_factory.mktemp("docker")):
+        yield ensure_run_image(tmp_path_factory.mktemp("image"))

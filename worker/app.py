@@ -9,19 +9,24 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import socket
+from pathlib import Path
 
 import redis
 from celery.signals import worker_ready, worker_shutdown
 
+import runyard
 from runyard.client import Client
 from scheduler import keys
 from scheduler.celery_app import TASK_EXECUTE_RUN, make_celery
 from scheduler.messages import RunAssignment, Wake
 from scheduler.settings import Settings
 from scheduler.streams import send_to_ingest
+from worker.executors import Node
 from worker.heartbeat import Heartbeat
 from worker.runner import WorkerContext, execute, recover_leftovers
+from worker.slots import SlotPool
 from worker.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -31,14 +36,33 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+def copy_sdk(target: Path) -> Path:
+    """A copy of the runyard package that containers mount read-only: any image with
+    Python 3.8+ can then import it without installing anything."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(
+        Path(runyard.__file__).parent,
+        target / "runyard",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "cli"),
+    )
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
 def run_worker(
-    settings: Settings, clusters: list[str], slots: int, worker_id: str | None = None
+    settings: Settings,
+    clusters: list[str],
+    slots: int,
+    worker_id: str | None = None,
+    gpus: list[str] | None = None,
 ) -> None:
     """Serve the clusters until told to stop (blocks)."""
     worker_id = worker_id or default_worker_id()
     client = redis.Redis.from_url(settings.redis_url)
     root = settings.worker_dir / worker_id
     workspace = Workspace(root, Client(settings.api_url))
+    node = Node(worker_id=worker_id, sdk_dir=copy_sdk(root / "sdk"))
     heartbeat = Heartbeat(
         client,
         worker_id,
@@ -53,6 +77,8 @@ def run_worker(
         api=workspace.api,
         workspace=workspace,
         heartbeat=heartbeat,
+        node=node,
+        slots=SlotPool(slots, gpus),
     )
     # A previous life of this worker (same id) may have left runs behind.
     recover_leftovers(ctx)

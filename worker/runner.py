@@ -17,9 +17,10 @@ from runyard.status import RunStatus
 from scheduler import control
 from scheduler.messages import RunAssignment
 from worker.channel import ChannelForwarder
-from worker.executors import Execution, ExecutionRequest, executor_named
+from worker.executors import Execution, ExecutionRequest, Node, executor_named
 from worker.heartbeat import Heartbeat
 from worker.reporter import RunReporter
+from worker.slots import SlotPool
 from worker.workspace import Workspace, output_files
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class WorkerContext:
     api: Client
     workspace: Workspace
     heartbeat: Heartbeat
+    node: Node
+    slots: SlotPool
 
 
 def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
@@ -47,31 +50,34 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     ctx.heartbeat.add_run(run_id)
     reporter = RunReporter(ctx.redis, run_id, ctx.worker_id)
     execution: Execution | None = None
+    slot = ctx.slots.acquire()
     try:
         reporter.state(RunStatus.PREPARING)
-        executor = executor_named(assignment.executor)
+        executor = executor_named(assignment.executor, ctx.node)
         workdir = ctx.workspace.prepare(run_id, assignment.snapshot_digest)
         channel = ChannelForwarder(ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id))
+        request = ExecutionRequest(
+            run_id=run_id,
+            script=assignment.script,
+            arguments=assignment.arguments,
+            environment=assignment.environment,
+            working_dir=workdir,
+            tracking_dir=channel.directory,
+            context_env={
+                "RUNYARD_RUN_ID": run_id,
+                "RUNYARD_CLUSTER": assignment.cluster,
+                "RUNYARD_EXPERIMENT": assignment.experiment,
+                "RUNYARD_URL": ctx.api.base_url,
+            },
+            container=assignment.container,
+            gpu_ids=ctx.slots.gpus(slot),
+        )
+        executor.prepare(request)
         if control.is_cancel_requested(ctx.redis, run_id):
             reporter.state(RunStatus.CANCELED, reason="canceled before it started")
             return
         reporter.state(RunStatus.STARTING)
-        execution = executor.start(
-            ExecutionRequest(
-                run_id=run_id,
-                script=assignment.script,
-                arguments=assignment.arguments,
-                environment=assignment.environment,
-                working_dir=workdir,
-                tracking_dir=channel.directory,
-                context_env={
-                    "RUNYARD_RUN_ID": run_id,
-                    "RUNYARD_CLUSTER": assignment.cluster,
-                    "RUNYARD_EXPERIMENT": assignment.experiment,
-                    "RUNYARD_URL": ctx.api.base_url,
-                },
-            )
-        )
+        execution = executor.start(request)
         ctx.workspace.remember(run_id, assignment.executor, execution.handle)
         reporter.state(RunStatus.RUNNING)
         channel.start()
@@ -84,7 +90,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         if canceled:
             reporter.state(RunStatus.CANCELED, exit_code=exit_code, reason="canceled by request")
         elif exit_code != 0:
-            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=describe_exit(exit_code))
+            reason = execution.failure_reason(exit_code) or describe_exit(exit_code)
+            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=reason)
         elif channel.failure is not None:
             reporter.state(RunStatus.FAILED, exit_code=0, reason=channel.failure)
         else:
@@ -98,6 +105,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     finally:
         if execution is not None:
             execution.cleanup()
+        ctx.slots.release(slot)
         ctx.heartbeat.remove_run(run_id)
         ctx.workspace.discard(run_id)
 
@@ -107,7 +115,7 @@ def recover_leftovers(ctx: WorkerContext) -> None:
     for run_id, executor, handle in ctx.workspace.leftovers():
         if executor and handle:
             try:
-                executor_named(executor).kill_leftover(run_id, handle)
+                executor_named(executor, ctx.node).kill_leftover(run_id, handle)
             except RunyardError as exc:
                 log.warning("cannot stop leftover of %s: %s", run_id, exc)
         # What it logged before the worker died still counts (and counts once).
@@ -117,6 +125,17 @@ def recover_leftovers(ctx: WorkerContext) -> None:
         )
         ctx.workspace.discard(run_id)
         log.info("cleaned up %s left by a previous life of this worker", run_id)
+    _remove_orphan_containers(ctx)
+
+
+def _remove_orphan_containers(ctx: WorkerContext) -> None:
+    """Containers this worker id started whose run folder is gone (a crash in between)."""
+    try:
+        docker_executor = executor_named("docker", ctx.node)
+    except RunyardError:
+        return  # no Docker engine here: no containers either
+    for run_id in docker_executor.remove_orphans():  # type: ignore[attr-defined]
+        log.info("removed an orphan container of %s", run_id)
 
 
 def _supervise(

@@ -100,6 +100,10 @@ def worker(
     ] = None,
     redis_url: RedisOpt = None,
     api_url: Annotated[Optional[str], typer.Option("--api-url", help="Where the API is")] = None,
+    gpus: Annotated[
+        Optional[str],
+        typer.Option(help="GPU ids of this node, split between the slots, e.g. 0,1,2,3"),
+    ] = None,
     work_dir: Annotated[
         Optional[Path], typer.Option(help="Run directories and snapshot cache")
     ] = None,
@@ -117,4 +121,5 @@ def worker(
             raise InvalidInput(f"--cluster {name_!r}: {exc}") from exc
     _logging()
     settings = _settings(redis_url=redis_url, api_url=api_url, work_dir=work_dir)
-    run_worker(settings, sorted(set(cluster)), slots, name)
+    gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
+    run_worker(settings, sorted(set(cluster)), slots, name, gpu_ids)

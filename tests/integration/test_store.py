@@ -855,7 +855,7 @@ def silent_running_run(session: Session, worker: str = "w-lost") -> str:
     run_id = submit(session)
     transition(session, run_id, RunStatus.PREPARING, worker_id=worker)
     walk(session, run_id, RunStatus.RUNNING)
-    set_columns(session, run_id, preparing_at=ago(60), running_at=ago(60))
+    set_columns(session, run_id, dispatched_at=ago(61), preparing_at=ago(60), running_at=ago(60))
     return run_id
 
 
@@ -913,6 +913,7 @@ def test_a_just_started_run_gets_a_grace_period_before_its_first_heartbeat(
 ) -> None:
     make_cluster(session)
     run_id = submit(session)
+    set_columns(session, run_id, dispatched_at=ago(1))
     walk(session, run_id, RunStatus.PREPARING)
 
     watchdog.sweep(session, client, celery, fast_watchdog(not_responding_after=600))
@@ -941,6 +942,7 @@ def test_a_run_lost_a_second_time_gets_the_full_failed_after_grace_again(
     make_cluster(session)
     run_id = submit(session)
     # History: running since 10 min ago, silent 5 min ago, heard again 4 min ago.
+    set_columns(session, run_id, dispatched_at=ago(601))
     transition(session, run_id, RunStatus.RUNNING, at=ago(600), worker_id="w-flaky")
     transition(session, run_id, RunStatus.NOT_RESPONDING, at=ago(300))
     walk(session, run_id, RunStatus.RUNNING)
@@ -951,3 +953,16 @@ def test_a_run_lost_a_second_time_gets_the_full_failed_after_grace_again(
     watchdog.sweep(session, client, celery, settings)  # only ~0 s into this silence
 
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
+
+
+def test_runs_no_worker_holds_are_not_watched(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """Children and interactive runs have no heartbeat: silence is not node loss."""
+    make_cluster(session)
+    run_id = submit(session)
+    transition(session, run_id, RunStatus.RUNNING, at=ago(600))
+
+    watchdog.sweep(session, client, celery, fast_watchdog())
+
+    assert reload(engine, run_id).status == RunStatus.RUNNING

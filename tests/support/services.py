@@ -251,3 +251,54 @@ class Stack:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
+
+
+# --- Docker ---------------------------------------------------------------------------------
+
+RUN_IMAGE = "runyard-run-base:bookworm"
+
+
+def docker_ready() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+@contextmanager
+def docker_engine(folder: Path) -> Iterator[None]:
+    """The Docker engine: used as it is when running, else started here and stopped after."""
+    if docker_ready():
+        yield
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise RuntimeError("Docker is not installed (apt-get install docker.io)")
+    folder.mkdir(parents=True, exist_ok=True)
+    log = open(folder / "dockerd.log", "ab")  # noqa: SIM115 (kept open for the daemon)
+    process = subprocess.Popen(
+        [dockerd], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait_until(docker_ready, 60, 0.5, what="dockerd")
+        yield
+    finally:
+        stop_process(process, timeout=30)
+        log.close()
+
+
+def ensure_run_image(folder: Path, tag: str = RUN_IMAGE) -> str:
+    """A small Debian with Python 3 (no registry here: built with debootstrap, cached by tag)."""
+    found = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
+    if found.returncode == 0:
+        return tag
+    rootfs = folder / "rootfs"
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(rootfs)],
+        check=True,
+        capture_output=True,
+    )
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(
+        ["docker", "import", "-", tag], stdin=tar.stdout, check=True, capture_output=True
+    )
+    tar.wait()
+    shutil.rmtree(rootfs, ignore_errors=True)
+    return tag

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-from worker.executors.base import Execution, ExecutionRequest, Executor, ExecutorUnavailable
-from worker.executors.local import LocalExecutor
+from worker.executors.base import (
+    Execution,
+    ExecutionRequest,
+    Executor,
+    ExecutorUnavailable,
+    Node,
+)
 
 __all__ = [
     "Execution",
     "ExecutionRequest",
     "Executor",
     "ExecutorUnavailable",
-    "LocalExecutor",
+    "Node",
     "executor_named",
 ]
 
-_EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor}
+NAMES = ("local", "docker")
 
 
-def executor_named(name: str) -> Executor:
-    try:
-        return _EXECUTORS[name]()
-    except KeyError:
-        raise ExecutorUnavailable(
-            f"this worker has no {name!r} executor (available: {', '.join(sorted(_EXECUTORS))})"
-        ) from None
+def executor_named(name: str, node: Node) -> Executor:
+    """The executor for a run (imported on first use: the docker SDK only where needed)."""
+    if name == "local":
+        from worker.executors.local import LocalExecutor
+
+        return LocalExecutor(node)
+    if name == "docker":
+        from worker.executors.docker import DockerExecutor
+
+        return DockerExecutor(node)
+    raise ExecutorUnavailable(
+        f"this worker has no {name!r} executor (available: {', '.join(NAMES)})"
+    )

@@ -20,6 +20,14 @@ class ExecutionFailed(RunyardError):
 
 
 @dataclass(frozen=True)
+class Node:
+    """This worker, as executors need to know it."""
+
+    worker_id: str
+    sdk_dir: Path | None = None  # a copy of the runyard package, mounted into containers
+
+
+@dataclass(frozen=True)
 class ExecutionRequest:
     run_id: str
     script: str
@@ -29,6 +37,8 @@ class ExecutionRequest:
     tracking_dir: Path  # the run's channel (RUNYARD_TRACKING_DIR)
     # Variables the worker adds for the run's tracking context (RUNYARD_RUN_ID, ...).
     context_env: dict[str, str] = field(default_factory=dict)
+    container: dict[str, Any] = field(default_factory=dict)  # the cluster's ContainerPolicy
+    gpu_ids: list[str] = field(default_factory=list)  # the GPUs of the slot running it
 
 
 class Execution(ABC):
@@ -53,12 +63,22 @@ class Execution(ABC):
     def kill_remaining(self) -> None:
         """After the main process exits: stop anything it left behind (Slurm does the same)."""
 
+    def failure_reason(self, exit_code: int) -> str | None:
+        """A better reason than the exit code, when the executor knows one (OOM, ...)."""
+        return None
+
     def cleanup(self) -> None:  # noqa: B027 (optional hook)
         """Release what the execution holds (a container, for instance)."""
 
 
 class Executor(ABC):
     name: str = ""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def prepare(self, request: ExecutionRequest) -> None:  # noqa: B027 (optional hook)
+        """Work of the Preparing state (an image to pull); raise ExecutionFailed."""
 
     @abstractmethod
     def start(self, request: ExecutionRequest) -> Execution:

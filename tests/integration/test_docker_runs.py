@@ -1,0 +1,288 @@
+"""Runs in hardened containers, on a real Docker engine with a locally built image."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
+from runyard.errors import RunFailed
+from tests.support.services import Stack, unique, wait_until
+
+TERMINAL = {"Completed", "Failed", "Canceled"}
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def docker_cluster(stack: Stack, image: str, **container: object) -> str:
+    name = unique("box")
+    stack.client().create_cluster(
+        name,
+        nodes=2,
+        executor="docker",
+        cancel_grace_seconds=2,
+        container={"image": image, "memory_mib": 256, **container},
+    )
+    return name
+
+
+def submit(stack: Stack, folder: Path, script: str, cluster: str, *args: str) -> Run:
+    config = ScriptRunConfig(
+        source_directory=folder, script=script, arguments=list(args), compute_target=cluster
+    )
+    return Experiment(Workspace(url=stack.url), "docker").submit(config)
+
+
+def status(stack: Stack, run: Run, wanted: set[str], timeout: float = 60) -> dict:
+    client = stack.client()
+    return wait_until(  # type: ignore[return-value]
+        lambda: (r := client.get_run(run.id))["status"] in wanted and r,
+        timeout,
+        0.1,
+        what=f"{run.id} to reach {wanted}",
+    )
+
+
+def containers_of(run_id: str) -> list[str]:
+    found = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=runyard.run={run_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return found.stdout.split()
+
+
+PROBE = r"""
+import json, os, sys
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines()
+              if ":\t" in line)
+try:
+    os.setuid(0)
+    became_root = True
+except PermissionError:
+    became_root = False
+def exists_anywhere(name):
+    for root, dirs, files in os.walk("/"):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) not in ("/proc", "/sys", "/dev")]
+        if name in files:
+            return os.path.join(root, name)
+    return None
+report = {
+    "uid": os.getuid(),
+    "cap_eff": status["CapEff"].strip(),
+    "no_new_privs": status["NoNewPrivs"].strip(),
+    "became_root": became_root,
+    "docker_socket": any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock")),
+    "host_secret": exists_anywhere(sys.argv[1]),
+    "root_writable": os.access("/usr", os.W_OK),
+    "cwd": os.getcwd(),
+}
+os.makedirs("outputs", exist_ok=True)
+open("outputs/report.json", "w").write(json.dumps(report))
+print("REPORT", json.dumps(report))
+"""
+
+
+def test_a_run_completes_in_a_confined_container_with_its_log_and_outputs(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    import json
+
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster, slots=2)
+    secret = f"host-secret-{unique('s')}"
+    (tmp_path / secret).write_text("do not read")
+    run = submit(stack, write(tmp_path / "src", {"probe.py": PROBE}), "probe.py", cluster, secret)
+    run.wait_for_completion()
+    assert run.get_file_names() == ["outputs/report.json"]
+    run.download_file("outputs/report.json", tmp_path / "report.json")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["uid"] == 1000
+    assert report["cap_eff"] == "0000000000000000"
+    assert report["no_new_privs"] == "1"
+    assert report["became_root"] is False
+    assert report["docker_socket"] is False
+    assert report["host_secret"] is None
+    assert report["root_writable"] is False
+    assert report["cwd"] == "/workspace"
+    assert "REPORT" in stack.client().logs(run.id)
+    record = stack.client().get_run(run.id)
+    assert record["preparing_at"] <= record["starting_at"] <= record["running_at"]
+    assert containers_of(run.id) == []
+
+
+def test_the_tracking_walkthrough_works_inside_a_container(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    script = (
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "run.log('message', 'hi')\n"
+        "for i in range(5):\n"
+        "    run.log('loss', 1 / (i + 1))\n"
+        "    run.log_row('curve', x=i, y=i * i)\n"
+        "run.log_list('values', (v for v in [3, 2, 1]))\n"
+        "run.log_table('t', {'a': [1, 2], 'b': [3, 4]})\n"
+        "open('pic.png', 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n')\n"
+        "run.log_image('pic', path='pic.png')\n"
+        "run.upload_file('outputs/notes.txt', 'pic.png')\n"
+        "run.tag('where', 'container')\n"
+        "kids = run.create_children(2)\n"
+        "[k.log('k', 1) or k.complete() for k in kids]\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"walk.py": script}), "walk.py", cluster)
+    run.wait_for_completion()
+    again = Run(Experiment(Workspace(url=stack.url), "docker"), run.id)
+    wait_until(lambda: "values" in again.get_metrics(), 15, 0.1, what="the metrics")
+    metrics = again.get_metrics()
+    assert metrics["message"] == "hi"
+    assert metrics["loss"] == [1 / (i + 1) for i in range(5)]
+    assert metrics["curve"] == {"x": [0, 1, 2, 3, 4], "y": [0, 1, 4, 9, 16]}
+    assert metrics["values"] == [3, 2, 1]
+    assert metrics["t"] == {"a": [1, 2], "b": [3, 4]}
+    assert metrics["pic"] in again.get_file_names()
+    assert "outputs/notes.txt" in again.get_file_names()
+    assert again.get_tags() == {"where": "container"}
+    assert len(list(again.get_children())) == 2
+
+
+def test_a_script_over_its_memory_limit_fails_as_out_of_memory(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image, memory_mib=64)
+    workers.start(cluster)
+    script = "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))\n"
+    run = submit(stack, write(tmp_path / "src", {"hog.py": script}), "hog.py", cluster)
+    with pytest.raises(RunFailed, match=r"out of memory \(limit 64 MiB\)"):
+        run.wait_for_completion()
+    assert containers_of(run.id) == []
+
+
+def test_cancel_stops_the_container_within_its_grace_period(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    script = (
+        "import signal, time\n"
+        "def term(*_):\n"
+        "    print('got SIGTERM', flush=True)\n"
+        "    time.sleep(60)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        "while True:\n"
+        "    print('tick', flush=True); time.sleep(0.2)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"loop.py": script}), "loop.py", cluster)
+    status(stack, run, {"Running"})
+    wait_until(lambda: "tick" in stack.client().logs(run.id), 20, 0.1, what="output")
+    started = time.monotonic()
+    run.cancel()
+    record = status(stack, run, TERMINAL, timeout=15)
+    elapsed = time.monotonic() - started
+    assert record["status"] == "Canceled"
+    assert elapsed <= 2 + 2, f"{elapsed:.1f}s with a 2 s grace period"
+    assert "got SIGTERM" in stack.client().logs(run.id)
+    assert containers_of(run.id) == []
+
+
+def test_two_runs_on_one_worker_do_not_see_each_others_files(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster, slots=2)
+    script = (
+        "import os, sys, time\n"
+        "me, other = sys.argv[1], sys.argv[2]\n"
+        "open(f'mark-{me}', 'w').write(me)\n"
+        "time.sleep(3)\n"
+        "found = []\n"
+        "for root, dirs, files in os.walk('/'):\n"
+        "    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys')]\n"
+        "    found += [f for f in files if f == f'mark-{other}']\n"
+        "print('SAW OTHER' if found else 'ALONE', flush=True)\n"
+    )
+    folder = write(tmp_path / "src", {"look.py": script})
+    a = submit(stack, folder, "look.py", cluster, "a", "b")
+    b = submit(stack, folder, "look.py", cluster, "b", "a")
+    for run in (a, b):
+        status(stack, run, {"Running"})
+    for run in (a, b):
+        assert status(stack, run, TERMINAL)["status"] == "Completed"
+        log = stack.client().logs(run.id)
+        assert "ALONE" in log and "SAW OTHER" not in log
+
+
+def test_an_image_that_cannot_be_had_fails_the_run_with_a_reason(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    env = Environment("missing")
+    env.docker.base_image = "runyard-no-such-image:never"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"a.py": "print(1)\n"}),
+        script="a.py",
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=stack.url), "docker").submit(config)
+    with pytest.raises(RunFailed, match=r"runyard-no-such-image:never.*cannot be pulled"):
+        run.wait_for_completion()
+    assert stack.client().get_run(run.id)["running_at"] is None
+
+
+def test_a_killed_and_restarted_worker_leaves_no_orphan_container(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    name = unique("dw")
+    worker = workers.start(cluster, name=name)
+    run = submit(
+        stack,
+        write(tmp_path / "src", {"long.py": "import time\ntime.sleep(300)\n"}),
+        "long.py",
+        cluster,
+    )
+    status(stack, run, {"Running"})
+    wait_until(lambda: containers_of(run.id) != [], 20, 0.1, what="the container")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert containers_of(run.id) != []  # the container outlives its worker...
+    workers.start(cluster, name=name)  # ...until the worker comes back and cleans up
+    record = status(stack, run, {"Failed"}, timeout=30)
+    assert record["failure_reason"] == "worker restarted while the run was active"
+    wait_until(lambda: containers_of(run.id) == [], 20, 0.2, what="the orphan's removal")
+
+
+def test_logs_stream_live_from_the_container(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    script = (
+        "import time\nfor i in range(30):\n    print('line', i, flush=True)\n    time.sleep(0.1)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"talk.py": script}), "talk.py", cluster)
+    seen: list[str] = []
+    reader = threading.Thread(
+        target=lambda: seen.extend(stack.client().follow_logs(run.id)), daemon=True
+    )
+    reader.start()
+    wait_until(lambda: "line 3" in "".join(seen), 30, 0.05, what="live lines")
+    assert stack.client().get_run(run.id)["status"] == "Running"
+    reader.join(30)
+    assert "line 29" in "".join(seen)

@@ -1,0 +1,476 @@
+"""The tracking context end to end: the Azure ML logging walkthrough for a submitted run
+and an interactive one, a Ridge sweep, child runs, live events, and no point lost or
+doubled when the ingest consumer, Redis or the worker restarts mid-run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runyard.client import Client
+from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
+from runyard.errors import InvalidInput
+from tests.support.services import Stack, unique, wait_until
+
+TERMINAL = {"Completed", "Failed", "Canceled"}
+
+WALKTHROUGH = """
+import math, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from runyard.core import Run
+
+run = Run.get_context()
+run.log("message", "Hello from run!")
+run.log("answer", 42)
+run.log("pi", 3.14159)
+run.log("not a number", float("nan"))
+run.log("infinity", float("inf"))
+run.log_list("squares", (i * i for i in range(5)))
+for step in range(10):
+    run.log("loss", 1.0 / (step + 1))
+for alpha in range(5):
+    run.log_row("alpha vs mse", alpha=alpha / 10, mse=(alpha - 2) ** 2)
+run.log_table("histogram", {"bucket": [1, 2, 3], "count": [10, 20, 5]})
+plt.plot([1, 2, 3], [4, 1, 9])
+run.log_image("sample plot", plot=plt)
+open("weights.bin", "wb").write(b"0123456789")
+run.upload_file(name="outputs/uploaded.bin", path_or_stream="weights.bin")
+run.tag("smoke")
+run.tag("team", "vision")
+run.add_properties({"dataset": "v1"})
+print("walkthrough logged", flush=True)
+"""
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def local_env() -> Environment:
+    env = Environment("local-python")
+    env.python.user_managed_dependencies = True
+    env.python.interpreter_path = sys.executable
+    return env
+
+
+def submit(
+    stack: Stack, folder: Path, script: str, cluster: str, *args: str, experiment: str = "tracking"
+) -> Run:
+    config = ScriptRunConfig(
+        source_directory=folder,
+        script=script,
+        arguments=list(args),
+        compute_target=cluster,
+        environment=local_env(),
+    )
+    return Experiment(Workspace(url=stack.url), experiment).submit(config)
+
+
+def fetched(stack: Stack, run: Run) -> Run:
+    """The run as another process sees it: Run(experiment, run_id)."""
+    return Run(Experiment(Workspace(url=stack.url), run.experiment.name), run.id)
+
+
+def until_stored(run: Run, name: str, count: int, timeout: float = 15) -> None:
+    """Metrics reach the database a moment after the run reports its end."""
+
+    def stored() -> bool:
+        value = run.get_metrics(name=name).get(name)
+        return value is not None and (len(value) if isinstance(value, list) else 1) >= count
+
+    wait_until(stored, timeout, 0.1, what=f"{count} value(s) of {name!r}")
+
+
+def check_walkthrough(stack: Stack, run: Run, tmp_path: Path) -> None:
+    metrics = run.get_metrics()
+    assert metrics["message"] == "Hello from run!"
+    assert metrics["answer"] == 42 and isinstance(metrics["answer"], int)
+    assert metrics["pi"] == 3.14159
+    assert math.isnan(metrics["not a number"])
+    assert metrics["infinity"] == math.inf
+    assert metrics["squares"] == [0, 1, 4, 9, 16]
+    assert metrics["loss"] == [1.0 / (s + 1) for s in range(10)]
+    assert metrics["alpha vs mse"] == {"alpha": [0.0, 0.1, 0.2, 0.3, 0.4], "mse": [4, 1, 0, 1, 4]}
+    assert metrics["histogram"] == {"bucket": [1, 2, 3], "count": [10, 20, 5]}
+    image = metrics["sample plot"]
+    assert isinstance(image, str) and image in run.get_file_names()
+    run.download_file(image, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert run.get_metrics(name="loss") == {"loss": metrics["loss"]}
+    assert run.get_tags() == {"smoke": "", "team": "vision"}
+    assert run.get_properties() == {"dataset": "v1"}
+    assert "outputs/uploaded.bin" in run.get_file_names()
+    run.download_file("outputs/uploaded.bin", tmp_path / "uploaded.bin")
+    assert (tmp_path / "uploaded.bin").read_bytes() == b"0123456789"
+
+
+def test_the_azure_logging_walkthrough_in_a_submitted_run(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("track")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    run = submit(stack, write(tmp_path / "src", {"walk.py": WALKTHROUGH}), "walk.py", cluster)
+    run.wait_for_completion()
+    again = fetched(stack, run)
+    until_stored(again, "loss", 10)
+    check_walkthrough(stack, again, tmp_path)
+    assert "walkthrough logged" in stack.client().logs(run.id)
+
+
+def test_the_azure_logging_walkthrough_in_an_interactive_run(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    experiment = Experiment(Workspace(url=stack.url), "interactive")
+    run = experiment.start_logging(display_name="notebook")
+    assert run.get_status() == "Running"
+    namespace: dict[str, object] = {}
+    script = WALKTHROUGH.replace("run = Run.get_context()", "run = RUN")
+    exec(compile(script, "walkthrough", "exec"), {"RUN": run, **namespace})
+    run.complete()
+    wait_until(lambda: run.get_status() == "Completed", 15, 0.1, what="Completed")
+    again = fetched(stack, run)
+    until_stored(again, "loss", 10)
+    check_walkthrough(stack, again, tmp_path)
+
+
+def test_an_interactive_run_as_a_context_manager_fails_on_an_exception(stack: Stack) -> None:
+    experiment = Experiment(Workspace(url=stack.url), "interactive")
+    with pytest.raises(ZeroDivisionError), experiment.start_logging() as run:
+        run.log("before", 1)
+        raise ZeroDivisionError("boom")
+    wait_until(lambda: run.get_status() == "Failed", 15, 0.1, what="Failed")
+    assert "ZeroDivisionError: boom" in stack.client().get_run(run.id)["failure_reason"]
+    until_stored(run, "before", 1)
+
+
+RIDGE_LIB = """
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import Ridge
+from sklearn.metrics import mean_squared_error
+from sklearn.model_selection import train_test_split
+
+
+def data():
+    X, y = load_diabetes(return_X_y=True)
+    return train_test_split(X, y, test_size=0.2, random_state=0)
+
+
+def fit(alpha, X_train, y_train, X_test, y_test):
+    model = Ridge(alpha=alpha).fit(X_train, y_train)
+    return model, mean_squared_error(y_test, model.predict(X_test))
+"""
+
+RIDGE_TRAIN = """
+import os, pickle
+import numpy as np
+from mylib import data, fit
+from runyard.core import Run
+
+run = Run.get_context()
+X_train, X_test, y_train, y_test = data()
+os.makedirs("outputs", exist_ok=True)
+for alpha in np.arange(0.0, 1.0, 0.05):
+    model, mse = fit(alpha, X_train, y_train, X_test, y_test)
+    run.log("alpha", float(alpha))
+    run.log("mse", float(mse))
+    with open(f"outputs/ridge_{alpha:.2f}.pkl", "wb") as f:
+        pickle.dump(model, f)
+    print(f"alpha={alpha:.2f} mse={mse:.1f}")
+"""
+
+
+def test_a_ridge_sweep_logs_alpha_and_mse_and_saves_each_model(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("ridge")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    folder = write(tmp_path / "src", {"mylib.py": RIDGE_LIB, "train.py": RIDGE_TRAIN})
+    run = submit(stack, folder, "train.py", cluster, experiment="diabetes")
+    run.wait_for_completion()
+    again = fetched(stack, run)
+    until_stored(again, "mse", 20)
+    metrics = again.get_metrics()
+    assert metrics["alpha"] == pytest.approx([i * 0.05 for i in range(20)])
+    assert len(metrics["mse"]) == 20 and all(2000 < m < 5000 for m in metrics["mse"])
+    models = [n for n in again.get_file_names() if n.startswith("outputs/ridge_")]
+    assert len(models) == 20
+
+
+def test_a_script_creates_five_children_and_logs_in_each(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("kids")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    script = (
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "children = run.create_children(5)\n"
+        "for n, child in enumerate(children):\n"
+        "    child.log('index', n)\n"
+        "    child.log_list('series', [n, n + 1])\n"
+        "    child.tag('child', str(n))\n"
+        "    child.complete()\n"
+        "run.log('parent', 1)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"kids.py": script}), "kids.py", cluster)
+    run.wait_for_completion()
+    again = fetched(stack, run)
+    until_stored(again, "parent", 1)
+    children = list(again.get_children())
+    assert len(children) == 5
+    wait_until(
+        lambda: all(c.get_status() == "Completed" for c in children),
+        15,
+        0.1,
+        what="the children to complete",
+    )
+    for n, child in enumerate(children):
+        assert child.get_metrics() == {"index": n, "series": [n, n + 1]}
+        assert child.get_tags() == {"child": str(n)}
+        assert child.parent is not None and child.parent.id == run.id
+    everything = again.get_metrics(recursive=True)
+    assert set(everything) == {run.id, *(c.id for c in children)}
+    assert everything[run.id] == {"parent": 1}
+
+
+def test_outside_runyard_the_context_is_an_offline_run_that_prints(tmp_path: Path) -> None:
+    import subprocess
+
+    script = (
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "run.log('accuracy', 0.9)\n"
+        "run.log_row('r', x=1, y=2)\n"
+        "run.tag('t', 'v')\n"
+        "print(run.id.startswith('OfflineRun_'), run.get_metrics())\n"
+        "run.complete()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "Attempted to log scalar metric accuracy:\n0.9" in result.stdout
+    assert "True {}" in result.stdout
+
+
+def test_bad_logging_calls_print_one_line_and_the_script_goes_on(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("limits")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    script = (
+        "import os\n"
+        "os.environ['RUNYARD_LIMIT_METRIC_NAMES'] = '3'\n"
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "for name in ['a', 'b', 'c', 'd']:\n"
+        "    run.log(name, 1)\n"
+        "run.log('a', object())\n"
+        "run.log_row('empty')\n"
+        "run.add_properties({'p': 1})\n"
+        "run.add_properties({'p': 2})\n"
+        "print('still training')\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"lim.py": script}), "lim.py", cluster)
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed"
+    log = stack.client().logs(run.id)
+    assert "distinct metric name number 4; the limit is 3" in log
+    assert "cannot log a object" in log
+    assert "properties cannot change" in log
+    assert "still training" in log
+    again = fetched(stack, run)
+    until_stored(again, "c", 1)
+    assert set(again.get_metrics()) == {"a", "b", "c"}
+    assert again.get_properties() == {"p": "1"}
+
+
+def test_a_run_cannot_write_to_another_runs_record(stack: Stack, workers, tmp_path: Path) -> None:
+    cluster = unique("forge")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    victim = Experiment(Workspace(url=stack.url), "victims").start_logging()
+    victim.log("clean", 1)
+    victim.flush()
+    script = (
+        "import json, os, time\n"
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "path = os.path.join(os.environ['RUNYARD_TRACKING_DIR'], 'events.jsonl')\n"
+        f"forged = {{'r': {victim.id!r}, 'k': 'm', 'n': 'forged', 'v': 666, 't': time.time()}}\n"
+        "with open(path, 'a') as f:\n"
+        "    f.write(json.dumps(forged) + '\\n')\n"
+        f"print('broker' in str(os.environ), 'RUNYARD_REDIS_URL' in os.environ)\n"
+        "run.log('own', 1)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"forge.py": script}), "forge.py", cluster)
+    run.wait_for_completion()
+    again = fetched(stack, run)
+    until_stored(again, "own", 1)
+    assert "False False" in client.logs(run.id)  # no broker credentials in the run
+    assert victim.get_metrics() == {"clean": 1}
+    # The API refuses the same forgery from an interactive client.
+    with pytest.raises(InvalidInput, match=r"not .* or its child"):
+        client.json(
+            "POST",
+            f"/runs/{run.id}/events",
+            json={
+                "producer": "p",
+                "first_seq": 0,
+                "events": [{"r": victim.id, "k": "m", "n": "forged", "v": 1}],
+            },
+        )
+    victim.complete()
+
+
+def test_live_events_carry_metrics_while_the_run_is_running(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("live")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    flag = tmp_path / "stop"
+    script = (
+        "import os, time\n"
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "i = 0\n"
+        f"while not os.path.exists({str(flag)!r}):\n"
+        "    run.log('tick', i); i += 1; time.sleep(0.05)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"live.py": script}), "live.py", cluster)
+    seen: list[float] = []
+    statuses: list[str] = []
+
+    def listen() -> None:
+        for event, data in Client(stack.url).events(run.id):
+            if event == "metrics":
+                seen.extend(e["v"] for e in data["events"] if e.get("n") == "tick")
+            elif event == "status":
+                statuses.append(data["status"])
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    wait_until(lambda: len(seen) >= 10, 30, 0.05, what="live metric points")
+    assert stack.client().get_run(run.id)["status"] == "Running"
+    flag.touch()
+    listener.join(30)
+    assert not listener.is_alive()
+    assert statuses[-1] == "Completed"
+    assert seen == sorted(seen)
+
+
+def test_points_survive_restarts_of_the_ingest_redis_and_the_worker_exactly_once(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """Each component restarts once while a run logs steadily; afterwards every point is
+    stored once. The worker restart kills that run (the local executor dies with its
+    worker), so a second run covers the Redis and ingest restarts to its end."""
+    client = stack.client()
+    cluster = unique("chaos")
+    client.create_cluster(cluster, nodes=1)
+    name = unique("w")
+    worker = workers.start(cluster, name=name)
+    script = (
+        "import sys, time\n"
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "for i in range(int(sys.argv[1])):\n"
+        "    run.log('step', i)\n"
+        "    if i % 50 == 0: time.sleep(0.05)\n"
+        "print('logged all', flush=True)\n"
+    )
+    folder = write(tmp_path / "src", {"steady.py": script})
+
+    # 1. The worker is killed mid-run and comes back: what was logged is forwarded once.
+    first = submit(stack, folder, "steady.py", cluster, "1000000")
+    wait_until(lambda: _count(client, first.id, "step") > 500, 30, 0.1, what="points")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    workers.start(cluster, name=name)
+    wait_for = {"Failed"}
+    wait_until(
+        lambda: client.get_run(first.id)["status"] in wait_for,
+        20,
+        0.1,
+        what="the killed run to fail",
+    )
+    time.sleep(1.0)
+    values = fetched(stack, first).get_metrics(name="step")["step"]
+    assert values == list(range(len(values)))  # no gap, no repeat
+
+    # 2. The scheduler (ingest consumer) is killed, then Redis restarts, mid-run.
+    total = 20_000
+    second = submit(stack, folder, "steady.py", cluster, str(total))
+    wait_until(lambda: _count(client, second.id, "step") > 1000, 30, 0.1, what="points")
+    scheduler = next(p for p in stack.processes if "scheduler" in " ".join(map(str, p.args)))
+    os.kill(scheduler.pid, signal.SIGKILL)
+    scheduler.wait()
+    stack.processes.remove(scheduler)
+    stack.redis.stop()
+    time.sleep(0.5)
+    stack.redis.start()
+    stack.start_scheduler()
+    wait_until(
+        lambda: client.get_run(second.id)["status"] in TERMINAL,
+        60,
+        0.2,
+        what="the second run to end",
+    )
+    assert client.get_run(second.id)["status"] == "Completed"
+    wait_until(lambda: _count(client, second.id, "step") == total, 60, 0.2, what="every point")
+    values = fetched(stack, second).get_metrics(name="step")["step"]
+    assert values == list(range(total))
+
+
+def _count(client: Client, run_id: str, name: str) -> int:
+    names = client.json("GET", f"/runs/{run_id}/metric-names")["data"]
+    return next((m["count"] for m in names if m["name"] == name), 0)
+
+
+def test_the_history_of_a_long_series_is_downsampled_keeping_its_extremes(stack: Stack) -> None:
+    experiment = Experiment(Workspace(url=stack.url), "history")
+    run = experiment.start_logging()
+    values = [math.sin(i / 1000) for i in range(50_000)]
+    values[12_345] = 99.0
+    values[40_000] = -99.0
+    run.log_list("wave", values)
+    run.complete()
+    client = stack.client()
+    wait_until(lambda: _count(client, run.id, "wave") == 50_000, 30, 0.1, what="the series")
+    whole = client.json(
+        "GET", f"/runs/{run.id}/metrics/wave/history", params={"limit": 100, "offset": 12_300}
+    )
+    assert whole["downsampled"] is False and whole["count"] == 50_000
+    assert whole["points"][45] == [12_345, 99.0]
+    small = client.json("GET", f"/runs/{run.id}/metrics/wave/history", params={"max_points": 400})
+    assert small["downsampled"] is True and len(small["points"]) <= 400
+    ys = [y for _, y in small["points"]]
+    assert max(ys) == 99.0 and min(ys) == -99.0
+    assert small["points"][0] == [0, values[0]] and small["points"][-1] == [49_999, values[-1]]
+    json.dumps(small)  # plain JSON (finite values)

@@ -1,0 +1,116 @@
+"""The container a Docker run gets, checked without an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler.models import ContainerPolicy, check_container
+from worker.executors.base import ExecutionFailed, ExecutionRequest
+from worker.executors.docker import container_config, device_requests
+from worker.slots import SlotPool
+
+
+def request(
+    tmp_path: Path, environment: dict | None = None, gpus: list[str] | None = None, **policy: object
+) -> ExecutionRequest:
+    return ExecutionRequest(
+        run_id="exp_1_abc",
+        script="train.py",
+        arguments=["--lr", "0.1"],
+        environment=environment or {},
+        working_dir=tmp_path / "workdir",
+        tracking_dir=tmp_path / "tracking",
+        context_env={"RUNYARD_RUN_ID": "exp_1_abc"},
+        container={"image": "img:1", **policy},
+        gpu_ids=gpus or [],
+    )
+
+
+def config(req: ExecutionRequest, sdk: Path | None = Path("/sdk")) -> dict:
+    return container_config(req, ContainerPolicy.model_validate(req.container), sdk, "w-1")
+
+
+def test_runs_are_hardened_by_default(tmp_path: Path) -> None:
+    made = config(request(tmp_path))
+    assert made["user"] == "1000:1000"
+    assert made["cap_drop"] == ["ALL"]
+    assert made["security_opt"] == ["no-new-privileges"]
+    assert made["read_only"] is True
+    assert made["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=1024m"}
+    assert made["network_mode"] == "bridge"
+    assert made["pids_limit"] == 1024
+    assert made["mem_limit"] == made["memswap_limit"] == "4096m"
+    assert made["nano_cpus"] == 2_000_000_000
+    assert made["init"] is True
+    assert made["labels"] == {"runyard.run": "exp_1_abc", "runyard.worker": "w-1"}
+    assert made["device_requests"] == []
+
+
+def test_only_the_runs_own_folders_and_the_sdk_are_mounted(tmp_path: Path) -> None:
+    made = config(request(tmp_path))
+    mounts = {(m["Target"], m["Source"], m["ReadOnly"]) for m in made["mounts"]}
+    assert mounts == {
+        ("/workspace", str(tmp_path / "workdir"), False),
+        ("/runyard/tracking", str(tmp_path / "tracking"), False),
+        ("/runyard/sdk", "/sdk", True),
+    }
+    assert not any("docker.sock" in str(m) for m in made["mounts"])
+    assert made["environment"]["PYTHONPATH"] == "/runyard/sdk"
+    assert made["environment"]["PYTHONUNBUFFERED"] == "1"
+    assert made["working_dir"] == "/workspace"
+    assert made["command"] == ["python3", "train.py", "--lr", "0.1"]
+
+
+def test_the_environment_chooses_image_interpreter_variables_and_shm(tmp_path: Path) -> None:
+    env = {
+        "docker": {"base_image": "own:2", "shm_size": "2g"},
+        "python": {"interpreter_path": "/opt/py/bin/python"},
+        "environment_variables": {"SEED": "1"},
+    }
+    made = config(request(tmp_path, env))
+    assert made["image"] == "own:2"
+    assert made["shm_size"] == "2g"
+    assert made["command"][0] == "/opt/py/bin/python"
+    assert made["environment"]["SEED"] == "1"
+
+
+def test_each_relaxation_takes_an_explicit_setting(tmp_path: Path) -> None:
+    made = config(
+        request(
+            tmp_path,
+            network="none",
+            read_only_root=False,
+            drop_capabilities=False,
+            no_new_privileges=False,
+            memory_mib=512,
+        )
+    )
+    assert made["network_mode"] == "none"
+    assert made["read_only"] is False
+    assert "cap_drop" not in made and "security_opt" not in made
+    assert made["mem_limit"] == "512m"
+    with pytest.raises(ValueError, match="allow_root"):
+        check_container({"user": "0"})
+    assert check_container({"user": "0:0", "allow_root": True})["user"] == "0:0"
+
+
+def test_gpus_are_requested_by_id_never_all() -> None:
+    policy = ContainerPolicy(gpus_per_run=2)
+    (gpu,) = device_requests(["2", "3"], policy)
+    assert gpu["DeviceIDs"] == ["2", "3"]
+    assert gpu["Count"] == 0  # not -1, which means "all"
+    assert gpu["Capabilities"] == [["gpu"]]
+    assert device_requests(["0", "1"], ContainerPolicy()) == []
+    with pytest.raises(ExecutionFailed, match="asks for 2 GPU"):
+        device_requests(["0"], policy)
+
+
+def test_a_nodes_gpus_are_split_between_its_slots() -> None:
+    pool = SlotPool(2, ["0", "1", "2", "3"])
+    first, second = pool.acquire(), pool.acquire()
+    assert (pool.gpus(first), pool.gpus(second)) == (["0", "1"], ["2", "3"])
+    pool.release(first)
+    assert pool.acquire() == first
+    assert SlotPool(3).gpus(0) == []

@@ -1,0 +1,258 @@
+"""The Docker executor: each run in its own hardened container.
+
+The run's working directory is mounted at /workspace, its tracking channel at
+/runyard/tracking and the Runyard SDK (read-only) at /runyard/sdk on PYTHONPATH, so any
+image with Python 3.8+ can `from runyard.core import Run` without installing anything.
+Nothing else of the host is mounted, never the Docker socket. Confinement comes from the
+cluster's ContainerPolicy: non-root, no capabilities, no new privileges, read-only root
+with a /tmp tmpfs, memory / CPU / pids limits, the cluster's network mode, and GPUs only
+as named device ids of the worker slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest, Mount
+
+from scheduler.models import ContainerPolicy
+from worker.executors.base import (
+    Execution,
+    ExecutionFailed,
+    ExecutionRequest,
+    Executor,
+    ExecutorUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+WORKSPACE = "/workspace"
+TRACKING = "/runyard/tracking"
+SDK = "/runyard/sdk"
+LABEL_RUN = "runyard.run"
+LABEL_WORKER = "runyard.worker"
+
+
+def client() -> docker.DockerClient:
+    try:
+        engine = docker.from_env(timeout=120)
+        engine.ping()
+    except DockerException as exc:
+        raise ExecutorUnavailable(f"no Docker engine reachable from this worker: {exc}") from exc
+    return engine
+
+
+def image_for(request: ExecutionRequest, policy: ContainerPolicy) -> str:
+    image = (request.environment.get("docker") or {}).get("base_image") or policy.image
+    if not image:
+        raise ExecutionFailed(
+            "no Docker image: set environment.docker.base_image or the cluster's container.image"
+        )
+    return image
+
+
+def device_requests(gpu_ids: list[str], policy: ContainerPolicy) -> list[DeviceRequest]:
+    """GPUs by id, from the worker slot; never "all" by accident."""
+    if policy.gpus_per_run == 0:
+        return []
+    if len(gpu_ids) < policy.gpus_per_run:
+        raise ExecutionFailed(
+            f"the cluster asks for {policy.gpus_per_run} GPU(s) per run; this worker slot has "
+            f"{len(gpu_ids)} ({', '.join(gpu_ids) or 'none'})"
+        )
+    chosen = [str(g) for g in gpu_ids[: policy.gpus_per_run]]
+    return [DeviceRequest(driver="nvidia", device_ids=chosen, capabilities=[["gpu"]])]
+
+
+def container_config(
+    request: ExecutionRequest, policy: ContainerPolicy, node_sdk: Path | None, worker_id: str
+) -> dict[str, Any]:
+    """The keyword arguments of ``containers.create`` (pure, so it can be checked)."""
+    environment = request.environment
+    python = (environment.get("python") or {}).get("interpreter_path") or "python3"
+    docker_env = environment.get("docker") or {}
+    variables = {
+        str(k): str(v) for k, v in (environment.get("environment_variables") or {}).items()
+    }
+    variables.update(request.context_env)
+    variables.update(
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        HOME="/tmp",
+        RUNYARD_TRACKING_DIR=TRACKING,
+    )
+    mounts = [
+        Mount(WORKSPACE, str(request.working_dir), type="bind"),
+        Mount(TRACKING, str(request.tracking_dir), type="bind"),
+    ]
+    if node_sdk is not None:
+        mounts.append(Mount(SDK, str(node_sdk), type="bind", read_only=True))
+        variables["PYTHONPATH"] = SDK + (
+            f":{variables['PYTHONPATH']}" if variables.get("PYTHONPATH") else ""
+        )
+    shm = docker_env.get("shm_size") or f"{policy.shm_mib}m"
+    config: dict[str, Any] = {
+        "image": image_for(request, policy),
+        "command": [python, request.script, *request.arguments],
+        "working_dir": WORKSPACE,
+        "environment": variables,
+        "user": policy.user,
+        "mounts": mounts,
+        "labels": {LABEL_RUN: request.run_id, LABEL_WORKER: worker_id},
+        "network_mode": policy.network,
+        "read_only": policy.read_only_root,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={policy.tmp_mib}m"},
+        "mem_limit": f"{policy.memory_mib}m",
+        "memswap_limit": f"{policy.memory_mib}m",  # no swap: the limit is the limit
+        "nano_cpus": int(policy.cpus * 1e9),
+        "pids_limit": policy.pids,
+        "shm_size": shm,
+        "init": True,  # a real PID 1 forwards SIGTERM to the script and reaps its children
+        "detach": True,
+        "device_requests": device_requests(request.gpu_ids, policy),
+    }
+    if policy.drop_capabilities:
+        config["cap_drop"] = ["ALL"]
+    if policy.no_new_privileges:
+        config["security_opt"] = ["no-new-privileges"]
+    return config
+
+
+class DockerExecution(Execution):
+    def __init__(self, container: Any, policy: ContainerPolicy) -> None:
+        self.container = container
+        self.policy = policy
+        self.handle = container.id
+        self._exit: int | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._wait, name=f"wait-{container.short_id}", daemon=True).start()
+
+    def _wait(self) -> None:
+        while True:
+            try:
+                self._exit = int(self.container.wait()["StatusCode"])
+                break
+            except (APIError, DockerException, OSError) as exc:  # a dropped connection: again
+                log.debug("waiting on %s: %s", self.container.short_id, exc)
+                try:
+                    self.container.reload()
+                except NotFound:
+                    self._exit = -9
+                    break
+                if self.container.status in ("exited", "dead"):
+                    self._exit = int(self.container.attrs["State"]["ExitCode"])
+                    break
+        self._done.set()
+
+    def output(self) -> Iterator[str]:
+        for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            yield chunk.decode("utf-8", errors="replace")
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._done.wait(timeout)
+        return self._exit if self._done.is_set() else None
+
+    def terminate(self, grace_seconds: float) -> int:
+        with contextlib.suppress(NotFound, APIError):
+            self.container.stop(timeout=math.ceil(grace_seconds))  # SIGTERM, grace, SIGKILL
+        code = self.wait(30)
+        if code is None:
+            with contextlib.suppress(NotFound, APIError):
+                self.container.kill()
+            code = self.wait(30)
+        return -15 if code is None else code
+
+    def kill_remaining(self) -> None:
+        """Everything in the container ended with its init process."""
+
+    def failure_reason(self, exit_code: int) -> str | None:
+        with contextlib.suppress(NotFound, APIError):
+            self.container.reload()
+            if self.container.attrs["State"].get("OOMKilled"):
+                return f"out of memory (limit {self.policy.memory_mib} MiB)"
+        return None
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(NotFound, APIError):
+            self.container.remove(force=True)
+
+
+class DockerExecutor(Executor):
+    name = "docker"
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self.engine = client()
+
+    def prepare(self, request: ExecutionRequest) -> None:
+        """The image, present locally or pulled (this is part of Preparing)."""
+        image = image_for(request, ContainerPolicy.model_validate(request.container))
+        try:
+            self.engine.images.get(image)
+            return
+        except ImageNotFound:
+            pass
+        try:
+            self.engine.images.pull(image)
+        except (APIError, DockerException) as exc:
+            raise ExecutionFailed(
+                f"image {image!r} is not on this worker and cannot be pulled: "
+                f"{getattr(exc, 'explanation', None) or exc}"
+            ) from exc
+
+    def start(self, request: ExecutionRequest) -> Execution:
+        policy = ContainerPolicy.model_validate(request.container)
+        if not (request.working_dir / request.script).is_file():
+            raise ExecutionFailed(f"entry script {request.script!r} is not in the snapshot")
+        _hand_over(request.working_dir, policy.user)
+        _hand_over(request.tracking_dir, policy.user)
+        config = container_config(request, policy, self.node.sdk_dir, self.node.worker_id)
+        try:
+            container = self.engine.containers.create(**config)
+            container.start()
+        except (APIError, DockerException) as exc:
+            raise ExecutionFailed(f"cannot start the container: {exc}") from exc
+        return DockerExecution(container, policy)
+
+    def kill_leftover(self, run_id: str, handle: str) -> None:
+        remove_containers(self.engine, {LABEL_RUN: run_id})
+
+    def remove_orphans(self) -> list[str]:
+        """Containers a previous life of this worker started (found by label)."""
+        return remove_containers(self.engine, {LABEL_WORKER: self.node.worker_id})
+
+
+def remove_containers(engine: docker.DockerClient, labels: dict[str, str]) -> list[str]:
+    filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+    removed = []
+    for container in engine.containers.list(all=True, filters=filters):
+        with contextlib.suppress(NotFound, APIError):
+            container.remove(force=True)
+            removed.append(container.labels.get(LABEL_RUN, container.id))
+    return removed
+
+
+def _hand_over(folder: Path, user: str) -> None:
+    """Make the run's folders the container user's (the worker writes them as root)."""
+    uid, _, gid = user.partition(":")
+    owner, group = int(uid), int(gid or uid)
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            if os.geteuid() == 0:
+                os.lchown(path, owner, group)
+            elif not os.path.islink(path):
+                os.chmod(path, 0o777 if os.path.isdir(path) else 0o666)
+    if os.geteuid() == 0:
+        os.lchown(folder, owner, group)
+    else:
+        os.chmod(folder, 0o777)
