@@ -33,7 +33,9 @@ class Entry:
     type: ClassVar[str] = ""
 
     def encode(self) -> dict[str, str]:
-        data = asdict(self)
+        # Shallow, not dataclasses.asdict: a tracking batch holds thousands of event dicts
+        # and asdict would deep-copy every one of them.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         return {"v": VERSION, "type": self.type, "data": json.dumps(data, default=_json_default)}
 
 

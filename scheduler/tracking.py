@@ -33,6 +33,7 @@ KIND_OF = {
     ev.TABLE: "table",
     ev.IMAGE: "image",
 }
+CODE_OF = {name: code for code, name in KIND_OF.items()}
 FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELED.value}
 
 
@@ -174,18 +175,20 @@ def _insert_points(
     events: list[tuple[int, dict[str, Any]]],
     limits: TrackingLimits,
 ) -> None:
-    names = {str(e.get("n", "")) for _, e in events}
+    """The hot path of tracking: one query for the series, one bulk insert for the points."""
+    names = {str(e.get("n", ""))[:255] for _, e in events}
     known = {
         m.name: m
         for m in session.exec(
             select(Metric).where(Metric.run_id == run.id, col(Metric.name).in_(names))
         )
     }
-    total = None
+    total: int | None = None
+    touched: set[str] = set()
     rows: list[dict[str, Any]] = []
     for seq, event in events:
         name = str(event.get("n", ""))[:255]
-        kind = KIND_OF[event["k"]]
+        code = event["k"]
         metric = known.get(name)
         if metric is None:
             if total is None:
@@ -199,33 +202,51 @@ def _insert_points(
                 )
                 continue
             metric = Metric(
-                run_id=run.id, name=name, kind=kind, description=str(event.get("d", "")), count=0
+                run_id=run.id,
+                name=name,
+                kind=KIND_OF[code],
+                description=str(event.get("d", "")),
+                count=0,
             )
-            session.add(metric)
             known[name] = metric
             total += 1
-        elif not ev.compatible(_code(metric.kind), event["k"]):
-            log.warning("run %s: %r is a %s; dropping a %s", run.id, name, metric.kind, kind)
+        elif not ev.compatible(CODE_OF[metric.kind], code):
+            log.warning(
+                "run %s: %r is a %s; dropping a %s", run.id, name, metric.kind, KIND_OF[code]
+            )
             continue
-        elif metric.kind == "scalar" and kind == "list":
+        elif metric.kind == "scalar" and code == ev.LIST:
             metric.kind = "list"
+        touched.add(name)
         logged_at = float(event.get("t") or 0.0)
-        for sub, idx, column, value in _points(event, metric.count):
-            rows.append(_row(run.id, name, column, producer, seq, sub, idx, value, logged_at))
-        metric.count += _length(event)
-        session.add(metric)
+        start = metric.count
+        for sub, idx, column, value in _points(event, start):
+            number, text, vtype = encode_value(value)
+            rows.append(
+                {
+                    "run_id": run.id,
+                    "name": name,
+                    "column": column,
+                    "producer": producer,
+                    "seq": seq,
+                    "sub": sub,
+                    "idx": idx,
+                    "value": number,
+                    "text": text,
+                    "vtype": vtype,
+                    "logged_at": logged_at,
+                }
+            )
+        metric.count = start + _length(event)
+    for name in touched:
+        session.add(known[name])
     session.flush()
     if rows:
-        session.execute(
-            insert_ignoring(session, MetricPoint).on_conflict_do_nothing(
-                index_elements=["run_id", "producer", "seq", "sub"]
-            ),
-            rows,
+        # Core (not ORM) bulk insert: an executemany of plain rows.
+        statement = insert_ignoring(session, MetricPoint.__table__).on_conflict_do_nothing(
+            index_elements=["run_id", "producer", "seq", "sub"]
         )
-
-
-def _code(kind: str) -> str:
-    return {v: k for k, v in KIND_OF.items()}[kind]
+        session.execute(statement, rows)
 
 
 def _length(event: dict[str, Any]) -> int:
@@ -252,33 +273,6 @@ def _points(event: dict[str, Any], start: int) -> list[tuple[int, int, str, Any]
                 sub += 1
         return points
     return [(0, start, "", value)]
-
-
-def _row(
-    run_id: str,
-    name: str,
-    column: str,
-    producer: str,
-    seq: int,
-    sub: int,
-    idx: int,
-    value: Any,
-    logged_at: float,
-) -> dict[str, Any]:
-    number, text, vtype = encode_value(value)
-    return {
-        "run_id": run_id,
-        "name": name,
-        "column": column,
-        "producer": producer,
-        "seq": seq,
-        "sub": sub,
-        "idx": idx,
-        "value": number,
-        "text": text,
-        "vtype": vtype,
-        "logged_at": logged_at,
-    }
 
 
 def encode_value(value: Any) -> tuple[float | None, str | None, str]:
