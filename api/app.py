@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 import redis
 import redis.asyncio
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api import errors
 from api.deps import Services
+from api.metrics import RunyardCollector
 from api.routes import clusters, experiments, health, runs, snapshots, tracking, workers
 from api.storage import RunFileStore, SnapshotStore
 from runyard import __version__
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             files=RunFileStore(settings.run_files_dir),
         )
         app.state.services = services
+        registry.register(RunyardCollector(services))
         yield
         await services.aredis.aclose()
         services.redis.close()
@@ -56,4 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    registry = CollectorRegistry()
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus exposition (see docs/operations.md for the series)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return app

@@ -101,8 +101,8 @@ def run_counts(session: Session) -> dict[str, dict[str, int]]:
 def public_view(
     cluster: Cluster, workers: list[WorkerInfo], counts: dict[str, int] | None = None
 ) -> ClusterPublic:
-    serving = workers_serving(workers, cluster.name)
-    slots = sum(w.slots for w in serving)
+    serving = workers_serving(workers, cluster.name, draining=True)
+    slots = sum(w.slots for w in serving if not w.draining)
     counts = counts or {"queued": 0, "active": 0}
     data = cluster.model_dump()
     data["created_at"], data["updated_at"] = as_utc(cluster.created_at), as_utc(cluster.updated_at)
@@ -124,6 +124,7 @@ def worker_public(info: WorkerInfo) -> WorkerPublic:
         slots=info.slots,
         busy=info.busy,
         runs=info.runs,
+        draining=info.draining,
         last_heartbeat=datetime.fromtimestamp(info.last_heartbeat, UTC),
     )
 

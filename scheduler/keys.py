@@ -11,6 +11,9 @@ INGEST_GROUP = "ingest"
 # Set of worker ids that have announced themselves; each has a hash that expires.
 WORKERS = f"{PREFIX}:workers"
 
+# Refreshed by the scheduler on every sweep; /readyz checks it.
+SCHEDULER_ALIVE = f"{PREFIX}:scheduler:alive"
+
 # A run's claim and cancel marks outlive the broker's visibility timeout (30 days), so a
 # message redelivered that late still finds the run claimed and cannot start it again.
 RUN_KEY_TTL = 31 * 24 * 3600
@@ -22,6 +25,11 @@ LIVE_STREAM_MAXLEN = 2_000
 
 def worker(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
+
+
+def worker_drain(worker_id: str) -> str:
+    """Set by an operator: the worker finishes its runs and takes no new ones."""
+    return f"{PREFIX}:worker:{worker_id}:drain"
 
 
 def run_live(run_id: str) -> str:

@@ -220,6 +220,7 @@ class WorkerPublic(SQLModel):
     slots: int
     busy: int
     runs: list[str]
+    draining: bool = False
     last_heartbeat: datetime
 
 

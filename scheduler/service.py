@@ -16,7 +16,7 @@ import time
 import redis
 from sqlmodel import Session, select
 
-from scheduler import admission, watchdog
+from scheduler import admission, keys, watchdog
 from scheduler.celery_app import make_celery
 from scheduler.clusters import apply_config_file
 from scheduler.db import make_engine, migrate, session_scope
@@ -73,6 +73,11 @@ class Scheduler:
 
     def sweep(self) -> set[str]:
         """Safety net: reclaim orphaned entries, watch heartbeats, look at every cluster."""
+        self.redis.set(
+            keys.SCHEDULER_ALIVE,
+            socket.gethostname(),
+            px=int(max(self.settings.sweep_interval * 5, 5) * 1000),
+        )
         self.ingest.process(self.ingest.reclaim(int(self.settings.ingest_reclaim_after * 1000)))
         self.ingest.trim()
         with Session(self.engine) as session:

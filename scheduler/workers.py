@@ -23,6 +23,7 @@ class WorkerInfo:
     slots: int
     runs: list[str] = field(default_factory=list)
     last_heartbeat: float = field(default_factory=time.time)
+    draining: bool = False  # finishing its runs, taking no new ones
 
     @property
     def busy(self) -> int:
@@ -58,14 +59,27 @@ def live_workers(client: redis.Redis) -> list[WorkerInfo]:
         if value is None:
             gone.append(worker_id)
         else:
-            found.append(WorkerInfo(**json.loads(value)))
+            data = json.loads(value)
+            known = {k: data[k] for k in WorkerInfo.__dataclass_fields__ if k in data}
+            found.append(WorkerInfo(**known))
     if gone:
         client.srem(keys.WORKERS, *gone)
     return found
 
 
-def workers_serving(workers: list[WorkerInfo], cluster: str) -> list[WorkerInfo]:
-    return [w for w in workers if cluster in w.clusters]
+def workers_serving(
+    workers: list[WorkerInfo], cluster: str, *, draining: bool = False
+) -> list[WorkerInfo]:
+    """Workers of a cluster; a draining one counts only when asked (it offers no slots)."""
+    return [w for w in workers if cluster in w.clusters and (draining or not w.draining)]
+
+
+def request_drain(client: redis.Redis, worker_id: str) -> None:
+    client.set(keys.worker_drain(worker_id), "1", ex=keys.RUN_KEY_TTL)
+
+
+def drain_requested(client: redis.Redis, worker_id: str) -> bool:
+    return bool(client.exists(keys.worker_drain(worker_id)))
 
 
 def _str(value: bytes | str) -> str:

@@ -88,6 +88,15 @@ def run_worker(
     def execute_run(payload: dict) -> None:
         execute(RunAssignment.decode(payload), ctx)
 
+    hostname = f"{worker_id}@{socket.gethostname()}"
+
+    def stop_consuming() -> None:
+        """Drained: leave the cluster queues (the runs in hand finish as usual)."""
+        for cluster in clusters:
+            app.control.cancel_consumer(keys.cluster_queue(cluster), destination=[hostname])
+
+    heartbeat.on_drain.append(stop_consuming)
+
     def on_ready(**_: object) -> None:
         heartbeat.start()
         send_to_ingest(client, [Wake(cluster=c) for c in clusters])
@@ -110,7 +119,7 @@ def run_worker(
             "--prefetch-multiplier",
             "1",
             "--hostname",
-            f"{worker_id}@{socket.gethostname()}",
+            hostname,
             "--without-gossip",
             "--without-mingle",
             "--loglevel",

@@ -9,7 +9,7 @@ import threading
 
 import redis
 
-from scheduler.workers import WorkerInfo, publish_heartbeat, remove_worker
+from scheduler.workers import WorkerInfo, drain_requested, publish_heartbeat, remove_worker
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ class Heartbeat:
         self.interval = interval
         self.ttl = ttl
         self._runs: set[str] = set()
+        self.draining = False
+        self.on_drain: list = []  # callbacks, run once when an operator drains the worker
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -51,14 +53,20 @@ class Heartbeat:
             return sorted(self._runs)
 
     def beat(self) -> None:
-        info = WorkerInfo(
-            id=self.worker_id,
-            hostname=socket.gethostname(),
-            clusters=self.clusters,
-            slots=self.slots,
-            runs=self.runs,
-        )
         try:
+            if not self.draining and drain_requested(self.redis, self.worker_id):
+                self.draining = True
+                log.info("draining: finishing %d run(s), taking no new ones", len(self.runs))
+                for callback in self.on_drain:
+                    callback()
+            info = WorkerInfo(
+                id=self.worker_id,
+                hostname=socket.gethostname(),
+                clusters=self.clusters,
+                slots=self.slots,
+                runs=self.runs,
+                draining=self.draining,
+            )
             publish_heartbeat(self.redis, info, self.ttl)
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)

@@ -1,9 +1,50 @@
+"""Liveness and readiness, for load balancers and Kubernetes probes."""
+
+from __future__ import annotations
+
+import asyncio
+
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import Services, ServicesDep
+from scheduler import keys
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", operation_id="healthz")
 def healthz() -> dict[str, str]:
-    """Alive: the process answers. (Readiness of its dependencies is /readyz.)"""
+    """Alive: the process answers. (Whether its dependencies do is /readyz.)"""
     return {"status": "ok"}
+
+
+@router.get("/readyz", operation_id="readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready: the database and Redis answer, and a scheduler has swept recently."""
+    checks = await asyncio.to_thread(_checks, services)
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def _checks(services: Services) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        with services.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        services.redis.ping()
+        checks["redis"] = "ok"
+        alive = services.redis.exists(keys.SCHEDULER_ALIVE)
+        checks["scheduler"] = "ok" if alive else "no scheduler has reported recently"
+    except Exception as exc:
+        checks["redis"] = f"unreachable: {type(exc).__name__}"
+        checks["scheduler"] = "unknown (redis unreachable)"
+    return checks

@@ -1,4 +1,4 @@
-"""Workers as their heartbeats describe them."""
+"""Workers as their heartbeats describe them; draining one."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from sqlmodel import SQLModel
 
 from api.deps import ServicesDep
+from runyard.errors import NotFound
 from scheduler.clusters import worker_public
 from scheduler.models import WorkerPublic
-from scheduler.workers import live_workers
+from scheduler.workers import live_workers, request_drain
 
 router = APIRouter(prefix="/workers", tags=["workers"])
 
@@ -22,3 +23,15 @@ class WorkersPublic(SQLModel):
 def list_workers(services: ServicesDep) -> WorkersPublic:
     data = [worker_public(w) for w in live_workers(services.redis)]
     return WorkersPublic(data=data, count=len(data))
+
+
+@router.post("/{worker_id}/drain", operation_id="drain_worker")
+def drain_worker(worker_id: str, services: ServicesDep) -> WorkerPublic:
+    """The worker finishes the runs it holds and takes no new ones (it stays up)."""
+    found = next((w for w in live_workers(services.redis) if w.id == worker_id), None)
+    if found is None:
+        raise NotFound(f"no live worker {worker_id!r}")
+    request_drain(services.redis, worker_id)
+    public = worker_public(found)
+    public.draining = True
+    return public

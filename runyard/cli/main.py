@@ -34,7 +34,14 @@ def _global(
 app.command("up")(service.up)
 app.command("api")(service.api)
 app.command("scheduler")(service.scheduler)
-app.command("worker")(service.worker)
+worker_app = typer.Typer(
+    invoke_without_command=True, help="Serve clusters' queues (or drain a worker)."
+)
+worker_app.callback()(service.worker)
+worker_app.command("drain")(runs.drain)
+app.add_typer(worker_app, name="worker")
+app.command("flower")(service.flower)
+app.command("status")(runs.status)
 app.command("clusters")(clusters.list_clusters)
 app.add_typer(clusters.app, name="cluster")
 app.command("submit")(runs.submit)

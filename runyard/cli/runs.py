@@ -15,6 +15,17 @@ from runyard.errors import InvalidInput
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
+WORKER_COLUMNS = [
+    ("id", "WORKER"),
+    ("hostname", "HOST"),
+    ("clusters", "CLUSTERS"),
+    ("slots", "SLOTS"),
+    ("busy", "BUSY"),
+    ("draining", "DRAINING"),
+    ("last_heartbeat", "LAST HEARTBEAT"),
+    ("runs", "RUNS"),
+]
+
 RUN_COLUMNS = [
     ("position", "POS"),
     ("id", "RUN"),
@@ -179,15 +190,36 @@ def workers(as_json: JsonOpt = False) -> None:
     if as_json:
         output.emit_json(data)
     else:
-        output.table(
-            data,
-            [
-                ("id", "WORKER"),
-                ("hostname", "HOST"),
-                ("clusters", "CLUSTERS"),
-                ("slots", "SLOTS"),
-                ("busy", "BUSY"),
-                ("last_heartbeat", "LAST HEARTBEAT"),
-                ("runs", "RUNS"),
-            ],
+        output.table(data, WORKER_COLUMNS)
+
+
+def drain(worker_id: str, as_json: JsonOpt = False) -> None:
+    """Let a worker finish its runs and take no new ones (it stays up)."""
+    data = client().json("POST", f"/workers/{worker_id}/drain")
+    if as_json:
+        output.emit_json(data)
+    else:
+        output.console.print(
+            f"draining {worker_id}: {data['busy']} run(s) to finish", highlight=False
         )
+
+
+def status(as_json: JsonOpt = False) -> None:
+    """Clusters with their queue depth and capacity, and the workers serving them."""
+    api = client()
+    clusters, workers_ = api.list_clusters(), api.list_workers()
+    if as_json:
+        output.emit_json({"clusters": clusters, "workers": workers_})
+        return
+    output.table(
+        clusters,
+        [
+            ("name", "CLUSTER"),
+            ("nodes", "NODES"),
+            ("capacity", "CAPACITY"),
+            ("active", "ACTIVE"),
+            ("queued", "QUEUED"),
+        ],
+        title="clusters",
+    )
+    output.table(workers_, WORKER_COLUMNS, title="workers")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -91,9 +93,11 @@ def scheduler(
 
 
 def worker(
+    ctx: typer.Context,
     cluster: Annotated[
-        list[str], typer.Option("--cluster", "-c", help="Cluster to serve (repeatable)")
-    ],
+        Optional[list[str]],
+        typer.Option("--cluster", "-c", help="Cluster to serve (repeatable)"),
+    ] = None,
     slots: Annotated[int, typer.Option("--slots", "-n", help="Runs at once on this worker")] = 1,
     name: Annotated[
         Optional[str], typer.Option(help="Stable worker id (default: host-pid)")
@@ -108,10 +112,17 @@ def worker(
         Optional[Path], typer.Option(help="Run directories and snapshot cache")
     ] = None,
 ) -> None:
-    """Serve clusters' queues: a Celery worker running up to --slots runs at once."""
+    """Serve clusters' queues: a Celery worker running up to --slots runs at once.
+
+    `runyard worker drain ID` asks a running worker to finish its runs and take no new ones.
+    """
     from scheduler.models import check_cluster_name
     from worker.app import run_worker
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if not cluster:
+        raise InvalidInput("name the cluster(s) to serve: --cluster NAME")
     if slots < 1:
         raise InvalidInput("--slots must be at least 1")
     for name_ in cluster:
@@ -123,3 +134,23 @@ def worker(
     settings = _settings(redis_url=redis_url, api_url=api_url, work_dir=work_dir)
     gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
     run_worker(settings, sorted(set(cluster)), slots, name, gpu_ids)
+
+
+def flower(
+    port: Annotated[int, typer.Option(help="Port Flower listens on")] = 5555,
+    address: Annotated[str, typer.Option(help="Address Flower listens on")] = "127.0.0.1",
+    redis_url: RedisOpt = None,
+) -> None:
+    """Run Flower on Runyard's broker: the cluster queues and the workers serving them."""
+    settings = _settings(redis_url=redis_url)
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "--broker",
+        settings.redis_url,
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
+    os.execv(sys.executable, command)

@@ -1,0 +1,158 @@
+"""Prometheus metrics, computed from the database and Redis at scrape time.
+
+Everything here is derived from the source of truth on each scrape (queue depth, runs by
+status, waits and durations, workers and slots, ingest lag), so several API replicas
+report the same numbers and nothing is lost when one restarts.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlmodel import Session, col, func, select
+
+from scheduler import keys
+from scheduler.clusters import WAITING
+from scheduler.db import as_utc
+from scheduler.models import Cluster, Run
+from scheduler.workers import live_workers, workers_serving
+
+WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 24 * 3600)
+
+
+class RunyardCollector(Collector):
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        with Session(self.services.engine) as session:
+            clusters = {c.name: c for c in session.exec(select(Cluster))}
+            yield from self._runs(session, clusters)
+            yield from self._timings(session)
+        yield from self._workers(clusters)
+        yield self._ingest_lag()
+
+    def _runs(self, session: Session, clusters: dict[str, Cluster]) -> Iterator[Metric]:
+        by_status = GaugeMetricFamily(
+            "runyard_runs", "Runs by cluster and status", labels=["cluster", "status"]
+        )
+        depth = GaugeMetricFamily(
+            "runyard_queue_depth", "Runs waiting in a cluster's queue", labels=["cluster"]
+        )
+        submitted = CounterMetricFamily(
+            "runyard_submissions", "Runs submitted to a cluster", labels=["cluster"]
+        )
+        canceled = CounterMetricFamily("runyard_cancels", "Runs cancelled", labels=["cluster"])
+        rows = session.exec(
+            select(Run.cluster, Run.status, func.count())
+            .where(col(Run.cluster).is_not(None), col(Run.parent_run_id).is_(None))
+            .group_by(Run.cluster, Run.status)
+        )
+        waiting: dict[str, int] = defaultdict(int)
+        totals: dict[str, int] = defaultdict(int)
+        for cluster, status, count in rows:
+            by_status.add_metric([cluster, status.value], count)
+            totals[cluster] += count
+            if status in WAITING:
+                waiting[cluster] += count
+        cancels = session.exec(
+            select(Run.cluster, func.count())
+            .where(col(Run.cluster).is_not(None), col(Run.canceled_at).is_not(None))
+            .group_by(Run.cluster)
+        )
+        canceled_by = dict(cancels.all())
+        for name in clusters:
+            depth.add_metric([name], waiting.get(name, 0))
+            submitted.add_metric([name], totals.get(name, 0))
+            canceled.add_metric([name], canceled_by.get(name, 0))
+        yield from (by_status, depth, submitted, canceled)
+
+    def _timings(self, session: Session) -> Iterator[Metric]:
+        rows = session.exec(
+            select(
+                Run.cluster,
+                Run.queued_at,
+                Run.preparing_at,
+                Run.running_at,
+                Run.completed_at,
+                Run.failed_at,
+                Run.canceled_at,
+            ).where(col(Run.cluster).is_not(None), col(Run.preparing_at).is_not(None))
+        )
+        waits: dict[str, list[float]] = defaultdict(list)
+        durations: dict[str, list[float]] = defaultdict(list)
+        for cluster, queued, preparing, running, completed, failed, canceled in rows:
+            if queued and preparing:
+                waits[cluster].append(_seconds(queued, preparing))
+            ended = completed or failed or canceled
+            if running and ended:
+                durations[cluster].append(_seconds(running, ended))
+        yield _histogram(
+            "runyard_queue_wait_seconds",
+            "Time from submit until a node took the run",
+            waits,
+            WAIT_BUCKETS,
+        )
+        yield _histogram(
+            "runyard_run_duration_seconds", "Time a run spent running", durations, DURATION_BUCKETS
+        )
+
+    def _workers(self, clusters: dict[str, Cluster]) -> Iterator[Metric]:
+        online = GaugeMetricFamily(
+            "runyard_workers_online", "Live workers serving a cluster", labels=["cluster"]
+        )
+        slots = GaugeMetricFamily(
+            "runyard_slots", "Worker slots of a cluster by state", labels=["cluster", "state"]
+        )
+        workers = live_workers(self.services.redis)
+        for name in clusters:
+            serving = workers_serving(workers, name)
+            online.add_metric([name], len(serving))
+            busy = sum(w.busy for w in serving)
+            total = sum(w.slots for w in serving)
+            slots.add_metric([name, "busy"], busy)
+            slots.add_metric([name, "free"], max(total - busy, 0))
+        yield from (online, slots)
+
+    def _ingest_lag(self) -> Metric:
+        """Entries on the ingest stream not yet written to the database."""
+        lag = GaugeMetricFamily(
+            "runyard_ingest_lag", "Ingest stream entries not yet in the database"
+        )
+        client = self.services.redis
+        try:
+            groups = client.xinfo_groups(keys.INGEST_STREAM)
+        except Exception:
+            return lag
+        for group in groups:
+            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+            if name == keys.INGEST_GROUP:
+                lag.add_metric([], int(group.get("lag") or 0) + int(group.get("pending") or 0))
+        return lag
+
+
+def _seconds(start: Any, end: Any) -> float:
+    return max((as_utc(end) - as_utc(start)).total_seconds(), 0.0)  # type: ignore[operator]
+
+
+def _histogram(
+    name: str, help_text: str, values: dict[str, list[float]], buckets: tuple[float, ...]
+) -> Metric:
+    family = HistogramMetricFamily(name, help_text, labels=["cluster"])
+    for cluster, seconds in values.items():
+        ordered = sorted(seconds)
+        counts = [(str(b), bisect.bisect_right(ordered, b)) for b in buckets]
+        counts.append(("+Inf", len(ordered)))
+        family.add_metric([cluster], counts, sum_value=sum(ordered))
+    return family

@@ -1,0 +1,224 @@
+"""What operators rely on: /metrics, /readyz, draining, Flower, runyard status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from tests.support.services import (
+    Stack,
+    free_port,
+    redis_server,
+    runyard,
+    stop_process,
+    unique,
+    wait_until,
+)
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def submit(stack: Stack, folder: Path, script: str, cluster: str, *args: str) -> str:
+    env = Environment("local")
+    env.python.user_managed_dependencies = True
+    env.python.interpreter_path = sys.executable
+    config = ScriptRunConfig(
+        source_directory=folder,
+        script=script,
+        arguments=list(args),
+        compute_target=cluster,
+        environment=env,
+    )
+    return Experiment(Workspace(url=stack.url), "ops").submit(config).id
+
+
+def hold_until(flag: Path) -> str:
+    return f"import os, time\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.05)\n"
+
+
+def scrape(stack: Stack) -> dict[str, float]:
+    """The /metrics samples as {'name{labels}': value}."""
+    text = httpx.get(f"{stack.url}/metrics", timeout=10).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+def status_of(stack: Stack, run_id: str) -> str:
+    return stack.client().get_run(run_id)["status"]
+
+
+def test_metrics_follow_a_scripted_sequence(stack: Stack, workers, tmp_path: Path) -> None:
+    cluster = unique("metered")
+    stack.client().create_cluster(cluster, nodes=1)
+    flag = tmp_path / "go"
+    folder = write(
+        tmp_path / "src",
+        {
+            "hold.py": hold_until(flag),
+            "hi.py": "print('hi')\n",
+        },
+    )
+    label = f'cluster="{cluster}"'
+    holder = submit(stack, folder, "hold.py", cluster)
+    queued = submit(stack, folder, "hi.py", cluster)
+    doomed = submit(stack, folder, "hi.py", cluster)
+    samples = scrape(stack)
+    assert samples[f"runyard_queue_depth{{{label}}}"] == 3
+    assert samples[f"runyard_workers_online{{{label}}}"] == 0
+    assert samples[f"runyard_submissions_total{{{label}}}"] == 3
+
+    workers.start(cluster, slots=1)
+    wait_until(lambda: status_of(stack, holder) == "Running", 30, 0.1, what="the holder")
+    stack.client().cancel(doomed)
+    wait_until(
+        lambda: scrape(stack)[f'runyard_slots{{{label},state="busy"}}'] == 1,
+        10,
+        0.2,
+        what="a busy slot",
+    )
+    samples = scrape(stack)
+    assert samples[f"runyard_queue_depth{{{label}}}"] == 1
+    assert samples[f'runyard_runs{{{label},status="Running"}}'] == 1
+    assert samples[f'runyard_runs{{{label},status="Canceled"}}'] == 1
+    assert samples[f"runyard_cancels_total{{{label}}}"] == 1
+    assert samples[f"runyard_workers_online{{{label}}}"] == 1
+    assert samples[f'runyard_slots{{{label},state="free"}}'] == 0
+
+    flag.touch()
+    wait_until(lambda: status_of(stack, queued) == "Completed", 30, 0.1, what="the queue")
+    samples = scrape(stack)
+    assert samples[f'runyard_runs{{{label},status="Completed"}}'] == 2
+    assert samples[f"runyard_queue_depth{{{label}}}"] == 0
+    assert samples[f"runyard_queue_wait_seconds_count{{{label}}}"] == 2
+    assert samples[f"runyard_run_duration_seconds_count{{{label}}}"] == 2
+    assert samples[f'runyard_queue_wait_seconds_bucket{{{label},le="+Inf"}}'] == 2
+    assert "runyard_ingest_lag" in samples
+
+
+def test_readyz_fails_without_redis_and_recovers(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "redis") as redis:
+        stack = Stack(root=tmp_path / "stack", redis=redis)
+        stack.start()
+        try:
+            ready = f"{stack.url}/readyz"
+            wait_until(lambda: httpx.get(ready).status_code == 200, 30, 0.2, what="ready")
+            redis.stop()
+            response = httpx.get(ready, timeout=10)
+            assert response.status_code == 503
+            assert response.json()["checks"]["redis"].startswith("unreachable")
+            assert httpx.get(f"{stack.url}/healthz").status_code == 200
+            redis.start()
+            wait_until(
+                lambda: httpx.get(ready, timeout=10).status_code == 200, 30, 0.2, what="ready again"
+            )
+        finally:
+            stack.stop()
+
+
+def test_a_drained_worker_finishes_its_runs_and_takes_no_new_ones(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("drain")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=2)
+    name = unique("dw")
+    workers.start(cluster, slots=2, name=name)
+    flag = tmp_path / "go"
+    folder = write(
+        tmp_path / "src",
+        {
+            "hold.py": hold_until(flag),
+            "hi.py": "print('hi')\n",
+        },
+    )
+    held = submit(stack, folder, "hold.py", cluster)
+    wait_until(lambda: status_of(stack, held) == "Running", 30, 0.1, what="the held run")
+    result = subprocess.run(
+        runyard("worker", "drain", name),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RUNYARD_URL": stack.url},
+        check=True,
+    )
+    assert "draining" in result.stdout
+    wait_until(
+        lambda: any(w["id"] == name and w["draining"] for w in client.list_workers()),
+        10,
+        0.1,
+        what="the drain to take",
+    )
+    later = submit(stack, folder, "hi.py", cluster)
+    time.sleep(1.5)
+    assert status_of(stack, later) == "Queued"
+    assert client.get_run(later)["pending_reason"] == f"no worker serves cluster {cluster}"
+    flag.touch()
+    wait_until(lambda: status_of(stack, held) == "Completed", 30, 0.1, what="the held run")
+    time.sleep(1.0)
+    assert status_of(stack, later) == "Queued"  # still: the drained worker took nothing new
+    workers.start(cluster, slots=1)
+    wait_until(lambda: status_of(stack, later) == "Completed", 30, 0.1, what="a fresh worker")
+
+
+def test_flower_answers_on_its_port_against_the_broker(stack: Stack) -> None:
+    port = free_port()
+    env = {**stack.env}
+    flower = subprocess.Popen(
+        runyard("flower", "--port", str(port)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthcheck", timeout=2).text == "OK"
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answers, 60, 0.5, what="Flower")
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+    finally:
+        stop_process(flower)
+
+
+def test_status_shows_clusters_workers_and_queues(stack: Stack, workers) -> None:
+    cluster = unique("shown")
+    stack.client().create_cluster(cluster, nodes=3)
+    name = unique("sw")
+    workers.start(cluster, slots=2, name=name)
+    env = {**os.environ, "RUNYARD_URL": stack.url}
+    text = subprocess.run(
+        runyard("status"), capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert cluster in text and name in text
+    data = json.loads(
+        subprocess.run(
+            runyard("status", "--json"), capture_output=True, text=True, env=env, check=True
+        ).stdout
+    )
+    shown = next(c for c in data["clusters"] if c["name"] == cluster)
+    assert (shown["capacity"], shown["queued"]) == (2, 0)
+    listed = json.loads(
+        subprocess.run(
+            runyard("workers", "--json"), capture_output=True, text=True, env=env, check=True
+        ).stdout
+    )
+    assert any(w["id"] == name and w["slots"] == 2 for w in listed)
