@@ -64,6 +64,7 @@ class RedisServer:
     port: int
     folder: Path
     process: subprocess.Popen | None = None  # type: ignore[type-arg]
+    bind: str = "127.0.0.1"  # add addresses for clients on other (namespace) hosts
 
     @property
     def url(self) -> str:
@@ -80,7 +81,9 @@ class RedisServer:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                *self.bind.split(),
+                "--protected-mode",
+                "no",
                 "--dir",
                 str(self.folder),
                 "--save",
@@ -178,6 +181,7 @@ class Stack:
     redis: RedisServer
     database_url: str = ""
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"  # where the API listens (0.0.0.0 for workers on other hosts)
     processes: list[subprocess.Popen] = field(default_factory=list)  # type: ignore[type-arg]
     workers: list[subprocess.Popen] = field(default_factory=list)  # type: ignore[type-arg]
 
@@ -204,7 +208,7 @@ class Stack:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._spawn(runyard("api", "--port", str(self.port)), "api.log")
+        self._spawn(runyard("api", "--host", self.host, "--port", str(self.port)), "api.log")
         wait_until(self._healthy, 30, 0.1, what="the API")
         self.start_scheduler()
 
