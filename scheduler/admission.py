@@ -73,7 +73,9 @@ def waiting_runs(session: Session, cluster: str, limit: int | None = None) -> li
     return list(session.exec(query))
 
 
-def assignment_for(run: Run, cluster: Cluster, experiment_name: str) -> RunAssignment:
+def assignment_for(
+    run: Run, cluster: Cluster, experiment_name: str, attempt: int | None = None
+) -> RunAssignment:
     environment = merge_environments(cluster.environment or {}, run.environment or {})
     return RunAssignment(
         run_id=run.id,
@@ -86,6 +88,8 @@ def assignment_for(run: Run, cluster: Cluster, experiment_name: str) -> RunAssig
         executor=executor_for(environment, cluster),
         cancel_grace_seconds=cluster.cancel_grace_seconds,
         container=dict(cluster.container or {}),
+        attempt=run.attempt if attempt is None else attempt,
+        requeue_on_node_loss=bool(cluster.requeue_on_node_loss),
     )
 
 
@@ -114,8 +118,9 @@ def dispatch(
         return []
     sent = []
     for run in waiting_runs(session, cluster_name, limit=free):
+        attempt = run.attempt + 1  # each hand-over to a worker is a new attempt
         try:
-            assignment = assignment_for(run, cluster, _experiment_name(session, run))
+            assignment = assignment_for(run, cluster, _experiment_name(session, run), attempt)
         except (MessageError, ValueError, TypeError) as exc:
             # Never let one unrunnable record hold a slot or stall the queue behind it.
             log.warning("cannot dispatch %s: %s", run.id, exc)
@@ -130,7 +135,7 @@ def dispatch(
                 Run.status == RunStatus.QUEUED,
                 col(Run.dispatched_at).is_(None),
             )
-            .values(dispatched_at=utcnow())
+            .values(dispatched_at=utcnow(), attempt=attempt)
         )
         session.commit()
         if result.rowcount != 1:  # type: ignore[attr-defined]

@@ -30,26 +30,20 @@ class ClaimResult:
     CANCELED = -1
 
 
-def claim_run(client: redis.Redis, run_id: str, worker_id: str) -> int:
-    return int(
-        client.eval(
-            _CLAIM, 2, keys.run_claim(run_id), keys.run_cancel(run_id), worker_id, keys.RUN_KEY_TTL
-        )
-    )
+def claim_run(client: redis.Redis, run_id: str, worker_id: str, attempt: int = 0) -> int:
+    claim, cancel = keys.run_claim(run_id, attempt), keys.run_cancel(run_id)
+    return int(client.eval(_CLAIM, 2, claim, cancel, worker_id, keys.RUN_KEY_TTL))
 
 
-def mark_canceled(client: redis.Redis, run_id: str) -> bool:
-    """Set the cancel mark; returns True when a worker had already claimed the run."""
-    return bool(
-        client.eval(
-            _MARK_CANCELED, 2, keys.run_claim(run_id), keys.run_cancel(run_id), keys.RUN_KEY_TTL
-        )
-    )
+def mark_canceled(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:
+    """Set the cancel mark; returns True when a worker had already claimed the attempt."""
+    claim, cancel = keys.run_claim(run_id, attempt), keys.run_cancel(run_id)
+    return bool(client.eval(_MARK_CANCELED, 2, claim, cancel, keys.RUN_KEY_TTL))
 
 
 def is_cancel_requested(client: redis.Redis, run_id: str) -> bool:
     return bool(client.exists(keys.run_cancel(run_id)))
 
 
-def is_claimed(client: redis.Redis, run_id: str) -> bool:
-    return bool(client.exists(keys.run_claim(run_id)))
+def is_claimed(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:
+    return bool(client.exists(keys.run_claim(run_id, attempt)))

@@ -37,9 +37,10 @@ def run_live(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:live"
 
 
-def run_claim(run_id: str) -> str:
-    """Set (NX) by the worker that starts the run: a redelivered message cannot start it twice."""
-    return f"{PREFIX}:run:{run_id}:claim"
+def run_claim(run_id: str, attempt: int = 0) -> str:
+    """Set (NX) by the worker that starts an attempt of the run: a redelivered message
+    cannot start it twice, and a message of an earlier attempt cannot start a later one."""
+    return f"{PREFIX}:run:{run_id}:claim:{attempt}"
 
 
 def run_cancel(run_id: str) -> str:

@@ -119,6 +119,8 @@ class RunAssignment:
     executor: str = "local"
     cancel_grace_seconds: float = 10.0
     container: dict[str, Any] = field(default_factory=dict)  # the cluster's ContainerPolicy
+    attempt: int = 1
+    requeue_on_node_loss: bool = False
     v: str = VERSION
 
     def encode(self) -> dict[str, Any]:

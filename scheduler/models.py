@@ -140,6 +140,10 @@ class ClusterSettings(SQLModel):
     )
     cancel_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
     description: str = Field(default="", max_length=1000)
+    requeue_on_node_loss: bool = Field(
+        default=False, description="Requeue a run whose node went silent instead of failing it"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=100, description="With requeue: attempts")
     container: dict[str, Any] = Field(
         default_factory=dict,
         sa_column=Column(JSON),
@@ -183,6 +187,8 @@ class ClusterUpdate(SQLModel):
     environment: dict[str, Any] | None = None
     cancel_grace_seconds: float | None = Field(default=None, ge=0, le=3600)
     description: str | None = Field(default=None, max_length=1000)
+    requeue_on_node_loss: bool | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
     container: dict[str, Any] | None = None
 
     @field_validator("container")
@@ -337,6 +343,7 @@ class RunBase(SQLModel):
     parent_run_id: str | None = Field(default=None, foreign_key="run.id", index=True)
     submitted_by: str | None = None
     worker_id: str | None = None
+    attempt: int = 0  # times handed to a worker (a requeued run starts again)
     exit_code: int | None = None
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(

@@ -231,7 +231,7 @@ def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
         ended = transition(session, run_id, RunStatus.CANCELED)
         end_children(session, run_id, RunStatus.CANCELED)
         return ended
-    claimed = control.mark_canceled(client, run_id)
+    claimed = control.mark_canceled(client, run_id, run.attempt)
     if run.status in WAITING and not claimed:
         # The cancel mark landed before any worker claimed it: no worker will ever start it.
         return transition(session, run_id, RunStatus.CANCELED)

@@ -21,7 +21,7 @@ from scheduler.admission import resend
 from scheduler.db import as_utc
 from scheduler.lifecycle import end_children, transition
 from scheduler.messages import StateChanged
-from scheduler.models import Run, utcnow
+from scheduler.models import Cluster, Run, utcnow
 from scheduler.settings import Settings
 from scheduler.streams import publish_live
 
@@ -56,7 +56,7 @@ def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Setti
         )
     )
     for run, alive in zip(handed_over, _alive(client, handed_over), strict=True):
-        if not control.is_claimed(client, run.id):
+        if not control.is_claimed(client, run.id, run.attempt):
             log.warning(
                 "run %s was not picked up in %ss; sending it again",
                 run.id,
@@ -66,7 +66,7 @@ def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Setti
         elif not alive:
             # Claimed by a worker that died before it reported anything: it never started.
             log.warning("worker of %s vanished before starting it; back to the queue", run.id)
-            client.delete(keys.run_claim(run.id))
+            client.delete(keys.run_claim(run.id, run.attempt))
             session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=None))
             session.commit()
 
@@ -90,6 +90,12 @@ def _check(
             since = as_utc(run.not_responding_at) or now
             if (now - since).total_seconds() >= settings.failed_after:
                 silent = settings.not_responding_after + settings.failed_after
+                cluster = session.get(Cluster, run.cluster) if run.cluster else None
+                if cluster and cluster.requeue_on_node_loss and run.attempt < cluster.max_attempts:
+                    log.warning("run %s lost its node (attempt %d); requeued", run.id, run.attempt)
+                    return transition(
+                        session, run.id, RunStatus.QUEUED, dispatched_at=None, worker_id=None
+                    )
                 return transition(
                     session,
                     run.id,

@@ -30,13 +30,16 @@ MAX_BATCH = 5000  # events per Redis entry
 
 
 class ChannelForwarder:
-    def __init__(self, client: redis.Redis, api: Client, run_id: str, directory: Path) -> None:
+    def __init__(
+        self, client: redis.Redis, api: Client, run_id: str, directory: Path, attempt: int = 0
+    ) -> None:
         self.redis = client
         self.api = api
         self.run_id = run_id
         self.directory = directory
         self.events_file = directory / "events.jsonl"
-        self.producer = f"channel:{run_id}"
+        # Each attempt of a run writes a fresh channel: its lines are its own producer's.
+        self.producer = f"channel:{run_id}:{attempt}"
         self.offset = 0
         self.line = 0  # the next line's number (its seq)
         self.failure: str | None = None  # set when the script called run.fail()

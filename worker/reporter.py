@@ -21,14 +21,16 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2  # seconds between log flushes while output keeps coming
 MAX_CHUNK = 64 * 1024  # characters per log chunk
+LOG_SEQ_STRIDE = 10_000_000  # chunk numbers reserved per attempt of a run
 
 
 class RunReporter:
-    def __init__(self, client: redis.Redis, run_id: str, worker_id: str) -> None:
+    def __init__(self, client: redis.Redis, run_id: str, worker_id: str, attempt: int = 0) -> None:
         self.redis = client
         self.run_id = run_id
         self.worker_id = worker_id
-        self._seq = 0
+        # A requeued run logs again from its next attempt: its chunks number on from there.
+        self._seq = attempt * LOG_SEQ_STRIDE
         self._buffer: list[str] = []
         self._buffered = 0
         self._lock = threading.Lock()

@@ -42,20 +42,22 @@ class WorkerContext:
 
 def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     run_id = assignment.run_id
-    claim = control.claim_run(ctx.redis, run_id, ctx.worker_id)
+    claim = control.claim_run(ctx.redis, run_id, ctx.worker_id, assignment.attempt)
     if claim != control.ClaimResult.CLAIMED:
         why = "cancelled before it started" if claim == control.ClaimResult.CANCELED else "taken"
         log.info("not starting %s: %s", run_id, why)
         return
     ctx.heartbeat.add_run(run_id)
-    reporter = RunReporter(ctx.redis, run_id, ctx.worker_id)
+    reporter = RunReporter(ctx.redis, run_id, ctx.worker_id, assignment.attempt)
     execution: Execution | None = None
     slot = ctx.slots.acquire()
     try:
         reporter.state(RunStatus.PREPARING)
         executor = executor_named(assignment.executor, ctx.node)
         workdir = ctx.workspace.prepare(run_id, assignment.snapshot_digest)
-        channel = ChannelForwarder(ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id))
+        channel = ChannelForwarder(
+            ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id), assignment.attempt
+        )
         request = ExecutionRequest(
             run_id=run_id,
             script=assignment.script,
@@ -78,7 +80,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             return
         reporter.state(RunStatus.STARTING)
         execution = executor.start(request)
-        ctx.workspace.remember(run_id, assignment.executor, execution.handle)
+        ctx.workspace.remember(run_id, assignment.executor, execution.handle, assignment)
         reporter.state(RunStatus.RUNNING)
         channel.start()
         try:
@@ -112,17 +114,22 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
 
 def recover_leftovers(ctx: WorkerContext) -> None:
     """Runs this worker held when it was killed: stop what is left, report them failed."""
-    for run_id, executor, handle in ctx.workspace.leftovers():
-        if executor and handle:
+    for left in ctx.workspace.leftovers():
+        run_id = left.run_id
+        if left.executor and left.handle:
             try:
-                executor_named(executor, ctx.node).kill_leftover(run_id, handle)
+                executor_named(left.executor, ctx.node).kill_leftover(run_id, left.handle)
             except RunyardError as exc:
                 log.warning("cannot stop leftover of %s: %s", run_id, exc)
         # What it logged before the worker died still counts (and counts once).
-        ChannelForwarder(ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id)).drain()
-        RunReporter(ctx.redis, run_id, ctx.worker_id).state(
-            RunStatus.FAILED, reason="worker restarted while the run was active"
-        )
+        ChannelForwarder(
+            ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id), left.attempt
+        ).drain()
+        if not left.requeue:
+            RunReporter(ctx.redis, run_id, ctx.worker_id, left.attempt).state(
+                RunStatus.FAILED, reason="worker restarted while the run was active"
+            )
+        # else: silence makes the watchdog requeue it, as the cluster asks
         ctx.workspace.discard(run_id)
         log.info("cleaned up %s left by a previous life of this worker", run_id)
     _remove_orphan_containers(ctx)

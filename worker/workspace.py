@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runyard import snapshot
 from runyard.client import Client
+
+
+@dataclass(frozen=True)
+class Leftover:
+    run_id: str
+    executor: str
+    handle: str
+    attempt: int
+    requeue: bool
 
 
 class Workspace:
@@ -68,18 +80,31 @@ class Workspace:
     def tracking_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "tracking"
 
-    def remember(self, run_id: str, executor: str, handle: str) -> None:
+    def remember(self, run_id: str, executor: str, handle: str, assignment: Any) -> None:
         """Note how to find the run's process again, should this worker be killed."""
-        (self.run_dir(run_id) / "handle").write_text(f"{executor}\n{handle}\n")
+        note = {
+            "executor": executor,
+            "handle": handle,
+            "attempt": assignment.attempt,
+            "requeue": assignment.requeue_on_node_loss,
+        }
+        (self.run_dir(run_id) / "handle.json").write_text(json.dumps(note))
 
-    def leftovers(self) -> list[tuple[str, str, str]]:
-        """(run id, executor, handle) of runs a previous life of this worker left behind."""
+    def leftovers(self) -> list[Leftover]:
+        """Runs a previous life of this worker left behind."""
         found = []
         for path in sorted(p for p in self.runs.iterdir() if p.is_dir()):
-            note = path / "handle"
-            lines = note.read_text().splitlines() if note.exists() else []
-            executor, handle = (*lines, "", "")[:2]
-            found.append((path.name, executor, handle))
+            note_file = path / "handle.json"
+            note = json.loads(note_file.read_text()) if note_file.exists() else {}
+            found.append(
+                Leftover(
+                    path.name,
+                    note.get("executor", ""),
+                    note.get("handle", ""),
+                    int(note.get("attempt", 0)),
+                    bool(note.get("requeue")),
+                )
+            )
         return found
 
     def discard(self, run_id: str) -> None:

@@ -466,3 +466,35 @@ def test_a_restarted_worker_cleans_up_what_its_killed_life_left(
     record = wait_for_status(stack, run.id, {"Failed"}, timeout=10)
     assert record["failure_reason"] == "worker restarted while the run was active"
     wait_until(lambda: not _alive(int(pid_file.read_text())), 5, what="the grandchild to die")
+
+
+def test_a_cluster_that_asks_for_it_requeues_a_run_whose_node_was_lost(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("again")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1, requeue_on_node_loss=True, max_attempts=2)
+    first = workers.start(cluster, name=unique("doomed"))
+    marker = tmp_path / "attempted"
+    script = (
+        "import os, sys, time\n"
+        "marker = sys.argv[1]\n"
+        "if not os.path.exists(marker):\n"
+        "    open(marker, 'w').write('1')\n"
+        "    print('first attempt', flush=True)\n"
+        "    time.sleep(300)\n"
+        "print('second attempt finishes', flush=True)\n"
+    )
+    run = submit(
+        stack, write(tmp_path / "src", {"retry.py": script}), "retry.py", cluster, str(marker)
+    )
+    wait_until(marker.exists, 30, 0.1, what="the first attempt")
+    wait_until(lambda: "first attempt" in client.logs(run.id), 10, 0.1, what="its output")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    workers.start(cluster, name=unique("rescuer"))
+    record = wait_for_status(stack, run.id, TERMINAL, timeout=40)
+    assert record["status"] == "Completed"
+    assert record["attempt"] == 2
+    log = client.logs(run.id)
+    assert log.index("first attempt") < log.index("second attempt finishes")
