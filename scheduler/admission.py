@@ -94,16 +94,20 @@ def assignment_for(
 
 
 def executor_for(environment: dict, cluster: Cluster) -> str:
-    """A user-managed Python runs locally; a named image runs in Docker; else the default."""
+    """Where the run executes. The cluster decides whether its hosts run scripts directly:
+    on a Docker cluster everything runs in a container (a user-managed environment there
+    means the image's own Python), so no submitter can escape the confinement (its workers
+    hold the Docker socket). On a local cluster a user-managed Python runs on the host,
+    and a run naming an image runs in Docker."""
+    if cluster.executor == "docker":
+        return "docker"
     python = environment.get("python") or {}
     docker = environment.get("docker") or {}
     if python.get("user_managed_dependencies"):
         return "local"
     if docker.get("enabled") or docker.get("base_image"):
         return "docker"
-    if docker.get("enabled") is False:
-        return "local"
-    return cluster.executor
+    return "local"
 
 
 def dispatch(

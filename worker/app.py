@@ -80,8 +80,10 @@ def run_worker(
         node=node,
         slots=SlotPool(slots, gpus),
     )
-    # A previous life of this worker (same id) may have left runs behind.
+    # A previous life of this worker (same id) may have left runs behind; a drain asked of
+    # it does not outlive it (a restarted worker serves again).
     recover_leftovers(ctx)
+    client.delete(keys.worker_drain(worker_id))
     app = make_celery(settings.redis_url)
 
     @app.task(name=TASK_EXECUTE_RUN, acks_late=True, ignore_result=True)

