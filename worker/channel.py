@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from runyard.client import Client
-from runyard.errors import RunyardError, ServiceUnavailable
+from runyard.errors import RunyardError
 from runyard.tracking import events as ev
 from scheduler.messages import TrackingBatch
-from scheduler.streams import send_to_ingest
+from worker import delivery
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class ChannelForwarder:
             for i in range(0, len(events), MAX_BATCH)
         ]
         if entries:
-            self._send(entries)
+            delivery.send(self.redis, list(entries))
 
     def _read_new_lines(self) -> list[tuple[int, bytes]]:
         try:
@@ -128,28 +127,8 @@ class ChannelForwarder:
             log.warning("run %s: staged file for %r is missing", self.run_id, name)
             return
         try:
-            _upload(self.api, target, name, staged)
+            delivery.upload(self.api, target, name, staged)
         except RunyardError as exc:
             log.warning("run %s: could not store %r: %s", self.run_id, name, exc)
             return
         staged.unlink(missing_ok=True)
-
-    @retry(
-        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
-        wait=wait_exponential(multiplier=0.1, max=5),
-        stop=stop_after_delay(24 * 3600),
-        reraise=True,
-    )
-    def _send(self, entries: list[TrackingBatch]) -> None:
-        send_to_ingest(self.redis, list(entries))
-
-
-@retry(
-    retry=retry_if_exception_type(ServiceUnavailable),
-    wait=wait_exponential(multiplier=0.5, max=15),
-    stop=stop_after_delay(300),
-    reraise=True,
-)
-def _upload(api: Client, run_id: str, name: str, path: Path) -> None:
-    with open(path, "rb") as content:
-        api.upload_file(run_id, name, content)

@@ -11,11 +11,10 @@ import logging
 import threading
 
 import redis
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from runyard.status import RunStatus
 from scheduler.messages import Entry, LogChunk, StateChanged
-from scheduler.streams import send_to_ingest
+from worker import delivery
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +96,5 @@ class RunReporter:
                 ]
             )
 
-    @retry(
-        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
-        wait=wait_exponential(multiplier=0.1, max=5),
-        stop=stop_after_delay(24 * 3600),
-        reraise=True,
-        before_sleep=lambda state: log.warning("redis unavailable; retrying (%s)", state.outcome),
-    )
     def _send(self, entries: list[Entry]) -> None:
-        send_to_ingest(self.redis, entries)
+        delivery.send(self.redis, entries)

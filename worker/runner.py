@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from runyard.client import Client
-from runyard.errors import RunyardError, ServiceUnavailable
+from runyard.errors import RunyardError
 from runyard.status import RunStatus
 from scheduler import control
 from scheduler.messages import RunAssignment
+from worker import delivery
 from worker.channel import ChannelForwarder
 from worker.executors import Execution, ExecutionRequest, Node, executor_named
 from worker.heartbeat import Heartbeat
@@ -181,20 +181,9 @@ def _cancel_requested(ctx: WorkerContext, run_id: str) -> bool:
 
 
 def _upload_outputs(ctx: WorkerContext, workdir: Path, run_id: str) -> None:
-    for name, path in output_files(workdir):
-        _upload(ctx, run_id, name, path)
-
-
-@retry(
-    retry=retry_if_exception_type(ServiceUnavailable),
-    wait=wait_exponential(multiplier=0.5, max=15),
-    stop=stop_after_delay(300),
-    reraise=True,
-)
-def _upload(ctx: WorkerContext, run_id: str, name: str, path: Path) -> None:
     """Outputs are the point of a run: an API restart during Finalizing is waited out."""
-    with open(path, "rb") as content:
-        ctx.api.upload_file(run_id, name, content)
+    for name, path in output_files(workdir):
+        delivery.upload(ctx.api, run_id, name, path)
 
 
 def describe_exit(code: int) -> str:

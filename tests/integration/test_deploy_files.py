@@ -348,3 +348,18 @@ def test_helm_uses_external_stores_and_mounts_the_socket_only_where_asked(
     config = named(docs, "ConfigMap", "-clusters")["data"]["clusters.toml"]
     dock_config = ClusterCreate.model_validate(tomllib.loads(config)["clusters"][1])
     assert dock_config.container == {"image": "python:3.11-slim", "memory_mib": 2048}
+
+
+def test_the_grafana_dashboard_charts_only_metrics_the_api_exports() -> None:
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "deploy/grafana/runyard-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"runyard_[a-z_]+", e)}
+    exported = set(re.findall(r'"(runyard_[a-z_]+)"', (root / "api/metrics.py").read_text()))
+    suffixes = ("_bucket", "_total", "_sum", "_count")
+    base = {next((u[: -len(s)] for s in suffixes if u.endswith(s)), u) for u in used}
+    assert base <= exported, base - exported
+    assert {"runyard_queue_depth", "runyard_ingest_lag", "runyard_slots"} <= base

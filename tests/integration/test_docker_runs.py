@@ -13,16 +13,10 @@ import pytest
 
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 from runyard.errors import RunFailed
+from tests.support.runs import write
 from tests.support.services import Stack, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
-
-
-def write(folder: Path, files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return folder
 
 
 def docker_cluster(stack: Stack, image: str, **container: object) -> str:

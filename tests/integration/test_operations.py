@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from runyard.core import Experiment, ScriptRunConfig, Workspace
+from tests.support.runs import local_env, write
 from tests.support.services import (
     Stack,
     free_port,
@@ -23,23 +23,13 @@ from tests.support.services import (
 )
 
 
-def write(folder: Path, files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return folder
-
-
 def submit(stack: Stack, folder: Path, script: str, cluster: str, *args: str) -> str:
-    env = Environment("local")
-    env.python.user_managed_dependencies = True
-    env.python.interpreter_path = sys.executable
     config = ScriptRunConfig(
         source_directory=folder,
         script=script,
         arguments=list(args),
         compute_target=cluster,
-        environment=env,
+        environment=local_env(),
     )
     return Experiment(Workspace(url=stack.url), "ops").submit(config).id
 

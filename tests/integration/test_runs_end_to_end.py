@@ -5,33 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
+from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
 from runyard.errors import RunFailed, RunFinished
+from tests.support.runs import local_env, write
 from tests.support.services import Stack, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
-
-
-def write(folder: Path, files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
-    return folder
-
-
-def local_env() -> Environment:
-    env = Environment("local-python")
-    env.python.user_managed_dependencies = True
-    env.python.interpreter_path = sys.executable
-    return env
 
 
 def submit(

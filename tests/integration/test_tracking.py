@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from runyard.client import Client
-from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
+from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
 from runyard.errors import InvalidInput
+from tests.support.runs import local_env, write
 from tests.support.services import Stack, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
@@ -50,20 +51,6 @@ run.tag("team", "vision")
 run.add_properties({"dataset": "v1"})
 print("walkthrough logged", flush=True)
 """
-
-
-def write(folder: Path, files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return folder
-
-
-def local_env() -> Environment:
-    env = Environment("local-python")
-    env.python.user_managed_dependencies = True
-    env.python.interpreter_path = sys.executable
-    return env
 
 
 def submit(

@@ -1,0 +1,42 @@
+"""Getting what a worker produced to Redis and the API, waiting out their restarts.
+
+A run's state, log and metrics are never dropped because Redis or the API restarted:
+sends retry with backoff (Redis for a day, an upload for five minutes).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from runyard.client import Client
+from runyard.errors import ServiceUnavailable
+from scheduler.messages import Entry
+from scheduler.streams import send_to_ingest
+
+log = logging.getLogger(__name__)
+
+
+@retry(
+    retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+    wait=wait_exponential(multiplier=0.1, max=5),
+    stop=stop_after_delay(24 * 3600),
+    reraise=True,
+    before_sleep=lambda state: log.warning("redis unavailable; retrying (%s)", state.outcome),
+)
+def send(client: redis.Redis, entries: list[Entry]) -> None:
+    send_to_ingest(client, entries)
+
+
+@retry(
+    retry=retry_if_exception_type(ServiceUnavailable),
+    wait=wait_exponential(multiplier=0.5, max=15),
+    stop=stop_after_delay(300),
+    reraise=True,
+)
+def upload(api: Client, run_id: str, name: str, path: Path) -> None:
+    with open(path, "rb") as content:
+        api.upload_file(run_id, name, content)
