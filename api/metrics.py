@@ -68,7 +68,11 @@ class RunyardCollector(Collector):
                 waiting[cluster] += count
         cancels = session.exec(
             select(Run.cluster, func.count())
-            .where(col(Run.cluster).is_not(None), col(Run.canceled_at).is_not(None))
+            .where(
+                col(Run.cluster).is_not(None),
+                col(Run.canceled_at).is_not(None),
+                col(Run.parent_run_id).is_(None),
+            )
             .group_by(Run.cluster)
         )
         canceled_by = dict(cancels.all())

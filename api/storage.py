@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -86,6 +87,12 @@ class RunFileStore:
             if target.is_symlink():
                 target.unlink()
             os.replace(partial, target)
+        except IsADirectoryError as exc:
+            raise InvalidInput(f"{name!r} is a folder of this run's files") from exc
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidInput(f"file name {name[:60]!r}... is too long") from exc
+            raise
         finally:
             partial.unlink(missing_ok=True)
         return size
@@ -104,6 +111,8 @@ def safe_name(name: str) -> str:
     parts = PurePosixPath(name).parts
     if any(p in ("..", ".") for p in parts) or len(name) > 1024:
         raise InvalidInput(f"file name {name!r} must not contain '.' or '..' parts")
+    if any(len(p.encode()) > 255 for p in parts):
+        raise InvalidInput(f"file name {name[:60]!r}...: a part is over 255 bytes")
     return "/".join(parts)
 
 

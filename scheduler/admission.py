@@ -54,6 +54,9 @@ def capacity(session: Session, cluster: Cluster, workers: list[WorkerInfo]) -> C
         )
     ).one()
     slots = sum(w.slots for w in workers_serving(workers, cluster.name))
+    # Runs a draining worker finishes hold its own (withdrawn) slots, not the others'.
+    draining = [w for w in workers_serving(workers, cluster.name, draining=True) if w.draining]
+    busy = max(busy - sum(w.busy for w in draining), 0)
     return Capacity(nodes=cluster.nodes, worker_slots=slots, busy=busy)
 
 

@@ -41,8 +41,13 @@ def mark_canceled(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:
     return bool(client.eval(_MARK_CANCELED, 2, claim, cancel, keys.RUN_KEY_TTL))
 
 
-def is_cancel_requested(client: redis.Redis, run_id: str) -> bool:
-    return bool(client.exists(keys.run_cancel(run_id)))
+def is_cancel_requested(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:
+    """Cancelled, or (for ``attempt``) superseded by a later attempt of the run."""
+    return bool(client.exists(keys.run_cancel(run_id), keys.run_superseded(run_id, attempt)))
+
+
+def supersede(client: redis.Redis, run_id: str, attempt: int) -> None:
+    client.set(keys.run_superseded(run_id, attempt), "1", ex=keys.RUN_KEY_TTL)
 
 
 def is_claimed(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:

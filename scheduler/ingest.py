@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from runyard.errors import IllegalTransition, RunNotFound
@@ -30,7 +30,7 @@ from scheduler.messages import (
     Wake,
     decode,
 )
-from scheduler.models import RunLog
+from scheduler.models import Run, RunLog
 from scheduler.tracking import TrackingLimits, apply_batch
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class Ingest:
             log.exception("database unavailable; %d entries stay pending", len(raw))
             self.backlog = True
             return Applied()
-        except SQLAlchemyError:
+        except Exception:
             # One bad entry must not block the stream: apply them one by one, drop the bad.
             applied = self._apply_one_by_one(entries)
         self.redis.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *[i for i, _ in raw])
@@ -155,7 +155,7 @@ class Ingest:
                     self._apply(session, entry, applied)
             except OperationalError:
                 raise
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 log.warning("dropping ingest entry %s (%s): %s", entry_id, entry.type, exc)
         return applied
 
@@ -190,6 +190,10 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
         values["exit_code"] = entry.exit_code
     if entry.reason and entry.status in (RunStatus.FAILED, RunStatus.CANCELED):
         values["failure_reason"] = entry.reason
+    current = session.get(Run, entry.run_id)
+    if current is not None and entry.attempt and entry.attempt < current.attempt:
+        log.info("ignoring report for %s: attempt %d was superseded", entry.run_id, entry.attempt)
+        return
     try:
         # transition() checks before it writes, so a refused report leaves nothing behind.
         run = transition(session, entry.run_id, entry.status, at=entry.at, **values)

@@ -48,6 +48,12 @@ def run_cancel(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:cancel"
 
 
+def run_superseded(run_id: str, attempt: int) -> str:
+    """Set when an attempt was given up (its node went silent and the run was requeued):
+    should that node come back, its worker stops the attempt."""
+    return f"{PREFIX}:run:{run_id}:superseded:{attempt}"
+
+
 def run_alive(run_id: str) -> str:
     """Refreshed by the worker holding the run; its absence is what the watchdog looks for."""
     return f"{PREFIX}:run:{run_id}:alive"

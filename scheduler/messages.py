@@ -50,6 +50,7 @@ class StateChanged(Entry):
     worker_id: str | None = None
     exit_code: int | None = None
     reason: str | None = None
+    attempt: int = 0  # which hand-over of the run this report is about (0: not known)
 
 
 @dataclass(frozen=True)

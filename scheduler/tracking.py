@@ -55,7 +55,7 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
     if run is None:
         log.warning("dropping batch for unknown run %s", batch.run_id)
         return
-    fresh = _not_yet_stored(session, batch)
+    fresh = [(seq, e) for seq, e in _not_yet_stored(session, batch) if ev.well_formed(e)]
     metrics: list[tuple[int, dict[str, Any]]] = []
     for seq, event in fresh:
         kind = event.get("k")

@@ -38,7 +38,7 @@ def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Setti
         )
     )
     for run, alive in zip(active, _alive(client, active), strict=True):
-        changed = _check(session, run, alive, now, settings)
+        changed = _check(session, client, run, alive, now, settings)
         if changed is not None:
             if changed.status.is_terminal:
                 end_children(session, run.id, changed.status)
@@ -81,7 +81,7 @@ def _alive(client: redis.Redis, runs: list[Run]) -> list[bool]:
 
 
 def _check(
-    session: Session, run: Run, alive: bool, now: datetime, settings: Settings
+    session: Session, client: redis.Redis, run: Run, alive: bool, now: datetime, settings: Settings
 ) -> Run | None:
     try:
         if run.status == RunStatus.NOT_RESPONDING:
@@ -93,6 +93,7 @@ def _check(
                 cluster = session.get(Cluster, run.cluster) if run.cluster else None
                 if cluster and cluster.requeue_on_node_loss and run.attempt < cluster.max_attempts:
                     log.warning("run %s lost its node (attempt %d); requeued", run.id, run.attempt)
+                    control.supersede(client, run.id, run.attempt)
                     return transition(
                         session, run.id, RunStatus.QUEUED, dispatched_at=None, worker_id=None
                     )

@@ -56,13 +56,14 @@ def run_worker(
     slots: int,
     worker_id: str | None = None,
     gpus: list[str] | None = None,
+    executors: tuple[str, ...] = ("local", "docker"),
 ) -> None:
     """Serve the clusters until told to stop (blocks)."""
     worker_id = worker_id or default_worker_id()
     client = redis.Redis.from_url(settings.redis_url)
     root = settings.worker_dir / worker_id
     workspace = Workspace(root, Client(settings.api_url))
-    node = Node(worker_id=worker_id, sdk_dir=copy_sdk(root / "sdk"))
+    node = Node(worker_id=worker_id, sdk_dir=copy_sdk(root / "sdk"), executors=executors)
     heartbeat = Heartbeat(
         client,
         worker_id,

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.05  # seconds between looks at the channel file
 MAX_BATCH = 5000  # events per Redis entry
+MAX_READ = 16 * 1024 * 1024  # bytes read per look, so a runaway run cannot exhaust memory
 
 
 class ChannelForwarder:
@@ -94,10 +95,14 @@ class ChannelForwarder:
         try:
             with open(self.events_file, "rb") as handle:
                 handle.seek(self.offset)
-                data = handle.read()
+                data = handle.read(MAX_READ)
         except FileNotFoundError:
             return []
         complete = data.rfind(b"\n") + 1  # a half-written last line waits for the next look
+        if complete == 0 and len(data) == MAX_READ:
+            # A "line" longer than anything the SDK writes: skip it whole (counted as one).
+            self.offset += len(data)
+            return []
         lines = []
         for raw in data[:complete].split(b"\n")[:-1]:
             lines.append((self.line, raw))
@@ -111,7 +116,8 @@ class ChannelForwarder:
         except ValueError:
             log.warning("run %s wrote a line that is not JSON; skipped", self.run_id)
             return None
-        if not isinstance(event, dict) or not isinstance(event.get("r"), str):
+        if not ev.well_formed(event):
+            log.warning("run %s wrote a malformed event; skipped", self.run_id)
             return None
         if not ev.is_descendant(event["r"], self.run_id):
             log.warning("run %s tried to write to %s; refused", self.run_id, event["r"])
@@ -123,12 +129,12 @@ class ChannelForwarder:
     def _upload(self, target: str, event: dict[str, Any]) -> None:
         staged = self.directory / "files" / str(event.get("f", ""))
         name = str(event.get("n", ""))
-        if staged.parent != self.directory / "files" or not staged.is_file():
-            log.warning("run %s: staged file for %r is missing", self.run_id, name)
+        if staged.parent != self.directory / "files":
+            log.warning("run %s: staged file for %r is not in its folder", self.run_id, name)
             return
         try:
             delivery.upload(self.api, target, name, staged)
-        except RunyardError as exc:
+        except (RunyardError, OSError) as exc:  # missing, a link, a bad name
             log.warning("run %s: could not store %r: %s", self.run_id, name, exc)
             return
         staged.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ class RunReporter:
         self.redis = client
         self.run_id = run_id
         self.worker_id = worker_id
+        self.attempt = attempt
         # A requeued run logs again from its next attempt: its chunks number on from there.
         self._seq = attempt * LOG_SEQ_STRIDE
         self._buffer: list[str] = []
@@ -92,6 +93,7 @@ class RunReporter:
                         worker_id=self.worker_id,
                         exit_code=exit_code,
                         reason=reason,
+                        attempt=self.attempt,
                     )
                 ]
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import redis
@@ -15,6 +15,7 @@ from runyard.errors import RunyardError
 from runyard.status import RunStatus
 from scheduler import control
 from scheduler.messages import RunAssignment
+from scheduler.workers import live_workers
 from worker import delivery
 from worker.channel import ChannelForwarder
 from worker.executors import Execution, ExecutionRequest, Node, executor_named
@@ -75,7 +76,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             gpu_ids=ctx.slots.gpus(slot),
         )
         executor.prepare(request)
-        if control.is_cancel_requested(ctx.redis, run_id):
+        if control.is_cancel_requested(ctx.redis, run_id, assignment.attempt):
             reporter.state(RunStatus.CANCELED, reason="canceled before it started")
             return
         reporter.state(RunStatus.STARTING)
@@ -138,10 +139,11 @@ def recover_leftovers(ctx: WorkerContext) -> None:
 def _remove_orphan_containers(ctx: WorkerContext) -> None:
     """Containers this worker id started whose run folder is gone (a crash in between)."""
     try:
-        docker_executor = executor_named("docker", ctx.node)
+        docker_executor = executor_named("docker", replace(ctx.node, executors=("docker",)))
     except RunyardError:
         return  # no Docker engine here: no containers either
-    for run_id in docker_executor.remove_orphans():  # type: ignore[attr-defined]
+    live = {w.id for w in live_workers(ctx.redis)} - {ctx.worker_id}
+    for run_id in docker_executor.remove_orphans(live):  # type: ignore[attr-defined]
         log.info("removed an orphan container of %s", run_id)
 
 
@@ -163,7 +165,7 @@ def _supervise(
             if exit_code is not None:
                 execution.kill_remaining()
                 break
-            if _cancel_requested(ctx, assignment.run_id):
+            if _cancel_requested(ctx, assignment.run_id, assignment.attempt):
                 canceled = True
                 exit_code = execution.terminate(assignment.cancel_grace_seconds)
                 break
@@ -173,9 +175,9 @@ def _supervise(
     return exit_code, canceled
 
 
-def _cancel_requested(ctx: WorkerContext, run_id: str) -> bool:
+def _cancel_requested(ctx: WorkerContext, run_id: str, attempt: int) -> bool:
     try:
-        return control.is_cancel_requested(ctx.redis, run_id)
+        return control.is_cancel_requested(ctx.redis, run_id, attempt)
     except redis.RedisError:
         return False  # keep training through a Redis outage
 

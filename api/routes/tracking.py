@@ -64,7 +64,7 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> di
     by_target: dict[str, list[list[Any]]] = {}
     for offset, event in enumerate(batch.events):
         target = event.get("r")
-        if event.get("k") not in KINDS or not isinstance(target, str):
+        if not ev.well_formed(event) or event["k"] not in KINDS:
             raise InvalidInput(f"events[{offset}] is not a Runyard event", field="events")
         if not ev.is_descendant(target, run_id):
             raise InvalidInput(

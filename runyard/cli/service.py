@@ -6,12 +6,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from runyard.errors import InvalidInput
+from runyard.errors import InvalidInput, ServiceUnavailable
 
 DataDirOpt = Annotated[
     Optional[Path],
@@ -30,6 +32,18 @@ def _settings(**overrides: object):  # type: ignore[no-untyped-def]
     from scheduler.settings import Settings
 
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@contextmanager
+def _redis_errors(url: str) -> Iterator[None]:
+    """Redis unreachable at start: one line, not a traceback."""
+    import redis
+
+    try:
+        yield
+    except redis.RedisError as exc:
+        host = url.rsplit("@", 1)[-1]  # never print a password
+        raise ServiceUnavailable(f"cannot reach Redis at {host}: {exc}") from None
 
 
 def _logging() -> None:
@@ -89,7 +103,8 @@ def scheduler(
     )
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
     signal.signal(signal.SIGINT, lambda *_: service.stop())
-    service.run_forever()
+    with _redis_errors(service.settings.redis_url):
+        service.run_forever()
 
 
 def worker(
@@ -104,6 +119,13 @@ def worker(
     ] = None,
     redis_url: RedisOpt = None,
     api_url: Annotated[Optional[str], typer.Option("--api-url", help="Where the API is")] = None,
+    executors: Annotated[
+        str,
+        typer.Option(
+            help="Executors this worker runs: docker, local or both (comma-separated). "
+            "Give 'docker' to a worker holding the Docker socket."
+        ),
+    ] = "local,docker",
     gpus: Annotated[
         Optional[str],
         typer.Option(help="GPU ids of this node, split between the slots, e.g. 0,1,2,3"),
@@ -133,7 +155,11 @@ def worker(
     _logging()
     settings = _settings(redis_url=redis_url, api_url=api_url, work_dir=work_dir)
     gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
-    run_worker(settings, sorted(set(cluster)), slots, name, gpu_ids)
+    allowed = tuple(sorted({e.strip() for e in executors.split(",") if e.strip()}))
+    if not allowed or not set(allowed) <= {"local", "docker"}:
+        raise InvalidInput("--executors takes docker, local or both")
+    with _redis_errors(settings.redis_url):
+        run_worker(settings, sorted(set(cluster)), slots, name, gpu_ids, allowed)
 
 
 def flower(

@@ -139,13 +139,16 @@ class Run:
         number = self._images[name] = self._images.get(name, 0) + 1
         suffix = Path(path).suffix if path else ".png"
         stored = f"images/{_safe(name)}/{number}{suffix or '.png'}"
-        if plot is not None:
-            buffer = io.BytesIO()
-            plot.savefig(buffer, format="png")
-            buffer.seek(0)
-            self._events().store_file(self.id, stored, buffer)
-        else:
-            self._events().store_file(self.id, stored, str(path))
+        try:
+            if plot is not None:
+                buffer = io.BytesIO()
+                plot.savefig(buffer, format="png")
+                buffer.seek(0)
+                self._events().store_file(self.id, stored, buffer)
+            else:
+                self._events().store_file(self.id, stored, str(path))
+        except Exception as exc:
+            return warn(f"log_image({name!r}) not stored: {exc}")
         self._emit(ev.IMAGE, name, stored, description)
 
     def tag(self, key: str, value: Any = None) -> None:
@@ -183,7 +186,10 @@ class Run:
         source = path_or_stream if hasattr(path_or_stream, "read") else os.fspath(path_or_stream)
         if isinstance(source, str) and not os.path.isfile(source):
             return warn(f"upload_file({name!r}) ignored: no file at {source}")
-        self._events().store_file(self.id, name, source)  # type: ignore[arg-type]
+        try:
+            self._events().store_file(self.id, name, source)  # type: ignore[arg-type]
+        except Exception as exc:
+            warn(f"upload_file({name!r}) not stored: {exc}")
 
     def upload_folder(self, name: str, path: Union[str, os.PathLike]) -> None:
         root = Path(path)

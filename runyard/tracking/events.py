@@ -206,6 +206,52 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_value(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _is_values(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_value(v) for v in value)
+
+
+_SHAPES = {
+    SCALAR: _is_value,
+    LIST: _is_values,
+    ROW: lambda v: (
+        isinstance(v, dict) and all(isinstance(k, str) and _is_value(x) for k, x in v.items())
+    ),
+    TABLE: lambda v: (
+        isinstance(v, dict) and all(isinstance(k, str) and _is_values(x) for k, x in v.items())
+    ),
+    IMAGE: lambda v: isinstance(v, str),
+    TAG: _is_value,
+    PROPERTY: lambda v: (
+        isinstance(v, dict) and all(isinstance(k, str) and _is_value(x) for k, x in v.items())
+    ),
+    CHILD: lambda v: True,
+    STATUS: lambda v: isinstance(v, str),
+    FILE: lambda v: True,
+}
+
+
+def well_formed(event: Any) -> bool:
+    """An event as the SDK writes it; anything else (a forged or corrupt line) is refused."""
+    if not isinstance(event, dict) or not isinstance(event.get("r"), str):
+        return False
+    kind = event.get("k")
+    if not isinstance(kind, str) or kind not in _SHAPES:
+        return False
+    if (kind in METRIC_KINDS or kind == TAG) and not isinstance(event.get("n"), str):
+        return False
+    if kind == CHILD and not isinstance(event.get("c"), str):
+        return False
+    if kind == FILE:
+        return isinstance(event.get("n"), str) and isinstance(event.get("f"), str)
+    if "t" in event and not isinstance(event["t"], (int, float)):
+        return False
+    return kind == CHILD or _SHAPES[kind](event.get("v"))
+
+
 def child_id(parent_id: str, number: int) -> str:
     return f"{parent_id}_{number}"
 

@@ -19,8 +19,16 @@ import time
 import uuid
 from typing import IO, Any, Deque, Dict, List, Union
 
+from runyard.errors import RunyardError, ServiceUnavailable
+
 FLUSH_INTERVAL = 0.1  # seconds between background flushes
+BATCH = 5_000  # events per write (one POST for the HTTP sink)
 MAX_BUFFERED = 2_000_000  # events held in memory while the service is unreachable
+
+
+class RefusedBatch(Exception):
+    """The service answered that this batch can never be accepted (a 4xx): retrying is
+    pointless, and must not hold back what comes after it (complete(), say)."""
 
 
 def warn(message: str) -> None:
@@ -33,7 +41,9 @@ class Sink:
 
     def __init__(self) -> None:
         self._buffer: Deque[Dict[str, Any]] = collections.deque()
-        self._lock = threading.Lock()  # one writer at a time
+        # One writer at a time; re-entrant because the SIGTERM handler may flush on the very
+        # thread that was flushing when the signal came.
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="runyard-flush", daemon=True)
@@ -56,10 +66,12 @@ class Sink:
         with self._lock:
             while self._buffer:
                 batch = []
-                while self._buffer and len(batch) < 10_000:
+                while self._buffer and len(batch) < BATCH:
                     batch.append(self._buffer.popleft())
                 try:
                     self.write(batch)
+                except RefusedBatch as exc:
+                    warn(f"dropped {len(batch)} event(s) the service refused: {exc}")
                 except Exception:
                     self._buffer.extendleft(reversed(batch))
                     raise
@@ -140,13 +152,19 @@ class HttpSink(Sink):
 
     def write(self, events: List[Dict[str, Any]]) -> None:
         payload = {"producer": self.producer, "first_seq": self._seq, "events": events}
-        self.client.json(
-            "POST",
-            f"/runs/{self.root}/events",
-            content=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
-            timeout=30,
-        )
+        try:
+            self.client.json(
+                "POST",
+                f"/runs/{self.root}/events",
+                content=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
+        except RunyardError as exc:
+            if exc.http_status >= 500 or isinstance(exc, ServiceUnavailable):
+                raise  # the service is away: keep the batch and retry
+            self._seq += len(events)
+            raise RefusedBatch(exc.message) from exc
         self._seq += len(events)
         if self._warned:
             warn("metrics are flowing again")

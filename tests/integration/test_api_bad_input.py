@@ -226,3 +226,13 @@ def test_a_file_upload_cannot_leave_the_runs_folder(
         assert response.status_code in (404, 422), (name, response.status_code)
     assert not (stack.root / "data" / "runs" / "escape.txt").exists()
     assert not (stack.root / "data" / "escape.txt").exists()
+
+
+def test_file_names_that_cannot_be_stored_are_422(
+    stack: Stack, http: httpx.Client, cluster: str, tmp_path: Path
+) -> None:
+    run = stack.client().submit(json.loads(spec(cluster)), good_archive(tmp_path))
+    base = f"{API}/runs/{run['id']}/files"
+    assert http.put(f"{base}/outputs/dir/file.txt", content=b"x").status_code == 200
+    assert http.put(f"{base}/outputs/dir", content=b"x").status_code == 422
+    assert http.put(f"{base}/{'a' * 300}.txt", content=b"x").status_code == 422

@@ -461,3 +461,66 @@ def test_the_history_of_a_long_series_is_downsampled_keeping_its_extremes(stack:
     assert max(ys) == 99.0 and min(ys) == -99.0
     assert small["points"][0] == [0, values[0]] and small["points"][-1] == [49_999, values[-1]]
     json.dumps(small)  # plain JSON (finite values)
+
+
+def test_malformed_or_forged_channel_lines_are_dropped_without_blocking_anything(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("junk")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("worker host file")
+    script = (
+        "import json, os, time\n"
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "channel = os.environ['RUNYARD_TRACKING_DIR']\n"
+        f"os.symlink({str(secret)!r}, os.path.join(channel, 'files', 'leak'))\n"
+        "me = os.environ['RUNYARD_RUN_ID']\n"
+        "bad = [{'r': me, 'k': 'prop', 'v': [1]}, {'r': me, 'k': 'm', 'n': 'x', 'v': 1,\n"
+        "        't': 'now'}, {'r': me, 'k': []}, 'not a dict', {'r': me, 'k': 'file',\n"
+        "        'n': 'outputs/leak.txt', 'f': 'leak'}]\n"
+        "with open(os.path.join(channel, 'events.jsonl'), 'a') as f:\n"
+        "    for b in bad:\n"
+        "        f.write(json.dumps(b) + '\\n')\n"
+        "    f.write('{not json\\n')\n"
+        "run.log('good', 1)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"junk.py": script}), "junk.py", cluster)
+    run.wait_for_completion()
+    again = fetched(stack, run)
+    until_stored(again, "good", 1)
+    assert again.get_metrics() == {"good": 1}
+    assert again.get_properties() == {}
+    assert "outputs/leak.txt" not in again.get_file_names()  # the link was not followed
+    # The ingest is not stuck: the next run's data still arrives.
+    after = submit(
+        stack,
+        write(
+            tmp_path / "src2",
+            {"ok.py": ("from runyard.core import Run\nRun.get_context().log('after', 2)\n")},
+        ),
+        "ok.py",
+        cluster,
+    )
+    after.wait_for_completion()
+    until_stored(fetched(stack, after), "after", 1)
+
+
+def test_the_api_refuses_malformed_events_with_a_reason(stack: Stack) -> None:
+    run = Experiment(Workspace(url=stack.url), "interactive").start_logging()
+    client = stack.client()
+    for event in (
+        {"r": run.id, "k": []},
+        {"r": run.id, "k": "prop", "v": [1]},
+        {"r": run.id, "k": "m", "n": "x", "v": {"deep": 1}},
+    ):
+        with pytest.raises(InvalidInput, match="not a Runyard event"):
+            client.json(
+                "POST",
+                f"/runs/{run.id}/events",
+                json={"producer": "p", "first_seq": 0, "events": [event]},
+            )
+    run.complete()

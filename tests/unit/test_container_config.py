@@ -114,3 +114,23 @@ def test_a_nodes_gpus_are_split_between_its_slots() -> None:
     pool.release(first)
     assert pool.acquire() == first
     assert SlotPool(3).gpus(0) == []
+
+
+def test_a_worker_refuses_executors_it_was_not_started_for() -> None:
+    from worker.executors import ExecutorUnavailable, Node, executor_named
+
+    with pytest.raises(ExecutorUnavailable, match="does not run 'local' runs"):
+        executor_named("local", Node(worker_id="gpu-1", executors=("docker",)))
+
+
+def test_a_docker_cluster_never_runs_a_script_on_its_hosts() -> None:
+    from scheduler.admission import executor_for
+    from scheduler.models import Cluster
+
+    docker_cluster = Cluster(name="gpu", executor="docker")
+    local_cluster = Cluster(name="cpu", executor="local")
+    user_managed = {"python": {"user_managed_dependencies": True}}
+    assert executor_for(user_managed, docker_cluster) == "docker"
+    assert executor_for(user_managed, local_cluster) == "local"
+    assert executor_for({"docker": {"base_image": "img"}}, local_cluster) == "docker"
+    assert executor_for({}, local_cluster) == "local"

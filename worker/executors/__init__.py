@@ -24,6 +24,11 @@ NAMES = ("local", "docker")
 
 def executor_named(name: str, node: Node) -> Executor:
     """The executor for a run (imported on first use: the docker SDK only where needed)."""
+    if name not in node.executors:
+        raise ExecutorUnavailable(
+            f"worker {node.worker_id} does not run {name!r} runs "
+            f"(it runs: {', '.join(node.executors)})"
+        )
     if name == "local":
         from worker.executors.local import LocalExecutor
 

@@ -25,6 +25,9 @@ class Node:
 
     worker_id: str
     sdk_dir: Path | None = None  # a copy of the runyard package, mounted into containers
+    # What this worker agrees to run. A worker holding the Docker socket should say
+    # ("docker",): a message asking it for a host process is then refused.
+    executors: tuple[str, ...] = ("local", "docker")
 
 
 @dataclass(frozen=True)

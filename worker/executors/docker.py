@@ -226,9 +226,17 @@ class DockerExecutor(Executor):
     def kill_leftover(self, run_id: str, handle: str) -> None:
         remove_containers(self.engine, {LABEL_RUN: run_id})
 
-    def remove_orphans(self) -> list[str]:
-        """Containers a previous life of this worker started (found by label)."""
-        return remove_containers(self.engine, {LABEL_WORKER: self.node.worker_id})
+    def remove_orphans(self, live_workers: set[str]) -> list[str]:
+        """Run containers on this engine whose worker is gone: a previous life of this
+        worker, or a worker that was replaced under another id (a new pod, say)."""
+        removed = []
+        for container in self.engine.containers.list(all=True, filters={"label": LABEL_RUN}):
+            if container.labels.get(LABEL_WORKER) in live_workers:
+                continue
+            with contextlib.suppress(NotFound, APIError):
+                container.remove(force=True)
+                removed.append(container.labels.get(LABEL_RUN, container.id))
+        return removed
 
 
 def remove_containers(engine: docker.DockerClient, labels: dict[str, str]) -> list[str]:

@@ -95,6 +95,8 @@ class LocalExecutor(Executor):
         env.update({str(k): str(v) for k, v in variables.items()})
         env.update(request.context_env)
         env["RUNYARD_TRACKING_DIR"] = str(request.tracking_dir)
+        if request.gpu_ids:  # the slot's GPUs only
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(request.gpu_ids)
         env["PYTHONUNBUFFERED"] = "1"
         try:
             process = subprocess.Popen(
