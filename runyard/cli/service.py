@@ -169,14 +169,7 @@ def flower(
 ) -> None:
     """Run Flower on Runyard's broker: the cluster queues and the workers serving them."""
     settings = _settings(redis_url=redis_url)
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "--broker",
-        settings.redis_url,
-        "flower",
-        f"--port={port}",
-        f"--address={address}",
-    ]
-    os.execv(sys.executable, command)
+    # The broker URL goes through the environment, not argv: a password in it must not
+    # show in process listings.
+    command = [sys.executable, "-m", "celery", "flower", f"--port={port}", f"--address={address}"]
+    os.execve(sys.executable, command, {**os.environ, "CELERY_BROKER_URL": settings.redis_url})

@@ -185,6 +185,8 @@ def test_flower_answers_on_its_port_against_the_broker(stack: Stack) -> None:
 
         wait_until(answers, 60, 0.5, what="Flower")
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+        # The broker URL (which may hold a password) is not on its command line.
+        assert b"redis://" not in Path(f"/proc/{flower.pid}/cmdline").read_bytes()
     finally:
         stop_process(flower)
 
