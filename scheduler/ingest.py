@@ -107,6 +107,16 @@ class Ingest:
         )
         return [(_s(i), f) for i, f in claimed if f]
 
+    def take_over(self) -> None:
+        """At start: entries an earlier consumer read but never acknowledged (it was killed)
+        are older than anything still undelivered, so apply them first and every run's
+        points and log lines keep their order. (One scheduler runs at a time.)"""
+        while True:
+            entries = self.reclaim(0)
+            if not entries:
+                return
+            self.process(entries)
+
     def trim(self) -> None:
         """Drop entries every consumer has acknowledged, so the stream does not grow forever."""
         summary = self.redis.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)

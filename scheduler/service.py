@@ -44,6 +44,7 @@ class Scheduler:
             with session_scope(self.engine) as session:
                 apply_config_file(session, self.settings.clusters_file)
         self.ingest.ensure_group()
+        self.ingest.take_over()
 
     def run_forever(self) -> None:
         self.prepare()

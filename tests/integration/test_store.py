@@ -34,12 +34,13 @@ from scheduler.celery_app import make_celery
 from scheduler.db import MIGRATIONS, as_utc, make_engine, migrate
 from scheduler.ingest import Ingest
 from scheduler.lifecycle import transition
-from scheduler.messages import LogChunk, StateChanged
+from scheduler.messages import LogChunk, StateChanged, TrackingBatch
 from scheduler.models import (
     Cluster,
     ClusterCreate,
     ClusterUpdate,
     Experiment,
+    MetricPoint,
     Run,
     RunLog,
     RunSpec,
@@ -966,3 +967,33 @@ def test_runs_no_worker_holds_are_not_watched(
     watchdog.sweep(session, client, celery, fast_watchdog())
 
     assert reload(engine, run_id).status == RunStatus.RUNNING
+
+
+def test_a_new_consumer_applies_a_killed_ones_entries_before_newer_ones(
+    engine: Engine, client: redis.Redis, ingest: Ingest, queued_run: str
+) -> None:
+    """Points keep their order even when the consumer dies holding a batch."""
+
+    def points(first: int, count: int) -> TrackingBatch:
+        events = [
+            [seq, {"r": queued_run, "k": "m", "n": "step", "v": seq, "t": 0.0}]
+            for seq in range(first, first + count)
+        ]
+        return TrackingBatch(run_id=queued_run, origin=queued_run, producer="p", events=events)
+
+    send_to_ingest(client, [points(0, 100)])
+    assert len(ingest.read(block_ms=100)) == 1  # read, then the consumer is killed
+    send_to_ingest(client, [points(100, 100)])  # the worker goes on logging
+
+    successor = Ingest(engine, client, "successor")
+    successor.take_over()
+    successor.process(successor.read(block_ms=100))
+
+    with Session(engine) as fresh:
+        ordered = fresh.exec(
+            select(MetricPoint.value)
+            .where(MetricPoint.run_id == queued_run, MetricPoint.name == "step")
+            .order_by(col(MetricPoint.idx))
+        ).all()
+    assert ordered == [float(i) for i in range(200)]
+    assert pending_count(client) == 0
