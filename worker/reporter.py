@@ -13,7 +13,7 @@ import threading
 import redis
 
 from runyard.status import RunStatus
-from scheduler.messages import Entry, LogChunk, StateChanged
+from scheduler.messages import LogChunk, StateChanged
 from worker import delivery
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class RunReporter:
                 )
                 self._seq += 1
             if chunks:
-                self._send(list(chunks))
+                delivery.send(self.redis, list(chunks))
 
     def start_flushing(self) -> None:
         def loop() -> None:
@@ -85,7 +85,8 @@ class RunReporter:
         """Flush pending output, then report the state (in that order, on one stream)."""
         self.flush()
         with self._send_lock:
-            self._send(
+            delivery.send(
+                self.redis,
                 [
                     StateChanged(
                         run_id=self.run_id,
@@ -95,8 +96,5 @@ class RunReporter:
                         reason=reason,
                         attempt=self.attempt,
                     )
-                ]
+                ],
             )
-
-    def _send(self, entries: list[Entry]) -> None:
-        delivery.send(self.redis, entries)

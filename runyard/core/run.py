@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Union
 
 from runyard.errors import InvalidInput, RunFailed
 from runyard.status import RunStatus
@@ -90,39 +90,36 @@ class Run:
 
     def log(self, name: str, value: Any, description: str = "", step: Any = None) -> None:
         """A number or string; logging the same name again makes it a vector."""
-        try:
-            self._limits.metric(name, ev.SCALAR)
-            value = ev.scalar_value(value, self._limits.limits)
-        except InvalidInput as exc:
-            return warn(f"log({name!r}) ignored: {exc}")
-        self._emit(ev.SCALAR, name, value, description)
+        self._metric("log", ev.SCALAR, name, value, ev.scalar_value, description)
 
     def log_list(self, name: str, value: Any, description: str = "") -> None:
         """Any iterable (a generator too) as a vector."""
-        try:
-            self._limits.metric(name, ev.LIST)
-            values = ev.list_values(value, self._limits.limits)
-        except InvalidInput as exc:
-            return warn(f"log_list({name!r}) ignored: {exc}")
-        self._emit(ev.LIST, name, values, description)
+        self._metric("log_list", ev.LIST, name, value, ev.list_values, description)
 
     def log_row(self, name: str, description: Optional[str] = None, **kwargs: Any) -> None:
         """One row of a table; repeated rows with two numeric columns chart as x/y."""
-        try:
-            self._limits.metric(name, ev.ROW)
-            row = ev.row_values(kwargs, self._limits.limits)
-        except InvalidInput as exc:
-            return warn(f"log_row({name!r}) ignored: {exc}")
-        self._emit(ev.ROW, name, row, description or "")
+        self._metric("log_row", ev.ROW, name, kwargs, ev.row_values, description or "")
 
     def log_table(self, name: str, value: Any, description: str = "") -> None:
         """A dict of columns (or a pandas DataFrame)."""
+        self._metric("log_table", ev.TABLE, name, value, ev.table_values, description)
+
+    def _metric(
+        self,
+        call: str,
+        kind: str,
+        name: str,
+        raw: Any,
+        convert: Callable[[Any, ev.Limits], Any],
+        description: str,
+    ) -> None:
+        """Check against the run's limits, convert, emit; a bad call prints one line."""
         try:
-            self._limits.metric(name, ev.TABLE)
-            table = ev.table_values(value, self._limits.limits)
+            self._limits.metric(name, kind)
+            value = convert(raw, self._limits.limits)
         except InvalidInput as exc:
-            return warn(f"log_table({name!r}) ignored: {exc}")
-        self._emit(ev.TABLE, name, table, description)
+            return warn(f"{call}({name!r}) ignored: {exc}")
+        self._emit(kind, name, value, description)
 
     def log_image(
         self, name: str, path: Optional[str] = None, plot: Any = None, description: str = ""

@@ -8,10 +8,9 @@ Kinds: ``m`` scalar (``log``), ``l`` list, ``w`` row, ``b`` table, ``i`` image, 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Set
 
 from runyard.errors import InvalidInput
 
@@ -202,10 +201,6 @@ def table_values(value: Any, limits: Limits) -> Dict[str, List[Any]]:
     return columns
 
 
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_value(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
@@ -259,7 +254,3 @@ def child_id(parent_id: str, number: int) -> str:
 def is_descendant(run_id: str, root_id: str) -> bool:
     """Children (and theirs) carry their parent's id as a prefix: ``<parent>_<n>``."""
     return run_id == root_id or run_id.startswith(root_id + "_")
-
-
-def describe_error(exc: Exception) -> Optional[str]:
-    return str(exc) or type(exc).__name__

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from runyard.core import Experiment, ScriptRunConfig, Workspace
-from tests.support.runs import local_env, write
+from tests.support.runs import submit, write
 from tests.support.services import (
     Stack,
     free_port,
@@ -21,17 +20,6 @@ from tests.support.services import (
     unique,
     wait_until,
 )
-
-
-def submit(stack: Stack, folder: Path, script: str, cluster: str, *args: str) -> str:
-    config = ScriptRunConfig(
-        source_directory=folder,
-        script=script,
-        arguments=list(args),
-        compute_target=cluster,
-        environment=local_env(),
-    )
-    return Experiment(Workspace(url=stack.url), "ops").submit(config).id
 
 
 def hold_until(flag: Path) -> str:
@@ -65,9 +53,9 @@ def test_metrics_follow_a_scripted_sequence(stack: Stack, workers, tmp_path: Pat
         },
     )
     label = f'cluster="{cluster}"'
-    holder = submit(stack, folder, "hold.py", cluster)
-    queued = submit(stack, folder, "hi.py", cluster)
-    doomed = submit(stack, folder, "hi.py", cluster)
+    holder = submit(stack.url, folder, "hold.py", cluster).id
+    queued = submit(stack.url, folder, "hi.py", cluster).id
+    doomed = submit(stack.url, folder, "hi.py", cluster).id
     samples = scrape(stack)
     assert samples[f"runyard_queue_depth{{{label}}}"] == 3
     assert samples[f"runyard_workers_online{{{label}}}"] == 0
@@ -137,7 +125,7 @@ def test_a_drained_worker_finishes_its_runs_and_takes_no_new_ones(
             "hi.py": "print('hi')\n",
         },
     )
-    held = submit(stack, folder, "hold.py", cluster)
+    held = submit(stack.url, folder, "hold.py", cluster).id
     wait_until(lambda: status_of(stack, held) == "Running", 30, 0.1, what="the held run")
     result = subprocess.run(
         runyard("worker", "drain", name),
@@ -153,7 +141,7 @@ def test_a_drained_worker_finishes_its_runs_and_takes_no_new_ones(
         0.1,
         what="the drain to take",
     )
-    later = submit(stack, folder, "hi.py", cluster)
+    later = submit(stack.url, folder, "hi.py", cluster).id
     time.sleep(1.5)
     assert status_of(stack, later) == "Queued"
     assert client.get_run(later)["pending_reason"] == f"no worker serves cluster {cluster}"

@@ -11,27 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
+from runyard.core import Experiment, ScriptRunConfig, Workspace
 from runyard.errors import RunFailed, RunFinished
-from tests.support.runs import local_env, write
+from tests.support.runs import local_env, submit, write
 from tests.support.services import Stack, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
-
-
-def submit(
-    stack: Stack, folder: Path, script: str, cluster: str, *args: str, priority: int = 0
-) -> Run:
-    workspace = Workspace(url=stack.url)
-    config = ScriptRunConfig(
-        source_directory=folder,
-        script=script,
-        arguments=list(args),
-        compute_target=cluster,
-        environment=local_env(),
-        priority=priority,
-    )
-    return Experiment(workspace, "e2e").submit(config)
 
 
 def status_of(stack: Stack, run_id: str) -> str:
@@ -87,7 +72,7 @@ def test_a_submitted_run_completes_with_its_log_and_outputs(
             ),
         },
     )
-    run = submit(stack, folder, "train.py", cluster, "--alpha", "0.5")
+    run = submit(stack.url, folder, "train.py", cluster, "--alpha", "0.5")
     details = run.wait_for_completion()
 
     assert details["status"] == "Completed"
@@ -111,7 +96,7 @@ def test_a_failing_script_ends_failed_with_exit_code_and_reason(
     stack.client().create_cluster(cluster, nodes=1)
     workers.start(cluster)
     folder = write(tmp_path / "src", {"bad.py": "print('about to fail')\nraise SystemExit(3)\n"})
-    run = submit(stack, folder, "bad.py", cluster)
+    run = submit(stack.url, folder, "bad.py", cluster)
     with pytest.raises(RunFailed, match="exited with code 3"):
         run.wait_for_completion()
     record = stack.client().get_run(run.id)
@@ -128,7 +113,7 @@ def test_wait_for_completion_streams_the_log_as_it_comes(
     script = (
         "import time\nfor i in range(5):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"tick.py": script}), "tick.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"tick.py": script}), "tick.py", cluster)
     run.wait_for_completion(show_output=True)
     out = capsys.readouterr().out
     assert all(f"tick {i}" in out for i in range(5))
@@ -144,7 +129,7 @@ def test_runs_on_one_cluster_never_run_on_another_clusters_worker(
     workers.start(a, slots=2, name=f"only-{a}")
     workers.start(b, slots=2, name=f"only-{b}")
     folder = write(tmp_path / "src", {"hi.py": "print('hi')\n"})
-    runs = [(submit(stack, folder, "hi.py", c), c) for c in (a, b, a, b, a, b)]
+    runs = [(submit(stack.url, folder, "hi.py", c), c) for c in (a, b, a, b, a, b)]
     for run, cluster in runs:
         record = wait_for_status(stack, run.id, TERMINAL)
         assert record["status"] == "Completed"
@@ -161,14 +146,14 @@ def test_with_all_slots_busy_queued_runs_list_in_order_with_positions_and_reason
     folder = write(tmp_path / "src", {"hold.py": HOLD, "hi.py": "print('hi')\n"})
 
     # No worker yet: the queue says why nothing starts.
-    first = submit(stack, folder, "hold.py", cluster, str(flag))
+    first = submit(stack.url, folder, "hold.py", cluster, str(flag))
     assert client.get_run(first.id)["pending_reason"] == f"no worker serves cluster {cluster}"
 
     workers.start(cluster, slots=1)
     wait_for_status(stack, first.id, {"Running"})
-    low = submit(stack, folder, "hi.py", cluster, priority=0)
-    high = submit(stack, folder, "hi.py", cluster, priority=10)
-    low2 = submit(stack, folder, "hi.py", cluster, priority=0)
+    low = submit(stack.url, folder, "hi.py", cluster, priority=0)
+    high = submit(stack.url, folder, "hi.py", cluster, priority=10)
+    low2 = submit(stack.url, folder, "hi.py", cluster, priority=0)
 
     queued = client.cluster_runs(cluster, "queued")
     assert [r["id"] for r in queued] == [high.id, low.id, low2.id]
@@ -195,9 +180,9 @@ def test_a_cancelled_queued_run_never_starts(stack: Stack, workers, tmp_path: Pa
     workers.start(cluster, slots=1)
     flag, mark = tmp_path / "release", tmp_path / "mark"
     folder = write(tmp_path / "src", {"hold.py": HOLD, "mark.py": MARK})
-    holder = submit(stack, folder, "hold.py", cluster, str(flag))
+    holder = submit(stack.url, folder, "hold.py", cluster, str(flag))
     wait_for_status(stack, holder.id, {"Running"})
-    victim = submit(stack, folder, "mark.py", cluster, str(mark))
+    victim = submit(stack.url, folder, "mark.py", cluster, str(mark))
 
     victim.cancel()
     assert status_of(stack, victim.id) == "Canceled"
@@ -219,9 +204,9 @@ def test_a_run_cancelled_the_instant_a_slot_frees_never_starts(
     workers.start(cluster, slots=1)
     flag, mark = tmp_path / "release", tmp_path / "mark"
     folder = write(tmp_path / "src", {"hold.py": HOLD, "mark.py": MARK})
-    holder = submit(stack, folder, "hold.py", cluster, str(flag))
+    holder = submit(stack.url, folder, "hold.py", cluster, str(flag))
     wait_for_status(stack, holder.id, {"Running"})
-    victim = submit(stack, folder, "mark.py", cluster, str(mark))
+    victim = submit(stack.url, folder, "mark.py", cluster, str(mark))
 
     # Free the slot and cancel at (nearly) the same instant; stagger a little per attempt.
     releaser = threading.Timer(0.01 * attempt, flag.touch)
@@ -258,7 +243,9 @@ i = 0
 while True:
     print("step", i, flush=True); i += 1; time.sleep(0.1)
 """
-    run = submit(stack, write(tmp_path / "src", {"stubborn.py": script}), "stubborn.py", cluster)
+    run = submit(
+        stack.url, write(tmp_path / "src", {"stubborn.py": script}), "stubborn.py", cluster
+    )
     wait_for_status(stack, run.id, {"Running"})
     wait_until(pids.exists, 10, what="the child pid")
     child_pid = int(pids.read_text())
@@ -287,7 +274,7 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_not_running(
     script = (
         f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"long.py": script}), "long.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"long.py": script}), "long.py", cluster)
     wait_for_status(stack, run.id, {"Running"})
     wait_until(pid_file.exists, 10, what="the run's pid")
 
@@ -305,7 +292,7 @@ def test_bulk_cancel_takes_a_list_or_a_whole_queue(stack: Stack, tmp_path: Path)
     client = stack.client()
     client.create_cluster(cluster, nodes=1)
     folder = write(tmp_path / "src", {"hi.py": "print('hi')\n"})
-    runs = [submit(stack, folder, "hi.py", cluster) for _ in range(4)]
+    runs = [submit(stack.url, folder, "hi.py", cluster) for _ in range(4)]
 
     results = client.cancel_many([runs[0].id, runs[1].id, "no-such-run"])
     assert [r["status"] for r in results[:2]] == ["Canceled", "Canceled"]
@@ -321,7 +308,7 @@ def test_a_cluster_with_live_runs_is_deleted_only_with_force(stack: Stack, tmp_p
     cluster = unique("gone")
     client = stack.client()
     client.create_cluster(cluster, nodes=1)
-    run = submit(stack, write(tmp_path / "src", {"hi.py": "print(1)\n"}), "hi.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"hi.py": "print(1)\n"}), "hi.py", cluster)
     with pytest.raises(ClusterBusy):
         client.delete_cluster(cluster)
     canceled = client.delete_cluster(cluster, force=True)["data"]
@@ -337,10 +324,10 @@ def test_an_unchanged_folder_is_stored_once_and_can_be_restored(
     cluster = unique("snap")
     stack.client().create_cluster(cluster, nodes=1)
     folder = write(tmp_path / "src", {"hi.py": "print(1)\n", "data/x.txt": "x"})
-    first = submit(stack, folder, "hi.py", cluster)
+    first = submit(stack.url, folder, "hi.py", cluster)
     stored = sorted((stack.root / "data" / "snapshots" / "sha256").iterdir())
     (folder / "hi.py").touch()  # a new mtime is not a new snapshot
-    second = submit(stack, folder, "hi.py", cluster)
+    second = submit(stack.url, folder, "hi.py", cluster)
     assert sorted((stack.root / "data" / "snapshots" / "sha256").iterdir()) == stored
     a, b = (stack.client().get_run(r.id)["snapshot_digest"] for r in (first, second))
     assert a == b
@@ -379,8 +366,8 @@ def test_processes_a_finished_script_leaves_behind_are_stopped(
         "print('leaving a background process')\n"
     )
     folder = write(tmp_path / "src", {"bg.py": script, "hi.py": "print('next')\n"})
-    first = submit(stack, folder, "bg.py", cluster)
-    second = submit(stack, folder, "hi.py", cluster)
+    first = submit(stack.url, folder, "bg.py", cluster)
+    second = submit(stack.url, folder, "hi.py", cluster)
     assert wait_for_status(stack, first.id, TERMINAL)["status"] == "Completed"
     # The slot is free again at once: the next run does not wait for the leftover.
     assert wait_for_status(stack, second.id, TERMINAL, timeout=15)["status"] == "Completed"
@@ -397,7 +384,7 @@ def test_file_names_with_url_characters_survive_the_round_trip(
     script = "import os\nos.makedirs('outputs', exist_ok=True)\n" + "".join(
         f"open(os.path.join('outputs', {n!r}), 'w').write({n!r})\n" for n in names
     )
-    run = submit(stack, write(tmp_path / "src", {"w.py": script}), "w.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"w.py": script}), "w.py", cluster)
     run.wait_for_completion()
     assert sorted(run.get_file_names()) == sorted(f"outputs/{n}" for n in names)
     for name in names:
@@ -441,7 +428,7 @@ def test_a_restarted_worker_cleans_up_what_its_killed_life_left(
         f"open({str(pid_file)!r}, 'w').write(str(gc.pid))\n"
         "time.sleep(300)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"deep.py": script}), "deep.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"deep.py": script}), "deep.py", cluster)
     wait_for_status(stack, run.id, {"Running"})
     wait_until(pid_file.exists, 10, what="the grandchild")
     os.kill(worker.pid, signal.SIGKILL)
@@ -471,7 +458,7 @@ def test_a_cluster_that_asks_for_it_requeues_a_run_whose_node_was_lost(
         "print('second attempt finishes', flush=True)\n"
     )
     run = submit(
-        stack, write(tmp_path / "src", {"retry.py": script}), "retry.py", cluster, str(marker)
+        stack.url, write(tmp_path / "src", {"retry.py": script}), "retry.py", cluster, str(marker)
     )
     wait_until(marker.exists, 30, 0.1, what="the first attempt")
     wait_until(lambda: "first attempt" in client.logs(run.id), 10, 0.1, what="its output")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from runyard.client import Client
-from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
+from runyard.core import Experiment, Run, Workspace
 from runyard.errors import InvalidInput
-from tests.support.runs import local_env, write
+from tests.support.runs import submit, write
 from tests.support.services import Stack, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
@@ -51,19 +51,6 @@ run.tag("team", "vision")
 run.add_properties({"dataset": "v1"})
 print("walkthrough logged", flush=True)
 """
-
-
-def submit(
-    stack: Stack, folder: Path, script: str, cluster: str, *args: str, experiment: str = "tracking"
-) -> Run:
-    config = ScriptRunConfig(
-        source_directory=folder,
-        script=script,
-        arguments=list(args),
-        compute_target=cluster,
-        environment=local_env(),
-    )
-    return Experiment(Workspace(url=stack.url), experiment).submit(config)
 
 
 def fetched(stack: Stack, run: Run) -> Run:
@@ -111,7 +98,7 @@ def test_the_azure_logging_walkthrough_in_a_submitted_run(
     cluster = unique("track")
     stack.client().create_cluster(cluster, nodes=1)
     workers.start(cluster)
-    run = submit(stack, write(tmp_path / "src", {"walk.py": WALKTHROUGH}), "walk.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"walk.py": WALKTHROUGH}), "walk.py", cluster)
     run.wait_for_completion()
     again = fetched(stack, run)
     until_stored(again, "loss", 10)
@@ -189,7 +176,7 @@ def test_a_ridge_sweep_logs_alpha_and_mse_and_saves_each_model(
     stack.client().create_cluster(cluster, nodes=1)
     workers.start(cluster)
     folder = write(tmp_path / "src", {"mylib.py": RIDGE_LIB, "train.py": RIDGE_TRAIN})
-    run = submit(stack, folder, "train.py", cluster, experiment="diabetes")
+    run = submit(stack.url, folder, "train.py", cluster, experiment="diabetes")
     run.wait_for_completion()
     again = fetched(stack, run)
     until_stored(again, "mse", 20)
@@ -217,7 +204,7 @@ def test_a_script_creates_five_children_and_logs_in_each(
         "    child.complete()\n"
         "run.log('parent', 1)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"kids.py": script}), "kids.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"kids.py": script}), "kids.py", cluster)
     run.wait_for_completion()
     again = fetched(stack, run)
     until_stored(again, "parent", 1)
@@ -282,7 +269,7 @@ def test_bad_logging_calls_print_one_line_and_the_script_goes_on(
         "run.add_properties({'p': 2})\n"
         "print('still training')\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"lim.py": script}), "lim.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"lim.py": script}), "lim.py", cluster)
     details = run.wait_for_completion()
     assert details["status"] == "Completed"
     log = stack.client().logs(run.id)
@@ -315,7 +302,7 @@ def test_a_run_cannot_write_to_another_runs_record(stack: Stack, workers, tmp_pa
         f"print('broker' in str(os.environ), 'RUNYARD_REDIS_URL' in os.environ)\n"
         "run.log('own', 1)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"forge.py": script}), "forge.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"forge.py": script}), "forge.py", cluster)
     run.wait_for_completion()
     again = fetched(stack, run)
     until_stored(again, "own", 1)
@@ -350,7 +337,7 @@ def test_live_events_carry_metrics_while_the_run_is_running(
         f"while not os.path.exists({str(flag)!r}):\n"
         "    run.log('tick', i); i += 1; time.sleep(0.05)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"live.py": script}), "live.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"live.py": script}), "live.py", cluster)
     seen: list[float] = []
     statuses: list[str] = []
 
@@ -395,7 +382,7 @@ def test_points_survive_restarts_of_the_ingest_redis_and_the_worker_exactly_once
     folder = write(tmp_path / "src", {"steady.py": script})
 
     # 1. The worker is killed mid-run and comes back: what was logged is forwarded once.
-    first = submit(stack, folder, "steady.py", cluster, "1000000")
+    first = submit(stack.url, folder, "steady.py", cluster, "1000000")
     wait_until(lambda: _count(client, first.id, "step") > 500, 30, 0.1, what="points")
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
@@ -413,7 +400,7 @@ def test_points_survive_restarts_of_the_ingest_redis_and_the_worker_exactly_once
 
     # 2. The scheduler (ingest consumer) is killed, then Redis restarts, mid-run.
     total = 20_000
-    second = submit(stack, folder, "steady.py", cluster, str(total))
+    second = submit(stack.url, folder, "steady.py", cluster, str(total))
     wait_until(lambda: _count(client, second.id, "step") > 1000, 30, 0.1, what="points")
     scheduler = next(p for p in stack.processes if "scheduler" in " ".join(map(str, p.args)))
     os.kill(scheduler.pid, signal.SIGKILL)
@@ -488,7 +475,7 @@ def test_malformed_or_forged_channel_lines_are_dropped_without_blocking_anything
         "    f.write('{not json\\n')\n"
         "run.log('good', 1)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"junk.py": script}), "junk.py", cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"junk.py": script}), "junk.py", cluster)
     run.wait_for_completion()
     again = fetched(stack, run)
     until_stored(again, "good", 1)
@@ -497,7 +484,7 @@ def test_malformed_or_forged_channel_lines_are_dropped_without_blocking_anything
     assert "outputs/leak.txt" not in again.get_file_names()  # the link was not followed
     # The ingest is not stuck: the next run's data still arrives.
     after = submit(
-        stack,
+        stack.url,
         write(
             tmp_path / "src2",
             {"ok.py": ("from runyard.core import Run\nRun.get_context().log('after', 2)\n")},

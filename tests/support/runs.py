@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from runyard.core import Environment
+from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -23,3 +23,24 @@ def local_env() -> Environment:
     env.python.user_managed_dependencies = True
     env.python.interpreter_path = sys.executable
     return env
+
+
+def submit(
+    url: str,
+    folder: Path,
+    script: str,
+    cluster: str,
+    *args: str,
+    experiment: str = "e2e",
+    priority: int = 0,
+) -> Run:
+    """Submit through the SDK, as a user would, with the local environment above."""
+    config = ScriptRunConfig(
+        source_directory=folder,
+        script=script,
+        arguments=list(args),
+        compute_target=cluster,
+        environment=local_env(),
+        priority=priority,
+    )
+    return Experiment(Workspace(url=url), experiment).submit(config)
