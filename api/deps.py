@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from api.rate_limits import SubmitLimiter
 from api.storage import RunFileStore, SnapshotStore
 from scheduler.settings import Settings
 
@@ -26,6 +27,7 @@ class Services:
     aredis: redis.asyncio.Redis
     snapshots: SnapshotStore
     files: RunFileStore
+    submit_limiter: SubmitLimiter
 
 
 def get_services(request: Request) -> Services:

@@ -46,6 +46,8 @@ class Client:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        token = token if token is not None else os.environ.get("RUNYARD_TOKEN")
+        self.token = token
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def close(self) -> None:
@@ -149,6 +151,23 @@ class Client:
 
     def list_workers(self) -> List[Dict[str, Any]]:
         return self.json("GET", "/workers")["data"]
+
+    # --- tokens and audit -------------------------------------------------------------------
+
+    def create_token(self, **spec: Any) -> Dict[str, Any]:
+        return self.json("POST", "/tokens", json=spec)
+
+    def list_tokens(self, include_revoked: bool = False) -> List[Dict[str, Any]]:
+        return self.json("GET", "/tokens", params={"include_revoked": include_revoked})["data"]
+
+    def revoke_token(self, token_id: str) -> Dict[str, Any]:
+        return self.json("POST", f"/tokens/{_q(token_id)}/revoke")
+
+    def whoami(self) -> Dict[str, Any]:
+        return self.json("GET", "/whoami")
+
+    def audit(self, **filters: Any) -> List[Dict[str, Any]]:
+        return self.json("GET", "/audit", params=filters)["data"]
 
     # --- runs -------------------------------------------------------------------------------
 

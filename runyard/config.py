@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,28 @@ def read_config_file(path: Path) -> ClientConfig:
     if not isinstance(url, str) or not url:
         raise ConfigurationError(f"{path} has no 'url' of the Runyard service")
     return ClientConfig(url=url, token=data.get("token"), source=str(path))
+
+
+def write_config_file(path: Path, url: str, token: str) -> None:
+    """The client config ``runyard up`` leaves for the SDK and CLI: owner-only (0600),
+    since it holds a token."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"url": url, "token": token}, out, indent=2)
+    os.chmod(path, 0o600)  # it may have existed with looser bits
+
+
+def redact_url(url: str) -> str:
+    """A service URL fit for logs and errors: any password replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def load(path: str | os.PathLike[str] | None = None) -> ClientConfig:

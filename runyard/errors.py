@@ -79,6 +79,34 @@ class UnsafeArchive(RunyardError):
     exit_code = 5
 
 
+class RequestTooLarge(RunyardError):
+    """A request body is over the limit of its path."""
+
+    http_status = 413
+    exit_code = 5
+
+
+class Unauthorized(RunyardError):
+    """No token, or one that is unknown, revoked or expired."""
+
+    http_status = 401
+    exit_code = 9
+
+
+class Forbidden(RunyardError):
+    """The token is valid, but its role or scope does not allow this."""
+
+    http_status = 403
+    exit_code = 9
+
+
+class RateLimited(RunyardError):
+    """Too many requests of this kind from one token; the message says when to retry."""
+
+    http_status = 429
+    exit_code = 6
+
+
 class ServiceUnavailable(RunyardError):
     """The Runyard service (or something it needs) cannot be reached."""
 

@@ -481,3 +481,108 @@ class RunProperty(SQLModel, table=True):
     run_id: str = Field(foreign_key="run.id", primary_key=True)
     key: str = Field(primary_key=True, max_length=255)
     value: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+# --- tokens and audit -----------------------------------------------------------------------
+
+ROLES = ("admin", "member", "viewer", "worker")
+Role = Literal["admin", "member", "viewer", "worker"]
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token, or a Studio session made from one. Only the SHA-256 of the secret is
+    kept: the secret is shown once, at creation."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(index=True, max_length=64)
+    role: str = Field(max_length=16)
+    clusters: list[str] = Field(default_factory=list, sa_column=Column(JSON))  # workers only
+    secret_hash: str = Field(unique=True, max_length=64)
+    kind: str = Field(default="token", max_length=16)  # "token" or "session"
+    parent_id: str | None = Field(default=None, max_length=32, index=True)  # a session's token
+    created_by: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    expires_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()
+    last_used_at: datetime | None = _ts()
+
+
+class TokenCreate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    name: str
+    role: Role
+    clusters: list[str] = Field(default_factory=list, max_length=100)
+    expires_at: datetime | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not TOKEN_NAME.match(value):
+            raise ValueError(
+                "token names are 1-64 characters: letters, digits, '_', '.', '@' and '-'"
+            )
+        return value
+
+    @field_validator("clusters")
+    @classmethod
+    def _valid_clusters(cls, value: list[str]) -> list[str]:
+        return sorted({c if c == "*" else check_cluster_name(c) for c in value})
+
+    @model_validator(mode="after")
+    def _clusters_only_for_workers(self) -> TokenCreate:
+        if self.role == "worker" and not self.clusters:
+            raise ValueError("a worker token needs the clusters it serves (or '*' for all)")
+        if self.role != "worker" and self.clusters:
+            raise ValueError("only worker tokens are bound to clusters")
+        if self.expires_at is not None:
+            when = self.expires_at
+            if when.tzinfo is None:
+                self.expires_at = when = when.replace(tzinfo=UTC)
+            if when <= utcnow():
+                raise ValueError("expires_at is in the past")
+        return self
+
+
+class TokenPublic(SQLModel):
+    id: str
+    name: str
+    role: str
+    clusters: list[str]
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str  # the secret: shown once, never stored
+
+
+class TokensPublic(SQLModel):
+    data: list[TokenPublic]
+    count: int
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what, when: submissions, cancels, cluster and token changes, sign-ins."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True),
+    )
+    actor: str = Field(max_length=64, index=True)
+    token_id: str | None = Field(default=None, max_length=32)
+    action: str = Field(max_length=32, index=True)
+    target: str = Field(default="", max_length=300)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class AuditEventsPublic(SQLModel):
+    data: list[AuditEvent]
+    count: int

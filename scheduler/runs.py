@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import redis
+from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import IllegalTransition, RunFinished, RunNotFound, RunyardError
@@ -39,6 +40,7 @@ from scheduler.streams import publish_live, send_to_ingest
 from scheduler.workers import live_workers, workers_serving
 
 RunFilter = Literal["queued", "active", "all"]
+MAX_PRIORITY = 1000
 
 
 def new_run_id(experiment: str) -> str:
@@ -277,6 +279,35 @@ def cancel_many(session: Session, client: redis.Redis, run_ids: list[str]) -> li
             session.rollback()
             results.append(CancelResult(id=run_id, error=exc.message))
     return results
+
+
+def set_priority(session: Session, run_id: str, priority: int) -> Run:
+    """Reorder a waiting run (higher starts first). Only while it waits in the database: a
+    run already handed to a worker has left the queue."""
+    result = session.execute(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.status == RunStatus.QUEUED,
+            col(Run.dispatched_at).is_(None),
+        )
+        .values(priority=priority)
+    )
+    run = get_run(session, run_id)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise IllegalTransition(
+            f"run {run_id} is {run.status.value}, not waiting in a queue; its priority is fixed"
+        )
+    session.refresh(run)
+    return run
+
+
+def front_priority(session: Session, cluster: str) -> int:
+    """A priority that puts a run ahead of everything now waiting on the cluster."""
+    top = session.exec(
+        select(func.max(Run.priority)).where(Run.cluster == cluster, Run.status == RunStatus.QUEUED)
+    ).one()
+    return min((top or 0) + 1, MAX_PRIORITY)
 
 
 def logs_after(session: Session, run_id: str, after_seq: int = -1) -> list[RunLog]:

@@ -89,7 +89,9 @@ class Scheduler:
         workers = live_workers(self.redis)
         with Session(self.engine) as session:
             for name in sorted(clusters):
-                admission.dispatch(session, self.celery, name, workers)
+                admission.dispatch(
+                    session, self.celery, name, workers, self.settings.signing_key
+                )
 
     def stop(self) -> None:
         self.stopping.set()

@@ -5,10 +5,13 @@ The API, the scheduler and the workers all read this; each uses the part it need
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runyard.snapshot import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, SnapshotLimits
@@ -53,11 +56,60 @@ class Settings(BaseSettings):
     # Worker-side directories (per-run working dirs and the snapshot cache).
     work_dir: Path | None = None
 
+    # Signs run-scoped tokens; the API and the scheduler must share it. Empty: a random key
+    # kept in data_dir/secret_key (mode 0600), which suits the embedded single-host setup.
+    secret_key: SecretStr | None = None
+    # Tokens registered at API start when given (compose/Helm secrets): an admin token, and
+    # a worker token bound to every cluster. Per-cluster worker tokens: `runyard token create`.
+    bootstrap_admin_token: SecretStr | None = None
+    bootstrap_worker_token: SecretStr | None = None
+    # Submissions allowed per token (a `limits` rate string, e.g. "120/minute;2000/hour").
+    submit_rate_limit: str = "120/minute"
+    # /readyz without a token, for probes that cannot send one (Kubernetes httpGet).
+    public_readyz: bool = False
+    # Studio sign-ins last this long.
+    session_hours: float = Field(12.0, gt=0)
+    # Who may show the Studio in a frame (CSP frame-ancestors): Jupyter's RunDetails widget
+    # on this machine by default.
+    studio_frame_ancestors: str = "'self' http://localhost:* http://127.0.0.1:*"
+    # Largest request body outside the upload paths (which have their own limits).
+    max_request_bytes: int = Field(1024 * 1024, ge=1024)
+    max_event_batch_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_file_bytes: int = Field(5 * 1024**3, ge=1024)
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'runyard.db').resolve()}"
+
+    @field_validator("submit_rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '120/minute': {exc}") from None
+        return value
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            draft = path.with_name(f".secret_key.{os.getpid()}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+            try:
+                os.link(draft, path)  # atomic: the first process of the stack wins
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        return path.read_text().strip().encode()
 
     @property
     def snapshot_limits(self) -> SnapshotLimits:

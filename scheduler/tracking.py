@@ -55,6 +55,9 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
     if run is None:
         log.warning("dropping batch for unknown run %s", batch.run_id)
         return
+    if not in_tree(session, run.id, batch.origin):  # an id prefix alone can be chosen
+        log.warning("dropping batch: %s is not below %s", batch.run_id, batch.origin)
+        return
     fresh = [(seq, e) for seq, e in _not_yet_stored(session, batch) if ev.well_formed(e)]
     metrics: list[tuple[int, dict[str, Any]]] = []
     for seq, event in fresh:
@@ -302,6 +305,18 @@ def decode_value(value: float | None, text: str | None, vtype: str) -> Any:
 # --- reading --------------------------------------------------------------------------------
 
 
+def in_tree(session: Session, run_id: str, root_id: str) -> bool:
+    """Whether ``run_id`` is ``root_id`` or below it, by the recorded parents."""
+    current: str | None = run_id
+    for _ in range(64):  # children nest a few levels; a cycle cannot be stored, but be safe
+        if current == root_id:
+            return True
+        if current is None or not ev.is_descendant(current, root_id):
+            return False
+        current = session.exec(select(Run.parent_run_id).where(Run.id == current)).first()
+    return False
+
+
 def descendants(session: Session, run_id: str) -> list[str]:
     """The run and every run below it, parents first."""
     found, frontier = [run_id], [run_id]
@@ -429,3 +444,40 @@ def history(
                 seen.add((x, y))
                 points.append([x, y])
     return History(count, points, True)
+
+
+def latest_values(
+    session: Session, run_ids: list[str], names: list[str]
+) -> dict[str, dict[str, Any]]:
+    """``{run_id: {name: last value}}`` of single-column series (scalars and lists)."""
+    if not run_ids or not names:
+        return {}
+    rows = session.exec(
+        select(MetricPoint.run_id, MetricPoint.name, MetricPoint.value, MetricPoint.text,
+               MetricPoint.vtype)
+        .join(Metric, (Metric.run_id == MetricPoint.run_id) & (Metric.name == MetricPoint.name))
+        .where(
+            col(MetricPoint.run_id).in_(run_ids),
+            col(MetricPoint.name).in_(names),
+            MetricPoint.column == "",
+            MetricPoint.idx == Metric.count - 1,
+        )
+    )  # fmt: skip
+    found: dict[str, dict[str, Any]] = defaultdict(dict)
+    for run_id, name, value, text, vtype in rows:
+        found[run_id][name] = decode_value(value, text, vtype)
+    return dict(found)
+
+
+def series_names(session: Session, run_ids: list[str], limit: int = 500) -> list[str]:
+    """Names of the single-column series logged by these runs (what a table can show)."""
+    if not run_ids:
+        return []
+    query = (
+        select(Metric.name)
+        .where(col(Metric.run_id).in_(run_ids), col(Metric.kind).in_(("scalar", "list")))
+        .distinct()
+        .order_by(col(Metric.name))
+        .limit(limit)
+    )
+    return list(session.exec(query))

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy
 
 from tests.support.services import (
+    ISSUED_SECRETS,
     RedisServer,
     Stack,
     docker_engine,
@@ -99,3 +100,14 @@ def run_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A running Docker engine and a local image with Python to run containers from."""
     with docker_engine(tmp_path_factory.mktemp("docker")):
         yield ensure_run_image(tmp_path_factory.mktemp("image"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: no log any process wrote holds a password or token it was given."""
+    yield
+    leaks = []
+    for log in tmp_path_factory.getbasetemp().rglob("*.log"):
+        text = log.read_text(errors="replace")
+        leaks += [f"{log}: secret {s[:6]}..." for s in ISSUED_SECRETS if s in text]
+    assert not leaks, "secrets in logs:\n" + "\n".join(leaks)

@@ -6,11 +6,13 @@ keep the worker light and let one heartbeat speak for all of its runs.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import secrets
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import redis
@@ -30,6 +32,7 @@ from worker.slots import SlotPool
 from worker.workspace import Workspace
 
 log = logging.getLogger(__name__)
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
 
 def default_worker_id() -> str:
@@ -50,6 +53,17 @@ def copy_sdk(target: Path) -> Path:
     return target
 
 
+def hide_credentials() -> None:
+    """Local-executor runs share this process's uid, and /proc/<pid>/environ would show them
+    its token and Redis URL. A non-dumpable process's /proc files belong to root, so they
+    cannot (ptrace is refused to them as well). Linux only; elsewhere a no-op."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        log.warning("could not make the worker non-dumpable: errno %s", ctypes.get_errno())
+
+
 def run_worker(
     settings: Settings,
     clusters: list[str],
@@ -59,6 +73,7 @@ def run_worker(
     executors: tuple[str, ...] = ("local", "docker"),
 ) -> None:
     """Serve the clusters until told to stop (blocks)."""
+    hide_credentials()
     worker_id = worker_id or default_worker_id()
     client = redis.Redis.from_url(settings.redis_url)
     root = settings.worker_dir / worker_id

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
+from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
-from api.routes.runs import wake
+from api.routes.runs import record_cancels, wake
+from scheduler import audit
 from scheduler import clusters as cluster_service
 from scheduler import runs as run_service
 from scheduler.models import (
@@ -29,56 +31,76 @@ def _view(session: SessionDep, services: ServicesDep, name: str) -> ClusterPubli
     return cluster_service.public_view(cluster, live_workers(services.redis), counts)
 
 
-@router.get("", operation_id="list_clusters")
-def list_clusters(session: SessionDep, services: ServicesDep) -> ClustersPublic:
+MAX_PAGE = 500
+
+
+@router.get("", operation_id="list_clusters", dependencies=[ALLOW.read])
+def list_clusters(
+    session: SessionDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ClustersPublic:
     data = cluster_service.list_clusters(session, services.redis)
-    return ClustersPublic(data=data, count=len(data))
+    return ClustersPublic(data=data[offset : offset + limit], count=len(data))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_cluster")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_cluster",
+    dependencies=[ALLOW.admin],
+)
 def create_cluster(
-    body: ClusterCreate, session: SessionDep, services: ServicesDep
+    body: ClusterCreate, session: SessionDep, services: ServicesDep, actor: ActorDep
 ) -> ClusterPublic:
     cluster_service.create_cluster(session, body)
+    audit.record(session, actor, "cluster.create", body.name, **body.model_dump(mode="json"))
     session.commit()
     return _view(session, services, body.name)
 
 
-@router.get("/{name}", operation_id="get_cluster")
+@router.get("/{name}", operation_id="get_cluster", dependencies=[ALLOW.read])
 def get_cluster(name: str, session: SessionDep, services: ServicesDep) -> ClusterPublic:
     return _view(session, services, name)
 
 
-@router.patch("/{name}", operation_id="update_cluster")
+@router.patch("/{name}", operation_id="update_cluster", dependencies=[ALLOW.admin])
 def update_cluster(
-    name: str, body: ClusterUpdate, session: SessionDep, services: ServicesDep
+    name: str, body: ClusterUpdate, session: SessionDep, services: ServicesDep, actor: ActorDep
 ) -> ClusterPublic:
     cluster_service.update_cluster(session, name, body)
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    audit.record(session, actor, "cluster.update", name, **changes)
     session.commit()
     wake(services, name)  # more nodes may admit runs now
     return _view(session, services, name)
 
 
-@router.delete("/{name}", operation_id="delete_cluster")
+@router.delete("/{name}", operation_id="delete_cluster", dependencies=[ALLOW.admin])
 def delete_cluster(
     name: str,
     session: SessionDep,
     services: ServicesDep,
+    actor: ActorDep,
     force: bool = Query(False, description="Cancel its queued and active runs first"),
 ) -> CancelResults:
     live = cluster_service.delete_cluster(session, name, force=force)
     results = run_service.cancel_many(session, services.redis, live)
     cluster_service.finish_delete(session, name)
+    audit.record(session, actor, "cluster.delete", name, force=force, canceled=len(live))
     session.commit()
     return CancelResults(data=results, count=len(results))
 
 
-@router.get("/{name}/runs", operation_id="list_cluster_runs")
+@router.get("/{name}/runs", operation_id="list_cluster_runs", dependencies=[ALLOW.read])
 def list_cluster_runs(
     name: str,
     session: SessionDep,
     services: ServicesDep,
     status: Literal["queued", "active", "all"] = "all",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RunsPublic:
     """Queued runs (in start order, with position and pending reason), then active runs."""
     data = []
@@ -86,11 +108,16 @@ def list_cluster_runs(
         data += run_service.queued_runs(session, services.redis, name)
     if status in ("active", "all"):
         data += run_service.cluster_active(session, name)
-    return RunsPublic(data=data, count=len(data))
+    return RunsPublic(data=data[offset : offset + limit], count=len(data))
 
 
-@router.post("/{name}/cancel-queued", operation_id="cancel_cluster_queue")
-def cancel_queued(name: str, session: SessionDep, services: ServicesDep) -> CancelResults:
+@router.post(
+    "/{name}/cancel-queued", operation_id="cancel_cluster_queue", dependencies=[ALLOW.submit]
+)
+def cancel_queued(
+    name: str, session: SessionDep, services: ServicesDep, actor: ActorDep
+) -> CancelResults:
     queued = [r.id for r in run_service.queued_runs(session, services.redis, name)]
     results = run_service.cancel_many(session, services.redis, queued)
+    record_cancels(session, actor, results)
     return CancelResults(data=results, count=len(results))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from api.auth import current_actor
 from api.deps import Services, ServicesDep
+from runyard.errors import Forbidden
 from scheduler import keys
 
 router = APIRouter(tags=["health"])
@@ -20,7 +22,16 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="readyz")
+def _reader_unless_public(request: Request, services: ServicesDep) -> None:
+    """Readiness can reveal what is down, so it needs a reader's token unless the operator
+    opened it (``RUNYARD_PUBLIC_READYZ``) for probes that cannot send one."""
+    if services.settings.public_readyz:
+        return
+    if not current_actor(request, services).reads_everything:
+        raise Forbidden("readiness needs an admin, member or viewer token")
+
+
+@router.get("/readyz", operation_id="readyz", dependencies=[Depends(_reader_unless_public)])
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Ready: the database and Redis answer, and a scheduler has swept recently."""
     checks = await asyncio.to_thread(_checks, services)

@@ -14,17 +14,20 @@ from pydantic import ConfigDict, ValidationError, field_validator
 from sqlmodel import Field, Session, SQLModel
 from sse_starlette.sse import EventSourceResponse
 
+from api.auth import ALLOW, ActorDep
 from api.deps import Services, ServicesDep, SessionDep
 from api.live import current_status, run_events, sse_payload, stored_logs
 from api.storage import safe_name
 from runyard import snapshot
 from runyard.errors import InvalidInput, SnapshotTooLarge
 from runyard.status import RunStatus
+from scheduler import audit, tokens
 from scheduler import runs as run_service
 from scheduler.db import as_utc
 from scheduler.messages import Wake
 from scheduler.models import (
     BulkCancel,
+    CancelResult,
     CancelResults,
     RunFile,
     RunFilePublic,
@@ -35,17 +38,23 @@ from scheduler.models import (
     check_experiment_name,
 )
 from scheduler.streams import send_to_ingest
+from scheduler.tokens import Actor
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 MAX_PAGE = 500
-FILE_UPLOAD_LIMIT = 5 * 1024**3
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, operation_id="submit_run")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="submit_run",
+    dependencies=[ALLOW.submit],
+)
 def submit_run(
     session: SessionDep,
     services: ServicesDep,
+    actor: ActorDep,
     spec: Annotated[str, Form(description="RunSpec as JSON")],
     snapshot_file: Annotated[UploadFile | None, File(alias="snapshot")] = None,
 ) -> RunPublic:
@@ -57,8 +66,10 @@ def submit_run(
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"spec.{where}: {first['msg']}", field=f"spec.{where}") from exc
     run_service.check_submittable(session, run_spec)  # before anything is stored
+    services.submit_limiter.hit(actor)
     digest = _store_snapshot(services, run_spec, snapshot_file)
-    run = run_service.submit(session, run_spec, digest, submitted_by=None)
+    run = run_service.submit(session, run_spec, digest, submitted_by=actor.name)
+    audit.record(session, actor, "run.submit", run.id, cluster=run_spec.cluster)
     session.commit()
     wake(services, run_spec.cluster)
     return run_service.describe(session, services.redis, run)
@@ -105,17 +116,30 @@ class InteractiveRun(SQLModel):
         return check_experiment_name(value)
 
 
+class InteractiveRunPublic(RunPublic):
+    run_token: str  # what the client logs with: this run and its children, while it runs
+
+
 @router.post(
-    "/interactive", status_code=status.HTTP_201_CREATED, operation_id="start_interactive_run"
+    "/interactive",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="start_interactive_run",
+    dependencies=[ALLOW.submit],
 )
-def start_interactive_run(body: InteractiveRun, session: SessionDep) -> RunPublic:
+def start_interactive_run(
+    body: InteractiveRun, session: SessionDep, services: ServicesDep, actor: ActorDep
+) -> InteractiveRunPublic:
     """``Experiment.start_logging()``: a Running run fed by its client, not by a worker."""
-    run = run_service.start_interactive(session, body.experiment, body.display_name, None)
+    services.submit_limiter.hit(actor)
+    run = run_service.start_interactive(session, body.experiment, body.display_name, actor.name)
+    audit.record(session, actor, "run.start_logging", run.id)
     session.commit()
-    return run_service.public(run, body.experiment)
+    token = tokens.mint_run_token(services.settings.signing_key, run.id, run.attempt)
+    public = run_service.public(run, body.experiment)
+    return InteractiveRunPublic(**public.model_dump(), run_token=token)
 
 
-@router.get("", operation_id="list_runs")
+@router.get("", operation_id="list_runs", dependencies=[ALLOW.read])
 def list_runs(
     session: SessionDep,
     cluster: str | None = None,
@@ -137,21 +161,63 @@ def list_runs(
     return RunsPublic(data=data, count=total)
 
 
-@router.post("/cancel", operation_id="cancel_runs")
-def cancel_runs(body: BulkCancel, session: SessionDep, services: ServicesDep) -> CancelResults:
+@router.post("/cancel", operation_id="cancel_runs", dependencies=[ALLOW.submit])
+def cancel_runs(
+    body: BulkCancel, session: SessionDep, services: ServicesDep, actor: ActorDep
+) -> CancelResults:
     """Cancel several runs; each gets its own result (a finished one reports an error)."""
     results = run_service.cancel_many(session, services.redis, body.run_ids)
+    record_cancels(session, actor, results)
     return CancelResults(data=results, count=len(results))
 
 
-@router.get("/{run_id}", operation_id="get_run")
+def record_cancels(session: Session, actor: Actor, results: list[CancelResult]) -> None:
+    for result in results:
+        if result.error is None:
+            audit.record(session, actor, "run.cancel", result.id)
+    session.commit()
+
+
+@router.get("/{run_id}", operation_id="get_run", dependencies=[ALLOW.read_run])
 def get_run(run_id: str, session: SessionDep, services: ServicesDep) -> RunPublic:
     return run_service.describe(session, services.redis, run_service.get_run(session, run_id))
 
 
-@router.post("/{run_id}/cancel", operation_id="cancel_run")
-def cancel_run(run_id: str, session: SessionDep, services: ServicesDep) -> RunPublic:
+class RunChange(SQLModel):
+    """What may change on a waiting run: its place in the queue."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    priority: int | None = Field(default=None, ge=-1000, le=run_service.MAX_PRIORITY)
+    move_to_front: bool = False
+
+
+@router.patch("/{run_id}", operation_id="update_run", dependencies=[ALLOW.submit])
+def update_run(
+    run_id: str, body: RunChange, session: SessionDep, services: ServicesDep, actor: ActorDep
+) -> RunPublic:
+    """Change a queued run's priority, or move it ahead of everything waiting."""
+    if (body.priority is None) == (not body.move_to_front):
+        raise InvalidInput("give either priority or move_to_front", field="priority")
+    run = run_service.get_run(session, run_id)
+    priority = body.priority
+    if priority is None:
+        priority = run_service.front_priority(session, run.cluster or "")
+    run = run_service.set_priority(session, run_id, priority)
+    audit.record(session, actor, "run.priority", run_id, priority=priority)
+    session.commit()
+    if run.cluster:
+        wake(services, run.cluster)
+    return run_service.describe(session, services.redis, run)
+
+
+@router.post("/{run_id}/cancel", operation_id="cancel_run", dependencies=[ALLOW.cancel_run])
+def cancel_run(
+    run_id: str, session: SessionDep, services: ServicesDep, actor: ActorDep
+) -> RunPublic:
     run = run_service.cancel_and_announce(session, services.redis, run_id)
+    audit.record(session, actor, "run.cancel", run_id)
+    session.commit()
     return run_service.describe(session, services.redis, run)
 
 
@@ -161,6 +227,7 @@ def cancel_run(run_id: str, session: SessionDep, services: ServicesDep) -> RunPu
     response_class=PlainTextResponse,
     response_model=None,
     responses={200: {"content": {"text/plain": {}}}},
+    dependencies=[ALLOW.read_run],
 )
 async def get_run_logs(
     run_id: str, services: ServicesDep, follow: bool = False
@@ -179,7 +246,12 @@ async def _follow_text(services: Services, run_id: str) -> AsyncIterator[str]:
             yield event.data["text"]
 
 
-@router.get("/{run_id}/events", operation_id="run_events", response_class=EventSourceResponse)
+@router.get(
+    "/{run_id}/events",
+    operation_id="run_events",
+    response_class=EventSourceResponse,
+    dependencies=[ALLOW.read_run],
+)
 async def get_run_events(
     run_id: str,
     services: ServicesDep,
@@ -196,7 +268,12 @@ async def get_run_events(
     return EventSourceResponse(events(), ping=15)
 
 
-@router.get("/{run_id}/snapshot", operation_id="get_run_snapshot", response_class=FileResponse)
+@router.get(
+    "/{run_id}/snapshot",
+    operation_id="get_run_snapshot",
+    response_class=FileResponse,
+    dependencies=[ALLOW.run_snapshot],
+)
 def get_run_snapshot(run_id: str, session: SessionDep, services: ServicesDep) -> FileResponse:
     run = run_service.get_run(session, run_id)
     if not run.snapshot_digest:
@@ -205,22 +282,32 @@ def get_run_snapshot(run_id: str, session: SessionDep, services: ServicesDep) ->
     return FileResponse(path, media_type="application/gzip", filename=f"{run_id}-snapshot.tar.gz")
 
 
-@router.get("/{run_id}/files", operation_id="list_run_files")
-def list_run_files(run_id: str, session: SessionDep) -> RunFilesPublic:
+@router.get("/{run_id}/files", operation_id="list_run_files", dependencies=[ALLOW.read_run])
+def list_run_files(
+    run_id: str,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RunFilesPublic:
     run_service.get_run(session, run_id)
     files = run_service.run_files(session, run_id)
     data = [RunFilePublic(name=f.name, size=f.size, created_at=as_utc(f.created_at)) for f in files]
-    return RunFilesPublic(data=data, count=len(data))
+    return RunFilesPublic(data=data[offset : offset + limit], count=len(data))
 
 
-@router.put("/{run_id}/files/{name:path}", operation_id="upload_run_file")
+@router.put(
+    "/{run_id}/files/{name:path}",
+    operation_id="upload_run_file",
+    dependencies=[ALLOW.write_run],
+)
 async def upload_run_file(
     run_id: str, name: str, request: Request, services: ServicesDep
 ) -> RunFilePublic:
     """Store a file of the run (raw request body), replacing one of the same name."""
     name = safe_name(name)
     await asyncio.to_thread(_require_run, services, run_id)
-    size = await services.files.put(run_id, name, request.stream(), FILE_UPLOAD_LIMIT)
+    limit = services.settings.max_file_bytes
+    size = await services.files.put(run_id, name, request.stream(), limit)
     return await asyncio.to_thread(_record_file, services, run_id, name, size)
 
 
@@ -238,7 +325,11 @@ def _record_file(services: Services, run_id: str, name: str, size: int) -> RunFi
         return RunFilePublic(name=name, size=size, created_at=as_utc(record.created_at))
 
 
-@router.get("/{run_id}/files/{name:path}", operation_id="download_run_file")
+@router.get(
+    "/{run_id}/files/{name:path}",
+    operation_id="download_run_file",
+    dependencies=[ALLOW.read_run],
+)
 def download_run_file(
     run_id: str, name: str, session: SessionDep, services: ServicesDep
 ) -> FileResponse:

@@ -10,7 +10,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session, col, select
 
+from api.auth import ALLOW
 from api.deps import ServicesDep, SessionDep
+from api.live import json_safe
 from runyard.errors import InvalidInput, NotFound
 from runyard.tracking import events as ev
 from scheduler import runs as run_service
@@ -22,7 +24,6 @@ from scheduler.streams import send_to_ingest
 router = APIRouter(prefix="/runs", tags=["tracking"])
 
 MAX_EVENTS = 10_000
-MAX_BODY = 64 * 1024 * 1024
 KINDS = {*ev.METRIC_KINDS, ev.TAG, ev.PROPERTY, ev.CHILD, ev.STATUS}
 
 
@@ -46,13 +47,16 @@ class JSONWithNaN(Response):
         return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
 
 
-@router.post("/{run_id}/events", status_code=status.HTTP_202_ACCEPTED, operation_id="log_events")
+@router.post(
+    "/{run_id}/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="log_events",
+    dependencies=[ALLOW.write_run],
+)
 async def log_events(run_id: str, request: Request, services: ServicesDep) -> dict[str, int]:
     """Append a batch of logged events for the run and its children. Accepted means queued
     on the ingest stream (durable); it is in the database a moment later."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise InvalidInput(f"event batch over {MAX_BODY} bytes; send smaller batches")
+    body = await request.body()  # its size is capped by api.body_limits
     try:
         batch = EventBatch.model_validate_json(body)
     except ValidationError as exc:
@@ -81,7 +85,12 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> di
     return {"accepted": len(batch.events)}
 
 
-@router.get("/{run_id}/metrics", operation_id="get_metrics", response_class=JSONWithNaN)
+@router.get(
+    "/{run_id}/metrics",
+    operation_id="get_metrics",
+    response_class=JSONWithNaN,
+    dependencies=[ALLOW.read_run],
+)
 def get_metrics(
     run_id: str, session: SessionDep, name: str | None = None, recursive: bool = False
 ) -> JSONWithNaN:
@@ -91,11 +100,23 @@ def get_metrics(
     return JSONWithNaN({"runs": tracking.metrics_of(session, ids, name)})
 
 
-@router.get("/{run_id}/metric-names", operation_id="list_metric_names")
+@router.get(
+    "/{run_id}/metric-names", operation_id="list_metric_names", dependencies=[ALLOW.read_run]
+)
 def list_metric_names(run_id: str, session: SessionDep) -> dict[str, Any]:
     run_service.get_run(session, run_id)
-    metrics = session.exec(select(Metric).where(Metric.run_id == run_id).order_by(col(Metric.name)))
-    data = [{"name": m.name, "kind": m.kind, "count": m.count} for m in metrics]
+    """Each series with its kind, its length and (single-column ones) its latest value."""
+    metrics = list(
+        session.exec(select(Metric).where(Metric.run_id == run_id).order_by(col(Metric.name)))
+    )
+    single = [m.name for m in metrics if m.kind in ("scalar", "list")]
+    latest = tracking.latest_values(session, [run_id], single).get(run_id, {})
+    data = []
+    for m in metrics:
+        entry: dict[str, Any] = {"name": m.name, "kind": m.kind, "count": m.count}
+        if m.name in latest:
+            entry["last"] = json_safe(latest[m.name])
+        data.append(entry)
     return {"data": data, "count": len(data)}
 
 
@@ -103,6 +124,7 @@ def list_metric_names(run_id: str, session: SessionDep) -> dict[str, Any]:
     "/{run_id}/metrics/{name}/history",
     operation_id="get_metric_history",
     response_class=JSONWithNaN,
+    dependencies=[ALLOW.read_run],
 )
 def get_metric_history(
     run_id: str,
@@ -144,14 +166,14 @@ def get_metric_history(
     )
 
 
-@router.get("/{run_id}/tags", operation_id="get_tags")
+@router.get("/{run_id}/tags", operation_id="get_tags", dependencies=[ALLOW.read_run])
 def get_tags(run_id: str, session: SessionDep) -> dict[str, str]:
     run_service.get_run(session, run_id)
     query = select(RunTag.key, RunTag.value).where(RunTag.run_id == run_id)
     return dict(session.exec(query).all())
 
 
-@router.get("/{run_id}/properties", operation_id="get_properties")
+@router.get("/{run_id}/properties", operation_id="get_properties", dependencies=[ALLOW.read_run])
 def get_properties(run_id: str, session: SessionDep) -> dict[str, str]:
     run_service.get_run(session, run_id)
     query = select(RunProperty.key, RunProperty.value).where(RunProperty.run_id == run_id)

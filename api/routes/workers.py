@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from sqlmodel import SQLModel
 
+from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep
 from runyard.errors import NotFound
+from scheduler import audit
 from scheduler.clusters import worker_public
+from scheduler.db import session_scope
 from scheduler.models import WorkerPublic
 from scheduler.workers import live_workers, request_drain
 
@@ -19,19 +24,25 @@ class WorkersPublic(SQLModel):
     count: int
 
 
-@router.get("", operation_id="list_workers")
-def list_workers(services: ServicesDep) -> WorkersPublic:
+@router.get("", operation_id="list_workers", dependencies=[ALLOW.read])
+def list_workers(
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> WorkersPublic:
     data = [worker_public(w) for w in live_workers(services.redis)]
-    return WorkersPublic(data=data, count=len(data))
+    return WorkersPublic(data=data[offset : offset + limit], count=len(data))
 
 
-@router.post("/{worker_id}/drain", operation_id="drain_worker")
-def drain_worker(worker_id: str, services: ServicesDep) -> WorkerPublic:
+@router.post("/{worker_id}/drain", operation_id="drain_worker", dependencies=[ALLOW.admin])
+def drain_worker(worker_id: str, services: ServicesDep, actor: ActorDep) -> WorkerPublic:
     """The worker finishes the runs it holds and takes no new ones (it stays up)."""
     found = next((w for w in live_workers(services.redis) if w.id == worker_id), None)
     if found is None:
         raise NotFound(f"no live worker {worker_id!r}")
     request_drain(services.redis, worker_id)
+    with session_scope(services.engine) as session:
+        audit.record(session, actor, "worker.drain", worker_id)
     public = worker_public(found)
     public.draining = True
     return public

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,8 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runyard import config
 from runyard.client import Client
-from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable
+from runyard.config import redact_url
+from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable, Unauthorized
+from scheduler import tokens
 
 log = logging.getLogger("runyard.up")
 
@@ -41,6 +45,7 @@ class LocalStack:
     retiring: list[subprocess.Popen[bytes]] = field(default_factory=list)
     generation: int = 0
     stopping: bool = False
+    worker_token: str = ""  # made each start, for this start's workers; revoked at stop
 
     @property
     def api_url(self) -> str:
@@ -60,27 +65,59 @@ class LocalStack:
         signal.signal(signal.SIGINT, self._request_stop)
         try:
             redis_url = self.redis_url or self._start_redis()
+            admin_token, config_path, fresh = self._client_config()
+            self.worker_token = tokens.TOKEN_PREFIX + secrets.token_urlsafe(32)
             env = {
                 **os.environ,
                 "RUNYARD_DATA_DIR": str(self.data_dir),
                 "RUNYARD_REDIS_URL": redis_url,
                 "RUNYARD_API_URL": self.api_url,
+                "RUNYARD_BOOTSTRAP_ADMIN_TOKEN": admin_token,
+                "RUNYARD_BOOTSTRAP_WORKER_TOKEN": self.worker_token,
             }
             if self.clusters_file:
                 env["RUNYARD_CLUSTERS_FILE"] = str(self.clusters_file)
             self.env = env
             self._spawn("api", ["api", "--host", self.host, "--port", str(self.port)])
-            api = Client(self.api_url)
+            api = Client(self.api_url, admin_token)
             self._wait_for_api(api)
+            self._check_admin(api, config_path)
             self._spawn("scheduler", ["scheduler"])
             print(f"Runyard API listening on {self.api_url}  (data in {self.data_dir})", flush=True)
-            print(f"Redis at {redis_url}; press Ctrl+C to stop.", flush=True)
+            what = "a new admin token" if fresh else "the admin token"
+            print(f"Client config (URL and {what}, mode 0600): {config_path}", flush=True)
+            print(f"Redis at {redact_url(redis_url)}; press Ctrl+C to stop.", flush=True)
             while not self.stopping:
                 self._check_children()
                 self._reconcile_workers(api)
                 self._sleep(RECONCILE_INTERVAL)
         finally:
             self.shutdown()
+
+    def _client_config(self) -> tuple[str, Path, bool]:
+        """The admin token of this data folder: made on first start and written where the
+        SDK and CLI look (``<data>/config.json``, mode 0600); kept on later starts."""
+        path = self.data_dir / "config.json"
+        if path.is_file():
+            try:
+                token = config.read_config_file(path).token
+            except ConfigurationError:
+                token = None
+            if token:
+                config.write_config_file(path, self.api_url, token)  # the URL may be new
+                return token, path, False
+        token = tokens.TOKEN_PREFIX + secrets.token_urlsafe(32)
+        config.write_config_file(path, self.api_url, token)
+        return token, path, True
+
+    def _check_admin(self, api: Client, config_path: Path) -> None:
+        try:
+            api.json("GET", "/whoami")
+        except Unauthorized as exc:
+            raise ConfigurationError(
+                f"the token in {config_path} is not accepted ({exc.message}); delete that "
+                "file and run `runyard up` again to make a new admin token"
+            ) from None
 
     def _start_redis(self) -> str:
         binary = shutil.which("redis-server")
@@ -113,8 +150,12 @@ class LocalStack:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         command = [sys.executable, "-m", "runyard", *args]
+        env = self.env
+        if name.startswith("worker:"):  # a worker holds its own token, and no bootstrap ones
+            env = {k: v for k, v in env.items() if not k.startswith("RUNYARD_BOOTSTRAP_")}
+            env["RUNYARD_TOKEN"] = self.worker_token
         # Own sessions: Ctrl+C reaches `up` alone, which then stops them in order.
-        self.children[name] = subprocess.Popen(command, env=self.env, start_new_session=True)
+        self.children[name] = subprocess.Popen(command, env=env, start_new_session=True)
 
     def _wait_for_api(self, api: Client) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -173,11 +214,23 @@ class LocalStack:
         for name in [n for n in self.children if n.startswith("worker:")]:
             self._stop_child(name)
         _wait_all(self.retiring, SHUTDOWN_TIMEOUT)
+        self._revoke_worker_token()
         for name in ("scheduler", "api", "redis"):
             child = self.children.pop(name, None)
             if child is not None and child.poll() is None:
                 child.send_signal(signal.SIGTERM)
                 _wait_all([child], SHUTDOWN_TIMEOUT)
+
+    def _revoke_worker_token(self) -> None:
+        """This start's worker token dies with it (best effort: the API may be gone)."""
+        if not self.worker_token or "api" not in self.children:
+            return
+        try:
+            token_id = Client(self.api_url, self.worker_token).json("GET", "/whoami")["token_id"]
+            admin = Client(self.api_url, self.env["RUNYARD_BOOTSTRAP_ADMIN_TOKEN"])
+            admin.json("POST", f"/tokens/{token_id}/revoke")
+        except RunyardError as exc:
+            log.warning("could not revoke this start's worker token: %s", exc.message)
 
     def _request_stop(self, *_: object) -> None:
         self.stopping = True

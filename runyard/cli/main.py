@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import TyperException
 
-from runyard.cli import clusters, output, runs, service
+from runyard.cli import clusters, output, runs, service, tokens
 from runyard.cli.context import set_url
 from runyard.errors import RunyardError
 
@@ -50,6 +50,9 @@ app.command("show")(runs.show)
 app.command("logs")(runs.logs)
 app.command("cancel")(runs.cancel)
 app.command("workers")(runs.workers)
+app.add_typer(tokens.app, name="token")
+app.command("whoami")(tokens.whoami)
+app.command("audit")(tokens.audit)
 
 
 def main() -> None:

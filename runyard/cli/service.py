@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from runyard.config import redact_url
 from runyard.errors import InvalidInput, ServiceUnavailable
 
 DataDirOpt = Annotated[
@@ -42,8 +43,7 @@ def _redis_errors(url: str) -> Iterator[None]:
     try:
         yield
     except redis.RedisError as exc:
-        host = url.rsplit("@", 1)[-1]  # never print a password
-        raise ServiceUnavailable(f"cannot reach Redis at {host}: {exc}") from None
+        raise ServiceUnavailable(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
 
 
 def _logging() -> None:

@@ -79,6 +79,7 @@ class Experiment:
         **kwargs: Any,
     ) -> Run:
         """An interactive run (a notebook, a script run by hand) logging through the API."""
+        from runyard.client import Client
         from runyard.core.run import Run, _close_at_exit
         from runyard.tracking.sinks import HttpSink
 
@@ -88,7 +89,9 @@ class Experiment:
             "/runs/interactive",
             json={"experiment": self.name, "display_name": display_name},
         )
-        sink = HttpSink(client, data["id"])
+        # The run logs with its own token (this run and its children, while it runs).
+        run_client = Client(client.base_url, data.get("run_token") or client.token)
+        sink = HttpSink(run_client, data["id"])
         _close_at_exit(sink)
         return Run(self, data["id"], _details=data, _sink=sink)
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from runyard import snapshot
-from tests.support.services import Stack, unique
+from tests.support.services import ADMIN, Stack, unique
 
 API = "/api/v1"
 
@@ -42,7 +42,7 @@ def hostile_archive(name: str) -> bytes:
 
 @pytest.fixture
 def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=30) as client:
+    with httpx.Client(base_url=stack.url, timeout=30, headers=ADMIN) as client:
         yield client
 
 

@@ -13,13 +13,14 @@ import httpx
 import pytest
 
 from runyard.client import Client
-from tests.support.services import Stack, free_port, runyard, unique, wait_until
+from tests.support.services import ADMIN_TOKEN, Stack, free_port, runyard, unique, wait_until
 
 
 def cli(stack: Stack | None, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
     if stack is not None:
         env["RUNYARD_URL"] = stack.url
+        env["RUNYARD_TOKEN"] = ADMIN_TOKEN
     return subprocess.run(
         runyard(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -207,7 +208,14 @@ def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) 
             0.2,
             what="runyard up",
         )
+        # First start: an admin token, in a client config only its owner can read.
+        config_file = tmp_path / "data" / "config.json"
+        assert f"mode 0600): {config_file}" in (tmp_path / "up.log").read_text()
+        assert config_file.stat().st_mode & 0o777 == 0o600
+        token = json.loads(config_file.read_text())["token"]
+        assert json.loads(config_file.read_text())["url"] == url
         env["RUNYARD_URL"] = url
+        env["RUNYARD_TOKEN"] = token
         # A cluster created after start is served by a local worker sized to its nodes.
         subprocess.run(
             runyard("cluster", "create", "late", "--nodes", "2"),
@@ -226,7 +234,8 @@ def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) 
             check=True,
         )
         assert "served by up" in submitted.stdout
-        workers = httpx.get(f"{url}/api/v1/workers").json()["data"]
+        headers = {"Authorization": f"Bearer {token}"}
+        workers = httpx.get(f"{url}/api/v1/workers", headers=headers).json()["data"]
         assert [(w["clusters"], w["slots"]) for w in workers] == [(["late"], 2)]
         assert (tmp_path / "data" / "runyard.db").exists()
 
@@ -245,7 +254,7 @@ def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) 
                 check=True,
             ).stdout
         )
-        client = Client(url)
+        client = Client(url, token)
         wait_until(
             lambda: client.get_run(held["id"])["status"] == "Running",
             30,
@@ -308,3 +317,34 @@ def _running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_tokens_are_created_listed_and_revoked_from_the_cli(stack: Stack) -> None:
+    name = unique("ci-bot")
+    created = json.loads(
+        ok(stack, "token", "create", "--role", "worker", "--name", name, "--cluster", "gpu-a",
+           "--expires", "30d", "--json")
+    )  # fmt: skip
+    assert created["token"].startswith("ryt_") and created["clusters"] == ["gpu-a"]
+    assert created["expires_at"]
+    listed = json.loads(ok(stack, "token", "list", "--json"))
+    assert [t["name"] for t in listed if t["id"] == created["id"]] == [name]
+    assert all("token" not in t for t in listed)
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": created["token"]}
+    me = subprocess.run(runyard("whoami", "--json"), env=env, capture_output=True, text=True)
+    assert json.loads(me.stdout)["role"] == "worker"
+    assert f"revoked {created['id']}" in ok(stack, "token", "revoke", created["id"])
+    refused = subprocess.run(runyard("whoami"), env=env, capture_output=True, text=True)
+    one_line_error(refused, 9, "revoked")
+    audit = json.loads(ok(stack, "audit", "--action", "token.revoke", "--json"))
+    assert audit[0]["target"] == created["id"]
+
+
+def test_cli_token_errors_are_one_line(stack: Stack) -> None:
+    one_line_error(cli(stack, "token", "create", "--role", "root"), 2, "role")
+    one_line_error(cli(stack, "token", "create", "--role", "viewer", "--expires", "soon"), 2,
+                   "--expires")  # fmt: skip
+    one_line_error(cli(stack, "token", "revoke", "tok_missing"), 3, "no token")
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": "ryt_wrong"}
+    result = subprocess.run(runyard("runs"), env=env, capture_output=True, text=True)
+    one_line_error(result, 9, "unknown token")

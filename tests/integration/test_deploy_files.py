@@ -28,11 +28,23 @@ GPU_VALUES = CHART / "values-gpu.yaml"
 COMPOSE = ROOT / "compose.yaml"
 CLUSTERS_FILE = ROOT / "deploy" / "clusters.toml"
 DOCKER_SOCKET = "/var/run/docker.sock"
+# The secrets compose.yaml requires (`${VAR:?...}`), with placeholder values as an .env has.
+COMPOSE_SECRETS = {
+    "RUNYARD_SECRET_KEY": "test-secret-key",
+    "RUNYARD_ADMIN_TOKEN": "ryt_test-admin-token",
+    "RUNYARD_WORKER_TOKEN": "ryt_test-worker-token",
+    "RUNYARD_REDIS_PASSWORD": "test-redis-password",
+    "RUNYARD_FLOWER_AUTH": "admin:test-flower-password",
+}
+REDIS_URL = "redis://:test-redis-password@redis:6379/0"
+BOOTSTRAP = ("RUNYARD_BOOTSTRAP_ADMIN_TOKEN", "RUNYARD_BOOTSTRAP_WORKER_TOKEN")
 
 
 def clean_env() -> dict[str, str]:
-    """The environment without RUNYARD_* settings, so renders use the files' own defaults."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    """The environment without the caller's RUNYARD_* settings, so renders use the files'
+    own defaults, plus the secrets compose.yaml requires."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    return {**env, **COMPOSE_SECRETS}
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> str:
@@ -127,12 +139,26 @@ def test_compose_redis_keeps_an_append_only_file_on_a_named_volume(
     assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
 
 
+def test_compose_redis_requires_a_password(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    password = COMPOSE_SECRETS["RUNYARD_REDIS_PASSWORD"]
+    assert command[command.index("--requirepass") + 1] == password
+    # The healthcheck's redis-cli authenticates through the environment, not its arguments.
+    assert redis["environment"]["REDISCLI_AUTH"] == password
+    assert password not in " ".join(redis["healthcheck"]["test"])
+    for name, service in compose["services"].items():
+        url = service.get("environment", {}).get("RUNYARD_REDIS_URL")
+        if url is not None:
+            assert url == REDIS_URL, name
+
+
 def test_compose_wires_settings_the_way_the_code_reads_them(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("api", "scheduler"):
         env = services[name]["environment"]
         assert env["RUNYARD_DATABASE_URL"].startswith("postgresql+psycopg://")
-        assert env["RUNYARD_REDIS_URL"] == "redis://redis:6379/0"
+        assert env["RUNYARD_REDIS_URL"] == REDIS_URL
         targets = [
             str(v["target"]) if isinstance(v, dict) else v.split(":")[1]
             for v in services[name]["volumes"]
@@ -146,8 +172,64 @@ def test_compose_wires_settings_the_way_the_code_reads_them(compose: dict[str, A
             # A worker needs only Redis and the API: never the database.
             assert "RUNYARD_DATABASE_URL" not in env
             assert env["RUNYARD_API_URL"] == "http://api:8642"
-            assert env["RUNYARD_REDIS_URL"] == "redis://redis:6379/0"
+            assert env["RUNYARD_REDIS_URL"] == REDIS_URL
     assert services["api"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
+
+
+def test_compose_gives_each_secret_only_to_the_services_that_use_it(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    envs = {name: s.get("environment", {}) for name, s in services.items()}
+    holders = {name for name, env in envs.items() if "RUNYARD_SECRET_KEY" in env}
+    assert holders == {"api", "scheduler"}
+    for name in holders:
+        assert envs[name]["RUNYARD_SECRET_KEY"] == COMPOSE_SECRETS["RUNYARD_SECRET_KEY"]
+    for variable in BOOTSTRAP:
+        assert {name for name, env in envs.items() if variable in env} == {"api"}
+    api = envs["api"]
+    assert api["RUNYARD_BOOTSTRAP_ADMIN_TOKEN"] == COMPOSE_SECRETS["RUNYARD_ADMIN_TOKEN"]
+    assert api["RUNYARD_BOOTSTRAP_WORKER_TOKEN"] == COMPOSE_SECRETS["RUNYARD_WORKER_TOKEN"]
+    workers = {name: env for name, env in envs.items() if name.startswith("worker-")}
+    assert workers
+    for name, env in workers.items():
+        assert env["RUNYARD_TOKEN"] == COMPOSE_SECRETS["RUNYARD_WORKER_TOKEN"], name
+        assert not {"RUNYARD_DATABASE_URL", "RUNYARD_SECRET_KEY", *BOOTSTRAP} & set(env), name
+    # No secret value anywhere outside the environment of those who use it.
+    for name, service in services.items():
+        rendered = yaml.safe_dump({k: v for k, v in service.items() if k != "environment"})
+        assert COMPOSE_SECRETS["RUNYARD_SECRET_KEY"] not in rendered, name
+        assert COMPOSE_SECRETS["RUNYARD_ADMIN_TOKEN"] not in rendered, name
+        assert COMPOSE_SECRETS["RUNYARD_WORKER_TOKEN"] not in rendered, name
+    assert envs["flower"]["FLOWER_BASIC_AUTH"] == COMPOSE_SECRETS["RUNYARD_FLOWER_AUTH"]
+
+
+def test_compose_api_healthcheck_sends_the_admin_token(compose: dict[str, Any]) -> None:
+    check = " ".join(compose["services"]["api"]["healthcheck"]["test"])
+    assert "/readyz" in check
+    assert "'Authorization': 'Bearer '" in check
+    # From the container's environment at check time, not pasted into the file.
+    assert "os.environ['RUNYARD_BOOTSTRAP_ADMIN_TOKEN']" in check
+    assert COMPOSE_SECRETS["RUNYARD_ADMIN_TOKEN"] not in check
+
+
+def test_compose_refuses_to_render_without_the_admin_token(tmp_path: Path) -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.fail("docker-compose is not installed: `apt-get install -y docker-compose`")
+    env = {k: v for k, v in clean_env().items() if k != "RUNYARD_ADMIN_TOKEN"}
+    empty = tmp_path / "empty.env"  # not whatever .env lies next to compose.yaml
+    empty.write_text("")
+    result = subprocess.run(
+        ["docker-compose", "--env-file", str(empty), "-f", str(COMPOSE), "config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "set RUNYARD_ADMIN_TOKEN in .env" in result.stderr, result.stderr
 
 
 def test_compose_base_image_comes_from_the_environment() -> None:
@@ -212,6 +294,24 @@ def workers(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def container_env(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The environment of a workload's first container, by variable name."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def secret_keys_used(workload: dict[str, Any]) -> set[str]:
+    """Keys of Secrets a workload's containers read into their environment."""
+    keys = set()
+    pod = workload["spec"]["template"]["spec"]
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        for entry in container.get("env", []):
+            ref = entry.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                keys.add(ref["key"])
+    return keys
+
+
 def named(docs: list[dict[str, Any]], kind_: str, suffix: str) -> dict[str, Any]:
     matches = [d for d in kind(docs, kind_) if d["metadata"]["name"].endswith(suffix)]
     assert len(matches) == 1, [d["metadata"]["name"] for d in kind(docs, kind_)]
@@ -239,8 +339,11 @@ def test_helm_renders_a_worker_deployment_per_cluster_with_a_replica_per_node(
         assert container["args"][:4] == ["runyard", "worker", "--cluster", name]
         env = {e["name"]: e for e in container["env"]}
         assert "RUNYARD_DATABASE_URL" not in env  # workers never get database credentials
+        assert not {"RUNYARD_SECRET_KEY", *BOOTSTRAP} & set(env)
         assert env["RUNYARD_API_URL"]["value"].startswith("http://")
         assert env["RUNYARD_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
+        assert env["RUNYARD_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "worker-token"
+        assert secret_keys_used(deployment) == {"redis-url", "worker-token"}
         # Not a Docker-executor worker in these examples: no socket, not root.
         assert DOCKER_SOCKET not in str(deployment)
         assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
@@ -266,6 +369,9 @@ def test_helm_api_probes_liveness_and_readiness(rendered: tuple[str, list[Any]])
     api = named(docs, "Deployment", "-api")["spec"]["template"]["spec"]["containers"][0]
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # An httpGet probe sends no token: /readyz must be open to it.
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    assert env["RUNYARD_PUBLIC_READYZ"] == "true"
     assert api["args"][:2] == ["runyard", "api"]
     service = named(docs, "Service", "-api")
     assert service["spec"]["ports"][0]["port"] == 8642
@@ -300,11 +406,77 @@ def test_helm_bundles_redis_and_postgresql_and_keeps_urls_in_a_secret(helm: str)
     assert redis["args"][redis["args"].index("--appendonly") + 1] == "yes"
     secret = named(docs, "Secret", "-secrets")["stringData"]
     assert secret["database-url"].startswith("postgresql+psycopg://")
-    assert secret["redis-url"].startswith("redis://")
-    assert "api-token" in secret
+    assert "api-token" not in secret
+    # Generated credentials: the bundled Redis requires its password, and the URL has it.
+    for key in ("redis-password", "secret-key", "admin-token", "worker-token"):
+        assert len(secret[key]) >= 32, key
+    assert secret["admin-token"].startswith("ryt_")
+    assert secret["worker-token"].startswith("ryt_")
+    assert secret["redis-url"] == f"redis://:{secret['redis-password']}@runyard-redis:6379/0"
+    password_var = redis["args"][redis["args"].index("--requirepass") + 1]
+    assert password_var.startswith("$(") and password_var.endswith(")")
+    env = {e["name"]: e for e in redis["env"]}
+    ref = env[password_var[2:-1]]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == "redis-password"
+    # The probes' redis-cli authenticates through REDISCLI_AUTH.
+    assert "REDISCLI_AUTH" in env
+    assert redis["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
     scheduler = named(docs, "Deployment", "-scheduler")
     assert scheduler["spec"]["replicas"] == 1
     assert scheduler["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_helm_gives_each_secret_only_to_the_workloads_that_use_it(
+    rendered: tuple[str, list[Any]],
+) -> None:
+    _, docs = rendered
+    workloads = {
+        d["metadata"]["name"].removeprefix("runyard-"): d
+        for d in kind(docs, "Deployment") + kind(docs, "StatefulSet")
+    }
+    envs = {name: container_env(w) for name, w in workloads.items()}
+    assert {n for n, env in envs.items() if "RUNYARD_SECRET_KEY" in env} == {"api", "scheduler"}
+    for variable in BOOTSTRAP:
+        assert {n for n, env in envs.items() if variable in env} == {"api"}
+    api = envs["api"]
+    assert api["RUNYARD_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secret-key"
+    assert api["RUNYARD_BOOTSTRAP_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == (
+        "admin-token"
+    )
+    assert api["RUNYARD_BOOTSTRAP_WORKER_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == (
+        "worker-token"
+    )
+    assert envs["scheduler"]["RUNYARD_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == (
+        "secret-key"
+    )
+    # Who reads which key of the Secret, at all.
+    used = {name: secret_keys_used(w) for name, w in workloads.items()}
+    for key in ("secret-key", "admin-token"):
+        readers = {n for n, keys in used.items() if key in keys}
+        assert readers == ({"api", "scheduler"} if key == "secret-key" else {"api"}), key
+    worker_names = {n for n in workloads if n.startswith("worker-")}
+    assert worker_names
+    readers = {n for n, keys in used.items() if "worker-token" in keys}
+    assert readers == {"api"} | worker_names
+    assert {n for n, keys in used.items() if "database-url" in keys} == {"api", "scheduler"}
+
+
+def test_helm_secret_keeps_the_credentials_given_in_values(helm: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    given = {
+        "secretKey": "given-secret-key",
+        "adminToken": "ryt_given-admin",
+        "workerToken": "ryt_given-worker",
+    }
+    values.write_text(
+        yaml.safe_dump({"secrets": given, "redis": {"auth": {"password": "given-redis"}}})
+    )
+    secret = named(render(helm, values), "Secret", "-secrets")["stringData"]
+    assert secret["secret-key"] == "given-secret-key"
+    assert secret["admin-token"] == "ryt_given-admin"
+    assert secret["worker-token"] == "ryt_given-worker"
+    assert secret["redis-password"] == "given-redis"
+    assert secret["redis-url"] == "redis://:given-redis@runyard-redis:6379/0"
 
 
 def test_helm_uses_external_stores_and_mounts_the_socket_only_where_asked(
@@ -336,6 +508,8 @@ def test_helm_uses_external_stores_and_mounts_the_socket_only_where_asked(
     secret = named(docs, "Secret", "-secrets")["stringData"]
     assert secret["database-url"] == "postgresql+psycopg://u:p@db:5432/runyard"
     assert secret["redis-url"] == "redis://cache:6379/0"
+    assert "redis-password" not in secret and "postgres-password" not in secret
+    assert {"secret-key", "admin-token", "worker-token"} <= set(secret)
     found = workers(docs)
     assert found["dock"]["spec"]["replicas"] == 3
     assert DOCKER_SOCKET not in str(found["cpu"])

@@ -12,6 +12,7 @@ import httpx
 
 from tests.support.runs import submit, write
 from tests.support.services import (
+    ADMIN,
     Stack,
     free_port,
     redis_server,
@@ -28,7 +29,7 @@ def hold_until(flag: Path) -> str:
 
 def scrape(stack: Stack) -> dict[str, float]:
     """The /metrics samples as {'name{labels}': value}."""
-    text = httpx.get(f"{stack.url}/metrics", timeout=10).text
+    text = httpx.get(f"{stack.url}/metrics", timeout=10, headers=ADMIN).text
     samples = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -95,15 +96,20 @@ def test_readyz_fails_without_redis_and_recovers(tmp_path: Path) -> None:
         stack.start()
         try:
             ready = f"{stack.url}/readyz"
-            wait_until(lambda: httpx.get(ready).status_code == 200, 30, 0.2, what="ready")
+            wait_until(
+                lambda: httpx.get(ready, headers=ADMIN).status_code == 200, 30, 0.2, what="ready"
+            )
             redis.stop()
-            response = httpx.get(ready, timeout=10)
+            response = httpx.get(ready, timeout=10, headers=ADMIN)
             assert response.status_code == 503
             assert response.json()["checks"]["redis"].startswith("unreachable")
             assert httpx.get(f"{stack.url}/healthz").status_code == 200
             redis.start()
             wait_until(
-                lambda: httpx.get(ready, timeout=10).status_code == 200, 30, 0.2, what="ready again"
+                lambda: httpx.get(ready, timeout=10, headers=ADMIN).status_code == 200,
+                30,
+                0.2,
+                what="ready again",
             )
         finally:
             stack.stop()

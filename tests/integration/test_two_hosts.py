@@ -75,8 +75,9 @@ def test_a_worker_on_another_host_runs_and_is_declared_lost_when_cut_off(
         name = unique("host-b")
         env = {
             **stack.env,
-            "RUNYARD_REDIS_URL": f"redis://{host_b.address_a}:{redis.port}/0",
+            "RUNYARD_REDIS_URL": redis.url_at(host_b.address_a),
             "RUNYARD_API_URL": f"http://{host_b.address_a}:{stack.port}",
+            "RUNYARD_TOKEN": stack.make_token("worker", cluster),
         }
         log = open(tmp_path / "worker-b.log", "wb")  # noqa: SIM115
         worker = subprocess.Popen(

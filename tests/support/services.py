@@ -59,16 +59,65 @@ def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:  # typ
         process.wait()
 
 
+# The whole suite runs as a deployment should: Redis behind a password, every request with a
+# token. The secrets are random per session; test_secrets checks none of them reaches a log.
+REDIS_PASSWORD = "rp-" + secrets.token_hex(12)
+ADMIN_TOKEN = "ryt_admin-" + secrets.token_hex(16)
+os.environ["RUNYARD_TOKEN"] = ADMIN_TOKEN  # what the SDK and Client in the tests present
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # headers for raw httpx calls
+# Every secret a test hands out, for the end-of-session check that no log holds one.
+ISSUED_SECRETS: set[str] = {REDIS_PASSWORD, ADMIN_TOKEN}
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 (made with trustme)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> TlsFiles:
+        import trustme
+
+        folder.mkdir(parents=True, exist_ok=True)
+        authority = trustme.CA()
+        server = authority.issue_cert("127.0.0.1", "localhost")
+        files = cls(folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+        authority.cert_pem.write_to_path(str(files.ca))
+        server.cert_chain_pems[0].write_to_path(str(files.cert))
+        server.private_key_pem.write_to_path(str(files.key))
+        return files
+
+
 @dataclass
 class RedisServer:
     port: int
     folder: Path
     process: subprocess.Popen | None = None  # type: ignore[type-arg]
     bind: str = "127.0.0.1"  # add addresses for clients on other (namespace) hosts
+    password: str = REDIS_PASSWORD
+    tls: TlsFiles | None = None  # serve TLS only (rediss://), with these files
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, host: str) -> str:
+        if self.tls is None:
+            return f"redis://:{self.password}@{host}:{self.port}/0"
+        query = f"ssl_cert_reqs=required&ssl_ca_certs={self.tls.ca}"
+        return f"rediss://:{self.password}@{host}:{self.port}/0?{query}"
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -78,8 +127,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 binary,
-                "--port",
-                str(self.port),
+                *self._listen_args(),
                 "--bind",
                 *self.bind.split(),
                 "--protected-mode",
@@ -92,6 +140,8 @@ class RedisServer:
                 "yes",
                 "--appendfsync",
                 "always",
+                "--requirepass",
+                self.password,
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -114,8 +164,12 @@ def redis_server(folder: Path) -> Iterator[RedisServer]:
 
 
 @contextmanager
-def postgres_server(folder: Path) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster; yields a SQLAlchemy URL of its ``postgres`` database."""
+def postgres_server(
+    folder: Path, tls: TlsFiles | None = None, password: str | None = None
+) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster; yields a SQLAlchemy URL of its ``postgres`` database.
+    With ``tls`` it serves TLS (the URL verifies the certificate); with ``password`` TCP
+    logins need it."""
     initdb = shutil.which("initdb") or _pg_binary("initdb")
     pg_ctl = shutil.which("pg_ctl") or _pg_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
@@ -125,24 +179,42 @@ def postgres_server(folder: Path) -> Iterator[str]:
     data, sockets, logfile = folder / "data", folder / "sock", folder / "pg.log"
     sockets.mkdir(exist_ok=True)
     as_user: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        user = pwd.getpwnam("postgres")
+    owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+    if owner is not None:  # postgres refuses to run as root
         for path in (folder, sockets):
-            os.chown(path, user.pw_uid, user.pw_gid)
+            os.chown(path, owner.pw_uid, owner.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
+    auth = ["--auth=trust"]
+    if password is not None:
+        pwfile = folder / "pwfile"
+        pwfile.write_text(password + "\n")
+        if owner is not None:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
     subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        [*as_user, initdb, "-D", str(data), "-U", "postgres", *auth, "-E", "UTF8"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+    query = ""
+    if tls is not None:
+        for source, name in ((tls.cert, "server.crt"), (tls.key, "server.key")):
+            target = data / name
+            shutil.copy(source, target)
+            target.chmod(0o600)
+            if owner is not None:
+                os.chown(target, owner.pw_uid, owner.pw_gid)
+        options += " -c ssl=on"
+        query = f"?sslmode=verify-full&sslrootcert={tls.ca}"
     subprocess.run(
         [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(logfile), "-w", "start"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    login = f"postgres:{password}" if password is not None else "postgres"
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql+psycopg://{login}@127.0.0.1:{port}/postgres{query}"
     finally:
         subprocess.run(
             [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
@@ -182,6 +254,7 @@ class Stack:
     database_url: str = ""
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"  # where the API listens (0.0.0.0 for workers on other hosts)
+    extra_env: dict[str, str] = field(default_factory=dict)  # settings a test module changes
     processes: list[subprocess.Popen] = field(default_factory=list)  # type: ignore[type-arg]
     workers: list[subprocess.Popen] = field(default_factory=list)  # type: ignore[type-arg]
 
@@ -198,13 +271,25 @@ class Stack:
             RUNYARD_REDIS_URL=self.redis.url,
             RUNYARD_API_URL=self.url,
             RUNYARD_URL=self.url,
+            RUNYARD_BOOTSTRAP_ADMIN_TOKEN=ADMIN_TOKEN,
+            RUNYARD_TOKEN=ADMIN_TOKEN,
         )
         if self.database_url:
             env["RUNYARD_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
         return env
 
-    def client(self) -> Client:
-        return Client(self.url)
+    def client(self, token: str = ADMIN_TOKEN) -> Client:
+        return Client(self.url, token)
+
+    def make_token(self, role: str, *clusters: str, name: str | None = None) -> str:
+        spec = {"name": name or unique(role), "role": role, "clusters": list(clusters)}
+        secret = self.client().create_token(**spec)["token"]
+        ISSUED_SECRETS.add(secret)
+        return secret
+
+    def log_files(self) -> list[Path]:
+        return sorted(self.root.glob("*.log"))
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -221,10 +306,16 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    def _spawn(self, command: list[str], log: str) -> subprocess.Popen:  # type: ignore[type-arg]
+    def _spawn(
+        self, command: list[str], log: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:  # type: ignore[type-arg]
         out = open(self.root / log, "ab")  # noqa: SIM115 (kept open for the child)
         process = subprocess.Popen(
-            command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env or self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes.append(process)
         return process
@@ -236,7 +327,10 @@ class Stack:
         args = ["worker", "--slots", str(slots), "--name", name]
         for cluster in clusters:
             args += ["--cluster", cluster]
-        process = self._spawn(runyard(*args), f"worker-{name}.log")
+        # A worker holds a worker token bound to the clusters it serves, as in production.
+        env = {**self.env, "RUNYARD_TOKEN": self.make_token("worker", *clusters, name=name)}
+        env.pop("RUNYARD_BOOTSTRAP_ADMIN_TOKEN")
+        process = self._spawn(runyard(*args), f"worker-{name}.log", env)
         self.workers.append(process)
         if wait:
             client = self.client()

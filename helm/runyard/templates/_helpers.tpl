@@ -88,6 +88,31 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
       key: database-url
 {{- end -}}
 
+{{/*
+A generated secret value that outlives upgrades: the one given in values, else the one the
+installed Secret holds (its .data, base64), else "new". Call with
+(dict "given" VALUE "data" SECRET-DATA "key" KEY "new" FRESH).
+*/}}
+{{- define "runyard.keptSecret" -}}
+{{- if .given -}}
+{{- .given -}}
+{{- else if hasKey .data .key -}}
+{{- index .data .key | b64dec -}}
+{{- else -}}
+{{- .new -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An environment variable from a key of the Runyard Secret; call with
+(dict "root" $ "name" "RUNYARD_TOKEN" "key" "worker-token"). */}}
+{{- define "runyard.env.fromSecret" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "runyard.secretName" .root }}
+      key: {{ .key }}
+{{- end -}}
+
 {{/* Pod-level security of the non-root Runyard containers (uid of deploy/Dockerfile). */}}
 {{- define "runyard.podSecurityContext" -}}
 runAsNonRoot: true

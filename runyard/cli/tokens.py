@@ -1,0 +1,114 @@
+"""``runyard token create|list|revoke``, ``runyard whoami`` and ``runyard audit``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from runyard.cli import output
+from runyard.cli.context import client
+
+app = typer.Typer(help="Create, list and revoke API tokens (admins).", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+TOKEN_COLUMNS = [
+    ("id", "ID"),
+    ("name", "NAME"),
+    ("role", "ROLE"),
+    ("clusters", "CLUSTERS"),
+    ("created_by", "CREATED BY"),
+    ("created_at", "CREATED"),
+    ("expires_at", "EXPIRES"),
+    ("last_used_at", "LAST USED"),
+    ("revoked_at", "REVOKED"),
+]
+
+
+@app.command("create")
+def create(
+    role: Annotated[str, typer.Option(help="admin, member, viewer or worker")],
+    name: Annotated[Optional[str], typer.Option(help="Who or what holds it")] = None,
+    cluster: Annotated[
+        Optional[list[str]],
+        typer.Option("--cluster", help="Worker tokens: a cluster it serves (repeat; '*' = all)"),
+    ] = None,
+    expires: Annotated[
+        Optional[str], typer.Option(help="30d, 12h, 90m, or an ISO date (default: never)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token; its secret is printed once and cannot be shown again."""
+    from scheduler.tokens import parse_expiry
+
+    spec = {
+        "name": name or f"{role}-token",
+        "role": role,
+        "clusters": cluster or [],
+        "expires_at": parse_expiry(expires).isoformat() if expires else None,
+    }
+    created = client().create_token(**spec)
+    if as_json:
+        output.emit_json(created)
+        return
+    output.table([created], [*TOKEN_COLUMNS[:4], ("expires_at", "EXPIRES")])
+    output.console.print(f"token: {created['token']}", highlight=False, soft_wrap=True)
+    output.errors.print("Store it now: it is not shown again.", highlight=False)
+
+
+@app.command("list")
+def list_tokens(
+    include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List tokens (never their secrets)."""
+    rows = client().list_tokens(include_revoked=include_revoked)
+    if as_json:
+        output.emit_json(rows)
+    else:
+        output.table(rows, TOKEN_COLUMNS)
+
+
+@app.command("revoke")
+def revoke(token_id: str, as_json: JsonOpt = False) -> None:
+    """Revoke a token (and its Studio sessions): refused from the next request on."""
+    revoked = client().revoke_token(token_id)
+    if as_json:
+        output.emit_json(revoked)
+    else:
+        output.console.print(f"revoked {revoked['id']} ({revoked['name']})")
+
+
+def whoami(as_json: JsonOpt = False) -> None:
+    """Show who the configured token is: name, role, clusters."""
+    me = client().whoami()
+    if as_json:
+        output.emit_json(me)
+    else:
+        output.table(
+            [me],
+            [("name", "NAME"), ("role", "ROLE"), ("token_id", "TOKEN"), ("clusters", "CLUSTERS")],
+        )
+
+
+def audit(
+    actor: Annotated[Optional[str], typer.Option(help="Only this token name")] = None,
+    action: Annotated[Optional[str], typer.Option(help="e.g. run.submit, token.revoke")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log (admins): submissions, cancels, cluster and token changes."""
+    rows = client().audit(actor=actor, action=action, limit=limit)
+    if as_json:
+        output.emit_json(rows)
+    else:
+        output.table(
+            rows,
+            [
+                ("at", "WHEN"),
+                ("actor", "WHO"),
+                ("action", "ACTION"),
+                ("target", "TARGET"),
+                ("detail", "DETAIL"),
+            ],
+        )
