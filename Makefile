@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test install system-packages lint clean
+.PHONY: up test install system-packages lint clean studio
 
 up: install
 	$(BIN)/runyard up
@@ -23,13 +23,14 @@ $(BIN)/runyard: pyproject.toml
 
 # Redis for the broker and streams; PostgreSQL server binaries for the store tests; a
 # Docker engine and debootstrap (the tests build their run image locally: no registry);
-# venv support when the system Python lacks it.
+# Chromium for the Studio's browser tests; venv support when the system Python lacks it.
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
@@ -40,6 +41,11 @@ system-packages:
 
 lint: install
 	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check .
+
+# Rebuild the Studio's assets (api/studio/static, committed and shipped in the package)
+# from the pinned npm packages in api/studio/web. Only needed after changing the front end.
+studio:
+	cd api/studio/web && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV)

@@ -32,6 +32,7 @@ from api.routes import (
     workers,
 )
 from api.storage import RunFileStore, SnapshotStore
+from api.studio import routes as studio
 from runyard import __version__
 from scheduler.clusters import apply_config_file
 from scheduler.db import make_engine, migrate, session_scope
@@ -96,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    check_every_route_guarded(app)
+    studio.install(app, settings.studio_frame_ancestors)
+    check_every_route_guarded(app, public=studio.PUBLIC_PATHS)
     return app
 
 

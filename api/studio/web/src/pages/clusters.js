@@ -1,0 +1,142 @@
+// Every cluster: its nodes (workers, busy and idle slots), its queue and its active runs,
+// with cancel (one or many), change priority and move to front.
+import { useEffect, useState } from 'preact/hooks';
+import { api } from '../api.js';
+import { html } from '../html.js';
+import { duration, follow, runDuration, seconds } from '../util.js';
+
+const POLL_MS = 1500;
+
+export function Clusters({ me }) {
+  const [clusters, setClusters] = useState(null);
+  const [runs, setRuns] = useState({});
+  const [error, setError] = useState('');
+  const [tick, setTick] = useState(0);
+
+  useEffect(() => {
+    let alive = true;
+    async function load() {
+      try {
+        const list = (await api('/clusters', { params: { limit: 500 } })).data;
+        const byCluster = {};
+        await Promise.all(
+          list.map(async (c) => {
+            byCluster[c.name] = (await api(`/clusters/${encodeURIComponent(c.name)}/runs`)).data;
+          }),
+        );
+        if (!alive) return;
+        setClusters(list);
+        setRuns(byCluster);
+        setError('');
+      } catch (err) {
+        if (alive) setError(err.message);
+      }
+    }
+    load();
+    const timer = setInterval(load, POLL_MS);
+    return () => {
+      alive = false;
+      clearInterval(timer);
+    };
+  }, [tick]);
+
+  const refresh = () => setTick((t) => t + 1);
+  if (!clusters) return html`<main><h1>Clusters</h1>${error ? html`<p class="error">${error}</p>` : html`<p>Loading…</p>`}</main>`;
+  const canAct = me && (me.role === 'admin' || me.role === 'member');
+  return html`<main>
+    <h1>Clusters</h1>
+    ${error && html`<p class="error" role="alert">${error}</p>`}
+    ${clusters.length === 0 && html`<p>No clusters yet: <code>runyard cluster create NAME</code>.</p>`}
+    ${clusters.map((c) => html`<${ClusterCard} key=${c.name} cluster=${c} runs=${runs[c.name] || []}
+        canAct=${canAct} onChange=${refresh} />`)}
+  </main>`;
+}
+
+function ClusterCard({ cluster, runs, canAct, onChange }) {
+  const [selected, setSelected] = useState(new Set());
+  const [message, setMessage] = useState('');
+  const queued = runs.filter((r) => r.status === 'Queued' || r.status === 'NotStarted');
+  const queuedIds = new Set(queued.map((r) => r.id));
+  const active = runs.filter((r) => !queuedIds.has(r.id));
+  const busy = cluster.workers.reduce((n, w) => n + w.busy, 0);
+  const slots = cluster.workers.reduce((n, w) => n + w.slots, 0);
+  const stranded = cluster.queued > 0 && cluster.workers.length === 0;
+
+  function toggle(id) {
+    const next = new Set(selected);
+    next.has(id) ? next.delete(id) : next.add(id);
+    setSelected(next);
+  }
+
+  async function act(label, work) {
+    setMessage('');
+    try {
+      await work();
+      onChange();
+    } catch (err) {
+      setMessage(`${label}: ${err.message}`);
+    }
+  }
+
+  const cancel = (run) => {
+    if (!confirm(`Cancel run ${run.id}?`)) return;
+    act('cancel', () => api(`/runs/${encodeURIComponent(run.id)}/cancel`, { method: 'POST' }));
+  };
+  const cancelSelected = () => {
+    const ids = [...selected].filter((id) => runs.some((r) => r.id === id));
+    if (!ids.length || !confirm(`Cancel ${ids.length} selected run(s)?`)) return;
+    act('cancel', async () => {
+      await api('/runs/cancel', { method: 'POST', body: { run_ids: ids } });
+      setSelected(new Set());
+    });
+  };
+  const toFront = (run) =>
+    act('move to front', () => api(`/runs/${encodeURIComponent(run.id)}`, { method: 'PATCH', body: { move_to_front: true } }));
+  const setPriority = (run, value) => {
+    const priority = Number.parseInt(value, 10);
+    if (Number.isNaN(priority) || priority === run.priority) return;
+    act('priority', () => api(`/runs/${encodeURIComponent(run.id)}`, { method: 'PATCH', body: { priority } }));
+  };
+
+  const check = (run) => canAct && html`<td><input type="checkbox" aria-label=${`select ${run.id}`}
+      checked=${selected.has(run.id)} onChange=${() => toggle(run.id)} /></td>`;
+  const cancelButton = (run) => canAct && html`<td><button class="danger" onClick=${() => cancel(run)}
+      aria-label=${`cancel ${run.id}`}>Cancel</button></td>`;
+
+  return html`<section class="cluster" data-cluster=${cluster.name} aria-labelledby=${`c-${cluster.name}`}>
+    <header>
+      <h2 id=${`c-${cluster.name}`}>${cluster.name}</h2>
+      <span class="facts">${[
+        cluster.executor,
+        `${cluster.nodes} node(s)`,
+        `${cluster.workers.length} worker(s) online`,
+      ].join(' · ')} · <span data-testid="busy">${busy}</span> busy / ${Math.max(slots - busy, 0)} idle slot(s) ·
+        ${' '}<span data-testid="queued-count">${cluster.queued}</span> queued · ${cluster.active} active</span>
+      ${stranded && html`<span class="flag" role="status" data-testid="no-worker">Queued runs but no live worker</span>`}
+    </header>
+    ${message && html`<p class="error" role="alert">${message}</p>`}
+    ${cluster.workers.length > 0 && html`<table class="compact"><caption>Nodes</caption>
+      <thead><tr><th>Worker</th><th>Host</th><th>Slots</th><th>Busy</th><th>Runs</th></tr></thead>
+      <tbody>${cluster.workers.map((w) => html`<tr key=${w.id}><td>${w.id}${w.draining ? ' (draining)' : ''}</td>
+        <td>${w.hostname}</td><td>${w.slots}</td><td>${w.busy}</td><td>${w.runs.join(', ') || '–'}</td></tr>`)}</tbody></table>`}
+    ${canAct && selected.size > 0 && html`<p><button class="danger" onClick=${cancelSelected}>Cancel selected (${selected.size})</button></p>`}
+    <table data-testid="queue"><caption>Queue (${queued.length})</caption>
+      <thead><tr>${canAct && html`<th><span class="sr">Select</span></th>`}<th>#</th><th>Run</th><th>Priority</th>
+        <th>Pending reason</th><th>Waiting</th><th>Submitter</th>${canAct && html`<th><span class="sr">Actions</span></th><th></th>`}</tr></thead>
+      <tbody>${queued.map((r) => html`<tr key=${r.id} data-run=${r.id}>${check(r)}
+        <td>${r.position ?? '–'}</td><td><a href=${`/runs/${r.id}`} onClick=${follow}>${r.display_name || r.id}</a></td>
+        <td>${canAct ? html`<input class="priority" type="number" min="-1000" max="1000" value=${r.priority}
+            aria-label=${`priority of ${r.id}`} onChange=${(e) => setPriority(r, e.target.value)} />` : r.priority}</td>
+        <td>${r.pending_reason || '–'}</td><td>${duration(seconds(r.queued_at || r.created_at))}</td>
+        <td>${r.submitted_by || '–'}</td>
+        ${canAct && html`<td><button onClick=${() => toFront(r)} aria-label=${`move ${r.id} to front`}>To front</button></td>`}
+        ${cancelButton(r)}</tr>`)}</tbody></table>
+    <table data-testid="active"><caption>Active (${active.length})</caption>
+      <thead><tr>${canAct && html`<th><span class="sr">Select</span></th>`}<th>Run</th><th>Status</th><th>Node</th>
+        <th>Duration</th><th>Submitter</th>${canAct && html`<th><span class="sr">Actions</span></th>`}</tr></thead>
+      <tbody>${active.map((r) => html`<tr key=${r.id} data-run=${r.id}>${check(r)}
+        <td><a href=${`/runs/${r.id}`} onClick=${follow}>${r.display_name || r.id}</a></td>
+        <td><span class=${`status s-${r.status}`}>${r.status}</span></td><td>${r.worker_id || '–'}</td>
+        <td>${duration(runDuration(r))}</td><td>${r.submitted_by || '–'}</td>${cancelButton(r)}</tr>`)}</tbody></table>
+  </section>`;
+}

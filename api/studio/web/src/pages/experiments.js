@@ -1,0 +1,133 @@
+// Experiments, and one experiment's runs: status, cluster, duration, tags and the latest
+// value of chosen series; filter by status, tag and cluster; sort by any column.
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { api } from '../api.js';
+import { html } from '../html.js';
+import { duration, follow, formatValue, navigate, runDuration, when } from '../util.js';
+
+export function Experiments() {
+  const [experiments, setExperiments] = useState(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    api('/experiments', { params: { limit: 500 } })
+      .then((r) => setExperiments(r.data))
+      .catch((err) => setError(err.message));
+  }, []);
+  return html`<main>
+    <h1>Experiments</h1>
+    ${error && html`<p class="error" role="alert">${error}</p>`}
+    ${!experiments ? html`<p>Loading…</p>` : html`<table>
+      <thead><tr><th>Experiment</th><th>Runs</th><th>Created</th></tr></thead>
+      <tbody>${experiments.map((e) => html`<tr key=${e.name}>
+        <td><a href=${`/experiments/${encodeURIComponent(e.name)}`} onClick=${follow}>${e.name}</a></td>
+        <td>${e.run_count}</td><td>${when(e.created_at)}</td></tr>`)}</tbody></table>`}
+  </main>`;
+}
+
+const BASE_COLUMNS = [
+  ['id', 'Run', (r) => r.display_name || r.id],
+  ['status', 'Status', (r) => r.status],
+  ['cluster', 'Cluster', (r) => r.cluster || ''],
+  ['duration', 'Duration', (r) => runDuration(r) ?? -1],
+  ['submitted_by', 'Submitter', (r) => r.submitted_by || ''],
+  ['created_at', 'Submitted', (r) => r.created_at],
+  ['tags', 'Tags', (r) => Object.entries(r.tags).map(([k, v]) => (v ? `${k}=${v}` : k)).join(' ')],
+];
+
+export function Experiment({ name }) {
+  const [runs, setRuns] = useState(null);
+  const [names, setNames] = useState([]);
+  const [chosen, setChosen] = useState(null);
+  const [error, setError] = useState('');
+  const [filters, setFilters] = useState({ status: '', tag: '', cluster: '' });
+  const [sort, setSort] = useState({ key: 'created_at', descending: true });
+  const [selected, setSelected] = useState(new Set());
+
+  useEffect(() => {
+    let alive = true;
+    async function load() {
+      try {
+        const params = { limit: 500, metric: chosen || [] };
+        const result = await api(`/experiments/${encodeURIComponent(name)}/runs`, { params });
+        if (!alive) return;
+        setRuns(result.data);
+        setNames(result.metric_names);
+        if (chosen === null) setChosen(result.metric_names.slice(0, 3));
+      } catch (err) {
+        if (alive) setError(err.message);
+      }
+    }
+    load();
+    const timer = setInterval(load, 3000);
+    return () => {
+      alive = false;
+      clearInterval(timer);
+    };
+  }, [name, (chosen || []).join('\u0000')]);
+
+  const columns = useMemo(
+    () => [...BASE_COLUMNS, ...(chosen || []).map((m) => [`m:${m}`, m, (r) => r.metrics[m] ?? null])],
+    [chosen],
+  );
+  const shown = useMemo(() => {
+    if (!runs) return [];
+    const [tagKey, tagValue] = filters.tag.split('=');
+    const rows = runs.filter(
+      (r) =>
+        (!filters.status || r.status === filters.status) &&
+        (!filters.cluster || r.cluster === filters.cluster) &&
+        (!tagKey || (tagKey in r.tags && (tagValue === undefined || r.tags[tagKey] === tagValue))),
+    );
+    const column = columns.find(([key]) => key === sort.key) || columns[0];
+    const value = column[2];
+    rows.sort((a, b) => {
+      const x = value(a);
+      const y = value(b);
+      if (x === y) return 0;
+      if (x === null) return 1;
+      if (y === null) return -1;
+      const order = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y));
+      return sort.descending ? -order : order;
+    });
+    return rows;
+  }, [runs, filters, sort, columns]);
+
+  if (error) return html`<main><h1>${name}</h1><p class="error" role="alert">${error}</p></main>`;
+  if (!runs) return html`<main><h1>${name}</h1><p>Loading…</p></main>`;
+  const statuses = [...new Set(runs.map((r) => r.status))].sort();
+  const clusters = [...new Set(runs.map((r) => r.cluster).filter(Boolean))].sort();
+  const toggle = (id) => {
+    const next = new Set(selected);
+    next.has(id) ? next.delete(id) : next.add(id);
+    setSelected(next);
+  };
+  const sortBy = (key) => setSort((s) => ({ key, descending: s.key === key ? !s.descending : false }));
+  const compare = () => navigate(`/compare?runs=${[...selected].map(encodeURIComponent).join(',')}`);
+
+  return html`<main>
+    <h1>Experiment ${name}</h1>
+    <div class="toolbar" role="group" aria-label="filters">
+      <label>Status <select value=${filters.status} onChange=${(e) => setFilters({ ...filters, status: e.target.value })}>
+        <option value="">any</option>${statuses.map((s) => html`<option value=${s}>${s}</option>`)}</select></label>
+      <label>Cluster <select value=${filters.cluster} onChange=${(e) => setFilters({ ...filters, cluster: e.target.value })}>
+        <option value="">any</option>${clusters.map((c) => html`<option value=${c}>${c}</option>`)}</select></label>
+      <label>Tag <input value=${filters.tag} placeholder="key or key=value"
+        onInput=${(e) => setFilters({ ...filters, tag: e.target.value })} /></label>
+      <label>Metrics <select multiple size="3" onChange=${(e) => setChosen([...e.target.selectedOptions].map((o) => o.value))}>
+        ${names.map((m) => html`<option value=${m} selected=${(chosen || []).includes(m)}>${m}</option>`)}</select></label>
+      <button disabled=${selected.size < 1} onClick=${compare}>Compare selected (${selected.size})</button>
+    </div>
+    <table data-testid="runs">
+      <thead><tr><th><span class="sr">Select</span></th>${columns.map(([key, label]) => html`<th
+          aria-sort=${sort.key === key ? (sort.descending ? 'descending' : 'ascending') : 'none'}>
+          <button class="sort" onClick=${() => sortBy(key)}>${label}${sort.key === key ? (sort.descending ? ' ▼' : ' ▲') : ''}</button></th>`)}</tr></thead>
+      <tbody>${shown.map((r) => html`<tr key=${r.id}>
+        <td><input type="checkbox" aria-label=${`select ${r.id}`} checked=${selected.has(r.id)} onChange=${() => toggle(r.id)} /></td>
+        <td><a href=${`/runs/${r.id}`} onClick=${follow}>${r.display_name || r.id}</a></td>
+        <td><span class=${`status s-${r.status}`}>${r.status}</span></td><td>${r.cluster || '–'}</td>
+        <td>${duration(runDuration(r))}</td><td>${r.submitted_by || '–'}</td><td>${when(r.created_at)}</td>
+        <td>${Object.entries(r.tags).map(([k, v]) => html`<span class="tag">${v ? `${k}=${v}` : k}</span>`)}</td>
+        ${(chosen || []).map((m) => html`<td class="num">${formatValue(r.metrics[m])}</td>`)}</tr>`)}</tbody></table>
+    <p class="hint">${shown.length} of ${runs.length} run(s) shown.</p>
+  </main>`;
+}

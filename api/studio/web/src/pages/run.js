@@ -1,0 +1,294 @@
+// One run: status timeline, properties, tags, charts, images, files, the live log tail,
+// child runs and Cancel. While it runs, Server-Sent Events keep everything current.
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { api } from '../api.js';
+import { Chart } from '../chart.js';
+import { html } from '../html.js';
+import { TERMINAL, duration, follow, formatValue, runDuration, timeline, when } from '../util.js';
+
+const MAX_POINTS = 1200; // per chart: ~2 per pixel of a wide chart, extremes kept per bucket
+const LOG_LIMIT = 400_000;
+const enc = encodeURIComponent;
+
+export function RunPage({ id, me }) {
+  const [run, setRun] = useState(null);
+  const [error, setError] = useState('');
+  const [metrics, setMetrics] = useState([]);
+  const [tags, setTags] = useState({});
+  const [properties, setProperties] = useState({});
+  const [files, setFiles] = useState([]);
+  const [children, setChildren] = useState([]);
+  const [log, setLog] = useState('');
+  const [versions, setVersions] = useState({}); // metric name -> bump to refetch its series
+  const pending = useRef({ names: new Set(), timer: null });
+
+  async function loadRun() {
+    try {
+      const fresh = await api(`/runs/${enc(id)}`);
+      setRun(fresh);
+      return fresh;
+    } catch (err) {
+      setError(err.message);
+      return null;
+    }
+  }
+
+  // A worker announces the end live a moment before the record says so: read the record
+  // again until it agrees.
+  async function settle() {
+    for (let i = 0; i < 60; i++) {
+      const fresh = await loadRun();
+      if (!fresh || TERMINAL.has(fresh.status)) return;
+      await new Promise((done) => setTimeout(done, 500));
+    }
+  }
+  async function loadDetails() {
+    const [names, tagMap, props, fileList, kids] = await Promise.all([
+      api(`/runs/${enc(id)}/metric-names`),
+      api(`/runs/${enc(id)}/tags`),
+      api(`/runs/${enc(id)}/properties`),
+      api(`/runs/${enc(id)}/files`),
+      api('/runs', { params: { parent: id, limit: 500 } }),
+    ]);
+    setMetrics(names.data);
+    setTags(tagMap);
+    setProperties(props);
+    setFiles(fileList.data);
+    setChildren(kids.data);
+  }
+
+  // Many events in a burst become one refetch per series (and one of the lists).
+  function touched(names) {
+    for (const name of names) pending.current.names.add(name);
+    if (pending.current.timer) return;
+    pending.current.timer = setTimeout(() => {
+      const bumped = [...pending.current.names];
+      pending.current.names.clear();
+      pending.current.timer = null;
+      setVersions((v) => Object.fromEntries([...Object.entries(v), ...bumped.map((n) => [n, (v[n] || 0) + 1])]));
+      loadDetails().catch(() => {});
+    }, 400);
+  }
+
+  useEffect(() => {
+    setRun(null);
+    setLog('');
+    loadRun();
+    loadDetails().catch((err) => setError(err.message));
+    const source = new EventSource(`/api/v1/runs/${enc(id)}/events?history=true`);
+    source.addEventListener('log', (e) => {
+      const text = JSON.parse(e.data).text;
+      setLog((old) => (old + text).slice(-LOG_LIMIT));
+    });
+    let ended = false;
+    source.addEventListener('status', (e) => {
+      const status = JSON.parse(e.data).status;
+      setRun((old) => (old ? { ...old, status } : old));
+      ended = TERMINAL.has(status);
+      if (ended) {
+        settle();
+        touched(['*']);
+      } else {
+        loadRun();
+      }
+    });
+    // The stream closes after a finished run's log: do not let the browser reconnect.
+    source.addEventListener('error', () => {
+      if (ended) source.close();
+    });
+    source.addEventListener('metrics', (e) => {
+      const batch = JSON.parse(e.data);
+      const names = batch.events.filter((ev) => ev.n !== undefined).map((ev) => ev.n);
+      touched(names.length ? names : ['*']);
+    });
+    return () => {
+      source.close();
+      clearTimeout(pending.current.timer);
+      pending.current.timer = null;
+    };
+  }, [id]);
+
+  if (error && !run) return html`<main><h1>Run ${id}</h1><p class="error" role="alert">${error}</p></main>`;
+  if (!run) return html`<main><h1>Run ${id}</h1><p>Loading…</p></main>`;
+  const active = !TERMINAL.has(run.status);
+  const canAct = me && (me.role === 'admin' || me.role === 'member');
+  const cancel = async () => {
+    if (!confirm(`Cancel run ${run.id}?`)) return;
+    try {
+      setRun(await api(`/runs/${enc(run.id)}/cancel`, { method: 'POST' }));
+    } catch (err) {
+      setError(err.message);
+    }
+  };
+  const images = metrics.filter((m) => m.kind === 'image');
+  const charts = metrics.filter((m) => m.kind !== 'image');
+
+  return html`<main class="run">
+    <header class="run-head">
+      <h1>${run.display_name || run.id}</h1>
+      <span class=${`status s-${run.status}`} data-testid="run-status">${run.status}</span>
+      ${active && canAct && html`<button class="danger" onClick=${cancel}>Cancel</button>`}
+    </header>
+    ${error && html`<p class="error" role="alert">${error}</p>`}
+    <dl class="facts">
+      <dt>Run</dt><dd>${run.id}</dd>
+      <dt>Experiment</dt><dd><a href=${`/experiments/${enc(run.experiment)}`} onClick=${follow}>${run.experiment}</a></dd>
+      <dt>Cluster</dt><dd>${run.cluster || 'interactive'}</dd>
+      <dt>Submitter</dt><dd>${run.submitted_by || '–'}</dd>
+      <dt>Script</dt><dd>${run.script || '–'} ${(run.arguments || []).join(' ')}</dd>
+      <dt>Node</dt><dd>${run.worker_id || '–'}</dd>
+      <dt>Duration</dt><dd>${duration(runDuration(run))}</dd>
+      ${run.parent_run_id && html`<dt>Parent</dt><dd><a href=${`/runs/${enc(run.parent_run_id)}`} onClick=${follow}>${run.parent_run_id}</a></dd>`}
+      ${run.failure_reason && html`<dt>Reason</dt><dd>${run.failure_reason}</dd>`}
+      ${run.snapshot_digest && html`<dt>Snapshot</dt><dd><a href=${`/api/v1/runs/${enc(run.id)}/snapshot`} download>download</a></dd>`}
+    </dl>
+    <${Timeline} run=${run} />
+    <section aria-labelledby="metrics-h"><h2 id="metrics-h">Metrics</h2>
+      ${charts.length === 0 && html`<p class="hint">Nothing logged yet.</p>`}
+      <div class="grid">${charts.map((m) => html`<${MetricView} key=${m.name} runId=${run.id} metric=${m}
+          version=${(versions[m.name] || 0) + (versions['*'] || 0)} />`)}</div>
+    </section>
+    ${images.length > 0 && html`<section aria-labelledby="images-h"><h2 id="images-h">Images</h2>
+      <div class="grid">${images.map((m) => html`<${ImageView} key=${m.name} runId=${run.id} metric=${m}
+          version=${(versions[m.name] || 0) + (versions['*'] || 0)} />`)}</div></section>`}
+    <div class="two">
+      <${KeyValues} title="Tags" values=${tags} />
+      <${KeyValues} title="Properties" values=${properties} />
+    </div>
+    <section aria-labelledby="logs-h"><h2 id="logs-h">Log</h2><${LogTail} text=${log} /></section>
+    <section aria-labelledby="files-h"><h2 id="files-h">Files</h2>
+      ${files.length === 0 ? html`<p class="hint">No files.</p>` : html`<ul class="files">${files.map((f) => html`<li key=${f.name}>
+        <a href=${`/api/v1/runs/${enc(run.id)}/files/${f.name.split('/').map(enc).join('/')}`} download>${f.name}</a>
+        <span class="hint">${f.size} bytes</span></li>`)}</ul>`}
+    </section>
+    ${children.length > 0 && html`<section aria-labelledby="children-h"><h2 id="children-h">Child runs</h2>
+      <table><thead><tr><th>Run</th><th>Status</th><th>Duration</th></tr></thead><tbody>
+      ${children.map((c) => html`<tr key=${c.id}><td><a href=${`/runs/${enc(c.id)}`} onClick=${follow}>${c.display_name || c.id}</a></td>
+        <td><span class=${`status s-${c.status}`}>${c.status}</span></td><td>${duration(runDuration(c))}</td></tr>`)}</tbody></table></section>`}
+  </main>`;
+}
+
+function Timeline({ run }) {
+  const steps = timeline(run);
+  const total = steps.reduce((n, s) => n + s.seconds, 0) || 1;
+  return html`<section aria-labelledby="timeline-h"><h2 id="timeline-h">Timeline</h2>
+    <div class="timeline" aria-hidden="true">${steps.map((s) => html`<span class=${`seg s-${s.state}`}
+        style=${`flex-grow:${Math.max(s.seconds / total, 0.02)}`} title=${`${s.state}: ${duration(s.seconds)}`}></span>`)}</div>
+    <ol class="steps">${steps.map((s) => html`<li><span class=${`status s-${s.state}`}>${s.state}</span>
+      ${when(s.at)} · ${duration(s.seconds)}</li>`)}</ol></section>`;
+}
+
+function KeyValues({ title, values }) {
+  const entries = Object.entries(values);
+  return html`<section><h2>${title}</h2>${entries.length === 0 ? html`<p class="hint">None.</p>` : html`<table class="compact">
+    <tbody>${entries.map(([k, v]) => html`<tr key=${k}><th scope="row">${k}</th><td>${v}</td></tr>`)}</tbody></table>`}</section>`;
+}
+
+function LogTail({ text }) {
+  const box = useRef(null);
+  useEffect(() => {
+    const el = box.current;
+    if (el && el.scrollHeight - el.scrollTop - el.clientHeight < 80) el.scrollTop = el.scrollHeight;
+  }, [text]);
+  return html`<pre class="log" ref=${box} tabindex="0" data-testid="log" aria-label="run log">${text || '(no output yet)'}</pre>`;
+}
+
+// A series' shape decides its view (as Azure ML's studio does): repeated scalars or a list
+// → line; rows or a two-numeric-column table → line of its first two columns; one value →
+// the value; any other table → a table.
+function MetricView({ runId, metric, version }) {
+  if (metric.kind === 'scalar' || metric.kind === 'list') {
+    return html`<${SeriesView} runId=${runId} metric=${metric} version=${version} />`;
+  }
+  return html`<${TabularView} runId=${runId} metric=${metric} version=${version} />`;
+}
+
+function SeriesView({ runId, metric, version }) {
+  const [series, setSeries] = useState(null);
+  const [range, setRange] = useState(null);
+  useEffect(() => {
+    let alive = true;
+    const params = { max_points: MAX_POINTS, limit: MAX_POINTS };
+    if (range) Object.assign(params, { start: Math.max(0, Math.floor(range[0])), end: Math.ceil(range[1]) });
+    api(`/runs/${enc(runId)}/metrics/${enc(metric.name)}/history`, { params }).then((r) => alive && setSeries(r));
+    return () => {
+      alive = false;
+    };
+  }, [runId, metric.name, version, range && range.join(',')]);
+  if (!series) return html`<figure class="card"><figcaption>${metric.name}</figcaption><p>Loading…</p></figure>`;
+  const numeric = series.points.filter((p) => typeof p[1] === 'number' || p[1] === null);
+  if (series.count <= 1 && !range) {
+    const value = series.points.length ? series.points[0][1] : null;
+    return html`<figure class="card value" data-metric=${metric.name}><figcaption>${metric.name}</figcaption>
+      <p class="big" data-testid=${`value-${metric.name}`}>${formatValue(value)}</p></figure>`;
+  }
+  if (numeric.length < series.points.length) {
+    return html`<${PointsTable} name=${metric.name} columns=${['index', 'value']} rows=${series.points} />`;
+  }
+  const data = [numeric.map((p) => p[0]), numeric.map((p) => p[1])];
+  return html`<figure class="card" data-metric=${metric.name}>
+    <figcaption>${metric.name} <span class="hint">${series.count} point(s)${series.downsampled ? ', downsampled' : ''}</span>
+      ${range && html`<button class="small" onClick=${() => setRange(null)}>Reset zoom</button>`}</figcaption>
+    <${Chart} data=${data} labels=${[metric.name]} xLabel="step" testid=${`chart-${metric.name}`}
+      onZoom=${(min, max) => setRange([min, max])} /></figure>`;
+}
+
+function TabularView({ runId, metric, version }) {
+  const [points, setPoints] = useState(null);
+  useEffect(() => {
+    let alive = true;
+    api(`/runs/${enc(runId)}/metrics`, { params: { name: metric.name } }).then(
+      (r) => alive && setPoints(((r.runs[runId] || {})[metric.name] || {}).points || []),
+    );
+    return () => {
+      alive = false;
+    };
+  }, [runId, metric.name, version]);
+  const table = useMemo(() => {
+    if (!points) return null;
+    const columns = [];
+    const rows = new Map();
+    for (const [idx, column, value] of points) {
+      if (!columns.includes(column)) columns.push(column);
+      if (!rows.has(idx)) rows.set(idx, {});
+      rows.get(idx)[column] = value;
+    }
+    return { columns, rows: [...rows.entries()].sort((a, b) => a[0] - b[0]).map(([, row]) => row) };
+  }, [points]);
+  if (!table) return html`<figure class="card"><figcaption>${metric.name}</figcaption><p>Loading…</p></figure>`;
+  const [first, second] = table.columns;
+  const numeric = (c) => c !== undefined && table.rows.every((r) => typeof r[c] === 'number' || r[c] === null);
+  if (first !== undefined && second !== undefined && numeric(first) && numeric(second)) {
+    const pairs = table.rows.map((r) => [r[first], r[second]]).filter((p) => p[0] !== null).sort((a, b) => a[0] - b[0]);
+    const data = [pairs.map((p) => p[0]), pairs.map((p) => p[1])];
+    return html`<figure class="card" data-metric=${metric.name}>
+      <figcaption>${metric.name} <span class="hint">${second} against ${first}</span></figcaption>
+      <${Chart} data=${data} labels=${[second]} xLabel=${first} testid=${`chart-${metric.name}`} /></figure>`;
+  }
+  if (table.rows.length === 1 && table.columns.length === 1) {
+    return html`<figure class="card value" data-metric=${metric.name}><figcaption>${metric.name}</figcaption>
+      <p class="big">${formatValue(table.rows[0][first])}</p></figure>`;
+  }
+  return html`<${PointsTable} name=${metric.name} columns=${table.columns}
+    rows=${table.rows.map((r) => table.columns.map((c) => r[c]))} />`;
+}
+
+function PointsTable({ name, columns, rows }) {
+  const shown = rows.slice(-200);
+  return html`<figure class="card" data-metric=${name}><figcaption>${name}
+      <span class="hint">${rows.length} row(s)${rows.length > shown.length ? ', last 200 shown' : ''}</span></figcaption>
+    <div class="scroll"><table class="compact" data-testid=${`table-${name}`}><thead><tr>${columns.map((c) => html`<th>${c}</th>`)}</tr></thead>
+    <tbody>${shown.map((row) => html`<tr>${row.map((v) => html`<td class="num">${formatValue(v)}</td>`)}</tr>`)}</tbody></table></div></figure>`;
+}
+
+function ImageView({ runId, metric, version }) {
+  const [paths, setPaths] = useState([]);
+  useEffect(() => {
+    api(`/runs/${enc(runId)}/metrics`, { params: { name: metric.name } }).then((r) =>
+      setPaths((((r.runs[runId] || {})[metric.name] || {}).points || []).map((p) => p[2])),
+    );
+  }, [runId, metric.name, version]);
+  return html`<figure class="card" data-metric=${metric.name}><figcaption>${metric.name}</figcaption>
+    ${paths.slice(-6).map((path) => html`<img loading="lazy" alt=${`${metric.name}: ${path}`} data-testid=${`image-${metric.name}`}
+      src=${`/api/v1/runs/${enc(runId)}/files/${String(path).split('/').map(enc).join('/')}`} />`)}</figure>`;
+}

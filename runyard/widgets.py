@@ -1,0 +1,42 @@
+"""``RunDetails(run).show()``: the Studio's live run page inside a Jupyter notebook, as
+``azureml.widgets.RunDetails`` shows Azure's run widget.
+
+The page comes from the Runyard API itself; the browser showing the notebook signs in to
+the Studio once (the Studio's session cookie), so the notebook never embeds a token.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+
+class RunDetails:
+    def __init__(self, run_instance: Any) -> None:
+        self.run = run_instance
+
+    @property
+    def url(self) -> str:
+        return self.run.get_portal_url()
+
+    def _repr_html_(self) -> str:
+        embed = html.escape(self.url + "?embed=1", quote=True)
+        page = html.escape(self.url, quote=True)
+        title = html.escape(f"Runyard run {self.run.id}", quote=True)
+        return (
+            f'<iframe src="{embed}" title="{title}" width="100%" height="760" '
+            'style="border:1px solid #e5e7eb;border-radius:8px"></iframe>'
+            f'<p><a href="{page}" target="_blank" rel="noopener">Open in the Runyard Studio</a></p>'
+        )
+
+    def show(self) -> None:
+        """Display the live run view (outside a notebook: print where it is)."""
+        try:
+            from IPython.display import HTML, display
+        except ImportError:
+            print(f"Run {self.run.id}: {self.url}")
+            return
+        display(HTML(self._repr_html_()))
+
+    def get_widget_data(self) -> dict[str, Any]:
+        return {"run_id": self.run.id, "url": self.url}
