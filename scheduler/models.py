@@ -469,6 +469,25 @@ class MetricPoint(SQLModel, table=True):
     logged_at: float = Field(sa_column=Column(Double, nullable=False))
 
 
+class MetricRollup(SQLModel, table=True):
+    """A series summarised per ``ROLLUP_SPAN`` indexes (first, last, extremes, count), kept
+    by the ingest as points arrive. A chart of a long series reads these instead of every
+    point: a million points are a thousand rows."""
+
+    run_id: str = Field(primary_key=True, foreign_key="run.id")
+    name: str = Field(primary_key=True, max_length=255)
+    column: str = Field(default="", primary_key=True, max_length=255)
+    bucket: int = Field(primary_key=True, sa_type=BigInteger)  # idx // ROLLUP_SPAN
+    first_idx: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_idx: int = Field(sa_column=Column(BigInteger, nullable=False))
+    min_value: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    max_value: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    n: int = 0
+
+
+ROLLUP_SPAN = 1024
+
+
 class RunTag(SQLModel, table=True):
     run_id: str = Field(foreign_key="run.id", primary_key=True)
     key: str = Field(primary_key=True, max_length=255)

@@ -19,10 +19,19 @@ from sqlmodel import Session, col, select
 from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import RunStatus
 from runyard.tracking import events as ev
+from scheduler import rollups
 from scheduler.db import insert_ignoring
 from scheduler.lifecycle import end_children, transition
 from scheduler.messages import TrackingBatch
-from scheduler.models import Metric, MetricPoint, Run, RunProperty, RunTag, utcnow
+from scheduler.models import (
+    ROLLUP_SPAN,
+    Metric,
+    MetricPoint,
+    Run,
+    RunProperty,
+    RunTag,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +259,12 @@ def _insert_points(
             index_elements=["run_id", "producer", "seq", "sub"]
         )
         session.execute(statement, rows)
+        touched_spans: dict[tuple[str, str], tuple[int, int]] = {}
+        for row in rows:
+            key = (row["name"], row["column"])
+            low, high = touched_spans.get(key, (row["idx"], row["idx"]))
+            touched_spans[key] = (min(low, row["idx"]), max(high, row["idx"]))
+        rollups.refresh(session, run.id, touched_spans)
 
 
 def _length(event: dict[str, Any]) -> int:
@@ -393,7 +408,8 @@ def history(
         where.append(col(MetricPoint.idx) >= start)
     if end is not None:
         where.append(col(MetricPoint.idx) <= end)
-    count = session.exec(select(func.count()).where(*where)).one()
+    found = rollups.blocks(session, run_id, name, column, start or 0, end)
+    count = sum(b.n for b in found)
     if max_points is None or count <= max_points:
         rows = session.exec(
             select(MetricPoint.idx, MetricPoint.value, MetricPoint.text, MetricPoint.vtype)
@@ -404,23 +420,24 @@ def history(
         )
         return History(count, [[i, decode_value(v, t, k)] for i, v, t, k in rows], False)
 
-    low, high = session.exec(
-        select(func.min(MetricPoint.idx), func.max(MetricPoint.idx)).where(*where)
-    ).one()
     buckets = max(max_points // 4, 1)
+    low, high = found[0].first, found[-1].last
     width = max(-(-(high - low + 1) // buckets), 1)
-    bucket = ((col(MetricPoint.idx) - low) // width).label("bucket")
-    summary = session.exec(
-        select(
-            func.min(MetricPoint.idx),
-            func.max(MetricPoint.idx),
-            func.min(MetricPoint.value),
-            func.max(MetricPoint.value),
-        )
-        .where(*where)
-        .group_by(bucket)
-        .order_by(bucket)
-    ).all()
+    if width >= ROLLUP_SPAN:  # the stored summaries are fine enough: merge those
+        summary = [(b.first, b.last, b.low, b.high) for b in rollups.merge(found, buckets)]
+    else:  # a narrow range (a zoom): summarise its points
+        bucket = ((col(MetricPoint.idx) - low) // width).label("bucket")
+        summary = session.exec(
+            select(
+                func.min(MetricPoint.idx),
+                func.max(MetricPoint.idx),
+                func.min(MetricPoint.value),
+                func.max(MetricPoint.value),
+            )
+            .where(*where)
+            .group_by(bucket)
+            .order_by(bucket)
+        ).all()
     edges = sorted({int(r[0]) for r in summary} | {int(r[1]) for r in summary})
     edge_values = dict(
         session.exec(
