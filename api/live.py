@@ -54,7 +54,8 @@ async def run_events(
             last_seq = chunk.seq
             yield LiveEvent("log", {"seq": chunk.seq, "text": chunk.text})
     stream = keys.run_live(run_id)
-    position = "0" if logs_from_start else await _stream_end(services, stream)
+    live_from = await _stream_end(services, stream)
+    position = "0" if logs_from_start else live_from
     while True:
         status = await asyncio.to_thread(current_status, services, run_id)
         if status in ("Completed", "Failed", "Canceled"):
@@ -69,6 +70,8 @@ async def run_events(
         for _, entries in response or []:
             for raw_id, fields in entries:
                 position = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                if _is_stored_batch(fields, position, live_from):
+                    continue  # not even decoded: a batch can hold a million values
                 try:
                     entry = decode(fields)
                 except MessageError:
@@ -91,6 +94,24 @@ async def run_events(
                 elif isinstance(entry, TrackingBatch):
                     data = {"run_id": entry.run_id, "events": [e for _, e in entry.events]}
                     yield LiveEvent("metrics", data, position)
+
+
+def _is_stored_batch(fields: dict[Any, Any], position: str, live_from: str) -> bool:
+    """Tracking batches from before the subscription are read from the history endpoints,
+    not again here."""
+    kind = fields.get(b"type", fields.get("type"))
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    return kind == TrackingBatch.type and not _after(position, live_from)
+
+
+def _after(position: str, mark: str) -> bool:
+    """Whether stream entry id ``position`` comes after ``mark`` ("ms-seq" ids)."""
+    if mark == "0":
+        return True
+    ms, _, seq = position.partition("-")
+    mark_ms, _, mark_seq = mark.partition("-")
+    return (int(ms), int(seq or 0)) > (int(mark_ms), int(mark_seq or 0))
 
 
 async def _stream_end(services: Services, stream: str) -> str:

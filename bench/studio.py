@@ -8,13 +8,15 @@ opens the run page in headless Chromium (Debian's ``chromium`` driven by Playwri
 measures, per load:
 
 - time to first chart paint: from the start of navigation until the chart's canvas holds
-  the series (uPlot draws synchronously when it gets data; one animation frame later);
+  the series (uPlot draws synchronously when it gets data; one animation frame later),
+  and the time of the series request alone;
 - bytes transferred: the page, its assets, and the API responses (``transferSize`` of
   every resource the page fetched), and of the series request alone;
 - whether the series' extremes (a spike of +1000 and a dip of -1000 among values in
   [-1, 1]) survive the downsampling.
 
-The first load is cold (assets fetched); the rest are reloads (assets cached). Not a
+The first load is cold (browser cache disabled: page and assets fetched again); the rest
+are reloads with the cache on. Not a
 test: it asserts nothing about speed. Every process it starts is stopped at the end.
 """
 
@@ -30,19 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from runyard.client import Client
+from tests.support.browser import launch, sign_in
 from tests.support.services import ADMIN_TOKEN, Stack, redis_server, wait_until
 
 METRIC = "signal"
 CHUNK = 20_000
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SPIKE, DIP = 1000.0, -1000.0
 
 
@@ -95,13 +89,16 @@ def measure(page: Any, url: str) -> dict[str, Any]:
     entries = page.evaluate(
         """() => performance.getEntries()
             .filter(e => e.entryType === 'navigation' || e.entryType === 'resource')
-            .map(e => ({name: e.name, size: e.transferSize || 0, body: e.encodedBodySize || 0}))"""
+            .map(e => ({name: e.name, size: e.transferSize || 0, body: e.encodedBodySize || 0,
+                        ms: e.responseEnd - e.startTime}))"""
     )
     page.remove_listener("response", on_response)
     series_bytes = sum(e["body"] for e in entries if f"/metrics/{METRIC}/history" in e["name"])
     values = [p[1] for r in history for p in r["points"] if isinstance(p[1], int | float)]
+    series_ms = [e["ms"] for e in entries if f"/metrics/{METRIC}/history" in e["name"]]
     return {
         "paint_ms": painted,
+        "series_ms": series_ms[0] if series_ms else float("nan"),
         "bytes": sum(e["size"] for e in entries),
         "series_bytes": series_bytes,
         "points_drawn": len(values),
@@ -124,15 +121,18 @@ def main() -> int:
             try:
                 run_id = fill(stack.client(), args.points)
                 with sync_playwright() as playwright:
-                    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                    browser = launch(playwright)
                     context = browser.new_context(viewport={"width": 1280, "height": 800})
                     page = context.new_page()
-                    page.goto(f"{stack.url}/login")
-                    page.get_by_label("API token").fill(ADMIN_TOKEN)
-                    page.get_by_role("button", name="Sign in").click()
-                    page.wait_for_url("**/clusters")
+                    sign_in(page, stack.url, ADMIN_TOKEN)
                     url = f"{stack.url}/runs/{run_id}"
-                    results = [measure(page, url) for _ in range(args.repeat)]
+                    # Cold: nothing cached (the sign-in page fetched the assets already).
+                    devtools = context.new_cdp_session(page)
+                    devtools.send("Network.enable")
+                    devtools.send("Network.setCacheDisabled", {"cacheDisabled": True})
+                    results = [measure(page, url)]
+                    devtools.send("Network.setCacheDisabled", {"cacheDisabled": False})
+                    results += [measure(page, url) for _ in range(args.repeat - 1)]
                     browser.close()
             finally:
                 stack.stop()
@@ -144,6 +144,8 @@ def main() -> int:
           f"max {max(paints):.0f} ms")  # fmt: skip
     print(f"  bytes transferred, cold load     {cold['bytes']:8,} B (page, assets, API)")
     print(f"  bytes transferred, reload        {warm[0]['bytes']:8,} B")
+    series = statistics.median(r["series_ms"] for r in results)
+    print(f"  series request (history), p50     {series:8.0f} ms")
     print(f"  series response body             {cold['series_bytes']:8,} B "
           f"for {cold['points_drawn']:,} points drawn")  # fmt: skip
     low, high = cold["extremes"]

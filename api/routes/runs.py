@@ -16,7 +16,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.auth import ALLOW, ActorDep
 from api.deps import Services, ServicesDep, SessionDep
-from api.live import current_status, run_events, sse_payload, stored_logs
+from api.live import LiveEvent, current_status, run_events, sse_payload, stored_logs
 from api.storage import safe_name
 from runyard import snapshot
 from runyard.errors import InvalidInput, SnapshotTooLarge
@@ -256,13 +256,20 @@ async def get_run_events(
     run_id: str,
     services: ServicesDep,
     history: bool = Query(False, description="Start with the log stored so far"),
+    values: bool = Query(
+        True, description="Send what was logged; false sends only the names of the series"
+    ),
 ) -> EventSourceResponse:
     """Server-Sent Events: ``status`` changes, ``log`` chunks and ``metrics`` batches as
-    they happen; the stream ends after the run's final status."""
+    they happen; the stream ends after the run's final status. A chart that reads series
+    from the history endpoint asks for names only (a batch can hold a million values)."""
     await asyncio.to_thread(current_status, services, run_id)  # 404 before streaming starts
 
     async def events() -> AsyncIterator[dict[str, str]]:
         async for event in run_events(services, run_id, logs_from_start=history):
+            if event.kind == "metrics" and not values:
+                names = sorted({str(e.get("n")) for e in event.data["events"] if "n" in e})
+                event = LiveEvent("metrics", {"run_id": event.data["run_id"], "names": names})
             yield sse_payload(event)
 
     return EventSourceResponse(events(), ping=15)

@@ -15,20 +15,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.support.browser import launch, sign_in
 from tests.support.runs import submit, write
 from tests.support.services import ADMIN_TOKEN, Stack, unique, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "studio"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 def tiny_png() -> str:
@@ -46,10 +38,8 @@ def tiny_png() -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install -y chromium")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        launched = launch(playwright)
         yield launched
         launched.close()
 
@@ -63,10 +53,7 @@ def open_studio(browser: Browser, stack: Stack, width: int = 1280, height: int =
         lambda m: page.console_errors.append(m.text) if m.type == "error" else None,  # type: ignore[attr-defined]
     )
     page.on("pageerror", lambda e: page.console_errors.append(str(e)))  # type: ignore[attr-defined]
-    page.goto(f"{stack.url}/login")
-    page.get_by_label("API token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/clusters")
+    sign_in(page, stack.url, ADMIN_TOKEN)
     return page
 
 
@@ -291,3 +278,42 @@ def test_every_asset_comes_from_the_api_itself(stack: Stack) -> None:
             body = httpx.get(f"{stack.url}{asset}", timeout=10)
             assert body.status_code == 200, asset
             assert not re.search(r"https?://(?!www\.w3\.org)[a-z0-9.-]+/", body.text), asset
+
+
+def test_a_long_series_comes_downsampled_and_refines_on_zoom(page: Page, stack: Stack) -> None:
+    admin = stack.client()
+    run = admin.json("POST", "/runs/interactive", json={"experiment": "zoom"})
+    values = [float(i % 1000) for i in range(20_000)]
+    values[12_345] = 99_999.0  # a spike the downsampling must keep
+    event = {"k": "l", "r": run["id"], "n": "wave", "v": values}
+    admin.json("POST", f"/runs/{run['id']}/events", json={"producer": "t", "first_seq": 0,
+                                                           "events": [event]})  # fmt: skip
+    wait_until(
+        lambda: (
+            [m["count"] for m in admin.json("GET", f"/runs/{run['id']}/metric-names")["data"]]
+            == [20_000]
+        ),
+        30,
+        what="the series stored",
+    )
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/history" in r.url else None)
+    with page.expect_response(lambda r: "/history" in r.url) as first:
+        page.goto(f"{stack.url}/runs/{run['id']}")
+    series = first.value.json()
+    wait_until(lambda: points(page, "chart-wave") > 0, 20, 0.1, what="the chart")
+    coarse = points(page, "chart-wave")
+    assert coarse <= 1200, "a long series arrives downsampled"
+    assert page.get_by_text("downsampled").is_visible()
+    assert max(p[1] for p in series["points"]) == 99_999.0  # the spike survives
+    chart = page.get_by_test_id("chart-wave").locator(".u-over")
+    box = chart.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] * 0.40, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    expect(page.get_by_role("button", name="Reset zoom")).to_be_visible()
+    wait_until(lambda: any("start=" in u for u in requests), 10, what="a refined request")
+    screenshot(page, "run-zoomed")
+    admin.cancel(run["id"])

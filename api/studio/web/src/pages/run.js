@@ -75,7 +75,7 @@ export function RunPage({ id, me }) {
     setLog('');
     loadRun();
     loadDetails().catch((err) => setError(err.message));
-    const source = new EventSource(`/api/v1/runs/${enc(id)}/events?history=true`);
+    const source = new EventSource(`/api/v1/runs/${enc(id)}/events?history=true&values=false`);
     source.addEventListener('log', (e) => {
       const text = JSON.parse(e.data).text;
       setLog((old) => (old + text).slice(-LOG_LIMIT));
@@ -98,8 +98,7 @@ export function RunPage({ id, me }) {
     });
     source.addEventListener('metrics', (e) => {
       const batch = JSON.parse(e.data);
-      const names = batch.events.filter((ev) => ev.n !== undefined).map((ev) => ev.n);
-      touched(names.length ? names : ['*']);
+      if (batch.run_id === id) touched(batch.names.length ? batch.names : ['*']);
     });
     return () => {
       source.close();
