@@ -2,7 +2,9 @@
 ``azureml.widgets.RunDetails`` shows Azure's run widget.
 
 The page comes from the Runyard API itself; the browser showing the notebook signs in to
-the Studio once (the Studio's session cookie), so the notebook never embeds a token.
+the Studio once (the Studio's session cookie), so the notebook never embeds a token. The
+API must allow Jupyter's origin to frame it: ``RUNYARD_STUDIO_FRAME_ANCESTORS="'self'
+http://localhost:8888"`` (use the same host name for both, so the cookie is sent).
 """
 
 from __future__ import annotations

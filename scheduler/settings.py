@@ -69,9 +69,12 @@ class Settings(BaseSettings):
     public_readyz: bool = False
     # Studio sign-ins last this long.
     session_hours: float = Field(12.0, gt=0)
-    # Who may show the Studio in a frame (CSP frame-ancestors): Jupyter's RunDetails widget
-    # on this machine by default.
-    studio_frame_ancestors: str = "'self' http://localhost:* http://127.0.0.1:*"
+    # Session cookies marked Secure: None decides by the request's scheme; set true when a
+    # TLS proxy in front speaks plain HTTP to the API.
+    cookie_secure: bool | None = None
+    # Who may show the Studio in a frame (CSP frame-ancestors). Add Jupyter's origin for the
+    # RunDetails widget, e.g. "'self' http://localhost:8888".
+    studio_frame_ancestors: str = "'self'"
     # Largest request body outside the upload paths (which have their own limits).
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
     max_event_batch_bytes: int = Field(64 * 1024 * 1024, ge=1024)

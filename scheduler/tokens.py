@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from runyard.status import RunStatus
 from scheduler.db import as_utc
 from scheduler.models import ApiToken, Run, TokenCreate, TokenPublic, utcnow
 
@@ -231,6 +232,9 @@ def _run_actor(session: Session, key: bytes, secret: str) -> Actor:
         raise Unauthorized(f"run token expired: run {run_id} has ended ({run.status.value})")
     if run.attempt != attempt:
         raise Unauthorized(f"run token expired: run {run_id} is on attempt {run.attempt}")
+    if run.status == RunStatus.QUEUED and run.dispatched_at is None:
+        # Requeued after its node was lost: the attempt that held this token is over.
+        raise Unauthorized(f"run token expired: run {run_id} is waiting to start again")
     return Actor(name=f"run:{run_id}", role="run", run_id=run_id)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, tuple_
 from sqlmodel import Session, col, select
 
-from runyard.errors import IllegalTransition, RunNotFound
+from runyard.errors import IllegalTransition, InvalidInput, RunNotFound
 from runyard.status import RunStatus
 from runyard.tracking import events as ev
 from scheduler import rollups
@@ -43,6 +43,8 @@ KIND_OF = {
     ev.IMAGE: "image",
 }
 CODE_OF = {name: code for code, name in KIND_OF.items()}
+MAX_POINTS_PER_READ = 2_000_000  # rows (of tables) count once per row
+MAX_CHILDREN = 10_000  # child runs one run may create
 FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELED.value}
 
 
@@ -109,6 +111,10 @@ def _create_child(session: Session, parent: Run, event: dict[str, Any]) -> None:
         log.warning("refusing child %r of %s", child_id, parent.id)
         return
     if session.get(Run, child_id) is not None:
+        return
+    siblings = session.exec(select(func.count()).where(Run.parent_run_id == parent.id)).one()
+    if siblings >= MAX_CHILDREN:
+        log.warning("refusing child %r: %s has %d children already", child_id, parent.id, siblings)
         return
     now = utcnow()
     session.add(
@@ -353,6 +359,12 @@ def metrics_of(
     metrics = list(session.exec(query))
     if not metrics:
         return result
+    total = sum(m.count for m in metrics)
+    if total > MAX_POINTS_PER_READ:
+        raise InvalidInput(
+            f"{total} points in one read (the limit is {MAX_POINTS_PER_READ}); name one "
+            "metric, or read long series from /runs/{id}/metrics/{name}/history"
+        )
     points: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
     keys = [(m.run_id, m.name) for m in metrics]
     rows = session.exec(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import PurePosixPath
 from typing import Annotated
 
 import redis
@@ -341,4 +342,25 @@ def download_run_file(
     run_id: str, name: str, session: SessionDep, services: ServicesDep
 ) -> FileResponse:
     run_service.get_run(session, run_id)
-    return FileResponse(services.files.open(run_id, name))
+    path = services.files.open(run_id, name)
+    # What a run uploaded is untrusted: never rendered as a page on this origin (it would
+    # run with a signed-in person's session). Raster images keep their type for <img>.
+    media_type = INLINE_IMAGES.get(path.suffix.lower(), "application/octet-stream")
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=PurePosixPath(name).name,
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+        },
+    )
+
+
+INLINE_IMAGES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}

@@ -32,7 +32,9 @@ def sign_in(
     session.commit()
     csrf = tokens.csrf_token(services.settings.signing_key, secret)
     max_age = int(services.settings.session_hours * 3600)
-    secure = request.url.scheme == "https"
+    secure = services.settings.cookie_secure
+    if secure is None:
+        secure = request.url.scheme == "https"
     response.set_cookie(
         SESSION_COOKIE,
         secret,

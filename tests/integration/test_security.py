@@ -688,3 +688,18 @@ def test_no_secret_reaches_a_log(world: World) -> None:
         text = log.read_text(errors="replace")
         for secret in secrets_seen:
             assert secret not in text, f"a secret appears in {log.name}"
+
+
+def test_an_uploaded_page_is_never_served_as_a_page(world: World) -> None:
+    """A run's files are untrusted: an .html or .svg must not run script on this origin."""
+    with world.http("run") as http:
+        for name, body in [
+            ("outputs/x.html", b"<script>fetch('/api/v1/tokens')</script>"),
+            ("outputs/x.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><script/></svg>"),
+        ]:
+            assert http.put(f"/api/v1/runs/{world.own_run}/files/{name}", content=body).is_success
+            served = http.get(f"/api/v1/runs/{world.own_run}/files/{name}")
+            assert served.headers["content-type"] == "application/octet-stream"
+            assert served.headers["content-disposition"].startswith("attachment")
+            assert served.headers["x-content-type-options"] == "nosniff"
+            assert "sandbox" in served.headers["content-security-policy"]
