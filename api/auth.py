@@ -164,6 +164,20 @@ def _cancel_run(actor: Actor, request: Request, session: Session) -> None:
     raise Forbidden(f"{_who(actor)} may not cancel run {request.path_params.get('run_id')}")
 
 
+def _serves_run(actor: Actor, request: Request, session: Session) -> None:
+    """Only a worker serving the run's cluster (admins too, for operators' tools)."""
+    if actor.role == "admin":
+        return
+    run = _run_of(request, session)
+    if run is not None and actor.serves(run.cluster):
+        return
+    if run is None and actor.role == "worker":
+        return
+    raise Forbidden(
+        f"{_who(actor)} does not serve the cluster of run {request.path_params.get('run_id')}"
+    )
+
+
 def _run_snapshot(actor: Actor, request: Request, session: Session) -> None:
     run = _run_of(request, session)
     if run is not None and actor.serves(run.cluster):
@@ -200,6 +214,7 @@ class ALLOW:
     snapshot = Depends(Rule("snapshot", _snapshot_by_digest))
     submit = Depends(Rule("submit", _roles("admin", "member")))
     cancel_run = Depends(Rule("cancel_run", _cancel_run))
+    serves_run = Depends(Rule("serves_run", _serves_run))
     admin = Depends(Rule("admin", _roles("admin")))
     self = Depends(Rule("self", _anyone))
 

@@ -154,6 +154,11 @@ class Client:
 
     # --- tokens and audit -------------------------------------------------------------------
 
+    def run_token(self, run_id: str, attempt: int) -> str:
+        """Workers: the token the run itself gets (its own tree, while this attempt runs)."""
+        path = f"/runs/{_q(run_id)}/run-token"
+        return self.json("POST", path, json={"attempt": attempt})["token"]
+
     def create_token(self, **spec: Any) -> Dict[str, Any]:
         return self.json("POST", "/tokens", json=spec)
 

@@ -21,7 +21,6 @@ from scheduler.clusters import HOLDING_A_SLOT, get_cluster
 from scheduler.lifecycle import transition
 from scheduler.messages import MessageError, RunAssignment
 from scheduler.models import Cluster, Experiment, Run, merge_environments, utcnow
-from scheduler.tokens import mint_run_token
 from scheduler.workers import WorkerInfo, workers_serving
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,6 @@ def assignment_for(
     cluster: Cluster,
     experiment_name: str,
     attempt: int | None = None,
-    signing_key: bytes = b"",
 ) -> RunAssignment:
     environment = merge_environments(cluster.environment or {}, run.environment or {})
     attempt = run.attempt if attempt is None else attempt
@@ -99,7 +97,6 @@ def assignment_for(
         container=dict(cluster.container or {}),
         attempt=attempt,
         requeue_on_node_loss=bool(cluster.requeue_on_node_loss),
-        run_token=mint_run_token(signing_key, run.id, attempt) if signing_key else "",
     )
 
 
@@ -125,7 +122,6 @@ def dispatch(
     celery: Celery,
     cluster_name: str,
     workers: list[WorkerInfo],
-    signing_key: bytes = b"",
 ) -> list[str]:
     """Hand as many waiting runs to the cluster's queue as it has free slots."""
     cluster = session.get(Cluster, cluster_name)
@@ -139,7 +135,7 @@ def dispatch(
         attempt = run.attempt + 1  # each hand-over to a worker is a new attempt
         try:
             experiment = _experiment_name(session, run)
-            assignment = assignment_for(run, cluster, experiment, attempt, signing_key)
+            assignment = assignment_for(run, cluster, experiment, attempt)
         except (MessageError, ValueError, TypeError) as exc:
             # Never let one unrunnable record hold a slot or stall the queue behind it.
             log.warning("cannot dispatch %s: %s", run.id, exc)
@@ -174,13 +170,13 @@ def send(celery: Celery, assignment: RunAssignment) -> None:
     log.info("dispatched %s to %s", assignment.run_id, keys.cluster_queue(assignment.cluster))
 
 
-def resend(session: Session, celery: Celery, run: Run, signing_key: bytes = b"") -> None:
+def resend(session: Session, celery: Celery, run: Run) -> None:
     """Send a handed-over run again when no worker claimed it (the message was lost)."""
     cluster = get_cluster(session, run.cluster or "")
     session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=utcnow()))
     session.commit()
     experiment = _experiment_name(session, run)
-    send(celery, assignment_for(run, cluster, experiment, signing_key=signing_key))
+    send(celery, assignment_for(run, cluster, experiment))
 
 
 def _experiment_name(session: Session, run: Run) -> str:

@@ -122,8 +122,6 @@ class RunAssignment:
     container: dict[str, Any] = field(default_factory=dict)  # the cluster's ContainerPolicy
     attempt: int = 1
     requeue_on_node_loss: bool = False
-    # What the run itself holds (RUNYARD_TOKEN): write access to its own tree while it runs.
-    run_token: str = ""
     v: str = VERSION
 
     def encode(self) -> dict[str, Any]:

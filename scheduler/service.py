@@ -89,9 +89,7 @@ class Scheduler:
         workers = live_workers(self.redis)
         with Session(self.engine) as session:
             for name in sorted(clusters):
-                admission.dispatch(
-                    session, self.celery, name, workers, self.settings.signing_key
-                )
+                admission.dispatch(session, self.celery, name, workers)
 
     def stop(self) -> None:
         self.stopping.set()

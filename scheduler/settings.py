@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     # Worker-side directories (per-run working dirs and the snapshot cache).
     work_dir: Path | None = None
 
-    # Signs run-scoped tokens; the API and the scheduler must share it. Empty: a random key
-    # kept in data_dir/secret_key (mode 0600), which suits the embedded single-host setup.
+    # Signs run-scoped and CSRF tokens: the API's alone (replicas share it). Empty: a random
+    # key kept in data_dir/secret_key (mode 0600), which suits a single API process.
     secret_key: SecretStr | None = None
     # Tokens registered at API start when given (compose/Helm secrets): an admin token, and
     # a worker token bound to every cluster. Per-cluster worker tokens: `runyard token create`.

@@ -8,8 +8,8 @@ Three kinds of secret, told apart by prefix:
 - ``rys_…`` Studio sessions, made from a token at sign-in, stored the same way and dead
   when their token is revoked.
 - ``ryr_<run>.<attempt>.<mac>`` run tokens. Derived, not stored: an HMAC of the run id and
-  attempt under the service's signing key, so the scheduler can mint the same token again
-  when it re-sends a run. Valid only while that attempt of that run is active.
+  attempt under the API's signing key, handed to the worker that starts that attempt
+  (never put in the broker). Valid only while that attempt of that run is active.
 """
 
 from __future__ import annotations

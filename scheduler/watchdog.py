@@ -62,7 +62,7 @@ def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Setti
                 run.id,
                 settings.dispatch_timeout,
             )
-            resend(session, celery, run, settings.signing_key)
+            resend(session, celery, run)
         elif not alive:
             # Claimed by a worker that died before it reported anything: it never started.
             log.warning("worker of %s vanished before starting it; back to the queue", run.id)

@@ -71,7 +71,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
                 "RUNYARD_CLUSTER": assignment.cluster,
                 "RUNYARD_EXPERIMENT": assignment.experiment,
                 "RUNYARD_URL": ctx.api.base_url,
-                **({"RUNYARD_TOKEN": assignment.run_token} if assignment.run_token else {}),
+                "RUNYARD_TOKEN": ctx.api.run_token(run_id, assignment.attempt),
             },
             container=assignment.container,
             gpu_ids=ctx.slots.gpus(slot),

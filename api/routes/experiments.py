@@ -91,4 +91,3 @@ def list_experiment_runs(
     ]
     names = tracking.series_names(session, ids)
     return {"data": data, "count": total, "metric_names": names}
-

@@ -20,7 +20,7 @@ from api.deps import Services, ServicesDep, SessionDep
 from api.live import LiveEvent, current_status, run_events, sse_payload, stored_logs
 from api.storage import safe_name
 from runyard import snapshot
-from runyard.errors import InvalidInput, SnapshotTooLarge
+from runyard.errors import Conflict, InvalidInput, SnapshotTooLarge
 from runyard.status import RunStatus
 from scheduler import audit, tokens
 from scheduler import runs as run_service
@@ -115,6 +115,24 @@ class InteractiveRun(SQLModel):
     @classmethod
     def _valid_experiment(cls, value: str) -> str:
         return check_experiment_name(value)
+
+
+class RunTokenRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    attempt: int = Field(ge=1)
+
+
+@router.post("/{run_id}/run-token", operation_id="issue_run_token", dependencies=[ALLOW.serves_run])
+def issue_run_token(
+    run_id: str, body: RunTokenRequest, session: SessionDep, services: ServicesDep
+) -> dict[str, str]:
+    """The worker starting a run asks for the run's own token here, so run tokens never
+    travel through the broker (which every worker of every cluster can read)."""
+    run = run_service.get_run(session, run_id)
+    if run.attempt != body.attempt or run.dispatched_at is None or run.status.is_terminal:
+        raise Conflict(f"run {run_id} is not on attempt {body.attempt} with a worker")
+    return {"token": tokens.mint_run_token(services.settings.signing_key, run.id, run.attempt)}
 
 
 class InteractiveRunPublic(RunPublic):

@@ -182,7 +182,7 @@ def test_compose_gives_each_secret_only_to_the_services_that_use_it(
     services = compose["services"]
     envs = {name: s.get("environment", {}) for name, s in services.items()}
     holders = {name for name, env in envs.items() if "RUNYARD_SECRET_KEY" in env}
-    assert holders == {"api", "scheduler"}
+    assert holders == {"api"}
     for name in holders:
         assert envs[name]["RUNYARD_SECRET_KEY"] == COMPOSE_SECRETS["RUNYARD_SECRET_KEY"]
     for variable in BOOTSTRAP:
@@ -435,7 +435,7 @@ def test_helm_gives_each_secret_only_to_the_workloads_that_use_it(
         for d in kind(docs, "Deployment") + kind(docs, "StatefulSet")
     }
     envs = {name: container_env(w) for name, w in workloads.items()}
-    assert {n for n, env in envs.items() if "RUNYARD_SECRET_KEY" in env} == {"api", "scheduler"}
+    assert {n for n, env in envs.items() if "RUNYARD_SECRET_KEY" in env} == {"api"}
     for variable in BOOTSTRAP:
         assert {n for n, env in envs.items() if variable in env} == {"api"}
     api = envs["api"]
@@ -446,14 +446,11 @@ def test_helm_gives_each_secret_only_to_the_workloads_that_use_it(
     assert api["RUNYARD_BOOTSTRAP_WORKER_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == (
         "worker-token"
     )
-    assert envs["scheduler"]["RUNYARD_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == (
-        "secret-key"
-    )
     # Who reads which key of the Secret, at all.
     used = {name: secret_keys_used(w) for name, w in workloads.items()}
     for key in ("secret-key", "admin-token"):
         readers = {n for n, keys in used.items() if key in keys}
-        assert readers == ({"api", "scheduler"} if key == "secret-key" else {"api"}), key
+        assert readers == {"api"}, key
     worker_names = {n for n in workloads if n.startswith("worker-")}
     assert worker_names
     readers = {n for n, keys in used.items() if "worker-token" in keys}

@@ -12,11 +12,13 @@ import json
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 
 from runyard import snapshot
 from tests.support.runs import local_env, write
@@ -122,6 +124,15 @@ def world(stack: Stack) -> Iterator[World]:
         )
         runs.append(created["id"])
         digests.append(snapshot.digest_of(archive))
+    # run_a as if handed to a worker of cluster A (none runs here): what a worker asks its
+    # run token for.
+    engine = sqlalchemy.create_engine(f"sqlite:///{stack.root / 'data' / 'runyard.db'}")
+    with engine.begin() as db:
+        db.execute(
+            sqlalchemy.text("UPDATE run SET attempt = 1, dispatched_at = :now WHERE id = :id"),
+            {"now": datetime.now(UTC), "id": runs[0]},
+        )
+    engine.dispose()
     own = admin.json("POST", "/runs/interactive", json={"experiment": "security"})
     worker_name = unique("drainable")
     stack.start_worker(drain_cluster, name=worker_name)
@@ -226,6 +237,10 @@ ROUTES: dict[str, tuple[set[str], Builder]] = {
     ),
     "get_run_logs": (READERS | {"run"}, lambda w: ("GET", f"/api/v1/runs/{w.own_run}/logs", {})),
     "run_events": (READERS | {"run"}, lambda w: ("GET", f"/api/v1/runs/{w.own_run}/events", {})),
+    "issue_run_token": (
+        ADMINS | {"worker"},
+        lambda w: ("POST", f"/api/v1/runs/{w.run_a}/run-token", {"json": {"attempt": 1}}),
+    ),
     "get_run_snapshot": (
         READERS | {"worker"},
         lambda w: ("GET", f"/api/v1/runs/{w.run_a}/snapshot", {}),
@@ -378,9 +393,11 @@ def test_a_worker_token_cannot_fetch_another_clusters_snapshots(world: World) ->
         by_run = http.get(f"/api/v1/runs/{world.run_b}/snapshot")
         by_digest = http.get(f"/api/v1/snapshots/{world.digest_b}")
         upload = http.put(f"/api/v1/runs/{world.run_b}/files/outputs/x.txt", content=b"x")
+        token = http.post(f"/api/v1/runs/{world.run_b}/run-token", json={"attempt": 1})
     assert by_run.status_code == 403, by_run.text
     assert by_digest.status_code == 403, by_digest.text
     assert upload.status_code == 403, upload.text
+    assert token.status_code == 403, token.text
     assert world.cluster_b not in by_run.json()["detail"] or "may not" in by_run.json()["detail"]
 
 
