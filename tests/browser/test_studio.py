@@ -317,3 +317,35 @@ def test_a_long_series_comes_downsampled_and_refines_on_zoom(page: Page, stack: 
     wait_until(lambda: any("start=" in u for u in requests), 10, what="a refined request")
     screenshot(page, "run-zoomed")
     admin.cancel(run["id"])
+
+
+def test_a_cross_site_form_cannot_act_with_a_studio_session(
+    browser: Browser, stack: Stack, tmp_path: Path
+) -> None:
+    """A page on another site that posts a form to the API, in the browser of a signed-in
+    person: the run it targets stays queued."""
+    import http.server
+    import threading
+
+    cluster = unique("csrf")
+    stack.client().create_cluster(cluster, nodes=1)
+    target = submit(stack.url, write(tmp_path / "src", {"a.py": "print(1)\n"}), "a.py", cluster)
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "index.html").write_text(
+        f'<form id="f" method="post" action="{stack.url}/api/v1/runs/{target.id}/cancel">'
+        "</form><script>document.getElementById('f').submit()</script>"
+    )
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(evil))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    page = open_studio(browser, stack)  # signed in: the session cookie is in this browser
+    try:
+        with page.expect_response(lambda r: "/cancel" in r.url) as answer:
+            page.goto(f"http://127.0.0.2:{server.server_address[1]}/index.html")
+        assert answer.value.status in (401, 403)
+    finally:
+        page.context.close()
+        server.shutdown()
+    assert stack.client().get_run(target.id)["status"] == "Queued"
+    stack.client().cancel(target.id)
