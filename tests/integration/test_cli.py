@@ -214,6 +214,16 @@ def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) 
         assert config_file.stat().st_mode & 0o777 == 0o600
         token = json.loads(config_file.read_text())["token"]
         assert json.loads(config_file.read_text())["url"] == url
+        # Found by the CLI from that folder (or below), with no RUNYARD_* set at all.
+        me = subprocess.run(
+            runyard("whoami", "--json"),
+            cwd=tmp_path / "data",
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(me.stdout)["role"] == "admin"
         env["RUNYARD_URL"] = url
         env["RUNYARD_TOKEN"] = token
         # A cluster created after start is served by a local worker sized to its nodes.
