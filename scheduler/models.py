@@ -367,6 +367,9 @@ class RunBase(SQLModel):
 class Run(RunBase, table=True):
     id: str = Field(primary_key=True, max_length=300)
     experiment_id: int = Field(foreign_key="experiment.id", index=True)
+    # Interactive runs: the token that started them. Its run token dies with it, since the
+    # person holding the notebook is the one whose access was taken away.
+    issued_by_token: str | None = Field(default=None, max_length=32)
 
 
 class RunPublic(RunBase):

@@ -95,7 +95,11 @@ def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: 
 
 
 def start_interactive(
-    session: Session, experiment: str, display_name: str | None, submitted_by: str | None
+    session: Session,
+    experiment: str,
+    display_name: str | None,
+    submitted_by: str | None,
+    issued_by_token: str | None = None,
 ) -> Run:
     """``Experiment.start_logging()``: a run with no cluster and no worker, Running at once;
     it ends when its client calls complete() or fail()."""
@@ -107,6 +111,7 @@ def start_interactive(
         status=RunStatus.RUNNING,
         display_name=display_name,
         submitted_by=submitted_by,
+        issued_by_token=issued_by_token,
         created_at=now,
         not_started_at=now,
         running_at=now,

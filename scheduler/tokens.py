@@ -235,6 +235,11 @@ def _run_actor(session: Session, key: bytes, secret: str) -> Actor:
     if run.status == RunStatus.QUEUED and run.dispatched_at is None:
         # Requeued after its node was lost: the attempt that held this token is over.
         raise Unauthorized(f"run token expired: run {run_id} is waiting to start again")
+    if run.issued_by_token:
+        issuer = session.get(ApiToken, run.issued_by_token)
+        if issuer is None:
+            raise Unauthorized(f"the token that started run {run_id} no longer exists")
+        _check_alive(issuer, "the token that started this run,")
     return Actor(name=f"run:{run_id}", role="run", run_id=run_id)
 
 

@@ -150,7 +150,9 @@ def start_interactive_run(
 ) -> InteractiveRunPublic:
     """``Experiment.start_logging()``: a Running run fed by its client, not by a worker."""
     services.submit_limiter.hit(actor)
-    run = run_service.start_interactive(session, body.experiment, body.display_name, actor.name)
+    run = run_service.start_interactive(
+        session, body.experiment, body.display_name, actor.name, actor.token_id
+    )
     audit.record(session, actor, "run.start_logging", run.id)
     session.commit()
     token = tokens.mint_run_token(services.settings.signing_key, run.id, run.attempt)

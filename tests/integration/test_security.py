@@ -720,3 +720,18 @@ def test_an_uploaded_page_is_never_served_as_a_page(world: World) -> None:
             assert served.headers["content-disposition"].startswith("attachment")
             assert served.headers["x-content-type-options"] == "nosniff"
             assert "sandbox" in served.headers["content-security-policy"]
+
+
+def test_revoking_a_person_ends_the_run_tokens_of_their_notebook_runs(world: World) -> None:
+    member = world.stack.client().create_token(name=unique("notebook"), role="member")
+    with httpx.Client(
+        base_url=world.stack.url, headers={"Authorization": f"Bearer {member['token']}"}
+    ) as http:
+        run = http.post("/api/v1/runs/interactive", json={"experiment": "security"}).json()
+    headers = {"Authorization": f"Bearer {run['run_token']}"}
+    with httpx.Client(base_url=world.stack.url, headers=headers) as http:
+        assert http.get(f"/api/v1/runs/{run['id']}").status_code == 200
+        world.stack.client().revoke_token(member["id"])
+        refused = http.get(f"/api/v1/runs/{run['id']}")
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+    world.stack.client().cancel(run["id"])
