@@ -17,6 +17,7 @@ from typing import Any
 from sqlmodel import Session
 
 from api.deps import Services
+from runyard.tracking.events import METRIC_KINDS
 from scheduler import keys
 from scheduler import runs as run_service
 from scheduler.messages import LogChunk, MessageError, StateChanged, TrackingBatch, decode
@@ -131,6 +132,15 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def names_only(batch: dict[str, Any]) -> dict[str, Any]:
+    """A tracking batch as a chart needs it: which series to read again, and whether the
+    run's other records (tags, properties, children, files) changed."""
+    events = batch["events"]
+    series = sorted({str(e["n"]) for e in events if e.get("k") in METRIC_KINDS and "n" in e})
+    other = any(e.get("k") not in METRIC_KINDS for e in events)
+    return {"run_id": batch["run_id"], "names": series, "other": other}
 
 
 def sse_payload(event: LiveEvent) -> dict[str, str]:

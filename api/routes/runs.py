@@ -17,7 +17,14 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.auth import ALLOW, ActorDep
 from api.deps import Services, ServicesDep, SessionDep
-from api.live import LiveEvent, current_status, run_events, sse_payload, stored_logs
+from api.live import (
+    LiveEvent,
+    current_status,
+    names_only,
+    run_events,
+    sse_payload,
+    stored_logs,
+)
 from api.storage import safe_name
 from runyard import snapshot
 from runyard.errors import Conflict, InvalidInput, SnapshotTooLarge
@@ -278,7 +285,9 @@ async def get_run_events(
     services: ServicesDep,
     history: bool = Query(False, description="Start with the log stored so far"),
     values: bool = Query(
-        True, description="Send what was logged; false sends only the names of the series"
+        True,
+        description="Send what was logged; false sends the names of the series logged to, "
+        "and whether anything else (tags, properties, children, files) changed",
     ),
 ) -> EventSourceResponse:
     """Server-Sent Events: ``status`` changes, ``log`` chunks and ``metrics`` batches as
@@ -289,8 +298,7 @@ async def get_run_events(
     async def events() -> AsyncIterator[dict[str, str]]:
         async for event in run_events(services, run_id, logs_from_start=history):
             if event.kind == "metrics" and not values:
-                names = sorted({str(e.get("n")) for e in event.data["events"] if "n" in e})
-                event = LiveEvent("metrics", {"run_id": event.data["run_id"], "names": names})
+                event = LiveEvent("metrics", names_only(event.data))
             yield sse_payload(event)
 
     return EventSourceResponse(events(), ping=15)

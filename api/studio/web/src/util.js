@@ -75,3 +75,8 @@ export function timeline(run) {
     return { ...step, seconds: Math.max(0, (end - step.at) / 1000) };
   });
 }
+
+// How far along its life a status is (terminal states last), to tell older news from newer.
+export function stateOrder(status) {
+  return STATES.findIndex(([state]) => state === status);
+}

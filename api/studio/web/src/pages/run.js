@@ -4,7 +4,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.js';
 import { html } from '../html.js';
-import { TERMINAL, duration, follow, formatValue, runDuration, timeline, when } from '../util.js';
+import { TERMINAL, duration, follow, formatValue, runDuration, stateOrder, timeline, when } from '../util.js';
 
 const MAX_POINTS = 1200; // per chart: ~2 per pixel of a wide chart, extremes kept per bucket
 const LOG_LIMIT = 400_000;
@@ -20,12 +20,19 @@ export function RunPage({ id, me }) {
   const [children, setChildren] = useState([]);
   const [log, setLog] = useState('');
   const [versions, setVersions] = useState({}); // metric name -> bump to refetch its series
-  const pending = useRef({ names: new Set(), timer: null });
+  const pending = useRef({ names: new Set(), details: false, timer: null });
+  const known = useRef(new Set()); // series the page already shows
 
+  // The live stream announces a state a moment before the record shows it: a record read
+  // in that moment must not take the page back to the state before.
   async function loadRun() {
     try {
       const fresh = await api(`/runs/${enc(id)}`);
-      setRun(fresh);
+      setRun((shown) =>
+        shown && shown.id === fresh.id && stateOrder(shown.status) > stateOrder(fresh.status)
+          ? { ...fresh, status: shown.status }
+          : fresh,
+      );
       return fresh;
     } catch (err) {
       setError(err.message);
@@ -51,22 +58,28 @@ export function RunPage({ id, me }) {
       api('/runs', { params: { parent: id, limit: 500 } }),
     ]);
     setMetrics(names.data);
+    known.current = new Set(names.data.map((m) => m.name));
     setTags(tagMap);
     setProperties(props);
     setFiles(fileList.data);
     setChildren(kids.data);
   }
 
-  // Many events in a burst become one refetch per series (and one of the lists).
-  function touched(names) {
-    for (const name of names) pending.current.names.add(name);
-    if (pending.current.timer) return;
-    pending.current.timer = setTimeout(() => {
-      const bumped = [...pending.current.names];
-      pending.current.names.clear();
-      pending.current.timer = null;
+  // Many events in a burst become one refetch per series touched; the run's other lists
+  // are read again only when something besides known series changed.
+  function touched(names, details) {
+    const waiting = pending.current;
+    for (const name of names) waiting.names.add(name);
+    waiting.details = waiting.details || details || names.some((n) => !known.current.has(n));
+    if (waiting.timer) return;
+    waiting.timer = setTimeout(() => {
+      const bumped = [...waiting.names];
+      const reload = waiting.details;
+      waiting.names.clear();
+      waiting.details = false;
+      waiting.timer = null;
       setVersions((v) => Object.fromEntries([...Object.entries(v), ...bumped.map((n) => [n, (v[n] || 0) + 1])]));
-      loadDetails().catch(() => {});
+      if (reload) loadDetails().catch(() => {});
     }, 400);
   }
 
@@ -87,7 +100,7 @@ export function RunPage({ id, me }) {
       ended = TERMINAL.has(status);
       if (ended) {
         settle();
-        touched(['*']);
+        touched(['*'], true);
       } else {
         loadRun();
       }
@@ -98,7 +111,7 @@ export function RunPage({ id, me }) {
     });
     source.addEventListener('metrics', (e) => {
       const batch = JSON.parse(e.data);
-      if (batch.run_id === id) touched(batch.names.length ? batch.names : ['*']);
+      if (batch.run_id === id) touched(batch.names, batch.other);
     });
     return () => {
       source.close();
