@@ -11,6 +11,7 @@ import redis.asyncio
 from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from api import errors
@@ -112,8 +113,12 @@ def register_bootstrap_tokens(engine: Engine, settings: Settings) -> None:
             TokenCreate(name="bootstrap-worker", role="worker", clusters=["*"]),
         ),
     ]
-    with Session(engine) as db:
-        for secret, spec in wanted:
-            if secret is not None:
+    for secret, spec in wanted:
+        if secret is None:
+            continue
+        with Session(engine) as db:
+            try:
                 ensure_token(db, spec, secret.get_secret_value())
-        db.commit()
+                db.commit()
+            except IntegrityError:
+                db.rollback()  # another API replica starting at once registered it first

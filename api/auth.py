@@ -33,14 +33,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def current_actor(request: Request, services: ServicesDep) -> Actor:
-    """Its own short session: a streaming response must not hold a pooled connection."""
-    cached = getattr(request.state, "actor", None)
-    if cached is not None:
-        return cached
+    """Its own short session: a streaming response must not hold a pooled connection.
+    (FastAPI resolves it once per request, however many rules ask for it.)"""
     with Session(services.engine, expire_on_commit=False) as session:
-        actor = _authenticate(request, services, session)
-    request.state.actor = actor
-    return actor
+        return _authenticate(request, services, session)
 
 
 def _authenticate(request: Request, services: Services, session: Session) -> Actor:
@@ -173,16 +169,16 @@ def _serves_run(actor: Actor, request: Request, session: Session) -> None:
         return
     if run is None and actor.role == "worker":
         return
-    raise Forbidden(
-        f"{_who(actor)} does not serve the cluster of run {request.path_params.get('run_id')}"
-    )
+    where = f"cluster {run.cluster!r}" if run is not None else "that cluster"
+    raise Forbidden(f"{_who(actor)} does not serve {where} (run {request.path_params['run_id']})")
 
 
 def _run_snapshot(actor: Actor, request: Request, session: Session) -> None:
-    run = _run_of(request, session)
-    if run is not None and actor.serves(run.cluster):
-        return
-    _read_run(actor, request, session)
+    """Readers, a run for its own tree, and workers serving the run's cluster."""
+    if actor.role == "worker":
+        _serves_run(actor, request, session)
+    else:
+        _read_run(actor, request, session)
 
 
 def _snapshot_by_digest(actor: Actor, request: Request, session: Session) -> None:

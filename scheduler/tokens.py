@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, func, select
 
-from runyard.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from runyard.errors import Forbidden, NotFound, Unauthorized
 from runyard.status import RunStatus
 from scheduler.db import as_utc
 from scheduler.models import ApiToken, Run, TokenCreate, TokenPublic, utcnow
@@ -242,17 +242,3 @@ def _run_actor(session: Session, key: bytes, secret: str) -> Actor:
         _check_alive(issuer, "the token that started this run,")
     return Actor(name=f"run:{run_id}", role="run", run_id=run_id)
 
-
-def parse_expiry(text: str) -> datetime:
-    """``30d``, ``12h``, ``90m`` from now, or an ISO date/time (UTC unless it says)."""
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return utcnow() + timedelta(**{units[text[-1]]: int(text[:-1])})
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            f"--expires {text!r}: give a duration like 30d, 12h, 90m or an ISO date",
-            field="expires",
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

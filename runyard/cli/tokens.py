@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Optional
 
 import typer
 
 from runyard.cli import output
 from runyard.cli.context import client
+from runyard.errors import InvalidInput
 
 app = typer.Typer(help="Create, list and revoke API tokens (admins).", no_args_is_help=True)
 
@@ -25,6 +27,21 @@ TOKEN_COLUMNS = [
 ]
 
 
+def parse_expiry(text: str) -> datetime:
+    """``30d``, ``12h``, ``90m`` from now, or an ISO date/time (UTC unless it says)."""
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) + timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"--expires {text!r}: give a duration like 30d, 12h, 90m or an ISO date",
+            field="expires",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 @app.command("create")
 def create(
     role: Annotated[str, typer.Option(help="admin, member, viewer or worker")],
@@ -39,8 +56,6 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token; its secret is printed once and cannot be shown again."""
-    from scheduler.tokens import parse_expiry
-
     spec = {
         "name": name or f"{role}-token",
         "role": role,
