@@ -11,6 +11,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -296,8 +297,6 @@ def test_a_long_series_comes_downsampled_and_refines_on_zoom(page: Page, stack: 
         30,
         what="the series stored",
     )
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url) if "/history" in r.url else None)
     with page.expect_response(lambda r: "/history" in r.url) as first:
         page.goto(f"{stack.url}/runs/{run['id']}")
     series = first.value.json()
@@ -312,9 +311,24 @@ def test_a_long_series_comes_downsampled_and_refines_on_zoom(page: Page, stack: 
     page.mouse.move(box["x"] + box["width"] * 0.40, box["y"] + box["height"] / 2)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] / 2, steps=5)
-    page.mouse.up()
+    # Waited for through Playwright: its sync API hands a page's events to Python only while
+    # a Playwright call runs, so a list filled by page.on("request") and polled with
+    # time.sleep never sees a request sent after the last call.
+    with page.expect_response(
+        lambda r: "/history" in r.url and "start=" in r.url, timeout=10_000
+    ) as refined:
+        page.mouse.up()
     expect(page.get_by_role("button", name="Reset zoom")).to_be_visible()
-    wait_until(lambda: any("start=" in u for u in requests), 10, what="a refined request")
+    query = parse_qs(urlsplit(refined.value.url).query)
+    start, end = int(query["start"][0]), int(query["end"][0])
+    # The drag over 40%..45% of the chart asks for those steps of 0..19,999 (to within the
+    # rounding of the mouse to whole pixels), fewer than MAX_POINTS: every step of them
+    # comes back, and the chart draws them all.
+    pixel = 20_000 / box["width"]
+    assert abs(start - 8_000) <= 1.5 * pixel and abs(end - 9_000) <= 1.5 * pixel, (start, end)
+    finer = refined.value.json()["points"]
+    assert [p[0] for p in finer] == list(range(start, end + 1))
+    expect(page.get_by_test_id("chart-wave")).to_have_attribute("data-points", str(len(finer)))
     screenshot(page, "run-zoomed")
     admin.cancel(run["id"])
 
