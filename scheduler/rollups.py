@@ -107,8 +107,11 @@ def blocks(
     if end is not None:
         head_end = min(head_end, end)
     edges = [_raw_block(session, run_id, name, column, start, head_end)]
-    if end is not None and last_full is not None and last_full >= first_full:
-        edges.append(_raw_block(session, run_id, name, column, (last_full + 1) * ROLLUP_SPAN, end))
+    if end is not None and last_full is not None:
+        # After the whole spans; or, when the range holds none, after the head (a range
+        # crossing one span boundary has a head and a tail and nothing between).
+        tail_start = max(last_full + 1, first_full) * ROLLUP_SPAN
+        edges.append(_raw_block(session, run_id, name, column, tail_start, end))
     found = [b for b in edges if b is not None] + whole
     return sorted(found, key=lambda b: b.first)
 

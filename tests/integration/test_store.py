@@ -1045,7 +1045,9 @@ def test_long_series_are_summarised_as_they_arrive_and_read_back_downsampled(
             )
             assert (row.min_value, row.max_value) == (min(span), max(span))
 
-        for start, end, max_points in [(None, None, 16), (1000, 8000, 12), (0, 3000, 400)]:
+        # (7986, 8961): a zoom that crosses one span boundary and holds no whole span.
+        ranges = [(None, None, 16), (1000, 8000, 12), (0, 3000, 400), (7986, 8961, 400)]
+        for start, end, max_points in ranges:
             found = tracking.history(
                 fresh, queued_run, "wave", start=start, end=end, max_points=max_points
             )
@@ -1057,6 +1059,10 @@ def test_long_series_are_summarised_as_they_arrive_and_read_back_downsampled(
             ys = [y for _, y in found.points]
             assert max(ys) == max(part) and min(ys) == min(part)
             assert all(low <= x <= high for x, _ in found.points)
+
+        whole = tracking.history(fresh, queued_run, "wave", start=7986, end=8961, max_points=1200)
+        assert whole.count == 976 and not whole.downsampled
+        assert whole.points == [[i, values[i]] for i in range(7986, 8962)]
 
 
 def test_a_run_token_lives_exactly_as_long_as_its_attempt(engine: Engine) -> None:
