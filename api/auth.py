@@ -118,11 +118,13 @@ def _run_of(request: Request, session: Session) -> Run | None:
 
 
 def _in_own_tree(actor: Actor, run: Run | None, session: Session) -> bool:
+    """A run token's reach: its run, the runs below it, and the runs above it (Azure's
+    child runs log to their parent or root: ``run.parent.log(...)``)."""
     return (
         actor.role == "run"
         and actor.run_id is not None
         and run is not None
-        and in_tree(session, run.id, actor.run_id)
+        and (in_tree(session, run.id, actor.run_id) or in_tree(session, actor.run_id, run.id))
     )
 
 
@@ -157,7 +159,7 @@ def _cancel_run(actor: Actor, request: Request, session: Session) -> None:
     run = _run_of(request, session)
     if _in_own_tree(actor, run, session) or (run is None and actor.role == "run"):
         return
-    raise Forbidden(f"{_who(actor)} may not cancel run {request.path_params.get('run_id')}")
+    raise Forbidden(f"{_who(actor)} may not end run {request.path_params.get('run_id')}")
 
 
 def _serves_run(actor: Actor, request: Request, session: Session) -> None:
@@ -209,6 +211,8 @@ class ALLOW:
     run_snapshot = Depends(Rule("run_snapshot", _run_snapshot))
     snapshot = Depends(Rule("snapshot", _snapshot_by_digest))
     submit = Depends(Rule("submit", _roles("admin", "member")))
+    # People; a run's own token too, for child runs of its tree (checked on the spec).
+    submit_run = Depends(Rule("submit_run", _roles("admin", "member", "run")))
     cancel_run = Depends(Rule("cancel_run", _cancel_run))
     serves_run = Depends(Rule("serves_run", _serves_run))
     admin = Depends(Rule("admin", _roles("admin")))

@@ -177,10 +177,11 @@ class Client:
     # --- runs -------------------------------------------------------------------------------
 
     def has_snapshot(self, digest: str) -> bool:
+        """Whether the service has it (a run's own token may not ask: then send it)."""
         try:
             self.request("HEAD", f"/snapshots/{_q(digest)}")
         except RunyardError as exc:
-            if exc.http_status == 404:
+            if exc.http_status in (403, 404):
                 return False
             raise
         return True
@@ -190,14 +191,29 @@ class Client:
         body, content_type = encode_multipart({"spec": dumps(spec)}, files)
         return self.json("POST", "/runs", content=body, headers={"Content-Type": content_type})
 
-    def get_run(self, run_id: str) -> Dict[str, Any]:
-        return self.json("GET", f"/runs/{_q(run_id)}")
+    def get_run(self, run_id: str, fresh: bool = False) -> Dict[str, Any]:
+        """With ``fresh``, read once everything reported before the call is stored."""
+        params = {"fresh": True} if fresh else None
+        return self.json("GET", f"/runs/{_q(run_id)}", params=params)
 
     def list_runs(self, **filters: Any) -> List[Dict[str, Any]]:
         return self.json("GET", "/runs", params=filters)["data"]
 
+    def iter_runs(self, page: int = 500, **filters: Any) -> Iterator[Dict[str, Any]]:
+        """Every run the filters match, a page at a time."""
+        offset = 0
+        while True:
+            data = self.list_runs(limit=page, offset=offset, **filters)
+            yield from data
+            if len(data) < page:
+                return
+            offset += len(data)
+
     def cancel(self, run_id: str) -> Dict[str, Any]:
         return self.json("POST", f"/runs/{_q(run_id)}/cancel")
+
+    def fail(self, run_id: str, reason: str) -> Dict[str, Any]:
+        return self.json("POST", f"/runs/{_q(run_id)}/fail", json={"error": reason})
 
     def cancel_many(self, run_ids: List[str]) -> List[Dict[str, Any]]:
         return self.json("POST", "/runs/cancel", json={"run_ids": run_ids})["data"]

@@ -27,6 +27,14 @@ class InvalidInput(RunyardError):
     exit_code = 2
 
 
+class NotSupported(InvalidInput):
+    """The request asks for something Runyard does not do, or not where it was asked (a
+    container on a cluster of host processes, a conda environment to build, ...). Never
+    dropped silently: the message names the setting and what to do instead."""
+
+    http_status = 400
+
+
 class NotFound(RunyardError):
     """The named thing does not exist."""
 

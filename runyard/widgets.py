@@ -32,13 +32,39 @@ class RunDetails:
         )
 
     def show(self) -> None:
-        """Display the live run view (outside a notebook: print where it is)."""
-        try:
+        """Display the live run view in a notebook; elsewhere (a terminal IPython, a plain
+        script) print the run's status, its latest metrics and where to watch it."""
+        if _in_notebook():
             from IPython.display import HTML, display
-        except ImportError:
-            print(f"Run {self.run.id}: {self.url}")
-            return
-        display(HTML(self._repr_html_()))
+
+            display(HTML(self._repr_html_()))
+        else:
+            print(self.text())
+
+    def text(self) -> str:
+        """The run as text: status, the last value of each metric, its Studio page."""
+        lines = [f"Run {self.run.id}: {self.run.get_status()}"]
+        for name, value in sorted(self.run.get_metrics().items()):
+            if isinstance(value, dict):
+                rows = len(next(iter(value.values()), []))
+                shown = f"table of {', '.join(value)} ({rows} rows)"
+            elif isinstance(value, list):
+                shown = f"{value[-1]!r} (last of {len(value)})" if value else "[]"
+            else:
+                shown = repr(value)
+            lines.append(f"  {name}: {shown}")
+        lines.append(f"Watch it live: {self.url}")
+        return "\n".join(lines)
 
     def get_widget_data(self) -> dict[str, Any]:
         return {"run_id": self.run.id, "url": self.url}
+
+
+def _in_notebook() -> bool:
+    """A Jupyter kernel (which renders HTML), not a terminal IPython or plain Python."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from celery import Celery
 from sqlmodel import Session, col, func, select, update
 
+from runyard.errors import NotSupported
 from runyard.status import RunStatus
 from scheduler import keys
 from scheduler.celery_app import TASK_EXECUTE_RUN
-from scheduler.clusters import HOLDING_A_SLOT, get_cluster
+from scheduler.clusters import HOLDING_A_SLOT, check_isolation, get_cluster, wants_container
 from scheduler.lifecycle import transition
 from scheduler.messages import MessageError, RunAssignment
 from scheduler.models import Cluster, Experiment, Run, merge_environments, utcnow
@@ -97,6 +98,7 @@ def assignment_for(
         container=dict(cluster.container or {}),
         attempt=attempt,
         requeue_on_node_loss=bool(cluster.requeue_on_node_loss),
+        max_run_duration_seconds=run.max_run_duration_seconds,
     )
 
 
@@ -104,17 +106,12 @@ def executor_for(environment: dict, cluster: Cluster) -> str:
     """Where the run executes. The cluster decides whether its hosts run scripts directly:
     on a Docker cluster everything runs in a container (a user-managed environment there
     means the image's own Python), so no submitter can escape the confinement (its workers
-    hold the Docker socket). On a local cluster a user-managed Python runs on the host,
-    and a run naming an image runs in Docker."""
+    hold the Docker socket). On a local cluster a run that asks for a container runs in
+    one only if the cluster allows it; otherwise it is refused, never run on the host."""
     if cluster.executor == "docker":
         return "docker"
-    python = environment.get("python") or {}
-    docker = environment.get("docker") or {}
-    if python.get("user_managed_dependencies"):
-        return "local"
-    if docker.get("enabled") or docker.get("base_image"):
-        return "docker"
-    return "local"
+    check_isolation(cluster, environment)  # the cluster may have changed since the submit
+    return "docker" if wants_container(environment) else "local"
 
 
 def dispatch(
@@ -136,7 +133,7 @@ def dispatch(
         try:
             experiment = _experiment_name(session, run)
             assignment = assignment_for(run, cluster, experiment, attempt)
-        except (MessageError, ValueError, TypeError) as exc:
+        except (MessageError, NotSupported, ValueError, TypeError) as exc:
             # Never let one unrunnable record hold a slot or stall the queue behind it.
             log.warning("cannot dispatch %s: %s", run.id, exc)
             transition(session, run.id, RunStatus.FAILED, failure_reason=f"cannot start: {exc}")

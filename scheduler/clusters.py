@@ -5,12 +5,13 @@ from __future__ import annotations
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 from pydantic import ValidationError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, func, select, update
 
-from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput
+from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput, NotSupported
 from runyard.status import ACTIVE, RunStatus
 from scheduler.db import as_utc
 from scheduler.models import (
@@ -36,10 +37,54 @@ def get_cluster(session: Session, name: str) -> Cluster:
     return cluster
 
 
+# Azure's compute target for "this machine": the default cluster, unless one has the name.
+LOCAL_TARGET = "local"
+
+
+def resolve_cluster(session: Session, name: str | None) -> Cluster:
+    """The cluster a run goes to: the one named, or the default one for no name (and for
+    Azure's "local" when no cluster is called that)."""
+    if name is not None and (name != LOCAL_TARGET or session.get(Cluster, name) is not None):
+        return get_cluster(session, name)
+    found = session.exec(select(Cluster).where(col(Cluster.is_default))).first()
+    if found is not None:
+        return found
+    names = sorted(session.exec(select(Cluster.name)))
+    existing = f"clusters: {', '.join(names)}" if names else "there are no clusters yet"
+    raise InvalidInput(
+        f"no compute target and no default cluster ({existing}); name one with "
+        "compute_target='NAME' (--cluster NAME), or mark one default: "
+        "runyard cluster update NAME --default",
+        field="cluster",
+    )
+
+
+def check_isolation(cluster: Cluster, environment: dict[str, Any]) -> None:
+    """A run that asks for a container never runs as a host process: a local cluster
+    refuses it unless it is set to run such runs in containers."""
+    if cluster.executor == "docker" or cluster.container_runs:
+        return
+    if wants_container(environment):
+        raise NotSupported(
+            f"this run asks for a Docker container (environment.docker), but cluster "
+            f"{cluster.name!r} runs scripts as processes on its hosts; submit it to a "
+            f"Docker cluster, or let this one run such runs in containers: "
+            f"runyard cluster update {cluster.name} --container-runs",
+            field="environment.docker",
+        )
+
+
+def wants_container(environment: dict[str, Any]) -> bool:
+    docker = environment.get("docker") or {}
+    return bool(docker.get("enabled") or docker.get("base_image"))
+
+
 def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
     if session.get(Cluster, data.name) is not None:
         raise AlreadyExists(f"cluster {data.name!r} exists already")
     cluster = Cluster.model_validate(data)
+    if cluster.is_default:
+        _clear_default(session)
     session.add(cluster)
     session.flush()
     return cluster
@@ -47,12 +92,20 @@ def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
 
 def update_cluster(session: Session, name: str, data: ClusterUpdate) -> Cluster:
     cluster = get_cluster(session, name)
-    for key, value in data.model_dump(exclude_unset=True, exclude_none=True).items():
+    changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    if changes.get("is_default"):
+        _clear_default(session)
+    for key, value in changes.items():
         setattr(cluster, key, value)
     cluster.updated_at = utcnow()
     session.add(cluster)
     session.flush()
     return cluster
+
+
+def _clear_default(session: Session) -> None:
+    """At most one default cluster: marking one unmarks the others (same transaction)."""
+    session.execute(update(Cluster).where(col(Cluster.is_default)).values(is_default=False))
 
 
 def live_run_ids(session: Session, name: str) -> list[str]:
@@ -147,6 +200,9 @@ def apply_config_file(session: Session, path: Path) -> list[str]:
         raise InvalidInput(f"cannot read clusters file {path}: {exc}") from exc
     names = []
     for entry in document.get("clusters", []):
+        if isinstance(entry, dict) and "default" in entry:  # the file says default = true
+            entry = {**entry, "is_default": entry["default"]}
+            del entry["default"]
         try:
             data = ClusterCreate.model_validate(entry)
         except ValidationError as exc:

@@ -18,10 +18,11 @@ from sqlmodel import Session
 
 from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import RunStatus
-from scheduler import keys
+from scheduler import barriers, keys
 from scheduler.db import insert_ignoring, session_scope
 from scheduler.lifecycle import end_children, transition
 from scheduler.messages import (
+    Barrier,
     Entry,
     LogChunk,
     MessageError,
@@ -44,6 +45,7 @@ class Applied:
 
     clusters: set[str] = field(default_factory=set)
     wake_all: bool = False
+    barriers: list[str] = field(default_factory=list)  # waiters to release after the commit
 
 
 class Ingest:
@@ -155,6 +157,8 @@ class Ingest:
             # One bad entry must not block the stream: apply them one by one, drop the bad.
             applied = self._apply_one_by_one(entries)
         self.redis.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *[i for i, _ in raw])
+        if applied.barriers:
+            barriers.release(self.redis, applied.barriers)
         return applied
 
     def _apply_one_by_one(self, entries: list[tuple[str, Entry]]) -> Applied:
@@ -176,6 +180,8 @@ class Ingest:
             apply_state(session, entry, applied)
         elif isinstance(entry, TrackingBatch):
             apply_batch(session, entry, self.limits)
+        elif isinstance(entry, Barrier):
+            applied.barriers.append(entry.waiter)
         elif isinstance(entry, Wake):
             if entry.cluster:
                 applied.clusters.add(entry.cluster)

@@ -23,6 +23,16 @@ LIVE_AFTER_END_TTL = 3600
 LIVE_STREAM_MAXLEN = 2_000
 
 
+# How long the ingest's answer to a barrier waits for a waiter that has gone away.
+BARRIER_TTL = 300
+
+
+def barrier(waiter: str) -> str:
+    """A list the ingest pushes to once every entry before a ``Barrier`` is committed: what a
+    synchronous write (``complete()``, ``tag()``, ``flush()``...) blocks on."""
+    return f"{PREFIX}:barrier:{waiter}"
+
+
 def worker(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
 

@@ -87,8 +87,17 @@ class Wake(Entry):
     cluster: str | None = None
 
 
+@dataclass(frozen=True)
+class Barrier(Entry):
+    """Asks the ingest to say when every entry before it is in the database. A write that
+    Azure makes synchronous returns only then (see ``scheduler.barriers``)."""
+
+    type: ClassVar[str] = "barrier"
+    waiter: str
+
+
 ENTRY_TYPES: dict[str, type[Entry]] = {
-    t.type: t for t in (StateChanged, LogChunk, TrackingBatch, Wake)
+    t.type: t for t in (StateChanged, LogChunk, TrackingBatch, Wake, Barrier)
 }
 
 
@@ -122,6 +131,7 @@ class RunAssignment:
     container: dict[str, Any] = field(default_factory=dict)  # the cluster's ContainerPolicy
     attempt: int = 1
     requeue_on_node_loss: bool = False
+    max_run_duration_seconds: float | None = None  # the worker ends it (Failed) past this
     v: str = VERSION
 
     def encode(self) -> dict[str, Any]:

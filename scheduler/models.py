@@ -149,6 +149,15 @@ class ClusterSettings(SQLModel):
         sa_column=Column(JSON),
         description="Docker confinement (see ContainerPolicy); hardened defaults",
     )
+    container_runs: bool = Field(
+        default=False,
+        description="A local cluster also takes runs that ask for Docker, and runs them in "
+        "containers (its workers need a Docker engine); otherwise they are refused",
+    )
+    is_default: bool = Field(
+        default=False,
+        description="Where runs without a compute target go (at most one cluster)",
+    )
 
     @field_validator("container")
     @classmethod
@@ -190,6 +199,8 @@ class ClusterUpdate(SQLModel):
     requeue_on_node_loss: bool | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     container: dict[str, Any] | None = None
+    container_runs: bool | None = None
+    is_default: bool | None = None
 
     @field_validator("container")
     @classmethod
@@ -277,7 +288,11 @@ class RunSpec(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     experiment: str = Field(description="Experiment name; created on first use")
-    cluster: str
+    cluster: str | None = Field(
+        default=None,
+        description="Cluster name; none (or Azure's 'local', unless a cluster has that "
+        "name) means the default cluster",
+    )
     script: str = Field(min_length=1, max_length=1024)
     arguments: list[str] = Field(default_factory=list, max_length=1000)
     environment: dict[str, Any] = Field(default_factory=dict)
@@ -287,6 +302,12 @@ class RunSpec(SQLModel):
     )
     display_name: str | None = Field(default=None, max_length=255)
     parent_run_id: str | None = None
+    tags: dict[str, str | None] = Field(
+        default_factory=dict, max_length=100, description="Tags the run has from the start"
+    )
+    max_run_duration_seconds: float | None = Field(
+        default=None, gt=0, description="Ended (Failed) when it runs longer than this"
+    )
 
     @field_validator("experiment")
     @classmethod
@@ -295,8 +316,18 @@ class RunSpec(SQLModel):
 
     @field_validator("cluster")
     @classmethod
-    def _valid_cluster(cls, value: str) -> str:
-        return check_cluster_name(value)
+    def _valid_cluster(cls, value: str | None) -> str | None:
+        return None if value is None else check_cluster_name(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        for key, text in value.items():
+            if not key or len(key) > 255:
+                raise ValueError("tag keys are 1-255 characters")
+            if text is not None and len(text) > 4096:
+                raise ValueError(f"tag {key!r}: value over 4096 characters")
+        return value
 
     @field_validator("environment")
     @classmethod
@@ -344,6 +375,7 @@ class RunBase(SQLModel):
     submitted_by: str | None = None
     worker_id: str | None = None
     attempt: int = 0  # times handed to a worker (a requeued run starts again)
+    max_run_duration_seconds: float | None = None  # ended (Failed) past this long running
     exit_code: int | None = None
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(
@@ -444,7 +476,10 @@ class Metric(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=255)
     kind: str = Field(max_length=16)  # scalar | list | row | table | image
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-    count: int = 0  # points stored; the next point's index
+    count: int = 0  # points stored
+    # The index a point logged without a step gets (one past the highest so far): a
+    # ``log(..., step=5)`` is stored at index 5.
+    next_idx: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
 class MetricPoint(SQLModel, table=True):
@@ -492,9 +527,11 @@ ROLLUP_SPAN = 1024
 
 
 class RunTag(SQLModel, table=True):
+    """A tag changes freely; one set without a value (``run.tag("key")``) holds NULL."""
+
     run_id: str = Field(foreign_key="run.id", primary_key=True)
     key: str = Field(primary_key=True, max_length=255)
-    value: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    value: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class RunProperty(SQLModel, table=True):

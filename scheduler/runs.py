@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import redis
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
-from runyard.errors import IllegalTransition, RunFinished, RunNotFound, RunyardError
+from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
 from runyard.status import ACTIVE, RunStatus
 from scheduler import control
 from scheduler.admission import (
@@ -22,7 +22,7 @@ from scheduler.admission import (
     position_of,
     queue_order,
 )
-from scheduler.clusters import WAITING, get_cluster
+from scheduler.clusters import WAITING, check_isolation, get_cluster, resolve_cluster
 from scheduler.db import as_utc, insert_ignoring
 from scheduler.lifecycle import end_children, transition
 from scheduler.messages import StateChanged, Wake
@@ -32,11 +32,15 @@ from scheduler.models import (
     Run,
     RunFile,
     RunLog,
+    RunProperty,
     RunPublic,
     RunSpec,
+    RunTag,
+    merge_environments,
     utcnow,
 )
 from scheduler.streams import publish_live, send_to_ingest
+from scheduler.tracking import MAX_CHILDREN
 from scheduler.workers import live_workers, workers_serving
 
 RunFilter = Literal["queued", "active", "all"]
@@ -61,15 +65,24 @@ def get_or_create_experiment(session: Session, name: str) -> Experiment:
     return experiment
 
 
-def check_submittable(session: Session, spec: RunSpec) -> None:
-    """Everything a submit needs that the spec alone cannot prove (raises before any write)."""
-    get_cluster(session, spec.cluster)
+def check_submittable(session: Session, spec: RunSpec) -> RunSpec:
+    """Everything a submit needs that the spec alone cannot prove (raises before any write);
+    returns the spec with its cluster resolved (no name: the default cluster)."""
+    cluster = resolve_cluster(session, spec.cluster)
+    check_isolation(cluster, merge_environments(cluster.environment or {}, spec.environment))
     if spec.parent_run_id is not None:
         get_run(session, spec.parent_run_id)
+    return spec.model_copy(update={"cluster": cluster.name})
+
+
+def check_child_count(session: Session, parent_id: str) -> None:
+    children = session.exec(select(func.count()).where(Run.parent_run_id == parent_id)).one()
+    if children >= MAX_CHILDREN:
+        raise Conflict(f"run {parent_id} has {children} child runs; the limit is {MAX_CHILDREN}")
 
 
 def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: str | None) -> Run:
-    check_submittable(session, spec)
+    spec = check_submittable(session, spec)
     experiment = get_or_create_experiment(session, spec.experiment)
     now = utcnow()
     run = Run(
@@ -84,12 +97,16 @@ def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: 
         snapshot_digest=snapshot_digest,
         display_name=spec.display_name,
         parent_run_id=spec.parent_run_id,
+        max_run_duration_seconds=spec.max_run_duration_seconds,
         submitted_by=submitted_by,
         created_at=now,
         not_started_at=now,
         queued_at=now,
     )
     session.add(run)
+    session.flush()
+    for key, value in spec.tags.items():
+        session.add(RunTag(run_id=run.id, key=key, value=value))
     session.flush()
     return run
 
@@ -203,9 +220,14 @@ def list_runs(
     experiment: str | None = None,
     parent: str | None = None,
     statuses: Sequence[RunStatus] | None = None,
+    tags: dict[str, str | None] | None = None,
+    properties: dict[str, str | None] | None = None,
+    top_level: bool = False,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[RunPublic], int]:
+    """Runs matching every filter. ``tags`` / ``properties``: each key must be set, to the
+    given value unless that is None (Azure's ``get_runs(tags=...)``)."""
     query = select(Run)
     if cluster is not None:
         get_cluster(session, cluster)
@@ -214,8 +236,16 @@ def list_runs(
         query = query.join(Experiment).where(Experiment.name == experiment)
     if parent is not None:
         query = query.where(Run.parent_run_id == parent)
+    if top_level:
+        query = query.where(col(Run.parent_run_id).is_(None))
     if statuses:
         query = query.where(col(Run.status).in_(statuses))
+    for table, wanted in ((RunTag, tags), (RunProperty, properties)):
+        for key, value in (wanted or {}).items():
+            match = select(table.run_id).where(table.key == key)  # type: ignore[attr-defined]
+            if value is not None:
+                match = match.where(table.value == value)  # type: ignore[attr-defined]
+            query = query.where(col(Run.id).in_(match))
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     # Children in the order they were made; everything else newest first.
     order = (
@@ -258,10 +288,35 @@ def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
         return refreshed
 
 
+def fail(session: Session, client: redis.Redis, run_id: str, reason: str) -> Run:
+    """``run.fail()`` from outside the run: it ends Failed now, with ``reason``; a worker
+    holding it (or about to start it) sees the cancel mark and stops its process."""
+    run = get_run(session, run_id)
+    if run.status.is_terminal:
+        raise RunFinished(f"run {run_id} has already ended ({run.status.value}); nothing to fail")
+    if run.dispatched_at is not None or run.status in WAITING:
+        control.mark_canceled(client, run_id, run.attempt)
+    ended = transition(session, run_id, RunStatus.FAILED, failure_reason=reason)
+    end_children(session, run_id, RunStatus.FAILED)
+    return ended
+
+
 def cancel_and_announce(session: Session, client: redis.Redis, run_id: str) -> Run:
     """Cancel, commit, then tell live followers (and the scheduler, when a slot freed)."""
+    return end_and_announce(session, client, run_id, lambda: cancel(session, client, run_id))
+
+
+def fail_and_announce(session: Session, client: redis.Redis, run_id: str, reason: str) -> Run:
+    return end_and_announce(session, client, run_id, lambda: fail(session, client, run_id, reason))
+
+
+def end_and_announce(
+    session: Session, client: redis.Redis, run_id: str, end: Callable[[], Run]
+) -> Run:
+    """Run ``end`` (a cancel or a fail), commit, then tell live followers (and the
+    scheduler, when a slot freed)."""
     before = get_run(session, run_id).status
-    run = cancel(session, client, run_id)
+    run = end()
     session.commit()
     try:
         if run.status != before:

@@ -137,7 +137,8 @@ def _create_child(session: Session, parent: Run, event: dict[str, Any]) -> None:
 
 
 def _set_tag(session: Session, run: Run, event: dict[str, Any], limits: TrackingLimits) -> None:
-    key, value = str(event.get("n", ""))[:255], str(event.get("v", ""))
+    raw = event.get("v")
+    key, value = str(event.get("n", ""))[:255], None if raw is None else str(raw)
     existing = session.get(RunTag, (run.id, key))
     if existing is not None:
         existing.value = value
@@ -170,11 +171,11 @@ def _add_properties(
 
 def _finish(session: Session, run: Run, origin: str, event: dict[str, Any]) -> None:
     """Children, and interactive runs, end when their script says so. A submitted run's
-    end is its process's exit, reported by the worker (which reads fail() itself)."""
+    end is its process's exit, reported by the worker (which reads fail() itself); from
+    outside, it is failed or cancelled through the API."""
     status = event.get("v")
-    submitted_root = run.id == origin and run.cluster is not None and run.parent_run_id is None
-    if status not in FINAL or submitted_root:
-        return
+    if status not in FINAL or (run.id == origin and run.snapshot_digest is not None):
+        return  # a submitted run's own process reports its end, through its worker
     values: dict[str, Any] = {}
     if event.get("e") and status != RunStatus.COMPLETED.value:
         values["failure_reason"] = str(event["e"])[:10_000]
@@ -225,6 +226,7 @@ def _insert_points(
                 kind=KIND_OF[code],
                 description=str(event.get("d", "")),
                 count=0,
+                next_idx=0,
             )
             known[name] = metric
             total += 1
@@ -237,7 +239,7 @@ def _insert_points(
             metric.kind = "list"
         touched.add(name)
         logged_at = float(event.get("t") or 0.0)
-        start = metric.count
+        start = event.get("s", metric.next_idx)  # log(..., step=) places the point
         for sub, idx, column, value in _points(event, start):
             number, text, vtype = encode_value(value)
             rows.append(
@@ -255,7 +257,8 @@ def _insert_points(
                     "logged_at": logged_at,
                 }
             )
-        metric.count = start + _length(event)
+        metric.count += _length(event)
+        metric.next_idx = max(metric.next_idx, start + _length(event))
     for name in touched:
         session.add(known[name])
     session.flush()
@@ -327,15 +330,26 @@ def decode_value(value: float | None, text: str | None, vtype: str) -> Any:
 
 
 def in_tree(session: Session, run_id: str, root_id: str) -> bool:
-    """Whether ``run_id`` is ``root_id`` or below it, by the recorded parents."""
+    """Whether ``run_id`` is ``root_id`` or below it, by the recorded parents (children
+    made by ``child_run()`` carry their parent's id as a prefix; submitted ones do not)."""
     current: str | None = run_id
     for _ in range(64):  # children nest a few levels; a cycle cannot be stored, but be safe
         if current == root_id:
             return True
-        if current is None or not ev.is_descendant(current, root_id):
+        if current is None:
             return False
         current = session.exec(select(Run.parent_run_id).where(Run.id == current)).first()
     return False
+
+
+def tags_of(session: Session, run_id: str) -> dict[str, str | None]:
+    query = select(RunTag.key, RunTag.value).where(RunTag.run_id == run_id)
+    return dict(session.exec(query).all())
+
+
+def properties_of(session: Session, run_id: str) -> dict[str, str]:
+    query = select(RunProperty.key, RunProperty.value).where(RunProperty.run_id == run_id)
+    return dict(session.exec(query).all())
 
 
 def descendants(session: Session, run_id: str) -> list[str]:
@@ -489,7 +503,7 @@ def latest_values(
             col(MetricPoint.run_id).in_(run_ids),
             col(MetricPoint.name).in_(names),
             MetricPoint.column == "",
-            MetricPoint.idx == Metric.count - 1,
+            MetricPoint.idx == Metric.next_idx - 1,
         )
     )  # fmt: skip
     found: dict[str, dict[str, Any]] = defaultdict(dict)

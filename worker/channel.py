@@ -4,6 +4,10 @@ The worker tails the file, numbers each line by its position (so reading it agai
 crash yields the same numbers, and the ingest recognises what it already stored), uploads
 the files the script staged, and sends the events to Redis in batches, one per target run.
 The run itself never holds a credential: only this forwarder talks to Redis and the API.
+
+A ``sync`` line (``complete()``, ``tag()``, ``flush()``... in the script) is answered on the
+channel's socket once everything before it is in the database: the forwarder sends a
+barrier after the line's batch and waits for the ingest to pass it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import redis
 from runyard.client import Client
 from runyard.errors import RunyardError
 from runyard.tracking import events as ev
-from scheduler.messages import TrackingBatch
+from scheduler import barriers
+from scheduler.messages import Entry, TrackingBatch
 from worker import delivery
+from worker.sync_server import SyncServer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,13 @@ class ChannelForwarder:
         self.line = 0  # the next line's number (its seq)
         self.failure: str | None = None  # set when the script called run.fail()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sync: SyncServer | None = None
+
+    def listen(self) -> None:
+        """Open the channel's sync socket (before the run starts: the folder is still ours)."""
+        self._sync = SyncServer(self.directory, on_request=self._wake.set)
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -55,12 +67,26 @@ class ChannelForwarder:
     def stop(self) -> None:
         """Forward everything the run wrote (call once its processes have exited)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        self.drain()
+        try:
+            self.drain()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the sync socket (idempotent; waiting clients hear that forwarding ended)."""
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
     def _loop(self) -> None:
-        while not self._stop.wait(POLL_INTERVAL):
+        while not self._stop.is_set():
+            self._wake.wait(POLL_INTERVAL)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.drain()
             except Exception:
@@ -69,6 +95,7 @@ class ChannelForwarder:
     def drain(self) -> None:
         lines = self._read_new_lines()
         batches: dict[str, list[list[Any]]] = {}
+        syncs: list[str] = []
         for seq, raw in lines:
             event = self._accept(raw)
             if event is None:
@@ -77,8 +104,11 @@ class ChannelForwarder:
             if event.get("k") == ev.FILE:
                 self._upload(target, event)
                 continue
+            if event.get("k") == ev.SYNC:
+                syncs.append(event["v"])
+                continue
             batches.setdefault(target, []).append([seq, event])
-        entries = [
+        entries: list[Entry] = [
             TrackingBatch(
                 run_id=target,
                 origin=self.run_id,
@@ -88,8 +118,14 @@ class ChannelForwarder:
             for target, events in batches.items()
             for i in range(0, len(events), MAX_BATCH)
         ]
+        barrier = barriers.new() if syncs and self._sync is not None else None
+        if barrier is not None:
+            entries.append(barrier)
         if entries:
-            delivery.send(self.redis, list(entries))
+            delivery.send(self.redis, entries)
+        if barrier is not None and self._sync is not None:
+            stored = barriers.wait(self.redis, barrier)
+            self._sync.answer(syncs, "ok" if stored else "not stored yet: the service is behind")
 
     def _read_new_lines(self) -> list[tuple[int, bytes]]:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     ctx.heartbeat.add_run(run_id)
     reporter = RunReporter(ctx.redis, run_id, ctx.worker_id, assignment.attempt)
     execution: Execution | None = None
+    channel: ChannelForwarder | None = None
     slot = ctx.slots.acquire()
     try:
         reporter.state(RunStatus.PREPARING)
@@ -59,6 +61,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         channel = ChannelForwarder(
             ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id), assignment.attempt
         )
+        channel.listen()
         request = ExecutionRequest(
             run_id=run_id,
             script=assignment.script,
@@ -86,13 +89,17 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         reporter.state(RunStatus.RUNNING)
         channel.start()
         try:
-            exit_code, canceled = _supervise(execution, reporter, ctx, assignment)
+            exit_code, stopped = _supervise(execution, reporter, ctx, assignment)
         finally:
             channel.stop()  # every event the run wrote is on its way before it ends
         reporter.state(RunStatus.FINALIZING)
         _upload_outputs(ctx, workdir, run_id)
-        if canceled:
+        if stopped == CANCELED:
             reporter.state(RunStatus.CANCELED, exit_code=exit_code, reason="canceled by request")
+        elif stopped == TIMED_OUT:
+            limit = assignment.max_run_duration_seconds
+            reason = f"ran longer than max_run_duration_seconds ({limit:g} s); stopped"
+            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=reason)
         elif exit_code != 0:
             reason = execution.failure_reason(exit_code) or describe_exit(exit_code)
             reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=reason)
@@ -107,6 +114,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         log.exception("run %s: unexpected worker error", run_id)
         reporter.state(RunStatus.FAILED, reason=f"worker error: {exc!r}")
     finally:
+        if channel is not None:
+            channel.close()
         if execution is not None:
             execution.cleanup()
         ctx.slots.release(slot)
@@ -148,10 +157,16 @@ def _remove_orphan_containers(ctx: WorkerContext) -> None:
         log.info("removed an orphan container of %s", run_id)
 
 
+# Why the worker stopped a run (``_supervise``); None: its process ended by itself.
+CANCELED = "canceled"
+TIMED_OUT = "timed out"
+
+
 def _supervise(
     execution: Execution, reporter: RunReporter, ctx: WorkerContext, assignment: RunAssignment
-) -> tuple[int, bool]:
-    """Pump output while the process runs; stop it if a cancel arrives."""
+) -> tuple[int, str | None]:
+    """Pump output while the process runs; stop it if a cancel arrives or it runs past
+    its ``max_run_duration_seconds``."""
     pump = threading.Thread(
         target=lambda: [reporter.write(text) for text in execution.output()],
         name=f"pump-{assignment.run_id}",
@@ -159,21 +174,29 @@ def _supervise(
     )
     pump.start()
     reporter.start_flushing()
-    canceled = False
+    limit = assignment.max_run_duration_seconds
+    deadline = None if limit is None else time.monotonic() + limit
+    stopped: str | None = None
     try:
         while True:
-            exit_code = execution.wait(CANCEL_POLL)
+            left = CANCEL_POLL
+            if deadline is not None:
+                left = max(min(left, deadline - time.monotonic()), 0.0)
+            exit_code = execution.wait(left)
             if exit_code is not None:
                 execution.kill_remaining()
                 break
             if _cancel_requested(ctx, assignment.run_id, assignment.attempt):
-                canceled = True
+                stopped = CANCELED
+            elif deadline is not None and time.monotonic() >= deadline:
+                stopped = TIMED_OUT
+            if stopped is not None:
                 exit_code = execution.terminate(assignment.cancel_grace_seconds)
                 break
     finally:
         pump.join(PUMP_JOIN)
         reporter.stop_flushing()
-    return exit_code, canceled
+    return exit_code, stopped
 
 
 def _cancel_requested(ctx: WorkerContext, run_id: str, attempt: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 from typing import Annotated
@@ -27,9 +28,15 @@ from api.live import (
 )
 from api.storage import safe_name
 from runyard import snapshot
-from runyard.errors import Conflict, InvalidInput, SnapshotTooLarge
+from runyard.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ServiceUnavailable,
+    SnapshotTooLarge,
+)
 from runyard.status import RunStatus
-from scheduler import audit, tokens
+from scheduler import audit, barriers, tokens
 from scheduler import runs as run_service
 from scheduler.db import as_utc
 from scheduler.messages import Wake
@@ -47,6 +54,7 @@ from scheduler.models import (
 )
 from scheduler.streams import send_to_ingest
 from scheduler.tokens import Actor
+from scheduler.tracking import in_tree
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -57,7 +65,7 @@ MAX_PAGE = 500
     "",
     status_code=status.HTTP_201_CREATED,
     operation_id="submit_run",
-    dependencies=[ALLOW.submit],
+    dependencies=[ALLOW.submit_run],
 )
 def submit_run(
     session: SessionDep,
@@ -73,7 +81,9 @@ def submit_run(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"spec.{where}: {first['msg']}", field=f"spec.{where}") from exc
-    run_service.check_submittable(session, run_spec)  # before anything is stored
+    if actor.role == "run":
+        _check_child_of_own_tree(session, actor, run_spec)
+    run_spec = run_service.check_submittable(session, run_spec)  # before anything is stored
     services.submit_limiter.hit(actor)
     digest = _store_snapshot(services, run_spec, snapshot_file)
     run = run_service.submit(session, run_spec, digest, submitted_by=actor.name)
@@ -81,6 +91,17 @@ def submit_run(
     session.commit()
     wake(services, run_spec.cluster)
     return run_service.describe(session, services.redis, run)
+
+
+def _check_child_of_own_tree(session: Session, actor: Actor, spec: RunSpec) -> None:
+    """A run submits only child runs of its own tree (``run.submit_child``)."""
+    parent = spec.parent_run_id
+    if parent is None or actor.run_id is None or not in_tree(session, parent, actor.run_id):
+        raise Forbidden(
+            f"{actor.role} token {actor.name!r} submits only child runs of its own tree "
+            "(run.submit_child)"
+        )
+    run_service.check_child_count(session, parent)
 
 
 def wake(services: Services, cluster: str) -> None:
@@ -167,6 +188,15 @@ def start_interactive_run(
     return InteractiveRunPublic(**public.model_dump(), run_token=token)
 
 
+KeyFilter = Annotated[
+    str | None,
+    Query(
+        description='JSON object of keys and values, e.g. {"quality": "great", "reviewed": '
+        "null}: each key must be set, to the value unless it is null"
+    ),
+]
+
+
 @router.get("", operation_id="list_runs", dependencies=[ALLOW.read])
 def list_runs(
     session: SessionDep,
@@ -174,6 +204,9 @@ def list_runs(
     experiment: str | None = None,
     parent: Annotated[str | None, Query(description="Only the children of this run")] = None,
     status: Annotated[list[RunStatus] | None, Query()] = None,
+    tags: KeyFilter = None,
+    properties: KeyFilter = None,
+    top_level: Annotated[bool, Query(description="Only runs that are not children")] = False,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RunsPublic:
@@ -183,10 +216,30 @@ def list_runs(
         experiment=experiment,
         parent=parent,
         statuses=status,
+        tags=_key_filter("tags", tags),
+        properties=_key_filter("properties", properties),
+        top_level=top_level,
         limit=limit,
         offset=offset,
     )
     return RunsPublic(data=data, count=total)
+
+
+def _key_filter(name: str, raw: str | None) -> dict[str, str | None] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
+    ):
+        raise InvalidInput(
+            f"{name} must be a JSON object of string keys and string (or null) values",
+            field=name,
+        )
+    return value
 
 
 @router.post("/cancel", operation_id="cancel_runs", dependencies=[ALLOW.submit])
@@ -207,8 +260,29 @@ def record_cancels(session: Session, actor: Actor, results: list[CancelResult]) 
 
 
 @router.get("/{run_id}", operation_id="get_run", dependencies=[ALLOW.read_run])
-def get_run(run_id: str, session: SessionDep, services: ServicesDep) -> RunPublic:
-    return run_service.describe(session, services.redis, run_service.get_run(session, run_id))
+async def get_run(
+    run_id: str,
+    services: ServicesDep,
+    fresh: Annotated[
+        bool,
+        Query(
+            description="Answer once everything reported before this request (by the run, "
+            "its worker, any client) is stored: how a waiter sees a run's end complete"
+        ),
+    ] = False,
+) -> RunPublic:
+    if fresh:
+        barrier = barriers.new()
+        send_to_ingest(services.redis, [barrier])
+        if not await barriers.wait_async(services.aredis, barrier):
+            raise ServiceUnavailable("the service is behind on storing what runs report")
+    return await asyncio.to_thread(_describe, services, run_id)
+
+
+def _describe(services: Services, run_id: str) -> RunPublic:
+    with Session(services.engine, expire_on_commit=False) as session:
+        run = run_service.get_run(session, run_id)
+        return run_service.describe(session, services.redis, run)
 
 
 class RunChange(SQLModel):
@@ -236,6 +310,24 @@ def update_run(
     session.commit()
     if run.cluster:
         wake(services, run.cluster)
+    return run_service.describe(session, services.redis, run)
+
+
+class FailRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    error: str = Field(default="failed by request", max_length=10_000)
+
+
+@router.post("/{run_id}/fail", operation_id="fail_run", dependencies=[ALLOW.cancel_run])
+def fail_run(
+    run_id: str, body: FailRequest, session: SessionDep, services: ServicesDep, actor: ActorDep
+) -> RunPublic:
+    """``run.fail()``: the run ends Failed now with ``error`` as its reason; if it is on a
+    worker, its process is stopped as on cancel."""
+    run = run_service.fail_and_announce(session, services.redis, run_id, body.error)
+    audit.record(session, actor, "run.fail", run_id)
+    session.commit()
     return run_service.describe(session, services.redis, run)
 
 

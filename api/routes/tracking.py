@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -13,12 +14,12 @@ from sqlmodel import Session, col, select
 from api.auth import ALLOW
 from api.deps import ServicesDep, SessionDep
 from api.live import json_safe
-from runyard.errors import InvalidInput, NotFound
+from runyard.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from runyard.tracking import events as ev
+from scheduler import barriers, tracking
 from scheduler import runs as run_service
-from scheduler import tracking
-from scheduler.messages import TrackingBatch
-from scheduler.models import Metric, RunProperty, RunTag
+from scheduler.messages import Entry, TrackingBatch
+from scheduler.models import Metric
 from scheduler.streams import send_to_ingest
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
@@ -35,6 +36,11 @@ class EventBatch(BaseModel):
     producer: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     first_seq: int = Field(ge=0)
     events: list[dict[str, Any]] = Field(max_length=MAX_EVENTS)
+    wait: bool = Field(
+        default=False,
+        description="Answer only once these events, and every batch sent before them, are "
+        "in the database (what complete(), tag() and flush() need)",
+    )
 
 
 class JSONWithNaN(Response):
@@ -53,9 +59,10 @@ class JSONWithNaN(Response):
     operation_id="log_events",
     dependencies=[ALLOW.write_run],
 )
-async def log_events(run_id: str, request: Request, services: ServicesDep) -> dict[str, int]:
+async def log_events(run_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
     """Append a batch of logged events for the run and its children. Accepted means queued
-    on the ingest stream (durable); it is in the database a moment later."""
+    on the ingest stream (durable); it is in the database a moment later. With ``wait``
+    the answer comes once it is in the database, with everything sent before it."""
     body = await request.body()  # its size is capped by api.body_limits
     try:
         batch = EventBatch.model_validate_json(body)
@@ -63,8 +70,6 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> di
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
-    with Session(services.engine) as session:
-        run_service.get_run(session, run_id)
     by_target: dict[str, list[list[Any]]] = {}
     for offset, event in enumerate(batch.events):
         target = event.get("r")
@@ -76,13 +81,39 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> di
                 field="events",
             )
         by_target.setdefault(target, []).append([batch.first_seq + offset, event])
-    entries = [
+    await asyncio.to_thread(_check_batch, services, run_id, batch.events)
+    entries: list[Entry] = [
         TrackingBatch(run_id=target, origin=run_id, producer=batch.producer, events=events)
         for target, events in by_target.items()
     ]
+    barrier = barriers.new() if batch.wait else None
+    if barrier is not None:
+        entries.append(barrier)
     if entries:
-        send_to_ingest(services.redis, list(entries))
-    return {"accepted": len(batch.events)}
+        send_to_ingest(services.redis, entries)
+    if barrier is not None and not await barriers.wait_async(services.aredis, barrier):
+        raise ServiceUnavailable(
+            f"the events are queued but not yet stored after {barriers.WAIT_SECONDS:.0f} s "
+            "(is the scheduler running?); send the batch again to wait again"
+        )
+    return {"accepted": len(batch.events), "stored": barrier is not None}
+
+
+def _check_batch(services: Any, run_id: str, events: list[dict[str, Any]]) -> None:
+    """What only the database can tell: the run exists, and no property changes (Azure
+    raises on that, so the batch is refused whole and the caller hears why)."""
+    with Session(services.engine) as session:
+        run_service.get_run(session, run_id)
+        for event in events:
+            if event["k"] != ev.PROPERTY:
+                continue
+            stored = tracking.properties_of(session, event["r"])
+            for key, value in event["v"].items():
+                if key in stored and stored[key] != str(value):
+                    raise Conflict(
+                        f"property {key!r} of run {event['r']} is already {stored[key]!r}; "
+                        "properties cannot change (use a tag for a value that changes)"
+                    )
 
 
 @router.get(
@@ -167,14 +198,13 @@ def get_metric_history(
 
 
 @router.get("/{run_id}/tags", operation_id="get_tags", dependencies=[ALLOW.read_run])
-def get_tags(run_id: str, session: SessionDep) -> dict[str, str]:
+def get_tags(run_id: str, session: SessionDep) -> dict[str, str | None]:
+    """A tag set without a value reads back as null, as Azure's does (``None``)."""
     run_service.get_run(session, run_id)
-    query = select(RunTag.key, RunTag.value).where(RunTag.run_id == run_id)
-    return dict(session.exec(query).all())
+    return tracking.tags_of(session, run_id)
 
 
 @router.get("/{run_id}/properties", operation_id="get_properties", dependencies=[ALLOW.read_run])
 def get_properties(run_id: str, session: SessionDep) -> dict[str, str]:
     run_service.get_run(session, run_id)
-    query = select(RunProperty.key, RunProperty.value).where(RunProperty.run_id == run_id)
-    return dict(session.exec(query).all())
+    return tracking.properties_of(session, run_id)

@@ -15,6 +15,7 @@ app = typer.Typer(help="Create, show, update and delete named clusters.", no_arg
 
 CLUSTER_COLUMNS = [
     ("name", "CLUSTER"),
+    ("default_mark", "DEFAULT"),
     ("nodes", "NODES"),
     ("executor", "EXECUTOR"),
     ("worker_count", "WORKERS"),
@@ -27,7 +28,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
 
 def _row(cluster: dict[str, Any]) -> dict[str, Any]:
-    return {**cluster, "worker_count": len(cluster.get("workers", []))}
+    return {
+        **cluster,
+        "worker_count": len(cluster.get("workers", [])),
+        "default_mark": "*" if cluster.get("is_default") else "",
+    }
 
 
 def list_clusters(as_json: JsonOpt = False) -> None:
@@ -45,12 +50,16 @@ def _settings(
     grace: float | None,
     description: str | None,
     environment: str | None,
+    default: bool | None = None,
+    container_runs: bool | None = None,
 ) -> dict[str, Any]:
     values: dict[str, Any] = {
         "nodes": nodes,
         "executor": executor,
         "cancel_grace_seconds": grace,
         "description": description,
+        "is_default": default,
+        "container_runs": container_runs,
     }
     if environment is not None:
         try:
@@ -65,6 +74,21 @@ ExecutorOpt = Annotated[Optional[str], typer.Option(help="Default executor: loca
 GraceOpt = Annotated[Optional[float], typer.Option("--grace", help="Cancel grace period, seconds")]
 DescriptionOpt = Annotated[Optional[str], typer.Option(help="Free text")]
 EnvironmentOpt = Annotated[Optional[str], typer.Option(help="Default environment as JSON")]
+DefaultOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--default/--no-default",
+        help="Where runs naming no cluster go (Azure's compute target 'local'); one at most",
+    ),
+]
+ContainerRunsOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--container-runs/--no-container-runs",
+        help="A local cluster also takes runs that ask for Docker, in containers "
+        "(otherwise they are refused)",
+    ),
+]
 
 
 @app.command("create")
@@ -75,12 +99,13 @@ def create(
     grace: GraceOpt = None,
     description: DescriptionOpt = None,
     environment: EnvironmentOpt = None,
+    default: DefaultOpt = None,
+    container_runs: ContainerRunsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a cluster."""
-    cluster = client().create_cluster(
-        name, **_settings(nodes, executor, grace, description, environment)
-    )
+    settings = _settings(nodes, executor, grace, description, environment, default, container_runs)
+    cluster = client().create_cluster(name, **settings)
     _print(cluster, as_json)
 
 
@@ -98,12 +123,14 @@ def update(
     grace: GraceOpt = None,
     description: DescriptionOpt = None,
     environment: EnvironmentOpt = None,
+    default: DefaultOpt = None,
+    container_runs: ContainerRunsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a cluster's node limit or defaults."""
-    changes = _settings(nodes, executor, grace, description, environment)
+    changes = _settings(nodes, executor, grace, description, environment, default, container_runs)
     if not changes:
-        raise InvalidInput("nothing to update: give --nodes, --executor, --grace, ...")
+        raise InvalidInput("nothing to update: give --nodes, --executor, --default, ...")
     _print(client().update_cluster(name, **changes), as_json)
 
 

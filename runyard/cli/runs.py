@@ -40,7 +40,10 @@ RUN_COLUMNS = [
 def submit(
     directory: Annotated[Path, typer.Argument(help="Folder to snapshot")],
     script: Annotated[str, typer.Option("--script", "-s", help="Entry script, inside DIR")],
-    cluster: Annotated[str, typer.Option("--cluster", "-c", help="Cluster to run on")],
+    cluster: Annotated[
+        Optional[str],
+        typer.Option("--cluster", "-c", help="Cluster to run on (none: the default cluster)"),
+    ] = None,
     arguments: Annotated[
         Optional[list[str]], typer.Argument(help="Script arguments, after --")
     ] = None,
@@ -53,6 +56,9 @@ def submit(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream the log until it ends")
     ] = False,
+    tag: Annotated[
+        Optional[list[str]], typer.Option("--tag", "-t", help="KEY=VALUE (or KEY), repeatable")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Snapshot DIR and queue SCRIPT on a cluster.
@@ -74,7 +80,8 @@ def submit(
     api = client()
     workspace = Workspace(url=api.base_url)
     workspace._client = api
-    run = Experiment(workspace, experiment).submit(config)
+    tags = dict(t.split("=", 1) if "=" in t else (t, None) for t in tag or [])
+    run = Experiment(workspace, experiment).submit(config, tags=tags or None)
     data = run._details or {}
     if as_json:
         output.emit_json(data)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
 
 from runyard.core.script_run_config import ScriptRunConfig
-from runyard.errors import ConfigurationError, InvalidInput
+from runyard.errors import ConfigurationError, InvalidInput, NotSupported
 
 if TYPE_CHECKING:
     from runyard.core.run import Run
@@ -38,33 +38,48 @@ def _int_from_env(name: str, default: int) -> int:
 
 
 class Experiment:
-    def __init__(self, workspace: Workspace, name: str, **_azure_only: Any) -> None:
+    def __init__(self, workspace: Workspace, name: str, _skip_name_validation: bool = False,
+                 _id: Any = None, _archived_time: Any = None, _create_in_cloud: bool = True,
+                 _experiment_dto: Any = None) -> None:  # fmt: skip
         self.workspace = workspace
         self.name = name
 
-    def submit(self, config: ScriptRunConfig, tags: dict[str, str] | None = None, **_: Any) -> Run:
+    def submit(
+        self, config: ScriptRunConfig, tags: Optional[Dict[str, Any]] = None, **kwargs: Any
+    ) -> Run:
+        """Pack ``config.source_directory`` and queue the run; ``tags`` are set on it from
+        the start. Without a compute target it goes to the service's default cluster."""
+        from runyard import snapshot
         from runyard.core.run import Run
 
+        parent = kwargs.pop("_parent_run_id", None)
+        if kwargs:
+            raise NotSupported(
+                f"submit() options {', '.join(sorted(kwargs))} are not supported (only tags)"
+            )
         if not isinstance(config, ScriptRunConfig):
-            raise InvalidInput("submit() takes a ScriptRunConfig")
+            raise InvalidInput(f"submit() takes a ScriptRunConfig, not a {type(config).__name__}")
         if not config.script:
             raise InvalidInput("ScriptRunConfig needs a script")
-        if not config.cluster:
-            raise InvalidInput("ScriptRunConfig needs a compute_target (the cluster name)")
         if not os.path.isfile(os.path.join(config.source_directory, config.script)):
             raise InvalidInput(f"script {config.script!r} not found in {config.source_directory}")
-        from runyard import snapshot
-
-        packed = snapshot.pack(config.source_directory, snapshot_limits())
-        spec = {
+        config.run_config.check()
+        spec: Dict[str, Any] = {
             "experiment": self.name,
             "cluster": config.cluster,
             "script": config.script,
-            "arguments": config.arguments,
-            "environment": config.environment.to_dict(),
+            "arguments": [str(a) for a in config.arguments],
+            "environment": config.run_config.environment_spec(),
             "priority": config.priority,
-            "snapshot_digest": packed.digest,
         }
+        if config.max_run_duration_seconds is not None:
+            spec["max_run_duration_seconds"] = config.max_run_duration_seconds
+        if tags:
+            spec["tags"] = {str(k): None if v is None else str(v) for k, v in tags.items()}
+        if parent:
+            spec["parent_run_id"] = parent
+        packed = snapshot.pack(config.source_directory, snapshot_limits())
+        spec["snapshot_digest"] = packed.digest
         client = self.workspace.client
         archive = None if client.has_snapshot(packed.digest) else packed.archive
         data = client.submit(spec, archive)
@@ -78,11 +93,18 @@ class Experiment:
         display_name: Optional[str] = None,
         **kwargs: Any,
     ) -> Run:
-        """An interactive run (a notebook, a script run by hand) logging through the API."""
+        """An interactive run (a notebook, a script run by hand) logging through the API.
+        As Azure's, it makes ``./outputs`` (or ``outputs``) and stores what is in it when
+        the run completes."""
         from runyard.client import Client
         from runyard.core.run import Run, _close_at_exit
         from runyard.tracking.sinks import HttpSink
 
+        if snapshot_directory is not None:
+            raise NotSupported(
+                "start_logging(snapshot_directory=...) is not supported: interactive runs "
+                "keep no snapshot; submit a ScriptRunConfig to record one"
+            )
         client = self.workspace.client
         data = client.json(
             "POST",
@@ -93,24 +115,38 @@ class Experiment:
         run_client = Client(client.base_url, data.get("run_token") or client.token)
         sink = HttpSink(run_client, data["id"])
         _close_at_exit(sink)
-        return Run(self, data["id"], _details=data, _sink=sink)
+        folder = os.path.abspath(outputs if isinstance(outputs, str) else "outputs")
+        os.makedirs(folder, exist_ok=True)
+        return Run(self, data["id"], _details=data, _sink=sink, _outputs=folder)
 
     def get_runs(
         self,
-        type: str | None = None,
+        type: Optional[str] = None,
         tags: Any = None,
         properties: Any = None,
         include_children: bool = False,
     ) -> Iterator[Run]:
-        """Runs of this experiment, newest first (as Azure returns them)."""
-        from runyard.core.run import Run
+        """Runs of this experiment, newest first (as Azure returns them). ``tags`` and
+        ``properties`` filter: a key the run must have, or a dict of keys and values."""
+        from runyard.core.run import Run, run_filters
 
-        for data in self.workspace.client.list_runs(experiment=self.name, limit=500):
-            if include_children or not data.get("parent_run_id"):
-                yield Run(self, data["id"], _details=data)
+        filters = run_filters(tags, properties, type, None)
+        if not include_children:
+            filters["top_level"] = True
+        for data in self.workspace.client.iter_runs(experiment=self.name, **filters):
+            yield Run(self, data["id"], _details=data)
 
     def get_portal_url(self) -> str:
         return f"{self.workspace.url}/experiments/{self.name}"
+
+    def _repr_html_(self) -> str:
+        link = html.escape(self.get_portal_url(), quote=True)
+        return (
+            "<table><tr><th>Name</th><th>Workspace</th><th>Report Page</th></tr>"
+            f"<tr><td>{html.escape(self.name)}</td><td>{html.escape(self.workspace.name)}</td>"
+            f'<td><a href="{link}" target="_blank" rel="noopener">Link to Runyard Studio</a>'
+            "</td></tr></table>"
+        )
 
     def __repr__(self) -> str:
         return f"Experiment(name={self.name!r}, workspace={self.workspace.name!r})"

@@ -5,22 +5,32 @@ The same class serves three cases, as in ``azureml.core``:
 - ``Experiment.start_logging()`` or ``Run(experiment, run_id)``: events go to the API;
 - ``Run.get_context()`` anywhere else: an offline run that prints what it would log.
 Logging never raises into the training script: a bad call prints one line and is dropped.
+``log()`` and its siblings return at once; what Azure makes synchronous (``complete()``,
+``fail()``, ``tag()``, ``set_tags()``, ``add_properties()``, ``upload_file()``,
+``upload_folder()``, ``flush()``, leaving a ``with`` block) returns once its effect, and
+everything logged before it, is stored and visible to every reader.
 """
 
 from __future__ import annotations
 
 import atexit
+import html
 import io
+import json
 import os
+import shutil
 import signal
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 import uuid
+import zipfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Union
 
-from runyard.errors import InvalidInput, RunFailed
+from runyard.errors import Conflict, InvalidInput, NotSupported, RunFailed, ServiceUnavailable
 from runyard.status import RunStatus
 from runyard.tracking import events as ev
 from runyard.tracking.shapes import shape
@@ -30,6 +40,13 @@ if TYPE_CHECKING:
     from runyard.core.experiment import Experiment
 
 POLL_INTERVAL = 1.0
+
+# Where a Run object's run came from (``Run._origin``).
+OFFLINE = "offline"  # Run.get_context() outside Runyard: prints
+CONTEXT = "context"  # Run.get_context() in a submitted run: its own process
+SUBMITTED = "submitted"  # a submitted run seen from outside: ends with its process
+INTERACTIVE = "interactive"  # Experiment.start_logging(): ends when its client says so
+CHILD = "child"  # child_run() / create_children(): ends when its script says so
 
 
 class Run:
@@ -41,6 +58,7 @@ class Run:
         self._details: Optional[Dict[str, Any]] = kwargs.get("_details")
         self._sink: Optional[Sink] = kwargs.get("_sink")
         self._parent: Optional[Run] = kwargs.get("_parent")
+        self._outputs: Optional[str] = kwargs.get("_outputs")  # collected on completion
         self._limits = ev.RunLimits()
         self._children = 0
         self._images: Dict[str, int] = {}
@@ -61,17 +79,26 @@ class Run:
                     _close_at_exit(self._sink)
         return self._sink
 
-    def _emit(self, kind: str, name: Optional[str], value: Any, description: str = "") -> None:
+    def _emit(
+        self,
+        kind: str,
+        name: Optional[str],
+        value: Any,
+        description: str = "",
+        step: Optional[int] = None,
+    ) -> None:
         event: Dict[str, Any] = {"r": self.id, "k": kind, "v": value, "t": time.time()}
         if name is not None:
             event["n"] = name
         if description:
             event["d"] = description
+        if step is not None:
+            event["s"] = step
         self._events().emit(event)
 
-    def flush(self) -> None:
-        """Push everything logged so far out of this process."""
-        self._events().flush()
+    def flush(self, timeout_seconds: int = 300) -> None:
+        """Return once everything logged so far is stored and visible to every reader."""
+        self._events().sync(timeout=float(timeout_seconds))
 
     # --- context ----------------------------------------------------------------------------
 
@@ -89,8 +116,13 @@ class Run:
     # --- logging (azureml.core.Run signatures) ----------------------------------------------
 
     def log(self, name: str, value: Any, description: str = "", step: Any = None) -> None:
-        """A number or string; logging the same name again makes it a vector."""
-        self._metric("log", ev.SCALAR, name, value, ev.scalar_value, description)
+        """A number or string; logging the same name again makes it a vector. ``step``
+        places the value at that step (the x axis of its chart)."""
+        try:
+            at = None if step is None else ev.step_value(step)
+        except InvalidInput as exc:
+            return warn(f"log({name!r}) ignored: {exc}")
+        self._metric("log", ev.SCALAR, name, value, ev.scalar_value, description, at)
 
     def log_list(self, name: str, value: Any, description: str = "") -> None:
         """Any iterable (a generator too) as a vector."""
@@ -112,6 +144,7 @@ class Run:
         raw: Any,
         convert: Callable[[Any, ev.Limits], Any],
         description: str,
+        step: Optional[int] = None,
     ) -> None:
         """Check against the run's limits, convert, emit; a bad call prints one line."""
         try:
@@ -119,7 +152,7 @@ class Run:
             value = convert(raw, self._limits.limits)
         except InvalidInput as exc:
             return warn(f"{call}({name!r}) ignored: {exc}")
-        self._emit(kind, name, value, description)
+        self._emit(kind, name, value, description, step)
 
     def log_image(
         self, name: str, path: Optional[str] = None, plot: Any = None, description: str = ""
@@ -149,6 +182,11 @@ class Run:
         self._emit(ev.IMAGE, name, stored, description)
 
     def tag(self, key: str, value: Any = None) -> None:
+        """Set a tag (a valueless one reads back as None); stored when this returns."""
+        self._tag(key, value)
+        self._events().sync()
+
+    def _tag(self, key: str, value: Any) -> None:
         try:
             text = self._limits.tag(key, value)
         except InvalidInput as exc:
@@ -159,18 +197,30 @@ class Run:
         if not isinstance(tags, dict):
             return warn("set_tags() takes a dict")
         for key, value in tags.items():
-            self.tag(key, value)
+            self._tag(key, value)
+        self._events().sync()
 
-    def get_tags(self) -> Dict[str, str]:
+    def get_tags(self) -> Dict[str, Optional[str]]:
         return self._read(lambda: self._client.json("GET", f"/runs/{self.id}/tags"), lambda: {})
 
     def add_properties(self, properties: Dict[str, Any]) -> None:
-        """Properties are set once: changing one is an error."""
+        """Properties are set once: changing one raises (as Azure's does), and nothing of
+        the call is stored."""
+        if not isinstance(properties, dict):
+            raise InvalidInput("add_properties() takes a dict")
         try:
             clean = self._limits.properties_(properties)
-        except InvalidInput as exc:
+        except ev.LimitExceeded as exc:
             return warn(f"add_properties() ignored: {exc}")
+        sink = self._events()
+        sink.sync()  # what came before is not refused with it
         self._emit(ev.PROPERTY, None, clean)
+        try:
+            sink.sync(strict=True)
+        except Conflict:
+            for key in clean:  # the service kept the old values
+                self._limits.properties.pop(key, None)
+            raise
 
     def get_properties(self) -> Dict[str, str]:
         return self._read(
@@ -180,6 +230,11 @@ class Run:
     # --- files ------------------------------------------------------------------------------
 
     def upload_file(self, name: str, path_or_stream: Union[str, os.PathLike, IO[bytes]]) -> None:
+        """Store a file in the run record; listed by ``get_file_names()`` when this returns."""
+        self._store(name, path_or_stream)
+        self._events().sync()
+
+    def _store(self, name: str, path_or_stream: Union[str, os.PathLike, IO[bytes]]) -> None:
         source = path_or_stream if hasattr(path_or_stream, "read") else os.fspath(path_or_stream)
         if isinstance(source, str) and not os.path.isfile(source):
             return warn(f"upload_file({name!r}) ignored: no file at {source}")
@@ -192,8 +247,17 @@ class Run:
         root = Path(path)
         if not root.is_dir():
             return warn(f"upload_folder({name!r}) ignored: no folder at {root}")
+        self._store_folder(name, root)
+        self._events().sync()
+
+    def _store_folder(self, name: str, root: Path) -> None:
         for file in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
-            self.upload_file(f"{name.rstrip('/')}/{file.relative_to(root).as_posix()}", str(file))
+            self._store(f"{name.rstrip('/')}/{file.relative_to(root).as_posix()}", str(file))
+
+    def _collect_outputs(self, folder: str) -> None:
+        """An interactive run's ``./outputs`` at its end, as a submitted run's are."""
+        self._store_folder("outputs", Path(folder))
+        self._outputs = None
 
     def get_file_names(self) -> List[str]:
         return [f["name"] for f in self._client.list_files(self.id)]
@@ -235,12 +299,13 @@ class Run:
         populate: bool = False,
     ) -> Dict[str, Any]:
         """As Azure: one value, a list, a dict of columns; keyed by run id if ``recursive``."""
-        if isinstance(self._sink, OfflineSink):
-            return {}
-        if self._sink is not None:
-            self._sink.flush()
+        if run_type is not None:
+            raise NotSupported("get_metrics(run_type=...) is not supported: runs have no type")
         params = {"name": name, "recursive": recursive}
-        data = self._client.json("GET", f"/runs/{self.id}/metrics", params=params)
+        data = self._read(
+            lambda: self._client.json("GET", f"/runs/{self.id}/metrics", params=params),
+            lambda: {"runs": {}},
+        )
         return (
             {rid: _shape_all(m) for rid, m in data["runs"].items()}
             if recursive
@@ -250,35 +315,59 @@ class Run:
     # --- lifecycle --------------------------------------------------------------------------
 
     def complete(self, _set_status: bool = True) -> None:
+        """End the run Completed (interactive runs and child runs); stored on return."""
+        if self._origin() == SUBMITTED:
+            raise NotSupported(
+                f"run {self.id} was submitted: it completes when its script exits; "
+                "use cancel() or fail() to end it sooner"
+            )
         self._finish(RunStatus.COMPLETED, None)
 
     def fail(
         self, error_details: Any = None, error_code: Any = None, _set_status: bool = True
     ) -> None:
+        """End the run Failed with ``error_details`` as its reason; a submitted run's
+        process is stopped. Failed when this returns."""
+        origin = self._origin()
+        if origin == SUBMITTED:
+            reason = str(error_details) if error_details else "failed by request"
+            self._details = self._client.fail(self.id, reason)
+            return
         self._finish(RunStatus.FAILED, str(error_details) if error_details else "failed by script")
 
     def cancel(self) -> None:
-        if isinstance(self._sink, OfflineSink):
+        origin = self._origin()
+        if origin == OFFLINE:
             return
-        if self._parent is not None or self._is_interactive():
+        if origin in (CHILD, INTERACTIVE):
             self._finish(RunStatus.CANCELED, "canceled by request")
         else:
             self._details = self._client.cancel(self.id)
 
     def _finish(self, status: RunStatus, error: Optional[str]) -> None:
+        if self._outputs is not None and os.path.isdir(self._outputs):
+            self._collect_outputs(self._outputs)
         event: Dict[str, Any] = {"r": self.id, "k": ev.STATUS, "v": status.value, "t": time.time()}
         if error:
             event["e"] = error
         sink = self._events()
         sink.emit(event)
-        if self._parent is None and not isinstance(sink, ChannelSink):
+        sink.sync()
+        if self._origin() == INTERACTIVE:
             sink.close()  # the root of an interactive run: nothing more will be logged
-        else:
-            sink.flush()
 
-    def _is_interactive(self) -> bool:
-        details = self._details or {}
-        return details.get("cluster") is None and isinstance(self._sink, HttpSink)
+    def _origin(self) -> str:
+        """How this run came to be, which decides how it ends: see the constants below."""
+        if isinstance(self._sink, OfflineSink):
+            return OFFLINE
+        if self._parent is not None:
+            return CHILD
+        if isinstance(self._sink, ChannelSink):
+            return CONTEXT
+        details = self._details or self._refresh()
+        if details.get("snapshot_digest"):
+            return SUBMITTED
+        return CHILD if details.get("parent_run_id") else INTERACTIVE
 
     def __enter__(self) -> Run:
         return self
@@ -331,13 +420,17 @@ class Run:
         type: Any = None,
         status: Any = None,
     ) -> Iterator[Run]:
-        if self._sink is not None and not isinstance(self._sink, OfflineSink):
-            self._sink.flush()
-        for data in self._client.list_runs(parent=self.id, limit=500):
+        """The run's children in the order they were made (with ``recursive``, each
+        followed by its own), filtered as ``Experiment.get_runs`` filters."""
+        if isinstance(self._sink, OfflineSink):
+            return
+        self._read(lambda: None, lambda: None)  # every child_run() made so far is listed
+        filters = run_filters(tags, properties, type, status)
+        for data in self._client.iter_runs(parent=self.id, **filters):
             child = Run(self.experiment, data["id"], _details=data)
             yield child
             if recursive:
-                yield from child.get_children(recursive=True)
+                yield from child.get_children(True, tags, properties, type, status)
 
     @property
     def parent(self) -> Optional[Run]:
@@ -353,10 +446,11 @@ class Run:
         return self._details
 
     def _read(self, online: Any, offline: Any) -> Any:
+        """Read after everything this process logged is stored (Azure reads its writes)."""
         if isinstance(self._sink, OfflineSink):
             return offline()
         if self._sink is not None:
-            self._sink.flush()
+            self._sink.sync()
         return online()
 
     @property
@@ -393,18 +487,28 @@ class Run:
         wait_post_processing: bool = False,
         raise_on_error: bool = True,
     ) -> Dict[str, Any]:
-        """Block until the run ends; with ``show_output`` stream its log meanwhile."""
+        """Block until the run ends, and everything it logged, printed and wrote to
+        ``./outputs`` is stored; with ``show_output`` stream its log meanwhile."""
         if show_output:
             print(f"RunId: {self.id}")
             print(f"Web View: {self.get_portal_url()}\n")
             print("Streaming user_logs/std_log.txt")
             print("=" * 40 + "\n", flush=True)
-            for text in self._client.follow_logs(self.id):
-                sys.stdout.write(text)
-                sys.stdout.flush()
-        while not RunStatus(self.get_status()).is_terminal:
-            time.sleep(POLL_INTERVAL)
-        details = self.get_details()
+        try:
+            for text in self._client.follow_logs(self.id):  # ends when the run has ended
+                if show_output:
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+        except ServiceUnavailable as exc:
+            warn(f"lost the run's live stream ({exc}); waiting on its status instead")
+        # The stream ends on the run's last report; ``fresh`` reads once the service has
+        # stored every report made before the read, so the end (and what preceded it) shows.
+        while True:
+            self._details = self._client.get_run(self.id, fresh=True)
+            if RunStatus(self._details["status"]).is_terminal:
+                break
+            time.sleep(POLL_INTERVAL)  # only when the stream was lost
+        details = details_from(self._details)
         if show_output:
             print("\nExecution Summary\n" + "=" * 17)
             print(f"RunId: {self.id}\nStatus: {details['status']}\n", flush=True)
@@ -419,16 +523,84 @@ class Run:
     def restore_snapshot(
         self, snapshot_id: Optional[str] = None, path: Optional[Union[str, os.PathLike]] = None
     ) -> str:
-        """Download the run's snapshot; returns the archive's path (a .tar.gz)."""
-        target = Path(path or ".") / f"{self.id}-snapshot.tar.gz"
-        if snapshot_id:
-            self._client.download_snapshot(snapshot_id, target)
-        else:
-            self._client.download_run_snapshot(self.id, target)
+        """The run's snapshot (or the one named) as a ZIP file in ``path``, as Azure gives
+        it; returns the ZIP's path."""
+        if snapshot_id is None:
+            snapshot_id = (self._details or self._refresh()).get("snapshot_digest")
+            if not snapshot_id:
+                raise InvalidInput(f"run {self.id} has no snapshot (it was not submitted)")
+        folder = Path(path or ".")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{snapshot_id.split(':', 1)[-1]}.zip"
+        with tempfile.TemporaryDirectory() as scratch:
+            archive = Path(scratch) / "snapshot.tar.gz"
+            self._client.download_snapshot(snapshot_id, archive)
+            partial = target.with_name(target.name + ".partial")
+            with tarfile.open(archive, "r:gz") as tar, zipfile.ZipFile(
+                partial, "w", zipfile.ZIP_DEFLATED
+            ) as out:
+                for member in tar:
+                    source = tar.extractfile(member) if member.isfile() else None
+                    if source is not None:
+                        name = member.name[2:] if member.name.startswith("./") else member.name
+                        with source, out.open(name, "w") as copy:
+                            shutil.copyfileobj(source, copy)
+            os.replace(partial, target)
         return str(target)
+
+    def submit_child(
+        self, config: Any, tags: Optional[Dict[str, Any]] = None, **kwargs: Any
+    ) -> Run:
+        """Submit ``config`` (a ScriptRunConfig) as a child of this run; it queues on its
+        own cluster and ends with its own script."""
+        return self.experiment.submit(config, tags=tags, _parent_run_id=self.id, **kwargs)
+
+    def register_model(self, model_name: str, model_path: Optional[str] = None, **_: Any) -> Any:
+        raise NotSupported(
+            "register_model() is not supported: Runyard has no model registry; upload the "
+            "model with upload_file() and fetch it with download_file()"
+        )
+
+    def _repr_html_(self) -> str:
+        details = self._details or {}
+        link = html.escape(self.get_portal_url(), quote=True)
+        cells = [
+            html.escape(self.experiment.name),
+            html.escape(self.id),
+            html.escape(str(details.get("status", ""))),
+            f'<a href="{link}" target="_blank" rel="noopener">Link to Runyard Studio</a>',
+        ]
+        head = "".join(f"<th>{h}</th>" for h in ("Experiment", "Id", "Status", "Details Page"))
+        row = "".join(f"<td>{c}</td>" for c in cells)
+        return f"<table><tr>{head}</tr><tr>{row}</tr></table>"
 
     def __repr__(self) -> str:
         return f"Run(experiment={self.experiment.name!r}, id={self.id!r})"
+
+
+def run_filters(tags: Any, properties: Any, type: Any, status: Any) -> Dict[str, Any]:
+    """``get_runs`` / ``get_children`` filters as REST query parameters. As Azure: ``tags``
+    (and ``properties``) is a key the run must have, or a dict of keys and values."""
+    if type is not None:
+        raise NotSupported(
+            f"filtering by run type ({type!r}) is not supported: Runyard runs have no type"
+        )
+    filters: Dict[str, Any] = {}
+    for name, given in (("tags", tags), ("properties", properties)):
+        if given is None:
+            continue
+        if isinstance(given, str):
+            given = {given: None}
+        if not isinstance(given, dict):
+            raise InvalidInput(f"{name} must be a key (str) or a dict of keys and values")
+        filters[name] = _json({str(k): None if v is None else str(v) for k, v in given.items()})
+    if status is not None:
+        filters["status"] = [str(status)] if isinstance(status, (str, RunStatus)) else status
+    return filters
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def details_from(data: Dict[str, Any]) -> Dict[str, Any]:
@@ -483,7 +655,7 @@ def _make_context(allow_offline: bool) -> Run:
     if run_id and channel:
         workspace = Workspace(url=os.environ.get("RUNYARD_URL", ""))
         experiment = Experiment(workspace, os.environ.get("RUNYARD_EXPERIMENT", "default"))
-        sink = ChannelSink(channel)
+        sink = ChannelSink(channel, run_id)
         _close_at_exit(sink)
         return Run(experiment, run_id, _sink=sink)
     if not allow_offline:
@@ -495,8 +667,7 @@ def _offline_run() -> Run:
     from runyard.core.experiment import Experiment
     from runyard.core.workspace import Workspace
 
-    workspace = Workspace.__new__(Workspace)
-    workspace.name, workspace.url, workspace._token, workspace._client = "offline", "", None, None
+    workspace = Workspace(url="", token="", workspace_name="offline")
     run = Run(Experiment(workspace, "offline"), f"OfflineRun_{uuid.uuid4()}", _sink=OfflineSink())
     return run
 

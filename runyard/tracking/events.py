@@ -1,21 +1,25 @@
 """Logging calls turned into small JSON-able events, checked against limits first.
 
 An event is a dict with short keys, because a training loop may log millions of them:
-``r`` target run id, ``k`` kind, ``n`` name, ``v`` value, ``d`` description, ``t`` time.
+``r`` target run id, ``k`` kind, ``n`` name, ``v`` value, ``d`` description, ``t`` time,
+``s`` the step a scalar was logged at (``log(..., step=5)``).
 Kinds: ``m`` scalar (``log``), ``l`` list, ``w`` row, ``b`` table, ``i`` image, ``tag``,
-``prop``, ``file``, ``child``, ``status``.
+``prop``, ``file``, ``child``, ``status``; ``sync`` (channel only) asks the worker to
+confirm that everything before it is stored.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Set
+from typing import Any, Dict, Iterable, List, Optional, Set
 
-from runyard.errors import InvalidInput
+from runyard.errors import Conflict, InvalidInput
 
 SCALAR, LIST, ROW, TABLE, IMAGE = "m", "l", "w", "b", "i"
 TAG, PROPERTY, FILE, CHILD, STATUS = "tag", "prop", "file", "child", "status"
+SYNC = "sync"
+MAX_STEP = 2**53  # steps are stored as integers that JSON and doubles both hold exactly
 METRIC_KINDS = (SCALAR, LIST, ROW, TABLE, IMAGE)
 KIND_NAMES = {SCALAR: "scalar", LIST: "list", ROW: "row", TABLE: "table", IMAGE: "image"}
 
@@ -92,15 +96,15 @@ class RunLimits:
                 f"also be a {KIND_NAMES[kind]}"
             )
 
-    def tag(self, key: Any, value: Any) -> str:
+    def tag(self, key: Any, value: Any) -> Optional[str]:
         if not isinstance(key, str) or not key:
             raise InvalidInput(f"tag key must be a non-empty string, not {key!r}")
         if len(key) > self.limits.name_length:
             raise LimitExceeded(
                 f"tag key {key[:40]!r}... is over {self.limits.name_length} characters"
             )
-        text = "" if value is None else str(value)
-        if len(text) > self.limits.string_length:
+        text = None if value is None else str(value)  # Azure keeps a valueless tag as None
+        if text is not None and len(text) > self.limits.string_length:
             raise LimitExceeded(f"tag {key!r}: value over {self.limits.string_length} characters")
         if key not in self.tags and len(self.tags) >= self.limits.tags:
             raise LimitExceeded(
@@ -119,7 +123,7 @@ class RunLimits:
             if not isinstance(key, str) or not key:
                 raise InvalidInput(f"property key must be a non-empty string, not {key!r}")
             if key in self.properties and self.properties[key] != text:
-                raise InvalidInput(
+                raise Conflict(
                     f"property {key!r} is already {self.properties[key]!r}; "
                     "properties cannot change"
                 )
@@ -226,6 +230,7 @@ _SHAPES = {
     CHILD: lambda v: True,
     STATUS: lambda v: isinstance(v, str),
     FILE: lambda v: True,
+    SYNC: lambda v: isinstance(v, str) and 0 < len(v) <= 64 and v.isascii() and v.isalnum(),
 }
 
 
@@ -244,7 +249,25 @@ def well_formed(event: Any) -> bool:
         return isinstance(event.get("n"), str) and isinstance(event.get("f"), str)
     if "t" in event and not isinstance(event["t"], (int, float)):
         return False
+    if "s" in event and not (kind == SCALAR and valid_step(event["s"])):
+        return False
     return kind == CHILD or _SHAPES[kind](event.get("v"))
+
+
+def valid_step(step: Any) -> bool:
+    return isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP
+
+
+def step_value(step: Any) -> int:
+    """``log(..., step=)``: a whole number from 0 (numpy integers too)."""
+    item = getattr(step, "item", None)
+    if callable(item) and not isinstance(step, (int, float)):
+        step = item()
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    if not valid_step(step):
+        raise InvalidInput(f"step must be a whole number from 0 to {MAX_STEP}, not {step!r}")
+    return step
 
 
 def child_id(parent_id: str, number: int) -> str:

@@ -1,9 +1,11 @@
 """Where a run's events go: a channel file the worker tails, the API, or the console.
 
 ``emit`` only appends to an in-memory buffer (a few microseconds); a background thread
-writes the buffer out, and ``flush`` / ``close`` (at exit, on ``complete()``, on SIGTERM)
-push what is left. A slow or absent service never blocks or kills training: the HTTP sink
-keeps retrying in the background and says so on stderr.
+writes the buffer out, and ``flush`` / ``close`` (at exit, on SIGTERM) push what is left.
+``sync`` is what Azure's synchronous calls (``complete()``, ``tag()``, ``flush()``...) use:
+it returns once everything emitted so far is in the database, visible to every reader. A
+slow or absent service never kills training: the HTTP sink keeps retrying in the
+background, and a sync that cannot be confirmed says so on stderr.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import collections
 import contextlib
 import json
 import os
+import secrets
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -20,15 +24,23 @@ import uuid
 from typing import IO, Any, Deque, Dict, List, Union
 
 from runyard.errors import RunyardError, ServiceUnavailable
+from runyard.tracking import events as ev
 
 FLUSH_INTERVAL = 0.1  # seconds between background flushes
 BATCH = 5_000  # events per write (one POST for the HTTP sink)
 MAX_BUFFERED = 2_000_000  # events held in memory while the service is unreachable
+SYNC_TIMEOUT = 120.0  # how long a synchronous write waits for the service to confirm
+# The socket in the channel folder where the worker confirms a sync line (worker.sync_server).
+SYNC_SOCKET = "sync.sock"
 
 
 class RefusedBatch(Exception):
     """The service answered that this batch can never be accepted (a 4xx): retrying is
     pointless, and must not hold back what comes after it (complete(), say)."""
+
+    def __init__(self, error: RunyardError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def warn(message: str) -> None:
@@ -63,20 +75,63 @@ class Sink:
                 time.sleep(1.0)
 
     def flush(self) -> None:
+        """Push everything buffered out of this process (without waiting for storage)."""
         with self._lock:
-            while self._buffer:
-                batch = []
-                while self._buffer and len(batch) < BATCH:
-                    batch.append(self._buffer.popleft())
-                try:
-                    self.write(batch)
-                except RefusedBatch as exc:
-                    warn(f"dropped {len(batch)} event(s) the service refused: {exc}")
-                except Exception:
-                    self._buffer.extendleft(reversed(batch))
-                    raise
+            self._write_out(wait=False, strict=False)
 
-    def write(self, events: List[Dict[str, Any]]) -> None:
+    def sync(self, strict: bool = False, timeout: float = SYNC_TIMEOUT) -> bool:
+        """Return once everything emitted so far is stored and visible to every reader.
+
+        An unreachable service is retried for ``timeout`` seconds, then reported on stderr
+        (False). With ``strict`` a batch the service refuses raises its error: the caller
+        asked for exactly that write (``add_properties`` changing a property)."""
+        if self._closed and not self._buffer:
+            return True  # closing confirmed everything; the run has ended
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self._lock:
+                    self._write_out(wait=True, strict=strict)
+                return True
+            except RunyardError:
+                raise
+            except RefusedBatch as exc:  # the service will never take it (the run ended)
+                warn(f"could not confirm that what was logged is stored: {exc}")
+                return False
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    warn(f"could not confirm that what was logged is stored: {exc}")
+                    return False
+                time.sleep(0.5)
+
+    def _write_out(self, wait: bool, strict: bool) -> None:
+        """Write the buffer in batches; with ``wait`` the last write returns only once the
+        service has stored it and everything before it (an empty one if need be)."""
+        while True:
+            batch = []
+            while self._buffer and len(batch) < BATCH:
+                batch.append(self._buffer.popleft())
+            last = not self._buffer
+            if not batch and not (wait and last):
+                return
+            try:
+                self.write(batch, wait and last)
+            except RefusedBatch as exc:
+                if strict:
+                    raise exc.error from None
+                if not batch:
+                    raise
+                warn(f"dropped {len(batch)} event(s) the service refused: {exc}")
+                if wait and last:
+                    self.write([], True)  # still wait for everything sent before
+            except Exception:
+                self._buffer.extendleft(reversed(batch))
+                raise
+            if last:
+                return
+
+    def write(self, events: List[Dict[str, Any]], wait: bool = False) -> None:
+        """Send ``events``; with ``wait``, return once they are stored."""
         raise NotImplementedError
 
     def store_file(self, run_id: str, name: str, source: Union[str, IO[bytes]]) -> None:
@@ -102,25 +157,49 @@ class ChannelSink(Sink):
     """Inside a submitted run: append JSON lines to the file the worker tails.
 
     The run never holds service credentials; the worker forwards what appears here. Files
-    are copied next to it and referenced by the event.
+    are copied next to it and referenced by the event. A sync appends a ``sync`` line and
+    asks the worker, over the channel folder's socket, to answer once everything up to
+    that line is stored.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, run_id: str = "") -> None:
         self.directory = directory
+        self.run_id = run_id
         self.files = os.path.join(directory, "files")
         os.makedirs(self.files, exist_ok=True)
         # O_APPEND: lines from several processes of one run never interleave mid-line.
         self._fd = os.open(
             os.path.join(directory, "events.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
         )
+        self._confirmable = True  # False once the worker turned out not to answer syncs
         super().__init__()
 
-    def write(self, events: List[Dict[str, Any]]) -> None:
-        data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode()
-        view = memoryview(data)
+    def write(self, events: List[Dict[str, Any]], wait: bool = False) -> None:
+        nonce = secrets.token_hex(16) if wait and self._confirmable else None
+        lines = [json.dumps(e, separators=(",", ":")) + "\n" for e in events]
+        if nonce is not None:
+            sync = {"r": self.run_id, "k": ev.SYNC, "v": nonce}
+            lines.append(json.dumps(sync, separators=(",", ":")) + "\n")
+        view = memoryview("".join(lines).encode())
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+        if nonce is not None:
+            self._confirm(nonce)
+
+    def _confirm(self, nonce: str) -> None:
+        """Wait for the worker's answer to our sync line. Never raises into the script."""
+        try:
+            answer = _ask_socket(self.directory, SYNC_SOCKET, nonce, SYNC_TIMEOUT)
+        except (FileNotFoundError, ConnectionRefusedError):
+            self._confirmable = False  # a worker that does not confirm: say so once
+            warn("this worker does not confirm writes; they are stored shortly after")
+            return
+        except OSError as exc:
+            warn(f"could not confirm that what was logged is stored: {exc}")
+            return
+        if answer != "ok":
+            warn(f"could not confirm that what was logged is stored: {answer}")
 
     def store_file(self, run_id: str, name: str, source: Union[str, IO[bytes]]) -> None:
         staged = f"{uuid.uuid4().hex}"
@@ -130,12 +209,36 @@ class ChannelSink(Sink):
         else:
             with open(target, "wb") as out:
                 shutil.copyfileobj(source, out)
-        self.emit({"r": run_id, "k": "file", "n": name, "f": staged, "t": time.time()})
+        self.emit({"r": run_id, "k": ev.FILE, "n": name, "f": staged, "t": time.time()})
 
     def close(self, timeout: float = 10.0) -> None:
         super().close(timeout)
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def _ask_socket(directory: str, name: str, line: str, timeout: float) -> str:
+    """Send one line to the Unix socket ``directory/name`` and read one line back. The
+    folder is reached through a descriptor, so a long path never meets the 108-byte limit
+    of socket addresses."""
+    folder = os.open(directory, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
+    try:
+        address = f"/proc/self/fd/{folder}/{name}"
+        if not os.path.isdir(f"/proc/self/fd/{folder}"):  # not Linux
+            address = os.path.join(directory, name)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(address)
+            conn.sendall(line.encode() + b"\n")
+            answer = b""
+            while not answer.endswith(b"\n") and len(answer) < 1024:
+                chunk = conn.recv(1024)
+                if not chunk:
+                    break
+                answer += chunk
+    finally:
+        os.close(folder)
+    return answer.decode("utf-8", errors="replace").strip() or "no answer from the worker"
 
 
 class HttpSink(Sink):
@@ -150,30 +253,33 @@ class HttpSink(Sink):
         self._warned = False
         super().__init__()
 
-    def write(self, events: List[Dict[str, Any]]) -> None:
-        payload = {"producer": self.producer, "first_seq": self._seq, "events": events}
+    def write(self, events: List[Dict[str, Any]], wait: bool = False) -> None:
+        payload: Dict[str, Any] = {"producer": self.producer, "first_seq": self._seq}
+        payload["events"] = events
+        if wait:
+            payload["wait"] = True
         try:
             self.client.json(
                 "POST",
                 f"/runs/{self.root}/events",
                 content=json.dumps(payload).encode(),
                 headers={"Content-Type": "application/json"},
-                timeout=30,
+                timeout=SYNC_TIMEOUT if wait else 30,
             )
         except RunyardError as exc:
             if exc.http_status >= 500 or isinstance(exc, ServiceUnavailable):
-                raise  # the service is away: keep the batch and retry
+                raise _Retry(exc.message) from exc  # the service is away: keep the batch
             self._seq += len(events)
-            raise RefusedBatch(exc.message) from exc
+            raise RefusedBatch(exc) from exc
         self._seq += len(events)
         if self._warned:
             warn("metrics are flowing again")
             self._warned = False
 
-    def flush(self) -> None:
+    def _write_out(self, wait: bool, strict: bool) -> None:
         try:
-            super().flush()
-        except Exception:
+            super()._write_out(wait, strict)
+        except _Retry:
             if len(self._buffer) > MAX_BUFFERED:
                 dropped = len(self._buffer) - MAX_BUFFERED
                 for _ in range(dropped):
@@ -190,6 +296,10 @@ class HttpSink(Sink):
                 self.client.upload_file(run_id, name, content)
         else:
             self.client.upload_file(run_id, name, source.read())
+
+
+class _Retry(Exception):
+    """The service is away (5xx, unreachable): the batch stays buffered for another try."""
 
 
 class OfflineSink(Sink):
@@ -224,8 +334,11 @@ class OfflineSink(Sink):
             flush=True,
         )
 
-    def write(self, events: List[Dict[str, Any]]) -> None:
+    def write(self, events: List[Dict[str, Any]], wait: bool = False) -> None:
         pass
+
+    def sync(self, strict: bool = False, timeout: float = SYNC_TIMEOUT) -> bool:
+        return True
 
     def store_file(self, run_id: str, name: str, source: Union[str, IO[bytes]]) -> None:
         print(f"Attempted to upload file {name}", flush=True)

@@ -215,7 +215,8 @@ def test_two_runs_on_one_worker_do_not_see_each_others_files(
     for run in (a, b):
         status(stack, run, {"Running"})
     for run in (a, b):
-        assert status(stack, run, TERMINAL)["status"] == "Completed"
+        ended = status(stack, run, TERMINAL)
+        assert ended["status"] == "Completed", ended.get("failure_reason")
         log = stack.client().logs(run.id)
         assert "ALONE" in log and "SAW OTHER" not in log
 

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -332,11 +333,11 @@ def test_an_unchanged_folder_is_stored_once_and_can_be_restored(
     a, b = (stack.client().get_run(r.id)["snapshot_digest"] for r in (first, second))
     assert a == b
 
-    archive = Path(second.restore_snapshot(path=tmp_path))
-    from runyard.snapshot import extract
-
-    extract(archive.read_bytes(), tmp_path / "restored")
-    assert (tmp_path / "restored" / "data" / "x.txt").read_text() == "x"
+    archive = Path(second.restore_snapshot(path=tmp_path / "snapshots"))
+    assert archive.suffix == ".zip"  # as Azure's restore_snapshot gives it
+    with zipfile.ZipFile(archive) as restored:
+        assert sorted(restored.namelist()) == ["data/x.txt", "hi.py"]
+        assert restored.read("data/x.txt") == b"x"
 
 
 def _alive(pid: int) -> bool:

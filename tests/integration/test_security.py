@@ -36,7 +36,7 @@ READERS = {"admin", "member", "viewer"}
 SUBMITTERS = {"admin", "member"}
 ADMINS = {"admin"}
 EVERYONE = {"admin", "member", "viewer", "worker", "run"}
-RATE = 30
+RATE = 60
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +231,10 @@ ROUTES: dict[str, tuple[set[str], Builder]] = {
     ),
     "get_run": (READERS | {"run"}, lambda w: ("GET", f"/api/v1/runs/{w.own_run}", {})),
     "cancel_run": (SUBMITTERS, lambda w: ("POST", f"/api/v1/runs/{w.queued_run()}/cancel", {})),
+    "fail_run": (
+        SUBMITTERS,
+        lambda w: ("POST", f"/api/v1/runs/{w.queued_run()}/fail", {"json": {"error": "x"}}),
+    ),
     "update_run": (
         SUBMITTERS,
         lambda w: ("PATCH", f"/api/v1/runs/{w.queued_run()}", {"json": {"move_to_front": True}}),
@@ -420,6 +424,50 @@ def test_a_run_token_cannot_write_another_run(world: World) -> None:
     with world.http("admin") as http:
         assert http.get(f"/api/v1/runs/{other}/metrics").json()["runs"][other] == {}
         assert http.get(f"/api/v1/runs/{other}").json()["status"] == "Queued"
+
+
+def test_a_run_token_reaches_its_family_and_submits_only_its_own_children(
+    world: World,
+) -> None:
+    """Azure's children log to their parent or root, and a run submits child runs
+    (``submit_child``): a run token reaches its ancestors and descendants, no one else."""
+    admin = world.stack.client(world.stack.make_token("member"))  # a budget of its own
+    parent = admin.json("POST", "/runs/interactive", json={"experiment": "family"})
+    child = admin.json(
+        "POST",
+        f"/runs/{parent['id']}/events",
+        json={
+            "producer": "family",
+            "first_seq": 0,
+            "events": [{"r": parent["id"], "k": "child", "c": parent["id"] + "_1", "t": 1.0}],
+            "wait": True,
+        },
+    )
+    assert child["stored"] is True
+    child_token = mint_run_token_of(world, parent["id"] + "_1")  # as a child would hold it
+    spec = {"script": "t.py", "snapshot_digest": world.digest_a, "experiment": "family"}
+    headers = {"Authorization": f"Bearer {child_token}"}
+    with httpx.Client(base_url=world.stack.url, headers=headers, timeout=30) as http:
+        batch = {"producer": "up", "first_seq": 0, "events": [
+            {"k": "m", "r": parent["id"], "n": "from child", "v": 1, "t": 1.0}]}  # fmt: skip
+        assert http.post(f"/api/v1/runs/{parent['id']}/events", json=batch).status_code == 202
+        assert http.get(f"/api/v1/runs/{parent['id']}").status_code == 200
+        assert http.get(f"/api/v1/runs/{world.run_a}").status_code == 403
+        for parent_id, expected in ((parent["id"] + "_1", 201), (world.run_a, 403), (None, 403)):
+            body = {**spec, "cluster": world.cluster_a, "parent_run_id": parent_id}
+            response = http.post("/api/v1/runs", data={"spec": json.dumps(body)})
+            assert response.status_code == expected, response.text
+    assert admin.get_run(parent["id"] + "_1")["status"] == "Running"
+    (submitted,) = admin.list_runs(parent=parent["id"] + "_1")
+    assert submitted["cluster"] == world.cluster_a
+
+
+def mint_run_token_of(world: World, run_id: str) -> str:
+    """A run token for ``run_id``, signed with the API's key (kept in its data folder)."""
+    from scheduler.tokens import mint_run_token
+
+    key = (world.stack.root / "data" / "secret_key").read_text().strip().encode()
+    return mint_run_token(key, run_id, 0)
 
 
 def test_a_run_token_stops_working_when_its_run_ends(world: World) -> None:

@@ -58,16 +58,6 @@ def fetched(stack: Stack, run: Run) -> Run:
     return Run(Experiment(Workspace(url=stack.url), run.experiment.name), run.id)
 
 
-def until_stored(run: Run, name: str, count: int, timeout: float = 15) -> None:
-    """Metrics reach the database a moment after the run reports its end."""
-
-    def stored() -> bool:
-        value = run.get_metrics(name=name).get(name)
-        return value is not None and (len(value) if isinstance(value, list) else 1) >= count
-
-    wait_until(stored, timeout, 0.1, what=f"{count} value(s) of {name!r}")
-
-
 def check_walkthrough(stack: Stack, run: Run, tmp_path: Path) -> None:
     metrics = run.get_metrics()
     assert metrics["message"] == "Hello from run!"
@@ -85,7 +75,7 @@ def check_walkthrough(stack: Stack, run: Run, tmp_path: Path) -> None:
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert run.get_metrics(name="loss") == {"loss": metrics["loss"]}
-    assert run.get_tags() == {"smoke": "", "team": "vision"}
+    assert run.get_tags() == {"smoke": None, "team": "vision"}  # valueless: None, as Azure
     assert run.get_properties() == {"dataset": "v1"}
     assert "outputs/uploaded.bin" in run.get_file_names()
     run.download_file("outputs/uploaded.bin", tmp_path / "uploaded.bin")
@@ -101,7 +91,6 @@ def test_the_azure_logging_walkthrough_in_a_submitted_run(
     run = submit(stack.url, write(tmp_path / "src", {"walk.py": WALKTHROUGH}), "walk.py", cluster)
     run.wait_for_completion()
     again = fetched(stack, run)
-    until_stored(again, "loss", 10)
     check_walkthrough(stack, again, tmp_path)
     assert "walkthrough logged" in stack.client().logs(run.id)
 
@@ -117,9 +106,8 @@ def test_the_azure_logging_walkthrough_in_an_interactive_run(
     script = WALKTHROUGH.replace("run = Run.get_context()", "run = RUN")
     exec(compile(script, "walkthrough", "exec"), {"RUN": run, **namespace})
     run.complete()
-    wait_until(lambda: run.get_status() == "Completed", 15, 0.1, what="Completed")
+    assert run.get_status() == "Completed"  # complete() returns once it is stored
     again = fetched(stack, run)
-    until_stored(again, "loss", 10)
     check_walkthrough(stack, again, tmp_path)
 
 
@@ -128,9 +116,9 @@ def test_an_interactive_run_as_a_context_manager_fails_on_an_exception(stack: St
     with pytest.raises(ZeroDivisionError), experiment.start_logging() as run:
         run.log("before", 1)
         raise ZeroDivisionError("boom")
-    wait_until(lambda: run.get_status() == "Failed", 15, 0.1, what="Failed")
+    assert run.get_status() == "Failed"  # leaving the block returns once it is stored
+    assert run.get_metrics(name="before") == {"before": 1}
     assert "ZeroDivisionError: boom" in stack.client().get_run(run.id)["failure_reason"]
-    until_stored(run, "before", 1)
 
 
 RIDGE_LIB = """
@@ -179,7 +167,6 @@ def test_a_ridge_sweep_logs_alpha_and_mse_and_saves_each_model(
     run = submit(stack.url, folder, "train.py", cluster, experiment="diabetes")
     run.wait_for_completion()
     again = fetched(stack, run)
-    until_stored(again, "mse", 20)
     metrics = again.get_metrics()
     assert metrics["alpha"] == pytest.approx([i * 0.05 for i in range(20)])
     assert len(metrics["mse"]) == 20 and all(2000 < m < 5000 for m in metrics["mse"])
@@ -207,15 +194,9 @@ def test_a_script_creates_five_children_and_logs_in_each(
     run = submit(stack.url, write(tmp_path / "src", {"kids.py": script}), "kids.py", cluster)
     run.wait_for_completion()
     again = fetched(stack, run)
-    until_stored(again, "parent", 1)
     children = list(again.get_children())
     assert len(children) == 5
-    wait_until(
-        lambda: all(c.get_status() == "Completed" for c in children),
-        15,
-        0.1,
-        what="the children to complete",
-    )
+    assert all(c.get_status() == "Completed" for c in children)
     for n, child in enumerate(children):
         assert child.get_metrics() == {"index": n, "series": [n, n + 1]}
         assert child.get_tags() == {"child": str(n)}
@@ -266,7 +247,10 @@ def test_bad_logging_calls_print_one_line_and_the_script_goes_on(
         "run.log('a', object())\n"
         "run.log_row('empty')\n"
         "run.add_properties({'p': 1})\n"
-        "run.add_properties({'p': 2})\n"
+        "try:\n"
+        "    run.add_properties({'p': 2})\n"  # raises, as Azure's does
+        "except Exception as exc:\n"
+        "    print(exc)\n"
         "print('still training')\n"
     )
     run = submit(stack.url, write(tmp_path / "src", {"lim.py": script}), "lim.py", cluster)
@@ -278,7 +262,6 @@ def test_bad_logging_calls_print_one_line_and_the_script_goes_on(
     assert "properties cannot change" in log
     assert "still training" in log
     again = fetched(stack, run)
-    until_stored(again, "c", 1)
     assert set(again.get_metrics()) == {"a", "b", "c"}
     assert again.get_properties() == {"p": "1"}
 
@@ -304,8 +287,7 @@ def test_a_run_cannot_write_to_another_runs_record(stack: Stack, workers, tmp_pa
     )
     run = submit(stack.url, write(tmp_path / "src", {"forge.py": script}), "forge.py", cluster)
     run.wait_for_completion()
-    again = fetched(stack, run)
-    until_stored(again, "own", 1)
+    assert fetched(stack, run).get_metrics() == {"own": 1}
     assert "False False" in client.logs(run.id)  # no broker credentials in the run
     assert victim.get_metrics() == {"clean": 1}
     # The API refuses the same forgery from an interactive client.
@@ -478,7 +460,6 @@ def test_malformed_or_forged_channel_lines_are_dropped_without_blocking_anything
     run = submit(stack.url, write(tmp_path / "src", {"junk.py": script}), "junk.py", cluster)
     run.wait_for_completion()
     again = fetched(stack, run)
-    until_stored(again, "good", 1)
     assert again.get_metrics() == {"good": 1}
     assert again.get_properties() == {}
     assert "outputs/leak.txt" not in again.get_file_names()  # the link was not followed
@@ -493,7 +474,7 @@ def test_malformed_or_forged_channel_lines_are_dropped_without_blocking_anything
         cluster,
     )
     after.wait_for_completion()
-    until_stored(fetched(stack, after), "after", 1)
+    assert fetched(stack, after).get_metrics() == {"after": 2}
 
 
 def test_the_api_refuses_malformed_events_with_a_reason(stack: Stack) -> None:

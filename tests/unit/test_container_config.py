@@ -63,17 +63,22 @@ def test_only_the_runs_own_folders_and_the_sdk_are_mounted(tmp_path: Path) -> No
     assert made["command"] == ["python3", "train.py", "--lr", "0.1"]
 
 
-def test_the_environment_chooses_image_interpreter_variables_and_shm(tmp_path: Path) -> None:
+def test_the_environment_chooses_image_variables_and_shm(tmp_path: Path) -> None:
     env = {
         "docker": {"base_image": "own:2", "shm_size": "2g"},
-        "python": {"interpreter_path": "/opt/py/bin/python"},
         "environment_variables": {"SEED": "1"},
     }
     made = config(request(tmp_path, env))
     assert made["image"] == "own:2"
     assert made["shm_size"] == "2g"
-    assert made["command"][0] == "/opt/py/bin/python"
     assert made["environment"]["SEED"] == "1"
+
+
+def test_the_command_runs_the_interpreter_found_in_the_image(tmp_path: Path) -> None:
+    req = request(tmp_path, {"python": {"interpreter_path": "/opt/py/bin/python"}})
+    policy = ContainerPolicy.model_validate(req.container)
+    made = container_config(req, policy, None, "w-1", "/opt/py/bin/python")
+    assert made["command"] == ["/opt/py/bin/python", "train.py", "--lr", "0.1"]
 
 
 def test_each_relaxation_takes_an_explicit_setting(tmp_path: Path) -> None:
@@ -132,5 +137,22 @@ def test_a_docker_cluster_never_runs_a_script_on_its_hosts() -> None:
     user_managed = {"python": {"user_managed_dependencies": True}}
     assert executor_for(user_managed, docker_cluster) == "docker"
     assert executor_for(user_managed, local_cluster) == "local"
-    assert executor_for({"docker": {"base_image": "img"}}, local_cluster) == "docker"
     assert executor_for({}, local_cluster) == "local"
+
+
+def test_a_run_that_asks_for_a_container_never_runs_on_a_host() -> None:
+    """Seen: docker.enabled with a user-managed Python ran on a local cluster's host."""
+    from runyard.errors import NotSupported
+    from scheduler.admission import executor_for
+    from scheduler.models import Cluster
+
+    local_cluster = Cluster(name="cpu", executor="local")
+    allowing = Cluster(name="mixed", executor="local", container_runs=True)
+    asks = [
+        {"docker": {"base_image": "img"}},
+        {"docker": {"enabled": True}, "python": {"user_managed_dependencies": True}},
+    ]
+    for environment in asks:
+        with pytest.raises(NotSupported, match="runs scripts as processes on its hosts"):
+            executor_for(environment, local_cluster)
+        assert executor_for(environment, allowing) == "docker"

@@ -73,12 +73,62 @@ def device_requests(gpu_ids: list[str], policy: ContainerPolicy) -> list[DeviceR
     return [DeviceRequest(driver="nvidia", device_ids=chosen, capabilities=[["gpu"]])]
 
 
+# Tried in order in an image when the run names no interpreter (Debian's images have no
+# ``python``; many others have both).
+DEFAULT_INTERPRETERS = ("python3", "python")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# (image id, candidates) -> the interpreter found: image ids name their content.
+_found_interpreters: dict[tuple[str, tuple[str, ...]], str | None] = {}
+
+
+def interpreter_in_image(engine: docker.DockerClient, image: str, environment: dict) -> str:
+    """The run's ``python.interpreter_path`` (else ``python3``, then ``python``) as found in
+    the image, looked up on its PATH without running anything; a run whose interpreter is
+    missing fails here, in Preparing, with the reason."""
+    given = (environment.get("python") or {}).get("interpreter_path")
+    candidates = (given,) if given else DEFAULT_INTERPRETERS
+    found_image = engine.images.get(image)
+    key = (found_image.id, candidates)
+    if key not in _found_interpreters:
+        _found_interpreters[key] = _look_up(engine, found_image, candidates)
+    found = _found_interpreters[key]
+    if found is None:
+        named = " or ".join(repr(c) for c in candidates)
+        raise ExecutionFailed(
+            f"interpreter {named} not found in image {image}; set "
+            "environment.python.interpreter_path"
+        )
+    return found
+
+
+def _look_up(engine: docker.DockerClient, image: Any, candidates: tuple[str, ...]) -> str | None:
+    declared = (image.attrs.get("Config") or {}).get("Env") or []
+    variables = dict(item.split("=", 1) for item in declared if "=" in item)
+    folders = variables.get("PATH", DEFAULT_PATH).split(":")
+    probe = engine.containers.create(image.id, command=["/nonexistent"], network_disabled=True)
+    try:
+        for name in candidates:
+            paths = [name] if "/" in name else [f"{d.rstrip('/')}/{name}" for d in folders if d]
+            for path in paths:
+                url = engine.api._url("/containers/{0}/archive", probe.id)
+                if engine.api.head(url, params={"path": path}).status_code == 200:
+                    return path
+    finally:
+        with contextlib.suppress(NotFound, APIError):
+            probe.remove(force=True)
+    return None
+
+
 def container_config(
-    request: ExecutionRequest, policy: ContainerPolicy, node_sdk: Path | None, worker_id: str
+    request: ExecutionRequest,
+    policy: ContainerPolicy,
+    node_sdk: Path | None,
+    worker_id: str,
+    interpreter: str = DEFAULT_INTERPRETERS[0],
 ) -> dict[str, Any]:
     """The keyword arguments of ``containers.create`` (pure, so it can be checked)."""
     environment = request.environment
-    python = (environment.get("python") or {}).get("interpreter_path") or "python3"
+    python = interpreter
     docker_env = environment.get("docker") or {}
     variables = {
         str(k): str(v) for k, v in (environment.get("environment_variables") or {}).items()
@@ -188,26 +238,29 @@ class DockerExecution(Execution):
 
 class DockerExecutor(Executor):
     name = "docker"
+    interpreter: str | None = None
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
         self.engine = client()
 
     def prepare(self, request: ExecutionRequest) -> None:
-        """The image, present locally or pulled (this is part of Preparing)."""
+        """The image, present locally or pulled, and its interpreter (part of Preparing)."""
         image = image_for(request, ContainerPolicy.model_validate(request.container))
         try:
             self.engine.images.get(image)
-            return
         except ImageNotFound:
-            pass
+            try:
+                self.engine.images.pull(image)
+            except (APIError, DockerException) as exc:
+                raise ExecutionFailed(
+                    f"image {image!r} is not on this worker and cannot be pulled: "
+                    f"{getattr(exc, 'explanation', None) or exc}"
+                ) from exc
         try:
-            self.engine.images.pull(image)
+            self.interpreter = interpreter_in_image(self.engine, image, request.environment)
         except (APIError, DockerException) as exc:
-            raise ExecutionFailed(
-                f"image {image!r} is not on this worker and cannot be pulled: "
-                f"{getattr(exc, 'explanation', None) or exc}"
-            ) from exc
+            raise ExecutionFailed(f"cannot look into image {image!r}: {exc}") from exc
 
     def start(self, request: ExecutionRequest) -> Execution:
         policy = ContainerPolicy.model_validate(request.container)
@@ -215,7 +268,12 @@ class DockerExecutor(Executor):
             raise ExecutionFailed(f"entry script {request.script!r} is not in the snapshot")
         _hand_over(request.working_dir, policy.user)
         _hand_over(request.tracking_dir, policy.user)
-        config = container_config(request, policy, self.node.sdk_dir, self.node.worker_id)
+        interpreter = self.interpreter or interpreter_in_image(
+            self.engine, image_for(request, policy), request.environment
+        )
+        config = container_config(
+            request, policy, self.node.sdk_dir, self.node.worker_id, interpreter
+        )
         try:
             container = self.engine.containers.create(**config)
             container.start()

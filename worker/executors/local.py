@@ -78,15 +78,30 @@ class LocalExecution(Execution):
             self.process.stdout.close()
 
 
+def interpreter_for(environment: dict) -> str:
+    """The run's ``python.interpreter_path`` found on this host; none set means the
+    worker's own Python (which has Runyard, so ``Run.get_context()`` works)."""
+    given = (environment.get("python") or {}).get("interpreter_path")
+    if not given:
+        return sys.executable
+    found = shutil.which(given)
+    if found is None:
+        raise ExecutionFailed(
+            f"interpreter {given!r} not found on this worker; set "
+            "environment.python.interpreter_path"
+        )
+    return found
+
+
 class LocalExecutor(Executor):
     name = "local"
+    interpreter: str | None = None
+
+    def prepare(self, request: ExecutionRequest) -> None:
+        self.interpreter = interpreter_for(request.environment)
 
     def start(self, request: ExecutionRequest) -> Execution:
-        python = request.environment.get("python") or {}
-        interpreter = python.get("interpreter_path") or sys.executable
-        resolved = shutil.which(interpreter)
-        if resolved is None:
-            raise ExecutionFailed(f"interpreter {interpreter!r} not found on this worker")
+        interpreter = self.interpreter or interpreter_for(request.environment)
         script = request.working_dir / request.script
         if not script.is_file():
             raise ExecutionFailed(f"entry script {request.script!r} is not in the snapshot")
@@ -100,7 +115,7 @@ class LocalExecutor(Executor):
         env["PYTHONUNBUFFERED"] = "1"
         try:
             process = subprocess.Popen(
-                [resolved, request.script, *request.arguments],
+                [interpreter, request.script, *request.arguments],
                 cwd=request.working_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
