@@ -118,11 +118,12 @@ class Run:
     def log(self, name: str, value: Any, description: str = "", step: Any = None) -> None:
         """A number or string; logging the same name again makes it a vector. ``step``
         places the value at that step (the x axis of its chart)."""
-        try:
-            at = None if step is None else ev.step_value(step)
-        except InvalidInput as exc:
-            return warn(f"log({name!r}) ignored: {exc}")
-        self._metric("log", ev.SCALAR, name, value, ev.scalar_value, description, at)
+        if step is not None:
+            try:
+                step = ev.step_value(step)
+            except InvalidInput as exc:
+                return warn(f"log({name!r}) ignored: {exc}")
+        self._metric("log", ev.SCALAR, name, value, ev.scalar_value, description, step)
 
     def log_list(self, name: str, value: Any, description: str = "") -> None:
         """Any iterable (a generator too) as a vector."""

@@ -9,33 +9,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conformance.conftest import Document
+from tests.conformance.manage_runs_scripts import write_scripts
 from tests.support.notebook import runyard_imports
-
-HELLO_PY = """\
-from azureml.core import Run
-
-submitted_run = Run.get_context()
-submitted_run.log(name="message", value="Hello from run!")
-"""
-
-HELLO_WITH_CHILDREN_PY = """\
-from azureml.core import Run
-
-run = Run.get_context()
-
-child_runs = run.create_children(count=5)
-for c, child in enumerate(child_runs):
-    child.log(name="Hello from child run ", value=c)
-    child.complete()
-"""
-
-HELLO_WITH_DELAY_PY = """\
-import time
-
-print("Wait for 10 seconds..")
-time.sleep(10)
-print("Done waiting")
-"""
 
 D16_PARENT_PY = """\
 # parent.py
@@ -89,13 +64,8 @@ parent_run.submit_child(child_run_config)
 
 @pytest.fixture(scope="module", autouse=True)
 def scripts(document: Document) -> None:
-    """The scripts the doc submits (from the manage-runs notebook's folder)."""
-    for name, text in (
-        ("hello.py", HELLO_PY),
-        ("hello_with_children.py", HELLO_WITH_CHILDREN_PY),
-        ("hello_with_delay.py", HELLO_WITH_DELAY_PY),
-    ):
-        (document.folder / name).write_text(runyard_imports(text))
+    """The scripts the doc submits (those of the manage-runs notebook)."""
+    write_scripts(document.folder)
 
 
 def test_d01_check_the_sdk_version(document: Document) -> None:

@@ -12,54 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.conftest import Document
-
-HELLO_PY = """\
-# Copyright (c) Microsoft. All rights reserved.
-# Licensed under the MIT license.
-
-from azureml.core import Run
-
-submitted_run = Run.get_context()
-submitted_run.log(name="message", value="Hello from run!")
-"""
-
-HELLO_WITH_CHILDREN_PY = """\
-# Copyright (c) Microsoft. All rights reserved.
-# Licensed under the MIT license.
-
-from azureml.core import Run
-
-run = Run.get_context()
-
-child_runs = run.create_children(count=5)
-for c, child in enumerate(child_runs):
-    child.log(name="Hello from child run ", value=c)
-    child.complete()
-"""
-
-HELLO_WITH_DELAY_PY = """\
-# Copyright (c) Microsoft. All rights reserved.
-# Licensed under the MIT license.
-
-import time
-
-print("Wait for 10 seconds..")
-time.sleep(10)
-print("Done waiting")
-"""
+from tests.conformance.manage_runs_scripts import write_scripts
 
 
 @pytest.fixture(scope="module", autouse=True)
 def helper_scripts(document: Document) -> None:
-    """The scripts that sit next to the notebook, with their imports changed."""
-    from tests.support.notebook import runyard_imports
-
-    for name, text in (
-        ("hello.py", HELLO_PY),
-        ("hello_with_children.py", HELLO_WITH_CHILDREN_PY),
-        ("hello_with_delay.py", HELLO_WITH_DELAY_PY),
-    ):
-        (document.folder / name).write_text(runyard_imports(text))
+    write_scripts(document.folder)
 
 
 def test_cell_01_version(document: Document) -> None:

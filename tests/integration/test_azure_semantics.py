@@ -294,6 +294,18 @@ def test_a_run_asking_for_docker_is_refused_by_a_cluster_of_host_processes(
     )
     assert response.status_code == 400, response.text
     assert "runs scripts as processes on its hosts" in response.json()["detail"]
+    # The CLI, on a cluster whose default environment names an image: exit 2, one line.
+    stack.client().update_cluster(cluster, environment={"docker": {"base_image": "img:1"}})
+    cli = subprocess.run(
+        runyard("submit", str(folder), "--script", "t.py", "--cluster", cluster),
+        capture_output=True,
+        text=True,
+        env={**stack.env},
+        check=False,
+    )
+    assert cli.returncode == 2, cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1
+    assert "runs scripts as processes on its hosts" in cli.stderr
     assert stack.client().cluster_runs(cluster) == []
 
 
@@ -369,3 +381,43 @@ def test_a_user_managed_python_on_a_host_is_the_workers_own_unless_named(
         "environment.python.interpreter_path"
     )
     assert stack.client().get_run(failed.id)["starting_at"] is None
+
+
+def test_a_run_flooding_its_sync_socket_harms_only_itself(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """Held connections, a line without end, garbage: the worker goes on serving runs."""
+    cluster = unique("flood")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    attack = (
+        "import os, socket\n"
+        "from runyard.core import Run\n"
+        "path = os.path.join(os.environ['RUNYARD_TRACKING_DIR'], 'sync.sock')\n"
+        "held = []\n"
+        "for i in range(200):\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    s.settimeout(5)\n"
+        "    try:\n"
+        "        s.connect(path)\n"
+        "        s.sendall(b'x' * (1 << 20) if i == 0 else b'never-answered-%d\\n' % i)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    held.append(s)\n"
+        "run = Run.get_context()\n"
+        "run.log('x', 1)\n"
+        "run.flush()\n"
+        "print('attack done')\n"
+    )
+    honest = "from runyard.core import Run\nRun.get_context().tag('ok')\nprint('honest')\n"
+    folder = write(tmp_path / "src", {"attack.py": attack, "honest.py": honest})
+    experiment = Experiment(workspace(stack), "flood")
+    bad = experiment.submit(config(folder, "attack.py", cluster))
+    assert bad.wait_for_completion()["status"] == "Completed"
+    assert bad.get_metrics() == {"x": 1}
+    good = experiment.submit(config(folder, "honest.py", cluster))
+    good.wait_for_completion()
+    log = stack.client().logs(good.id)
+    assert "honest" in log and "could not confirm" not in log
+    assert good.get_tags() == {"ok": None}
+    assert httpx.get(f"{stack.url}/readyz", headers=ADMIN, timeout=10).status_code == 200
