@@ -17,13 +17,16 @@ from typing import Any
 from sqlmodel import Session
 
 from api.deps import Services
+from runyard.errors import RateLimited
 from runyard.tracking.events import METRIC_KINDS
 from scheduler import keys
 from scheduler import runs as run_service
 from scheduler.messages import LogChunk, MessageError, StateChanged, TrackingBatch, decode
 from scheduler.models import RunLog
+from scheduler.tokens import Actor
 
 IDLE_CHECK = 1.0  # seconds of silence after which the run's record is looked at again
+STREAM_SLOTS_TTL = 3600  # a count left by a process that died heals itself after this
 
 
 @dataclass(frozen=True)
@@ -148,3 +151,30 @@ def sse_payload(event: LiveEvent) -> dict[str, str]:
     if event.id:
         payload["id"] = event.id
     return payload
+
+
+async def stream_slot(services: Services, actor: Actor) -> str:
+    """Count one more live stream open with ``actor``'s token, refusing one past the
+    limit (a run's own token is a token too); returns the key to release."""
+    key = keys.live_streams(actor.token_id or actor.name)
+    limit = services.settings.live_streams_per_token
+    pipe = services.aredis.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, STREAM_SLOTS_TTL)
+    opened, _ = await pipe.execute()
+    if opened > limit:
+        await services.aredis.decr(key)
+        raise RateLimited(
+            f"{actor.name} has {limit} live streams open, the most one token may hold "
+            "(RUNYARD_LIVE_STREAMS_PER_TOKEN); close one first"
+        )
+    return key
+
+
+async def holding(services: Services, key: str, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``stream``, giving its slot back however it ends (finished, or the client left)."""
+    try:
+        async for item in stream:
+            yield item
+    finally:
+        await services.aredis.decr(key)

@@ -99,6 +99,7 @@ def assignment_for(
         attempt=attempt,
         requeue_on_node_loss=bool(cluster.requeue_on_node_loss),
         max_run_duration_seconds=run.max_run_duration_seconds,
+        budgets=dict(cluster.budgets or {}),
     )
 
 

@@ -33,6 +33,11 @@ def barrier(waiter: str) -> str:
     return f"{PREFIX}:barrier:{waiter}"
 
 
+def live_streams(token: str) -> str:
+    """How many live streams (SSE, followed logs) are open with one token right now."""
+    return f"{PREFIX}:live-streams:{token}"
+
+
 def worker(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
 

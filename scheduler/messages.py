@@ -132,6 +132,7 @@ class RunAssignment:
     attempt: int = 1
     requeue_on_node_loss: bool = False
     max_run_duration_seconds: float | None = None  # the worker ends it (Failed) past this
+    budgets: dict[str, Any] = field(default_factory=dict)  # the cluster's (RunBudgets)
     v: str = VERSION
 
     def encode(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
 from runyard.status import RunStatus
+from scheduler.budgets import check_budgets
 
 CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -154,6 +155,11 @@ class ClusterSettings(SQLModel):
         description="A local cluster also takes runs that ask for Docker, and runs them in "
         "containers (its workers need a Docker engine); otherwise they are refused",
     )
+    budgets: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON),
+        description="What each run may put in (see RunBudgets); the rest defaults",
+    )
     is_default: bool = Field(
         default=False,
         description="Where runs without a compute target go (at most one cluster)",
@@ -163,6 +169,11 @@ class ClusterSettings(SQLModel):
     @classmethod
     def _valid_container(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_container(value)
+
+    @field_validator("budgets")
+    @classmethod
+    def _valid_budgets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_budgets(value)
 
     @field_validator("executor")
     @classmethod
@@ -201,6 +212,12 @@ class ClusterUpdate(SQLModel):
     container: dict[str, Any] | None = None
     container_runs: bool | None = None
     is_default: bool | None = None
+    budgets: dict[str, Any] | None = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _valid_budgets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_budgets(value)
 
     @field_validator("container")
     @classmethod
@@ -372,6 +389,8 @@ class RunBase(SQLModel):
     snapshot_digest: str | None = None
     display_name: str | None = None
     parent_run_id: str | None = Field(default=None, foreign_key="run.id", index=True)
+    # The top of its tree (None for a top-level run): child runs are budgeted per tree.
+    root_run_id: str | None = Field(default=None, max_length=300, index=True)
     submitted_by: str | None = None
     worker_id: str | None = None
     attempt: int = 0  # times handed to a worker (a requeued run starts again)

@@ -40,7 +40,7 @@ from scheduler.models import (
     utcnow,
 )
 from scheduler.streams import publish_live, send_to_ingest
-from scheduler.tracking import MAX_CHILDREN
+from scheduler.tracking import child_refusal
 from scheduler.workers import live_workers, workers_serving
 
 RunFilter = Literal["queued", "active", "all"]
@@ -71,14 +71,21 @@ def check_submittable(session: Session, spec: RunSpec) -> RunSpec:
     cluster = resolve_cluster(session, spec.cluster)
     check_isolation(cluster, merge_environments(cluster.environment or {}, spec.environment))
     if spec.parent_run_id is not None:
-        get_run(session, spec.parent_run_id)
+        check_child_budget(session, spec.parent_run_id)
     return spec.model_copy(update={"cluster": cluster.name})
 
 
-def check_child_count(session: Session, parent_id: str) -> None:
-    children = session.exec(select(func.count()).where(Run.parent_run_id == parent_id)).one()
-    if children >= MAX_CHILDREN:
-        raise Conflict(f"run {parent_id} has {children} child runs; the limit is {MAX_CHILDREN}")
+def check_child_budget(session: Session, parent_id: str) -> None:
+    refusal = child_refusal(session, get_run(session, parent_id))
+    if refusal is not None:
+        raise Conflict(refusal)
+
+
+def _root_of(session: Session, parent_id: str | None) -> str | None:
+    if parent_id is None:
+        return None
+    parent = get_run(session, parent_id)
+    return parent.root_run_id or parent.id
 
 
 def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: str | None) -> Run:
@@ -97,6 +104,7 @@ def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: 
         snapshot_digest=snapshot_digest,
         display_name=spec.display_name,
         parent_run_id=spec.parent_run_id,
+        root_run_id=_root_of(session, spec.parent_run_id),
         max_run_duration_seconds=spec.max_run_duration_seconds,
         submitted_by=submitted_by,
         created_at=now,
@@ -378,6 +386,17 @@ def logs_after(session: Session, run_id: str, after_seq: int = -1) -> list[RunLo
             .order_by(col(RunLog.seq))
         )
     )
+
+
+def file_usage(session: Session, run_id: str, besides: str = "") -> tuple[int, int]:
+    """How many files the run has stored, and their bytes (leaving out ``besides``, which
+    an upload of that name replaces)."""
+    count, size = session.exec(
+        select(func.count(), func.coalesce(func.sum(RunFile.size), 0)).where(
+            RunFile.run_id == run_id, RunFile.name != besides
+        )
+    ).one()
+    return int(count), int(size)
 
 
 def run_files(session: Session, run_id: str) -> list[RunFile]:

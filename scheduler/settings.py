@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     # Who may show the Studio in a frame (CSP frame-ancestors). Add Jupyter's origin for the
     # RunDetails widget, e.g. "'self' http://localhost:8888".
     studio_frame_ancestors: str = "'self'"
+    # Live streams (Server-Sent Events, followed logs) one token may hold open at once.
+    live_streams_per_token: int = Field(16, ge=1)
     # Largest request body outside the upload paths (which have their own limits).
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
     max_event_batch_bytes: int = Field(64 * 1024 * 1024, ge=1024)

@@ -20,11 +20,13 @@ from runyard.errors import IllegalTransition, InvalidInput, RunNotFound
 from runyard.status import RunStatus
 from runyard.tracking import events as ev
 from scheduler import rollups
+from scheduler.budgets import RunBudgets, over
 from scheduler.db import insert_ignoring
 from scheduler.lifecycle import end_children, transition
 from scheduler.messages import TrackingBatch
 from scheduler.models import (
     ROLLUP_SPAN,
+    Cluster,
     Metric,
     MetricPoint,
     Run,
@@ -44,7 +46,6 @@ KIND_OF = {
 }
 CODE_OF = {name: code for code, name in KIND_OF.items()}
 MAX_POINTS_PER_READ = 2_000_000  # rows (of tables) count once per row
-MAX_CHILDREN = 10_000  # child runs one run may create
 FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELED.value}
 
 
@@ -112,9 +113,9 @@ def _create_child(session: Session, parent: Run, event: dict[str, Any]) -> None:
         return
     if session.get(Run, child_id) is not None:
         return
-    siblings = session.exec(select(func.count()).where(Run.parent_run_id == parent.id)).one()
-    if siblings >= MAX_CHILDREN:
-        log.warning("refusing child %r: %s has %d children already", child_id, parent.id, siblings)
+    refusal = child_refusal(session, parent)
+    if refusal is not None:
+        log.warning("refusing child %r of %s: %s", child_id, parent.id, refusal)
         return
     now = utcnow()
     session.add(
@@ -126,6 +127,7 @@ def _create_child(session: Session, parent: Run, event: dict[str, Any]) -> None:
             script=parent.script,
             display_name=str(event.get("n") or child_id)[:255],
             parent_run_id=parent.id,
+            root_run_id=parent.root_run_id or parent.id,
             worker_id=parent.worker_id,
             submitted_by=parent.submitted_by,
             created_at=now,
@@ -134,6 +136,17 @@ def _create_child(session: Session, parent: Run, event: dict[str, Any]) -> None:
         )
     )
     session.flush()
+
+
+def child_refusal(session: Session, parent: Run) -> str | None:
+    """Why ``parent`` may have no more children (its tree's budget), or None."""
+    root = parent.root_run_id or parent.id
+    cluster = session.get(Cluster, parent.cluster) if parent.cluster else None
+    budgets = RunBudgets.of(cluster.budgets if cluster else None)
+    tree = session.exec(select(func.count()).where(Run.root_run_id == root)).one()
+    if tree >= budgets.children:
+        return f"run {root} is {over(budgets, 'children')}"
+    return None
 
 
 def _set_tag(session: Session, run: Run, event: dict[str, Any], limits: TrackingLimits) -> None:

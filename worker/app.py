@@ -7,6 +7,7 @@ keep the worker light and let one heartbeat speak for all of its runs.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 import runyard
 from runyard.client import Client
+from runyard.config import redact_url
 from scheduler import keys
 from scheduler.celery_app import TASK_EXECUTE_RUN, make_celery
 from scheduler.messages import RunAssignment, Wake
@@ -37,6 +39,11 @@ PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def service_id(redis_url: str) -> str:
+    """The deployment a worker belongs to: its broker's address (no password), hashed."""
+    return hashlib.sha256(redact_url(redis_url).encode()).hexdigest()[:16]
 
 
 def copy_sdk(target: Path) -> Path:
@@ -78,7 +85,12 @@ def run_worker(
     client = redis.Redis.from_url(settings.redis_url)
     root = settings.worker_dir / worker_id
     workspace = Workspace(root, Client(settings.api_url))
-    node = Node(worker_id=worker_id, sdk_dir=copy_sdk(root / "sdk"), executors=executors)
+    node = Node(
+        worker_id=worker_id,
+        sdk_dir=copy_sdk(root / "sdk"),
+        executors=executors,
+        service=service_id(settings.redis_url),
+    )
     heartbeat = Heartbeat(
         client,
         worker_id,

@@ -7,15 +7,13 @@ sends retry with backoff (Redis for a day, an upload for five minutes).
 from __future__ import annotations
 
 import logging
-import os
-import stat
-from pathlib import Path
+from typing import BinaryIO
 
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from runyard.client import Client
-from runyard.errors import InvalidInput, ServiceUnavailable
+from runyard.errors import ServiceUnavailable
 from scheduler.messages import Entry
 from scheduler.streams import send_to_ingest
 
@@ -39,11 +37,8 @@ def send(client: redis.Redis, entries: list[Entry]) -> None:
     stop=stop_after_delay(300),
     reraise=True,
 )
-def upload(api: Client, run_id: str, name: str, path: Path) -> None:
-    """Upload a regular file the run wrote. Never through a link: the worker may be root,
-    and a run could otherwise point one at the host's files or another run's."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as content:
-        if not stat.S_ISREG(os.fstat(content.fileno()).st_mode):
-            raise InvalidInput(f"{name!r} is not a regular file")
-        api.upload_file(run_id, name, content)
+def upload(api: Client, run_id: str, name: str, content: BinaryIO) -> None:
+    """Upload a file the run wrote, opened by ``worker.run_folder`` (never through a link:
+    the worker may be root, and a run could otherwise point one at the host's files)."""
+    content.seek(0)  # from the start on every attempt
+    api.upload_file(run_id, name, content)

@@ -13,6 +13,7 @@ import threading
 import redis
 
 from runyard.status import RunStatus
+from scheduler.budgets import RunBudgets, over
 from scheduler.messages import LogChunk, StateChanged
 from worker import delivery
 
@@ -24,11 +25,21 @@ LOG_SEQ_STRIDE = 10_000_000  # chunk numbers reserved per attempt of a run
 
 
 class RunReporter:
-    def __init__(self, client: redis.Redis, run_id: str, worker_id: str, attempt: int = 0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        run_id: str,
+        worker_id: str,
+        attempt: int = 0,
+        budgets: RunBudgets | None = None,
+    ) -> None:
         self.redis = client
         self.run_id = run_id
         self.worker_id = worker_id
         self.attempt = attempt
+        self.budgets = budgets or RunBudgets()
+        self.written = 0  # bytes of output taken in (the log_bytes budget)
+        self.over_budget: str | None = None  # why the run must be stopped
         # A requeued run logs again from its next attempt: its chunks number on from there.
         self._seq = attempt * LOG_SEQ_STRIDE
         self._buffer: list[str] = []
@@ -41,6 +52,13 @@ class RunReporter:
     # --- logs -------------------------------------------------------------------------------
 
     def write(self, text: str) -> None:
+        """Output of the run; past its log budget the rest is dropped, with one line."""
+        if self.over_budget is not None:
+            return
+        self.written += len(text.encode("utf-8", errors="replace"))
+        if self.written > self.budgets.log_bytes:
+            self.over_budget = over(self.budgets, "log_bytes")
+            text = f"\nrunyard: stopping the run: it is {self.over_budget}\n"
         with self._lock:
             self._buffer.append(text)
             self._buffered += len(text)

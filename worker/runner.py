@@ -6,15 +6,16 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import redis
 
 from runyard.client import Client
-from runyard.errors import RunyardError
+from runyard.errors import RequestTooLarge, RunyardError
 from runyard.status import RunStatus
 from scheduler import control
+from scheduler.budgets import RunBudgets
 from scheduler.messages import RunAssignment
 from scheduler.workers import live_workers
 from worker import delivery
@@ -22,8 +23,9 @@ from worker.channel import ChannelForwarder
 from worker.executors import Execution, ExecutionRequest, Node, executor_named
 from worker.heartbeat import Heartbeat
 from worker.reporter import RunReporter
+from worker.run_folder import RunFolder
 from worker.slots import SlotPool
-from worker.workspace import Workspace, output_files
+from worker.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +52,21 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         log.info("not starting %s: %s", run_id, why)
         return
     ctx.heartbeat.add_run(run_id)
-    reporter = RunReporter(ctx.redis, run_id, ctx.worker_id, assignment.attempt)
+    budgets = RunBudgets.of(assignment.budgets)
+    reporter = RunReporter(ctx.redis, run_id, ctx.worker_id, assignment.attempt, budgets)
     execution: Execution | None = None
     channel: ChannelForwarder | None = None
+    folder: RunFolder | None = None
     slot = ctx.slots.acquire()
     try:
         reporter.state(RunStatus.PREPARING)
         executor = executor_named(assignment.executor, ctx.node)
         workdir = ctx.workspace.prepare(run_id, assignment.snapshot_digest)
+        # Opened while the folders are still the worker's own: every later read goes
+        # through these descriptors, never by a path the run could have swapped.
+        folder = RunFolder.create(workdir, ctx.workspace.tracking_dir(run_id))
         channel = ChannelForwarder(
-            ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id), assignment.attempt
+            ctx.redis, ctx.api, run_id, folder, assignment.attempt, budgets, note=reporter.write
         )
         channel.listen()
         request = ExecutionRequest(
@@ -68,7 +75,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             arguments=assignment.arguments,
             environment=assignment.environment,
             working_dir=workdir,
-            tracking_dir=channel.directory,
+            tracking_dir=ctx.workspace.tracking_dir(run_id),
             context_env={
                 "RUNYARD_RUN_ID": run_id,
                 "RUNYARD_CLUSTER": assignment.cluster,
@@ -89,13 +96,20 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         reporter.state(RunStatus.RUNNING)
         channel.start()
         try:
-            exit_code, stopped = _supervise(execution, reporter, ctx, assignment)
+            exit_code, stopped = _supervise(
+                execution, reporter, ctx, assignment, lambda: channel_breach(channel, reporter)
+            )
         finally:
             channel.stop()  # every event the run wrote is on its way before it ends
+        if stopped is None and channel_breach(channel, reporter) is not None:
+            stopped = OVER_BUDGET  # it went over while its last output was forwarded
         reporter.state(RunStatus.FINALIZING)
-        _upload_outputs(ctx, workdir, run_id)
+        refused = _upload_outputs(ctx, folder, run_id, reporter)
         if stopped == CANCELED:
             reporter.state(RunStatus.CANCELED, exit_code=exit_code, reason="canceled by request")
+        elif stopped == OVER_BUDGET:
+            reason = channel_breach(channel, reporter)
+            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=f"stopped: {reason}")
         elif stopped == TIMED_OUT:
             limit = assignment.max_run_duration_seconds
             reason = f"ran longer than max_run_duration_seconds ({limit:g} s); stopped"
@@ -105,6 +119,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=reason)
         elif channel.failure is not None:
             reporter.state(RunStatus.FAILED, exit_code=0, reason=channel.failure)
+        elif refused is not None:
+            reporter.state(RunStatus.FAILED, exit_code=0, reason=refused)
         else:
             reporter.state(RunStatus.COMPLETED, exit_code=0)
     except (RunyardError, OSError, ValueError) as exc:
@@ -116,6 +132,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     finally:
         if channel is not None:
             channel.close()
+        if folder is not None:
+            folder.close()
         if execution is not None:
             execution.cleanup()
         ctx.slots.release(slot)
@@ -133,9 +151,11 @@ def recover_leftovers(ctx: WorkerContext) -> None:
             except RunyardError as exc:
                 log.warning("cannot stop leftover of %s: %s", run_id, exc)
         # What it logged before the worker died still counts (and counts once).
-        ChannelForwarder(
-            ctx.redis, ctx.api, run_id, ctx.workspace.tracking_dir(run_id), left.attempt
-        ).drain()
+        folder = RunFolder.reopen(ctx.workspace.run_dir(run_id))
+        try:
+            ChannelForwarder(ctx.redis, ctx.api, run_id, folder, left.attempt).drain()
+        finally:
+            folder.close()
         if not left.requeue:
             RunReporter(ctx.redis, run_id, ctx.worker_id, left.attempt).state(
                 RunStatus.FAILED, reason="worker restarted while the run was active"
@@ -160,13 +180,23 @@ def _remove_orphan_containers(ctx: WorkerContext) -> None:
 # Why the worker stopped a run (``_supervise``); None: its process ended by itself.
 CANCELED = "canceled"
 TIMED_OUT = "timed out"
+OVER_BUDGET = "over budget"
+
+
+def channel_breach(channel: ChannelForwarder, reporter: RunReporter) -> str | None:
+    """Which of the run's budgets it went over, if any (``scheduler.budgets``)."""
+    return channel.over_budget or reporter.over_budget
 
 
 def _supervise(
-    execution: Execution, reporter: RunReporter, ctx: WorkerContext, assignment: RunAssignment
+    execution: Execution,
+    reporter: RunReporter,
+    ctx: WorkerContext,
+    assignment: RunAssignment,
+    breach: Callable[[], str | None],
 ) -> tuple[int, str | None]:
-    """Pump output while the process runs; stop it if a cancel arrives or it runs past
-    its ``max_run_duration_seconds``."""
+    """Pump output while the process runs; stop it if a cancel arrives, it goes over a
+    budget, or it runs past its ``max_run_duration_seconds``."""
     pump = threading.Thread(
         target=lambda: [reporter.write(text) for text in execution.output()],
         name=f"pump-{assignment.run_id}",
@@ -188,6 +218,8 @@ def _supervise(
                 break
             if _cancel_requested(ctx, assignment.run_id, assignment.attempt):
                 stopped = CANCELED
+            elif breach() is not None:
+                stopped = OVER_BUDGET
             elif deadline is not None and time.monotonic() >= deadline:
                 stopped = TIMED_OUT
             if stopped is not None:
@@ -206,10 +238,18 @@ def _cancel_requested(ctx: WorkerContext, run_id: str, attempt: int) -> bool:
         return False  # keep training through a Redis outage
 
 
-def _upload_outputs(ctx: WorkerContext, workdir: Path, run_id: str) -> None:
-    """Outputs are the point of a run: an API restart during Finalizing is waited out."""
-    for name, path in output_files(workdir):
-        delivery.upload(ctx.api, run_id, name, path)
+def _upload_outputs(
+    ctx: WorkerContext, folder: RunFolder, run_id: str, reporter: RunReporter
+) -> str | None:
+    """Outputs are the point of a run: an API restart during Finalizing is waited out.
+    Past the run's file budget the rest is not stored: the reason is returned (and logged)."""
+    for name, content in folder.outputs():
+        try:
+            delivery.upload(ctx.api, run_id, name, content)
+        except RequestTooLarge as exc:
+            reporter.write(f"runyard: {exc.message}; the other outputs are not stored\n")
+            return exc.message
+    return None
 
 
 def describe_exit(code: int) -> str:

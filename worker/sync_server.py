@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from runyard.tracking import events as ev
 from runyard.tracking.sinks import SYNC_SOCKET
@@ -32,8 +31,8 @@ REMEMBERED = 1024  # answered nonces kept for a client that connects after its a
 
 
 class SyncServer:
-    def __init__(self, directory: Path, on_request: Callable[[], None]) -> None:
-        self._listener = _bind(directory)
+    def __init__(self, folder_fd: int, on_request: Callable[[], None]) -> None:
+        self._listener = _bind(folder_fd)
         self._on_request = on_request
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
@@ -140,10 +139,9 @@ class SyncServer:
             conn.close()
 
 
-def _bind(directory: Path) -> socket.socket:
-    """Bind ``directory/sync.sock``. The folder is reached through a descriptor opened
-    without following links (and a long path never meets the 108-byte address limit)."""
-    folder = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+def _bind(folder: int) -> socket.socket:
+    """Bind ``sync.sock`` in the folder open as ``folder`` (a descriptor the worker took
+    before the run started; a long path never meets the 108-byte address limit either)."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(f"/proc/self/fd/{folder}/{SYNC_SOCKET}")
@@ -153,8 +151,6 @@ def _bind(directory: Path) -> socket.socket:
     except OSError:
         listener.close()
         raise
-    finally:
-        os.close(folder)
     return listener
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from runyard import snapshot
 from runyard.client import Client
+from worker.run_folder import UnsafeEntry, open_folder, open_regular
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,8 @@ class Workspace:
     def leftovers(self) -> list[Leftover]:
         """Runs a previous life of this worker left behind."""
         found = []
-        for path in sorted(p for p in self.runs.iterdir() if p.is_dir()):
-            note_file = path / "handle.json"
-            note = json.loads(note_file.read_text()) if note_file.exists() else {}
+        for path in sorted(p for p in self.runs.iterdir() if p.is_dir() and not p.is_symlink()):
+            note = _read_note(path)
             found.append(
                 Leftover(
                     path.name,
@@ -111,17 +111,18 @@ class Workspace:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
 
-def output_files(workdir: Path) -> list[tuple[str, Path]]:
-    """Regular files under ``outputs/`` as (name in the run record, path); links are skipped."""
-    outputs = workdir / "outputs"
-    if not outputs.is_dir() or outputs.is_symlink():
-        return []
-    found = []
-    for dirpath, dirnames, filenames in os.walk(outputs):
-        dirnames[:] = sorted(d for d in dirnames if not (Path(dirpath) / d).is_symlink())
-        for filename in sorted(filenames):
-            path = Path(dirpath) / filename
-            if path.is_symlink() or not path.is_file():
-                continue
-            found.append((path.relative_to(workdir).as_posix(), path))
-    return found
+def _read_note(run_dir: Path) -> dict[str, Any]:
+    """``handle.json``, read as the worker reads anything in a run's folder: no link, no
+    FIFO, a bounded size; a note that is not one is no note."""
+    try:
+        folder = open_folder(run_dir)
+    except UnsafeEntry:
+        return {}
+    try:
+        with open_regular(folder, "handle.json") as note:
+            data = json.loads(note.read(64 * 1024))
+    except (UnsafeEntry, ValueError):
+        return {}
+    finally:
+        os.close(folder)
+    return data if isinstance(data, dict) else {}

@@ -21,10 +21,12 @@ from api.deps import Services, ServicesDep, SessionDep
 from api.live import (
     LiveEvent,
     current_status,
+    holding,
     names_only,
     run_events,
     sse_payload,
     stored_logs,
+    stream_slot,
 )
 from api.storage import safe_name
 from runyard import snapshot
@@ -32,18 +34,21 @@ from runyard.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    RequestTooLarge,
     ServiceUnavailable,
     SnapshotTooLarge,
 )
 from runyard.status import RunStatus
 from scheduler import audit, barriers, tokens
 from scheduler import runs as run_service
+from scheduler.budgets import RunBudgets, over
 from scheduler.db import as_utc
 from scheduler.messages import Wake
 from scheduler.models import (
     BulkCancel,
     CancelResult,
     CancelResults,
+    Cluster,
     RunFile,
     RunFilePublic,
     RunFilesPublic,
@@ -101,7 +106,7 @@ def _check_child_of_own_tree(session: Session, actor: Actor, spec: RunSpec) -> N
             f"{actor.role} token {actor.name!r} submits only child runs of its own tree "
             "(run.submit_child)"
         )
-    run_service.check_child_count(session, parent)
+    run_service.check_child_budget(session, parent)
 
 
 def wake(services: Services, cluster: str) -> None:
@@ -350,14 +355,16 @@ def cancel_run(
     dependencies=[ALLOW.read_run],
 )
 async def get_run_logs(
-    run_id: str, services: ServicesDep, follow: bool = False
+    run_id: str, services: ServicesDep, actor: ActorDep, follow: bool = False
 ) -> StreamingResponse | PlainTextResponse:
     """The run's combined stdout/stderr. With ``follow``, keeps streaming until the run ends."""
     if not follow:
         chunks = await asyncio.to_thread(stored_logs, services, run_id)
         return PlainTextResponse("".join(c.text for c in chunks))
     await asyncio.to_thread(current_status, services, run_id)  # 404 before streaming starts
-    return StreamingResponse(_follow_text(services, run_id), media_type="text/plain")
+    slot = await stream_slot(services, actor)
+    text = holding(services, slot, _follow_text(services, run_id))
+    return StreamingResponse(text, media_type="text/plain")
 
 
 async def _follow_text(services: Services, run_id: str) -> AsyncIterator[str]:
@@ -375,6 +382,7 @@ async def _follow_text(services: Services, run_id: str) -> AsyncIterator[str]:
 async def get_run_events(
     run_id: str,
     services: ServicesDep,
+    actor: ActorDep,
     history: bool = Query(False, description="Start with the log stored so far"),
     values: bool = Query(
         True,
@@ -393,7 +401,8 @@ async def get_run_events(
                 event = LiveEvent("metrics", names_only(event.data))
             yield sse_payload(event)
 
-    return EventSourceResponse(events(), ping=15)
+    slot = await stream_slot(services, actor)
+    return EventSourceResponse(holding(services, slot, events()), ping=15)
 
 
 @router.get(
@@ -433,15 +442,28 @@ async def upload_run_file(
 ) -> RunFilePublic:
     """Store a file of the run (raw request body), replacing one of the same name."""
     name = safe_name(name)
-    await asyncio.to_thread(_require_run, services, run_id)
-    limit = services.settings.max_file_bytes
-    size = await services.files.put(run_id, name, request.stream(), limit)
+    budget, left = await asyncio.to_thread(_file_allowance, services, run_id, name)
+    limit = min(services.settings.max_file_bytes, left)
+    try:
+        size = await services.files.put(run_id, name, request.stream(), limit)
+    except SnapshotTooLarge:
+        if limit < services.settings.max_file_bytes:
+            raise RequestTooLarge(f"{name!r} not stored: run {run_id} would be {budget}") from None
+        raise
     return await asyncio.to_thread(_record_file, services, run_id, name, size)
 
 
-def _require_run(services: Services, run_id: str) -> None:
+def _file_allowance(services: Services, run_id: str, name: str) -> tuple[str, int]:
+    """How many more bytes the run's files may take (its budget: scheduler.budgets), with
+    the reason to give past it; a run at its file count is refused here."""
     with Session(services.engine) as session:
-        run_service.get_run(session, run_id)
+        run = run_service.get_run(session, run_id)
+        cluster = session.get(Cluster, run.cluster) if run.cluster else None
+        budgets = RunBudgets.of(cluster.budgets if cluster else None)
+        count, used = run_service.file_usage(session, run_id, besides=name)
+    if count >= budgets.files:
+        raise RequestTooLarge(f"{name!r} not stored: run {run_id} is {over(budgets, 'files')}")
+    return over(budgets, "file_bytes"), max(budgets.file_bytes - used, 0)
 
 
 def _record_file(services: Services, run_id: str, name: str, size: int) -> RunFilePublic:

@@ -30,7 +30,11 @@ FLUSH_INTERVAL = 0.1  # seconds between background flushes
 BATCH = 5_000  # events per write (one POST for the HTTP sink)
 MAX_BUFFERED = 2_000_000  # events held in memory while the service is unreachable
 SYNC_TIMEOUT = 120.0  # how long a synchronous write waits for the service to confirm
-# The socket in the channel folder where the worker confirms a sync line (worker.sync_server).
+# The channel folder (RUNYARD_TRACKING_DIR), as the SDK and the worker both name it: the
+# file of event lines, the folder of files staged for upload, and the socket where the
+# worker confirms a sync line (worker.sync_server).
+CHANNEL_FILE = "events.jsonl"
+STAGING_DIR = "files"
 SYNC_SOCKET = "sync.sock"
 
 
@@ -165,11 +169,11 @@ class ChannelSink(Sink):
     def __init__(self, directory: str, run_id: str = "") -> None:
         self.directory = directory
         self.run_id = run_id
-        self.files = os.path.join(directory, "files")
+        self.files = os.path.join(directory, STAGING_DIR)
         os.makedirs(self.files, exist_ok=True)
         # O_APPEND: lines from several processes of one run never interleave mid-line.
         self._fd = os.open(
-            os.path.join(directory, "events.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+            os.path.join(directory, CHANNEL_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
         )
         self._confirmable = True  # False once the worker turned out not to answer syncs
         super().__init__()

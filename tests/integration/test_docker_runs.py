@@ -263,6 +263,26 @@ def test_a_killed_and_restarted_worker_leaves_no_orphan_container(
     wait_until(lambda: containers_of(run.id) == [], 20, 0.2, what="the orphan's removal")
 
 
+def test_a_worker_never_removes_another_deployments_containers(
+    stack: Stack, workers, run_image: str
+) -> None:
+    """Two Runyard deployments on one Docker engine (a dev stack beside a real one): a
+    worker starting up removes only its own deployment's leftovers."""
+    other = subprocess.run(
+        [
+            "docker", "create", "--label", "runyard.run=other-deployments-run",
+            "--label", "runyard.worker=w-elsewhere", "--label", "runyard.service=elsewhere",
+            run_image, "python3", "-c", "pass",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        workers.start(docker_cluster(stack, run_image))  # recovers leftovers at start
+        assert containers_of("other-deployments-run") == [other[:12]]
+    finally:
+        subprocess.run(["docker", "rm", "-f", other], capture_output=True, check=False)
+
+
 def test_logs_stream_live_from_the_container(
     stack: Stack, workers, run_image: str, tmp_path: Path
 ) -> None:

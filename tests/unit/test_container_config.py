@@ -44,7 +44,11 @@ def test_runs_are_hardened_by_default(tmp_path: Path) -> None:
     assert made["mem_limit"] == made["memswap_limit"] == "4096m"
     assert made["nano_cpus"] == 2_000_000_000
     assert made["init"] is True
-    assert made["labels"] == {"runyard.run": "exp_1_abc", "runyard.worker": "w-1"}
+    assert made["labels"] == {
+        "runyard.run": "exp_1_abc",
+        "runyard.worker": "w-1",
+        "runyard.service": "",
+    }
     assert made["device_requests"] == []
 
 
@@ -68,10 +72,18 @@ def test_the_environment_chooses_image_variables_and_shm(tmp_path: Path) -> None
         "docker": {"base_image": "own:2", "shm_size": "2g"},
         "environment_variables": {"SEED": "1"},
     }
-    made = config(request(tmp_path, env))
+    made = config(request(tmp_path, env, shm_mib=4096))
     assert made["image"] == "own:2"
-    assert made["shm_size"] == "2g"
+    assert made["shm_size"] == 2 * 1024**3
     assert made["environment"]["SEED"] == "1"
+
+
+def test_a_runs_shared_memory_is_capped_by_its_clusters(tmp_path: Path) -> None:
+    """Seen: the run's docker.shm_size overrode the cluster's setting."""
+    asks = {"docker": {"shm_size": "64g"}}
+    assert config(request(tmp_path, asks, shm_mib=256))["shm_size"] == 256 * 1024**2
+    assert config(request(tmp_path, {}, shm_mib=512))["shm_size"] == 512 * 1024**2
+    assert config(request(tmp_path, {"docker": {"shm_size": "1000"}}))["shm_size"] == 1000
 
 
 def test_the_command_runs_the_interpreter_found_in_the_image(tmp_path: Path) -> None:

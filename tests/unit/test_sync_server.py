@@ -3,6 +3,7 @@ holds a bounded number of them, and never blocks on a client."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,10 +16,19 @@ from worker import sync_server
 from worker.sync_server import MAX_CONNECTIONS, SyncServer
 
 
+def serve(folder: Path, on_request=lambda: None) -> SyncServer:  # type: ignore[no-untyped-def]
+    """A server on ``folder``, as the worker binds it: through the folder's descriptor."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return SyncServer(fd, on_request=on_request)
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[SyncServer, Path, threading.Event]]:
     woken = threading.Event()
-    served = SyncServer(tmp_path, on_request=woken.set)
+    served = serve(tmp_path, woken.set)
     try:
         yield served, tmp_path, woken
     finally:
@@ -60,7 +70,7 @@ def test_an_answer_given_before_the_client_asks_is_kept(server) -> None:  # type
 def test_a_long_folder_path_is_reached_through_a_descriptor(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 120)  # past the 108-byte limit of a socket address
     deep.mkdir()
-    served = SyncServer(deep, on_request=lambda: None)
+    served = serve(deep)
     try:
         served.answer(["n1"], "ok")
         assert _ask_socket(str(deep), SYNC_SOCKET, "n1", 5) == "ok"
@@ -107,7 +117,7 @@ def test_a_flood_of_connections_is_bounded_and_the_server_goes_on(server) -> Non
 
 def test_closing_tells_the_waiting_clients(tmp_path: Path) -> None:
     waiting = threading.Event()
-    served = SyncServer(tmp_path, on_request=waiting.set)
+    served = serve(tmp_path, waiting.set)
     conn = connect(tmp_path)
     conn.sendall(b"pending\n")
     assert waiting.wait(5)

@@ -25,6 +25,9 @@ class Node:
 
     worker_id: str
     sdk_dir: Path | None = None  # a copy of the runyard package, mounted into containers
+    # Which deployment the worker belongs to (its broker, hashed): containers are labelled
+    # with it, so a worker only ever removes its own deployment's leftovers.
+    service: str = ""
     # What this worker agrees to run. A worker holding the Docker socket should say
     # ("docker",): a message asking it for a host process is then refused.
     executors: tuple[str, ...] = ("local", "docker")

@@ -40,6 +40,7 @@ TRACKING = "/runyard/tracking"
 SDK = "/runyard/sdk"
 LABEL_RUN = "runyard.run"
 LABEL_WORKER = "runyard.worker"
+LABEL_SERVICE = "runyard.service"
 
 
 def client() -> docker.DockerClient:
@@ -119,12 +120,26 @@ def _look_up(engine: docker.DockerClient, image: Any, candidates: tuple[str, ...
     return None
 
 
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def shm_bytes(requested: str | None, policy: ContainerPolicy) -> int:
+    """The run's ``docker.shm_size``, capped by its cluster's ``shm_mib`` (the cluster's
+    when it asks for none): a run cannot take the host's memory through /dev/shm."""
+    cap = policy.shm_mib * 1024**2
+    if not requested:
+        return cap
+    number, unit = requested.rstrip("bBkKmMgG"), requested[len(requested.rstrip("bBkKmMgG")) :]
+    return min(int(number) * SIZE_UNITS[unit.lower()], cap)
+
+
 def container_config(
     request: ExecutionRequest,
     policy: ContainerPolicy,
     node_sdk: Path | None,
     worker_id: str,
     interpreter: str = DEFAULT_INTERPRETERS[0],
+    service: str = "",
 ) -> dict[str, Any]:
     """The keyword arguments of ``containers.create`` (pure, so it can be checked)."""
     environment = request.environment
@@ -149,7 +164,7 @@ def container_config(
         variables["PYTHONPATH"] = SDK + (
             f":{variables['PYTHONPATH']}" if variables.get("PYTHONPATH") else ""
         )
-    shm = docker_env.get("shm_size") or f"{policy.shm_mib}m"
+    shm = shm_bytes(docker_env.get("shm_size"), policy)
     config: dict[str, Any] = {
         "image": image_for(request, policy),
         "command": [python, request.script, *request.arguments],
@@ -157,7 +172,7 @@ def container_config(
         "environment": variables,
         "user": policy.user,
         "mounts": mounts,
-        "labels": {LABEL_RUN: request.run_id, LABEL_WORKER: worker_id},
+        "labels": {LABEL_RUN: request.run_id, LABEL_WORKER: worker_id, LABEL_SERVICE: service},
         "network_mode": policy.network,
         "read_only": policy.read_only_root,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={policy.tmp_mib}m"},
@@ -272,7 +287,7 @@ class DockerExecutor(Executor):
             self.engine, image_for(request, policy), request.environment
         )
         config = container_config(
-            request, policy, self.node.sdk_dir, self.node.worker_id, interpreter
+            request, policy, self.node.sdk_dir, self.node.worker_id, interpreter, self.node.service
         )
         try:
             container = self.engine.containers.create(**config)
@@ -282,13 +297,14 @@ class DockerExecutor(Executor):
         return DockerExecution(container, policy)
 
     def kill_leftover(self, run_id: str, handle: str) -> None:
-        remove_containers(self.engine, {LABEL_RUN: run_id})
+        remove_containers(self.engine, {LABEL_RUN: run_id, LABEL_SERVICE: self.node.service})
 
     def remove_orphans(self, live_workers: set[str]) -> list[str]:
         """Run containers on this engine whose worker is gone: a previous life of this
         worker, or a worker that was replaced under another id (a new pod, say)."""
         removed = []
-        for container in self.engine.containers.list(all=True, filters={"label": LABEL_RUN}):
+        ours = {"label": [LABEL_RUN, f"{LABEL_SERVICE}={self.node.service}"]}
+        for container in self.engine.containers.list(all=True, filters=ours):
             if container.labels.get(LABEL_WORKER) in live_workers:
                 continue
             with contextlib.suppress(NotFound, APIError):

@@ -36,8 +36,9 @@ def _die_with_parent() -> None:
 
 
 class LocalExecution(Execution):
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], run_id: str = "") -> None:
         self.process = process
+        self.run_id = run_id
         self.handle = str(process.pid)
 
     def output(self) -> Iterator[str]:
@@ -63,7 +64,7 @@ class LocalExecution(Execution):
                 break
             time.sleep(0.05)
         # The leader may be gone while children it spawned linger: kill the group regardless.
-        self._signal_group(signal.SIGKILL)
+        self.kill_remaining()
         return self.process.wait()
 
     def _signal_group(self, sig: int) -> None:
@@ -71,7 +72,11 @@ class LocalExecution(Execution):
             os.killpg(self.process.pid, sig)
 
     def kill_remaining(self) -> None:
+        """The process group, and whatever left it (``setsid``, a double fork) still
+        carrying the run's id in its environment."""
         self._signal_group(signal.SIGKILL)
+        if self.run_id:
+            kill_carriers(self.run_id)
 
     def cleanup(self) -> None:
         if self.process.stdout is not None:
@@ -126,7 +131,7 @@ class LocalExecutor(Executor):
             )
         except OSError as exc:
             raise ExecutionFailed(f"cannot start {interpreter}: {exc}") from exc
-        return LocalExecution(process)
+        return LocalExecution(process, request.run_id)
 
     def kill_leftover(self, run_id: str, handle: str) -> None:
         """Kill the run's process group: its leader died with the old worker, but what it
@@ -139,6 +144,17 @@ class LocalExecutor(Executor):
         if any(_carries_run(pid, run_id) for pid in _group_members(group)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
+        kill_carriers(run_id)
+
+
+def kill_carriers(run_id: str) -> None:
+    """SIGKILL every process whose environment says it belongs to ``run_id``: what forked
+    away from the run's process group (a daemon, a ``setsid``) ends with the run."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        pid = int(proc.name)
+        if pid != os.getpid() and _carries_run(pid, run_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _group_members(group: int) -> list[int]:

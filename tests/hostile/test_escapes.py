@@ -1,0 +1,89 @@
+"""A run tries to outlive itself or take more of its host than its cluster gives it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from tests.hostile.conftest import Target
+from tests.support.runs import write
+
+
+@pytest.mark.parametrize("target", ["local"], indirect=True)
+def test_a_process_that_forks_away_from_the_run_ends_with_it(target: Target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A double fork with ``setsid`` leaves the run's process group: it is found by the
+    run's id all the same and killed when the run ends."""
+    pid_file = tmp_path / "escaped.pid"
+    script = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "        time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "time.sleep(1)\n"
+        "print('parent done')\n"
+    )
+    run = target.submit(script)
+    assert run.wait_for_completion()["status"] == "Completed"
+    escaped = int(pid_file.read_text())
+    assert not _alive(escaped)
+    target.assert_still_serving()
+
+
+@pytest.mark.parametrize("target", ["docker"], indirect=True)
+def test_shared_memory_is_capped_by_the_cluster(target: Target) -> None:
+    """Seen: the run's docker.shm_size overrode the cluster's."""
+    target.confine(shm_mib=64)
+    env = Environment("big-shm")
+    env.docker.shm_size = "8g"
+    probe = "import os\ns = os.statvfs('/dev/shm')\nprint('shm', s.f_blocks * s.f_frsize)\n"
+    write(target.folder, {"shm.py": probe})
+    config = ScriptRunConfig(
+        source_directory=target.folder,
+        script="shm.py",
+        compute_target=target.cluster,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=target.stack.url), "hostile").submit(config)
+    run.wait_for_completion()
+    assert f"shm {64 * 1024 * 1024}" in target.stack.client().logs(run.id)
+    target.assert_still_serving()
+
+
+@pytest.mark.parametrize("target", ["docker"], indirect=True)
+def test_filling_tmp_fills_only_the_runs_own_tmpfs(target: Target) -> None:
+    target.confine(tmp_mib=16)
+    script = (
+        "import errno\n"
+        "written = 0\n"
+        "try:\n"
+        "    with open('/tmp/fill', 'wb') as f:\n"
+        "        while True:\n"
+        "            f.write(b'z' * (1 << 20))\n"
+        "            f.flush()\n"
+        "            written += 1\n"
+        "except OSError as exc:\n"
+        "    print('full after', written, 'MiB:', errno.errorcode[exc.errno])\n"
+    )
+    run = target.submit(script)
+    assert run.wait_for_completion()["status"] == "Completed"
+    log = target.stack.client().logs(run.id)
+    assert "ENOSPC" in log and int(log.split("full after ")[1].split()[0]) <= 16
+    target.assert_still_serving()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
