@@ -191,7 +191,8 @@ def test_an_unreachable_service_is_one_line(tmp_path: Path) -> None:
 def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
-    env.update(RUNYARD_HEARTBEAT_INTERVAL="0.5")
+    env.update(RUNYARD_HEARTBEAT_INTERVAL="0.5", XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout, from any cwd
     log = open(tmp_path / "up.log", "w")  # noqa: SIM115
     up = subprocess.Popen(
         runyard("up", "--port", str(port), "--data-dir", str(tmp_path / "data")),
@@ -208,12 +209,17 @@ def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) 
             0.2,
             what="runyard up",
         )
-        # First start: an admin token, in a client config only its owner can read.
+        # First start: an admin token, in the user's credentials file (only its owner can
+        # read it), filed under the URL the client config in the data folder names.
         config_file = tmp_path / "data" / "config.json"
-        assert f"mode 0600): {config_file}" in (tmp_path / "up.log").read_text()
-        assert config_file.stat().st_mode & 0o777 == 0o600
-        token = json.loads(config_file.read_text())["token"]
-        assert json.loads(config_file.read_text())["url"] == url
+        credentials = tmp_path / "xdg" / "runyard" / "credentials.json"
+        assert (
+            f"Client config: {config_file}; a new admin token in {credentials} (mode 0600)"
+            in (tmp_path / "up.log").read_text()
+        )
+        assert json.loads(config_file.read_text()) == {"url": url}
+        assert credentials.stat().st_mode & 0o777 == 0o600
+        token = json.loads(credentials.read_text())["services"][url]["token"]
         # Found by the CLI from that folder (or below), with no RUNYARD_* set at all.
         me = subprocess.run(
             runyard("whoami", "--json"),
