@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -178,6 +180,27 @@ def test_a_snapshot_over_the_client_limits_is_refused_before_upload(
     )
     one_line_error(result, 5, "weights.bin")
     assert json.loads(ok(stack, "runs", "--cluster", name, "--json")) == []
+
+
+def test_submit_says_what_it_left_out_of_the_snapshot(stack: Stack, tmp_path: Path) -> None:
+    """A client config with the token and a note holding it: left out, said on stderr."""
+    name = unique("secrets")
+    ok(stack, "cluster", "create", name)
+    (tmp_path / "train.py").write_text("print(1)\n")
+    (tmp_path / "config.json").write_text(json.dumps({"url": stack.url, "token": ADMIN_TOKEN}))
+    (tmp_path / "notes.md").write_text(f"my token: {ADMIN_TOKEN}\n")
+
+    result = cli(stack, "submit", str(tmp_path), "-s", "train.py", "-c", name, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "runyard: not in the snapshot, to keep secrets out of runs: config.json (a Runyard "
+        "config holding a token), notes.md (holds your token)\n"
+    )
+    digest = json.loads(result.stdout)["snapshot_digest"]
+    archive = stack.client().request("GET", f"/snapshots/{digest}").content
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        assert tar.getnames() == ["train.py"]
 
 
 def test_an_unreachable_service_is_one_line(tmp_path: Path) -> None:
