@@ -7,6 +7,12 @@ single byte is written to disk.
 
 The archive is byte-for-byte deterministic for the same file contents (fixed order, times,
 owners and modes), so its digest identifies the code and identical submissions can share it.
+
+Whatever the ignore files say, a snapshot never carries Runyard's own secrets: a client config
+or credentials file holding a token, a folder of the service's data (``runyard up``'s: its
+``secret_key``, its database, stored snapshots) or a worker's folder, wherever they sit in the
+tree, nor any file whose content holds the caller's token (looked for while the file is read
+for the archive, so each file is still read once). ``pack`` says on stderr what it left out.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import stat
@@ -31,6 +38,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_FILES",
     "IGNORE_FILES",
+    "RUNYARD_FOLDER",
     "Snapshot",
     "SnapshotLimits",
     "digest_of",
@@ -41,6 +49,8 @@ __all__ = [
 ]
 
 ALWAYS_EXCLUDED = (".git", ".venv", "__pycache__")
+# Runyard's own folder in a project (the client config, ``runyard up``'s data): never packed.
+RUNYARD_FOLDER = ".runyard"
 IGNORE_FILES = (".runyardignore", ".amlignore", ".gitignore")
 DEFAULT_MAX_BYTES = 300 * 1024 * 1024
 DEFAULT_MAX_FILES = 2000
@@ -65,6 +75,14 @@ _DIR_MARK = "ps_d"
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# Secrets: files under these names are read as a Runyard client config or credentials file
+# (when small enough to be one); tokens shorter than this are not looked for in file
+# contents (every issued token is far longer; a short one would match ordinary text).
+_CLIENT_FILE_NAMES = ("config.json", "credentials.json")
+_MAX_CLIENT_FILE_BYTES = 1024 * 1024
+_MIN_SECRET_CHARS = 16
+_SECRET_KEY_RE = re.compile(r"[0-9a-f]{64}")  # what the API writes to <data>/secret_key
+_MAX_NOTED = 5
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -85,6 +103,8 @@ class Snapshot:
     digest: str  # "sha256:<hex>" of ``archive``
     file_count: int
     total_bytes: int  # sum of file sizes before compression
+    # What was left out because it holds secrets (folders end in "/"), sorted.
+    left_out: Tuple[str, ...] = ()
 
 
 class _Entry(NamedTuple):
@@ -94,6 +114,15 @@ class _Entry(NamedTuple):
     path: str  # path on disk
     size: int
     via_symlink: bool  # an in-folder symlink, stored as the content of its target
+
+
+class _Listing(NamedTuple):
+    """What a walk of the folder found: the files to pack, what holds secrets and is left
+    out (path, why), and secrets seen on the way that no other file may carry."""
+
+    entries: List[_Entry]
+    left_out: List[Tuple[str, str]]
+    secrets: Dict[bytes, str]  # secret -> why a file holding it is left out
 
 
 class _Member(NamedTuple):
@@ -127,20 +156,42 @@ def digest_of(archive: bytes) -> str:
 def list_files(source_directory: PathLike) -> list[str]:
     """Relative POSIX paths of the files a snapshot of this folder contains, sorted."""
     root = _require_directory(source_directory)
-    return [entry.rel for entry in _collect(root)]
+    return [entry.rel for entry in _collect(root).entries]
 
 
-def pack(source_directory: PathLike, limits: SnapshotLimits = SnapshotLimits()) -> Snapshot:
-    """Snapshot a folder; limits are checked from the listing so nothing big is read first."""
+def pack(
+    source_directory: PathLike,
+    limits: SnapshotLimits = SnapshotLimits(),
+    tokens: Sequence[str] = (),
+) -> Snapshot:
+    """Snapshot a folder; limits are checked from the listing so nothing big is read first.
+
+    ``tokens`` are the caller's: a file holding one is left out (as are Runyard's configs,
+    credentials and data folders), and one line on stderr names what was left out.
+    """
     root = _require_directory(source_directory)
-    entries = _collect(root)
+    listing = _collect(root)
+    entries = listing.entries
     _check_folder_limits(root, entries, limits)
-    archive, total_bytes = _build_archive(entries)
+    needles = _needles(tokens, listing.secrets)
+    left_out = list(listing.left_out)
+    while True:
+        archive, total_bytes, holding = _build_archive(entries, needles)
+        if not holding:
+            break
+        # Rare: build again without them (they were read once already; the rest too).
+        left_out.extend(holding)
+        dropped = {rel for rel, _ in holding}
+        entries = [e for e in entries if e.rel not in dropped]
+    left_out.sort()
+    if left_out:
+        _note_left_out(left_out)
     return Snapshot(
         archive=archive,
         digest=digest_of(archive),
         file_count=len(entries),
         total_bytes=total_bytes,
+        left_out=tuple(rel for rel, _ in left_out),
     )
 
 
@@ -208,22 +259,37 @@ def _require_directory(source_directory: PathLike) -> str:
     return root
 
 
-def _collect(root: str) -> list[_Entry]:
-    """Walk the folder like git does: decide per entry, never descend into ignored folders."""
+def _collect(root: str) -> _Listing:
+    """Walk the folder like git does: decide per entry, never descend into ignored folders.
+    Runyard's configs, credentials and data folders are left out whatever the rules say."""
     root_real = os.path.realpath(root)
-    entries: list[_Entry] = []
+    listing = _Listing([], [], {})
+    entries = listing.entries
     stack: list[tuple[str, _Rules]] = [("", [])]
     while stack:
         rel_dir, rules = stack.pop()
         abs_dir = os.path.join(root, *rel_dir.split("/")) if rel_dir else root
-        own = _load_ignore_file(abs_dir, root_real)
-        if own is not None:
-            rules = [*rules, (rel_dir, own)]
         try:
             with os.scandir(abs_dir) as it:
                 children = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             raise InvalidInput(f"cannot read folder {abs_dir!r}: {exc.strerror or exc}") from exc
+        why = _service_folder(abs_dir, children, listing.secrets)
+        if not rel_dir and why is not None:
+            raise InvalidInput(
+                f"source directory {root!r} is {why}: it holds the service's secrets and is "
+                "never packed; submit the folder of your code"
+            )
+        if rel_dir and why is None and rel_dir.rsplit("/", 1)[-1] == RUNYARD_FOLDER:
+            why = "Runyard's own folder"
+            _client_file_secrets(os.path.join(abs_dir, "config.json"), listing.secrets)
+        if why is not None:
+            if children:
+                listing.left_out.append((rel_dir + "/", why))
+            continue
+        own = _load_ignore_file(abs_dir, root_real)
+        if own is not None:
+            rules = [*rules, (rel_dir, own)]
         for child in children:
             if child.name in ALWAYS_EXCLUDED:
                 continue
@@ -235,17 +301,193 @@ def _collect(root: str) -> list[_Entry]:
                 elif child.is_file(follow_symlinks=False):
                     if not _is_ignored(rel, False, rules):
                         st = child.stat(follow_symlinks=False)
-                        entries.append(_Entry(rel, child.path, st.st_size, False))
+                        if _is_client_file(child.name, child.path, st, listing.secrets):
+                            listing.left_out.append((rel, "a Runyard config holding a token"))
+                        else:
+                            entries.append(_Entry(rel, child.path, st.st_size, False))
                 elif child.is_symlink() and not _is_ignored(rel, False, rules):
                     # git treats a symlink as a file, so "logs/" does not match a link named logs.
                     st = _inside_file_stat(child.path, root_real)
-                    if st is not None:
+                    if st is None:
+                        pass
+                    elif _link_to_secrets(child.path, root_real, st, listing.secrets):
+                        listing.left_out.append((rel, "a link to a Runyard secret"))
+                    else:
                         entries.append(_Entry(rel, child.path, st.st_size, True))
                 # Anything else (fifo, socket, device) has no content worth shipping.
             except FileNotFoundError:
                 continue  # vanished while we were looking: it is simply not part of the snapshot
     entries.sort(key=lambda e: e.rel)
-    return entries
+    return listing
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets: what a snapshot never carries (client side)
+# --------------------------------------------------------------------------------------------
+
+
+def _service_folder(
+    abs_dir: str, children: Sequence[os.DirEntry], secrets: Dict[bytes, str]
+) -> Optional[str]:
+    """Why this folder belongs to the service (None when it does not), by its contents.
+
+    ``runyard up``'s data folder holds the key that signs run tokens (``secret_key``), the
+    database (``runyard.db``) or the stored snapshots (``snapshots/sha256/``); a worker's
+    folder holds its copy of the SDK (``sdk/runyard/``) and its snapshot cache. The secrets
+    found there are remembered, so a copy of one elsewhere is left out too.
+    """
+    names = {child.name: child for child in children}
+    why = None
+    try:
+        key = names.get("secret_key")
+        if key is not None and key.is_file(follow_symlinks=False):
+            value = _read_small(key.path, 256).strip()
+            if _SECRET_KEY_RE.fullmatch(value.decode("ascii", "replace")):
+                secrets.setdefault(value, "holds a Runyard secret key")
+                why = "a Runyard data folder"
+        database = names.get("runyard.db")
+        if database is not None and database.is_file(follow_symlinks=False):
+            why = "a Runyard data folder"
+        if "snapshots" in names and _is_plain_dir(os.path.join(abs_dir, "snapshots", "sha256")):
+            why = "a Runyard data folder"
+        if (
+            why is None
+            and "snapshots" in names
+            and _is_plain_dir(os.path.join(abs_dir, "sdk", "runyard"))
+        ):
+            why = "a Runyard worker's folder"
+    except OSError:
+        pass
+    if why is not None and "config.json" in names:
+        _client_file_secrets(names["config.json"].path, secrets)
+    return why
+
+
+def _is_plain_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_small(path: str, limit: int, follow: bool = False) -> bytes:
+    """At most ``limit`` bytes of a file (b"" when it cannot be read)."""
+    flags = os.O_RDONLY | _O_BINARY | _O_CLOEXEC | (0 if follow else _O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            return handle.read(limit)
+        except OSError:
+            return b""
+
+
+def _client_file_secrets(path: str, secrets: Dict[bytes, str], follow: bool = False) -> bool:
+    """Whether ``path`` is a Runyard client config holding a token (``url`` and ``token``)
+    or a credentials file (``services``); its tokens are remembered as secrets."""
+    raw = _read_small(path, _MAX_CLIENT_FILE_BYTES + 1, follow)
+    if not raw or len(raw) > _MAX_CLIENT_FILE_BYTES:
+        return False
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    tokens = []
+    if (data.get("url") or data.get("api_url")) and data.get("token"):
+        tokens.append(data["token"])
+    for section in ("services", "local_stacks"):
+        entries = data.get(section)
+        if isinstance(entries, dict):
+            tokens.extend(e.get("token") for e in entries.values() if isinstance(e, dict))
+    tokens = [t for t in tokens if isinstance(t, str) and t]
+    for token in tokens:
+        if len(token) >= _MIN_SECRET_CHARS:
+            secrets.setdefault(token.encode(), "holds a Runyard token")
+    return bool(tokens)
+
+
+def _is_client_file(name: str, path: str, st: os.stat_result, secrets: Dict[bytes, str]) -> bool:
+    return (
+        name in _CLIENT_FILE_NAMES
+        and st.st_size <= _MAX_CLIENT_FILE_BYTES
+        and _client_file_secrets(path, secrets)
+    )
+
+
+def _link_to_secrets(
+    path: str, root_real: str, st: os.stat_result, secrets: Dict[bytes, str]
+) -> bool:
+    """Whether an in-folder link leads to a client config with a token, or into a folder
+    that is left out for its secrets (the link's own name says nothing of its target)."""
+    target = os.path.realpath(path)
+    name = os.path.basename(target)
+    if _is_client_file(name, target, st, secrets):
+        return True
+    parts = os.path.relpath(os.path.dirname(target), root_real).split(os.sep)
+    folder = root_real
+    for part in parts:
+        if part in (os.curdir, ""):
+            continue
+        folder = os.path.join(folder, part)
+        if part == RUNYARD_FOLDER:
+            return True
+        try:
+            with os.scandir(folder) as it:
+                children = list(it)
+        except OSError:
+            return True  # cannot tell: leave it out
+        if _service_folder(folder, children, secrets) is not None:
+            return True
+    return False
+
+
+def _needles(tokens: Sequence[str], found: Dict[bytes, str]) -> Dict[bytes, str]:
+    """The secrets to look for in file contents, with why a file holding one is left out."""
+    needles: Dict[bytes, str] = {}
+    for token in tokens:
+        if isinstance(token, str) and len(token) >= _MIN_SECRET_CHARS:
+            needles.setdefault(token.encode(), "holds your token")
+    for secret, why in found.items():
+        needles.setdefault(secret, why)
+    return needles
+
+
+class _Scanner:
+    """A file's stream as the archive reads it, watching for secrets (across chunk edges)."""
+
+    def __init__(self, handle: IO[bytes], needles: Dict[bytes, str]) -> None:
+        self._handle = handle
+        self._needles = needles
+        self._keep = max((len(n) for n in needles), default=1) - 1
+        self._tail = b""
+        self.found: Optional[str] = None
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._handle.read(size)
+        if chunk and self.found is None and self._needles:
+            edge = self._tail + chunk[: self._keep]
+            for needle, why in self._needles.items():
+                if needle in chunk or needle in edge:
+                    self.found = why
+                    break
+            if self._keep:
+                tail = chunk if len(chunk) >= self._keep else self._tail + chunk
+                self._tail = tail[-self._keep :]
+        return chunk
+
+
+def _note_left_out(left_out: Sequence[Tuple[str, str]]) -> None:
+    """One line on stderr (the SDK's warnings) naming what the snapshot left out."""
+    from runyard.tracking.sinks import warn
+
+    shown = [f"{rel} ({why})" for rel, why in left_out[:_MAX_NOTED]]
+    if len(left_out) > _MAX_NOTED:
+        shown.append(f"and {len(left_out) - _MAX_NOTED} more")
+    warn("not in the snapshot, to keep secrets out of runs: " + ", ".join(shown))
 
 
 def _is_exec(st: os.stat_result) -> bool:
@@ -419,22 +661,34 @@ def _check_folder_limits(root: str, entries: Sequence[_Entry], limits: SnapshotL
 # --------------------------------------------------------------------------------------------
 
 
-def _build_archive(entries: Sequence[_Entry]) -> tuple[bytes, int]:
-    """Deterministic gzip tar of the entries; returns the bytes and the total file size."""
+def _build_archive(
+    entries: Sequence[_Entry], needles: Dict[bytes, str]
+) -> tuple[bytes, int, list[tuple[str, str]]]:
+    """Deterministic gzip tar of the entries; returns the bytes, the total file size and the
+    files found to hold a secret (path, why). Once one is found the archive must be built
+    again without it, so the files after it are only read for secrets."""
     buffer = io.BytesIO()
     total = 0
+    holding: list[tuple[str, str]] = []
     # No mtime and no file name in the gzip header: both would change the digest.
     gz = gzip.GzipFile(
         fileobj=buffer, mode="wb", mtime=0, filename="", compresslevel=_COMPRESS_LEVEL
     )
     with gz, tarfile.open(fileobj=gz, mode="w", format=_TAR_FORMAT) as tar:
         for entry in entries:
-            total += _add_file(tar, entry)
-    return buffer.getvalue(), total
+            size, why = _add_file(None if holding else tar, entry, needles)
+            total += size
+            if why is not None:
+                holding.append((entry.rel, why))
+    return buffer.getvalue(), total, holding
 
 
-def _add_file(tar: tarfile.TarFile, entry: _Entry) -> int:
-    """Add one file with fixed metadata (only content and the exec bit vary); returns its size."""
+def _add_file(
+    tar: Optional[tarfile.TarFile], entry: _Entry, needles: Dict[bytes, str]
+) -> tuple[int, Optional[str]]:
+    """Add one file with fixed metadata (only content and the exec bit vary), looking for
+    secrets as it is read; returns its size and why it must be left out (None: it is fine).
+    Without ``tar`` the file is only read for secrets."""
     flags = os.O_RDONLY | _O_BINARY | _O_CLOEXEC
     if not entry.via_symlink:
         flags |= _O_NOFOLLOW  # it was a regular file when listed; keep it so
@@ -453,11 +707,16 @@ def _add_file(tar: tarfile.TarFile, entry: _Entry) -> int:
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         info.type = tarfile.REGTYPE
+        scanner = _Scanner(handle, needles)
         try:
-            tar.addfile(info, handle)
+            if tar is not None:
+                tar.addfile(info, scanner)  # type: ignore[arg-type]
+            elif needles:
+                while scanner.found is None and scanner.read(_COPY_CHUNK):
+                    pass
         except (OSError, tarfile.TarError) as exc:
             raise InvalidInput(f"cannot read {entry.rel!r}: {exc}") from exc
-    return st.st_size
+    return st.st_size, scanner.found
 
 
 # --------------------------------------------------------------------------------------------

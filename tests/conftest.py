@@ -23,6 +23,15 @@ from tests.support.services import (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_credentials_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The SDK, the CLI and `runyard up` keep tokens in the user's credentials file
+    (``$XDG_CONFIG_HOME/runyard``): tests, and what they start, never touch the real one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with redis_server(tmp_path_factory.mktemp("redis")) as server:

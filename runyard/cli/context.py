@@ -1,8 +1,10 @@
-"""The client a CLI command talks through, from ``--url`` / ``RUNYARD_URL`` / config file."""
+"""The client a CLI command talks through, from ``--url`` / ``RUNYARD_URL`` / config file.
+
+The token: ``RUNYARD_TOKEN``, else (for a config file) one it still holds, else the one the
+user's credentials file keeps for that URL (``runyard.config``).
+"""
 
 from __future__ import annotations
-
-import os
 
 from runyard import config
 from runyard.client import Client
@@ -17,6 +19,6 @@ def set_url(url: str | None) -> None:
 
 def client() -> Client:
     if _url_override:
-        return Client(_url_override, os.environ.get("RUNYARD_TOKEN"))
+        return Client(_url_override, config.token_for(_url_override))
     loaded = config.load()
     return Client(loaded.url, loaded.token)

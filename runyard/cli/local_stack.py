@@ -46,6 +46,7 @@ class LocalStack:
     generation: int = 0
     stopping: bool = False
     worker_token: str = ""  # made each start, for this start's workers; revoked at stop
+    token_file: str = ""  # where the admin token is kept (the credentials file)
 
     @property
     def api_url(self) -> str:
@@ -85,7 +86,8 @@ class LocalStack:
             self._spawn("scheduler", ["scheduler"])
             print(f"Runyard API listening on {self.api_url}  (data in {self.data_dir})", flush=True)
             what = "a new admin token" if fresh else "the admin token"
-            print(f"Client config (URL and {what}, mode 0600): {config_path}", flush=True)
+            print(f"Client config: {config_path}; {what} in {self.token_file} (mode 0600)",
+                  flush=True)  # fmt: skip
             print(f"Redis at {redact_url(redis_url)}; press Ctrl+C to stop.", flush=True)
             while not self.stopping:
                 self._check_children()
@@ -95,28 +97,24 @@ class LocalStack:
             self.shutdown()
 
     def _client_config(self) -> tuple[str, Path, bool]:
-        """The admin token of this data folder: made on first start and written where the
-        SDK and CLI look (``<data>/config.json``, mode 0600); kept on later starts."""
+        """The admin token of this data folder: made on first start, kept on later starts.
+        The SDK and CLI find the URL in ``<data>/config.json`` and the token for it in the
+        user's credentials file (mode 0600), out of the project folder (runyard.config)."""
         path = self.data_dir / "config.json"
-        if path.is_file():
-            try:
-                token = config.read_config_file(path).token
-            except ConfigurationError:
-                token = None
-            if token:
-                config.write_config_file(path, self.api_url, token)  # the URL may be new
-                return token, path, False
-        token = tokens.TOKEN_PREFIX + secrets.token_urlsafe(32)
-        config.write_config_file(path, self.api_url, token)
-        return token, path, True
+        token, fresh, saved = config.local_stack_token(
+            self.data_dir, self.api_url, lambda: tokens.TOKEN_PREFIX + secrets.token_urlsafe(32)
+        )
+        self.token_file = str(saved or path)
+        return token, path, fresh
 
     def _check_admin(self, api: Client, config_path: Path) -> None:
         try:
             api.json("GET", "/whoami")
         except Unauthorized as exc:
             raise ConfigurationError(
-                f"the token in {config_path} is not accepted ({exc.message}); delete that "
-                "file and run `runyard up` again to make a new admin token"
+                f"the admin token kept for {self.data_dir} in {self.token_file} is not "
+                f"accepted ({exc.message}); remove it there (and any 'token' in {config_path}) "
+                "and run `runyard up` again to make a new admin token"
             ) from None
 
     def _start_redis(self) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import os
+import posixpath
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
 
+from runyard import config as client_config
 from runyard.core.script_run_config import ScriptRunConfig
 from runyard.errors import ConfigurationError, InvalidInput, NotSupported
 
@@ -78,9 +80,21 @@ class Experiment:
             spec["tags"] = {str(k): None if v is None else str(v) for k, v in tags.items()}
         if parent:
             spec["parent_run_id"] = parent
-        packed = snapshot.pack(config.source_directory, snapshot_limits())
-        spec["snapshot_digest"] = packed.digest
         client = self.workspace.client
+        # Never ship a token: a file holding the caller's (or one the user keeps in the
+        # credentials file) is left out, as are Runyard's configs and data folders.
+        tokens = [client.token] if client.token else []
+        packed = snapshot.pack(
+            config.source_directory, snapshot_limits(), tokens + client_config.stored_tokens()
+        )
+        script = posixpath.normpath(str(config.script).replace(os.sep, "/"))
+        for left in packed.left_out:
+            if script == left or (left.endswith("/") and script.startswith(left)):
+                raise InvalidInput(
+                    f"script {config.script!r} is left out of the snapshot: it holds a "
+                    "Runyard secret (see above); a run gets its own token as RUNYARD_TOKEN"
+                )
+        spec["snapshot_digest"] = packed.digest
         archive = None if client.has_snapshot(packed.digest) else packed.archive
         data = client.submit(spec, archive)
         return Run(self, data["id"], _details=data)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -180,6 +182,27 @@ def test_a_snapshot_over_the_client_limits_is_refused_before_upload(
     assert json.loads(ok(stack, "runs", "--cluster", name, "--json")) == []
 
 
+def test_submit_says_what_it_left_out_of_the_snapshot(stack: Stack, tmp_path: Path) -> None:
+    """A client config with the token and a note holding it: left out, said on stderr."""
+    name = unique("secrets")
+    ok(stack, "cluster", "create", name)
+    (tmp_path / "train.py").write_text("print(1)\n")
+    (tmp_path / "config.json").write_text(json.dumps({"url": stack.url, "token": ADMIN_TOKEN}))
+    (tmp_path / "notes.md").write_text(f"my token: {ADMIN_TOKEN}\n")
+
+    result = cli(stack, "submit", str(tmp_path), "-s", "train.py", "-c", name, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "runyard: not in the snapshot, to keep secrets out of runs: config.json (a Runyard "
+        "config holding a token), notes.md (holds your token)\n"
+    )
+    digest = json.loads(result.stdout)["snapshot_digest"]
+    archive = stack.client().request("GET", f"/snapshots/{digest}").content
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        assert tar.getnames() == ["train.py"]
+
+
 def test_an_unreachable_service_is_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "RUNYARD_URL": f"http://127.0.0.1:{free_port()}"}
     result = subprocess.run(
@@ -191,7 +214,8 @@ def test_an_unreachable_service_is_one_line(tmp_path: Path) -> None:
 def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
-    env.update(RUNYARD_HEARTBEAT_INTERVAL="0.5")
+    env.update(RUNYARD_HEARTBEAT_INTERVAL="0.5", XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout, from any cwd
     log = open(tmp_path / "up.log", "w")  # noqa: SIM115
     up = subprocess.Popen(
         runyard("up", "--port", str(port), "--data-dir", str(tmp_path / "data")),
@@ -208,12 +232,17 @@ def test_up_brings_the_whole_service_up_and_serves_new_clusters(tmp_path: Path) 
             0.2,
             what="runyard up",
         )
-        # First start: an admin token, in a client config only its owner can read.
+        # First start: an admin token, in the user's credentials file (only its owner can
+        # read it), filed under the URL the client config in the data folder names.
         config_file = tmp_path / "data" / "config.json"
-        assert f"mode 0600): {config_file}" in (tmp_path / "up.log").read_text()
-        assert config_file.stat().st_mode & 0o777 == 0o600
-        token = json.loads(config_file.read_text())["token"]
-        assert json.loads(config_file.read_text())["url"] == url
+        credentials = tmp_path / "xdg" / "runyard" / "credentials.json"
+        assert (
+            f"Client config: {config_file}; a new admin token in {credentials} (mode 0600)"
+            in (tmp_path / "up.log").read_text()
+        )
+        assert json.loads(config_file.read_text()) == {"url": url}
+        assert credentials.stat().st_mode & 0o777 == 0o600
+        token = json.loads(credentials.read_text())["services"][url]["token"]
         # Found by the CLI from that folder (or below), with no RUNYARD_* set at all.
         me = subprocess.run(
             runyard("whoami", "--json"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import shutil
 import stat
@@ -764,3 +765,315 @@ def test_extract_ignores_modes_other_than_the_owner_exec_bit(tmp_path: Path) -> 
 
     assert stat.S_IMODE((tmp_path / "out" / "setuid").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "out" / "private").stat().st_mode) == 0o644
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets: never in a snapshot
+# --------------------------------------------------------------------------------------------
+
+TOKEN = "ryt_" + "T0kEn-for-tests_" * 3  # the shape `runyard up` and `token create` give
+SECRET_KEY = "5e" * 32  # what the API writes to <data>/secret_key: 64 hex characters
+
+
+def names_in(snap: Snapshot) -> list[str]:
+    return sorted(info.name for info in members_of(snap.archive))
+
+
+def data_folder(root: Path, rel: str, *, marker: str = "all") -> Path:
+    """A folder as `runyard up` leaves it: config, key, database, stored snapshots, worker."""
+    folder = root / rel
+    write(folder, "config.json", f'{{"url": "http://127.0.0.1:8642", "token": "{TOKEN}"}}')
+    if marker in ("all", "secret_key"):
+        write(folder, "secret_key", SECRET_KEY + "\n")
+    if marker in ("all", "runyard.db"):
+        write(folder, "runyard.db", b"SQLite format 3\0" + b"\0" * 100)
+    if marker in ("all", "snapshots"):
+        write(folder, "snapshots/sha256/" + "ab" * 32 + ".tar.gz", b"\x1f\x8b...")
+    write(folder, "redis/appendonlydir/appendonly.aof.1.incr.aof", "*2\r\n")
+    write(folder, "runs/run-1/outputs/model.pkl", "weights")
+    return folder
+
+
+def test_a_runyard_config_holding_a_token_is_left_out_wherever_it_is(tmp_path: Path) -> None:
+    write(tmp_path, "train.py")
+    write(tmp_path, "config.json", json.dumps({"url": "http://x:8642", "token": TOKEN}))
+    write(tmp_path, "notebooks/config.json", json.dumps({"api_url": "http://y", "token": "t"}))
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == ["train.py"]
+    assert snap.left_out == ("config.json", "notebooks/config.json")
+    assert list_files(tmp_path) == ["train.py"]
+
+
+def test_a_config_without_a_token_and_azures_config_are_kept(tmp_path: Path) -> None:
+    write(tmp_path, "config.json", json.dumps({"url": "http://127.0.0.1:8642"}))
+    azure = {"subscription_id": "s", "resource_group": "r", "workspace_name": "w"}
+    write(tmp_path, "azure/config.json", json.dumps(azure))
+    write(tmp_path, "model/config.json", json.dumps({"hidden_size": 768, "token": "[CLS]"}))
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == ["azure/config.json", "config.json", "model/config.json"]
+    assert snap.left_out == ()
+
+
+def test_a_credentials_file_in_the_folder_is_left_out(tmp_path: Path) -> None:
+    """A notebook server whose home is the project folder: ~/.config is inside it."""
+    credentials = {"services": {"http://127.0.0.1:8642": {"token": TOKEN}}}
+    write(tmp_path, ".config/runyard/credentials.json", json.dumps(credentials))
+    write(tmp_path, "train.py")
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == ["train.py"]
+    assert snap.left_out == (".config/runyard/credentials.json",)
+
+
+def test_the_runyard_folder_is_left_out_by_its_name(tmp_path: Path) -> None:
+    write(tmp_path, ".runyard/config.json", json.dumps({"url": "http://127.0.0.1:8642"}))
+    write(tmp_path, ".runyard/redis/appendonlydir/appendonly.aof.1.base.rdb", "REDIS")
+    write(tmp_path, "train.py")
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == ["train.py"]
+    assert snap.left_out == (".runyard/",)
+
+
+@pytest.mark.parametrize("marker", ["secret_key", "runyard.db", "snapshots", "all"])
+@pytest.mark.parametrize("where", [".runyard", "state", "deep/down/runyard-data"])
+def test_the_data_folder_of_runyard_up_is_left_out_wherever_it_sits(
+    tmp_path: Path, marker: str, where: str
+) -> None:
+    data_folder(tmp_path, where, marker=marker)
+    write(tmp_path, "train.py")
+    write(tmp_path, "deep/keep.py")
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == ["deep/keep.py", "train.py"]
+    assert snap.left_out == (where + "/",)
+    assert list_files(tmp_path) == ["deep/keep.py", "train.py"]
+
+
+def test_a_workers_folder_is_left_out(tmp_path: Path) -> None:
+    """`runyard worker --work-dir` inside a project: its SDK copy and snapshot cache."""
+    write(tmp_path, "work/local-gpu-1/sdk/runyard/__init__.py")
+    write(tmp_path, "work/local-gpu-1/snapshots/" + "ab" * 32 + "/train.py")
+    write(tmp_path, "work/local-gpu-1/runs/r1/workdir/train.py")
+    write(tmp_path, "train.py")
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == ["train.py"]
+    assert snap.left_out == ("work/local-gpu-1/",)
+
+
+def test_folders_that_only_look_alike_are_kept(tmp_path: Path) -> None:
+    """A file named secret_key that is not the API's key, model snapshots, a runs folder."""
+    write(tmp_path, "app/secret_key", "not-a-runyard-key")
+    write(tmp_path, "app/main.py")
+    write(tmp_path, "snapshots/epoch-3.pt")
+    write(tmp_path, "runs/events.out")
+    write(tmp_path, "worker/task.py")
+
+    snap = pack(tmp_path)
+
+    assert snap.left_out == ()
+    assert "app/secret_key" in names_in(snap)
+
+
+def test_a_data_folder_given_as_the_source_is_refused(tmp_path: Path) -> None:
+    folder = data_folder(tmp_path, ".runyard")
+
+    with pytest.raises(InvalidInput, match="Runyard data folder"):
+        pack(folder)
+
+
+def test_a_gitignored_data_folder_is_left_out_without_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_folder(tmp_path, ".runyard")
+    write(tmp_path, ".gitignore", ".runyard/\n")
+    write(tmp_path, "train.py")
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == [".gitignore", "train.py"]
+    assert snap.left_out == ()
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("offset", [0, 10, 64 * 1024 - 20, 200 * 1024 + 7])
+def test_a_file_holding_the_callers_token_is_left_out(tmp_path: Path, offset: int) -> None:
+    """Found wherever it sits in the file, across the edges of the chunks it is read in."""
+    project, alone = tmp_path / "with", tmp_path / "without"
+    write(project, "train.py")
+    write(project, "notes/setup.md", b"x" * offset + TOKEN.encode() + b"\nmore\n")
+    write(project, "data.bin", os.urandom(300 * 1024))
+    write(alone, "train.py")
+    shutil.copy(project / "data.bin", alone / "data.bin")
+
+    snap = pack(project, tokens=[TOKEN])
+
+    assert names_in(snap) == ["data.bin", "train.py"]
+    assert snap.left_out == ("notes/setup.md",)
+    assert snap.file_count == 2 and snap.total_bytes == 1 + 300 * 1024
+    # The archive is the one of the folder without that file: byte for byte.
+    assert snap.digest == pack(alone).digest
+    assert TOKEN.encode() not in gzip.decompress(snap.archive)
+
+
+def test_every_file_holding_the_token_is_left_out(tmp_path: Path) -> None:
+    """After the first one the archive is built again: later ones are found on the way."""
+    for name in ("a.txt", "b.txt", "m.txt", "z.txt"):
+        write(tmp_path, name, "fine")
+    for name in ("b.txt", "z.txt"):
+        write(tmp_path, name, f"token={TOKEN}")
+
+    snap = pack(tmp_path, tokens=[TOKEN, "short"])
+
+    assert names_in(snap) == ["a.txt", "m.txt"]
+    assert snap.left_out == ("b.txt", "z.txt")
+
+
+def test_short_tokens_are_not_looked_for(tmp_path: Path) -> None:
+    """A token of a few characters would match ordinary text; issued ones are 47."""
+    write(tmp_path, "train.py", "admin = True\n")
+
+    assert names_in(pack(tmp_path, tokens=["admin", ""])) == ["train.py"]
+
+
+def test_a_copy_of_a_secret_found_in_the_folder_is_left_out(tmp_path: Path) -> None:
+    """The data folder's key and a config's token, pasted elsewhere, with no token given."""
+    data_folder(tmp_path, "state")
+    write(tmp_path, "backup/key.txt", SECRET_KEY)
+    write(tmp_path, "README.md", f"curl -H 'Authorization: Bearer {TOKEN}' ...")
+    write(tmp_path, "train.py")
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == ["train.py"]
+    assert snap.left_out == ("README.md", "backup/key.txt", "state/")
+
+
+def test_links_to_secrets_are_left_out(tmp_path: Path) -> None:
+    """An in-folder link ships its target's content: not when the target is a secret."""
+    data_folder(tmp_path, "state")
+    write(tmp_path, "cfg/runyard.json", json.dumps({"url": "http://x", "token": TOKEN}))
+    os.rename(tmp_path / "cfg" / "runyard.json", tmp_path / "cfg" / "config.json")
+    (tmp_path / "key").symlink_to(tmp_path / "state" / "secret_key")
+    (tmp_path / "db").symlink_to("state/runyard.db")
+    (tmp_path / "settings.json").symlink_to("cfg/config.json")
+    write(tmp_path, "real.py")
+    (tmp_path / "alias.py").symlink_to("real.py")
+
+    snap = pack(tmp_path)
+
+    assert names_in(snap) == ["alias.py", "real.py"]
+    assert snap.left_out == ("cfg/config.json", "db", "key", "settings.json", "state/")
+
+
+def test_the_note_names_what_was_left_out_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_folder(tmp_path, ".runyard")
+    write(tmp_path, "config.json", json.dumps({"url": "http://x", "token": TOKEN}))
+    write(tmp_path, "notes.txt", TOKEN)
+    write(tmp_path, "train.py")
+
+    pack(tmp_path, tokens=[TOKEN])
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "runyard: not in the snapshot, to keep secrets out of runs: "
+        ".runyard/ (a Runyard data folder), config.json (a Runyard config holding a token), "
+        "notes.txt (holds your token)\n"
+    )
+
+
+def test_a_long_note_stays_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for i in range(8):
+        write(tmp_path, f"n{i}.txt", TOKEN)
+    write(tmp_path, "train.py")
+
+    snap = pack(tmp_path, tokens=[TOKEN])
+
+    err = capsys.readouterr().err
+    assert len(snap.left_out) == 8
+    assert err.count("\n") == 1
+    assert "n4.txt (holds your token), and 3 more" in err and "n5.txt" not in err
+
+
+def test_nothing_left_out_prints_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path, "train.py")
+
+    pack(tmp_path, tokens=[TOKEN])
+
+    assert capsys.readouterr().err == ""
+
+
+class FakeClient:
+    """Stands in for the service: keeps what a submit uploads."""
+
+    token = TOKEN
+    base_url = "http://127.0.0.1:8642"
+
+    def __init__(self) -> None:
+        self.uploaded: bytes | None = None
+
+    def has_snapshot(self, digest: str) -> bool:
+        return False
+
+    def submit(self, spec: dict, archive: bytes | None) -> dict:
+        self.uploaded = archive
+        return {"id": "run-1", "status": "Queued", **spec}
+
+
+def fake_workspace() -> tuple:
+    from runyard.core import Workspace
+
+    workspace = Workspace(url=FakeClient.base_url, token=TOKEN)
+    client = FakeClient()
+    workspace._client = client  # type: ignore[assignment]
+    return workspace, client
+
+
+def test_submit_refuses_a_script_that_would_be_left_out(tmp_path: Path) -> None:
+    """A script holding the token cannot run without it: say so, upload nothing."""
+    from runyard.core import Experiment, ScriptRunConfig
+
+    write(tmp_path, "train.py", f"TOKEN = {TOKEN!r}\n")
+    workspace, client = fake_workspace()
+
+    with pytest.raises(InvalidInput, match=r"'\./train\.py' is left out of the snapshot"):
+        Experiment(workspace, "e").submit(ScriptRunConfig(str(tmp_path), "./train.py"))
+    assert client.uploaded is None
+
+
+def test_submit_leaves_out_the_callers_token_and_the_credentials_files_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What Experiment.submit uploads, with the token it talks to the service with."""
+    from runyard import config
+    from runyard.core import Experiment, ScriptRunConfig
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    other = "ryt_" + "another-service-token" * 2
+    config.save_token("http://elsewhere:8642", other)
+    project = tmp_path / "project"
+    write(project, "train.py", "print('hi')\n")
+    write(project, "pasted.txt", f"RUNYARD_TOKEN={TOKEN}\n")
+    write(project, "old.txt", f"token for the other one: {other}\n")
+
+    workspace, client = fake_workspace()
+    Experiment(workspace, "e").submit(ScriptRunConfig(source_directory=project, script="train.py"))
+
+    assert client.uploaded is not None
+    with tarfile.open(fileobj=io.BytesIO(client.uploaded), mode="r:gz") as tar:
+        assert tar.getnames() == ["train.py"]
+    assert "old.txt (holds your token), pasted.txt (holds your token)" in capsys.readouterr().err
