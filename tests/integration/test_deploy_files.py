@@ -9,6 +9,7 @@ fails and says what to install.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,24 +21,39 @@ from typing import Any
 import pytest
 import yaml
 
+from api.app import bootstrap_worker_pools
 from scheduler.models import ClusterCreate, check_cluster_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "runyard"
 GPU_VALUES = CHART / "values-gpu.yaml"
 COMPOSE = ROOT / "compose.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 CLUSTERS_FILE = ROOT / "deploy" / "clusters.toml"
 DOCKER_SOCKET = "/var/run/docker.sock"
 # The secrets compose.yaml requires (`${VAR:?...}`), with placeholder values as an .env has.
 COMPOSE_SECRETS = {
     "RUNYARD_SECRET_KEY": "test-secret-key",
     "RUNYARD_ADMIN_TOKEN": "ryt_test-admin-token",
-    "RUNYARD_WORKER_TOKEN": "ryt_test-worker-token",
+    "RUNYARD_WORKER_CPU_TOKEN": "ryt_test-worker-cpu-token",
+    "RUNYARD_WORKER_GPU_TOKEN": "ryt_test-worker-gpu-token",
+    "RUNYARD_POSTGRES_PASSWORD": "test-postgres-password",
     "RUNYARD_REDIS_PASSWORD": "test-redis-password",
     "RUNYARD_FLOWER_AUTH": "admin:test-flower-password",
 }
+# Each compose worker service's token, by service.
+WORKER_TOKENS = {
+    "worker-cpu": "RUNYARD_WORKER_CPU_TOKEN",
+    "worker-gpu": "RUNYARD_WORKER_GPU_TOKEN",
+}
+# Compose variables that hold a secret, by their names.
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|AUTH|KEY")
 REDIS_URL = "redis://:test-redis-password@redis:6379/0"
-BOOTSTRAP = ("RUNYARD_BOOTSTRAP_ADMIN_TOKEN", "RUNYARD_BOOTSTRAP_WORKER_TOKEN")
+# Settings only the API gets: the bootstrap tokens (RUNYARD_BOOTSTRAP_*).
+BOOTSTRAP_PREFIX = "RUNYARD_BOOTSTRAP_"
+# The service user of deploy/Dockerfile (local-executor runs share it).
+SERVICE_UID = "10001"
 
 
 def clean_env() -> dict[str, str]:
@@ -185,23 +201,26 @@ def test_compose_gives_each_secret_only_to_the_services_that_use_it(
     assert holders == {"api"}
     for name in holders:
         assert envs[name]["RUNYARD_SECRET_KEY"] == COMPOSE_SECRETS["RUNYARD_SECRET_KEY"]
-    for variable in BOOTSTRAP:
-        assert {name for name, env in envs.items() if variable in env} == {"api"}
+    bootstrap = {name for name, env in envs.items() if any(map(is_bootstrap, env))}
+    assert bootstrap == {"api"}
     api = envs["api"]
     assert api["RUNYARD_BOOTSTRAP_ADMIN_TOKEN"] == COMPOSE_SECRETS["RUNYARD_ADMIN_TOKEN"]
-    assert api["RUNYARD_BOOTSTRAP_WORKER_TOKEN"] == COMPOSE_SECRETS["RUNYARD_WORKER_TOKEN"]
     workers = {name: env for name, env in envs.items() if name.startswith("worker-")}
     assert workers
     for name, env in workers.items():
-        assert env["RUNYARD_TOKEN"] == COMPOSE_SECRETS["RUNYARD_WORKER_TOKEN"], name
-        assert not {"RUNYARD_DATABASE_URL", "RUNYARD_SECRET_KEY", *BOOTSTRAP} & set(env), name
+        assert not {"RUNYARD_DATABASE_URL", "RUNYARD_SECRET_KEY"} & set(env), name
+    assert {n for n, env in envs.items() if "RUNYARD_DATABASE_URL" in env} == {"api", "scheduler"}
     # No secret value anywhere outside the environment of those who use it.
+    tokens = ("RUNYARD_SECRET_KEY", "RUNYARD_ADMIN_TOKEN", *WORKER_TOKENS.values())
     for name, service in services.items():
         rendered = yaml.safe_dump({k: v for k, v in service.items() if k != "environment"})
-        assert COMPOSE_SECRETS["RUNYARD_SECRET_KEY"] not in rendered, name
-        assert COMPOSE_SECRETS["RUNYARD_ADMIN_TOKEN"] not in rendered, name
-        assert COMPOSE_SECRETS["RUNYARD_WORKER_TOKEN"] not in rendered, name
+        for variable in tokens:
+            assert COMPOSE_SECRETS[variable] not in rendered, (name, variable)
     assert envs["flower"]["FLOWER_BASIC_AUTH"] == COMPOSE_SECRETS["RUNYARD_FLOWER_AUTH"]
+
+
+def is_bootstrap(variable: str) -> bool:
+    return variable.startswith(BOOTSTRAP_PREFIX)
 
 
 def test_compose_api_healthcheck_sends_the_admin_token(compose: dict[str, Any]) -> None:
@@ -248,6 +267,189 @@ def test_the_compose_clusters_file_is_what_runyard_accepts() -> None:
     assert clusters["gpu"].nodes == 1
     assert clusters["gpu"].executor == "docker"
     assert clusters["gpu"].container["gpus_per_run"] == 1
+
+
+# --- compose: a run controls only itself (issue 12) ------------------------------------------
+
+
+def compose_variables() -> dict[str, set[str]]:
+    """Each `${VAR...}` of compose.yaml: the variable, and how each use of it ends (":?msg",
+    ":-default", or "" for none)."""
+    found: dict[str, set[str]] = {}
+    for name, rest in re.findall(r"\$\{(\w+)([^}]*)\}", COMPOSE.read_text()):
+        found.setdefault(name, set()).add(rest)
+    return found
+
+
+def render_compose(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` with exactly this environment (no .env file is read)."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    return subprocess.run(
+        ["docker-compose", "--env-file", str(empty), "-f", str(COMPOSE), "config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_compose_requires_every_secret_and_falls_back_to_none() -> None:
+    secrets = {n: uses for n, uses in compose_variables().items() if SECRET_NAME.search(n)}
+    assert set(secrets) == set(COMPOSE_SECRETS)
+    for name, uses in secrets.items():
+        assert all(use.startswith(":?") for use in uses), (name, uses)
+
+
+@pytest.mark.parametrize("missing", sorted(COMPOSE_SECRETS))
+def test_compose_refuses_to_render_without_each_secret(missing: str, tmp_path: Path) -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.fail("docker-compose is not installed: `apt-get install -y docker-compose`")
+    env = {k: v for k, v in clean_env().items() if k != missing}
+    result = render_compose(env, tmp_path)
+    assert result.returncode != 0, result.stdout
+    assert f"set {missing}" in result.stderr, result.stderr
+
+
+def test_the_example_env_file_names_every_secret_and_holds_no_value(tmp_path: Path) -> None:
+    settings = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            settings[name.strip()] = value.strip()
+    assert settings == dict.fromkeys(COMPOSE_SECRETS, "")
+    # Copied as it is, it stops compose: an empty secret counts as a missing one.
+    env = {k: v for k, v in clean_env().items() if k not in COMPOSE_SECRETS}
+    result = subprocess.run(
+        ["docker-compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0 and "in .env" in result.stderr, result.stderr
+    ignored = (ROOT / ".gitignore").read_text().split() + (
+        ROOT / ".dockerignore"
+    ).read_text().split()
+    assert ".env" in ignored
+
+
+def test_compose_gives_each_worker_its_own_token_bound_to_the_clusters_it_serves(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    api = services["api"]["environment"]
+    assert "RUNYARD_BOOTSTRAP_WORKER_TOKEN" not in api  # the token bound to every cluster
+    pools = bootstrap_worker_pools(api["RUNYARD_BOOTSTRAP_WORKER_TOKENS"], api)
+    by_token = {pool.token.get_secret_value(): pool for pool in pools}
+    workers = {name: s for name, s in services.items() if name.startswith("worker-")}
+    assert set(workers) == set(WORKER_TOKENS)
+    for name, worker in workers.items():
+        token = worker["environment"]["RUNYARD_TOKEN"]
+        assert token == COMPOSE_SECRETS[WORKER_TOKENS[name]], name
+        assert by_token[token].clusters == worker_clusters(worker["command"]), name
+    assert len(by_token) == len(pools) == len(workers)
+    assert all("*" not in pool.clusters for pool in pools)
+
+
+def healthcheck(service: dict[str, Any]) -> list[str]:
+    test = service.get("healthcheck", {}).get("test", [])
+    return [test] if isinstance(test, str) else list(test)
+
+
+def runs_local_scripts(service: dict[str, Any]) -> bool:
+    """A worker whose runs are processes inside its own container (local executor)."""
+    command = service.get("command", [])
+    if "worker" not in command:
+        return False
+    allowed = command[command.index("--executors") + 1] if "--executors" in command else ""
+    return allowed != "docker"
+
+
+def test_no_compose_healthcheck_puts_a_secret_on_its_command_line(
+    compose: dict[str, Any],
+) -> None:
+    for name, service in compose["services"].items():
+        check = healthcheck(service)
+        assert check, f"{name} has no healthcheck"
+        # The exec form: no shell expands a variable into the command line.
+        assert check[0] == "CMD", (name, check)
+        line = " ".join(check)
+        for secret in COMPOSE_SECRETS.values():
+            assert secret not in line, (name, secret)
+        assert "$" not in line, (name, line)
+
+
+def test_compose_runs_nothing_holding_a_worker_secret_as_the_user_of_its_local_runs(
+    compose: dict[str, Any],
+) -> None:
+    """Every process of a container carries the container's environment, and a run can read
+    /proc/<pid>/environ of any process of its own uid. So where runs are processes in the
+    worker's container, init and healthchecks run as root and only the worker (which makes
+    itself non-dumpable) runs as the runs' user."""
+    local = {n: s for n, s in compose["services"].items() if runs_local_scripts(s)}
+    assert set(local) == {"worker-cpu"}
+    for name, service in local.items():
+        assert str(service["user"]) == "0:0", name
+        command = service["command"]
+        assert command[: command.index("--")] == [
+            "setpriv",
+            f"--reuid={SERVICE_UID}",
+            f"--regid={SERVICE_UID}",
+            "--clear-groups",
+        ], name
+        assert command[command.index("--") + 1 : command.index("--") + 3] == ["runyard", "worker"]
+        assert service["cap_drop"] == ["ALL"], name
+        assert sorted(service["cap_add"]) == ["SETGID", "SETUID"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        # The root healthcheck imports nothing from the working directory the runs own.
+        check = healthcheck(service)
+        assert check[1:3] == ["python", "-I"], (name, check)
+        assert service["environment"]["HOME"] == "/home/runyard", name
+
+
+def test_compose_redis_has_a_memory_ceiling_and_never_evicts(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    command = compose["services"]["redis"]["command"]
+    assert command[command.index("--maxmemory") + 1] == "1gb"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    bigger = render_compose({**clean_env(), "RUNYARD_REDIS_MAXMEMORY": "4gb"}, tmp_path)
+    assert bigger.returncode == 0, bigger.stderr
+    command = yaml.safe_load(bigger.stdout)["services"]["redis"]["command"]
+    assert command[command.index("--maxmemory") + 1] == "4gb"
+
+
+def test_compose_flower_starts_only_behind_its_password(compose: dict[str, Any]) -> None:
+    flower = compose["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == COMPOSE_SECRETS["RUNYARD_FLOWER_AUTH"]
+    assert "--no-auth" not in flower["command"]
+    assert COMPOSE_SECRETS["RUNYARD_FLOWER_AUTH"] not in " ".join(flower["command"])
+
+
+def test_the_example_docker_cluster_gives_its_runs_no_network(compose: dict[str, Any]) -> None:
+    docker_clusters = {
+        n: c for n, c in declared_clusters().items() if c.get("executor") == "docker"
+    }
+    assert docker_clusters
+    for name, cluster in docker_clusters.items():
+        assert ClusterCreate.model_validate(cluster).container["network"] == "none", name
+    for name, service in compose["services"].items():
+        assert service.get("network_mode") not in ("host", "bridge"), name
+
+
+def test_the_service_image_has_no_health_check_of_its_own() -> None:
+    """An image-wide check would run in every worker container, with its environment."""
+    instructions = [
+        line.strip()
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("HEALTHCHECK")
+    ]
+    assert instructions == ["HEALTHCHECK NONE"]
 
 
 # --- helm ------------------------------------------------------------------------------------
@@ -339,7 +541,8 @@ def test_helm_renders_a_worker_deployment_per_cluster_with_a_replica_per_node(
         assert container["args"][:4] == ["runyard", "worker", "--cluster", name]
         env = {e["name"]: e for e in container["env"]}
         assert "RUNYARD_DATABASE_URL" not in env  # workers never get database credentials
-        assert not {"RUNYARD_SECRET_KEY", *BOOTSTRAP} & set(env)
+        assert not any(map(is_bootstrap, env))
+        assert "RUNYARD_SECRET_KEY" not in env
         assert env["RUNYARD_API_URL"]["value"].startswith("http://")
         assert env["RUNYARD_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
         assert env["RUNYARD_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "worker-token"
@@ -436,8 +639,7 @@ def test_helm_gives_each_secret_only_to_the_workloads_that_use_it(
     }
     envs = {name: container_env(w) for name, w in workloads.items()}
     assert {n for n, env in envs.items() if "RUNYARD_SECRET_KEY" in env} == {"api"}
-    for variable in BOOTSTRAP:
-        assert {n for n, env in envs.items() if variable in env} == {"api"}
+    assert {n for n, env in envs.items() if any(map(is_bootstrap, env))} == {"api"}
     api = envs["api"]
     assert api["RUNYARD_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secret-key"
     assert api["RUNYARD_BOOTSTRAP_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == (
