@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -16,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from api import errors
 from api.auth import ALLOW, check_every_route_guarded
@@ -39,11 +40,14 @@ from api.routes import (
 from api.storage import RunFileStore, SnapshotStore
 from api.studio import routes as studio
 from runyard import __version__
+from scheduler import audit as audit_log
 from scheduler.clusters import apply_config_file
 from scheduler.db import make_engine, migrate, session_scope
-from scheduler.models import TokenCreate, check_cluster_name
+from scheduler.models import ApiToken, TokenCreate, check_cluster_name
 from scheduler.settings import Settings
-from scheduler.tokens import ensure_token
+from scheduler.tokens import Actor, ensure_token, revoke
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -195,3 +199,32 @@ def register_bootstrap_tokens(
                 db.commit()
             except IntegrityError:
                 db.rollback()  # another API replica starting at once registered it first
+    if pools and settings.bootstrap_worker_token is None:
+        retire_the_every_cluster_token(engine)
+
+
+def retire_the_every_cluster_token(engine: Engine) -> None:
+    """Worker pools replace the bootstrap worker token bound to every cluster. One that an
+    earlier deployment registered is revoked: whoever once read it (a run, say) must not
+    keep a token that serves every cluster."""
+    with Session(engine) as db:
+        left = db.exec(
+            select(ApiToken).where(
+                ApiToken.name == "bootstrap-worker",
+                ApiToken.created_by == "bootstrap",
+                ApiToken.kind == "token",
+                col(ApiToken.revoked_at).is_(None),
+            )
+        ).all()
+        for token in left:
+            revoke(db, token.id)
+            audit_log.record(
+                db,
+                Actor(name="bootstrap", role="admin"),
+                "token.revoke",
+                token.id,
+                name=token.name,
+                reason="replaced by per-pool worker tokens (RUNYARD_BOOTSTRAP_WORKER_TOKENS)",
+            )
+            log.warning("revoked %s (bootstrap-worker, every cluster): pools replace it", token.id)
+        db.commit()

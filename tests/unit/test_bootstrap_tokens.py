@@ -125,3 +125,26 @@ def test_the_single_worker_token_still_serves_every_cluster(engine: Engine, tmp_
         engine, settings(tmp_path, bootstrap_worker_token="ryt_every-cluster"), {}
     )
     assert who(engine, "ryt_every-cluster").clusters == {"*"}
+
+
+def test_pools_retire_the_token_an_earlier_deployment_bound_to_every_cluster(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Upgrading from the single worker token: whoever read it must not keep it."""
+    register_bootstrap_tokens(engine, settings(tmp_path, bootstrap_worker_token="ryt_old"), {})
+    assert who(engine, "ryt_old").clusters == {"*"}
+
+    pools = settings(tmp_path, bootstrap_worker_tokens="cpu=cpu")
+    register_bootstrap_tokens(engine, pools, POOL_TOKENS)
+    with pytest.raises(Unauthorized):
+        who(engine, "ryt_old")
+    assert who(engine, CPU_TOKEN).clusters == {"cpu"}
+
+
+def test_a_deployment_that_keeps_the_single_token_keeps_it_beside_pools(
+    engine: Engine, tmp_path: Path
+) -> None:
+    both = settings(tmp_path, bootstrap_worker_token="ryt_every", bootstrap_worker_tokens="cpu=cpu")
+    register_bootstrap_tokens(engine, both, POOL_TOKENS)
+    register_bootstrap_tokens(engine, both, POOL_TOKENS)
+    assert who(engine, "ryt_every").clusters == {"*"}
