@@ -404,7 +404,8 @@ def test_compose_runs_nothing_holding_a_worker_secret_as_the_user_of_its_local_r
         ], name
         assert command[command.index("--") + 1 : command.index("--") + 3] == ["runyard", "worker"]
         assert service["cap_drop"] == ["ALL"], name
-        assert sorted(service["cap_add"]) == ["SETGID", "SETUID"], name
+        # setpriv's two, and KILL for docker-init to forward SIGTERM to the worker's uid.
+        assert sorted(service["cap_add"]) == ["KILL", "SETGID", "SETUID"], name
         assert "no-new-privileges:true" in service["security_opt"], name
         # The root healthcheck imports nothing from the working directory the runs own.
         check = healthcheck(service)
