@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio
 from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from api import errors
 from api.auth import ALLOW, check_every_route_guarded
@@ -35,11 +40,14 @@ from api.routes import (
 from api.storage import RunFileStore, SnapshotStore
 from api.studio import routes as studio
 from runyard import __version__
+from scheduler import audit as audit_log
 from scheduler.clusters import apply_config_file
 from scheduler.db import make_engine, migrate, session_scope
-from scheduler.models import TokenCreate
+from scheduler.models import ApiToken, TokenCreate, check_cluster_name
 from scheduler.settings import Settings
-from scheduler.tokens import ensure_token
+from scheduler.tokens import Actor, ensure_token, revoke
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -103,22 +111,120 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def register_bootstrap_tokens(engine: Engine, settings: Settings) -> None:
+POOL_TOKEN_PREFIX = "RUNYARD_BOOTSTRAP_WORKER_TOKEN_"
+
+
+@dataclass(frozen=True)
+class WorkerPool:
+    """A pool of workers a deployment starts (a compose service, a Helm worker Deployment),
+    and the token its workers present: bound to the pool's clusters and nothing else."""
+
+    name: str
+    clusters: list[str]
+    token: SecretStr
+
+    @property
+    def token_name(self) -> str:
+        return f"bootstrap-worker-{self.name}"
+
+
+def pool_token_variable(pool: str) -> str:
+    """Where a pool's token is read from: RUNYARD_BOOTSTRAP_WORKER_TOKEN_<POOL>."""
+    return POOL_TOKEN_PREFIX + pool.upper().replace("-", "_")
+
+
+def bootstrap_worker_pools(spec: str, environ: Mapping[str, str]) -> list[WorkerPool]:
+    """The pools of ``RUNYARD_BOOTSTRAP_WORKER_TOKENS`` ("cpu=cpu gpu=gpu,gpu-big"), each
+    with its token from its own variable. Anything unclear stops the API at start: a worker
+    token bound to the wrong clusters must never be registered quietly."""
+    pools: dict[str, WorkerPool] = {}
+    for entry in re.split(r"[\s;]+", spec.strip()):
+        if not entry:
+            continue
+        name, _, bound = entry.partition("=")
+        clusters = [c for c in bound.split(",") if c]
+        if not name or not clusters:
+            raise ValueError(
+                f"RUNYARD_BOOTSTRAP_WORKER_TOKENS: {entry!r} is not pool=cluster[,cluster...]"
+            )
+        try:
+            check_cluster_name(name)  # pool names follow the rule of cluster names
+        except ValueError as exc:
+            raise ValueError(f"RUNYARD_BOOTSTRAP_WORKER_TOKENS: pool {name!r}: {exc}") from None
+        if name in pools:
+            raise ValueError(f"RUNYARD_BOOTSTRAP_WORKER_TOKENS: pool {name!r} is named twice")
+        variable = pool_token_variable(name)
+        token = environ.get(variable, "")
+        if not token:
+            raise ValueError(f"worker pool {name!r} has no token: set {variable}")
+        try:
+            checked = TokenCreate(name=f"bootstrap-worker-{name}", role="worker", clusters=clusters)
+        except ValueError as exc:
+            raise ValueError(f"RUNYARD_BOOTSTRAP_WORKER_TOKENS: pool {name!r}: {exc}") from None
+        pools[name] = WorkerPool(name=name, clusters=checked.clusters, token=SecretStr(token))
+    return list(pools.values())
+
+
+def register_bootstrap_tokens(
+    engine: Engine, settings: Settings, environ: Mapping[str, str] | None = None
+) -> None:
     """Tokens a deployment hands in through its secrets (compose, Helm): known from the
     first request on, without anyone having to run `runyard token create` first."""
+    pools = bootstrap_worker_pools(
+        settings.bootstrap_worker_tokens, os.environ if environ is None else environ
+    )
     wanted = [
         (settings.bootstrap_admin_token, TokenCreate(name="bootstrap-admin", role="admin")),
         (
             settings.bootstrap_worker_token,
             TokenCreate(name="bootstrap-worker", role="worker", clusters=["*"]),
         ),
+        *(
+            (pool.token, TokenCreate(name=pool.token_name, role="worker", clusters=pool.clusters))
+            for pool in pools
+        ),
     ]
-    for secret, spec in wanted:
-        if secret is None:
-            continue
+    given = [(secret.get_secret_value(), spec) for secret, spec in wanted if secret is not None]
+    # One secret for two of them would register only the first: a pool's workers would then
+    # hold, say, the admin token. Refuse instead.
+    seen: dict[str, str] = {}
+    for secret, spec in given:
+        if secret in seen:
+            raise ValueError(f"the bootstrap tokens {seen[secret]} and {spec.name} are the same")
+        seen[secret] = spec.name
+    for secret, spec in given:
         with Session(engine) as db:
             try:
-                ensure_token(db, spec, secret.get_secret_value())
+                ensure_token(db, spec, secret)
                 db.commit()
             except IntegrityError:
                 db.rollback()  # another API replica starting at once registered it first
+    if pools and settings.bootstrap_worker_token is None:
+        retire_the_every_cluster_token(engine)
+
+
+def retire_the_every_cluster_token(engine: Engine) -> None:
+    """Worker pools replace the bootstrap worker token bound to every cluster. One that an
+    earlier deployment registered is revoked: whoever once read it (a run, say) must not
+    keep a token that serves every cluster."""
+    with Session(engine) as db:
+        left = db.exec(
+            select(ApiToken).where(
+                ApiToken.name == "bootstrap-worker",
+                ApiToken.created_by == "bootstrap",
+                ApiToken.kind == "token",
+                col(ApiToken.revoked_at).is_(None),
+            )
+        ).all()
+        for token in left:
+            revoke(db, token.id)
+            audit_log.record(
+                db,
+                Actor(name="bootstrap", role="admin"),
+                "token.revoke",
+                token.id,
+                name=token.name,
+                reason="replaced by per-pool worker tokens (RUNYARD_BOOTSTRAP_WORKER_TOKENS)",
+            )
+            log.warning("revoked %s (bootstrap-worker, every cluster): pools replace it", token.id)
+        db.commit()

@@ -158,10 +158,21 @@ def dispatch(
     return sent
 
 
+def shown(assignment: RunAssignment) -> str:
+    """What tools may show of a run's task: which run, which attempt, which cluster."""
+    return f"[run {assignment.run_id} attempt {assignment.attempt} on {assignment.cluster}]"
+
+
 def send(celery: Celery, assignment: RunAssignment) -> None:
     celery.send_task(
         TASK_EXECUTE_RUN,
         args=[assignment.encode()],
+        # The assignment holds the run's script arguments and environment variables. Celery
+        # shows argsrepr/kwargsrepr instead of the arguments in its events (Flower's task
+        # pages), its logs and `inspect active`; the worker answers the other inspect
+        # commands with them too (worker/app.py: hide_task_arguments).
+        argsrepr=shown(assignment),
+        kwargsrepr="{}",
         queue=keys.cluster_queue(assignment.cluster),
         task_id=f"{assignment.run_id}.{utcnow().timestamp():.6f}",
     )

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # a worker token bound to every cluster. Per-cluster worker tokens: `runyard token create`.
     bootstrap_admin_token: SecretStr | None = None
     bootstrap_worker_token: SecretStr | None = None
+    # Worker pools registered at API start, each with a token of its own bound to its
+    # clusters: "pool=cluster[,cluster...]" entries separated by spaces or ';' (e.g.
+    # "cpu=cpu gpu=gpu,gpu-big"). Each pool's token is read from its own variable,
+    # RUNYARD_BOOTSTRAP_WORKER_TOKEN_<POOL> (upper case, '-' as '_'), so that it can come
+    # from its own secret (api/app.py: bootstrap_worker_pools).
+    bootstrap_worker_tokens: str = ""
     # Submissions allowed per token (a `limits` rate string, e.g. "120/minute;2000/hour").
     submit_rate_limit: str = "120/minute"
     # /readyz without a token, for probes that cannot send one (Kubernetes httpGet).

@@ -96,11 +96,21 @@ def create_token(
 
 
 def ensure_token(session: Session, spec: TokenCreate, secret: str) -> bool:
-    """Register ``secret`` unless it is known (bootstrap is idempotent). True if added."""
-    if session.exec(select(ApiToken).where(ApiToken.secret_hash == hash_secret(secret))).first():
-        return False
-    create_token(session, spec, created_by="bootstrap", secret=secret)
-    return True
+    """Register ``secret`` unless it is known (bootstrap is idempotent). True if added.
+
+    A worker token bootstrap registered before follows the clusters the deployment binds it
+    to now: narrowing a pool's clusters takes effect at the next start, as widening does."""
+    query = select(ApiToken).where(ApiToken.secret_hash == hash_secret(secret))
+    known = session.exec(query).first()
+    if known is None:
+        create_token(session, spec, created_by="bootstrap", secret=secret)
+        return True
+    bound_elsewhere = sorted(known.clusters or []) != sorted(spec.clusters)
+    if known.created_by == "bootstrap" and known.role == spec.role == "worker" and bound_elsewhere:
+        known.clusters = list(spec.clusters)
+        session.add(known)
+        session.flush()
+    return False
 
 
 def list_tokens(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 from celery.signals import worker_ready, worker_shutdown
+from celery.worker.request import Request
 
 import runyard
 from runyard.client import Client
@@ -71,6 +72,25 @@ def hide_credentials() -> None:
         log.warning("could not make the worker non-dumpable: errno %s", ctypes.get_errno())
 
 
+def hide_task_arguments() -> None:
+    """Answer Celery's inspect commands with what the scheduler chose to show of a task.
+
+    A run's task carries its assignment: script arguments and environment variables. Celery
+    shows the argsrepr the scheduler sets (scheduler/admission.py: send) in its events and
+    in `inspect active`, but answers `inspect reserved`, `scheduled` and `query_task`
+    (Flower's worker page asks for the first two) with the decoded arguments. Here every
+    answer takes the shown form. Idempotent."""
+    if getattr(Request.info, "runyard_shown_only", False):
+        return
+    decoded = Request.info
+
+    def info(self: Request, safe: bool = False) -> dict:
+        return decoded(self, safe=True)
+
+    info.runyard_shown_only = True  # type: ignore[attr-defined]
+    Request.info = info  # type: ignore[method-assign]
+
+
 def run_worker(
     settings: Settings,
     clusters: list[str],
@@ -81,6 +101,7 @@ def run_worker(
 ) -> None:
     """Serve the clusters until told to stop (blocks)."""
     hide_credentials()
+    hide_task_arguments()
     worker_id = worker_id or default_worker_id()
     client = redis.Redis.from_url(settings.redis_url)
     root = settings.worker_dir / worker_id

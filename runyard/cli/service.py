@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -162,14 +163,82 @@ def worker(
         run_worker(settings, sorted(set(cluster)), slots, name, gpu_ids, allowed)
 
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def _is_loopback(address: str) -> bool:
+    if address in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a host name, or "" (every interface)
+
+
+def _flower_credentials(basic_auth_file: Path | None) -> str | None:
+    """Flower's basic auth, "user:password" pairs joined by commas (as Flower reads
+    FLOWER_BASIC_AUTH), from that variable or from a file of one pair a line."""
+    given = os.environ.get("FLOWER_BASIC_AUTH", "")
+    if basic_auth_file is not None:
+        if given:
+            raise InvalidInput("give FLOWER_BASIC_AUTH or --basic-auth-file, not both")
+        try:
+            lines = basic_auth_file.read_text().splitlines()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {basic_auth_file}: {exc.strerror}") from None
+        pairs = [line.strip() for line in lines if line.strip()]
+    else:
+        pairs = [pair for pair in given.split(",") if pair]
+    for pair in pairs:
+        user, _, password = pair.partition(":")
+        if not user or not password or "," in pair:
+            raise InvalidInput("Flower's basic auth is user:password pairs, with no comma in them")
+    return ",".join(pairs) or None
+
+
 def flower(
     port: Annotated[int, typer.Option(help="Port Flower listens on")] = 5555,
     address: Annotated[str, typer.Option(help="Address Flower listens on")] = "127.0.0.1",
     redis_url: RedisOpt = None,
+    basic_auth_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--basic-auth-file",
+            help="File of user:password pairs (one a line) for Flower's basic auth; "
+            "or set FLOWER_BASIC_AUTH=user:password",
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="Serve without a password: on a loopback address only"),
+    ] = False,
 ) -> None:
-    """Run Flower on Runyard's broker: the cluster queues and the workers serving them."""
+    """Run Flower on Runyard's broker: the cluster queues and the workers serving them.
+
+    Flower needs a password (FLOWER_BASIC_AUTH or --basic-auth-file) unless --no-auth is
+    given, which serves it on a loopback address only."""
+    credentials = _flower_credentials(basic_auth_file)
+    if no_auth:
+        if credentials:
+            raise InvalidInput("--no-auth and a password: give one or the other")
+        if not _is_loopback(address):
+            raise InvalidInput(
+                f"--no-auth serves Flower on a loopback address only, not {address!r}: "
+                "give it a password (FLOWER_BASIC_AUTH or --basic-auth-file)"
+            )
+    elif credentials is None:
+        raise InvalidInput(
+            "Flower needs a password: set FLOWER_BASIC_AUTH=user:password or give "
+            "--basic-auth-file FILE (or --no-auth, on 127.0.0.1 only)"
+        )
+    elif os.environ.get("FLOWER_UNAUTHENTICATED_API"):
+        raise InvalidInput("FLOWER_UNAUTHENTICATED_API opens Flower's API without a password")
     settings = _settings(redis_url=redis_url)
-    # The broker URL goes through the environment, not argv: a password in it must not
-    # show in process listings.
+    # The broker URL and the password go through the environment, not argv: process
+    # listings show every process's command line.
+    env = {**os.environ, "CELERY_BROKER_URL": settings.redis_url}
+    env.pop("FLOWER_BASIC_AUTH", None)
+    if credentials:
+        env["FLOWER_BASIC_AUTH"] = credentials
     command = [sys.executable, "-m", "celery", "flower", f"--port={port}", f"--address={address}"]
-    os.execve(sys.executable, command, {**os.environ, "CELERY_BROKER_URL": settings.redis_url})
+    os.execve(sys.executable, command, env)

@@ -159,9 +159,11 @@ def test_a_drained_worker_finishes_its_runs_and_takes_no_new_ones(
     wait_until(lambda: status_of(stack, later) == "Completed", 30, 0.1, what="a fresh worker")
 
 
-def test_flower_answers_on_its_port_against_the_broker(stack: Stack) -> None:
+def test_flower_answers_on_its_port_against_the_broker_behind_its_password(
+    stack: Stack,
+) -> None:
     port = free_port()
-    env = {**stack.env}
+    env = {**stack.env, "FLOWER_BASIC_AUTH": "ops:flower-test-password"}
     flower = subprocess.Popen(
         runyard("flower", "--port", str(port)),
         env=env,
@@ -178,9 +180,16 @@ def test_flower_answers_on_its_port_against_the_broker(stack: Stack) -> None:
                 return False
 
         wait_until(answers, 60, 0.5, what="Flower")
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
-        # The broker URL (which may hold a password) is not on its command line.
-        assert b"redis://" not in Path(f"/proc/{flower.pid}/cmdline").read_bytes()
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 401
+        signed_in = httpx.get(
+            f"http://127.0.0.1:{port}/", auth=("ops", "flower-test-password"), timeout=5
+        )
+        assert signed_in.status_code == 200
+        # Neither the broker URL (which may hold a password) nor Flower's own password is on
+        # its command line.
+        cmdline = Path(f"/proc/{flower.pid}/cmdline").read_bytes()
+        assert b"redis://" not in cmdline
+        assert b"flower-test-password" not in cmdline
     finally:
         stop_process(flower)
 

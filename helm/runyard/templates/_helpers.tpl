@@ -113,6 +113,27 @@ installed Secret holds (its .data, base64), else "new". Call with
       key: {{ .key }}
 {{- end -}}
 
+{{/* The Secret's key of a cluster's worker token; call with the cluster's name. */}}
+{{- define "runyard.workerTokenKey" -}}
+{{- printf "worker-token-%s" . -}}
+{{- end -}}
+
+{{/* Where the API reads a worker pool's token: RUNYARD_BOOTSTRAP_WORKER_TOKEN_<POOL>
+(api/app.py: pool_token_variable); call with the pool's (here: the cluster's) name. */}}
+{{- define "runyard.poolTokenVariable" -}}
+{{- printf "RUNYARD_BOOTSTRAP_WORKER_TOKEN_%s" (. | upper | replace "-" "_") -}}
+{{- end -}}
+
+{{/* RUNYARD_BOOTSTRAP_WORKER_TOKENS: each cluster's worker Deployment is a pool bound to
+that cluster alone ("cpu=cpu gpu=gpu"). */}}
+{{- define "runyard.workerPools" -}}
+{{- $pools := list -}}
+{{- range .Values.clusters -}}
+{{- $pools = append $pools (printf "%s=%s" .name .name) -}}
+{{- end -}}
+{{- join " " $pools -}}
+{{- end -}}
+
 {{/* Pod-level security of the non-root Runyard containers (uid of deploy/Dockerfile). */}}
 {{- define "runyard.podSecurityContext" -}}
 runAsNonRoot: true
