@@ -55,6 +55,9 @@ class Settings(BaseSettings):
 
     # Worker-side directories (per-run working dirs and the snapshot cache).
     work_dir: Path | None = None
+    # "uid[:gid]" that local-executor runs execute as (the worker must be root to switch):
+    # another user than the worker's cannot read its /proc, environment or files.
+    run_as: str | None = Field(None, pattern=r"^[0-9]+(:[0-9]+)?$")
 
     # Signs run-scoped and CSRF tokens: the API's alone (replicas share it). Empty: a random
     # key kept in data_dir/secret_key (mode 0600), which suits a single API process.

@@ -85,8 +85,8 @@ class Workers:
         self.stack = live
         self.started: list = []
 
-    def start(self, *clusters: str, slots: int = 1, name: str | None = None, wait: bool = True):  # type: ignore[no-untyped-def]
-        process = self.stack.start_worker(*clusters, slots=slots, name=name, wait=wait)
+    def start(self, *clusters: str, slots: int = 1, name: str | None = None, wait: bool = True, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]  # noqa: E501
+        process = self.stack.start_worker(*clusters, slots=slots, name=name, wait=wait, env=env)
         self.started.append(process)
         return process
 

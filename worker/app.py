@@ -111,6 +111,7 @@ def run_worker(
         sdk_dir=copy_sdk(root / "sdk"),
         executors=executors,
         service=service_id(settings.redis_url),
+        run_as=settings.run_as,
     )
     heartbeat = Heartbeat(
         client,

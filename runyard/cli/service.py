@@ -134,6 +134,14 @@ def worker(
     work_dir: Annotated[
         Optional[Path], typer.Option(help="Run directories and snapshot cache")
     ] = None,
+    run_as: Annotated[
+        Optional[str],
+        typer.Option(
+            "--run-as",
+            help="UID[:GID] local-executor runs execute as (RUNYARD_RUN_AS; needs a root "
+            "worker): they then cannot read the worker's /proc, environment or files",
+        ),
+    ] = None,
 ) -> None:
     """Serve clusters' queues: a Celery worker running up to --slots runs at once.
 
@@ -154,7 +162,9 @@ def worker(
         except ValueError as exc:
             raise InvalidInput(f"--cluster {name_!r}: {exc}") from exc
     _logging()
-    settings = _settings(redis_url=redis_url, api_url=api_url, work_dir=work_dir)
+    settings = _settings(redis_url=redis_url, api_url=api_url, work_dir=work_dir, run_as=run_as)
+    if settings.run_as and os.geteuid() != 0:
+        raise InvalidInput("--run-as needs a worker started as root (to switch users)")
     gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
     allowed = tuple(sorted({e.strip() for e in executors.split(",") if e.strip()}))
     if not allowed or not set(allowed) <= {"local", "docker"}:

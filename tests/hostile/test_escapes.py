@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from tests.hostile.conftest import Target
 from tests.support.runs import write
+from tests.support.services import unique
 
 
 @pytest.mark.parametrize("target", ["local"], indirect=True)
@@ -87,3 +90,63 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+PEEK = """\
+import os
+found = {}
+for pid in os.listdir('/proc'):
+    if not pid.isdigit() or int(pid) == os.getpid():
+        continue
+    try:
+        environ = open(f'/proc/{pid}/environ', 'rb').read()
+    except OSError:
+        continue
+    if b'RUNYARD_REDIS_URL=' in environ or b'RUNYARD_BOOTSTRAP_ADMIN_TOKEN=' in environ:
+        found[pid] = True
+try:
+    open(SECRET).read()
+    secret = 'read'
+except OSError as exc:
+    secret = type(exc).__name__
+print('service environments read:', len(found), 'secret:', secret)
+"""
+
+
+def test_a_local_run_as_its_own_user_reads_no_service_credential(
+    stack, workers, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Seen: a local-executor run read the worker's environment (Redis URL, tokens) through
+    /proc. Runs as their own user (RUNYARD_RUN_AS) can read neither that nor the service's
+    files; the same script as the worker's user shows the attack."""
+    secret = stack.root / "data" / "secret_key"
+    runs_home = Path(tempfile.mkdtemp(prefix="runyard-runs-"))  # outside pytest's 0700 tmp
+    runs_home.chmod(0o711)
+    cluster = unique("own-user")
+    stack.client().create_cluster(cluster, nodes=1)
+    try:
+        workers.start(
+            cluster, env={"RUNYARD_RUN_AS": "65534:65534", "RUNYARD_WORK_DIR": str(runs_home)}
+        )
+        env = Environment("system-python")  # /usr/bin/python3: the runs' user can start it
+        env.python.user_managed_dependencies = True
+        env.python.interpreter_path = "/usr/bin/python3"
+        write(tmp_path / "src", {"peek.py": f"SECRET = {str(secret)!r}\n" + PEEK})
+        config = ScriptRunConfig(
+            source_directory=tmp_path / "src", script="peek.py", compute_target=cluster,
+            environment=env,
+        )  # fmt: skip
+        run = Experiment(Workspace(url=stack.url), "hostile").submit(config)
+        assert run.wait_for_completion()["status"] == "Completed"
+        assert "service environments read: 0 secret: PermissionError" in stack.client().logs(
+            run.id
+        )
+        shared = unique("same-user")  # the attack, where runs are the worker's user
+        stack.client().create_cluster(shared, nodes=1)
+        workers.start(shared)
+        config.run_config.target = shared
+        exposed = Experiment(Workspace(url=stack.url), "hostile").submit(config)
+        exposed.wait_for_completion()
+        assert "secret: read" in stack.client().logs(exposed.id)
+    finally:
+        shutil.rmtree(runs_home, ignore_errors=True)

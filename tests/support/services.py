@@ -321,14 +321,20 @@ class Stack:
         return process
 
     def start_worker(
-        self, *clusters: str, slots: int = 1, name: str | None = None, wait: bool = True
+        self,
+        *clusters: str,
+        slots: int = 1,
+        name: str | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen:  # type: ignore[type-arg]
         name = name or f"w-{secrets.token_hex(3)}"
         args = ["worker", "--slots", str(slots), "--name", name]
         for cluster in clusters:
             args += ["--cluster", cluster]
         # A worker holds a worker token bound to the clusters it serves, as in production.
-        env = {**self.env, "RUNYARD_TOKEN": self.make_token("worker", *clusters, name=name)}
+        token = self.make_token("worker", *clusters, name=name)
+        env = {**self.env, **(env or {}), "RUNYARD_TOKEN": token}
         env.pop("RUNYARD_BOOTSTRAP_ADMIN_TOKEN")
         process = self._spawn(runyard(*args), f"worker-{name}.log", env)
         self.workers.append(process)

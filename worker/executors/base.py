@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ class Node:
     # Which deployment the worker belongs to (its broker, hashed): containers are labelled
     # with it, so a worker only ever removes its own deployment's leftovers.
     service: str = ""
+    # "uid[:gid]" local-executor runs execute as (None: the worker's own user); another
+    # user cannot read the worker's /proc, environment or files.
+    run_as: str | None = None
     # What this worker agrees to run. A worker holding the Docker socket should say
     # ("docker",): a message asking it for a host process is then refused.
     executors: tuple[str, ...] = ("local", "docker")
@@ -93,3 +97,21 @@ class Executor(ABC):
     @abstractmethod
     def kill_leftover(self, run_id: str, handle: str) -> None:
         """Stop what a previous life of this worker left running for ``run_id``."""
+
+
+def hand_over(folder: Path, user: str) -> None:
+    """Make a run's folders its user's, before the run starts (the worker made them: while
+    they are its own, walking them by path is safe)."""
+    uid, _, gid = user.partition(":")
+    owner, group = int(uid), int(gid or uid)
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            if os.geteuid() == 0:
+                os.lchown(path, owner, group)
+            elif not os.path.islink(path):
+                os.chmod(path, 0o777 if os.path.isdir(path) else 0o666)
+    if os.geteuid() == 0:
+        os.lchown(folder, owner, group)
+    else:
+        os.chmod(folder, 0o777)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from worker.executors.base import (
     ExecutionRequest,
     Executor,
     ExecutorUnavailable,
+    hand_over,
 )
 
 log = logging.getLogger(__name__)
@@ -281,8 +281,8 @@ class DockerExecutor(Executor):
         policy = ContainerPolicy.model_validate(request.container)
         if not (request.working_dir / request.script).is_file():
             raise ExecutionFailed(f"entry script {request.script!r} is not in the snapshot")
-        _hand_over(request.working_dir, policy.user)
-        _hand_over(request.tracking_dir, policy.user)
+        hand_over(request.working_dir, policy.user)
+        hand_over(request.tracking_dir, policy.user)
         interpreter = self.interpreter or interpreter_in_image(
             self.engine, image_for(request, policy), request.environment
         )
@@ -321,20 +321,3 @@ def remove_containers(engine: docker.DockerClient, labels: dict[str, str]) -> li
             container.remove(force=True)
             removed.append(container.labels.get(LABEL_RUN, container.id))
     return removed
-
-
-def _hand_over(folder: Path, user: str) -> None:
-    """Make the run's folders the container user's (the worker writes them as root)."""
-    uid, _, gid = user.partition(":")
-    owner, group = int(uid), int(gid or uid)
-    for root, dirs, files in os.walk(folder):
-        for name in [*dirs, *files]:
-            path = os.path.join(root, name)
-            if os.geteuid() == 0:
-                os.lchown(path, owner, group)
-            elif not os.path.islink(path):
-                os.chmod(path, 0o777 if os.path.isdir(path) else 0o666)
-    if os.geteuid() == 0:
-        os.lchown(folder, owner, group)
-    else:
-        os.chmod(folder, 0o777)

@@ -17,8 +17,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from worker.executors.base import Execution, ExecutionFailed, ExecutionRequest, Executor
+from worker.executors.base import (
+    Execution,
+    ExecutionFailed,
+    ExecutionRequest,
+    Executor,
+    hand_over,
+)
 
 PR_SET_PDEATHSIG = 1
 # The run inherits the worker's environment (a user-managed Python may need its PATH,
@@ -98,12 +105,42 @@ def interpreter_for(environment: dict) -> str:
     return found
 
 
+def runnable_as(interpreter: str, user: str) -> None:
+    """Fail in Preparing, with the fix, when the run's user cannot start the interpreter
+    (a virtualenv under /root, say)."""
+    uid, _, gid = user.partition(":")
+    try:
+        done = subprocess.run(
+            [interpreter, "-c", "pass"],
+            user=int(uid),
+            group=int(gid or uid),
+            extra_groups=[],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        ok = done.returncode == 0
+        why = done.stderr.decode(errors="replace").strip()[-200:] or f"exit {done.returncode}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ok, why = False, str(exc)
+    if not ok:
+        raise ExecutionFailed(
+            f"interpreter {interpreter!r} cannot be run by user {user} (the runs' user, "
+            f"RUNYARD_RUN_AS): {why}; make it and its folders readable to that user, or "
+            "set environment.python.interpreter_path"
+        )
+
+
 class LocalExecutor(Executor):
     name = "local"
     interpreter: str | None = None
 
     def prepare(self, request: ExecutionRequest) -> None:
         self.interpreter = interpreter_for(request.environment)
+        if self.node.run_as:
+            hand_over(request.working_dir, self.node.run_as)
+            hand_over(request.tracking_dir, self.node.run_as)
+            runnable_as(self.interpreter, self.node.run_as)
 
     def start(self, request: ExecutionRequest) -> Execution:
         interpreter = self.interpreter or interpreter_for(request.environment)
@@ -118,6 +155,11 @@ class LocalExecutor(Executor):
         if request.gpu_ids:  # the slot's GPUs only
             env["CUDA_VISIBLE_DEVICES"] = ",".join(request.gpu_ids)
         env["PYTHONUNBUFFERED"] = "1"
+        user: dict[str, Any] = {}
+        if self.node.run_as:
+            uid, _, gid = self.node.run_as.partition(":")
+            user = {"user": int(uid), "group": int(gid or uid), "extra_groups": []}
+            env["HOME"] = str(request.working_dir)  # the worker's home is not the run's
         try:
             process = subprocess.Popen(
                 [interpreter, request.script, *request.arguments],
@@ -128,6 +170,7 @@ class LocalExecutor(Executor):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                **user,
             )
         except OSError as exc:
             raise ExecutionFailed(f"cannot start {interpreter}: {exc}") from exc
