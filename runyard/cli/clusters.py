@@ -52,6 +52,7 @@ def _settings(
     environment: str | None,
     default: bool | None = None,
     container_runs: bool | None = None,
+    budgets: str | None = None,
 ) -> dict[str, Any]:
     values: dict[str, Any] = {
         "nodes": nodes,
@@ -61,11 +62,12 @@ def _settings(
         "is_default": default,
         "container_runs": container_runs,
     }
-    if environment is not None:
-        try:
-            values["environment"] = json.loads(environment)
-        except ValueError as exc:
-            raise InvalidInput(f"--environment is not valid JSON: {exc}") from exc
+    for option, text in (("environment", environment), ("budgets", budgets)):
+        if text is not None:
+            try:
+                values[option] = json.loads(text)
+            except ValueError as exc:
+                raise InvalidInput(f"--{option} is not valid JSON: {exc}") from exc
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -80,6 +82,10 @@ DefaultOpt = Annotated[
         "--default/--no-default",
         help="Where runs naming no cluster go (Azure's compute target 'local'); one at most",
     ),
+]
+BudgetsOpt = Annotated[
+    Optional[str],
+    typer.Option(help="What each run may put in, as JSON, e.g. '{\"log_bytes\": 1e8}'"),
 ]
 ContainerRunsOpt = Annotated[
     Optional[bool],
@@ -101,10 +107,13 @@ def create(
     environment: EnvironmentOpt = None,
     default: DefaultOpt = None,
     container_runs: ContainerRunsOpt = None,
+    budgets: BudgetsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a cluster."""
-    settings = _settings(nodes, executor, grace, description, environment, default, container_runs)
+    settings = _settings(
+        nodes, executor, grace, description, environment, default, container_runs, budgets
+    )
     cluster = client().create_cluster(name, **settings)
     _print(cluster, as_json)
 
@@ -125,10 +134,13 @@ def update(
     environment: EnvironmentOpt = None,
     default: DefaultOpt = None,
     container_runs: ContainerRunsOpt = None,
+    budgets: BudgetsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a cluster's node limit or defaults."""
-    changes = _settings(nodes, executor, grace, description, environment, default, container_runs)
+    changes = _settings(
+        nodes, executor, grace, description, environment, default, container_runs, budgets
+    )
     if not changes:
         raise InvalidInput("nothing to update: give --nodes, --executor, --default, ...")
     _print(client().update_cluster(name, **changes), as_json)
