@@ -85,7 +85,7 @@ DefaultOpt = Annotated[
 ]
 BudgetsOpt = Annotated[
     Optional[str],
-    typer.Option(help="What each run may put in, as JSON, e.g. '{\"log_bytes\": 1e8}'"),
+    typer.Option(help="What each run may put in, as JSON, e.g. '{\"log_bytes\": 100000000}'"),
 ]
 ContainerRunsOpt = Annotated[
     Optional[bool],
