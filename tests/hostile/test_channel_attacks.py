@@ -16,6 +16,15 @@ me = os.environ["RUNYARD_RUN_ID"]
 """
 
 
+FIFO_AND_WAIT = """\
+path = os.path.join(channel, "events.jsonl")
+os.unlink(path)
+os.mkfifo(path)
+print("planted", flush=True)
+time.sleep(600)
+"""
+
+
 def test_a_staging_folder_swapped_for_a_link_to_the_host_reaches_nothing(
     target: Target, tmp_path: Path
 ) -> None:
@@ -45,12 +54,7 @@ def test_a_channel_file_swapped_for_a_fifo_hangs_nothing(target: Target) -> None
         "from runyard.core import Run\n"
         "Run.get_context().log('before', 1)\n"
         "Run.get_context().flush()\n"
-        "path = os.path.join(channel, 'events.jsonl')\n"
-        "os.unlink(path)\n"
-        "os.mkfifo(path)\n"
-        "print('planted', flush=True)\n"
-        "time.sleep(600)\n"
-    )
+    ) + FIFO_AND_WAIT
     run = target.submit(script)
     target.wait_for_output(run, "planted")
     run.cancel()
@@ -63,14 +67,7 @@ def test_a_restarted_worker_recovers_a_run_that_planted_a_fifo(target: Target, w
     """Seen: a restarted worker hung again while recovering the folder."""
     target_worker = workers.started[-1]
     name = target_worker.args[target_worker.args.index("--name") + 1]
-    script = PLANT + (
-        "path = os.path.join(channel, 'events.jsonl')\n"
-        "os.unlink(path)\n"
-        "os.mkfifo(path)\n"
-        "print('planted', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    run = target.submit(script)
+    run = target.submit(PLANT + FIFO_AND_WAIT)
     target.wait_for_output(run, "planted")
     target_worker.send_signal(signal.SIGKILL)
     target_worker.wait(30)

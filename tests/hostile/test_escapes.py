@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from tests.hostile.conftest import Target
 from tests.support.runs import write
-from tests.support.services import unique
+from tests.support.services import process_alive, unique
 
 
 @pytest.mark.parametrize("target", ["local"], indirect=True)
@@ -34,7 +33,7 @@ def test_a_process_that_forks_away_from_the_run_ends_with_it(target: Target, tmp
     run = target.submit(script)
     assert run.wait_for_completion()["status"] == "Completed"
     escaped = int(pid_file.read_text())
-    assert not _alive(escaped)
+    assert not process_alive(escaped)
     target.assert_still_serving()
 
 
@@ -78,18 +77,6 @@ def test_filling_tmp_fills_only_the_runs_own_tmpfs(target: Target) -> None:
     log = target.stack.client().logs(run.id)
     assert "ENOSPC" in log and int(log.split("full after ")[1].split()[0]) <= 16
     target.assert_still_serving()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 PEEK = """\
