@@ -159,6 +159,8 @@ def handle_stop_signals(stop: WorkerStop, heartbeat: Heartbeat) -> None:
     once. See ``worker.stopping``.
     """
     warm_shutdown = signal.getsignal(signal.SIGTERM)  # Celery's
+    if getattr(warm_shutdown, "runyard_stop", False):
+        return  # already ours (Celery announced ready twice)
 
     def on_signal(signum: int, frame: object) -> None:
         if signum != signal.SIGQUIT and stop.begin():
@@ -169,5 +171,6 @@ def handle_stop_signals(stop: WorkerStop, heartbeat: Heartbeat) -> None:
             name = signal.Signals(signum).name
             stop.force(name if signum == signal.SIGQUIT else f"a second {name}")
 
+    on_signal.runyard_stop = True  # type: ignore[attr-defined]
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, on_signal)

@@ -65,6 +65,7 @@ GIVE_UP_AFTER = 6
 STOP_MARGIN = 10.0
 WORKERS_MARGIN = worker_stopping.STOP_MARGIN + worker_stopping.FORCE_SECONDS + 0.5
 FORCED_WAIT = 3.0  # on a second signal: what workers get to kill and record their runs
+FORCED_RECORD = 2.0  # ... and what the scheduler then gets to write those records
 REDIS_RESERVE = 1.0  # Redis stops last; it gets the end of the budget
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -148,7 +149,7 @@ class LocalStack:
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             redis_url = self.redis_url or self._start_redis()
-            self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+            self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
             admin_token, config_path, fresh = self._client_config()
             self.worker_token = tokens.TOKEN_PREFIX + secrets.token_urlsafe(32)
             env = {
@@ -375,7 +376,7 @@ class LocalStack:
         others = [c for c in rest if c is not None and c.running()]
         until = deadline - REDIS_RESERVE
         if self.forced:
-            until = min(time.monotonic() + 1.0, until)
+            until = min(time.monotonic() + FORCED_RECORD, until)
         self._let_scheduler_record(until)
         self._revoke_worker_token(until)
         for child in others:
