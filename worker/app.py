@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -30,8 +31,9 @@ from scheduler.settings import Settings
 from scheduler.streams import send_to_ingest
 from worker.executors import Node
 from worker.heartbeat import Heartbeat
-from worker.runner import WorkerContext, execute, recover_leftovers
+from worker.runner import WorkerContext, execute, recover_leftovers, stop_at_once
 from worker.slots import SlotPool
+from worker.stopping import WorkerStop
 from worker.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,7 @@ def run_worker(
         node=node,
         slots=SlotPool(slots, gpus),
     )
+    ctx.stopping.on_force = lambda runs: stop_at_once(ctx, runs)
     # A previous life of this worker (same id) may have left runs behind; a drain asked of
     # it does not outlive it (a restarted worker serves again).
     recover_leftovers(ctx)
@@ -150,6 +153,7 @@ def run_worker(
     heartbeat.on_drain.append(stop_consuming)
 
     def on_ready(**_: object) -> None:
+        handle_stop_signals(ctx.stopping, heartbeat)
         heartbeat.start()
         send_to_ingest(client, [Wake(cluster=c) for c in clusters])
         log.info("worker %s serving %s with %d slot(s)", worker_id, ", ".join(clusters), slots)
@@ -178,3 +182,29 @@ def run_worker(
             "INFO",
         ]
     )
+
+
+def handle_stop_signals(stop: WorkerStop, heartbeat: Heartbeat) -> None:
+    """Take SIGTERM and Ctrl+C over from Celery (call once it has set its own handlers up).
+
+    Celery's warm shutdown waits for the runs in hand to end by themselves, however long they
+    train. Here the first signal stops them (each within its grace period, recorded), and
+    Celery's warm shutdown then only waits for that; a second signal, or SIGQUIT, stops at
+    once. See ``worker.stopping``.
+    """
+    warm_shutdown = signal.getsignal(signal.SIGTERM)  # Celery's
+    if getattr(warm_shutdown, "runyard_stop", False):
+        return  # already ours (Celery announced ready twice)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if signum != signal.SIGQUIT and stop.begin():
+            heartbeat.draining = True  # its slots are no longer offered
+            if callable(warm_shutdown):
+                warm_shutdown(signal.SIGTERM, frame)
+        else:
+            name = signal.Signals(signum).name
+            stop.force(name if signum == signal.SIGQUIT else f"a second {name}")
+
+    on_signal.runyard_stop = True  # type: ignore[attr-defined]
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, on_signal)

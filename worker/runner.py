@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import redis
 
 from runyard.client import Client
 from runyard.errors import RequestTooLarge, RunyardError
 from runyard.status import RunStatus
-from scheduler import control
+from scheduler import control, keys
 from scheduler.budgets import RunBudgets
-from scheduler.messages import RunAssignment
+from scheduler.messages import RunAssignment, StateChanged
+from scheduler.streams import send_to_ingest
 from scheduler.workers import live_workers
 from worker import delivery
 from worker.channel import ChannelForwarder
@@ -25,6 +27,7 @@ from worker.heartbeat import Heartbeat
 from worker.reporter import RunReporter
 from worker.run_folder import RunFolder
 from worker.slots import SlotPool
+from worker.stopping import WorkerStop
 from worker.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -42,10 +45,26 @@ class WorkerContext:
     heartbeat: Heartbeat
     node: Node
     slots: SlotPool
+    # Set when the worker stops (SIGTERM): its runs are stopped and recorded, none starts.
+    stopping: WorkerStop = field(default_factory=WorkerStop)
+
+
+@dataclass
+class ActiveRun:
+    """A run this worker holds, as a stop at once needs it (``stop_at_once``)."""
+
+    assignment: RunAssignment
+    reporter: RunReporter
+    execution: Execution | None = None
+    ended: bool = False  # its final state is reported
 
 
 def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     run_id = assignment.run_id
+    if ctx.stopping.is_set():
+        # Not claimed: the watchdog hands it to the broker again (dispatch_timeout).
+        log.info("not starting %s: this worker is stopping", run_id)
+        return
     claim = control.claim_run(ctx.redis, run_id, ctx.worker_id, assignment.attempt)
     if claim != control.ClaimResult.CLAIMED:
         why = "cancelled before it started" if claim == control.ClaimResult.CANCELED else "taken"
@@ -54,6 +73,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     ctx.heartbeat.add_run(run_id)
     budgets = RunBudgets.of(assignment.budgets)
     reporter = RunReporter(ctx.redis, run_id, ctx.worker_id, assignment.attempt, budgets)
+    active = ActiveRun(assignment, reporter)
+    ctx.stopping.hold(run_id, assignment.cancel_grace_seconds, active)
     execution: Execution | None = None
     channel: ChannelForwarder | None = None
     folder: RunFolder | None = None
@@ -90,30 +111,33 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         if control.is_cancel_requested(ctx.redis, run_id, assignment.attempt):
             reporter.state(RunStatus.CANCELED, reason="canceled before it started")
             return
+        if ctx.stopping.is_set():
+            _end_stopped(ctx, active, None)
+            return
         reporter.state(RunStatus.STARTING)
         execution = executor.start(request)
+        active.execution = execution
         ctx.workspace.remember(run_id, assignment.executor, execution.handle, assignment)
         reporter.state(RunStatus.RUNNING)
         channel.start()
+        watched = channel
         try:
             exit_code, stopped = _supervise(
-                execution, reporter, ctx, assignment, lambda: channel_breach(channel, reporter)
+                execution, reporter, ctx, assignment, lambda: breach(watched, reporter)
             )
         finally:
             channel.stop()  # every event the run wrote is on its way before it ends
-        if stopped is None and channel_breach(channel, reporter) is not None:
-            stopped = OVER_BUDGET  # it went over while its last output was forwarded
+        if stopped == SERVICE_STOPPED and assignment.requeue_on_node_loss:
+            _end_stopped(ctx, active, exit_code)  # requeued: this attempt's outputs are moot
+            return
+        over_budget = breach(channel, reporter)  # also what its last output took it over
+        if stopped is None and over_budget is not None:
+            stopped = OVER_BUDGET
         reporter.state(RunStatus.FINALIZING)
         refused = _upload_outputs(ctx, folder, run_id, reporter)
-        if stopped == CANCELED:
-            reporter.state(RunStatus.CANCELED, exit_code=exit_code, reason="canceled by request")
-        elif stopped == OVER_BUDGET:
-            reason = channel_breach(channel, reporter)
-            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=f"stopped: {reason}")
-        elif stopped == TIMED_OUT:
-            limit = assignment.max_run_duration_seconds
-            reason = f"ran longer than max_run_duration_seconds ({limit:g} s); stopped"
-            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=reason)
+        if stopped is not None:
+            status, reason = stop_outcome(stopped, assignment, over_budget)
+            reporter.state(status, exit_code=exit_code, reason=reason)
         elif exit_code != 0:
             reason = execution.failure_reason(exit_code) or describe_exit(exit_code)
             reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=reason)
@@ -130,6 +154,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         log.exception("run %s: unexpected worker error", run_id)
         reporter.state(RunStatus.FAILED, reason=f"worker error: {exc!r}")
     finally:
+        active.ended = True
+        ctx.stopping.release(run_id)
         if channel is not None:
             channel.close()
         if folder is not None:
@@ -180,12 +206,73 @@ def _remove_orphan_containers(ctx: WorkerContext) -> None:
 # Why the worker stopped a run (``_supervise``); None: its process ended by itself.
 CANCELED = "canceled"
 TIMED_OUT = "timed out"
-OVER_BUDGET = "over budget"
+SERVICE_STOPPED = "service stopped"  # the worker itself is stopping (SIGTERM)
+OVER_BUDGET = "over budget"  # it went over one of its budgets (scheduler.budgets)
 
 
-def channel_breach(channel: ChannelForwarder, reporter: RunReporter) -> str | None:
-    """Which of the run's budgets it went over, if any (``scheduler.budgets``)."""
+def breach(channel: ChannelForwarder, reporter: RunReporter) -> str | None:
+    """Which of the run's budgets it went over, if any."""
     return channel.over_budget or reporter.over_budget
+
+
+def stop_outcome(
+    stopped: str, assignment: RunAssignment, over_budget: str | None = None
+) -> tuple[RunStatus, str]:
+    """The final state and reason of a run the worker stopped, by why it stopped it."""
+    if stopped == CANCELED:
+        return RunStatus.CANCELED, "canceled by request"
+    if stopped == OVER_BUDGET:
+        return RunStatus.FAILED, f"stopped: {over_budget}"
+    if stopped == TIMED_OUT:
+        limit = assignment.max_run_duration_seconds
+        return RunStatus.FAILED, f"ran longer than max_run_duration_seconds ({limit:g} s); stopped"
+    if stopped == SERVICE_STOPPED:
+        return RunStatus.FAILED, "service stopped"
+    raise ValueError(f"unknown stop reason {stopped!r}")
+
+
+def _end_stopped(ctx: WorkerContext, active: ActiveRun, exit_code: int | None) -> None:
+    """Record a run the worker's stop ended: Failed "service stopped", or, on a cluster that
+    requeues runs whose node was lost, nothing: its alive key goes at once, so the watchdog
+    sees the node lost and requeues it (as after a crash, only sooner)."""
+    run_id = active.assignment.run_id
+    if active.assignment.requeue_on_node_loss:
+        ctx.heartbeat.remove_run(run_id)
+        ctx.redis.delete(keys.run_alive(run_id))
+        log.info("run %s stopped with this worker; it will be requeued", run_id)
+        return
+    status, reason = stop_outcome(SERVICE_STOPPED, active.assignment)
+    active.reporter.state(status, exit_code=exit_code, reason=reason)
+
+
+def stop_at_once(ctx: WorkerContext, runs: list[ActiveRun]) -> None:
+    """The worker exits now (a second signal, or its stop ran past its deadline): kill each
+    run in hand without grace and record it, without waiting on anything that may hang (the
+    run's own reporter may be stuck retrying)."""
+    for active in runs:
+        if active.execution is not None:
+            with contextlib.suppress(Exception):
+                active.execution.kill()
+    for active in runs:
+        if active.ended:
+            continue
+        run_id, assignment = active.assignment.run_id, active.assignment
+        try:
+            if assignment.requeue_on_node_loss:
+                ctx.heartbeat.remove_run(run_id)
+                ctx.redis.delete(keys.run_alive(run_id))
+                continue
+            status, reason = stop_outcome(SERVICE_STOPPED, assignment)
+            report = StateChanged(
+                run_id=run_id,
+                status=status,
+                worker_id=ctx.worker_id,
+                reason=reason,
+                attempt=assignment.attempt,
+            )
+            send_to_ingest(ctx.redis, [report])
+        except redis.RedisError as exc:
+            log.warning("could not record %s as stopped: %s", run_id, exc)
 
 
 def _supervise(
@@ -193,10 +280,10 @@ def _supervise(
     reporter: RunReporter,
     ctx: WorkerContext,
     assignment: RunAssignment,
-    breach: Callable[[], str | None],
+    over_budget: Callable[[], str | None],
 ) -> tuple[int, str | None]:
-    """Pump output while the process runs; stop it if a cancel arrives, it goes over a
-    budget, or it runs past its ``max_run_duration_seconds``."""
+    """Pump output while the process runs; stop it if a cancel arrives, the worker stops,
+    it goes over a budget, or it runs past its ``max_run_duration_seconds``."""
     pump = threading.Thread(
         target=lambda: [reporter.write(text) for text in execution.output()],
         name=f"pump-{assignment.run_id}",
@@ -218,7 +305,9 @@ def _supervise(
                 break
             if _cancel_requested(ctx, assignment.run_id, assignment.attempt):
                 stopped = CANCELED
-            elif breach() is not None:
+            elif ctx.stopping.is_set():
+                stopped = SERVICE_STOPPED
+            elif over_budget() is not None:
                 stopped = OVER_BUDGET
             elif deadline is not None and time.monotonic() >= deadline:
                 stopped = TIMED_OUT

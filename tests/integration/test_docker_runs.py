@@ -322,3 +322,45 @@ def test_a_user_managed_environment_cannot_leave_a_docker_clusters_containers(
     run = Experiment(Workspace(url=stack.url), "docker").submit(config)
     run.wait_for_completion()
     assert "uid 1000 True" in stack.client().logs(run.id)
+
+
+# Ignores SIGTERM and ticks forever: only SIGKILL ends it.
+STUBBORN = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: print('got SIGTERM', flush=True))\n"
+    "while True:\n"
+    "    print('tick', flush=True); time.sleep(0.2)\n"
+)
+
+
+@pytest.mark.parametrize("grace, signals", [(2.0, 1), (300.0, 2)], ids=["sigterm", "twice"])
+def test_a_stopped_worker_removes_its_runs_container_and_records_the_run(
+    stack: Stack, workers, run_image: str, tmp_path: Path, grace: float, signals: int
+) -> None:
+    """SIGTERM: the container gets the grace period, then is removed; a second SIGTERM
+    removes it at once, however long the grace period."""
+    cluster = unique("halt")
+    stack.client().create_cluster(
+        cluster,
+        nodes=1,
+        executor="docker",
+        cancel_grace_seconds=grace,
+        container={"image": run_image, "memory_mib": 256},
+    )
+    worker = workers.start(cluster)
+    run = submit(stack, write(tmp_path / "src", {"stubborn.py": STUBBORN}), "stubborn.py", cluster)
+    status(stack, run, {"Running"})
+    wait_until(lambda: "tick" in stack.client().logs(run.id), 20, 0.1, what="output")
+    assert containers_of(run.id) != []
+
+    worker.send_signal(signal.SIGTERM)
+    if signals == 2:
+        wait_until(lambda: "got SIGTERM" in stack.client().logs(run.id), 20, 0.1, what="SIGTERM")
+        worker.send_signal(signal.SIGTERM)
+    # The bound: grace + 10 s; a second signal skips the grace period.
+    worker.wait((grace if signals == 1 else 0) + 10)
+
+    record = stack.client().get_run(run.id, fresh=True)
+    assert (record["status"], record["failure_reason"]) == ("Failed", "service stopped")
+    assert "got SIGTERM" in stack.client().logs(run.id)
+    assert containers_of(run.id) == []

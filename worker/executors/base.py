@@ -73,6 +73,10 @@ class Execution(ABC):
     def kill_remaining(self) -> None:
         """After the main process exits: stop anything it left behind (Slurm does the same)."""
 
+    def kill(self) -> None:
+        """Stop it at once, no grace, leaving nothing behind (the worker is exiting now)."""
+        self.terminate(0)
+
     def failure_reason(self, exit_code: int) -> str | None:
         """A better reason than the exit code, when the executor knows one (OOM, ...)."""
         return None

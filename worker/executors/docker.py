@@ -239,6 +239,11 @@ class DockerExecution(Execution):
     def kill_remaining(self) -> None:
         """Everything in the container ended with its init process."""
 
+    def kill(self) -> None:
+        """SIGKILL and remove the container in one call (the worker is exiting now)."""
+        with contextlib.suppress(NotFound, APIError):
+            self.container.remove(force=True)
+
     def failure_reason(self, exit_code: int) -> str | None:
         with contextlib.suppress(NotFound, APIError):
             self.container.reload()
