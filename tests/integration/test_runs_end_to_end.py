@@ -15,7 +15,7 @@ import pytest
 from runyard.core import Experiment, ScriptRunConfig, Workspace
 from runyard.errors import RunFailed, RunFinished
 from tests.support.runs import local_env, submit, write
-from tests.support.services import Stack, unique, wait_until
+from tests.support.services import Stack, process_alive, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
 
@@ -258,7 +258,7 @@ while True:
 
     assert record["status"] == "Canceled"
     assert elapsed <= 2 + 2, f"took {elapsed:.1f}s with a 2s grace period"
-    assert not _alive(child_pid)
+    assert not process_alive(child_pid)
     assert "got SIGTERM, saving checkpoint" in client.logs(run.id)
     with pytest.raises(RunFinished):
         client.cancel(run.id)
@@ -285,7 +285,7 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_not_running(
     wait_for_status(stack, run.id, {"NotResponding", "Failed"}, timeout=15)
     record = wait_for_status(stack, run.id, {"Failed"}, timeout=15)
     assert "node lost" in record["failure_reason"]
-    wait_until(lambda: not _alive(int(pid_file.read_text())), 5, what="the orphan to die")
+    wait_until(lambda: not process_alive(int(pid_file.read_text())), 5, what="the orphan to die")
 
 
 def test_bulk_cancel_takes_a_list_or_a_whole_queue(stack: Stack, tmp_path: Path) -> None:
@@ -340,19 +340,6 @@ def test_an_unchanged_folder_is_stored_once_and_can_be_restored(
         assert restored.read("data/x.txt") == b"x"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_processes_a_finished_script_leaves_behind_are_stopped(
     stack: Stack, workers, tmp_path: Path
 ) -> None:
@@ -372,7 +359,7 @@ def test_processes_a_finished_script_leaves_behind_are_stopped(
     assert wait_for_status(stack, first.id, TERMINAL)["status"] == "Completed"
     # The slot is free again at once: the next run does not wait for the leftover.
     assert wait_for_status(stack, second.id, TERMINAL, timeout=15)["status"] == "Completed"
-    wait_until(lambda: not _alive(int(pid_file.read_text())), 5, what="the leftover to die")
+    wait_until(lambda: not process_alive(int(pid_file.read_text())), 5, what="the leftover to die")
 
 
 def test_file_names_with_url_characters_survive_the_round_trip(
@@ -438,7 +425,8 @@ def test_a_restarted_worker_cleans_up_what_its_killed_life_left(
     workers.start(cluster, name=name)  # same worker id: it finds what it left behind
     record = wait_for_status(stack, run.id, {"Failed"}, timeout=10)
     assert record["failure_reason"] == "worker restarted while the run was active"
-    wait_until(lambda: not _alive(int(pid_file.read_text())), 5, what="the grandchild to die")
+    grandchild = int(pid_file.read_text())
+    wait_until(lambda: not process_alive(grandchild), 5, what="the grandchild to die")
 
 
 def test_a_cluster_that_asks_for_it_requeues_a_run_whose_node_was_lost(

@@ -25,7 +25,7 @@ import pytest
 
 from runyard.client import Client
 from tests.support.runs import submit, write
-from tests.support.services import Stack, free_port, runyard, unique, wait_until
+from tests.support.services import Stack, free_port, process_alive, runyard, unique, wait_until
 
 STOP_MARGIN = 10.0  # the bound: grace + this
 
@@ -43,14 +43,6 @@ while True:
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _descendants(pid: int) -> dict[int, str]:
@@ -218,7 +210,7 @@ def test_sigterm_stops_up_within_the_grace_period_and_records_the_run(
     print(f"runyard up stopped in {elapsed:.1f} s (grace {grace:g} s)")
 
     assert up.process.returncode == 0, up.output()
-    assert {pid: c for pid, c in started.items() if _alive(pid)} == {}
+    assert {pid: c for pid, c in started.items() if process_alive(pid)} == {}
     assert not _port_open(up.port)
     # The scheduler wrote the run's end before it stopped: no restart needed to see it.
     status, reason, log = _recorded(up.data_dir, run_id)
@@ -242,8 +234,8 @@ def test_a_second_sigterm_stops_up_at_once(up: Up, tmp_path: Path) -> None:
     elapsed = _stop(up.process, signal.SIGTERM, within=STOP_MARGIN)
     print(f"runyard up stopped {elapsed:.1f} s after the second SIGTERM (grace {grace:g} s)")
 
-    assert not _alive(run_pid)
-    assert {pid: c for pid, c in started.items() if _alive(pid)} == {}
+    assert not process_alive(run_pid)
+    assert {pid: c for pid, c in started.items() if process_alive(pid)} == {}
     assert not _port_open(up.port)
     assert _recorded(up.data_dir, run_id)[:2] == ("Failed", "service stopped")
 
@@ -259,7 +251,7 @@ def test_children_die_with_a_killed_up(up: Up, tmp_path: Path) -> None:
     up.process.kill()
     up.process.wait()
     wait_until(
-        lambda: not any(_alive(pid) for pid in started), 10, 0.1, what="up's children to die"
+        lambda: not any(process_alive(pid) for pid in started), 10, 0.1, what="up's children to die"
     )
     wait_until(lambda: not _port_open(up.port), 10, 0.1, what="the port to be free")
 
@@ -267,7 +259,7 @@ def test_children_die_with_a_killed_up(up: Up, tmp_path: Path) -> None:
 def test_up_restarts_a_child_that_dies(up: Up, tmp_path: Path) -> None:
     def api_pids() -> list[int]:
         children = up.processes()
-        return [pid for pid, c in children.items() if " api " in f" {c} " and _alive(pid)]
+        return [pid for pid, c in children.items() if " api " in f" {c} " and process_alive(pid)]
 
     (first,) = api_pids()
     os.kill(first, signal.SIGKILL)
@@ -313,7 +305,7 @@ def test_a_stopped_worker_ends_its_run_within_the_grace_period(
     print(f"worker stopped in {elapsed:.1f} s (grace {grace:g} s)")
 
     assert worker.returncode == 0
-    assert not _alive(run_pid)
+    assert not process_alive(run_pid)
     record = client.get_run(run.id, fresh=True)  # everything the worker reported is in
     assert (record["status"], record["failure_reason"]) == ("Failed", "service stopped")
     assert "got SIGTERM, ignoring it" in client.logs(run.id)  # it had its grace period
@@ -346,7 +338,7 @@ def test_a_stopped_worker_leaves_its_run_to_be_requeued_where_the_cluster_asks(
     first_pid = int(marker.read_text())
 
     _stop(worker, signal.SIGTERM, within=grace + STOP_MARGIN)
-    assert not _alive(first_pid)
+    assert not process_alive(first_pid)
     assert client.get_run(run.id, fresh=True)["status"] != "Failed"
 
     workers.start(cluster, name=unique("next"))
