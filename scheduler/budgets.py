@@ -36,6 +36,11 @@ class RunBudgets(BaseModel):
     children: int = Field(
         default=10_000, ge=0, description="Child runs across the whole tree of its root"
     )
+    workspace_bytes: int = Field(
+        default=50 * GiB,
+        ge=1024,
+        description="What the run keeps in its working folder (looked at every 2 s)",
+    )
 
     @classmethod
     def of(cls, value: dict[str, Any] | None) -> RunBudgets:
@@ -70,4 +75,5 @@ _WHAT = {
     "files": ("files", False),
     "file_bytes": ("stored files", True),
     "children": ("child runs", False),
+    "workspace_bytes": ("disk in its working folder", True),
 }

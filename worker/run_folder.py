@@ -145,6 +145,22 @@ class RunFolder:
         finally:
             os.close(top)
 
+    def usage(self, stop_past: int) -> int:
+        """Bytes the run keeps in its working folder (regular files, links not followed),
+        counted until past ``stop_past``."""
+        if self.workdir is None:
+            return 0
+        total = 0
+        for _, _, filenames, folder_fd in os.fwalk(".", dir_fd=self.workdir):
+            for name in filenames:
+                with contextlib.suppress(OSError):
+                    info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode):
+                        total += info.st_blocks * 512
+            if total > stop_past:
+                break
+        return total
+
     def close(self) -> None:
         for fd in (self.workdir, self.tracking, self.channel, self.staging):
             if fd is not None:

@@ -16,7 +16,7 @@ from runyard.client import Client
 from runyard.errors import RequestTooLarge, RunyardError
 from runyard.status import RunStatus
 from scheduler import control, keys
-from scheduler.budgets import RunBudgets
+from scheduler.budgets import RunBudgets, over
 from scheduler.messages import RunAssignment, StateChanged
 from scheduler.streams import send_to_ingest
 from scheduler.workers import live_workers
@@ -120,17 +120,15 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         ctx.workspace.remember(run_id, assignment.executor, execution.handle, assignment)
         reporter.state(RunStatus.RUNNING)
         channel.start()
-        watched = channel
+        watch = BudgetWatch(channel, reporter, folder, budgets)
         try:
-            exit_code, stopped = _supervise(
-                execution, reporter, ctx, assignment, lambda: breach(watched, reporter)
-            )
+            exit_code, stopped = _supervise(execution, reporter, ctx, assignment, watch.breach)
         finally:
             channel.stop()  # every event the run wrote is on its way before it ends
         if stopped == SERVICE_STOPPED and assignment.requeue_on_node_loss:
             _end_stopped(ctx, active, exit_code)  # requeued: this attempt's outputs are moot
             return
-        over_budget = breach(channel, reporter)  # also what its last output took it over
+        over_budget = watch.breach()  # also what its last output took it over
         if stopped is None and over_budget is not None:
             stopped = OVER_BUDGET
         reporter.state(RunStatus.FINALIZING)
@@ -210,9 +208,30 @@ SERVICE_STOPPED = "service stopped"  # the worker itself is stopping (SIGTERM)
 OVER_BUDGET = "over budget"  # it went over one of its budgets (scheduler.budgets)
 
 
-def breach(channel: ChannelForwarder, reporter: RunReporter) -> str | None:
-    """Which of the run's budgets it went over, if any."""
-    return channel.over_budget or reporter.over_budget
+WORKSPACE_LOOK = 2.0  # seconds between looks at the size of a run's working folder
+
+
+@dataclass
+class BudgetWatch:
+    """Which of the run's budgets it went over, if any: tracking events and output as they
+    come in, the working folder every ``WORKSPACE_LOOK`` seconds."""
+
+    channel: ChannelForwarder
+    reporter: RunReporter
+    folder: RunFolder
+    budgets: RunBudgets
+    workspace: str | None = None
+    looked: float = 0.0
+
+    def breach(self) -> str | None:
+        now = time.monotonic()
+        if self.workspace is None and now - self.looked >= WORKSPACE_LOOK:
+            self.looked = now
+            limit = self.budgets.workspace_bytes
+            if self.folder.usage(stop_past=limit) > limit:
+                self.workspace = over(self.budgets, "workspace_bytes")
+                self.reporter.write(f"runyard: stopping the run: it is {self.workspace}\n")
+        return self.channel.over_budget or self.reporter.over_budget or self.workspace
 
 
 def stop_outcome(

@@ -121,3 +121,26 @@ def test_live_streams_per_token_are_bounded(stack: Stack, tmp_path, monkeypatch)
                 response.close()
     run.complete()
     assert httpx.get(f"{stack.url}/readyz", headers=ADMIN, timeout=10).status_code == 200
+
+
+def test_filling_its_working_folder_stops_the_run(target: Target) -> None:
+    """The working folder is on the worker's disk: a run filling it is stopped at its
+    budget, and its folder goes with it."""
+    budget(target, workspace_bytes=8 * 1024 * 1024)
+    script = (
+        "import os, time\n"
+        "with open('filler.bin', 'wb') as f:\n"
+        "    for i in range(2000):\n"
+        "        f.write(os.urandom(1 << 20))\n"
+        "        f.flush()\n"
+        "        time.sleep(0.02)\n"
+    )
+    run = target.submit(script)
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed"
+    assert details["error"]["message"] == (
+        "stopped: over its budget of 8 MiB of disk in its working folder "
+        "(cluster setting budgets.workspace_bytes)"
+    )
+    budget(target)
+    target.assert_still_serving()

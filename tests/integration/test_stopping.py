@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from runyard.client import Client
+from runyard.config import stored_token
 from tests.support.runs import submit, write
 from tests.support.services import Stack, free_port, process_alive, runyard, unique, wait_until
 
@@ -164,7 +165,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
             what="runyard up",
         )
         assert process.poll() is None, started.output()
-        token = json.loads((data_dir / "config.json").read_text())["token"]
+        token = stored_token(started.url)  # runyard up keeps it in the credentials file
         env.update(RUNYARD_URL=started.url, RUNYARD_TOKEN=token)
         yield started
     finally:
