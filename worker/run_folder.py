@@ -25,6 +25,7 @@ from runyard.tracking.sinks import CHANNEL_FILE, STAGING_DIR
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 REGULAR = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 OUTPUTS = "outputs"
+ENTRY_BYTES = 4096  # what one entry of a folder costs at least (an inode, a block)
 
 
 class UnsafeEntry(OSError):
@@ -146,17 +147,18 @@ class RunFolder:
             os.close(top)
 
     def usage(self, stop_past: int) -> int:
-        """Bytes the run keeps in its working folder (regular files, links not followed),
-        counted until past ``stop_past``."""
+        """Bytes the run keeps in its working folder, counted until past ``stop_past``:
+        each entry (links not followed) at least one block, so a million empty files
+        weigh too."""
         if self.workdir is None:
             return 0
         total = 0
-        for _, _, filenames, folder_fd in os.fwalk(".", dir_fd=self.workdir):
+        for _, dirnames, filenames, folder_fd in os.fwalk(".", dir_fd=self.workdir):
+            total += ENTRY_BYTES * len(dirnames)
             for name in filenames:
                 with contextlib.suppress(OSError):
                     info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
-                    if stat.S_ISREG(info.st_mode):
-                        total += info.st_blocks * 512
+                    total += max(info.st_blocks * 512, ENTRY_BYTES)
             if total > stop_past:
                 break
         return total

@@ -122,7 +122,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         channel.start()
         watch = BudgetWatch(channel, reporter, folder, budgets)
         try:
-            exit_code, stopped = _supervise(execution, reporter, ctx, assignment, watch.breach)
+            with watch:
+                exit_code, stopped = _supervise(execution, reporter, ctx, assignment, watch.breach)
         finally:
             channel.stop()  # every event the run wrote is on its way before it ends
         if stopped == SERVICE_STOPPED and assignment.requeue_on_node_loss:
@@ -211,27 +212,46 @@ OVER_BUDGET = "over budget"  # it went over one of its budgets (scheduler.budget
 WORKSPACE_LOOK = 2.0  # seconds between looks at the size of a run's working folder
 
 
-@dataclass
 class BudgetWatch:
     """Which of the run's budgets it went over, if any: tracking events and output as they
-    come in, the working folder every ``WORKSPACE_LOOK`` seconds."""
+    come in; the working folder looked at every ``WORKSPACE_LOOK`` seconds by a thread of
+    its own (a folder of a million files takes a while to walk; the supervisor never
+    waits on it)."""
 
-    channel: ChannelForwarder
-    reporter: RunReporter
-    folder: RunFolder
-    budgets: RunBudgets
-    workspace: str | None = None
-    looked: float = 0.0
+    def __init__(
+        self,
+        channel: ChannelForwarder,
+        reporter: RunReporter,
+        folder: RunFolder,
+        budgets: RunBudgets,
+    ) -> None:
+        self.channel, self.reporter, self.folder, self.budgets = channel, reporter, folder, budgets
+        self.workspace: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._look, name="workspace-watch", daemon=True)
+
+    def __enter__(self) -> BudgetWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
 
     def breach(self) -> str | None:
-        now = time.monotonic()
-        if self.workspace is None and now - self.looked >= WORKSPACE_LOOK:
-            self.looked = now
-            limit = self.budgets.workspace_bytes
-            if self.folder.usage(stop_past=limit) > limit:
+        return self.channel.over_budget or self.reporter.over_budget or self.workspace
+
+    def _look(self) -> None:
+        limit = self.budgets.workspace_bytes
+        while not self._done.wait(WORKSPACE_LOOK):
+            try:
+                used = self.folder.usage(stop_past=limit)
+            except OSError:
+                continue
+            if used > limit:
                 self.workspace = over(self.budgets, "workspace_bytes")
                 self.reporter.write(f"runyard: stopping the run: it is {self.workspace}\n")
-        return self.channel.over_budget or self.reporter.over_budget or self.workspace
+                return
 
 
 def stop_outcome(
