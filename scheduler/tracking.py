@@ -72,12 +72,13 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
         return
     fresh = [(seq, e) for seq, e in _not_yet_stored(session, batch) if ev.well_formed(e)]
     metrics: list[tuple[int, dict[str, Any]]] = []
+    trees: dict[str, int] = {}  # runs per tree, counted once per batch (create_children(N))
     for seq, event in fresh:
         kind = event.get("k")
         if kind in KIND_OF:
             metrics.append((seq, event))
         elif kind == ev.CHILD:
-            _create_child(session, run, event)
+            _create_child(session, run, event, trees)
         elif kind == ev.TAG:
             _set_tag(session, run, event, limits)
         elif kind == ev.PROPERTY:
@@ -106,17 +107,20 @@ def _not_yet_stored(session: Session, batch: TrackingBatch) -> list[tuple[int, d
     return [(seq, event) for seq, event in pairs if seq not in stored]
 
 
-def _create_child(session: Session, parent: Run, event: dict[str, Any]) -> None:
+def _create_child(
+    session: Session, parent: Run, event: dict[str, Any], trees: dict[str, int]
+) -> None:
     child_id = str(event.get("c", ""))
     if not ev.is_descendant(child_id, parent.id) or child_id == parent.id:
         log.warning("refusing child %r of %s", child_id, parent.id)
         return
     if session.get(Run, child_id) is not None:
         return
-    refusal = child_refusal(session, parent)
+    refusal = child_refusal(session, parent, trees)
     if refusal is not None:
         log.warning("refusing child %r of %s: %s", child_id, parent.id, refusal)
         return
+    trees[parent.root_run_id or parent.id] += 1
     now = utcnow()
     session.add(
         Run(
@@ -138,13 +142,16 @@ def _create_child(session: Session, parent: Run, event: dict[str, Any]) -> None:
     session.flush()
 
 
-def child_refusal(session: Session, parent: Run) -> str | None:
-    """Why ``parent`` may have no more children (its tree's budget), or None."""
+def child_refusal(session: Session, parent: Run, trees: dict[str, int] | None = None) -> str | None:
+    """Why ``parent`` may have no more children (its tree's budget), or None. ``trees``
+    keeps the count of each tree met, so a batch of children counts its tree once."""
     root = parent.root_run_id or parent.id
     cluster = session.get(Cluster, parent.cluster) if parent.cluster else None
     budgets = RunBudgets.of(cluster.budgets if cluster else None)
-    tree = session.exec(select(func.count()).where(Run.root_run_id == root)).one()
-    if tree >= budgets.children:
+    trees = {} if trees is None else trees
+    if root not in trees:
+        trees[root] = session.exec(select(func.count()).where(Run.root_run_id == root)).one()
+    if trees[root] >= budgets.children:
         return f"run {root} is {over(budgets, 'children')}"
     return None
 

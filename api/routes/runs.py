@@ -99,14 +99,14 @@ def submit_run(
 
 
 def _check_child_of_own_tree(session: Session, actor: Actor, spec: RunSpec) -> None:
-    """A run submits only child runs of its own tree (``run.submit_child``)."""
+    """A run submits only child runs of its own tree (``run.submit_child``; the tree's
+    budget of child runs is checked with everything else a submit needs)."""
     parent = spec.parent_run_id
     if parent is None or actor.run_id is None or not in_tree(session, parent, actor.run_id):
         raise Forbidden(
             f"{actor.role} token {actor.name!r} submits only child runs of its own tree "
             "(run.submit_child)"
         )
-    run_service.check_child_budget(session, parent)
 
 
 def wake(services: Services, cluster: str) -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session, col, select
 
 from api.auth import ALLOW
-from api.deps import ServicesDep, SessionDep
+from api.deps import Services, ServicesDep, SessionDep
 from api.live import json_safe
 from runyard.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from runyard.tracking import events as ev
@@ -99,15 +99,19 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> di
     return {"accepted": len(batch.events), "stored": barrier is not None}
 
 
-def _check_batch(services: Any, run_id: str, events: list[dict[str, Any]]) -> None:
+def _check_batch(services: Services, run_id: str, events: list[dict[str, Any]]) -> None:
     """What only the database can tell: the run exists, and no property changes (Azure
     raises on that, so the batch is refused whole and the caller hears why)."""
     with Session(services.engine) as session:
         run_service.get_run(session, run_id)
+        stored_of: dict[str, dict[str, str]] = {}
         for event in events:
             if event["k"] != ev.PROPERTY:
                 continue
-            stored = tracking.properties_of(session, event["r"])
+            target = event["r"]
+            if target not in stored_of:
+                stored_of[target] = tracking.properties_of(session, target)
+            stored = stored_of[target]
             for key, value in event["v"].items():
                 if key in stored and stored[key] != str(value):
                     raise Conflict(

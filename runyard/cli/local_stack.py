@@ -225,7 +225,7 @@ class LocalStack:
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(
-                f"port {port}\nbind 127.0.0.1\ndir {folder}\nappendonly yes\nsave \"\"\n"
+                f'port {port}\nbind 127.0.0.1\ndir {folder}\nappendonly yes\nsave ""\n'
                 f"requirepass {password}\nmaxmemory {REDIS_MAXMEMORY}\n"
                 "maxmemory-policy noeviction\n"
             )

@@ -358,7 +358,7 @@ class Run:
             sink.close()  # the root of an interactive run: nothing more will be logged
 
     def _origin(self) -> str:
-        """How this run came to be, which decides how it ends: see the constants below."""
+        """How this run came to be, which decides how it ends (the constants at the top)."""
         if isinstance(self._sink, OfflineSink):
             return OFFLINE
         if self._parent is not None:
@@ -505,9 +505,13 @@ class Run:
         # The stream ends on the run's last report; ``fresh`` reads once the service has
         # stored every report made before the read, so the end (and what preceded it) shows.
         while True:
-            self._details = self._client.get_run(self.id, fresh=True)
-            if RunStatus(self._details["status"]).is_terminal:
-                break
+            try:
+                self._details = self._client.get_run(self.id, fresh=True)
+            except ServiceUnavailable as exc:  # the service restarting: wait it out
+                warn(f"waiting for the service to answer: {exc}")
+            else:
+                if RunStatus(self._details["status"]).is_terminal:
+                    break
             time.sleep(POLL_INTERVAL)  # only when the stream was lost
         details = details_from(self._details)
         if show_output:

@@ -287,16 +287,10 @@ def test_a_long_series_comes_downsampled_and_refines_on_zoom(page: Page, stack: 
     values = [float(i % 1000) for i in range(20_000)]
     values[12_345] = 99_999.0  # a spike the downsampling must keep
     event = {"k": "l", "r": run["id"], "n": "wave", "v": values}
-    admin.json("POST", f"/runs/{run['id']}/events", json={"producer": "t", "first_seq": 0,
-                                                           "events": [event]})  # fmt: skip
-    wait_until(
-        lambda: (
-            [m["count"] for m in admin.json("GET", f"/runs/{run['id']}/metric-names")["data"]]
-            == [20_000]
-        ),
-        30,
-        what="the series stored",
-    )
+    batch = {"producer": "t", "first_seq": 0, "events": [event], "wait": True}
+    admin.json("POST", f"/runs/{run['id']}/events", json=batch)
+    names = admin.json("GET", f"/runs/{run['id']}/metric-names")["data"]
+    assert [m["count"] for m in names] == [20_000]  # stored when the post with wait returned
     with page.expect_response(lambda r: "/history" in r.url) as first:
         page.goto(f"{stack.url}/runs/{run['id']}")
     series = first.value.json()

@@ -167,7 +167,12 @@ def test_d12_query_properties_and_tags(document: Document) -> None:
 list(exp.get_runs(properties={"author":"azureml-user"},tags={"quality":"fantastic run"}))
 list(exp.get_runs(properties={"author":"azureml-user"},tags="worth another look"))
 """)
-    assert [r.id for r in document["_"]] == [document["local_run"].id]
+    local_run = document["local_run"]
+    assert [r.id for r in document["_"]] == [local_run.id]  # the second line's answer
+    first = document["exp"].get_runs(
+        properties={"author": "azureml-user"}, tags={"quality": "fantastic run"}
+    )  # the first line's, whose value the block does not keep
+    assert [r.id for r in first] == [local_run.id]
     other = document["exp"].get_runs(properties={"author": "azureml-user"}, tags={"quality": "x"})
     assert list(other) == []
 

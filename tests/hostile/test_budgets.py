@@ -93,7 +93,11 @@ def test_ten_thousand_children_stop_at_the_trees_budget(target: Target) -> None:
     tree = target.stack.client().json("GET", "/runs", params={"parent": run.id, "limit": 1})[
         "count"
     ]
-    assert tree == 10_000  # the grandchildren went over the tree's budget
+    assert tree == 10_000
+    grandchildren = target.stack.client().json(
+        "GET", "/runs", params={"parent": f"{run.id}_1", "limit": 1}
+    )["count"]
+    assert grandchildren == 0  # over the tree's budget: refused
     budget(target)
     target.assert_still_serving()
 

@@ -74,6 +74,7 @@ def test_a_restarted_worker_recovers_a_run_that_planted_a_fifo(target: Target, w
     workers.start(target.cluster, name=name)  # the same worker, a new life
     details = run.wait_for_completion(raise_on_error=False)
     assert details["status"] == "Failed"
+    assert details["error"]["message"] == "worker restarted while the run was active"
     target.assert_still_serving()
 
 

@@ -11,7 +11,7 @@ import pytest
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from tests.hostile.conftest import Target
 from tests.support.runs import write
-from tests.support.services import process_alive, unique
+from tests.support.services import process_alive, unique, wait_until
 
 
 @pytest.mark.parametrize("target", ["local"], indirect=True)
@@ -32,8 +32,8 @@ def test_a_process_that_forks_away_from_the_run_ends_with_it(target: Target, tmp
     )
     run = target.submit(script)
     assert run.wait_for_completion()["status"] == "Completed"
-    escaped = int(pid_file.read_text())
-    assert not process_alive(escaped)
+    escaped = int(pid_file.read_text())  # killed when the script ended: waited to die
+    wait_until(lambda: not process_alive(escaped), 10, what="the escaped process to die")
     target.assert_still_serving()
 
 

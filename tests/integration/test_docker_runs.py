@@ -15,6 +15,7 @@ from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspac
 from runyard.errors import RunFailed
 from tests.support.runs import write
 from tests.support.services import Stack, unique, wait_until
+from worker.app import service_id
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
 
@@ -141,8 +142,7 @@ def test_the_tracking_walkthrough_works_inside_a_container(
     run = submit(stack, write(tmp_path / "src", {"walk.py": script}), "walk.py", cluster)
     run.wait_for_completion()
     again = Run(Experiment(Workspace(url=stack.url), "docker"), run.id)
-    wait_until(lambda: "values" in again.get_metrics(), 15, 0.1, what="the metrics")
-    metrics = again.get_metrics()
+    metrics = again.get_metrics()  # stored when wait_for_completion() returned
     assert metrics["message"] == "hi"
     assert metrics["loss"] == [1 / (i + 1) for i in range(5)]
     assert metrics["curve"] == {"x": [0, 1, 2, 3, 4], "y": [0, 1, 4, 9, 16]}
@@ -276,11 +276,21 @@ def test_a_worker_never_removes_another_deployments_containers(
         ],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
+    ours = subprocess.run(
+        [
+            "docker", "create", "--label", "runyard.run=own-orphan-run",
+            "--label", "runyard.worker=w-long-gone",
+            "--label", f"runyard.service={service_id(stack.redis.url)}",
+            run_image, "python3", "-c", "pass",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
     try:
         workers.start(docker_cluster(stack, run_image))  # recovers leftovers at start
         assert containers_of("other-deployments-run") == [other[:12]]
+        assert containers_of("own-orphan-run") == []  # its own deployment's orphan goes
     finally:
-        subprocess.run(["docker", "rm", "-f", other], capture_output=True, check=False)
+        subprocess.run(["docker", "rm", "-f", other, ours], capture_output=True, check=False)
 
 
 def test_logs_stream_live_from_the_container(

@@ -336,15 +336,11 @@ def seeded(world: World) -> World:
     """Something for the read routes to find: a metric and a file on the run."""
     with world.http("admin") as http:
         event = {"k": "m", "r": world.own_run, "n": "seed", "v": 1.0, "t": 1.0}
-        batch = {"producer": "seed", "first_seq": 0, "events": [event]}
+        batch = {"producer": "seed", "first_seq": 0, "events": [event], "wait": True}
         assert http.post(f"/api/v1/runs/{world.own_run}/events", json=batch).status_code == 202
         put = http.put(f"/api/v1/runs/{world.own_run}/files/outputs/seed.txt", content=b"seed")
         assert put.status_code == 200, put.text
-        wait_until(
-            lambda: http.get(f"/api/v1/runs/{world.own_run}/metric-names").json()["count"],
-            20,
-            what="the seeded metric",
-        )
+        assert http.get(f"/api/v1/runs/{world.own_run}/metric-names").json()["count"] == 1
     return world
 
 
@@ -448,10 +444,11 @@ def test_a_run_token_reaches_its_family_and_submits_only_its_own_children(
     spec = {"script": "t.py", "snapshot_digest": world.digest_a, "experiment": "family"}
     headers = {"Authorization": f"Bearer {child_token}"}
     with httpx.Client(base_url=world.stack.url, headers=headers, timeout=30) as http:
-        batch = {"producer": "up", "first_seq": 0, "events": [
+        batch = {"producer": "up", "first_seq": 0, "wait": True, "events": [
             {"k": "m", "r": parent["id"], "n": "from child", "v": 1, "t": 1.0}]}  # fmt: skip
         assert http.post(f"/api/v1/runs/{parent['id']}/events", json=batch).status_code == 202
-        assert http.get(f"/api/v1/runs/{parent['id']}").status_code == 200
+        metrics = http.get(f"/api/v1/runs/{parent['id']}/metrics").json()["runs"][parent["id"]]
+        assert [p[2] for p in metrics["from child"]["points"]] == [1]
         assert http.get(f"/api/v1/runs/{world.run_a}").status_code == 403
         for parent_id, expected in ((parent["id"] + "_1", 201), (world.run_a, 403), (None, 403)):
             body = {**spec, "cluster": world.cluster_a, "parent_run_id": parent_id}

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -26,7 +25,15 @@ import pytest
 from runyard.client import Client
 from runyard.config import stored_token
 from tests.support.runs import submit, write
-from tests.support.services import Stack, free_port, process_alive, runyard, unique, wait_until
+from tests.support.services import (
+    Stack,
+    free_port,
+    port_open,
+    process_alive,
+    runyard,
+    unique,
+    wait_until,
+)
 
 STOP_MARGIN = 10.0  # the bound: grace + this
 
@@ -67,11 +74,6 @@ def _descendants(pid: int) -> dict[int, str]:
                     )
                     frontier.append(child)
     return found
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _recorded(data_dir: Path, run_id: str) -> tuple[str, str | None, str]:
@@ -212,7 +214,7 @@ def test_sigterm_stops_up_within_the_grace_period_and_records_the_run(
 
     assert up.process.returncode == 0, up.output()
     assert {pid: c for pid, c in started.items() if process_alive(pid)} == {}
-    assert not _port_open(up.port)
+    assert not port_open(up.port)
     # The scheduler wrote the run's end before it stopped: no restart needed to see it.
     status, reason, log = _recorded(up.data_dir, run_id)
     assert (status, reason) == ("Failed", "service stopped")
@@ -237,7 +239,7 @@ def test_a_second_sigterm_stops_up_at_once(up: Up, tmp_path: Path) -> None:
 
     assert not process_alive(run_pid)
     assert {pid: c for pid, c in started.items() if process_alive(pid)} == {}
-    assert not _port_open(up.port)
+    assert not port_open(up.port)
     assert _recorded(up.data_dir, run_id)[:2] == ("Failed", "service stopped")
 
 
@@ -254,7 +256,7 @@ def test_children_die_with_a_killed_up(up: Up, tmp_path: Path) -> None:
     wait_until(
         lambda: not any(process_alive(pid) for pid in started), 10, 0.1, what="up's children to die"
     )
-    wait_until(lambda: not _port_open(up.port), 10, 0.1, what="the port to be free")
+    wait_until(lambda: not port_open(up.port), 10, 0.1, what="the port to be free")
 
 
 def test_up_restarts_a_child_that_dies(up: Up, tmp_path: Path) -> None:

@@ -21,8 +21,6 @@ from runyard.errors import InvalidInput
 from tests.support.runs import submit, write
 from tests.support.services import Stack, unique, wait_until
 
-TERMINAL = {"Completed", "Failed", "Canceled"}
-
 WALKTHROUGH = """
 import math, sys
 import matplotlib
@@ -369,14 +367,7 @@ def test_points_survive_restarts_of_the_ingest_redis_and_the_worker_exactly_once
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     workers.start(cluster, name=name)
-    wait_for = {"Failed"}
-    wait_until(
-        lambda: client.get_run(first.id)["status"] in wait_for,
-        20,
-        0.1,
-        what="the killed run to fail",
-    )
-    time.sleep(1.0)
+    assert first.wait_for_completion(raise_on_error=False)["status"] == "Failed"
     values = fetched(stack, first).get_metrics(name="step")["step"]
     assert values == list(range(len(values)))  # no gap, no repeat
 
@@ -392,14 +383,8 @@ def test_points_survive_restarts_of_the_ingest_redis_and_the_worker_exactly_once
     time.sleep(0.5)
     stack.redis.start()
     stack.start_scheduler()
-    wait_until(
-        lambda: client.get_run(second.id)["status"] in TERMINAL,
-        60,
-        0.2,
-        what="the second run to end",
-    )
-    assert client.get_run(second.id)["status"] == "Completed"
-    wait_until(lambda: _count(client, second.id, "step") == total, 60, 0.2, what="every point")
+    assert second.wait_for_completion()["status"] == "Completed"
+    assert _count(client, second.id, "step") == total
     values = fetched(stack, second).get_metrics(name="step")["step"]
     assert values == list(range(total))
 
@@ -418,7 +403,7 @@ def test_the_history_of_a_long_series_is_downsampled_keeping_its_extremes(stack:
     run.log_list("wave", values)
     run.complete()
     client = stack.client()
-    wait_until(lambda: _count(client, run.id, "wave") == 50_000, 30, 0.1, what="the series")
+    assert _count(client, run.id, "wave") == 50_000  # complete() returns once it is stored
     whole = client.json(
         "GET", f"/runs/{run.id}/metrics/wave/history", params={"limit": 100, "offset": 12_300}
     )

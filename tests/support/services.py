@@ -43,7 +43,7 @@ def wait_until(
         time.sleep(interval)
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
@@ -158,7 +158,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
         )
-        wait_until(lambda: _port_open(self.port), 10, what="redis-server")
+        wait_until(lambda: port_open(self.port), 10, what="redis-server")
 
     def stop(self) -> None:
         if self.process is not None:

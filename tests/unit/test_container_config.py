@@ -87,10 +87,10 @@ def test_a_runs_shared_memory_is_capped_by_its_clusters(tmp_path: Path) -> None:
 
 
 def test_the_command_runs_the_interpreter_found_in_the_image(tmp_path: Path) -> None:
-    req = request(tmp_path, {"python": {"interpreter_path": "/opt/py/bin/python"}})
+    req = request(tmp_path, {"python": {"interpreter_path": "python3"}})
     policy = ContainerPolicy.model_validate(req.container)
-    made = container_config(req, policy, None, "w-1", "/opt/py/bin/python")
-    assert made["command"] == ["/opt/py/bin/python", "train.py", "--lr", "0.1"]
+    made = container_config(req, policy, None, "w-1", "/usr/local/bin/python3")
+    assert made["command"] == ["/usr/local/bin/python3", "train.py", "--lr", "0.1"]
 
 
 def test_each_relaxation_takes_an_explicit_setting(tmp_path: Path) -> None:

@@ -111,6 +111,8 @@ def _look_up(engine: docker.DockerClient, image: Any, candidates: tuple[str, ...
         for name in candidates:
             paths = [name] if "/" in name else [f"{d.rstrip('/')}/{name}" for d in folders if d]
             for path in paths:
+                # HEAD of the archive endpoint: the file's stat, without its content (the
+                # SDK's get_archive would stream the whole interpreter binary).
                 url = engine.api._url("/containers/{0}/archive", probe.id)
                 if engine.api.head(url, params={"path": path}).status_code == 200:
                     return path
