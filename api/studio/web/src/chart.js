@@ -80,6 +80,7 @@ export function Chart({ data, labels, xLabel = 'step', height = 220, onZoom, tes
         ],
       },
     };
+    el.dataset.yScale = logY ? 'log' : 'linear';
     plot.current = new uPlot(options, shown, el);
     const resize = new ResizeObserver(() => {
       const next = Math.max(el.clientWidth, 200);
@@ -100,6 +101,7 @@ export function Chart({ data, labels, xLabel = 'step', height = 220, onZoom, tes
     el.dataset.points = String(data[0].length);
     el.dataset.series = JSON.stringify(names);
     el.dataset.last = JSON.stringify(shown.slice(1).map(lastValue));
+    el.dataset.smoothing = String(smoothing);
   }, [shown]);
 
   const id = testid || labels.join('-');

@@ -33,7 +33,7 @@ export function linearLabels(splits, step) {
   const top = Math.max(0, ...finite.map(Math.abs));
   if (top === 0) return splits.map((v) => (v === null ? null : '0'));
   const spacing = step > 0 ? step : top;
-  const big = SI.find(([unit]) => top >= unit * 10);
+  const big = SI.find(([unit]) => top >= (unit === 1e3 ? 1e4 : unit));
   if (big) {
     const [unit, suffix] = big;
     const decimals = decimalsOf(spacing / unit);

@@ -148,7 +148,7 @@ function AcrossRuns({ runs, names, metric, onChoose }) {
     .map((r, i) => [i + 1, r.metrics[metric], r])
     .filter(([, value]) => typeof value === 'number');
   return html`<section aria-labelledby="across-h"><h2 id="across-h">Across runs</h2>
-    <div class="toolbar"><label>Chart <select value=${metric || ''} onChange=${(e) => onChoose(e.target.value)}>
+    <div class="toolbar"><label>Chart metric <select value=${metric || ''} onChange=${(e) => onChoose(e.target.value)}>
       ${names.map((m) => html`<option value=${m}>${m}</option>`)}</select></label></div>
     ${points.length === 0
       ? html`<p class="hint">No run shown has a numeric ${metric} yet.</p>`
