@@ -26,6 +26,12 @@ function lastValue(column) {
   return null;
 }
 
+// A log axis has a split at every 1…9 × 10^k: grid lines only where a label is.
+function labelledOnly(u, splits) {
+  const labels = logLabels(splits);
+  return splits.map((v, i) => (labels[i] === null ? null : v));
+}
+
 // data: [xs, ys1, ys2, ...]; labels: names of the y series; xLabel: the x axis;
 // integerX: the x axis counts (steps, run numbers), so its ticks are whole numbers.
 export function Chart({ data, labels, xLabel = 'step', height = 220, onZoom, testid, integerX = false }) {
@@ -64,7 +70,7 @@ export function Chart({ data, labels, xLabel = 'step', height = 220, onZoom, tes
       scales: { x: { time: false }, y: logY ? { distr: 3, log: 10 } : {} },
       axes: [
         { label: xLabel, values: tickLabels('x'), ...(integerX ? { incrs: INTEGER_INCRS } : {}) },
-        { values: tickLabels('y'), size: 60 },
+        { values: tickLabels('y'), size: 60, ...(logY ? { grid: { filter: labelledOnly }, ticks: { filter: labelledOnly } } : {}) },
       ],
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },

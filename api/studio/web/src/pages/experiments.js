@@ -152,8 +152,7 @@ function AcrossRuns({ runs, names, metric, onChoose }) {
       ${names.map((m) => html`<option value=${m}>${m}</option>`)}</select></label></div>
     ${points.length === 0
       ? html`<p class="hint">No run shown has a numeric ${metric} yet.</p>`
-      : html`<figure class="card wide" data-testid="across-runs"><figcaption>${metric}
-          <span class="hint">latest value of each of ${points.length} run(s), by run number (1 = submitted first)</span></figcaption>
+      : html`<figure class="card wide" data-testid="across-runs"><figcaption>${metric} <span class="hint">latest value of each of ${points.length} run(s), by run number (1 = submitted first)</span></figcaption>
         <${Chart} data=${[points.map((p) => p[0]), points.map((p) => p[1])]} labels=${[metric]} xLabel="run #"
           integerX=${true} testid="across-chart" />
         <p class="hint">${points.map(([n, , r]) => html`<span class="tag" title=${r.id}>${n}: ${r.display_name || r.id}</span>`)}</p></figure>`}

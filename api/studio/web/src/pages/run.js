@@ -237,9 +237,12 @@ function KeyValues({ title, values }) {
 
 function LogTail({ text, run }) {
   const box = useRef(null);
+  const opened = useRef(false); // the first text arrives whole: open at its end
   useEffect(() => {
     const el = box.current;
-    if (el && el.scrollHeight - el.scrollTop - el.clientHeight < 80) el.scrollTop = el.scrollHeight;
+    if (!el || !text) return;
+    if (!opened.current || el.scrollHeight - el.scrollTop - el.clientHeight < 80) el.scrollTop = el.scrollHeight;
+    opened.current = true;
   }, [text]);
   return html`<pre class="log" ref=${box} tabindex="0" data-testid="log" aria-label="run log">${text || emptyLog(run)}</pre>`;
 }
@@ -347,9 +350,10 @@ function PointsTable({ name, columns, rows }) {
 function RowsTable({ name, columns, rows }) {
   const shown = rows.slice(0, TABLE_ROWS);
   const more = rows.length - shown.length;
-  const cell = (v) => (typeof v === 'number' ? html`<td class="num">${formatValue(v)}</td>` : html`<td>${formatValue(v)}</td>`);
+  const numeric = columns.map((_, i) => rows.every((row) => typeof row[i] === 'number' || row[i] === null));
+  const cell = (v, i) => html`<td class=${numeric[i] ? 'num' : undefined}>${formatValue(v)}</td>`;
   return html`<div class="scroll"><table class="compact" data-testid=${`table-${name}`}>
-    <thead><tr>${columns.map((c) => html`<th scope="col">${c}</th>`)}</tr></thead>
+    <thead><tr>${columns.map((c, i) => html`<th scope="col" class=${numeric[i] ? 'num' : undefined}>${c}</th>`)}</tr></thead>
     <tbody>${shown.map((row) => html`<tr>${row.map(cell)}</tr>`)}</tbody></table>
     ${more > 0 && html`<p class="hint" data-testid=${`more-${name}`}>${more} more row${more === 1 ? '' : 's'}</p>`}</div>`;
 }
