@@ -562,19 +562,25 @@ def test_a_long_run_id_stays_on_one_line_on_a_phone(
     assert errors == []
 
 
-def test_display_names_name_runs_where_they_are_listed(
+def test_a_display_name_set_from_the_sdk_names_the_run_where_it_shows(
     page: Page, stack: Stack, tmp_path: Path
 ) -> None:
     experiment = unique("named")
-    run = start_logging(stack, experiment, tmp_path, display_name="baseline, lr 3e-4")
+    run = start_logging(stack, experiment, tmp_path)
     run.log("loss", 0.5)
+    run.flush()
+    page.goto(f"{stack.url}/runs/{run.id}")
+    title = page.get_by_role("heading", level=1)
+    expect(title).to_have_text(run.id)
+    run.display_name = "baseline, lr 3e-4"  # stored when the setter returns
+    expect(title).to_have_text("baseline, lr 3e-4")  # live, without a reload
+    expect(page.get_by_test_id("run-id")).to_have_text(run.id)
     run.complete()
     page.goto(f"{stack.url}/experiments/{experiment}")
     link = page.get_by_test_id("runs").get_by_role("link", name="baseline, lr 3e-4")
     expect(link).to_have_attribute("title", f"baseline, lr 3e-4 ({run.id})")
     link.click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("baseline, lr 3e-4")
-    expect(page.get_by_test_id("run-id")).to_have_text(run.id)
+    expect(title).to_have_text("baseline, lr 3e-4")
     screenshot(page, "run-display-name")
 
 

@@ -92,7 +92,10 @@ export function RunPage({ id, me }) {
       waiting.details = false;
       waiting.timer = null;
       setVersions((v) => Object.fromEntries([...Object.entries(v), ...bumped.map((n) => [n, (v[n] || 0) + 1])]));
-      if (reload) loadDetails().catch(() => {});
+      if (reload) {
+        loadDetails().catch(() => {});
+        loadRun(); // a new display name
+      }
     }, 400);
   }
 
