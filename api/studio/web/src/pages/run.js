@@ -1,5 +1,6 @@
-// One run: status timeline, properties, tags, charts, images, files, the live log tail,
-// child runs and Cancel. While it runs, Server-Sent Events keep everything current.
+// One run: what went wrong first (a failure's reason and traceback, or why it has not
+// started), then status timeline, properties, tags, charts, images, files, the live log
+// tail, child runs and Cancel. While it runs, Server-Sent Events keep everything current.
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.js';
@@ -259,8 +260,9 @@ function emptyLog(run) {
 }
 
 // A series' shape decides its view (as Azure ML's studio does): repeated scalars or a list
-// → line; rows or a two-numeric-column table → line of its first two columns; one value →
-// the value; any other table → a table.
+// → line; rows or a table whose first column is numeric → a line of each other numeric
+// column against the first, and the rows as a table beneath; one value → the value; any
+// other table → a table.
 function MetricView({ runId, metric, version }) {
   if (metric.kind === 'scalar' || metric.kind === 'list') {
     return html`<${SeriesView} runId=${runId} metric=${metric} version=${version} />`;
