@@ -136,14 +136,15 @@ export function Experiment({ name }) {
         <td>${Object.entries(r.tags).map(([k, v]) => html`<span class="tag">${v ? `${k}=${v}` : k}</span>`)}</td>
         ${(chosen || []).map((m) => html`<td class="num">${formatValue(r.metrics[m])}</td>`)}</tr>`)}</tbody></table>
     <p class="hint">${shown.length} of ${runs.length} run(s) shown.</p>
-    ${names.length > 0 && html`<${AcrossRuns} runs=${shown} names=${names} metric=${charted} onChoose=${setCharted} />`}
+    ${names.length > 0 && html`<${AcrossRuns} runs=${shown} all=${runs} names=${names} metric=${charted} onChoose=${setCharted} />`}
   </main>`;
 }
 
 // One metric across the runs: the latest value of each, the runs numbered 1, 2, … in the
 // order they were submitted (the table's filters apply).
-function AcrossRuns({ runs, names, metric, onChoose }) {
-  const ordered = [...runs].sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0));
+function AcrossRuns({ runs, all, names, metric, onChoose }) {
+  const newestFirst = new Map(all.map((r, i) => [r.id, i])); // the API's order
+  const ordered = [...runs].sort((a, b) => newestFirst.get(b.id) - newestFirst.get(a.id));
   const points = ordered
     .map((r, i) => [i + 1, r.metrics[metric], r])
     .filter(([, value]) => typeof value === 'number');
