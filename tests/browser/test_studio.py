@@ -399,6 +399,11 @@ def test_compare_opens_on_the_latest_runs_with_the_first_series_chosen(
     assert set(chosen["runs"][0].split(",")) == {r.id for r in runs}
     expect(page.get_by_test_id("finals").locator("tbody tr")).to_have_count(3)
     screenshot(page, "compare-first-view")
+    page.get_by_label("log scale for compare-chart").check()  # the run page's controls too
+    expect(chart).to_have_attribute("data-y-scale", "log")
+    page.get_by_label("smoothing for compare-chart").fill("0.5")
+    expect(chart).to_have_attribute("data-smoothing", "0.5")
+    assert len(chart_data(page, "compare-chart", "series")) == 6  # each run, and smoothed
 
 
 def test_axes_read_right_for_small_and_large_values_and_steps_are_whole(
@@ -641,4 +646,4 @@ def test_a_clusters_history_refuses_bad_input_in_plain_words(stack: Stack) -> No
     missing = httpx.get(f"{stack.url}/api/v1/clusters/nope-{unique('x')}/history", headers=headers)
     assert missing.status_code == 404 and "no cluster" in missing.json()["detail"]
     too_many = httpx.get(f"{stack.url}/api/v1/clusters/any/history?limit=5000", headers=headers)
-    assert too_many.status_code == 422
+    assert too_many.status_code == 422 and "less than or equal to 100" in too_many.json()["detail"]
