@@ -69,7 +69,7 @@ var Dl,$e,Xo,qa,Xt,Ko,er,tr,ks,Ml,il,nr,Ms,Ts,Cs,Ka,Ll={},Al=[],Ja=/acit|ex(?:s|
     ${x&&!L&&S`<${ff} ids=${t} series=${p} metric=${x} label=${b} />`}
     ${x&&L&&S`<${pf} ids=${t} finals=${n} metric=${x} xMetric=${L} />`}
     <h2>Final values</h2>
-    <div class="scroll"><table data-testid="finals"><thead><tr><th>Run</th>${E.map(k=>S`<th>${k}</th>`)}</tr></thead>
+    <div class="scroll"><table data-testid="finals"><thead><tr><th>Run</th>${E.map(k=>S`<th class="num">${k}</th>`)}</tr></thead>
       <tbody>${t.map(k=>S`<tr key=${k} data-run=${k}><td><${Ot} run=${a[k]||{id:k}} /></td>
         ${E.map(C=>S`<td class="num">${nn(n[k][C])}</td>`)}</tr>`)}</tbody></table></div>
   </main>`}function ff({ids:e,series:t,metric:n,label:l}){let s=e.filter(c=>t[c]&&t[c].length);if(!s.length)return S`<p class="hint">No run has ${n} as a series.</p>`;let r=[...new Set(s.flatMap(c=>t[c].map(p=>p[0])))].sort((c,p)=>c-p),a=s.map(c=>{let p=new Map(t[c].map(u=>[u[0],u[1]]));return r.map(u=>p.has(u)?p.get(u):null)});return S`<figure class="card wide"><figcaption>${n} by step</figcaption>

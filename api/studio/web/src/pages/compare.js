@@ -111,7 +111,7 @@ export function Compare() {
     ${metric && !xMetric && html`<${Overlay} ids=${ids} series=${series} metric=${metric} label=${label} />`}
     ${metric && xMetric && html`<${Against} ids=${ids} finals=${finals} metric=${metric} xMetric=${xMetric} />`}
     <h2>Final values</h2>
-    <div class="scroll"><table data-testid="finals"><thead><tr><th>Run</th>${names.map((n) => html`<th>${n}</th>`)}</tr></thead>
+    <div class="scroll"><table data-testid="finals"><thead><tr><th>Run</th>${names.map((n) => html`<th class="num">${n}</th>`)}</tr></thead>
       <tbody>${ids.map((id) => html`<tr key=${id} data-run=${id}><td><${RunLink} run=${runs[id] || { id }} /></td>
         ${names.map((n) => html`<td class="num">${formatValue(finals[id][n])}</td>`)}</tr>`)}</tbody></table></div>
   </main>`;
