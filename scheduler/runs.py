@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
-from runyard.status import ACTIVE, RunStatus
+from runyard.status import ACTIVE, TERMINAL, RunStatus
 from scheduler import control
 from scheduler.admission import (
     HANDED_OVER,
@@ -217,6 +217,19 @@ def cluster_active(session: Session, cluster_name: str) -> list[RunPublic]:
         select(Run)
         .where(Run.cluster == cluster_name, col(Run.status).in_(ACTIVE))
         .order_by(col(Run.preparing_at), col(Run.id))
+    )
+    return public_runs(session, list(runs))
+
+
+def cluster_history(session: Session, cluster_name: str, limit: int = 10) -> list[RunPublic]:
+    """The cluster's last ``limit`` ended runs, the latest ending first: what it did lately."""
+    get_cluster(session, cluster_name)
+    ended = func.coalesce(Run.completed_at, Run.failed_at, Run.canceled_at)
+    runs = session.exec(
+        select(Run)
+        .where(Run.cluster == cluster_name, col(Run.status).in_(TERMINAL))
+        .order_by(ended.desc(), col(Run.id))
+        .limit(limit)
     )
     return public_runs(session, list(runs))
 

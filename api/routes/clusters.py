@@ -111,6 +111,21 @@ def list_cluster_runs(
     return RunsPublic(data=data[offset : offset + limit], count=len(data))
 
 
+HISTORY_LIMIT = 100
+
+
+@router.get("/{name}/history", operation_id="list_cluster_history", dependencies=[ALLOW.read])
+def list_cluster_history(
+    name: str,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_LIMIT)] = 10,
+) -> RunsPublic:
+    """The cluster's recent history: its last ``limit`` ended runs, the latest ending first,
+    each with its status, reason and times."""
+    data = run_service.cluster_history(session, name, limit)
+    return RunsPublic(data=data, count=len(data))
+
+
 @router.post(
     "/{name}/cancel-queued", operation_id="cancel_cluster_queue", dependencies=[ALLOW.submit]
 )

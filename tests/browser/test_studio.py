@@ -7,16 +7,19 @@ screenshot under test-artifacts/studio/, and fails on any console error of the p
 from __future__ import annotations
 
 import base64
+import math
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.support.browser import launch, sign_in
+from runyard.core import Experiment, Run, Workspace
+from tests.support.browser import chart_data, launch, sign_in
 from tests.support.runs import submit, write
 from tests.support.services import ADMIN_TOKEN, Stack, unique, wait_until
 
@@ -357,3 +360,290 @@ def test_a_cross_site_form_cannot_act_with_a_studio_session(
         server.shutdown()
     assert stack.client().get_run(target.id)["status"] == "Queued"
     stack.client().cancel(target.id)
+
+
+# --- issue 13: the Studio's first hour -------------------------------------------------------
+
+
+def start_logging(stack: Stack, experiment: str, tmp_path: Path, **kwargs: Any) -> Run:
+    """An interactive run, as a notebook starts one (its outputs folder under tmp_path)."""
+    outputs = tmp_path / unique("outputs")
+    return Experiment(Workspace(url=stack.url), experiment).start_logging(
+        outputs=str(outputs), **kwargs
+    )
+
+
+def numbers(labels: list[str]) -> list[float]:
+    return [float(label.replace("k", "e3").replace("M", "e6")) for label in labels]
+
+
+def test_compare_opens_on_the_latest_runs_with_the_first_series_chosen(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    experiment = unique("cmp")
+    runs = []
+    for n in range(3):
+        run = start_logging(stack, experiment, tmp_path, display_name=f"trial {n}")
+        run.log("lr", 0.1 * (n + 1))  # one value: not a series
+        for step in range(4):
+            run.log("loss", 1 / (step + n + 1))
+            run.log("wer", 0.5 - step / 10)
+        run.complete()
+        runs.append(run)
+    page.get_by_role("link", name="Compare").click()
+    chart = page.get_by_test_id("compare-chart")
+    expect(chart).to_have_attribute("data-points", "4")
+    assert page.get_by_label("Metric").input_value() == "loss"  # the first series by name
+    assert set(chart_data(page, "compare-chart", "series")) == {f"trial {n}" for n in range(3)}
+    chosen = parse_qs(urlsplit(page.url).query)
+    assert set(chosen["runs"][0].split(",")) == {r.id for r in runs}
+    expect(page.get_by_test_id("finals").locator("tbody tr")).to_have_count(3)
+    screenshot(page, "compare-first-view")
+    page.get_by_label("log scale for compare-chart").check()  # the run page's controls too
+    expect(chart).to_have_attribute("data-y-scale", "log")
+    page.get_by_label("smoothing for compare-chart").fill("0.5")
+    expect(chart).to_have_attribute("data-smoothing", "0.5")
+    assert len(chart_data(page, "compare-chart", "series")) == 6  # each run, and smoothed
+
+
+def test_axes_read_right_for_small_and_large_values_and_steps_are_whole(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    run = start_logging(stack, unique("axes"), tmp_path)
+    for value in (2.6e-4, 4.1e-4, 5.4e-4):
+        run.log("lr", value)
+    for value in (1.2e6, 2.5e6, 3.4e6):
+        run.log("tokens", value)
+    run.flush()
+    page.goto(f"{stack.url}/runs/{run.id}")
+    expect(page.get_by_test_id("chart-lr")).to_have_attribute("data-points", "3")
+    small = chart_data(page, "chart-lr", "y-ticks")
+    assert len(small) >= 2 and len(set(small)) == len(small), small
+    assert all(2e-4 <= v <= 6e-4 for v in numbers(small)), small  # never "0.001, 0, 0"
+    large = chart_data(page, "chart-tokens", "y-ticks")
+    assert all(label.endswith("M") for label in large), large
+    assert all(1e6 <= v <= 4e6 for v in numbers(large)), large
+    steps = chart_data(page, "chart-lr", "x-ticks")
+    assert steps and all(label.isdigit() for label in steps), steps  # never 0.5, 1.5
+    screenshot(page, "run-axes")
+    run.complete()
+
+
+def test_a_loss_tail_reads_on_a_log_scale_and_smoothing_draws_the_trend(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    run = start_logging(stack, unique("scale"), tmp_path)
+    for step in range(100):
+        run.log("loss", 10 ** (-step / 20))
+        run.log("noisy", float(step % 2))
+    run.flush()
+    page.goto(f"{stack.url}/runs/{run.id}")
+    loss = page.get_by_test_id("chart-loss")
+    expect(loss).to_have_attribute("data-points", "100")
+    assert "1e-4" not in chart_data(page, "chart-loss", "y-ticks")  # linear: the tail is flat
+    page.get_by_label("log scale for chart-loss").check()
+    expect(loss).to_have_attribute("data-y-scale", "log")
+    decades = chart_data(page, "chart-loss", "y-ticks")
+    assert {"1e-4", "1"} <= set(decades), decades  # decades apart, the tail readable
+    assert all(label in ("1e-5", "1e-4", "0.001", "0.01", "0.1", "1") for label in decades)
+
+    noisy = page.get_by_test_id("chart-noisy")
+    expect(noisy).to_have_attribute("data-points", "100")
+    page.get_by_label("smoothing for chart-noisy").fill("0.9")
+    expect(noisy).to_have_attribute("data-smoothing", "0.9")
+    assert chart_data(page, "chart-noisy", "series") == ["noisy", "noisy (smoothed)"]
+    raw, smooth = chart_data(page, "chart-noisy", "last")
+    assert raw == 1 and 0.4 < smooth < 0.6, (raw, smooth)
+    screenshot(page, "run-log-scale-smoothing")
+    run.complete()
+
+
+def test_log_row_with_three_columns_charts_each_against_the_first_and_shows_a_table(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    run = start_logging(stack, unique("fit"), tmp_path)
+    for epoch in range(130):
+        run.log_row("fit", epoch=epoch, w=1 - math.exp(-epoch / 20), b=0.5 * math.exp(-epoch / 40))
+    run.flush()
+    page.goto(f"{stack.url}/runs/{run.id}")
+    figure = page.locator('figure[data-metric="fit"]')
+    expect(figure).to_contain_text("w, b against epoch")
+    expect(page.get_by_test_id("chart-fit")).to_have_attribute("data-points", "130")
+    assert chart_data(page, "chart-fit", "series") == ["w", "b"]  # b is not dropped
+    table = page.get_by_test_id("table-fit")
+    expect(table.locator("thead th")).to_have_text(["epoch", "w", "b"])
+    expect(table.locator("tbody tr")).to_have_count(100)
+    expect(page.get_by_test_id("more-fit")).to_have_text("30 more rows")
+    screenshot(page, "run-row-table")
+    run.complete()
+
+
+def test_a_failed_run_leads_with_its_reason_and_the_end_of_its_traceback(
+    page: Page, stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("crash")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    script = (
+        "for i in range(300):\n    print('epoch', i)\n"
+        "def train(lr):\n    raise ValueError(f'learning rate {lr} is out of range')\n"
+        "train(7)\n"
+    )
+    run = submit(stack.url, write(tmp_path / "src", {"boom.py": script}), "boom.py", cluster)
+    run.wait_for_completion(raise_on_error=False)
+    details = stack.client().get_run(run.id)
+    assert details["status"] == "Failed"
+    page.goto(f"{stack.url}/runs/{run.id}")
+    verdict = page.get_by_test_id("verdict")
+    expect(verdict.get_by_role("heading")).to_have_text("Failed")
+    expect(verdict.get_by_test_id("reason")).to_have_text(details["failure_reason"])
+    traceback = verdict.get_by_test_id("traceback")
+    expect(traceback).to_contain_text("Traceback (most recent call last)")
+    expect(traceback).to_contain_text("ValueError: learning rate 7 is out of range")
+    assert "epoch 1\n" not in traceback.inner_text()  # the tail, not the whole log
+    box = verdict.bounding_box()
+    timeline = page.locator("#timeline-h").bounding_box()
+    assert box and timeline and box["y"] < timeline["y"] and box["y"] < 300, (box, timeline)
+    screenshot(page, "run-failed")
+
+
+def test_a_run_that_never_started_says_why_instead_of_an_empty_log(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    cluster = unique("idle")
+    stack.client().create_cluster(cluster, nodes=1)  # and no worker
+    run = submit(stack.url, write(tmp_path / "src", {"a.py": "print(1)\n"}), "a.py", cluster)
+    reason = stack.client().get_run(run.id)["pending_reason"]
+    assert reason
+    page.goto(f"{stack.url}/runs/{run.id}")
+    verdict = page.get_by_test_id("verdict")
+    expect(verdict.get_by_role("heading")).to_have_text("Not started yet")
+    expect(verdict.get_by_test_id("reason")).to_contain_text(reason)
+    expect(page.get_by_test_id("log")).to_contain_text(f"not started yet — {reason}")
+    screenshot(page, "run-waiting")
+    stack.client().cancel(run.id)
+    page.reload()
+    expect(verdict.get_by_role("heading")).to_have_text("Canceled before it started")
+    expect(page.get_by_test_id("log")).to_contain_text("Canceled before it started")
+
+
+def test_files_show_as_a_table_with_readable_sizes(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    run = start_logging(stack, unique("files"), tmp_path)
+    picture = tmp_path / "1.png"
+    picture.write_bytes(b"\0" * 6321)
+    run.upload_file("plots/1.png", str(picture))
+    page.goto(f"{stack.url}/runs/{run.id}")
+    table = page.get_by_test_id("files")
+    expect(table.locator("thead th")).to_have_text(["Name", "Size", "Stored"])
+    row = table.locator("tbody tr").first
+    expect(row.locator("td").nth(0)).to_have_text("plots/1.png")
+    expect(row.locator("td").nth(1)).to_have_text("6.2 KiB")
+    link = row.get_by_role("link", name="plots/1.png")
+    assert link.get_attribute("href") == f"/api/v1/runs/{run.id}/files/plots/1.png"
+    screenshot(page, "run-files")
+    run.complete()
+
+
+def test_a_long_run_id_stays_on_one_line_on_a_phone(
+    browser: Browser, stack: Stack, tmp_path: Path
+) -> None:
+    run = start_logging(stack, unique("a-rather-long-experiment-name-for-a-sweep"), tmp_path)
+    phone = open_studio(browser, stack, width=390, height=844)
+    phone.goto(f"{stack.url}/runs/{run.id}")
+    for shown in (phone.get_by_role("heading", level=1), phone.get_by_test_id("run-id")):
+        expect(shown).to_have_attribute("title", run.id)  # the whole id, on hover
+        lines = shown.evaluate(
+            "el => el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight)"
+        )
+        assert lines < 1.5, f"{run.id} wraps onto {lines:.1f} lines"
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 400, f"the page is {width}px wide on a 390px screen"
+    screenshot(phone, "run-long-id-phone")
+    errors = phone.console_errors  # type: ignore[attr-defined]
+    phone.context.close()
+    run.complete()
+    assert errors == []
+
+
+def test_a_display_name_set_from_the_sdk_names_the_run_where_it_shows(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    experiment = unique("named")
+    run = start_logging(stack, experiment, tmp_path)
+    run.log("loss", 0.5)
+    run.flush()
+    page.goto(f"{stack.url}/runs/{run.id}")
+    title = page.get_by_role("heading", level=1)
+    expect(title).to_have_text(run.id)
+    run.display_name = "baseline, lr 3e-4"  # stored when the setter returns
+    expect(title).to_have_text("baseline, lr 3e-4")  # live, without a reload
+    expect(page.get_by_test_id("run-id")).to_have_text(run.id)
+    run.complete()
+    page.goto(f"{stack.url}/experiments/{experiment}")
+    link = page.get_by_test_id("runs").get_by_role("link", name="baseline, lr 3e-4")
+    expect(link).to_have_attribute("title", f"baseline, lr 3e-4 ({run.id})")
+    link.click()
+    expect(title).to_have_text("baseline, lr 3e-4")
+    screenshot(page, "run-display-name")
+
+
+def test_an_experiment_charts_a_chosen_metric_across_its_runs(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    experiment = unique("across")
+    for accuracy in (0.71, 0.84, 0.79):
+        run = start_logging(stack, experiment, tmp_path)
+        for step in range(3):
+            run.log("accuracy", accuracy - (2 - step) / 10)
+        run.log("loss", 1 - accuracy)
+        run.complete()
+    page.goto(f"{stack.url}/experiments/{experiment}")
+    chart = page.get_by_test_id("across-chart")
+    expect(chart).to_have_attribute("data-points", "3")
+    assert page.get_by_label("Chart metric").input_value() == "accuracy"
+    assert chart_data(page, "across-chart", "last") == [0.79]  # the latest run's last value
+    assert all(label.isdigit() for label in chart_data(page, "across-chart", "x-ticks"))
+    page.get_by_label("Chart metric").select_option("loss")
+    expect(page.get_by_test_id("across-runs")).to_contain_text("loss")
+    wait_until(
+        lambda: chart_data(page, "across-chart", "last") == [pytest.approx(0.21)],
+        10,
+        0.1,
+        what="the loss chart",
+    )
+    screenshot(page, "experiment-across-runs")
+
+
+def test_a_cluster_shows_its_recent_history(
+    page: Page, stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("history")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    folder = write(tmp_path / "src", {"ok.py": "print('ok')\n", "bad.py": "raise SystemExit(3)\n"})
+    good = submit(stack.url, folder, "ok.py", cluster)
+    good.wait_for_completion()
+    bad = submit(stack.url, folder, "bad.py", cluster)
+    bad.wait_for_completion(raise_on_error=False)
+    ended = stack.client().json("GET", f"/clusters/{cluster}/history")["data"]
+    assert [r["id"] for r in ended] == [bad.id, good.id]  # the latest ending first
+    page.goto(f"{stack.url}/clusters")
+    history = page.locator(f'section[data-cluster="{cluster}"]').get_by_test_id("history")
+    rows = history.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("Failed")
+    expect(rows.nth(0)).to_contain_text(ended[0]["failure_reason"])
+    expect(rows.nth(1)).to_contain_text("Completed")
+    screenshot(page, "clusters-history")
+
+
+def test_a_clusters_history_refuses_bad_input_in_plain_words(stack: Stack) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    missing = httpx.get(f"{stack.url}/api/v1/clusters/nope-{unique('x')}/history", headers=headers)
+    assert missing.status_code == 404 and "no cluster" in missing.json()["detail"]
+    too_many = httpx.get(f"{stack.url}/api/v1/clusters/any/history?limit=5000", headers=headers)
+    assert too_many.status_code == 422 and "less than or equal to 100" in too_many.json()["detail"]

@@ -197,6 +197,10 @@ ROUTES: dict[str, tuple[set[str], Builder]] = {
         lambda w: ("DELETE", f"/api/v1/clusters/{_fresh_cluster(w)}", {}),
     ),
     "list_cluster_runs": (READERS, lambda w: ("GET", f"/api/v1/clusters/{w.cluster_a}/runs", {})),
+    "list_cluster_history": (
+        READERS,
+        lambda w: ("GET", f"/api/v1/clusters/{w.cluster_a}/history", {}),
+    ),
     "cancel_cluster_queue": (
         SUBMITTERS,
         lambda w: ("POST", f"/api/v1/clusters/{_fresh_cluster(w)}/cancel-queued", {}),

@@ -3,6 +3,7 @@ Playwright through its executable path (``playwright install`` downloads nothing
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,11 @@ def sign_in(page: Any, base_url: str, token: str) -> None:
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/clusters")
+
+
+def chart_data(page: Any, testid: str, key: str) -> Any:
+    """What a Studio chart drew, from the attributes it writes on its element (its canvas
+    holds no text): ``x-ticks``/``y-ticks`` (labels), ``series``, ``last`` (each line's last
+    value)."""
+    raw = page.get_by_test_id(testid).get_attribute(f"data-{key}")
+    return None if raw is None else json.loads(raw)

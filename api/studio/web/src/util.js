@@ -36,8 +36,10 @@ export function formatValue(value) {
   return String(value);
 }
 
-export function navigate(path) {
-  history.pushState(null, '', path);
+// To another page; ``replace`` for a choice the page made itself (Back skips it).
+export function navigate(path, { replace = false } = {}) {
+  if (replace) history.replaceState(null, '', path);
+  else history.pushState(null, '', path);
   window.dispatchEvent(new PopStateEvent('popstate'));
 }
 
@@ -79,4 +81,38 @@ export function timeline(run) {
 // How far along its life a status is (terminal states last), to tell older news from newer.
 export function stateOrder(status) {
   return STATES.findIndex(([state]) => state === status);
+}
+
+// A size a person reads at a glance: 6321 → "6.2 KiB".
+export function bytes(size) {
+  if (size === null || size === undefined) return '–';
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = size;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} ${value === 1 ? 'byte' : 'bytes'}` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+// The end of a failed run's log worth reading first: from the last "Traceback" line on (at
+// most ``lines`` of it, the last ones), or else the log's last ``lines`` lines.
+export function failureTail(log, lines = 20) {
+  const all = log.replace(/\s+$/, '').split('\n');
+  if (all.length === 1 && all[0] === '') return [];
+  let start = -1;
+  for (let i = all.length - 1; i >= 0; i--) {
+    if (all[i].startsWith('Traceback')) {
+      start = i;
+      break;
+    }
+  }
+  const tail = start >= 0 ? all.slice(start) : all;
+  return tail.slice(-lines);
+}
+
+// A run as a person names it: its display name when it has one, else its id.
+export function runName(run) {
+  return run.display_name || run.id;
 }

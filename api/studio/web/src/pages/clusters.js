@@ -1,15 +1,19 @@
 // Every cluster: its nodes (workers, busy and idle slots), its queue and its active runs,
-// with cancel (one or many), change priority and move to front.
+// with cancel (one or many), change priority and move to front; and its recent history (the
+// last runs that ended there: status, reason, duration, when).
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { html } from '../html.js';
-import { duration, follow, runDuration, seconds } from '../util.js';
+import { RunLink } from '../runlink.js';
+import { duration, runDuration, seconds, when } from '../util.js';
 
 const POLL_MS = 1500;
+const HISTORY = 10; // ended runs shown per cluster
 
 export function Clusters({ me }) {
   const [clusters, setClusters] = useState(null);
   const [runs, setRuns] = useState({});
+  const [history, setHistory] = useState({});
   const [error, setError] = useState('');
   const [tick, setTick] = useState(0);
 
@@ -19,14 +23,22 @@ export function Clusters({ me }) {
       try {
         const list = (await api('/clusters', { params: { limit: 500 } })).data;
         const byCluster = {};
+        const ended = {};
         await Promise.all(
           list.map(async (c) => {
-            byCluster[c.name] = (await api(`/clusters/${encodeURIComponent(c.name)}/runs`)).data;
+            const name = encodeURIComponent(c.name);
+            const [current, past] = await Promise.all([
+              api(`/clusters/${name}/runs`),
+              api(`/clusters/${name}/history`, { params: { limit: HISTORY } }),
+            ]);
+            byCluster[c.name] = current.data;
+            ended[c.name] = past.data;
           }),
         );
         if (!alive) return;
         setClusters(list);
         setRuns(byCluster);
+        setHistory(ended);
         setError('');
       } catch (err) {
         if (alive) setError(err.message);
@@ -47,12 +59,12 @@ export function Clusters({ me }) {
     <h1>Clusters</h1>
     ${error && html`<p class="error" role="alert">${error}</p>`}
     ${clusters.length === 0 && html`<p>No clusters yet: <code>runyard cluster create NAME</code>.</p>`}
-    ${clusters.map((c) => html`<${ClusterCard} key=${c.name} cluster=${c} runs=${runs[c.name] || []}
+    ${clusters.map((c) => html`<${ClusterCard} key=${c.name} cluster=${c} runs=${runs[c.name] || []} history=${history[c.name] || []}
         canAct=${canAct} onChange=${refresh} />`)}
   </main>`;
 }
 
-function ClusterCard({ cluster, runs, canAct, onChange }) {
+function ClusterCard({ cluster, runs, history, canAct, onChange }) {
   const [selected, setSelected] = useState(new Set());
   const [message, setMessage] = useState('');
   const queued = runs.filter((r) => r.status === 'Queued' || r.status === 'NotStarted');
@@ -124,7 +136,7 @@ function ClusterCard({ cluster, runs, canAct, onChange }) {
       <thead><tr>${canAct && html`<th><span class="sr">Select</span></th>`}<th>#</th><th>Run</th><th>Priority</th>
         <th>Pending reason</th><th>Waiting</th><th>Submitter</th>${canAct && html`<th><span class="sr">Actions</span></th><th></th>`}</tr></thead>
       <tbody>${queued.map((r) => html`<tr key=${r.id} data-run=${r.id}>${check(r)}
-        <td>${r.position ?? '–'}</td><td><a href=${`/runs/${r.id}`} onClick=${follow}>${r.display_name || r.id}</a></td>
+        <td>${r.position ?? '–'}</td><td><${RunLink} run=${r} /></td>
         <td>${canAct ? html`<input class="priority" type="number" min="-1000" max="1000" value=${r.priority}
             aria-label=${`priority of ${r.id}`} onChange=${(e) => setPriority(r, e.target.value)} />` : r.priority}</td>
         <td>${r.pending_reason || '–'}</td><td>${duration(seconds(r.queued_at || r.created_at))}</td>
@@ -135,8 +147,15 @@ function ClusterCard({ cluster, runs, canAct, onChange }) {
       <thead><tr>${canAct && html`<th><span class="sr">Select</span></th>`}<th>Run</th><th>Status</th><th>Node</th>
         <th>Duration</th><th>Submitter</th>${canAct && html`<th><span class="sr">Actions</span></th>`}</tr></thead>
       <tbody>${active.map((r) => html`<tr key=${r.id} data-run=${r.id}>${check(r)}
-        <td><a href=${`/runs/${r.id}`} onClick=${follow}>${r.display_name || r.id}</a></td>
+        <td><${RunLink} run=${r} /></td>
         <td><span class=${`status s-${r.status}`}>${r.status}</span></td><td>${r.worker_id || '–'}</td>
         <td>${duration(runDuration(r))}</td><td>${r.submitted_by || '–'}</td>${cancelButton(r)}</tr>`)}</tbody></table>
+    <table data-testid="history"><caption>Recent history (${history.length})</caption>
+      <thead><tr><th>Run</th><th>Status</th><th>Reason</th><th>Duration</th><th>Ended</th><th>Submitter</th></tr></thead>
+      <tbody>${history.length === 0 && html`<tr><td colspan="6" class="hint">No run has ended here yet.</td></tr>`}
+      ${history.map((r) => html`<tr key=${r.id} data-run=${r.id}><td><${RunLink} run=${r} /></td>
+        <td><span class=${`status s-${r.status}`}>${r.status}</span></td><td class="reason">${r.failure_reason || '–'}</td>
+        <td>${duration(runDuration(r))}</td><td title=${r.ended_at || ''}>${when(r.ended_at)}</td>
+        <td>${r.submitted_by || '–'}</td></tr>`)}</tbody></table>
   </section>`;
 }

@@ -1,37 +1,86 @@
 // Several runs side by side: one series overlaid, one final value against another across
 // the runs (a sweep's mse against its alpha), and a table of every final value.
+// Never an empty first view: with no runs named it takes the latest runs of the newest
+// run's experiment, and with no metric named the first one logged as a series.
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.js';
 import { html } from '../html.js';
-import { follow, formatValue, navigate } from '../util.js';
+import { RunLink } from '../runlink.js';
+import { formatValue, navigate } from '../util.js';
 
 const enc = encodeURIComponent;
+const LATEST = 5; // runs chosen when none are named
+
+function choose(key, value) {
+  const next = new URLSearchParams(location.search);
+  next.set(key, value);
+  return `/compare?${next.toString()}`;
+}
 
 export function Compare() {
   const query = new URLSearchParams(location.search);
   const ids = (query.get('runs') || '').split(',').filter(Boolean);
   const [finals, setFinals] = useState(null); // {run: {name: last value}}
+  const [lengths, setLengths] = useState({}); // {name: longest series of it among the runs}
+  const [runs, setRuns] = useState({}); // {id: run record}
   const [series, setSeries] = useState({}); // {run: [[idx, value], ...]} of the chosen metric
   const [error, setError] = useState('');
+  const [nothing, setNothing] = useState(false);
   const metric = query.get('metric') || '';
   const xMetric = query.get('x') || '';
 
   useEffect(() => {
-    Promise.all(ids.map((id) => api(`/runs/${enc(id)}/metric-names`)))
+    if (ids.length) return;
+    (async () => {
+      const newest = (await api('/runs', { params: { top_level: true, limit: 1 } })).data[0];
+      if (!newest) return setNothing(true);
+      const params = { top_level: true, limit: LATEST, experiment: newest.experiment };
+      const latest = (await api('/runs', { params })).data;
+      const next = new URLSearchParams(location.search);
+      next.set('runs', latest.map((r) => r.id).join(','));
+      navigate(`/compare?${next.toString()}`, { replace: true });
+    })().catch((err) => setError(err.message));
+  }, [ids.join(',')]);
+
+  useEffect(() => {
+    if (!ids.length) return;
+    setFinals(null);
+    Promise.all(ids.map((id) => Promise.all([api(`/runs/${enc(id)}/metric-names`), api(`/runs/${enc(id)}`)])))
       .then((results) => {
         const last = {};
-        results.forEach((r, i) => {
+        const longest = {};
+        const records = {};
+        results.forEach(([names, run], i) => {
+          records[ids[i]] = run;
           last[ids[i]] = {};
-          for (const m of r.data) if ('last' in m) last[ids[i]][m.name] = m.last;
+          for (const m of names.data) {
+            if (!('last' in m)) continue;
+            last[ids[i]][m.name] = m.last;
+            longest[m.name] = Math.max(longest[m.name] || 0, m.count);
+          }
         });
+        setRuns(records);
+        setLengths(longest);
         setFinals(last);
       })
       .catch((err) => setError(err.message));
   }, [ids.join(',')]);
 
+  const names = useMemo(
+    () => [...new Set(Object.values(finals || {}).flatMap((m) => Object.keys(m)))].sort(),
+    [finals],
+  );
+
+  // No metric named: the first one logged as a series (else the first at all).
   useEffect(() => {
-    if (!metric) return;
+    if (!finals || metric || !names.length) return;
+    const first = names.find((n) => lengths[n] > 1) || names[0];
+    navigate(choose('metric', first), { replace: true });
+  }, [finals, metric]);
+
+  useEffect(() => {
+    if (!metric || !ids.length) return;
     Promise.all(
       ids.map((id) => api(`/runs/${enc(id)}/metrics/${enc(metric)}/history`, { params: { max_points: 1000 } }).catch(() => null)),
     ).then((results) => {
@@ -43,19 +92,12 @@ export function Compare() {
     });
   }, [ids.join(','), metric]);
 
-  const names = useMemo(
-    () => [...new Set(Object.values(finals || {}).flatMap((m) => Object.keys(m)))].sort(),
-    [finals],
-  );
-  const set = (key, value) => {
-    const next = new URLSearchParams(location.search);
-    next.set(key, value);
-    navigate(`/compare?${next.toString()}`);
-  };
+  const set = (key, value) => navigate(choose(key, value));
 
-  if (!ids.length) return html`<main><h1>Compare</h1><p>Select runs on an experiment's page, then Compare.</p></main>`;
   if (error) return html`<main><h1>Compare</h1><p class="error" role="alert">${error}</p></main>`;
-  if (!finals) return html`<main><h1>Compare</h1><p>Loading…</p></main>`;
+  if (nothing) return html`<main><h1>Compare</h1><p>No runs yet: submit one, then compare runs here.</p></main>`;
+  if (!ids.length || !finals) return html`<main><h1>Compare</h1><p>Loading…</p></main>`;
+  const label = (id) => (runs[id] && runs[id].display_name) || id;
 
   return html`<main>
     <h1>Compare ${ids.length} run(s)</h1>
@@ -65,16 +107,17 @@ export function Compare() {
       <label>Against <select value=${xMetric} onChange=${(e) => set('x', e.target.value)}>
         <option value="">step (overlay)</option>${names.map((n) => html`<option value=${n}>${n} (final values)</option>`)}</select></label>
     </div>
-    ${metric && !xMetric && html`<${Overlay} ids=${ids} series=${series} metric=${metric} />`}
+    ${!names.length && html`<p class="hint">These runs have logged no metrics yet.</p>`}
+    ${metric && !xMetric && html`<${Overlay} ids=${ids} series=${series} metric=${metric} label=${label} />`}
     ${metric && xMetric && html`<${Against} ids=${ids} finals=${finals} metric=${metric} xMetric=${xMetric} />`}
     <h2>Final values</h2>
-    <div class="scroll"><table data-testid="finals"><thead><tr><th>Run</th>${names.map((n) => html`<th>${n}</th>`)}</tr></thead>
-      <tbody>${ids.map((id) => html`<tr key=${id}><td><a href=${`/runs/${enc(id)}`} onClick=${follow}>${id}</a></td>
+    <div class="scroll"><table data-testid="finals"><thead><tr><th>Run</th>${names.map((n) => html`<th class="num">${n}</th>`)}</tr></thead>
+      <tbody>${ids.map((id) => html`<tr key=${id} data-run=${id}><td><${RunLink} run=${runs[id] || { id }} /></td>
         ${names.map((n) => html`<td class="num">${formatValue(finals[id][n])}</td>`)}</tr>`)}</tbody></table></div>
   </main>`;
 }
 
-function Overlay({ ids, series, metric }) {
+function Overlay({ ids, series, metric, label }) {
   const present = ids.filter((id) => series[id] && series[id].length);
   if (!present.length) return html`<p class="hint">No run has ${metric} as a series.</p>`;
   // uPlot shares one x array: align every run's points on the union of their steps.
@@ -84,7 +127,8 @@ function Overlay({ ids, series, metric }) {
     return xs.map((x) => (byStep.has(x) ? byStep.get(x) : null));
   });
   return html`<figure class="card wide"><figcaption>${metric} by step</figcaption>
-    <${Chart} data=${[xs, ...columns]} labels=${present} xLabel="step" testid="compare-chart" /></figure>`;
+    <${Chart} data=${[xs, ...columns]} labels=${present.map(label)} xLabel="step" integerX=${true}
+      testid="compare-chart" /></figure>`;
 }
 
 function Against({ ids, finals, metric, xMetric }) {

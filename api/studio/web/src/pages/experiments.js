@@ -1,8 +1,12 @@
 // Experiments, and one experiment's runs: status, cluster, duration, tags and the latest
-// value of chosen series; filter by status, tag and cluster; sort by any column.
+// value of chosen series; filter by status, tag and cluster; sort by any column; and a chart
+// of one chosen metric across the runs shown (its latest value per run, by run number in
+// submission order, as Azure ML's experiment charts draw it).
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api } from '../api.js';
+import { Chart } from '../chart.js';
 import { html } from '../html.js';
+import { RunLink } from '../runlink.js';
 import { duration, follow, formatValue, navigate, runDuration, when } from '../util.js';
 
 export function Experiments() {
@@ -38,6 +42,7 @@ export function Experiment({ name }) {
   const [runs, setRuns] = useState(null);
   const [names, setNames] = useState([]);
   const [chosen, setChosen] = useState(null);
+  const [charted, setCharted] = useState(null); // the metric drawn across runs
   const [error, setError] = useState('');
   const [filters, setFilters] = useState({ status: '', tag: '', cluster: '' });
   const [sort, setSort] = useState({ key: 'created_at', descending: true });
@@ -47,12 +52,14 @@ export function Experiment({ name }) {
     let alive = true;
     async function load() {
       try {
-        const params = { limit: 500, metric: chosen || [] };
+        const wanted = [...new Set([...(chosen || []), ...(charted ? [charted] : [])])];
+        const params = { limit: 500, metric: wanted };
         const result = await api(`/experiments/${encodeURIComponent(name)}/runs`, { params });
         if (!alive) return;
         setRuns(result.data);
         setNames(result.metric_names);
         if (chosen === null) setChosen(result.metric_names.slice(0, 3));
+        if (charted === null && result.metric_names.length) setCharted(result.metric_names[0]);
       } catch (err) {
         if (alive) setError(err.message);
       }
@@ -63,7 +70,7 @@ export function Experiment({ name }) {
       alive = false;
       clearInterval(timer);
     };
-  }, [name, (chosen || []).join('\u0000')]);
+  }, [name, (chosen || []).join('\u0000'), charted]);
 
   const columns = useMemo(
     () => [...BASE_COLUMNS, ...(chosen || []).map((m) => [`m:${m}`, m, (r) => r.metrics[m] ?? null])],
@@ -123,11 +130,32 @@ export function Experiment({ name }) {
           <button class="sort" onClick=${() => sortBy(key)}>${label}${sort.key === key ? (sort.descending ? ' ▼' : ' ▲') : ''}</button></th>`)}</tr></thead>
       <tbody>${shown.map((r) => html`<tr key=${r.id}>
         <td><input type="checkbox" aria-label=${`select ${r.id}`} checked=${selected.has(r.id)} onChange=${() => toggle(r.id)} /></td>
-        <td><a href=${`/runs/${r.id}`} onClick=${follow}>${r.display_name || r.id}</a></td>
+        <td><${RunLink} run=${r} /></td>
         <td><span class=${`status s-${r.status}`}>${r.status}</span></td><td>${r.cluster || '–'}</td>
         <td>${duration(runDuration(r))}</td><td>${r.submitted_by || '–'}</td><td>${when(r.created_at)}</td>
         <td>${Object.entries(r.tags).map(([k, v]) => html`<span class="tag">${v ? `${k}=${v}` : k}</span>`)}</td>
         ${(chosen || []).map((m) => html`<td class="num">${formatValue(r.metrics[m])}</td>`)}</tr>`)}</tbody></table>
     <p class="hint">${shown.length} of ${runs.length} run(s) shown.</p>
+    ${names.length > 0 && html`<${AcrossRuns} runs=${shown} all=${runs} names=${names} metric=${charted} onChoose=${setCharted} />`}
   </main>`;
+}
+
+// One metric across the runs: the latest value of each, the runs numbered 1, 2, … in the
+// order they were submitted (the table's filters apply).
+function AcrossRuns({ runs, all, names, metric, onChoose }) {
+  const newestFirst = new Map(all.map((r, i) => [r.id, i])); // the API's order
+  const ordered = [...runs].sort((a, b) => newestFirst.get(b.id) - newestFirst.get(a.id));
+  const points = ordered
+    .map((r, i) => [i + 1, r.metrics[metric], r])
+    .filter(([, value]) => typeof value === 'number');
+  return html`<section aria-labelledby="across-h"><h2 id="across-h">Across runs</h2>
+    <div class="toolbar"><label>Chart metric <select value=${metric || ''} onChange=${(e) => onChoose(e.target.value)}>
+      ${names.map((m) => html`<option value=${m}>${m}</option>`)}</select></label></div>
+    ${points.length === 0
+      ? html`<p class="hint">No run shown has a numeric ${metric} yet.</p>`
+      : html`<figure class="card wide" data-testid="across-runs"><figcaption>${metric} <span class="hint">latest value of each of ${points.length} run(s), by run number (1 = submitted first)</span></figcaption>
+        <${Chart} data=${[points.map((p) => p[0]), points.map((p) => p[1])]} labels=${[metric]} xLabel="run #"
+          integerX=${true} testid="across-chart" />
+        <p class="hint">${points.map(([n, , r]) => html`<span class="tag" title=${r.id}>${n}: ${r.display_name || r.id}</span>`)}</p></figure>`}
+  </section>`;
 }

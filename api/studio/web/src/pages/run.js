@@ -1,13 +1,27 @@
-// One run: status timeline, properties, tags, charts, images, files, the live log tail,
-// child runs and Cancel. While it runs, Server-Sent Events keep everything current.
+// One run: what went wrong first (a failure's reason and traceback, or why it has not
+// started), then status timeline, properties, tags, charts, images, files, the live log
+// tail, child runs and Cancel. While it runs, Server-Sent Events keep everything current.
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.js';
 import { html } from '../html.js';
-import { TERMINAL, duration, follow, formatValue, runDuration, stateOrder, timeline, when } from '../util.js';
+import { RunLink } from '../runlink.js';
+import {
+  TERMINAL,
+  bytes,
+  duration,
+  failureTail,
+  follow,
+  formatValue,
+  runDuration,
+  stateOrder,
+  timeline,
+  when,
+} from '../util.js';
 
 const MAX_POINTS = 1200; // per chart: ~2 per pixel of a wide chart, extremes kept per bucket
 const LOG_LIMIT = 400_000;
+const TABLE_ROWS = 100; // rows of a logged row/table shown before "N more rows"
 const enc = encodeURIComponent;
 
 export function RunPage({ id, me }) {
@@ -79,7 +93,10 @@ export function RunPage({ id, me }) {
       waiting.details = false;
       waiting.timer = null;
       setVersions((v) => Object.fromEntries([...Object.entries(v), ...bumped.map((n) => [n, (v[n] || 0) + 1])]));
-      if (reload) loadDetails().catch(() => {});
+      if (reload) {
+        loadDetails().catch(() => {});
+        loadRun(); // a new display name
+      }
     }, 400);
   }
 
@@ -137,13 +154,15 @@ export function RunPage({ id, me }) {
 
   return html`<main class="run">
     <header class="run-head">
-      <h1>${run.display_name || run.id}</h1>
+      <h1 class="run-title" title=${run.id}>${run.display_name || run.id}</h1>
       <span class=${`status s-${run.status}`} data-testid="run-status">${run.status}</span>
       ${active && canAct && html`<button class="danger" onClick=${cancel}>Cancel</button>`}
     </header>
     ${error && html`<p class="error" role="alert">${error}</p>`}
+    <${Verdict} run=${run} log=${log} />
     <dl class="facts">
-      <dt>Run</dt><dd>${run.id}</dd>
+      <dt>Run</dt><dd class="run-id" title=${run.id} data-testid="run-id">${run.id}</dd>
+      ${run.display_name && html`<dt>Name</dt><dd>${run.display_name}</dd>`}
       <dt>Experiment</dt><dd><a href=${`/experiments/${enc(run.experiment)}`} onClick=${follow}>${run.experiment}</a></dd>
       <dt>Cluster</dt><dd>${run.cluster || 'interactive'}</dd>
       <dt>Submitter</dt><dd>${run.submitted_by || '–'}</dd>
@@ -151,7 +170,6 @@ export function RunPage({ id, me }) {
       <dt>Node</dt><dd>${run.worker_id || '–'}</dd>
       <dt>Duration</dt><dd>${duration(runDuration(run))}</dd>
       ${run.parent_run_id && html`<dt>Parent</dt><dd><a href=${`/runs/${enc(run.parent_run_id)}`} onClick=${follow}>${run.parent_run_id}</a></dd>`}
-      ${run.failure_reason && html`<dt>Reason</dt><dd>${run.failure_reason}</dd>`}
       ${run.snapshot_digest && html`<dt>Snapshot</dt><dd><a href=${`/api/v1/runs/${enc(run.id)}/snapshot`} download>download</a></dd>`}
     </dl>
     <${Timeline} run=${run} />
@@ -167,17 +185,42 @@ export function RunPage({ id, me }) {
       <${KeyValues} title="Tags" values=${tags} />
       <${KeyValues} title="Properties" values=${properties} />
     </div>
-    <section aria-labelledby="logs-h"><h2 id="logs-h">Log</h2><${LogTail} text=${log} /></section>
+    <section aria-labelledby="logs-h"><h2 id="logs-h">Log</h2><${LogTail} text=${log} run=${run} /></section>
     <section aria-labelledby="files-h"><h2 id="files-h">Files</h2>
-      ${files.length === 0 ? html`<p class="hint">No files.</p>` : html`<ul class="files">${files.map((f) => html`<li key=${f.name}>
-        <a href=${`/api/v1/runs/${enc(run.id)}/files/${f.name.split('/').map(enc).join('/')}`} download>${f.name}</a>
-        <span class="hint">${f.size} bytes</span></li>`)}</ul>`}
+      ${files.length === 0 ? html`<p class="hint">No files.</p>` : html`<div class="scroll"><table class="compact files" data-testid="files">
+        <thead><tr><th>Name</th><th class="num">Size</th><th>Stored</th></tr></thead>
+        <tbody>${files.map((f) => html`<tr key=${f.name}>
+          <td><a href=${`/api/v1/runs/${enc(run.id)}/files/${f.name.split('/').map(enc).join('/')}`} download>${f.name}</a></td>
+          <td class="num" title=${`${f.size} bytes`}>${bytes(f.size)}</td><td>${when(f.created_at)}</td></tr>`)}</tbody></table></div>`}
     </section>
     ${children.length > 0 && html`<section aria-labelledby="children-h"><h2 id="children-h">Child runs</h2>
       <table><thead><tr><th>Run</th><th>Status</th><th>Duration</th></tr></thead><tbody>
-      ${children.map((c) => html`<tr key=${c.id}><td><a href=${`/runs/${enc(c.id)}`} onClick=${follow}>${c.display_name || c.id}</a></td>
+      ${children.map((c) => html`<tr key=${c.id}><td><${RunLink} run=${c} /></td>
         <td><span class=${`status s-${c.status}`}>${c.status}</span></td><td>${duration(runDuration(c))}</td></tr>`)}</tbody></table></section>`}
   </main>`;
+}
+
+// What to read first on a run that failed, was canceled or has not started: its status,
+// the reason, and for a failure the last lines of its traceback.
+function Verdict({ run, log }) {
+  const started = Boolean(run.starting_at || run.running_at);
+  if (run.status === 'Failed' || run.status === 'Canceled') {
+    const tail = run.status === 'Failed' ? failureTail(log) : [];
+    const reason = run.failure_reason || (run.status === 'Canceled' ? 'canceled' : 'no reason recorded');
+    return html`<section class=${`verdict v-${run.status}`} data-testid="verdict" aria-labelledby="verdict-h">
+      <h2 id="verdict-h">${run.status}${started ? '' : ' before it started'}</h2>
+      <p data-testid="reason">${reason}</p>
+      ${tail.length > 0 && html`<pre class="log" data-testid="traceback" aria-label="end of the log">${tail.join('\n')}</pre>`}
+    </section>`;
+  }
+  if (!started && !TERMINAL.has(run.status)) {
+    const where = run.position ? `position ${run.position} in the queue of ${run.cluster}` : '';
+    const why = run.pending_reason || (run.status === 'Preparing' ? 'preparing its environment' : 'waiting to be scheduled');
+    return html`<section class="verdict v-waiting" data-testid="verdict" aria-labelledby="verdict-h">
+      <h2 id="verdict-h">Not started yet</h2>
+      <p data-testid="reason">${why}${where ? ` (${where})` : ''}</p></section>`;
+  }
+  return null;
 }
 
 function Timeline({ run }) {
@@ -196,18 +239,30 @@ function KeyValues({ title, values }) {
     <tbody>${entries.map(([k, v]) => html`<tr key=${k}><th scope="row">${k}</th><td>${v}</td></tr>`)}</tbody></table>`}</section>`;
 }
 
-function LogTail({ text }) {
+function LogTail({ text, run }) {
   const box = useRef(null);
+  const opened = useRef(false); // the first text arrives whole: open at its end
   useEffect(() => {
     const el = box.current;
-    if (el && el.scrollHeight - el.scrollTop - el.clientHeight < 80) el.scrollTop = el.scrollHeight;
+    if (!el || !text) return;
+    if (!opened.current || el.scrollHeight - el.scrollTop - el.clientHeight < 80) el.scrollTop = el.scrollHeight;
+    opened.current = true;
   }, [text]);
-  return html`<pre class="log" ref=${box} tabindex="0" data-testid="log" aria-label="run log">${text || '(no output yet)'}</pre>`;
+  return html`<pre class="log" ref=${box} tabindex="0" data-testid="log" aria-label="run log">${text || emptyLog(run)}</pre>`;
+}
+
+function emptyLog(run) {
+  const started = Boolean(run.starting_at || run.running_at);
+  if (started) return TERMINAL.has(run.status) ? '(no output)' : '(no output yet)';
+  const reason = run.failure_reason || run.pending_reason;
+  const state = TERMINAL.has(run.status) ? `${run.status} before it started` : 'not started yet';
+  return `(no output: ${state}${reason ? ` — ${reason}` : ''})`;
 }
 
 // A series' shape decides its view (as Azure ML's studio does): repeated scalars or a list
-// → line; rows or a two-numeric-column table → line of its first two columns; one value →
-// the value; any other table → a table.
+// → line; rows or a table whose first column is numeric → a line of each other numeric
+// column against the first, and the rows as a table beneath; one value → the value; any
+// other table → a table.
 function MetricView({ runId, metric, version }) {
   if (metric.kind === 'scalar' || metric.kind === 'list') {
     return html`<${SeriesView} runId=${runId} metric=${metric} version=${version} />`;
@@ -241,7 +296,7 @@ function SeriesView({ runId, metric, version }) {
   return html`<figure class="card" data-metric=${metric.name}>
     <figcaption>${metric.name} <span class="hint">${series.count} point(s)${series.downsampled ? ', downsampled' : ''}</span>
       ${range && html`<button class="small" onClick=${() => setRange(null)}>Reset zoom</button>`}</figcaption>
-    <${Chart} data=${data} labels=${[metric.name]} xLabel="step" testid=${`chart-${metric.name}`}
+    <${Chart} data=${data} labels=${[metric.name]} xLabel="step" integerX=${true} testid=${`chart-${metric.name}`}
       onZoom=${(min, max) => setRange([min, max])} /></figure>`;
 }
 
@@ -268,29 +323,44 @@ function TabularView({ runId, metric, version }) {
     return { columns, rows: [...rows.entries()].sort((a, b) => a[0] - b[0]).map(([, row]) => row) };
   }, [points]);
   if (!table) return html`<figure class="card"><figcaption>${metric.name}</figcaption><p>Loading…</p></figure>`;
-  const [first, second] = table.columns;
-  const numeric = (c) => c !== undefined && table.rows.every((r) => typeof r[c] === 'number' || r[c] === null);
-  if (first !== undefined && second !== undefined && numeric(first) && numeric(second)) {
-    const pairs = table.rows.map((r) => [r[first], r[second]]).filter((p) => p[0] !== null).sort((a, b) => a[0] - b[0]);
-    const data = [pairs.map((p) => p[0]), pairs.map((p) => p[1])];
-    return html`<figure class="card" data-metric=${metric.name}>
-      <figcaption>${metric.name} <span class="hint">${second} against ${first}</span></figcaption>
-      <${Chart} data=${data} labels=${[second]} xLabel=${first} testid=${`chart-${metric.name}`} /></figure>`;
-  }
+  const [first] = table.columns;
+  const numeric = (c) => table.rows.every((r) => typeof r[c] === 'number' || r[c] === null);
+  const rows = table.rows.map((r) => table.columns.map((c) => r[c]));
   if (table.rows.length === 1 && table.columns.length === 1) {
     return html`<figure class="card value" data-metric=${metric.name}><figcaption>${metric.name}</figcaption>
       <p class="big">${formatValue(table.rows[0][first])}</p></figure>`;
   }
-  return html`<${PointsTable} name=${metric.name} columns=${table.columns}
-    rows=${table.rows.map((r) => table.columns.map((c) => r[c]))} />`;
+  // Every numeric column against the first (log_row("fit", epoch=..., w=..., b=...) draws
+  // w and b by epoch), and the rows as a table beneath.
+  const ys = table.columns.slice(1).filter(numeric);
+  if (first === undefined || !numeric(first) || ys.length === 0 || table.rows.length < 2) {
+    return html`<${PointsTable} name=${metric.name} columns=${table.columns} rows=${rows} />`;
+  }
+  const sorted = table.rows.filter((r) => r[first] !== null).sort((a, b) => a[first] - b[first]);
+  const data = [sorted.map((r) => r[first]), ...ys.map((c) => sorted.map((r) => r[c]))];
+  const counts = sorted.every((r) => Number.isInteger(r[first]));
+  return html`<figure class="card" data-metric=${metric.name}>
+    <figcaption>${metric.name} <span class="hint">${ys.join(', ')} against ${first}</span></figcaption>
+    <${Chart} data=${data} labels=${ys} xLabel=${first} integerX=${counts} testid=${`chart-${metric.name}`} />
+    <${RowsTable} name=${metric.name} columns=${table.columns} rows=${rows} /></figure>`;
 }
 
 function PointsTable({ name, columns, rows }) {
-  const shown = rows.slice(-200);
   return html`<figure class="card" data-metric=${name}><figcaption>${name}
-      <span class="hint">${rows.length} row(s)${rows.length > shown.length ? ', last 200 shown' : ''}</span></figcaption>
-    <div class="scroll"><table class="compact" data-testid=${`table-${name}`}><thead><tr>${columns.map((c) => html`<th>${c}</th>`)}</tr></thead>
-    <tbody>${shown.map((row) => html`<tr>${row.map((v) => html`<td class="num">${formatValue(v)}</td>`)}</tr>`)}</tbody></table></div></figure>`;
+      <span class="hint">${rows.length} row(s)</span></figcaption>
+    <${RowsTable} name=${name} columns=${columns} rows=${rows} /></figure>`;
+}
+
+// A logged row or table as an HTML table: the first TABLE_ROWS rows, then how many more.
+function RowsTable({ name, columns, rows }) {
+  const shown = rows.slice(0, TABLE_ROWS);
+  const more = rows.length - shown.length;
+  const numeric = columns.map((_, i) => rows.every((row) => typeof row[i] === 'number' || row[i] === null));
+  const cell = (v, i) => html`<td class=${numeric[i] ? 'num' : undefined}>${formatValue(v)}</td>`;
+  return html`<div class="scroll"><table class="compact" data-testid=${`table-${name}`}>
+    <thead><tr>${columns.map((c, i) => html`<th scope="col" class=${numeric[i] ? 'num' : undefined}>${c}</th>`)}</tr></thead>
+    <tbody>${shown.map((row) => html`<tr>${row.map(cell)}</tr>`)}</tbody></table>
+    ${more > 0 && html`<p class="hint" data-testid=${`more-${name}`}>${more} more row${more === 1 ? '' : 's'}</p>`}</div>`;
 }
 
 function ImageView({ runId, metric, version }) {
