@@ -1,17 +1,19 @@
-"""``runyard submit | runs | show | logs | cancel | workers``."""
+"""``runyard submit | runs | show | logs | wait | cancel | workers``."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
-from runyard.cli import output
+from runyard.cli import environment_file, outcome, output
 from runyard.cli.context import client
+from runyard.client import Client
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.errors import InvalidInput
+from runyard.status import RunStatus
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
@@ -36,9 +38,22 @@ RUN_COLUMNS = [
     ("pending_reason", "REASON"),
 ]
 
+# Runs of every cluster: which cluster and experiment each is in, and its name.
+ALL_RUN_COLUMNS = [
+    ("id", "RUN"),
+    ("display_name", "NAME"),
+    ("experiment", "EXPERIMENT"),
+    ("cluster", "CLUSTER"),
+    ("status", "STATUS"),
+    ("position", "POS"),
+    ("priority", "PRIO"),
+    ("created_at", "SUBMITTED"),
+    ("pending_reason", "REASON"),
+]
+
 
 def submit(
-    directory: Annotated[Path, typer.Argument(help="Folder to snapshot")],
+    directory: Annotated[str, typer.Argument(help="Folder to snapshot", metavar="DIR")],
     script: Annotated[str, typer.Option("--script", "-s", help="Entry script, inside DIR")],
     cluster: Annotated[
         Optional[str],
@@ -49,12 +64,27 @@ def submit(
     ] = None,
     experiment: Annotated[str, typer.Option("--experiment", "-e")] = "default",
     priority: Annotated[int, typer.Option("--priority", "-p", help="Higher starts first")] = 0,
+    image: Annotated[
+        Optional[str],
+        typer.Option(help="Docker image to run in (environment.docker.base_image)"),
+    ] = None,
+    env_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--env-file",
+            metavar="FILE",
+            help="Environment as JSON or YAML (name, python, docker, environment_variables)",
+        ),
+    ] = None,
     interpreter: Annotated[
         Optional[str],
         typer.Option(help="Python to run with (user-managed environment)"),
     ] = None,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Stream the log until it ends")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Stream the log until the run ends; exit 0 only if Completed"
+        ),
     ] = False,
     tag: Annotated[
         Optional[list[str]], typer.Option("--tag", "-t", help="KEY=VALUE (or KEY), repeatable")
@@ -65,10 +95,12 @@ def submit(
 
     Example: runyard submit ./src -s train.py -c gpu -- --lr 0.1
     """
-    environment = Environment("cli")
+    environment = environment_file.load(env_file) if env_file else Environment("cli")
     if interpreter:
         environment.python.user_managed_dependencies = True
         environment.python.interpreter_path = interpreter
+    if image:
+        environment.docker.base_image = image
     config = ScriptRunConfig(
         source_directory=directory,
         script=script,
@@ -89,7 +121,7 @@ def submit(
         reason = f" ({data['pending_reason']})" if data.get("pending_reason") else ""
         output.console.print(f"{run.id}  {data.get('status')}{reason}", highlight=False)
     if follow:
-        _stream(run.id)
+        raise typer.Exit(_stream(api, run.id))
 
 
 def runs(
@@ -98,20 +130,30 @@ def runs(
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List a cluster's queued runs (with position and reason) and active runs."""
+    """List runs: a cluster's queued runs (with position and reason) and active runs, or
+    (without --cluster) the latest runs of every cluster."""
     if status not in ("queued", "active", "all"):
         raise InvalidInput("--status must be queued, active or all")
     api = client()
     if cluster:
         data = api.cluster_runs(cluster, status)
+        if experiment:
+            data = [r for r in data if r.get("experiment") == experiment]
     else:
         if status != "all":
             raise InvalidInput("--status needs --cluster")
         data = api.list_runs(experiment=experiment)
     if as_json:
         output.emit_json(data)
-    else:
-        output.table(data, RUN_COLUMNS)
+        return
+    columns = RUN_COLUMNS if cluster else ALL_RUN_COLUMNS
+    output.table(data, columns, empty=_no_runs(cluster, status, experiment))
+
+
+def _no_runs(cluster: str | None, status: str, experiment: str | None) -> str:
+    kind = {"queued": "queued runs", "active": "active runs"}.get(status, "runs")
+    where = f" on {cluster}" if cluster else ""
+    return f"no {kind}{where}" + (f" in experiment {experiment}" if experiment else "")
 
 
 def show(run_id: str, as_json: JsonOpt = False) -> None:
@@ -122,6 +164,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         return
     fields = [
         "id",
+        "display_name",
         "experiment",
         "cluster",
         "status",
@@ -140,26 +183,62 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
     ]
     for key in fields:
         if data.get(key) not in (None, [], ""):
-            output.console.print(f"[bold]{key:16}[/bold] {output.cell(data[key])}", highlight=False)
+            line = Text(f"{key:16}", style="bold").append(f" {output.cell(data[key])}")
+            output.console.print(line, highlight=False)
 
 
 def logs(
     run_id: str,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep streaming until the run ends")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep streaming until the run ends; exit 0 only if Completed"
+        ),
     ] = False,
 ) -> None:
     """Print a run's log (stdout and stderr)."""
+    api = client()
     if follow:
-        _stream(run_id)
-    else:
-        sys.stdout.write(client().logs(run_id))
+        raise typer.Exit(_stream(api, run_id))
+    text = api.logs(run_id)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if not text:
+        run = api.get_run(run_id)
+        if run.get("status") in WAITING:
+            # stderr: stdout stays the log (empty), the note is for the person reading.
+            output.errors.print(_queued_note(run), highlight=False, soft_wrap=True)
 
 
-def _stream(run_id: str) -> None:
-    for text in client().follow_logs(run_id):
+WAITING = (RunStatus.NOT_STARTED.value, RunStatus.QUEUED.value)
+
+
+def _queued_note(run: dict[str, Any]) -> str:
+    """``run X is queued on cpu (position 2): waiting behind 1 run(s); all 1 node(s) busy``."""
+    place = f" (position {run['position']})" if run.get("position") else ""
+    where = f" on {run['cluster']}" if run.get("cluster") else ""
+    reason = f": {run['pending_reason']}" if run.get("pending_reason") else ""
+    return f"run {run['id']} is queued{where}{place}{reason}; no log yet"
+
+
+def wait(
+    run_id: str,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wait until a run ends; print how it ended. Exit 0 only if it Completed."""
+    api = client()
+    run = outcome.wait_for_end(api, run_id)
+    if as_json:
+        output.emit_json(run)
+    raise typer.Exit(outcome.report(run))
+
+
+def _stream(api: Client, run_id: str) -> int:
+    """Print the log as it is written, then one line of how the run ended; its exit code."""
+    for text in api.follow_logs(run_id):
         sys.stdout.write(text)
         sys.stdout.flush()
+    return outcome.report(api.get_run(run_id, fresh=True))
 
 
 def cancel(
@@ -183,6 +262,8 @@ def cancel(
         raise InvalidInput("name the runs to cancel, or --all-queued CLUSTER")
     if as_json:
         output.emit_json(results)
+    elif not results:
+        output.console.print(f"no queued runs on {all_queued}", highlight=False)
     else:
         for result in results:
             outcome = result.get("status") or f"not canceled: {result.get('error')}"
@@ -197,7 +278,7 @@ def workers(as_json: JsonOpt = False) -> None:
     if as_json:
         output.emit_json(data)
     else:
-        output.table(data, WORKER_COLUMNS)
+        output.table(data, WORKER_COLUMNS, empty="no workers")
 
 
 def drain(worker_id: str, as_json: JsonOpt = False) -> None:
@@ -228,5 +309,6 @@ def status(as_json: JsonOpt = False) -> None:
             ("queued", "QUEUED"),
         ],
         title="clusters",
+        empty="no clusters",
     )
-    output.table(workers_, WORKER_COLUMNS, title="workers")
+    output.table(workers_, WORKER_COLUMNS, title="workers", empty="no workers")
