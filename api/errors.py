@@ -59,15 +59,18 @@ def invalid_input(errors: Sequence[Any], prefix: str = "") -> InvalidInput:
     "Input" ("nodes should be greater than or equal to 1"). ``field`` keeps the full
     location (``spec.script``) for programs."""
     first = errors[0] if errors else {}
-    where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    where = [str(p) for p in first.get("loc", ()) if p != "body"]
     field = ".".join([prefix, *where] if prefix else where)
-    name = where[-1] if where else ""
-    if name.isdigit() and len(where) > 1:  # arguments.3: name the list and the item
-        name = f"{where[-2]}[{name}]"
+    named = [p for p in where if p not in ("query", "path", "header")]
+    name = named[-1] if named else ""
+    if name.isdigit() and len(named) > 1:  # arguments.3: name the list and the item
+        name = f"{named[-2]}[{name}]"
     message = str(first.get("msg") or "invalid request")
     for marker in VALIDATOR_PREFIXES:
         if message.startswith(marker):
             message = message[len(marker) :]
+            if marker.startswith("Assertion"):  # then python's "assert x < y" line
+                message = message.splitlines()[0].strip()
             break
     else:
         message = _pydantic_in_words(first.get("type", ""), message, name)

@@ -50,8 +50,9 @@ def cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, list):
         return ", ".join(cell(v) for v in value) or "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={cell(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, dict):  # unset entries left out: an audit detail stays short
+        shown = {k: v for k, v in value.items() if v not in (None, "", [], {})}
+        return ", ".join(f"{k}={cell(v)}" for k, v in shown.items()) or "-"
     if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
         try:
             return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")

@@ -190,9 +190,7 @@ def test_without_a_writable_config_home_the_token_waits_in_the_config(
     assert config.stored_token(URL) == token
 
 
-def test_without_any_config_the_error_says_where_it_looked(
-    clean_env: Path, tmp_path: Path
-) -> None:
+def test_without_any_config_the_error_says_where_it_looked(clean_env: Path, tmp_path: Path) -> None:
     """No RUNYARD_URL, no --url, no config file: never a guessed URL that then looks like
     a service that is down."""
     (clean_env / "deep").mkdir()
@@ -226,5 +224,5 @@ def test_from_config_with_a_path_searches_from_there_or_reads_that_file(
     with pytest.raises(config.ConfigNotFound, match=r"looked in: .*empty"):
         (tmp_path / "empty").mkdir()
         Workspace.from_config(path=tmp_path / "empty")
-    with pytest.raises(config.ConfigNotFound, match="no Runyard config file at nowhere.json"):
+    with pytest.raises(config.ConfigNotFound, match=r"no Runyard config file at nowhere\.json"):
         Workspace.from_config(path="nowhere.json")
