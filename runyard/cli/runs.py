@@ -203,11 +203,13 @@ def logs(
     text = api.logs(run_id)
     sys.stdout.write(text)
     sys.stdout.flush()
-    if not text:
+    if not text:  # say why there is nothing, on stderr: stdout stays the log
         run = api.get_run(run_id)
         if run.get("status") in WAITING:
-            # stderr: stdout stays the log (empty), the note is for the person reading.
             output.errors.print(_queued_note(run), highlight=False, soft_wrap=True)
+        elif run.get("status") in (RunStatus.FAILED.value, RunStatus.CANCELED.value):
+            note = f"{outcome.final_line(run)} (it wrote no log)"
+            output.errors.print(Text(note), highlight=False, soft_wrap=True)
 
 
 WAITING = (RunStatus.NOT_STARTED.value, RunStatus.QUEUED.value)

@@ -701,3 +701,26 @@ def test_a_misspelt_env_file_is_refused_before_anything_is_sent(
                  str(tmp_path / "env.json"))  # fmt: skip
     one_line_error(result, 2, "unknown key 'docker.baseImage'")
     assert json.loads(ok(stack, "runs", "-c", name, "--json")) == []
+
+
+def test_a_run_that_fails_before_its_script_starts_says_why(
+    stack: Stack, workers, scripts: Path
+) -> None:
+    """Before, `logs` printed nothing and `--follow` exited 0 for such a run."""
+    name = unique("nopy")
+    ok(stack, "cluster", "create", name)
+    workers.start(name)
+
+    followed = cli(stack, "submit", str(scripts), "-s", "ok.py", "-c", name,
+                   "--interpreter", "/no/such/python", "--follow")  # fmt: skip
+
+    run_id = followed.stdout.split()[0]
+    reason = json.loads(ok(stack, "show", run_id, "--json"))["failure_reason"]
+    assert reason and followed.returncode == 8, followed.stderr
+    assert last_line(followed.stderr) == f"run {run_id} Failed: {reason}"
+    logs = cli(stack, "logs", run_id)
+    assert logs.returncode == 0
+    # The worker may write its reasons into the log; if it wrote nothing, stderr says why.
+    assert reason in logs.stdout or logs.stderr.strip() == (
+        f"run {run_id} Failed: {reason} (it wrote no log)"
+    )
