@@ -85,6 +85,9 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
             _add_properties(session, run, event, limits)
         elif kind == ev.STATUS:
             _finish(session, run, batch.origin, event)
+        elif kind == ev.NAME:
+            run.display_name = event["v"]
+            session.add(run)
     if metrics:
         _insert_points(session, run, batch.producer, metrics, limits)
 

@@ -26,7 +26,7 @@ from scheduler.streams import send_to_ingest
 router = APIRouter(prefix="/runs", tags=["tracking"])
 
 MAX_EVENTS = 10_000
-KINDS = {*ev.METRIC_KINDS, ev.TAG, ev.PROPERTY, ev.CHILD, ev.STATUS}
+KINDS = {*ev.METRIC_KINDS, ev.TAG, ev.PROPERTY, ev.CHILD, ev.STATUS, ev.NAME}
 
 
 class EventBatch(BaseModel):

@@ -55,9 +55,11 @@ class Experiment:
         from runyard.core.run import Run
 
         parent = kwargs.pop("_parent_run_id", None)
+        display_name = kwargs.pop("display_name", None)
         if kwargs:
             raise NotSupported(
-                f"submit() options {', '.join(sorted(kwargs))} are not supported (only tags)"
+                f"submit() options {', '.join(sorted(kwargs))} are not supported "
+                "(only tags and display_name)"
             )
         if not isinstance(config, ScriptRunConfig):
             raise InvalidInput(f"submit() takes a ScriptRunConfig, not a {type(config).__name__}")
@@ -85,6 +87,8 @@ class Experiment:
             spec["tags"] = {str(k): None if v is None else str(v) for k, v in tags.items()}
         if parent:
             spec["parent_run_id"] = parent
+        if display_name is not None:
+            spec["display_name"] = str(display_name)
         client = self.workspace.client
         # Never ship a token: a file holding the caller's (or one the user keeps in the
         # credentials file) is left out, as are Runyard's configs and data folders.

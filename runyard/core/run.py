@@ -463,6 +463,20 @@ class Run:
         details = self._details or self._refresh()
         return details.get("display_name") or self.id
 
+    @display_name.setter
+    def display_name(self, value: str) -> None:
+        """Rename the run (what the Studio and ``runyard runs`` show); stored when this
+        returns, from a notebook and from inside the run alike."""
+        text = str(value).strip()
+        if not 0 < len(text) <= ev.MAX_DISPLAY_NAME:
+            raise InvalidInput(
+                f"a display name has 1 to {ev.MAX_DISPLAY_NAME} characters, not {len(text)}"
+            )
+        self._emit(ev.NAME, None, text)
+        self._events().sync()
+        if self._details is not None:
+            self._details["display_name"] = text
+
     @property
     def tags(self) -> Dict[str, str]:
         return self.get_tags()

@@ -19,6 +19,8 @@ from runyard.errors import Conflict, InvalidInput
 SCALAR, LIST, ROW, TABLE, IMAGE = "m", "l", "w", "b", "i"
 TAG, PROPERTY, FILE, CHILD, STATUS = "tag", "prop", "file", "child", "status"
 SYNC = "sync"
+NAME = "name"  # the run's display name
+MAX_DISPLAY_NAME = 255
 MAX_STEP = 2**53  # steps are stored as integers that JSON and doubles both hold exactly
 METRIC_KINDS = (SCALAR, LIST, ROW, TABLE, IMAGE)
 KIND_NAMES = {SCALAR: "scalar", LIST: "list", ROW: "row", TABLE: "table", IMAGE: "image"}
@@ -229,6 +231,7 @@ _SHAPES = {
     ),
     CHILD: lambda v: True,
     STATUS: lambda v: isinstance(v, str),
+    NAME: lambda v: isinstance(v, str) and 0 < len(v) <= MAX_DISPLAY_NAME,
     FILE: lambda v: True,
     SYNC: lambda v: isinstance(v, str) and 0 < len(v) <= 64 and v.isascii() and v.isalnum(),
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 from runyard.core.compute import ComputeTarget, ComputeTargetException
 from runyard.core.runconfig import RunConfiguration
 from runyard.errors import InvalidInput, NotSupported
@@ -147,6 +147,36 @@ def test_submit_tags_are_on_the_run_from_the_start(stack: Stack, tmp_path: Path)
     assert run.get_tags() == {"team": "nlp", "reviewed": None}
     (found,) = Experiment(workspace(stack), "tags").get_runs(tags={"team": "nlp"})
     assert found.id == run.id
+
+
+def test_a_run_has_the_display_name_it_is_given_wherever_it_is_set(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """At submit, by the script itself (``run.display_name = ...`` as in Azure ML v1), and
+    from a notebook holding the run: each is what the next read returns."""
+    cluster = unique("names")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    script = (
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "run.display_name = 'lr 0.1 sweep'\n"
+        "print('named', Run.get_context().display_name)\n"
+    )
+    folder = write(tmp_path / "src", {"name.py": script})
+    experiment = Experiment(workspace(stack), "names")
+    run = experiment.submit(config(folder, "name.py", cluster), display_name="baseline")
+    assert Run(experiment, run.id).display_name == "baseline"
+    run.wait_for_completion()
+    assert "named lr 0.1 sweep" in stack.client().logs(run.id)
+    assert Run(experiment, run.id).display_name == "lr 0.1 sweep"
+
+    held = Run(experiment, run.id)
+    held.display_name = "best of sweep"
+    assert Run(experiment, run.id).display_name == "best of sweep"
+    assert stack.client().get_run(run.id)["display_name"] == "best of sweep"
+    with pytest.raises(InvalidInput, match="1 to 255 characters"):
+        held.display_name = " "
 
 
 def test_a_run_past_its_max_duration_is_stopped_and_failed(
