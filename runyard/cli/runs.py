@@ -89,6 +89,10 @@ def submit(
     tag: Annotated[
         Optional[list[str]], typer.Option("--tag", "-t", help="KEY=VALUE (or KEY), repeatable")
     ] = None,
+    display_name: Annotated[
+        Optional[str],
+        typer.Option("--display-name", "-n", help="A name for people (run.display_name)"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Snapshot DIR and queue SCRIPT on a cluster.
@@ -113,7 +117,9 @@ def submit(
     workspace = Workspace(url=api.base_url)
     workspace._client = api
     tags = dict(t.split("=", 1) if "=" in t else (t, None) for t in tag or [])
-    run = Experiment(workspace, experiment).submit(config, tags=tags or None)
+    run = Experiment(workspace, experiment).submit(
+        config, tags=tags or None, display_name=display_name
+    )
     data = run._details or {}
     if as_json:
         output.emit_json(data)

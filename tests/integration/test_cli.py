@@ -586,8 +586,9 @@ def test_runs_of_every_cluster_show_cluster_experiment_position_and_reason(
     name, experiment = unique("cols"), unique("exp")
     ok(stack, "cluster", "create", name)
     run_id = json.loads(
-        ok(stack, "submit", str(scripts), "-s", "ok.py", "-c", name, "-e", experiment, "--json")
-    )["id"]
+        ok(stack, "submit", str(scripts), "-s", "ok.py", "-c", name, "-e", experiment,
+           "--display-name", "lr 0.1 [baseline]", "--json")
+    )["id"]  # fmt: skip
 
     listed = json.loads(ok(stack, "runs", "-e", experiment, "--json"))
     table = ok(stack, "runs", "-e", experiment)
@@ -601,7 +602,8 @@ def test_runs_of_every_cluster_show_cluster_experiment_position_and_reason(
         "┃", "PRIO", "┃", "SUBMITTED", "┃", "REASON",
     ]  # fmt: skip
     cells = [c.strip() for c in row.split("│")]
-    assert cells[:6] == [run_id, "-", experiment, name, "Queued", "1"]
+    assert cells[:6] == [run_id, "lr 0.1 [baseline]", experiment, name, "Queued", "1"]
+    assert "lr 0.1 [baseline]" in ok(stack, "show", run_id)
     assert cells[-1] == f"no worker serves cluster {name}"
 
 
