@@ -34,10 +34,15 @@ def final_line(run: dict[str, Any]) -> str:
 
 
 def wait_for_end(api: Client, run_id: str) -> dict[str, Any]:
-    """The run once it has ended, with everything it reported stored: the event stream
-    ends after its final status, then a fresh read returns its reason."""
+    """The run once it has ended: its event stream ends after its final status."""
     for _ in api.events(run_id):
         pass
+    return ended(api, run_id)
+
+
+def ended(api: Client, run_id: str) -> dict[str, Any]:
+    """The run as stored once everything it reported is (its reason, its exit code): the
+    live stream can announce the end a moment before the database has it."""
     return api.get_run(run_id, fresh=True)
 
 

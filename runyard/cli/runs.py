@@ -16,6 +16,7 @@ from runyard.errors import InvalidInput
 from runyard.status import RunStatus
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+WAITING = (RunStatus.NOT_STARTED.value, RunStatus.QUEUED.value)
 
 WORKER_COLUMNS = [
     ("id", "WORKER"),
@@ -205,6 +206,10 @@ def logs(
     """Print a run's log (stdout and stderr)."""
     api = client()
     if follow:
+        run = api.get_run(run_id)
+        if run.get("status") in WAITING:  # else the wait for its first line looks like a hang
+            note = _queued_note(run, "following it once it starts")
+            output.errors.print(Text(note), highlight=False, soft_wrap=True)
         raise typer.Exit(_stream(api, run_id))
     text = api.logs(run_id)
     sys.stdout.write(text)
@@ -212,21 +217,19 @@ def logs(
     if not text:  # say why there is nothing, on stderr: stdout stays the log
         run = api.get_run(run_id)
         if run.get("status") in WAITING:
-            output.errors.print(_queued_note(run), highlight=False, soft_wrap=True)
+            note = _queued_note(run, "no log yet")
+            output.errors.print(Text(note), highlight=False, soft_wrap=True)
         elif run.get("status") in (RunStatus.FAILED.value, RunStatus.CANCELED.value):
             note = f"{outcome.final_line(run)} (it wrote no log)"
             output.errors.print(Text(note), highlight=False, soft_wrap=True)
 
 
-WAITING = (RunStatus.NOT_STARTED.value, RunStatus.QUEUED.value)
-
-
-def _queued_note(run: dict[str, Any]) -> str:
+def _queued_note(run: dict[str, Any], then: str) -> str:
     """``run X is queued on cpu (position 2): waiting behind 1 run(s); all 1 node(s) busy``."""
     place = f" (position {run['position']})" if run.get("position") else ""
     where = f" on {run['cluster']}" if run.get("cluster") else ""
     reason = f": {run['pending_reason']}" if run.get("pending_reason") else ""
-    return f"run {run['id']} is queued{where}{place}{reason}; no log yet"
+    return f"run {run['id']} is queued{where}{place}{reason}; {then}"
 
 
 def wait(
@@ -246,7 +249,7 @@ def _stream(api: Client, run_id: str) -> int:
     for text in api.follow_logs(run_id):
         sys.stdout.write(text)
         sys.stdout.flush()
-    return outcome.report(api.get_run(run_id, fresh=True))
+    return outcome.report(outcome.ended(api, run_id))
 
 
 def cancel(
@@ -274,8 +277,8 @@ def cancel(
         output.console.print(f"no queued runs on {all_queued}", highlight=False)
     else:
         for result in results:
-            outcome = result.get("status") or f"not canceled: {result.get('error')}"
-            output.console.print(f"{result['id']}  {outcome}", highlight=False)
+            said = result.get("status") or f"not canceled: {result.get('error')}"
+            output.console.print(f"{result['id']}  {said}", highlight=False)
     if any(r.get("error") for r in results):
         raise typer.Exit(4)
 

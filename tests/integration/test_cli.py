@@ -578,6 +578,19 @@ def test_logs_of_a_queued_run_says_it_is_queued_on_stderr(stack: Stack, scripts:
         f"run {run_id} is queued on {name} (position 1): no worker serves cluster {name}; "
         "no log yet"
     )
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": ADMIN_TOKEN}
+    following = subprocess.Popen(
+        runyard("logs", run_id, "--follow"), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert following.stderr is not None
+    assert following.stderr.readline() == (
+        f"run {run_id} is queued on {name} (position 1): no worker serves cluster {name}; "
+        "following it once it starts\n"
+    )
+    ok(stack, "cancel", run_id)
+    out, err = following.communicate(timeout=60)
+    assert (following.returncode, out, err) == (10, "", f"run {run_id} Canceled\n")
 
 
 def test_runs_of_every_cluster_show_cluster_experiment_position_and_reason(
