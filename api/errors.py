@@ -62,9 +62,8 @@ def invalid_input(errors: Sequence[Any], prefix: str = "") -> InvalidInput:
     where = [str(p) for p in first.get("loc", ()) if p != "body"]
     field = ".".join([prefix, *where] if prefix else where)
     named = [p for p in where if p not in ("query", "path", "header")]
-    name = named[-1] if named else ""
-    if name.isdigit() and len(named) > 1:  # arguments.3: name the list and the item
-        name = f"{named[-2]}[{name}]"
+    # environment.docker.shm_size, arguments[3]: the path as the request spelt it
+    name = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in named).lstrip(".")
     message = str(first.get("msg") or "invalid request")
     for marker in VALIDATOR_PREFIXES:
         if message.startswith(marker):

@@ -34,6 +34,9 @@ def first_error(model: type[BaseModel], data: object) -> list:
         (ClusterCreate, {"name": "cpu", "node": 4}, "", "unknown field 'node'", "node"),
         (RunSpec, {"experiment": "e", "script": "a.py", "arguments": ["a", 3]}, "spec",
          "arguments[1] should be a valid string", "spec.arguments.1"),
+        # A nested field is named by its whole path.
+        (ClusterCreate, {"name": "cpu", "environment": {"docker": {"baseImage": "x"}}}, "",
+         "unknown field 'environment.docker.baseImage'", "environment.docker.baseImage"),
     ],
 )  # fmt: skip
 def test_validation_errors_read_as_plain_sentences(
