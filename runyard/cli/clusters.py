@@ -194,16 +194,15 @@ def _print(cluster: dict[str, Any], as_json: bool) -> None:
         output.emit_json(cluster)
         return
     output.table([_row(cluster)], CLUSTER_COLUMNS)
-    workers = cluster.get("workers") or []
-    if workers:
-        output.table(
-            workers,
-            [
-                ("id", "WORKER"),
-                ("hostname", "HOST"),
-                ("slots", "SLOTS"),
-                ("busy", "BUSY"),
-                ("last_heartbeat", "LAST HEARTBEAT"),
-                ("runs", "RUNS"),
-            ],
-        )
+    output.table(
+        cluster.get("workers") or [],
+        [
+            ("id", "WORKER"),
+            ("hostname", "HOST"),
+            ("slots", "SLOTS"),
+            ("busy", "BUSY"),
+            ("last_heartbeat", "LAST HEARTBEAT"),
+            ("runs", "RUNS"),
+        ],
+        empty=f"no workers serve {cluster['name']}",
+    )

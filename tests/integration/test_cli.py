@@ -628,6 +628,7 @@ def test_empty_results_say_so_in_one_line(stack: Stack) -> None:
     assert ok(stack, "runs", "-c", name) == f"no runs on {name}\n"
     assert ok(stack, "cancel", "--all-queued", name) == f"no queued runs on {name}\n"
     assert json.loads(ok(stack, "cancel", "--all-queued", name, "--json")) == []
+    assert ok(stack, "cluster", "show", name).endswith(f"\nno workers serve {name}\n")
     none = ok(stack, "audit", "--action", "no.such.action")
     assert none == "no audit entries matching those filters\n"
 
