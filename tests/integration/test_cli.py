@@ -500,6 +500,13 @@ def test_exit_8_a_failed_run_is_loud_in_submit_logs_and_wait(
     for command in (["logs", run_id, "--follow"], ["wait", run_id]):
         again = cli(stack, *command)
         assert (again.returncode, again.stderr.strip()) == (8, expected), command
+    # As a terminal shows both streams: the reason is the very last line.
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": ADMIN_TOKEN}
+    both = subprocess.run(
+        runyard("logs", run_id, "--follow"), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert both.stdout.splitlines()[-2:] == ["about to fail", expected]
     assert json.loads(ok(stack, "show", run_id, "--json"))["status"] == "Failed"
 
 
