@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -44,8 +46,45 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        location = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = first.get("msg", "invalid request")
-        error = InvalidInput(f"{location}: {message}" if location else message, field=location)
-        return JSONResponse(error_body(error), status_code=422)
+        return JSONResponse(error_body(invalid_input(exc.errors())), status_code=422)
+
+
+# What pydantic puts before a validator's own words; the words are for people, this is not.
+VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def invalid_input(errors: Sequence[Any], prefix: str = "") -> InvalidInput:
+    """The first validation error in plain words: a validator's own sentence as it wrote
+    it ("executor must be one of local, docker"), pydantic's sentences with the field for
+    "Input" ("nodes should be greater than or equal to 1"). ``field`` keeps the full
+    location (``spec.script``) for programs."""
+    first = errors[0] if errors else {}
+    where = [str(p) for p in first.get("loc", ()) if p != "body"]
+    field = ".".join([prefix, *where] if prefix else where)
+    named = [p for p in where if p not in ("query", "path", "header")]
+    # environment.docker.shm_size, arguments[3]: the path as the request spelt it
+    name = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in named).lstrip(".")
+    message = str(first.get("msg") or "invalid request")
+    for marker in VALIDATOR_PREFIXES:
+        if message.startswith(marker):
+            message = message[len(marker) :]
+            if marker.startswith("Assertion"):  # then python's "assert x < y" line
+                message = message.splitlines()[0].strip()
+            break
+    else:
+        message = _pydantic_in_words(first.get("type", ""), message, name)
+    return InvalidInput(message, field=field or None)
+
+
+def _pydantic_in_words(kind: str, message: str, name: str) -> str:
+    if not name:
+        return message
+    if kind == "missing":
+        return f"{name} is required"
+    if kind == "extra_forbidden":
+        return f"unknown field {name!r}"
+    if message.startswith("Input should"):
+        return f"{name} should{message[len('Input should') :]}"
+    if message.startswith("Input "):
+        return f"{name}: {message[len('Input ') :]}"
+    return f"{name}: {message[:1].lower()}{message[1:]}"

@@ -19,25 +19,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
 
-from runyard.config import DEFAULT_URL
-from runyard.errors import BY_NAME, RunyardError, ServiceUnavailable
+from runyard.config import DEFAULT_URL, redact_url
+from runyard.errors import BY_NAME, ConfigurationError, RunyardError, ServiceUnavailable
 
 API = "/api/v1"
 Body = Union[bytes, IO[bytes], None]
 
 
 class Response:
-    def __init__(self, status: int, body: bytes, headers: Any) -> None:
+    def __init__(self, status: int, body: bytes, headers: Any, url: str = "") -> None:
         self.status_code = status
         self.content = body
         self.headers = headers
+        self.url = url
 
     @property
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        return loads(self.content)
+        try:
+            return loads(self.content)
+        except ValueError:
+            # Something answered, but not Runyard: a URL naming another server or page.
+            kind = (self.headers.get("Content-Type") if self.headers else None) or "no JSON"
+            raise ConfigurationError(
+                f"{redact_url(self.url)} did not answer as Runyard does ({kind.split(';')[0]} "
+                "instead of JSON): is the Runyard URL right?"
+            ) from None
 
 
 class Client:
@@ -77,7 +86,7 @@ class Client:
         with self._open(
             method, (API if api else "") + path, params, json, content, headers, timeout
         ) as response:
-            return Response(response.status, response.read(), response.headers)
+            return Response(response.status, response.read(), response.headers, response.url)
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()

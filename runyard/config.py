@@ -1,9 +1,13 @@
 """Where the SDK and CLI find the service, and the token to show it.
 
-The service's URL: ``RUNYARD_URL``, else ``config.json`` or ``.runyard/config.json`` in the
-current folder or any parent (as ``azureml.core.Workspace.from_config`` searches), else the
-default. The token: ``RUNYARD_TOKEN``, else a ``token`` an older config file still holds,
-else the user's credentials file, keyed by service URL (``credentials_path()``:
+The service's URL: ``--url`` (the CLI), else ``RUNYARD_URL``, else ``config.json`` or
+``.runyard/config.json`` in the current folder or any parent (as
+``azureml.core.Workspace.from_config`` searches). With none of them there is no guess: the
+error names every folder looked in, since a default URL would make a missing config look
+like a service that is down.
+
+The token: ``RUNYARD_TOKEN``, else a ``token`` an older config file still holds, else the
+user's credentials file, keyed by service URL (``credentials_path()``:
 ``$XDG_CONFIG_HOME/runyard/credentials.json``, by default under ``~/.config``). Tokens live
 there, outside project folders, as cloud CLIs keep theirs: a project folder is what gets
 packed into snapshots.
@@ -20,30 +24,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from runyard.errors import ConfigurationError
+from runyard.errors import ConfigNotFound, ConfigurationError
 
-DEFAULT_URL = "http://127.0.0.1:8642"
+DEFAULT_URL = "http://127.0.0.1:8642"  # where `runyard up` listens unless told otherwise
 CONFIG_NAMES = (Path(".runyard") / "config.json", Path("config.json"))
 CREDENTIALS_NAME = "credentials.json"
 
 
 @dataclass(frozen=True)
 class ClientConfig:
-    url: str = DEFAULT_URL
+    url: str
     token: str | None = None
-    source: str = "default"
+    source: str = "RUNYARD_URL"  # or the config file's path
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
     """The nearest Runyard config; a ``config.json`` without a ``url`` is someone else's
     (a model folder, an Azure workspace file) and is passed over."""
-    folder = (start or Path.cwd()).resolve()
-    for directory in (folder, *folder.parents):
+    for directory in search_folders(start):
         for name in CONFIG_NAMES:
             candidate = directory / name
             if candidate.is_file() and (name != Path("config.json") or _has_url(candidate)):
                 return candidate
     return None
+
+
+def search_folders(start: Path | None = None) -> List[Path]:
+    """Where a config is looked for, nearest first: ``start`` (the current folder) and
+    each of its parents."""
+    folder = (start or Path.cwd()).resolve()
+    return [folder, *folder.parents]
+
+
+def not_found(start: Path | None = None) -> ConfigNotFound:
+    """The error that says where the search went, and the two ways out."""
+    folders = search_folders(start)
+    passed_over = [
+        str(d / "config.json") for d in folders if (d / "config.json").is_file()
+    ]  # they had no url: someone else's config.json
+    names = " or ".join(str(n) for n in CONFIG_NAMES)
+    note = f"; passed over {', '.join(passed_over)} (no url)" if passed_over else ""
+    return ConfigNotFound(
+        f"no Runyard config found (looked in: {', '.join(str(d) for d in folders)} "
+        f"for {names}{note}); run `runyard up` here or set RUNYARD_URL"
+    )
 
 
 def _has_url(path: Path) -> bool:
@@ -253,17 +277,24 @@ def token_for(url: str) -> Optional[str]:
 def load(path: str | os.PathLike[str] | None = None) -> ClientConfig:
     env_url = os.environ.get("RUNYARD_URL")
     env_token = os.environ.get("RUNYARD_TOKEN")
-    if path is not None:
+    if path is not None:  # azureml: a folder to search from (and up), or the file itself
         given = Path(path)
-        found = find_config_file(given) if given.is_dir() else given
-        if found is None or not found.is_file():
-            raise ConfigurationError(f"no Runyard config file at {given}")
+        if given.is_dir():
+            found = find_config_file(given)
+            if found is None:
+                raise not_found(given)
+        elif given.is_file():
+            found = given
+        else:
+            raise ConfigNotFound(f"no Runyard config file at {os.fspath(path)}")
         config = read_config_file(found)
     elif env_url:
         config = ClientConfig(url=env_url, source="RUNYARD_URL")
     else:
         found = find_config_file()
-        config = read_config_file(found) if found else ClientConfig()
+        if found is None:
+            raise not_found()
+        config = read_config_file(found)
     # RUNYARD_TOKEN wins; an older config that still holds a token keeps working; else
     # the credentials file's token for this URL.
     token = env_token or config.token or stored_token(config.url)

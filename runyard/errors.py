@@ -128,6 +128,11 @@ class ConfigurationError(RunyardError):
     exit_code = 7
 
 
+class ConfigNotFound(ConfigurationError):
+    """No ``--url``, no ``RUNYARD_URL`` and no config file in this folder or its parents:
+    the message lists where it looked and how to make one."""
+
+
 # Error classes by name, so a client can rebuild the server's error from its JSON body.
 BY_NAME: dict[str, type[RunyardError]] = {}
 
@@ -142,9 +147,17 @@ _register(RunyardError)
 
 
 class RunFailed(RunyardError):
-    """A run waited on with ``raise_on_error`` ended Failed (or Canceled)."""
+    """A run waited on (``wait_for_completion(raise_on_error=True)``, ``runyard wait``,
+    ``--follow``) ended Failed (the SDK raises it for Canceled too)."""
 
     exit_code = 8
+
+
+class RunCanceled(RunFailed):
+    """A run waited on ended Canceled: told apart from Failed by its own exit code, since a
+    cancel is usually someone's decision, not a fault of the script."""
+
+    exit_code = 10
 
 
 _register(RunFailed)

@@ -41,7 +41,7 @@ from scheduler.models import (
 )
 from scheduler.streams import publish_live, send_to_ingest
 from scheduler.tracking import child_refusal
-from scheduler.workers import live_workers, workers_serving
+from scheduler.workers import WorkerInfo, live_workers, workers_serving
 
 RunFilter = Literal["queued", "active", "all"]
 MAX_PRIORITY = 1000
@@ -194,6 +194,17 @@ def describe(session: Session, client: redis.Redis, run: Run) -> RunPublic:
 
 
 def queued_runs(session: Session, client: redis.Redis, cluster_name: str) -> list[RunPublic]:
+    annotated = _annotated_queue(session, cluster_name, live_workers(client))
+    names = experiment_names(session, {run.experiment_id for run, _, _ in annotated})
+    return [
+        public(run, names.get(run.experiment_id, ""), position, reason)
+        for run, position, reason in annotated
+    ]
+
+
+def _annotated_queue(
+    session: Session, cluster_name: str, workers: list[WorkerInfo]
+) -> list[tuple[Run, int | None, str]]:
     cluster = get_cluster(session, cluster_name)
     runs = list(
         session.exec(
@@ -202,13 +213,23 @@ def queued_runs(session: Session, client: redis.Redis, cluster_name: str) -> lis
             .order_by(col(Run.dispatched_at).is_(None), *queue_order())
         )
     )
+    return annotate_queue(runs, cluster, capacity(session, cluster, workers), workers)
+
+
+def queue_places(
+    session: Session, client: redis.Redis, runs: Sequence[Run]
+) -> dict[str, tuple[int | None, str]]:
+    """Position and pending reason of the waiting ones among ``runs``: one pass over each
+    of their clusters' queues, so a listing reads them as ``describe`` does one run."""
+    clusters = {r.cluster for r in runs if r.status in WAITING and r.cluster}
+    if not clusters:
+        return {}
     workers = live_workers(client)
-    cap = capacity(session, cluster, workers)
-    names = experiment_names(session, {r.experiment_id for r in runs})
-    return [
-        public(run, names.get(run.experiment_id, ""), position, reason)
-        for run, position, reason in annotate_queue(runs, cluster, cap, workers)
-    ]
+    return {
+        run.id: (position, reason)
+        for name in sorted(clusters)
+        for run, position, reason in _annotated_queue(session, name, workers)
+    }
 
 
 def cluster_active(session: Session, cluster_name: str) -> list[RunPublic]:
@@ -246,9 +267,11 @@ def list_runs(
     top_level: bool = False,
     limit: int = 100,
     offset: int = 0,
+    client: redis.Redis | None = None,
 ) -> tuple[list[RunPublic], int]:
     """Runs matching every filter. ``tags`` / ``properties``: each key must be set, to the
-    given value unless that is None (Azure's ``get_runs(tags=...)``)."""
+    given value unless that is None (Azure's ``get_runs(tags=...)``). With ``client``,
+    waiting runs carry their queue position and pending reason."""
     query = select(Run)
     if cluster is not None:
         get_cluster(session, cluster)
@@ -272,8 +295,15 @@ def list_runs(
     order = (
         (col(Run.created_at), col(Run.id)) if parent else (col(Run.created_at).desc(), col(Run.id))
     )
-    runs = session.exec(query.order_by(*order).offset(offset).limit(limit))
-    return public_runs(session, list(runs)), total
+    runs = list(session.exec(query.order_by(*order).offset(offset).limit(limit)))
+    if client is None:
+        return public_runs(session, runs), total
+    places = queue_places(session, client, runs)
+    names = experiment_names(session, {r.experiment_id for r in runs})
+    data = [
+        public(r, names.get(r.experiment_id, ""), *places.get(r.id, (None, None))) for r in runs
+    ]
+    return data, total
 
 
 def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:

@@ -18,6 +18,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.auth import ALLOW, ActorDep
 from api.deps import Services, ServicesDep, SessionDep
+from api.errors import invalid_input
 from api.live import (
     LiveEvent,
     current_status,
@@ -83,9 +84,7 @@ def submit_run(
     try:
         run_spec = RunSpec.model_validate_json(spec)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"spec.{where}: {first['msg']}", field=f"spec.{where}") from exc
+        raise invalid_input(exc.errors(), prefix="spec") from exc
     if actor.role == "run":
         _check_child_of_own_tree(session, actor, run_spec)
     run_spec = run_service.check_submittable(session, run_spec)  # before anything is stored
@@ -205,6 +204,7 @@ KeyFilter = Annotated[
 @router.get("", operation_id="list_runs", dependencies=[ALLOW.read])
 def list_runs(
     session: SessionDep,
+    services: ServicesDep,
     cluster: str | None = None,
     experiment: str | None = None,
     parent: Annotated[str | None, Query(description="Only the children of this run")] = None,
@@ -226,6 +226,7 @@ def list_runs(
         top_level=top_level,
         limit=limit,
         offset=offset,
+        client=services.redis,  # waiting runs: their position and pending reason
     )
     return RunsPublic(data=data, count=total)
 

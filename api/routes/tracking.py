@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from api.auth import ALLOW
 from api.deps import Services, ServicesDep, SessionDep
+from api.errors import invalid_input
 from api.live import json_safe
 from runyard.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from runyard.tracking import events as ev
@@ -67,9 +68,7 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> di
     try:
         batch = EventBatch.model_validate_json(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"{where}: {first['msg']}", field=where) from exc
+        raise invalid_input(exc.errors()) from exc
     by_target: dict[str, list[list[Any]]] = {}
     for offset, event in enumerate(batch.events):
         target = event.get("r")

@@ -9,15 +9,19 @@ import typer
 
 from runyard.cli import output
 from runyard.cli.context import client
+from runyard.cli.help import Command, Group
 from runyard.errors import InvalidInput
 
-app = typer.Typer(help="Create, show, update and delete named clusters.", no_args_is_help=True)
+app = typer.Typer(
+    cls=Group, help="Create, show, update and delete named clusters.", no_args_is_help=True
+)
 
 CLUSTER_COLUMNS = [
     ("name", "CLUSTER"),
     ("default_mark", "DEFAULT"),
     ("nodes", "NODES"),
     ("executor", "EXECUTOR"),
+    ("image", "IMAGE"),
     ("worker_count", "WORKERS"),
     ("slots", "SLOTS"),
     ("active", "ACTIVE"),
@@ -31,6 +35,7 @@ def _row(cluster: dict[str, Any]) -> dict[str, Any]:
     return {
         **cluster,
         "worker_count": len(cluster.get("workers", [])),
+        "image": (cluster.get("container") or {}).get("image"),
         "default_mark": "*" if cluster.get("is_default") else "",
     }
 
@@ -41,7 +46,7 @@ def list_clusters(as_json: JsonOpt = False) -> None:
     if as_json:
         output.emit_json(clusters)
     else:
-        output.table([_row(c) for c in clusters], CLUSTER_COLUMNS)
+        output.table([_row(c) for c in clusters], CLUSTER_COLUMNS, empty="no clusters")
 
 
 def _settings(
@@ -72,7 +77,16 @@ def _settings(
 
 
 NodesOpt = Annotated[Optional[int], typer.Option("--nodes", "-n", help="Max concurrent runs")]
-ExecutorOpt = Annotated[Optional[str], typer.Option(help="Default executor: local or docker")]
+ExecutorOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="How runs execute: local (host processes) or docker (containers)", metavar="KIND"
+    ),
+]
+ImageOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Docker image for runs that name none (the cluster's container.image)"),
+]
 GraceOpt = Annotated[Optional[float], typer.Option("--grace", help="Cancel grace period, seconds")]
 DescriptionOpt = Annotated[Optional[str], typer.Option(help="Free text")]
 EnvironmentOpt = Annotated[Optional[str], typer.Option(help="Default environment as JSON")]
@@ -97,11 +111,12 @@ ContainerRunsOpt = Annotated[
 ]
 
 
-@app.command("create")
+@app.command("create", cls=Command)
 def create(
     name: str,
     nodes: NodesOpt = 1,
     executor: ExecutorOpt = None,
+    image: ImageOpt = None,
     grace: GraceOpt = None,
     description: DescriptionOpt = None,
     environment: EnvironmentOpt = None,
@@ -110,25 +125,31 @@ def create(
     budgets: BudgetsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a cluster."""
+    """Create a cluster.
+
+    Example: runyard cluster create gpu --nodes 4 --executor docker --image my/train:1
+    """
     settings = _settings(
         nodes, executor, grace, description, environment, default, container_runs, budgets
     )
+    if image is not None:
+        settings["container"] = {"image": image}
     cluster = client().create_cluster(name, **settings)
     _print(cluster, as_json)
 
 
-@app.command("show")
+@app.command("show", cls=Command)
 def show(name: str, as_json: JsonOpt = False) -> None:
     """Show a cluster, its workers and its queue depth."""
     _print(client().get_cluster(name), as_json)
 
 
-@app.command("update")
+@app.command("update", cls=Command)
 def update(
     name: str,
     nodes: NodesOpt = None,
     executor: ExecutorOpt = None,
+    image: ImageOpt = None,
     grace: GraceOpt = None,
     description: DescriptionOpt = None,
     environment: EnvironmentOpt = None,
@@ -137,16 +158,21 @@ def update(
     budgets: BudgetsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a cluster's node limit or defaults."""
+    """Change a cluster's node limit, executor, image or defaults."""
     changes = _settings(
         nodes, executor, grace, description, environment, default, container_runs, budgets
     )
+    api = client()
+    if image is not None:
+        # The API replaces the whole container policy: keep what else it sets.
+        container = api.get_cluster(name).get("container") or {}
+        changes["container"] = {**container, "image": image}
     if not changes:
-        raise InvalidInput("nothing to update: give --nodes, --executor, --default, ...")
-    _print(client().update_cluster(name, **changes), as_json)
+        raise InvalidInput("nothing to update: give --nodes, --executor, --image, --default, ...")
+    _print(api.update_cluster(name, **changes), as_json)
 
 
-@app.command("delete")
+@app.command("delete", cls=Command)
 def delete(
     name: str,
     force: Annotated[
@@ -168,16 +194,15 @@ def _print(cluster: dict[str, Any], as_json: bool) -> None:
         output.emit_json(cluster)
         return
     output.table([_row(cluster)], CLUSTER_COLUMNS)
-    workers = cluster.get("workers") or []
-    if workers:
-        output.table(
-            workers,
-            [
-                ("id", "WORKER"),
-                ("hostname", "HOST"),
-                ("slots", "SLOTS"),
-                ("busy", "BUSY"),
-                ("last_heartbeat", "LAST HEARTBEAT"),
-                ("runs", "RUNS"),
-            ],
-        )
+    output.table(
+        cluster.get("workers") or [],
+        [
+            ("id", "WORKER"),
+            ("hostname", "HOST"),
+            ("slots", "SLOTS"),
+            ("busy", "BUSY"),
+            ("last_heartbeat", "LAST HEARTBEAT"),
+            ("runs", "RUNS"),
+        ],
+        empty=f"no workers serve {cluster['name']}",
+    )

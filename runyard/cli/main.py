@@ -10,9 +10,11 @@ from typer.exceptions import TyperException
 
 from runyard.cli import clusters, output, runs, service, tokens
 from runyard.cli.context import set_url
+from runyard.cli.help import Command, Group
 from runyard.errors import RunyardError
 
 app = typer.Typer(
+    cls=Group,
     name="runyard",
     help="Queue ML training runs on named compute clusters.",
     no_args_is_help=True,
@@ -31,28 +33,29 @@ def _global(
     set_url(url)
 
 
-app.command("up")(service.up)
-app.command("api")(service.api)
-app.command("scheduler")(service.scheduler)
+app.command("up", cls=Command)(service.up)
+app.command("api", cls=Command)(service.api)
+app.command("scheduler", cls=Command)(service.scheduler)
 worker_app = typer.Typer(
-    invoke_without_command=True, help="Serve clusters' queues (or drain a worker)."
+    cls=Group, invoke_without_command=True, help="Serve clusters' queues (or drain a worker)."
 )
 worker_app.callback()(service.worker)
-worker_app.command("drain")(runs.drain)
+worker_app.command("drain", cls=Command)(runs.drain)
 app.add_typer(worker_app, name="worker")
-app.command("flower")(service.flower)
-app.command("status")(runs.status)
-app.command("clusters")(clusters.list_clusters)
+app.command("flower", cls=Command)(service.flower)
+app.command("status", cls=Command)(runs.status)
+app.command("clusters", cls=Command)(clusters.list_clusters)
 app.add_typer(clusters.app, name="cluster")
-app.command("submit")(runs.submit)
-app.command("runs")(runs.runs)
-app.command("show")(runs.show)
-app.command("logs")(runs.logs)
-app.command("cancel")(runs.cancel)
-app.command("workers")(runs.workers)
+app.command("submit", cls=Command)(runs.submit)
+app.command("runs", cls=Command)(runs.runs)
+app.command("show", cls=Command)(runs.show)
+app.command("logs", cls=Command)(runs.logs)
+app.command("wait", cls=Command)(runs.wait)
+app.command("cancel", cls=Command)(runs.cancel)
+app.command("workers", cls=Command)(runs.workers)
 app.add_typer(tokens.app, name="token")
-app.command("whoami")(tokens.whoami)
-app.command("audit")(tokens.audit)
+app.command("whoami", cls=Command)(tokens.whoami)
+app.command("audit", cls=Command)(tokens.audit)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Piped output keeps whole lines (ids must stay copyable); a terminal gets its own width.
 console = Console(width=None if sys.stdout.isatty() else 4096)
@@ -21,21 +22,37 @@ def emit_json(data: Any) -> None:
 
 
 def table(
-    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], title: str | None = None
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    title: str | None = None,
+    empty: str | None = None,
 ) -> None:
+    """Rows under their column headers; with none, the ``empty`` line (``no runs``) says
+    so, rather than headers over nothing."""
+    if not rows and empty:
+        console.print(f"{title}: {empty}" if title else empty, highlight=False)
+        return
     grid = Table(title=title, show_edge=False, header_style="bold")
     for _, header in columns:
         grid.add_column(header)
     for row in rows:
-        grid.add_row(*(cell(row.get(key)) for key, _ in columns))
+        # Text, not markup: values are users' words and may hold brackets.
+        grid.add_row(*(Text(cell(row.get(key))) for key, _ in columns))
     console.print(grid)
 
 
 def cell(value: Any) -> str:
+    """One value as a person reads it: ``-`` for none, yes/no, lists and mappings inline,
+    times to the second."""
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "-"
+        return ", ".join(cell(v) for v in value) or "-"
+    if isinstance(value, dict):  # unset entries left out: an audit detail stays short
+        shown = {k: v for k, v in value.items() if v not in (None, "", [], {})}
+        return ", ".join(f"{k}={cell(v)}" for k, v in shown.items()) or "-"
     if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
         try:
             return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")

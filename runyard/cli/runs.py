@@ -1,19 +1,22 @@
-"""``runyard submit | runs | show | logs | cancel | workers``."""
+"""``runyard submit | runs | show | logs | wait | cancel | workers``."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
-from runyard.cli import output
+from runyard.cli import environment_file, outcome, output
 from runyard.cli.context import client
+from runyard.client import Client
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.errors import InvalidInput
+from runyard.status import RunStatus
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+WAITING = (RunStatus.NOT_STARTED.value, RunStatus.QUEUED.value)
 
 WORKER_COLUMNS = [
     ("id", "WORKER"),
@@ -36,9 +39,22 @@ RUN_COLUMNS = [
     ("pending_reason", "REASON"),
 ]
 
+# Runs of every cluster: which cluster and experiment each is in, and its name.
+ALL_RUN_COLUMNS = [
+    ("id", "RUN"),
+    ("display_name", "NAME"),
+    ("experiment", "EXPERIMENT"),
+    ("cluster", "CLUSTER"),
+    ("status", "STATUS"),
+    ("position", "POS"),
+    ("priority", "PRIO"),
+    ("created_at", "SUBMITTED"),
+    ("pending_reason", "REASON"),
+]
+
 
 def submit(
-    directory: Annotated[Path, typer.Argument(help="Folder to snapshot")],
+    directory: Annotated[str, typer.Argument(help="Folder to snapshot", metavar="DIR")],
     script: Annotated[str, typer.Option("--script", "-s", help="Entry script, inside DIR")],
     cluster: Annotated[
         Optional[str],
@@ -49,15 +65,34 @@ def submit(
     ] = None,
     experiment: Annotated[str, typer.Option("--experiment", "-e")] = "default",
     priority: Annotated[int, typer.Option("--priority", "-p", help="Higher starts first")] = 0,
+    image: Annotated[
+        Optional[str],
+        typer.Option(help="Docker image to run in (environment.docker.base_image)"),
+    ] = None,
+    env_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--env-file",
+            metavar="FILE",
+            help="Environment as JSON or YAML (name, python, docker, environment_variables)",
+        ),
+    ] = None,
     interpreter: Annotated[
         Optional[str],
         typer.Option(help="Python to run with (user-managed environment)"),
     ] = None,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Stream the log until it ends")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Stream the log until the run ends; exit 0 only if Completed"
+        ),
     ] = False,
     tag: Annotated[
         Optional[list[str]], typer.Option("--tag", "-t", help="KEY=VALUE (or KEY), repeatable")
+    ] = None,
+    display_name: Annotated[
+        Optional[str],
+        typer.Option("--display-name", "-n", help="A name for people (run.display_name)"),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -65,10 +100,12 @@ def submit(
 
     Example: runyard submit ./src -s train.py -c gpu -- --lr 0.1
     """
-    environment = Environment("cli")
+    environment = environment_file.load(env_file) if env_file else Environment("cli")
     if interpreter:
         environment.python.user_managed_dependencies = True
         environment.python.interpreter_path = interpreter
+    if image:
+        environment.docker.base_image = image
     config = ScriptRunConfig(
         source_directory=directory,
         script=script,
@@ -81,7 +118,9 @@ def submit(
     workspace = Workspace(url=api.base_url)
     workspace._client = api
     tags = dict(t.split("=", 1) if "=" in t else (t, None) for t in tag or [])
-    run = Experiment(workspace, experiment).submit(config, tags=tags or None)
+    run = Experiment(workspace, experiment).submit(
+        config, tags=tags or None, display_name=display_name
+    )
     data = run._details or {}
     if as_json:
         output.emit_json(data)
@@ -89,7 +128,7 @@ def submit(
         reason = f" ({data['pending_reason']})" if data.get("pending_reason") else ""
         output.console.print(f"{run.id}  {data.get('status')}{reason}", highlight=False)
     if follow:
-        _stream(run.id)
+        raise typer.Exit(_stream(api, run.id))
 
 
 def runs(
@@ -98,20 +137,30 @@ def runs(
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List a cluster's queued runs (with position and reason) and active runs."""
+    """List runs: a cluster's queued runs (with position and reason) and active runs, or
+    (without --cluster) the latest runs of every cluster."""
     if status not in ("queued", "active", "all"):
         raise InvalidInput("--status must be queued, active or all")
     api = client()
     if cluster:
         data = api.cluster_runs(cluster, status)
+        if experiment:
+            data = [r for r in data if r.get("experiment") == experiment]
     else:
         if status != "all":
             raise InvalidInput("--status needs --cluster")
         data = api.list_runs(experiment=experiment)
     if as_json:
         output.emit_json(data)
-    else:
-        output.table(data, RUN_COLUMNS)
+        return
+    columns = RUN_COLUMNS if cluster else ALL_RUN_COLUMNS
+    output.table(data, columns, empty=_no_runs(cluster, status, experiment))
+
+
+def _no_runs(cluster: str | None, status: str, experiment: str | None) -> str:
+    kind = {"queued": "queued runs", "active": "active runs"}.get(status, "runs")
+    where = f" on {cluster}" if cluster else ""
+    return f"no {kind}{where}" + (f" in experiment {experiment}" if experiment else "")
 
 
 def show(run_id: str, as_json: JsonOpt = False) -> None:
@@ -122,6 +171,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         return
     fields = [
         "id",
+        "display_name",
         "experiment",
         "cluster",
         "status",
@@ -140,26 +190,66 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
     ]
     for key in fields:
         if data.get(key) not in (None, [], ""):
-            output.console.print(f"[bold]{key:16}[/bold] {output.cell(data[key])}", highlight=False)
+            line = Text(f"{key:16}", style="bold").append(f" {output.cell(data[key])}")
+            output.console.print(line, highlight=False)
 
 
 def logs(
     run_id: str,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep streaming until the run ends")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep streaming until the run ends; exit 0 only if Completed"
+        ),
     ] = False,
 ) -> None:
     """Print a run's log (stdout and stderr)."""
+    api = client()
     if follow:
-        _stream(run_id)
-    else:
-        sys.stdout.write(client().logs(run_id))
+        run = api.get_run(run_id)
+        if run.get("status") in WAITING:  # else the wait for its first line looks like a hang
+            note = _queued_note(run, "following it once it starts")
+            output.errors.print(Text(note), highlight=False, soft_wrap=True)
+        raise typer.Exit(_stream(api, run_id))
+    text = api.logs(run_id)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if not text:  # say why there is nothing, on stderr: stdout stays the log
+        run = api.get_run(run_id)
+        if run.get("status") in WAITING:
+            note = _queued_note(run, "no log yet")
+            output.errors.print(Text(note), highlight=False, soft_wrap=True)
+        elif run.get("status") in (RunStatus.FAILED.value, RunStatus.CANCELED.value):
+            note = f"{outcome.final_line(run)} (it wrote no log)"
+            output.errors.print(Text(note), highlight=False, soft_wrap=True)
 
 
-def _stream(run_id: str) -> None:
-    for text in client().follow_logs(run_id):
+def _queued_note(run: dict[str, Any], then: str) -> str:
+    """``run X is queued on cpu (position 2): waiting behind 1 run(s); all 1 node(s) busy``."""
+    place = f" (position {run['position']})" if run.get("position") else ""
+    where = f" on {run['cluster']}" if run.get("cluster") else ""
+    reason = f": {run['pending_reason']}" if run.get("pending_reason") else ""
+    return f"run {run['id']} is queued{where}{place}{reason}; {then}"
+
+
+def wait(
+    run_id: str,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wait until a run ends; print how it ended. Exit 0 only if it Completed."""
+    api = client()
+    run = outcome.wait_for_end(api, run_id)
+    if as_json:
+        output.emit_json(run)
+    raise typer.Exit(outcome.report(run))
+
+
+def _stream(api: Client, run_id: str) -> int:
+    """Print the log as it is written, then one line of how the run ended; its exit code."""
+    for text in api.follow_logs(run_id):
         sys.stdout.write(text)
         sys.stdout.flush()
+    return outcome.report(outcome.ended(api, run_id))
 
 
 def cancel(
@@ -183,10 +273,12 @@ def cancel(
         raise InvalidInput("name the runs to cancel, or --all-queued CLUSTER")
     if as_json:
         output.emit_json(results)
+    elif not results:
+        output.console.print(f"no queued runs on {all_queued}", highlight=False)
     else:
         for result in results:
-            outcome = result.get("status") or f"not canceled: {result.get('error')}"
-            output.console.print(f"{result['id']}  {outcome}", highlight=False)
+            said = result.get("status") or f"not canceled: {result.get('error')}"
+            output.console.print(f"{result['id']}  {said}", highlight=False)
     if any(r.get("error") for r in results):
         raise typer.Exit(4)
 
@@ -197,7 +289,7 @@ def workers(as_json: JsonOpt = False) -> None:
     if as_json:
         output.emit_json(data)
     else:
-        output.table(data, WORKER_COLUMNS)
+        output.table(data, WORKER_COLUMNS, empty="no workers")
 
 
 def drain(worker_id: str, as_json: JsonOpt = False) -> None:
@@ -228,5 +320,6 @@ def status(as_json: JsonOpt = False) -> None:
             ("queued", "QUEUED"),
         ],
         title="clusters",
+        empty="no clusters",
     )
-    output.table(workers_, WORKER_COLUMNS, title="workers")
+    output.table(workers_, WORKER_COLUMNS, title="workers", empty="no workers")

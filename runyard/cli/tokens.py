@@ -9,9 +9,12 @@ import typer
 
 from runyard.cli import output
 from runyard.cli.context import client
+from runyard.cli.help import Command, Group
 from runyard.errors import InvalidInput
 
-app = typer.Typer(help="Create, list and revoke API tokens (admins).", no_args_is_help=True)
+app = typer.Typer(
+    cls=Group, help="Create, list and revoke API tokens (admins).", no_args_is_help=True
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 TOKEN_COLUMNS = [
@@ -42,7 +45,7 @@ def parse_expiry(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-@app.command("create")
+@app.command("create", cls=Command)
 def create(
     role: Annotated[str, typer.Option(help="admin, member, viewer or worker")],
     name: Annotated[Optional[str], typer.Option(help="Who or what holds it")] = None,
@@ -71,7 +74,7 @@ def create(
     output.errors.print("Store it now: it is not shown again.", highlight=False)
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_tokens(
     include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked")] = False,
     as_json: JsonOpt = False,
@@ -81,10 +84,10 @@ def list_tokens(
     if as_json:
         output.emit_json(rows)
     else:
-        output.table(rows, TOKEN_COLUMNS)
+        output.table(rows, TOKEN_COLUMNS, empty="no tokens")
 
 
-@app.command("revoke")
+@app.command("revoke", cls=Command)
 def revoke(token_id: str, as_json: JsonOpt = False) -> None:
     """Revoke a token (and its Studio sessions): refused from the next request on."""
     revoked = client().revoke_token(token_id)
@@ -126,4 +129,5 @@ def audit(
                 ("target", "TARGET"),
                 ("detail", "DETAIL"),
             ],
+            empty="no audit entries" + (" matching those filters" if actor or action else ""),
         )

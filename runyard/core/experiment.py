@@ -65,6 +65,11 @@ class Experiment:
             raise InvalidInput(f"submit() takes a ScriptRunConfig, not a {type(config).__name__}")
         if not config.script:
             raise InvalidInput("ScriptRunConfig needs a script")
+        if not os.path.isdir(config.source_directory):
+            what = (
+                "is not a folder" if os.path.exists(config.source_directory) else "does not exist"
+            )
+            raise InvalidInput(f"folder {config.source_directory} {what}")
         if not os.path.isfile(os.path.join(config.source_directory, config.script)):
             raise InvalidInput(f"script {config.script!r} not found in {config.source_directory}")
         config.run_config.check()

@@ -387,3 +387,363 @@ def test_cli_token_errors_are_one_line(stack: Stack) -> None:
     env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": "ryt_wrong"}
     result = subprocess.run(runyard("runs"), env=env, capture_output=True, text=True)
     one_line_error(result, 9, "unknown token")
+
+
+# --- Exit codes: one test per row of the README's table -------------------------------------
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture
+def scripts(tmp_path: Path) -> Path:
+    """A folder with a good script, a crashing one and one that holds until told."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "ok.py").write_text("print('all good')\n")
+    (folder / "boom.py").write_text(
+        "import sys\nprint('about to fail', flush=True)\nraise SystemExit(3)\n"
+    )
+    (folder / "hold.py").write_text("import time\nprint('holding', flush=True)\ntime.sleep(120)\n")
+    return folder
+
+
+def test_exit_0_a_followed_run_that_completes_says_so_last(
+    stack: Stack, workers, scripts: Path
+) -> None:
+    name = unique("ok")
+    ok(stack, "cluster", "create", name)
+    workers.start(name)
+
+    result = cli(stack, "submit", str(scripts), "-s", "ok.py", "-c", name, "--follow")
+
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.split()[0]
+    assert "all good" in result.stdout
+    assert result.stderr.strip() == f"run {run_id} Completed"
+    waited = cli(stack, "wait", run_id)
+    assert (waited.returncode, waited.stderr.strip()) == (0, f"run {run_id} Completed")
+
+
+def test_exit_2_bad_input_is_said_in_plain_words(stack: Stack, tmp_path: Path) -> None:
+    one_line_error(
+        cli(stack, "cluster", "create", unique("ex"), "--executor", "slurm"),
+        2,
+        "error: executor must be one of local, docker",
+    )
+    (tmp_path / "a.py").write_text("print(1)\n")
+    (tmp_path / "src").mkdir()
+    result = cli(stack, "submit", str(tmp_path / "src"), "-s", "../a.py", "-c", "cpu")
+    one_line_error(result, 2, "error: script must be a path inside the snapshot")
+    for said in (result, cli(stack, "cluster", "create", "Bad_Name")):
+        assert "Value error" not in said.stderr and "spec." not in said.stderr
+
+
+def test_a_missing_folder_is_named_as_typed(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    result = subprocess.run(
+        runyard("submit", "work/nope", "-s", "train.py", "-c", "cpu"),
+        cwd=tmp_path,
+        env={**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": ADMIN_TOKEN},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    one_line_error(result, 2, "error: folder work/nope does not exist")
+    (tmp_path / "work" / "file.txt").write_text("")
+    result = cli(stack, "submit", str(tmp_path / "work" / "file.txt"), "-s", "t.py")
+    one_line_error(result, 2, f"folder {tmp_path / 'work' / 'file.txt'} is not a folder")
+
+
+def test_exit_3_waiting_on_a_run_that_does_not_exist(stack: Stack) -> None:
+    one_line_error(cli(stack, "wait", "no-such-run"), 3, "no run with id 'no-such-run'")
+
+
+def test_exit_4_a_conflict_with_the_current_state(stack: Stack) -> None:
+    name = unique("twice")
+    ok(stack, "cluster", "create", name)
+    one_line_error(cli(stack, "cluster", "create", name), 4, f"cluster '{name}' exists already")
+
+
+# Exit 5 (snapshot refused): test_a_snapshot_over_the_client_limits_is_refused_before_upload.
+# Exit 6 (unreachable): test_an_unreachable_service_is_one_line.
+
+
+def test_exit_7_without_any_config_it_says_where_it_looked(tmp_path: Path) -> None:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    result = subprocess.run(
+        runyard("runs"), cwd=folder, env=env, capture_output=True, text=True, check=False
+    )
+    one_line_error(result, 7, f"error: no Runyard config found (looked in: {folder}, {tmp_path}")
+    assert result.stderr.strip().endswith("; run `runyard up` here or set RUNYARD_URL")
+    assert "cannot reach" not in result.stderr and "8642" not in result.stderr
+
+
+def test_exit_8_a_failed_run_is_loud_in_submit_logs_and_wait(
+    stack: Stack, workers, scripts: Path
+) -> None:
+    name = unique("boom")
+    ok(stack, "cluster", "create", name)
+    workers.start(name)
+
+    result = cli(stack, "submit", str(scripts), "-s", "boom.py", "-c", name, "--follow")
+
+    run_id = result.stdout.split()[0]
+    assert result.returncode == 8, (result.stdout, result.stderr)
+    assert "about to fail" in result.stdout
+    expected = f"run {run_id} Failed: script exited with code 3"
+    assert last_line(result.stderr) == expected
+    for command in (["logs", run_id, "--follow"], ["wait", run_id]):
+        again = cli(stack, *command)
+        assert (again.returncode, again.stderr.strip()) == (8, expected), command
+    # As a terminal shows both streams: the reason is the very last line.
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": ADMIN_TOKEN}
+    both = subprocess.run(
+        runyard("logs", run_id, "--follow"), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert both.stdout.splitlines()[-2:] == ["about to fail", expected]
+    assert json.loads(ok(stack, "show", run_id, "--json"))["status"] == "Failed"
+
+
+def test_exit_9_a_token_that_is_not_known(stack: Stack) -> None:
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": "ryt_not_issued"}
+    result = subprocess.run(runyard("wait", "x"), env=env, capture_output=True, text=True)
+    one_line_error(result, 9, "unknown token")
+
+
+def test_exit_10_a_canceled_run_ends_wait_and_follow_with_its_own_code(
+    stack: Stack, workers, scripts: Path
+) -> None:
+    name = unique("stop")
+    ok(stack, "cluster", "create", name)
+    workers.start(name)
+    run_id = json.loads(ok(stack, "submit", str(scripts), "-s", "hold.py", "-c", name, "--json"))[
+        "id"
+    ]
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": ADMIN_TOKEN}
+    waiting = subprocess.Popen(
+        runyard("wait", run_id), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    following = subprocess.Popen(
+        runyard("logs", run_id, "--follow"), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert following.stdout is not None
+    assert following.stdout.readline() == "holding\n"  # it runs, and is being followed
+
+    ok(stack, "cancel", run_id)
+
+    expected = f"run {run_id} Canceled: canceled by request"
+    for process in (waiting, following):
+        _, stderr = process.communicate(timeout=60)
+        assert (process.returncode, last_line(stderr)) == (10, expected)
+
+
+def test_exit_130_ctrl_c_stops_following_quietly(stack: Stack, workers, scripts: Path) -> None:
+    name = unique("intr")
+    ok(stack, "cluster", "create", name)
+    workers.start(name)
+    run_id = json.loads(ok(stack, "submit", str(scripts), "-s", "hold.py", "-c", name, "--json"))[
+        "id"
+    ]
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": ADMIN_TOKEN}
+    following = subprocess.Popen(
+        runyard("logs", run_id, "--follow"), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert following.stdout is not None
+    assert following.stdout.readline() == "holding\n"
+
+    following.send_signal(signal.SIGINT)  # what Ctrl+C sends
+
+    _, stderr = following.communicate(timeout=30)
+    assert following.returncode == 130
+    assert "Traceback" not in stderr
+    ok(stack, "cancel", run_id)
+
+
+# --- What the commands print ----------------------------------------------------------------
+
+
+def test_logs_of_a_queued_run_says_it_is_queued_on_stderr(stack: Stack, scripts: Path) -> None:
+    name = unique("idle")
+    ok(stack, "cluster", "create", name)
+    run_id = json.loads(ok(stack, "submit", str(scripts), "-s", "ok.py", "-c", name, "--json"))[
+        "id"
+    ]
+
+    result = cli(stack, "logs", run_id)
+
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr.strip() == (
+        f"run {run_id} is queued on {name} (position 1): no worker serves cluster {name}; "
+        "no log yet"
+    )
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": ADMIN_TOKEN}
+    following = subprocess.Popen(
+        runyard("logs", run_id, "--follow"), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert following.stderr is not None
+    assert following.stderr.readline() == (
+        f"run {run_id} is queued on {name} (position 1): no worker serves cluster {name}; "
+        "following it once it starts\n"
+    )
+    ok(stack, "cancel", run_id)
+    out, err = following.communicate(timeout=60)
+    assert (following.returncode, out, err) == (10, "", f"run {run_id} Canceled\n")
+
+
+def test_runs_of_every_cluster_show_cluster_experiment_position_and_reason(
+    stack: Stack, scripts: Path
+) -> None:
+    name, experiment = unique("cols"), unique("exp")
+    ok(stack, "cluster", "create", name)
+    run_id = json.loads(
+        ok(stack, "submit", str(scripts), "-s", "ok.py", "-c", name, "-e", experiment,
+           "--display-name", "lr 0.1 [baseline]", "--json")
+    )["id"]  # fmt: skip
+
+    listed = json.loads(ok(stack, "runs", "-e", experiment, "--json"))
+    table = ok(stack, "runs", "-e", experiment)
+
+    assert [(r["id"], r["position"], r["pending_reason"]) for r in listed] == [
+        (run_id, 1, f"no worker serves cluster {name}")
+    ]
+    header, _, row = table.splitlines()[:3]
+    assert header.split() == [
+        "RUN", "┃", "NAME", "┃", "EXPERIMENT", "┃", "CLUSTER", "┃", "STATUS", "┃", "POS",
+        "┃", "PRIO", "┃", "SUBMITTED", "┃", "REASON",
+    ]  # fmt: skip
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[:6] == [run_id, "lr 0.1 [baseline]", experiment, name, "Queued", "1"]
+    assert "lr 0.1 [baseline]" in ok(stack, "show", run_id)
+    assert cells[-1] == f"no worker serves cluster {name}"
+
+
+def test_empty_results_say_so_in_one_line(stack: Stack) -> None:
+    name = unique("empty")
+    ok(stack, "cluster", "create", name)
+    assert ok(stack, "runs", "-e", unique("nothing")).startswith("no runs in experiment ")
+    assert ok(stack, "runs", "-c", name, "--status", "queued") == f"no queued runs on {name}\n"
+    assert ok(stack, "runs", "-c", name) == f"no runs on {name}\n"
+    assert ok(stack, "cancel", "--all-queued", name) == f"no queued runs on {name}\n"
+    assert json.loads(ok(stack, "cancel", "--all-queued", name, "--json")) == []
+    assert ok(stack, "cluster", "show", name).endswith(f"\nno workers serve {name}\n")
+    none = ok(stack, "audit", "--action", "no.such.action")
+    assert none == "no audit entries matching those filters\n"
+
+
+def test_tables_print_yes_no_and_readable_details(stack: Stack, workers) -> None:
+    name = unique("words")
+    ok(stack, "cluster", "create", name, "--nodes", "3", "--default")
+    workers.start(name)
+
+    listed = ok(stack, "workers")
+    audit = ok(stack, "audit", "--action", "cluster.create", "--limit", "1")
+
+    assert "False" not in listed and "True" not in listed and " no " in listed
+    assert "nodes=3" in audit and "is_default=yes" in audit
+    assert "{" not in audit and "'" not in audit and "False" not in audit
+    ok(stack, "cluster", "update", name, "--no-default")
+
+
+@pytest.mark.parametrize("command", [["submit"], ["cluster", "create"], ["logs"], ["runs"]])
+def test_help_shows_no_type_after_plain_flags(command: list[str]) -> None:
+    result = cli(None, *command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "<bool>" not in result.stdout
+
+
+def test_cluster_image_and_executor_from_the_command_line(stack: Stack) -> None:
+    name = unique("img")
+    created = json.loads(
+        ok(stack, "cluster", "create", name, "--executor", "docker", "--image", "base:1",
+           "--default", "--json")
+    )  # fmt: skip
+    assert (created["executor"], created["container"], created["is_default"]) == (
+        "docker", {"image": "base:1"}, True,
+    )  # fmt: skip
+    assert "base:1" in ok(stack, "cluster", "show", name)
+    # Changing the image keeps the rest of the container policy.
+    stack.client().update_cluster(name, container={"image": "base:1", "memory_mib": 512})
+    updated = json.loads(
+        ok(stack, "cluster", "update", name, "--image", "base:2", "--executor", "local",
+           "--no-default", "--json")
+    )  # fmt: skip
+    assert (updated["executor"], updated["container"], updated["is_default"]) == (
+        "local", {"image": "base:2", "memory_mib": 512}, False,
+    )  # fmt: skip
+
+
+def test_submit_image_and_env_file_run_in_that_container(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    """A Docker cluster without an image of its own: the image named on the command line
+    (or in an environment file) is the one the run uses."""
+    name = unique("dock")
+    ok(stack, "cluster", "create", name, "--executor", "docker")
+    workers.start(name)
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "where.py").write_text(
+        "import os\n"
+        "print('in a container:', os.path.exists('/.dockerenv'), os.environ.get('SEED'))\n"
+    )
+    (tmp_path / "env.yaml").write_text(
+        f"name: seeded\ndocker:\n  base_image: {run_image}\nenvironment_variables:\n  SEED: '7'\n"
+    )
+
+    by_image = cli(stack, "submit", str(folder), "-s", "where.py", "-c", name, "--image",
+                   run_image, "--follow", timeout=180)  # fmt: skip
+    by_file = cli(stack, "submit", str(folder), "-s", "where.py", "-c", name, "--env-file",
+                  str(tmp_path / "env.yaml"), "--follow", timeout=180)  # fmt: skip
+
+    assert by_image.returncode == 0, by_image.stderr
+    assert "in a container: True None" in by_image.stdout
+    assert by_file.returncode == 0, by_file.stderr
+    assert "in a container: True 7" in by_file.stdout
+    run = json.loads(ok(stack, "show", by_file.stdout.split()[0], "--json"))
+    assert run["environment"]["docker"]["base_image"] == run_image
+
+
+def test_a_misspelt_env_file_is_refused_before_anything_is_sent(
+    stack: Stack, tmp_path: Path
+) -> None:
+    name = unique("typo")
+    ok(stack, "cluster", "create", name)
+    (tmp_path / "a.py").write_text("print(1)\n")
+    (tmp_path / "env.json").write_text('{"docker": {"baseImage": "x"}}')
+    result = cli(stack, "submit", str(tmp_path), "-s", "a.py", "-c", name, "--env-file",
+                 str(tmp_path / "env.json"))  # fmt: skip
+    one_line_error(result, 2, "unknown key 'docker.baseImage'")
+    assert json.loads(ok(stack, "runs", "-c", name, "--json")) == []
+
+
+def test_a_run_that_fails_before_its_script_starts_says_why(
+    stack: Stack, workers, scripts: Path
+) -> None:
+    """Before, `logs` printed nothing and `--follow` exited 0 for such a run."""
+    name = unique("nopy")
+    ok(stack, "cluster", "create", name)
+    workers.start(name)
+
+    followed = cli(stack, "submit", str(scripts), "-s", "ok.py", "-c", name,
+                   "--interpreter", "/no/such/python", "--follow")  # fmt: skip
+
+    run_id = followed.stdout.split()[0]
+    reason = json.loads(ok(stack, "show", run_id, "--json"))["failure_reason"]
+    assert reason and followed.returncode == 8, followed.stderr
+    assert last_line(followed.stderr) == f"run {run_id} Failed: {reason}"
+    logs = cli(stack, "logs", run_id)
+    assert logs.returncode == 0
+    # The worker may write its reasons into the log; if it wrote nothing, stderr says why.
+    assert reason in logs.stdout or logs.stderr.strip() == (
+        f"run {run_id} Failed: {reason} (it wrote no log)"
+    )

@@ -112,9 +112,12 @@ def test_a_url_from_the_environment_or_the_command_line_finds_its_token(
     assert config.load().token is None
 
 
-def test_a_broken_credentials_file_is_one_clear_error(tmp_path: Path) -> None:
+def test_a_broken_credentials_file_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     credentials(tmp_path).parent.mkdir(parents=True)
     credentials(tmp_path).write_text("{not json")
+    monkeypatch.setenv("RUNYARD_URL", URL)  # a service is named: its token is looked up
 
     with pytest.raises(config.ConfigurationError, match=r"credentials\.json"):
         config.load()
@@ -185,3 +188,41 @@ def test_without_a_writable_config_home_the_token_waits_in_the_config(
     assert LocalStack("127.0.0.1", 8642, data)._client_config() == (token, path, False)
     assert json.loads(path.read_text()) == {"url": URL}
     assert config.stored_token(URL) == token
+
+
+def test_without_any_config_the_error_says_where_it_looked(clean_env: Path, tmp_path: Path) -> None:
+    """No RUNYARD_URL, no --url, no config file: never a guessed URL that then looks like
+    a service that is down."""
+    (clean_env / "deep").mkdir()
+    os.chdir(clean_env / "deep")
+    # An Azure workspace config.json (no url) is someone else's: passed over, and said so.
+    (clean_env / "config.json").write_text(json.dumps({"subscription_id": "x"}))
+
+    for find in (config.load, Workspace.from_config, Workspace, context.client):
+        with pytest.raises(config.ConfigNotFound) as caught:
+            find()
+        message = caught.value.message
+        assert message.startswith(
+            f"no Runyard config found (looked in: {clean_env / 'deep'}, {clean_env}, "
+        ), message
+        assert f"passed over {clean_env / 'config.json'} (no url)" in message
+        assert message.endswith("; run `runyard up` here or set RUNYARD_URL"), message
+        assert caught.value.exit_code == 7
+    assert "8642" not in message
+
+
+def test_from_config_with_a_path_searches_from_there_or_reads_that_file(
+    clean_env: Path, tmp_path: Path
+) -> None:
+    """azureml's from_config(path=...): a folder to search from (and up), or the file."""
+    project = tmp_path / "elsewhere" / "project"
+    config.write_config_file(project / ".runyard" / "config.json", URL)
+    (project / "notebooks").mkdir()
+
+    assert Workspace.from_config(path=project / "notebooks").url == URL
+    assert Workspace.from_config(path=str(project / ".runyard" / "config.json")).url == URL
+    with pytest.raises(config.ConfigNotFound, match=r"looked in: .*empty"):
+        (tmp_path / "empty").mkdir()
+        Workspace.from_config(path=tmp_path / "empty")
+    with pytest.raises(config.ConfigNotFound, match=r"no Runyard config file at nowhere\.json"):
+        Workspace.from_config(path="nowhere.json")
