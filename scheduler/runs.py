@@ -189,7 +189,8 @@ def describe(session: Session, client: redis.Redis, run: Run) -> RunPublic:
     workers = live_workers(client)
     position = position_of(session, run)
     serving = len(workers_serving(workers, cluster.name))
-    reason = pending_reason(cluster, capacity(session, cluster, workers), serving, position)
+    cap = capacity(session, cluster, workers, besides={run.id})
+    reason = pending_reason(cluster, cap, serving, position)
     return public(run, experiment, position, reason)
 
 
@@ -203,7 +204,8 @@ def queued_runs(session: Session, client: redis.Redis, cluster_name: str) -> lis
         )
     )
     workers = live_workers(client)
-    cap = capacity(session, cluster, workers)
+    waiting = {run.id for run in runs if run.dispatched_at is None}
+    cap = capacity(session, cluster, workers, besides=waiting)
     names = experiment_names(session, {r.experiment_id for r in runs})
     return [
         public(run, names.get(run.experiment_id, ""), position, reason)

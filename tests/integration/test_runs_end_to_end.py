@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runyard.core import Experiment, ScriptRunConfig, Workspace
+from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
 from runyard.errors import RunFailed, RunFinished
 from tests.support.runs import local_env, submit, write
 from tests.support.services import Stack, process_alive, unique, wait_until
@@ -459,3 +459,31 @@ def test_a_cluster_that_asks_for_it_requeues_a_run_whose_node_was_lost(
     assert record["attempt"] == 2
     log = client.logs(run.id)
     assert log.index("first attempt") < log.index("second attempt finishes")
+
+
+def test_a_submit_to_an_idle_cluster_never_says_its_nodes_are_busy(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """The answer to a submit is read while the scheduler may already be handing that very
+    run to a worker: the run must not count against its own cluster's free slots."""
+    cluster = unique("idle")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    workers.start(cluster, slots=1)
+    first = submit(stack.url, write(tmp_path / "src", {"hi.py": "pass\n"}), "hi.py", cluster)
+    first.wait_for_completion()
+    spec = {
+        "experiment": "e2e",
+        "cluster": cluster,
+        "script": "hi.py",
+        "environment": first.get_details()["runDefinition"]["environment"],
+        "snapshot_digest": first.get_details()["properties"]["snapshotId"],
+    }
+    experiment = Experiment(Workspace(url=stack.url), "e2e")
+    said = []
+    for _ in range(100):
+        answer = client.submit(spec)  # the API's answer, as `runyard submit` prints it
+        said.append(answer["pending_reason"])
+        Run(experiment, answer["id"]).wait_for_completion()
+    busy = [reason for reason in said if "busy" in (reason or "")]
+    assert busy == [], f"{len(busy)} of 100 submits to an idle cluster said: {busy[0]}"
