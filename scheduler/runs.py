@@ -22,7 +22,13 @@ from scheduler.admission import (
     position_of,
     queue_order,
 )
-from scheduler.clusters import WAITING, check_isolation, get_cluster, resolve_cluster
+from scheduler.clusters import (
+    WAITING,
+    check_image,
+    check_isolation,
+    get_cluster,
+    resolve_cluster,
+)
 from scheduler.db import as_utc, insert_ignoring
 from scheduler.lifecycle import end_children, transition
 from scheduler.messages import StateChanged, Wake
@@ -69,7 +75,9 @@ def check_submittable(session: Session, spec: RunSpec) -> RunSpec:
     """Everything a submit needs that the spec alone cannot prove (raises before any write);
     returns the spec with its cluster resolved (no name: the default cluster)."""
     cluster = resolve_cluster(session, spec.cluster)
-    check_isolation(cluster, merge_environments(cluster.environment or {}, spec.environment))
+    environment = merge_environments(cluster.environment or {}, spec.environment)
+    check_isolation(cluster, environment)
+    check_image(cluster, environment)
     if spec.parent_run_id is not None:
         check_child_budget(session, spec.parent_run_id)
     return spec.model_copy(update={"cluster": cluster.name})

@@ -23,6 +23,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
+from scheduler.clusters import NO_IMAGE, image_of
 from scheduler.models import ContainerPolicy
 from worker.executors.base import (
     Execution,
@@ -53,11 +54,10 @@ def client() -> docker.DockerClient:
 
 
 def image_for(request: ExecutionRequest, policy: ContainerPolicy) -> str:
-    image = (request.environment.get("docker") or {}).get("base_image") or policy.image
+    """Refused at submit when there is none; the cluster may have changed since."""
+    image = image_of(request.environment, {"image": policy.image})
     if not image:
-        raise ExecutionFailed(
-            "no Docker image: set environment.docker.base_image or the cluster's container.image"
-        )
+        raise ExecutionFailed(NO_IMAGE)
     return image
 
 
