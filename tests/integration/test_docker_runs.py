@@ -374,3 +374,22 @@ def test_a_stopped_worker_removes_its_runs_container_and_records_the_run(
     assert (record["status"], record["failure_reason"]) == ("Failed", "service stopped")
     assert "got SIGTERM" in stack.client().logs(run.id)
     assert containers_of(run.id) == []
+
+
+def test_stdout_and_stderr_keep_the_order_the_script_wrote_them_in(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    """Seen: a Docker run's log interleaved its stdout and stderr out of order."""
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    script = (
+        "import sys\n"
+        "for i in range(300):\n"
+        "    print(f'out {i}', flush=True)\n"
+        "    print(f'err {i}', file=sys.stderr, flush=True)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"both.py": script}), "both.py", cluster)
+    run.wait_for_completion()
+    log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
+    written = [line for line in log.splitlines() if line.startswith(("out ", "err "))]
+    assert written == [f"{kind} {i}" for i in range(300) for kind in ("out", "err")]

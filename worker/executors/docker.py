@@ -122,6 +122,19 @@ def _look_up(engine: docker.DockerClient, image: Any, candidates: tuple[str, ...
     return None
 
 
+# The container's command starts here: the script's stderr becomes its stdout, then the
+# script runs in its place (same process). The engine reads a container's stdout and stderr
+# from two pipes in two goroutines and interleaves them out of order; one pipe keeps the
+# order the script wrote in, as the local executor's (stderr=STDOUT) does. Pure Python, so
+# an image needs no shell.
+MERGE_STDERR = "import os, sys; os.dup2(1, 2); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def command_for(interpreter: str, script: str, arguments: list[str]) -> list[str]:
+    """``interpreter script arguments...``, with stderr merged into stdout first."""
+    return [interpreter, "-c", MERGE_STDERR, interpreter, script, *arguments]
+
+
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -169,7 +182,7 @@ def container_config(
     shm = shm_bytes(docker_env.get("shm_size"), policy)
     config: dict[str, Any] = {
         "image": image_for(request, policy),
-        "command": [python, request.script, *request.arguments],
+        "command": command_for(python, request.script, request.arguments),
         "working_dir": WORKSPACE,
         "environment": variables,
         "user": policy.user,
