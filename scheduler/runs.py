@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import redis
-from sqlalchemy import update
+from sqlalchemy import Engine, LargeBinary, cast, update
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
@@ -388,14 +388,50 @@ def front_priority(session: Session, cluster: str) -> int:
     return min((top or 0) + 1, MAX_PRIORITY)
 
 
-def logs_after(session: Session, run_id: str, after_seq: int = -1) -> list[RunLog]:
-    return list(
-        session.exec(
-            select(RunLog)
-            .where(RunLog.run_id == run_id, RunLog.seq > after_seq)
-            .order_by(col(RunLog.seq))
-        )
+def logs_after(
+    session: Session, run_id: str, after_seq: int = -1, limit: int | None = None
+) -> list[RunLog]:
+    query = (
+        select(RunLog)
+        .where(RunLog.run_id == run_id, RunLog.seq > after_seq)
+        .order_by(col(RunLog.seq))
     )
+    return list(session.exec(query if limit is None else query.limit(limit)))
+
+
+def has_log_file(run: Run) -> bool:
+    """A submitted run (one with a script) has its log as a file; an interactive run or a
+    child made by ``child_run()`` prints nowhere Runyard reads."""
+    return bool(run.script)
+
+
+def log_bytes(session: Session, run_id: str) -> int:
+    """The size of the run's log in UTF-8 bytes, counted by the database (a log may be
+    gigabytes: it is never read for this)."""
+    if session.get_bind().dialect.name == "postgresql":
+        size = func.octet_length(RunLog.text)
+    else:  # SQLite: the length of a blob is its bytes
+        size = func.length(cast(RunLog.text, LargeBinary))
+    total = session.exec(
+        select(func.coalesce(func.sum(size), 0)).where(RunLog.run_id == run_id)
+    ).one()
+    return int(total)
+
+
+LOG_PAGE = 200  # chunks per query when the log is read out as a file (each up to 64 KiB)
+
+
+def log_text(engine: Engine, run_id: str) -> Iterator[bytes]:
+    """The run's log as UTF-8, a page of chunks at a time, each page in a session of its
+    own (a download of a large log holds no transaction open while the client reads)."""
+    after = -1
+    while True:
+        with Session(engine) as session:
+            page = logs_after(session, run_id, after, LOG_PAGE)
+        if not page:
+            return
+        yield "".join(chunk.text for chunk in page).encode()
+        after = page[-1].seq
 
 
 def file_usage(session: Session, run_id: str, besides: str = "") -> tuple[int, int]:

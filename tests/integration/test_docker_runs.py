@@ -101,7 +101,7 @@ def test_a_run_completes_in_a_confined_container_with_its_log_and_outputs(
     (tmp_path / secret).write_text("do not read")
     run = submit(stack, write(tmp_path / "src", {"probe.py": PROBE}), "probe.py", cluster, secret)
     run.wait_for_completion()
-    assert run.get_file_names() == ["outputs/report.json"]
+    assert run.get_file_names() == ["outputs/report.json", "user_logs/std_log.txt"]
     run.download_file("outputs/report.json", tmp_path / "report.json")
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["uid"] == 1000

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
-from runyard.errors import RunFailed, RunFinished
+from runyard.errors import InvalidInput, RunFailed, RunFinished
 from tests.support.runs import local_env, submit, write
 from tests.support.services import Stack, process_alive, unique, wait_until
 
@@ -81,7 +81,11 @@ def test_a_submitted_run_completes_with_its_log_and_outputs(
     log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
     assert "args ['--alpha', '0.5']" in log
     assert "loss 4" in log and "to stderr" in log
-    assert sorted(run.get_file_names()) == ["outputs/model.pkl", "outputs/nested/metrics.json"]
+    assert run.get_file_names() == [
+        "outputs/model.pkl",
+        "outputs/nested/metrics.json",
+        "user_logs/std_log.txt",
+    ]
     run.download_file("outputs/model.pkl", tmp_path / "model.pkl")
     assert (tmp_path / "model.pkl").read_bytes() == b"weights"
     record = stack.client().get_run(run.id)
@@ -374,7 +378,8 @@ def test_file_names_with_url_characters_survive_the_round_trip(
     )
     run = submit(stack.url, write(tmp_path / "src", {"w.py": script}), "w.py", cluster)
     run.wait_for_completion()
-    assert sorted(run.get_file_names()) == sorted(f"outputs/{n}" for n in names)
+    outputs = [name for name in run.get_file_names() if name.startswith("outputs/")]
+    assert sorted(outputs) == sorted(f"outputs/{n}" for n in names)
     for name in names:
         run.download_file(f"outputs/{name}", tmp_path / "got")
         assert (tmp_path / "got").read_text() == name
@@ -487,3 +492,46 @@ def test_a_submit_to_an_idle_cluster_never_says_its_nodes_are_busy(
         Run(experiment, answer["id"]).wait_for_completion()
     busy = [reason for reason in said if "busy" in (reason or "")]
     assert busy == [], f"{len(busy)} of 100 submits to an idle cluster said: {busy[0]}"
+
+
+def test_the_runs_log_is_a_file_listed_and_fetched_as_azure_names_it(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """Seen: wait_for_completion() named user_logs/std_log.txt, which get_file_names() did
+    not list and download_file() could not fetch."""
+    cluster = unique("stdlog")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    script = (
+        "import os, sys\n"
+        "for i in range(2000):\n"
+        "    print(f'line {i} ünïcödé', flush=True)\n"
+        "print('to stderr', file=sys.stderr)\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/a.txt', 'w').write('a')\n"
+    )
+    run = submit(stack.url, write(tmp_path / "src", {"many.py": script}), "many.py", cluster)
+    run.wait_for_completion()
+    log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
+    assert "line 1999 ünïcödé" in log and "to stderr" in log
+
+    assert run.get_file_names() == ["outputs/a.txt", "user_logs/std_log.txt"]
+    listed = {f["name"]: f["size"] for f in stack.client().list_files(run.id)}
+    assert listed["user_logs/std_log.txt"] == len(log.encode())
+    run.download_file("user_logs/std_log.txt", tmp_path / "one.txt")
+    assert (tmp_path / "one.txt").read_text() == log
+    run.download_files(prefix="user_logs", output_directory=tmp_path / "all")
+    assert (tmp_path / "all" / "user_logs" / "std_log.txt").read_text() == log
+    assert not (tmp_path / "all" / "outputs").exists()
+
+
+def test_no_upload_can_replace_the_runs_log(stack: Stack, workers, tmp_path: Path) -> None:
+    cluster = unique("keep")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"hi.py": "print('real')\n"}), "hi.py", cluster)
+    run.wait_for_completion()
+    with pytest.raises(InvalidInput, match=r"user_logs/std_log\.txt is the run's own log"):
+        stack.client().upload_file(run.id, "user_logs/std_log.txt", b"forged")
+    run.download_file("user_logs/std_log.txt", tmp_path / "log.txt")
+    assert "real" in (tmp_path / "log.txt").read_text()
