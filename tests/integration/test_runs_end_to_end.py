@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import zipfile
@@ -14,7 +15,7 @@ import pytest
 
 from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
 from runyard.errors import InvalidInput, RunFailed, RunFinished
-from tests.support.runs import local_env, submit, write
+from tests.support.runs import local_env, service_lines, submit, write
 from tests.support.services import Stack, process_alive, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
@@ -492,6 +493,57 @@ def test_a_submit_to_an_idle_cluster_never_says_its_nodes_are_busy(
         Run(experiment, answer["id"]).wait_for_completion()
     busy = [reason for reason in said if "busy" in (reason or "")]
     assert busy == [], f"{len(busy)} of 100 submits to an idle cluster said: {busy[0]}"
+
+
+def test_a_runs_log_starts_with_what_happened_before_its_script(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("prep")
+    stack.client().create_cluster(cluster, nodes=1)
+    worker = unique("wp")
+    workers.start(cluster, name=worker)
+    folder = write(tmp_path / "src", {"hi.py": "print('hello from the script')\n"})
+    run = submit(stack.url, folder, "hi.py", cluster)
+    run.wait_for_completion()
+
+    lines = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"].splitlines()
+    script_starts = lines.index("hello from the script")
+    before = lines[:script_starts]
+    assert before and all(line.startswith("[runyard] ") for line in before), before
+    assert before[0].startswith(f"[runyard] Preparing run {run.id} (attempt 1) on worker {worker}")
+    assert f"cluster {cluster}" in before[0]
+    assert f"[runyard] Interpreter: {sys.executable}" in before
+    assert any(line.startswith("[runyard] Started process ") for line in before)
+    assert before[-1] == "[runyard] Running hi.py; its output follows"
+
+
+def test_a_run_whose_interpreter_is_missing_says_why_in_its_log(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    from tests.integration.test_cli import cli
+
+    cluster = unique("badpy")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    env = local_env()
+    env.python.interpreter_path = "/no/such/python3"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"hi.py": "print('never')\n"}),
+        script="hi.py",
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=stack.url), "e2e").submit(config)
+    with pytest.raises(RunFailed, match="interpreter '/no/such/python3' not found"):
+        run.wait_for_completion()
+
+    printed = cli(stack, "logs", run.id).stdout  # `runyard logs RUN`, as a person types it
+    assert service_lines(printed)[0].startswith(f"[runyard] Preparing run {run.id}")
+    assert service_lines(printed)[-1] == (
+        "[runyard] Failed before the script started: interpreter '/no/such/python3' not "
+        "found on this worker; set environment.python.interpreter_path"
+    )
+    assert "never" not in printed
 
 
 def test_the_runs_log_is_a_file_listed_and_fetched_as_azure_names_it(

@@ -282,20 +282,28 @@ class DockerExecutor(Executor):
     def prepare(self, request: ExecutionRequest) -> None:
         """The image, present locally or pulled, and its interpreter (part of Preparing)."""
         image = image_for(request, ContainerPolicy.model_validate(request.container))
+        request.note(f"Image {image}: looking for it on this worker")
         try:
-            self.engine.images.get(image)
+            found = self.engine.images.get(image)
+            request.note(f"Image {image}: present on this worker ({found.short_id})")
         except ImageNotFound:
+            request.note(f"Image {image}: not on this worker; pulling it")
             try:
-                self.engine.images.pull(image)
+                pulled = self.engine.images.pull(image)
             except (APIError, DockerException) as exc:
                 raise ExecutionFailed(
                     f"image {image!r} is not on this worker and cannot be pulled: "
                     f"{getattr(exc, 'explanation', None) or exc}"
                 ) from exc
+            request.note(f"Image {image}: pulled ({getattr(pulled, 'short_id', pulled)})")
+        given = (request.environment.get("python") or {}).get("interpreter_path")
+        looked = repr(given) if given else " or ".join(map(repr, DEFAULT_INTERPRETERS))
+        request.note(f"Looking for interpreter {looked} in image {image}")
         try:
             self.interpreter = interpreter_in_image(self.engine, image, request.environment)
         except (APIError, DockerException) as exc:
             raise ExecutionFailed(f"cannot look into image {image!r}: {exc}") from exc
+        request.note(f"Interpreter: {self.interpreter}")
 
     def start(self, request: ExecutionRequest) -> Execution:
         policy = ContainerPolicy.model_validate(request.container)
@@ -311,9 +319,15 @@ class DockerExecutor(Executor):
         )
         try:
             container = self.engine.containers.create(**config)
+            request.note(
+                f"Container {container.short_id} created from {config['image']} (user "
+                f"{policy.user}, network {policy.network}, memory {policy.memory_mib} MiB, "
+                f"{policy.cpus:g} CPU)"
+            )
             container.start()
         except (APIError, DockerException) as exc:
             raise ExecutionFailed(f"cannot start the container: {exc}") from exc
+        request.note(f"Container {container.short_id} started")
         return DockerExecution(container, policy)
 
     def kill_leftover(self, run_id: str, handle: str) -> None:
