@@ -21,8 +21,8 @@ from scheduler import keys
 from scheduler.celery_app import TASK_EXECUTE_RUN
 from scheduler.clusters import HOLDING_A_SLOT, check_isolation, get_cluster, wants_container
 from scheduler.lifecycle import transition
-from scheduler.messages import MessageError, RunAssignment
-from scheduler.models import Cluster, Experiment, Run, merge_environments, utcnow
+from scheduler.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunAssignment
+from scheduler.models import Cluster, Experiment, Run, RunLog, merge_environments, utcnow
 from scheduler.workers import WorkerInfo, workers_serving
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,11 @@ def dispatch(
         except (MessageError, NotSupported, ValueError, TypeError) as exc:
             # Never let one unrunnable record hold a slot or stall the queue behind it.
             log.warning("cannot dispatch %s: %s", run.id, exc)
-            transition(session, run.id, RunStatus.FAILED, failure_reason=f"cannot start: {exc}")
+            reason = f"cannot start: {exc}"
+            # Its log says so too: no worker will ever write a line of it.
+            line = f"{SERVICE_PREFIX}Failed before the script started: {reason}\n"
+            session.add(RunLog(run_id=run.id, seq=attempt * LOG_SEQ_STRIDE, text=line))
+            transition(session, run.id, RunStatus.FAILED, failure_reason=reason)
             session.commit()
             continue
         # Conditional on the run still waiting: a cancel that committed first wins.

@@ -14,15 +14,13 @@ import redis
 
 from runyard.status import RunStatus
 from scheduler.budgets import RunBudgets, over
-from scheduler.messages import LogChunk, StateChanged
+from scheduler.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, LogChunk, StateChanged
 from worker import delivery
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2  # seconds between log flushes while output keeps coming
 MAX_CHUNK = 64 * 1024  # characters per log chunk
-LOG_SEQ_STRIDE = 10_000_000  # chunk numbers reserved per attempt of a run
-SERVICE_PREFIX = "[runyard] "  # starts each line the service itself writes into a run's log
 
 
 class RunReporter:

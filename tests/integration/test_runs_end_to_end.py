@@ -587,3 +587,33 @@ def test_no_upload_can_replace_the_runs_log(stack: Stack, workers, tmp_path: Pat
         stack.client().upload_file(run.id, "user_logs/std_log.txt", b"forged")
     run.download_file("user_logs/std_log.txt", tmp_path / "log.txt")
     assert "real" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_run_the_scheduler_cannot_start_says_why_in_its_log(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """Its cluster stopped running container runs while it waited: it fails at dispatch,
+    before any worker sees it, and its log still says why."""
+    cluster = unique("changed")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1, container_runs=True)
+    env = local_env()
+    env.docker.base_image = "some-image:1"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"hi.py": "print('never')\n"}),
+        script="hi.py",
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=stack.url), "e2e").submit(config)  # no worker: it waits
+    client.update_cluster(cluster, container_runs=False)
+    workers.start(cluster)
+    with pytest.raises(RunFailed, match="cannot start: this run asks for a Docker container"):
+        run.wait_for_completion()
+    said = service_lines(client.logs(run.id))
+    assert len(said) == 1
+    assert said[0].startswith(
+        "[runyard] Failed before the script started: cannot start: this run asks for a "
+        f"Docker container (environment.docker), but cluster '{cluster}' runs scripts as "
+        "processes on its hosts"
+    )
