@@ -73,7 +73,7 @@ def test_files_past_the_budget_are_not_stored_and_the_run_says_why(target: Targe
     assert details["status"] == "Failed"
     assert "over its budget of 3 of files" in details["error"]["message"]
     stored = ["outputs/0.txt", "outputs/1.txt", "outputs/2.txt", "user_logs/std_log.txt"]
-    assert run.get_file_names() == stored  # the log is not one of the run's files budget
+    assert run.get_file_names() == stored  # the log does not count against the files budget
     budget(target)
     target.assert_still_serving()
 
