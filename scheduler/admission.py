@@ -9,6 +9,7 @@ peeking into the broker.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from celery import Celery
@@ -20,8 +21,8 @@ from scheduler import keys
 from scheduler.celery_app import TASK_EXECUTE_RUN
 from scheduler.clusters import HOLDING_A_SLOT, check_isolation, get_cluster, wants_container
 from scheduler.lifecycle import transition
-from scheduler.messages import MessageError, RunAssignment
-from scheduler.models import Cluster, Experiment, Run, merge_environments, utcnow
+from scheduler.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunAssignment
+from scheduler.models import Cluster, Experiment, Run, RunLog, merge_environments, utcnow
 from scheduler.workers import WorkerInfo, workers_serving
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,21 @@ def queue_order() -> tuple:
     return (col(Run.priority).desc(), col(Run.created_at), col(Run.id))
 
 
-def capacity(session: Session, cluster: Cluster, workers: list[WorkerInfo]) -> Capacity:
+def capacity(
+    session: Session, cluster: Cluster, workers: list[WorkerInfo], besides: Collection[str] = ()
+) -> Capacity:
+    """The cluster's slots and how many are taken, leaving out the runs ``besides``: the
+    ones a caller describes as waiting. The scheduler may hand such a run to a worker
+    between the caller's read of it and this count; counted then, it would hold the very
+    slot it waits for ("all 1 node(s) busy" on an idle cluster)."""
     handed_over = (Run.status == RunStatus.QUEUED) & col(Run.dispatched_at).is_not(None)
-    busy = session.exec(
-        select(func.count()).where(
-            Run.cluster == cluster.name,
-            col(Run.status).in_(HOLDING_A_SLOT) | handed_over,
-        )
-    ).one()
+    holding = select(func.count()).where(
+        Run.cluster == cluster.name,
+        col(Run.status).in_(HOLDING_A_SLOT) | handed_over,
+    )
+    if besides:
+        holding = holding.where(col(Run.id).not_in(list(besides)))
+    busy = session.exec(holding).one()
     slots = sum(w.slots for w in workers_serving(workers, cluster.name))
     # Runs a draining worker finishes hold its own (withdrawn) slots, not the others'.
     draining = [w for w in workers_serving(workers, cluster.name, draining=True) if w.draining]
@@ -137,7 +145,11 @@ def dispatch(
         except (MessageError, NotSupported, ValueError, TypeError) as exc:
             # Never let one unrunnable record hold a slot or stall the queue behind it.
             log.warning("cannot dispatch %s: %s", run.id, exc)
-            transition(session, run.id, RunStatus.FAILED, failure_reason=f"cannot start: {exc}")
+            reason = f"cannot start: {exc}"
+            # Its log says so too: no worker will ever write a line of it.
+            line = f"{SERVICE_PREFIX}Failed before the script started: {reason}\n"
+            session.add(RunLog(run_id=run.id, seq=attempt * LOG_SEQ_STRIDE, text=line))
+            transition(session, run.id, RunStatus.FAILED, failure_reason=reason)
             session.commit()
             continue
         # Conditional on the run still waiting: a cancel that committed first wins.

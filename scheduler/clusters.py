@@ -79,6 +79,22 @@ def wants_container(environment: dict[str, Any]) -> bool:
     return bool(docker.get("enabled") or docker.get("base_image"))
 
 
+NO_IMAGE = "no Docker image: set environment.docker.base_image or the cluster's container.image"
+
+
+def image_of(environment: dict[str, Any], container: dict[str, Any] | None) -> str | None:
+    """The image a container run starts from: its environment's, else its cluster's."""
+    return (environment.get("docker") or {}).get("base_image") or (container or {}).get("image")
+
+
+def check_image(cluster: Cluster, environment: dict[str, Any]) -> None:
+    """A run that will run in a container needs an image from somewhere: refused at submit
+    when neither its environment nor its cluster names one (it could never start)."""
+    in_container = cluster.executor == "docker" or wants_container(environment)
+    if in_container and not image_of(environment, cluster.container):
+        raise NotSupported(NO_IMAGE, field="environment.docker.base_image")
+
+
 def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
     if session.get(Cluster, data.name) is not None:
         raise AlreadyExists(f"cluster {data.name!r} exists already")

@@ -53,9 +53,14 @@ class StateChanged(Entry):
     attempt: int = 0  # which hand-over of the run this report is about (0: not known)
 
 
+LOG_SEQ_STRIDE = 10_000_000  # chunk numbers reserved per attempt of a run
+SERVICE_PREFIX = "[runyard] "  # starts each line the service itself writes into a run's log
+
+
 @dataclass(frozen=True)
 class LogChunk(Entry):
-    """Lines of a run's output; ``seq`` counts chunks per run so replays are not doubled."""
+    """Lines of a run's output; ``seq`` counts chunks per run so replays are not doubled
+    (attempt ``n`` numbers its chunks from ``n * LOG_SEQ_STRIDE``)."""
 
     type: ClassVar[str] = "log"
     run_id: str

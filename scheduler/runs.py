@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import redis
-from sqlalchemy import update
+from sqlalchemy import Engine, LargeBinary, cast, update
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
@@ -22,7 +22,13 @@ from scheduler.admission import (
     position_of,
     queue_order,
 )
-from scheduler.clusters import WAITING, check_isolation, get_cluster, resolve_cluster
+from scheduler.clusters import (
+    WAITING,
+    check_image,
+    check_isolation,
+    get_cluster,
+    resolve_cluster,
+)
 from scheduler.db import as_utc, insert_ignoring
 from scheduler.lifecycle import end_children, transition
 from scheduler.messages import StateChanged, Wake
@@ -69,7 +75,9 @@ def check_submittable(session: Session, spec: RunSpec) -> RunSpec:
     """Everything a submit needs that the spec alone cannot prove (raises before any write);
     returns the spec with its cluster resolved (no name: the default cluster)."""
     cluster = resolve_cluster(session, spec.cluster)
-    check_isolation(cluster, merge_environments(cluster.environment or {}, spec.environment))
+    environment = merge_environments(cluster.environment or {}, spec.environment)
+    check_isolation(cluster, environment)
+    check_image(cluster, environment)
     if spec.parent_run_id is not None:
         check_child_budget(session, spec.parent_run_id)
     return spec.model_copy(update={"cluster": cluster.name})
@@ -189,7 +197,8 @@ def describe(session: Session, client: redis.Redis, run: Run) -> RunPublic:
     workers = live_workers(client)
     position = position_of(session, run)
     serving = len(workers_serving(workers, cluster.name))
-    reason = pending_reason(cluster, capacity(session, cluster, workers), serving, position)
+    cap = capacity(session, cluster, workers, besides={run.id})
+    reason = pending_reason(cluster, cap, serving, position)
     return public(run, experiment, position, reason)
 
 
@@ -213,7 +222,10 @@ def _annotated_queue(
             .order_by(col(Run.dispatched_at).is_(None), *queue_order())
         )
     )
-    return annotate_queue(runs, cluster, capacity(session, cluster, workers), workers)
+    # A run the scheduler hands over between our reads must not count against its own slot.
+    waiting = {run.id for run in runs if run.dispatched_at is None}
+    cap = capacity(session, cluster, workers, besides=waiting)
+    return annotate_queue(runs, cluster, cap, workers)
 
 
 def queue_places(
@@ -421,14 +433,50 @@ def front_priority(session: Session, cluster: str) -> int:
     return min((top or 0) + 1, MAX_PRIORITY)
 
 
-def logs_after(session: Session, run_id: str, after_seq: int = -1) -> list[RunLog]:
-    return list(
-        session.exec(
-            select(RunLog)
-            .where(RunLog.run_id == run_id, RunLog.seq > after_seq)
-            .order_by(col(RunLog.seq))
-        )
+def logs_after(
+    session: Session, run_id: str, after_seq: int = -1, limit: int | None = None
+) -> list[RunLog]:
+    query = (
+        select(RunLog)
+        .where(RunLog.run_id == run_id, RunLog.seq > after_seq)
+        .order_by(col(RunLog.seq))
     )
+    return list(session.exec(query if limit is None else query.limit(limit)))
+
+
+def has_log_file(run: Run) -> bool:
+    """A submitted run (one with a script) has its log as a file; an interactive run or a
+    child made by ``child_run()`` prints nowhere Runyard reads."""
+    return bool(run.script)
+
+
+def log_bytes(session: Session, run_id: str) -> int:
+    """The size of the run's log in UTF-8 bytes, counted by the database (a log may be
+    gigabytes: it is never read for this)."""
+    if session.get_bind().dialect.name == "postgresql":
+        size = func.octet_length(RunLog.text)
+    else:  # SQLite: the length of a blob is its bytes
+        size = func.length(cast(RunLog.text, LargeBinary))
+    total = session.exec(
+        select(func.coalesce(func.sum(size), 0)).where(RunLog.run_id == run_id)
+    ).one()
+    return int(total)
+
+
+LOG_PAGE = 200  # chunks per query when the log is read out as a file (each up to 64 KiB)
+
+
+def log_text(engine: Engine, run_id: str) -> Iterator[bytes]:
+    """The run's log as UTF-8, a page of chunks at a time, each page in a session of its
+    own (a download of a large log holds no transaction open while the client reads)."""
+    after = -1
+    while True:
+        with Session(engine) as session:
+            page = logs_after(session, run_id, after, LOG_PAGE)
+        if not page:
+            return
+        yield "".join(chunk.text for chunk in page).encode()
+        after = page[-1].seq
 
 
 def file_usage(session: Session, run_id: str, besides: str = "") -> tuple[int, int]:

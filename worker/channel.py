@@ -49,14 +49,14 @@ class ChannelForwarder:
         folder: RunFolder,
         attempt: int = 0,
         budgets: RunBudgets | None = None,
-        note: Callable[[str], None] = lambda text: None,
+        note: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.redis = client
         self.api = api
         self.run_id = run_id
         self.folder = folder  # read through descriptors only (worker.run_folder)
         self.budgets = budgets or RunBudgets()
-        self.note = note  # a line for the run's own log
+        self.note = note  # a line of the service's own in the run's log (RunReporter.note)
         # Each attempt of a run writes a fresh channel: its lines are its own producer's.
         self.producer = f"channel:{run_id}:{attempt}"
         self.offset = 0
@@ -197,7 +197,7 @@ class ChannelForwarder:
         self.forwarded += size
         if self.forwarded > self.budgets.tracking_bytes and self.over_budget is None:
             self.over_budget = over(self.budgets, "tracking_bytes")
-            self.note(f"runyard: stopping the run: it is {self.over_budget}\n")
+            self.note(f"stopping the run: it is {self.over_budget}")
 
     def _accept(self, raw: bytes) -> dict[str, Any] | None:
         try:
@@ -222,6 +222,6 @@ class ChannelForwarder:
                 delivery.upload(self.api, target, name, content)
         except (RunyardError, OSError) as exc:  # missing, a link, a FIFO, over budget
             log.warning("run %s: could not store %r: %s", self.run_id, name, exc)
-            self.note(f"runyard: {name} not stored: {exc}\n")
+            self.note(f"{name} not stored: {exc}")
             return
         self.folder.remove_staged(staged)

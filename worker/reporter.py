@@ -14,14 +14,13 @@ import redis
 
 from runyard.status import RunStatus
 from scheduler.budgets import RunBudgets, over
-from scheduler.messages import LogChunk, StateChanged
+from scheduler.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, LogChunk, StateChanged
 from worker import delivery
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2  # seconds between log flushes while output keeps coming
 MAX_CHUNK = 64 * 1024  # characters per log chunk
-LOG_SEQ_STRIDE = 10_000_000  # chunk numbers reserved per attempt of a run
 
 
 class RunReporter:
@@ -58,13 +57,18 @@ class RunReporter:
         self.written += len(text.encode("utf-8", errors="replace"))
         if self.written > self.budgets.log_bytes:
             self.over_budget = over(self.budgets, "log_bytes")
-            text = f"\nrunyard: stopping the run: it is {self.over_budget}\n"
+            text = f"\n{SERVICE_PREFIX}stopping the run: it is {self.over_budget}\n"
         with self._lock:
             self._buffer.append(text)
             self._buffered += len(text)
             full = self._buffered >= MAX_CHUNK
         if full:
             self.flush()
+
+    def note(self, line: str) -> None:
+        """A line of the service's own in the run's log (Preparing, the image, the
+        interpreter, why it failed), marked so it reads as Runyard's, not the script's."""
+        self.write(f"{SERVICE_PREFIX}{line}\n")
 
     def flush(self) -> None:
         with self._send_lock:

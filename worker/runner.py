@@ -81,13 +81,17 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     slot = ctx.slots.acquire()
     try:
         reporter.state(RunStatus.PREPARING)
+        reporter.note(
+            f"Preparing run {run_id} (attempt {assignment.attempt}) on worker "
+            f"{ctx.worker_id}, cluster {assignment.cluster}, executor {assignment.executor}"
+        )
         executor = executor_named(assignment.executor, ctx.node)
         workdir = ctx.workspace.prepare(run_id, assignment.snapshot_digest)
         # Opened while the folders are still the worker's own: every later read goes
         # through these descriptors, never by a path the run could have swapped.
         folder = RunFolder.create(workdir, ctx.workspace.tracking_dir(run_id))
         channel = ChannelForwarder(
-            ctx.redis, ctx.api, run_id, folder, assignment.attempt, budgets, note=reporter.write
+            ctx.redis, ctx.api, run_id, folder, assignment.attempt, budgets, note=reporter.note
         )
         channel.listen()
         request = ExecutionRequest(
@@ -106,9 +110,11 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             },
             container=assignment.container,
             gpu_ids=ctx.slots.gpus(slot),
+            note=reporter.note,
         )
         executor.prepare(request)
         if control.is_cancel_requested(ctx.redis, run_id, assignment.attempt):
+            reporter.note("Canceled before the script started")
             reporter.state(RunStatus.CANCELED, reason="canceled before it started")
             return
         if ctx.stopping.is_set():
@@ -118,6 +124,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         execution = executor.start(request)
         active.execution = execution
         ctx.workspace.remember(run_id, assignment.executor, execution.handle, assignment)
+        reporter.note(f"Running {assignment.script}; its output follows")
         reporter.state(RunStatus.RUNNING)
         channel.start()
         watch = BudgetWatch(channel, reporter, folder, budgets)
@@ -148,10 +155,10 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             reporter.state(RunStatus.COMPLETED, exit_code=0)
     except (RunyardError, OSError, ValueError) as exc:
         log.warning("run %s failed on this worker: %s", run_id, exc)
-        reporter.state(RunStatus.FAILED, reason=str(exc))
+        _fail(reporter, str(exc), started=active.execution is not None)
     except Exception as exc:
         log.exception("run %s: unexpected worker error", run_id)
-        reporter.state(RunStatus.FAILED, reason=f"worker error: {exc!r}")
+        _fail(reporter, f"worker error: {exc!r}", started=active.execution is not None)
     finally:
         active.ended = True
         ctx.stopping.release(run_id)
@@ -164,6 +171,14 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         ctx.slots.release(slot)
         ctx.heartbeat.remove_run(run_id)
         ctx.workspace.discard(run_id)
+
+
+def _fail(reporter: RunReporter, reason: str, *, started: bool) -> None:
+    """End the run Failed, its reason also the last line of its log (``runyard logs`` then
+    says what happened, even when the script never ran)."""
+    when = "" if started else " before the script started"
+    reporter.note(f"Failed{when}: {reason}")
+    reporter.state(RunStatus.FAILED, reason=reason)
 
 
 def recover_leftovers(ctx: WorkerContext) -> None:
@@ -250,7 +265,7 @@ class BudgetWatch:
                 continue
             if used > limit:
                 self.workspace = over(self.budgets, "workspace_bytes")
-                self.reporter.write(f"runyard: stopping the run: it is {self.workspace}\n")
+                self.reporter.note(f"stopping the run: it is {self.workspace}")
                 return
 
 
@@ -375,7 +390,7 @@ def _upload_outputs(
         try:
             delivery.upload(ctx.api, run_id, name, content)
         except RequestTooLarge as exc:
-            reporter.write(f"runyard: {exc.message}; the other outputs are not stored\n")
+            reporter.note(f"{exc.message}; the other outputs are not stored")
             return exc.message
     return None
 

@@ -31,6 +31,7 @@ from api.live import (
 )
 from api.storage import safe_name
 from runyard import snapshot
+from runyard.core.run import STD_LOG
 from runyard.errors import (
     Conflict,
     Forbidden,
@@ -427,9 +428,13 @@ def list_run_files(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RunFilesPublic:
-    run_service.get_run(session, run_id)
+    run = run_service.get_run(session, run_id)
     files = run_service.run_files(session, run_id)
     data = [RunFilePublic(name=f.name, size=f.size, created_at=as_utc(f.created_at)) for f in files]
+    if run_service.has_log_file(run):  # its log, listed as Azure lists it
+        size = run_service.log_bytes(session, run_id)
+        data.append(RunFilePublic(name=STD_LOG, size=size, created_at=as_utc(run.created_at)))
+        data.sort(key=lambda f: f.name)
     return RunFilesPublic(data=data[offset : offset + limit], count=len(data))
 
 
@@ -443,6 +448,11 @@ async def upload_run_file(
 ) -> RunFilePublic:
     """Store a file of the run (raw request body), replacing one of the same name."""
     name = safe_name(name)
+    if name == STD_LOG:
+        raise InvalidInput(
+            f"{STD_LOG} is the run's own log, kept by Runyard; upload under another name",
+            field="name",
+        )
     budget, left = await asyncio.to_thread(_file_allowance, services, run_id, name)
     limit = min(services.settings.max_file_bytes, left)
     try:
@@ -479,12 +489,23 @@ def _record_file(services: Services, run_id: str, name: str, size: int) -> RunFi
 @router.get(
     "/{run_id}/files/{name:path}",
     operation_id="download_run_file",
+    response_model=None,
     dependencies=[ALLOW.read_run],
 )
 def download_run_file(
     run_id: str, name: str, session: SessionDep, services: ServicesDep
-) -> FileResponse:
-    run_service.get_run(session, run_id)
+) -> FileResponse | StreamingResponse:
+    run = run_service.get_run(session, run_id)
+    if name == STD_LOG and run_service.has_log_file(run):
+        return StreamingResponse(
+            run_service.log_text(services.engine, run_id),
+            media_type="text/plain; charset=utf-8",
+            headers={
+                "Content-Disposition": 'attachment; filename="std_log.txt"',
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+            },
+        )
     path = services.files.open(run_id, name)
     # What a run uploaded is untrusted: never rendered as a page on this origin (it would
     # run with a signed-in person's session). Raster images keep their type for <img>.

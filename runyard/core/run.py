@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from runyard.core.experiment import Experiment
 
 POLL_INTERVAL = 1.0
+# A submitted run's combined stdout/stderr, as a file of the run (Azure ML's name for it):
+# listed by get_file_names(), fetched by download_file(s), the same text as its log.
+STD_LOG = "user_logs/std_log.txt"
 
 # Where a Run object's run came from (``Run._origin``).
 OFFLINE = "offline"  # Run.get_context() outside Runyard: prints
@@ -493,7 +496,7 @@ class Run:
 
     def get_details_with_logs(self) -> Dict[str, Any]:
         details = self.get_details()
-        details["logFiles"] = {"user_logs/std_log.txt": self._client.logs(self.id)}
+        details["logFiles"] = {STD_LOG: self._client.logs(self.id)}
         return details
 
     def wait_for_completion(
@@ -507,7 +510,7 @@ class Run:
         if show_output:
             print(f"RunId: {self.id}")
             print(f"Web View: {self.get_portal_url()}\n")
-            print("Streaming user_logs/std_log.txt")
+            print(f"Streaming {STD_LOG}")
             print("=" * 40 + "\n", flush=True)
         try:
             for text in self._client.follow_logs(self.id):  # ends when the run has ended

@@ -108,6 +108,6 @@ def test_links_and_loops_in_its_folders_lead_nowhere(target: Target, tmp_path: P
     )
     run = target.submit(script)
     assert run.wait_for_completion()["status"] == "Completed"
-    assert run.get_file_names() == ["outputs/real.txt"]
+    assert run.get_file_names() == ["outputs/real.txt", "user_logs/std_log.txt"]
     assert host.read_text() == "host"
     target.assert_still_serving()

@@ -83,7 +83,7 @@ def test_writes_inside_a_submitted_run_are_visible_when_they_return(
     log = stack.client().logs(run.id)
     assert "tags {'stage': 'trained'}" in log
     assert "points 5000" in log
-    assert "files ['model.bin']" in log
+    assert "files ['model.bin', 'user_logs/std_log.txt']" in log
     assert "properties {'dataset': 'v2'}" in log
     assert "could not confirm" not in log
 

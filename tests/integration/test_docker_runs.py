@@ -13,7 +13,7 @@ import pytest
 
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 from runyard.errors import RunFailed
-from tests.support.runs import write
+from tests.support.runs import service_lines, write
 from tests.support.services import Stack, unique, wait_until
 from worker.app import service_id
 
@@ -101,7 +101,7 @@ def test_a_run_completes_in_a_confined_container_with_its_log_and_outputs(
     (tmp_path / secret).write_text("do not read")
     run = submit(stack, write(tmp_path / "src", {"probe.py": PROBE}), "probe.py", cluster, secret)
     run.wait_for_completion()
-    assert run.get_file_names() == ["outputs/report.json"]
+    assert run.get_file_names() == ["outputs/report.json", "user_logs/std_log.txt"]
     run.download_file("outputs/report.json", tmp_path / "report.json")
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["uid"] == 1000
@@ -112,7 +112,22 @@ def test_a_run_completes_in_a_confined_container_with_its_log_and_outputs(
     assert report["host_secret"] is None
     assert report["root_writable"] is False
     assert report["cwd"] == "/workspace"
-    assert "REPORT" in stack.client().logs(run.id)
+    log = stack.client().logs(run.id)
+    assert "REPORT" in log
+    # Before the script's output: what the worker did to start it, each line Runyard's own.
+    lines = log.splitlines()
+    before = lines[: next(i for i, line in enumerate(lines) if line.startswith("REPORT"))]
+    assert before and all(line.startswith("[runyard] ") for line in before), before
+    assert before[0].startswith(f"[runyard] Preparing run {run.id}")
+    assert f"cluster {cluster}, executor docker" in before[0]
+    assert any(
+        line.startswith(f"[runyard] Image {run_image}: present on this worker (") for line in before
+    )
+    assert "[runyard] Interpreter: /usr/bin/python3" in before
+    assert any(
+        line.startswith("[runyard] Container ") and line.endswith(" started") for line in before
+    )
+    assert before[-1] == "[runyard] Running probe.py; its output follows"
     record = stack.client().get_run(run.id)
     assert record["preparing_at"] <= record["starting_at"] <= record["running_at"]
     assert containers_of(run.id) == []
@@ -238,6 +253,39 @@ def test_an_image_that_cannot_be_had_fails_the_run_with_a_reason(
     with pytest.raises(RunFailed, match=r"runyard-no-such-image:never.*cannot be pulled"):
         run.wait_for_completion()
     assert stack.client().get_run(run.id)["running_at"] is None
+    # `runyard logs` says what happened: Seen, it printed nothing for such a run.
+    said = service_lines(run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"])
+    assert said[0].startswith(f"[runyard] Preparing run {run.id}")
+    assert "[runyard] Image runyard-no-such-image:never: not on this worker; pulling it" in said
+    assert said[-1].startswith(
+        "[runyard] Failed before the script started: image 'runyard-no-such-image:never' "
+        "is not on this worker and cannot be pulled: "
+    )
+
+
+def test_an_interpreter_missing_from_the_image_fails_the_run_saying_so_in_its_log(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    env = Environment("no-such-python")
+    env.python.interpreter_path = "python9"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"a.py": "print('never')\n"}),
+        script="a.py",
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=stack.url), "docker").submit(config)
+    with pytest.raises(RunFailed, match="interpreter 'python9' not found in image"):
+        run.wait_for_completion()
+    said = service_lines(stack.client().logs(run.id))
+    assert f"[runyard] Image {run_image}: looking for it on this worker" in said
+    assert "[runyard] Looking for interpreter 'python9' in image " + run_image in said
+    assert said[-1] == (
+        f"[runyard] Failed before the script started: interpreter 'python9' not found in "
+        f"image {run_image}; set environment.python.interpreter_path"
+    )
 
 
 def test_a_killed_and_restarted_worker_leaves_no_orphan_container(
@@ -374,3 +422,22 @@ def test_a_stopped_worker_removes_its_runs_container_and_records_the_run(
     assert (record["status"], record["failure_reason"]) == ("Failed", "service stopped")
     assert "got SIGTERM" in stack.client().logs(run.id)
     assert containers_of(run.id) == []
+
+
+def test_stdout_and_stderr_keep_the_order_the_script_wrote_them_in(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    """Seen: a Docker run's log interleaved its stdout and stderr out of order."""
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    script = (
+        "import sys\n"
+        "for i in range(300):\n"
+        "    print(f'out {i}', flush=True)\n"
+        "    print(f'err {i}', file=sys.stderr, flush=True)\n"
+    )
+    run = submit(stack, write(tmp_path / "src", {"both.py": script}), "both.py", cluster)
+    run.wait_for_completion()
+    log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
+    written = [line for line in log.splitlines() if line.startswith(("out ", "err "))]
+    assert written == [f"{kind} {i}" for i in range(300) for kind in ("out", "err")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import zipfile
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runyard.core import Experiment, ScriptRunConfig, Workspace
-from runyard.errors import RunFailed, RunFinished
-from tests.support.runs import local_env, submit, write
+from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
+from runyard.errors import InvalidInput, RunFailed, RunFinished
+from tests.support.runs import local_env, service_lines, submit, write
 from tests.support.services import Stack, process_alive, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
@@ -81,7 +82,11 @@ def test_a_submitted_run_completes_with_its_log_and_outputs(
     log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
     assert "args ['--alpha', '0.5']" in log
     assert "loss 4" in log and "to stderr" in log
-    assert sorted(run.get_file_names()) == ["outputs/model.pkl", "outputs/nested/metrics.json"]
+    assert run.get_file_names() == [
+        "outputs/model.pkl",
+        "outputs/nested/metrics.json",
+        "user_logs/std_log.txt",
+    ]
     run.download_file("outputs/model.pkl", tmp_path / "model.pkl")
     assert (tmp_path / "model.pkl").read_bytes() == b"weights"
     record = stack.client().get_run(run.id)
@@ -374,7 +379,8 @@ def test_file_names_with_url_characters_survive_the_round_trip(
     )
     run = submit(stack.url, write(tmp_path / "src", {"w.py": script}), "w.py", cluster)
     run.wait_for_completion()
-    assert sorted(run.get_file_names()) == sorted(f"outputs/{n}" for n in names)
+    outputs = [name for name in run.get_file_names() if name.startswith("outputs/")]
+    assert sorted(outputs) == sorted(f"outputs/{n}" for n in names)
     for name in names:
         run.download_file(f"outputs/{name}", tmp_path / "got")
         assert (tmp_path / "got").read_text() == name
@@ -459,3 +465,155 @@ def test_a_cluster_that_asks_for_it_requeues_a_run_whose_node_was_lost(
     assert record["attempt"] == 2
     log = client.logs(run.id)
     assert log.index("first attempt") < log.index("second attempt finishes")
+
+
+def test_a_submit_to_an_idle_cluster_never_says_its_nodes_are_busy(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """The answer to a submit is read while the scheduler may already be handing that very
+    run to a worker: the run must not count against its own cluster's free slots."""
+    cluster = unique("idle")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1)
+    workers.start(cluster, slots=1)
+    first = submit(stack.url, write(tmp_path / "src", {"hi.py": "pass\n"}), "hi.py", cluster)
+    first.wait_for_completion()
+    spec = {
+        "experiment": "e2e",
+        "cluster": cluster,
+        "script": "hi.py",
+        "environment": first.get_details()["runDefinition"]["environment"],
+        "snapshot_digest": first.get_details()["properties"]["snapshotId"],
+    }
+    experiment = Experiment(Workspace(url=stack.url), "e2e")
+    said = []
+    for _ in range(100):
+        answer = client.submit(spec)  # the API's answer, as `runyard submit` prints it
+        said.append(answer["pending_reason"])
+        Run(experiment, answer["id"]).wait_for_completion()
+    busy = [reason for reason in said if "busy" in (reason or "")]
+    assert busy == [], f"{len(busy)} of 100 submits to an idle cluster said: {busy[0]}"
+
+
+def test_a_runs_log_starts_with_what_happened_before_its_script(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("prep")
+    stack.client().create_cluster(cluster, nodes=1)
+    worker = unique("wp")
+    workers.start(cluster, name=worker)
+    folder = write(tmp_path / "src", {"hi.py": "print('hello from the script')\n"})
+    run = submit(stack.url, folder, "hi.py", cluster)
+    run.wait_for_completion()
+
+    lines = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"].splitlines()
+    script_starts = lines.index("hello from the script")
+    before = lines[:script_starts]
+    assert before and all(line.startswith("[runyard] ") for line in before), before
+    assert before[0].startswith(f"[runyard] Preparing run {run.id} (attempt 1) on worker {worker}")
+    assert f"cluster {cluster}" in before[0]
+    assert f"[runyard] Interpreter: {sys.executable}" in before
+    assert any(line.startswith("[runyard] Started process ") for line in before)
+    assert before[-1] == "[runyard] Running hi.py; its output follows"
+
+
+def test_a_run_whose_interpreter_is_missing_says_why_in_its_log(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    from tests.integration.test_cli import cli
+
+    cluster = unique("badpy")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    env = local_env()
+    env.python.interpreter_path = "/no/such/python3"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"hi.py": "print('never')\n"}),
+        script="hi.py",
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=stack.url), "e2e").submit(config)
+    with pytest.raises(RunFailed, match="interpreter '/no/such/python3' not found"):
+        run.wait_for_completion()
+
+    printed = cli(stack, "logs", run.id).stdout  # `runyard logs RUN`, as a person types it
+    assert service_lines(printed)[0].startswith(f"[runyard] Preparing run {run.id}")
+    assert service_lines(printed)[-1] == (
+        "[runyard] Failed before the script started: interpreter '/no/such/python3' not "
+        "found on this worker; set environment.python.interpreter_path"
+    )
+    assert "never" not in printed
+
+
+def test_the_runs_log_is_a_file_listed_and_fetched_as_azure_names_it(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """Seen: wait_for_completion() named user_logs/std_log.txt, which get_file_names() did
+    not list and download_file() could not fetch."""
+    cluster = unique("stdlog")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    script = (
+        "import os, sys\n"
+        "for i in range(2000):\n"
+        "    print(f'line {i} ünïcödé', flush=True)\n"
+        "print('to stderr', file=sys.stderr)\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/a.txt', 'w').write('a')\n"
+    )
+    run = submit(stack.url, write(tmp_path / "src", {"many.py": script}), "many.py", cluster)
+    run.wait_for_completion()
+    log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
+    assert "line 1999 ünïcödé" in log and "to stderr" in log
+
+    assert run.get_file_names() == ["outputs/a.txt", "user_logs/std_log.txt"]
+    listed = {f["name"]: f["size"] for f in stack.client().list_files(run.id)}
+    assert listed["user_logs/std_log.txt"] == len(log.encode())
+    run.download_file("user_logs/std_log.txt", tmp_path / "one.txt")
+    assert (tmp_path / "one.txt").read_text() == log
+    run.download_files(prefix="user_logs", output_directory=tmp_path / "all")
+    assert (tmp_path / "all" / "user_logs" / "std_log.txt").read_text() == log
+    assert not (tmp_path / "all" / "outputs").exists()
+
+
+def test_no_upload_can_replace_the_runs_log(stack: Stack, workers, tmp_path: Path) -> None:
+    cluster = unique("keep")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    run = submit(stack.url, write(tmp_path / "src", {"hi.py": "print('real')\n"}), "hi.py", cluster)
+    run.wait_for_completion()
+    with pytest.raises(InvalidInput, match=r"user_logs/std_log\.txt is the run's own log"):
+        stack.client().upload_file(run.id, "user_logs/std_log.txt", b"forged")
+    run.download_file("user_logs/std_log.txt", tmp_path / "log.txt")
+    assert "real" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_run_the_scheduler_cannot_start_says_why_in_its_log(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """Its cluster stopped running container runs while it waited: it fails at dispatch,
+    before any worker sees it, and its log still says why."""
+    cluster = unique("changed")
+    client = stack.client()
+    client.create_cluster(cluster, nodes=1, container_runs=True)
+    env = local_env()
+    env.docker.base_image = "some-image:1"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"hi.py": "print('never')\n"}),
+        script="hi.py",
+        compute_target=cluster,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=stack.url), "e2e").submit(config)  # no worker: it waits
+    client.update_cluster(cluster, container_runs=False)
+    workers.start(cluster)
+    with pytest.raises(RunFailed, match="cannot start: this run asks for a Docker container"):
+        run.wait_for_completion()
+    said = service_lines(client.logs(run.id))
+    assert len(said) == 1
+    assert said[0].startswith(
+        "[runyard] Failed before the script started: cannot start: this run asks for a "
+        f"Docker container (environment.docker), but cluster '{cluster}' runs scripts as "
+        "processes on its hosts"
+    )

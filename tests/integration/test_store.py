@@ -34,7 +34,7 @@ from runyard.status import TIMESTAMP_FIELD, RunStatus
 from scheduler import admission, clusters, control, keys, runs, tokens, tracking, watchdog
 from scheduler.celery_app import make_celery
 from scheduler.db import MIGRATIONS, as_utc, make_engine, migrate
-from scheduler.ingest import Ingest
+from scheduler.ingest import Ingest, insert_log
 from scheduler.lifecycle import transition
 from scheduler.messages import LogChunk, StateChanged, TrackingBatch
 from scheduler.models import (
@@ -756,6 +756,23 @@ def test_replayed_log_chunks_are_stored_once(
     assert log_rows(engine, queued_run) == [(seq, f"line {seq}\n") for seq in range(3)]
     with Session(engine) as fresh:
         assert fresh.exec(select(func.count()).select_from(RunLog)).one() == 3
+
+
+def test_the_log_file_has_the_logs_size_in_bytes_and_its_text_page_by_page(
+    engine: Engine, queued_run: str
+) -> None:
+    """``user_logs/std_log.txt``: sized and read by the database of each kind, in order,
+    across more chunks than one page."""
+    texts = [f"line {seq} ünïcödé €\n" for seq in range(runs.LOG_PAGE * 2 + 3)]
+    with Session(engine) as session:
+        for seq in reversed(range(len(texts))):  # stored out of order: read back in order
+            insert_log(session, LogChunk(run_id=queued_run, seq=seq, text=texts[seq]))
+        session.commit()
+
+    whole = "".join(texts).encode()
+    with Session(engine) as fresh:
+        assert runs.log_bytes(fresh, queued_run) == len(whole)
+    assert b"".join(runs.log_text(engine, queued_run)) == whole
 
 
 def test_a_terminal_state_reports_the_cluster_that_gained_a_slot(

@@ -17,6 +17,11 @@ def write(folder: Path, files: dict[str, str]) -> Path:
     return folder
 
 
+def service_lines(log: str) -> list[str]:
+    """The lines Runyard itself wrote into a run's log (what happened around the script)."""
+    return [line for line in log.splitlines() if line.startswith("[runyard] ")]
+
+
 def local_env() -> Environment:
     """A user-managed environment running this very Python (which has Runyard installed)."""
     env = Environment("local-python")

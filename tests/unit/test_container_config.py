@@ -8,7 +8,7 @@ import pytest
 
 from scheduler.models import ContainerPolicy, check_container
 from worker.executors.base import ExecutionFailed, ExecutionRequest
-from worker.executors.docker import container_config, device_requests
+from worker.executors.docker import MERGE_STDERR, container_config, device_requests
 from worker.slots import SlotPool
 
 
@@ -64,7 +64,7 @@ def test_only_the_runs_own_folders_and_the_sdk_are_mounted(tmp_path: Path) -> No
     assert made["environment"]["PYTHONPATH"] == "/runyard/sdk"
     assert made["environment"]["PYTHONUNBUFFERED"] == "1"
     assert made["working_dir"] == "/workspace"
-    assert made["command"] == ["python3", "train.py", "--lr", "0.1"]
+    assert made["command"] == ["python3", "-c", MERGE_STDERR, "python3", "train.py", "--lr", "0.1"]
 
 
 def test_the_environment_chooses_image_variables_and_shm(tmp_path: Path) -> None:
@@ -90,7 +90,8 @@ def test_the_command_runs_the_interpreter_found_in_the_image(tmp_path: Path) -> 
     req = request(tmp_path, {"python": {"interpreter_path": "python3"}})
     policy = ContainerPolicy.model_validate(req.container)
     made = container_config(req, policy, None, "w-1", "/usr/local/bin/python3")
-    assert made["command"] == ["/usr/local/bin/python3", "train.py", "--lr", "0.1"]
+    python = "/usr/local/bin/python3"
+    assert made["command"] == [python, "-c", MERGE_STDERR, python, "train.py", "--lr", "0.1"]
 
 
 def test_each_relaxation_takes_an_explicit_setting(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,9 @@ class ExecutionRequest:
     context_env: dict[str, str] = field(default_factory=dict)
     container: dict[str, Any] = field(default_factory=dict)  # the cluster's ContainerPolicy
     gpu_ids: list[str] = field(default_factory=list)  # the GPUs of the slot running it
+    # Writes one line of the service's own into the run's log (``RunReporter.note``): what
+    # the executor did before the script started, so the log always says what happened.
+    note: Callable[[str], None] = field(default=lambda line: None, compare=False)
 
 
 class Execution(ABC):

@@ -23,6 +23,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
+from scheduler.clusters import NO_IMAGE, image_of
 from scheduler.models import ContainerPolicy
 from worker.executors.base import (
     Execution,
@@ -53,11 +54,10 @@ def client() -> docker.DockerClient:
 
 
 def image_for(request: ExecutionRequest, policy: ContainerPolicy) -> str:
-    image = (request.environment.get("docker") or {}).get("base_image") or policy.image
+    """Refused at submit when there is none; the cluster may have changed since."""
+    image = image_of(request.environment, {"image": policy.image})
     if not image:
-        raise ExecutionFailed(
-            "no Docker image: set environment.docker.base_image or the cluster's container.image"
-        )
+        raise ExecutionFailed(NO_IMAGE)
     return image
 
 
@@ -122,6 +122,19 @@ def _look_up(engine: docker.DockerClient, image: Any, candidates: tuple[str, ...
     return None
 
 
+# The container's command starts here: the script's stderr becomes its stdout, then the
+# script runs in its place (same process). The engine reads a container's stdout and stderr
+# from two pipes in two goroutines and interleaves them out of order; one pipe keeps the
+# order the script wrote in, as the local executor's (stderr=STDOUT) does. Pure Python, so
+# an image needs no shell.
+MERGE_STDERR = "import os, sys; os.dup2(1, 2); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def command_for(interpreter: str, script: str, arguments: list[str]) -> list[str]:
+    """``interpreter script arguments...``, with stderr merged into stdout first."""
+    return [interpreter, "-c", MERGE_STDERR, interpreter, script, *arguments]
+
+
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -169,7 +182,7 @@ def container_config(
     shm = shm_bytes(docker_env.get("shm_size"), policy)
     config: dict[str, Any] = {
         "image": image_for(request, policy),
-        "command": [python, request.script, *request.arguments],
+        "command": command_for(python, request.script, request.arguments),
         "working_dir": WORKSPACE,
         "environment": variables,
         "user": policy.user,
@@ -269,20 +282,28 @@ class DockerExecutor(Executor):
     def prepare(self, request: ExecutionRequest) -> None:
         """The image, present locally or pulled, and its interpreter (part of Preparing)."""
         image = image_for(request, ContainerPolicy.model_validate(request.container))
+        request.note(f"Image {image}: looking for it on this worker")
         try:
-            self.engine.images.get(image)
+            found = self.engine.images.get(image)
+            request.note(f"Image {image}: present on this worker ({found.short_id})")
         except ImageNotFound:
+            request.note(f"Image {image}: not on this worker; pulling it")
             try:
-                self.engine.images.pull(image)
+                pulled = self.engine.images.pull(image)
             except (APIError, DockerException) as exc:
                 raise ExecutionFailed(
                     f"image {image!r} is not on this worker and cannot be pulled: "
                     f"{getattr(exc, 'explanation', None) or exc}"
                 ) from exc
+            request.note(f"Image {image}: pulled ({getattr(pulled, 'short_id', pulled)})")
+        given = (request.environment.get("python") or {}).get("interpreter_path")
+        looked = repr(given) if given else " or ".join(map(repr, DEFAULT_INTERPRETERS))
+        request.note(f"Looking for interpreter {looked} in image {image}")
         try:
             self.interpreter = interpreter_in_image(self.engine, image, request.environment)
         except (APIError, DockerException) as exc:
             raise ExecutionFailed(f"cannot look into image {image!r}: {exc}") from exc
+        request.note(f"Interpreter: {self.interpreter}")
 
     def start(self, request: ExecutionRequest) -> Execution:
         policy = ContainerPolicy.model_validate(request.container)
@@ -298,9 +319,15 @@ class DockerExecutor(Executor):
         )
         try:
             container = self.engine.containers.create(**config)
+            request.note(
+                f"Container {container.short_id} created from {config['image']} (user "
+                f"{policy.user}, network {policy.network}, memory {policy.memory_mib} MiB, "
+                f"{policy.cpus:g} CPU)"
+            )
             container.start()
         except (APIError, DockerException) as exc:
             raise ExecutionFailed(f"cannot start the container: {exc}") from exc
+        request.note(f"Container {container.short_id} started")
         return DockerExecution(container, policy)
 
     def kill_leftover(self, run_id: str, handle: str) -> None:

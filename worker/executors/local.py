@@ -136,11 +136,19 @@ class LocalExecutor(Executor):
     interpreter: str | None = None
 
     def prepare(self, request: ExecutionRequest) -> None:
+        given = (request.environment.get("python") or {}).get("interpreter_path")
+        request.note(
+            f"Looking for interpreter {given!r} on this worker"
+            if given
+            else "No python.interpreter_path: using the worker's own Python"
+        )
         self.interpreter = interpreter_for(request.environment)
+        request.note(f"Interpreter: {self.interpreter}")
         if self.node.run_as:
             hand_over(request.working_dir, self.node.run_as)
             hand_over(request.tracking_dir, self.node.run_as)
             runnable_as(self.interpreter, self.node.run_as)
+            request.note(f"The run executes as user {self.node.run_as}")
 
     def start(self, request: ExecutionRequest) -> Execution:
         interpreter = self.interpreter or interpreter_for(request.environment)
@@ -174,6 +182,7 @@ class LocalExecutor(Executor):
             )
         except OSError as exc:
             raise ExecutionFailed(f"cannot start {interpreter}: {exc}") from exc
+        request.note(f"Started process {process.pid} in {request.working_dir}")
         return LocalExecution(process, request.run_id)
 
     def kill_leftover(self, run_id: str, handle: str) -> None:
