@@ -59,9 +59,15 @@ def transition(
 
 def end_children(session: Session, parent_id: str, parent_status: RunStatus) -> None:
     """Children still active when their parent ends take its ending (they lived in its
-    process). A completed parent completes them."""
+    process). A completed parent completes them. A submitted child (``submit_child``) has a
+    process of its own, which reports its end: it is left alone here (a cancel of its
+    parent cancels it through its worker, ``scheduler.runs.cancel``)."""
     children = session.exec(
-        select(Run.id).where(Run.parent_run_id == parent_id, col(Run.status).in_(ACTIVE))
+        select(Run.id).where(
+            Run.parent_run_id == parent_id,
+            col(Run.status).in_(ACTIVE),
+            col(Run.snapshot_digest).is_(None),
+        )
     )
     for child_id in list(children):
         reason = None if parent_status == RunStatus.COMPLETED else f"parent {parent_status.value}"

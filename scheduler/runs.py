@@ -320,7 +320,25 @@ def list_runs(
 
 def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
     """Cancel a run: a waiting one ends at once and never starts; a running one is asked
-    to stop and ends Canceled when its worker has stopped it."""
+    to stop and ends Canceled when its worker has stopped it. Its submitted children (and
+    theirs) are cancelled the same way: they run for it."""
+    ended = _cancel_one(session, client, run_id)
+    submitted = session.exec(
+        select(Run.id).where(
+            Run.parent_run_id == run_id,
+            col(Run.status).not_in(TERMINAL),
+            col(Run.snapshot_digest).is_not(None),
+        )
+    )
+    for child_id in list(submitted):
+        try:
+            cancel(session, client, child_id)
+        except RunFinished:
+            continue  # it ended while we looked
+    return ended
+
+
+def _cancel_one(session: Session, client: redis.Redis, run_id: str) -> Run:
     run = get_run(session, run_id)
     if run.status.is_terminal:
         raise RunFinished(f"run {run_id} has already ended ({run.status.value}); nothing to cancel")

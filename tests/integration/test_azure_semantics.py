@@ -179,6 +179,53 @@ def test_a_run_has_the_display_name_it_is_given_wherever_it_is_set(
         held.display_name = " "
 
 
+def test_a_submitted_child_outlives_its_parent_and_is_canceled_with_it(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    """Seen: a parent that completed marked its submitted child Completed while the child
+    still ran on its own worker. A submitted child ends with its own script; cancelling
+    the parent cancels it."""
+    cluster = unique("kids")
+    stack.client().create_cluster(cluster, nodes=2)
+    workers.start(cluster, slots=2)
+    parent_script = (
+        "import sys\n"
+        "from runyard.core import Environment, Run, ScriptRunConfig\n"
+        "env = Environment('here')\n"
+        "env.python.user_managed_dependencies = True\n"
+        "env.python.interpreter_path = sys.executable\n"
+        "run = Run.get_context()\n"
+        f"config = ScriptRunConfig('.', 'child.py', compute_target={cluster!r}, environment=env)\n"
+        "run.submit_child(config)\n"
+    )
+    child_script = "import time\nprint('child up', flush=True)\nwhile True:\n    time.sleep(1)\n"
+    folder = write(tmp_path / "src", {"parent.py": parent_script, "child.py": child_script})
+    experiment = Experiment(workspace(stack), "kids")
+
+    done = experiment.submit(config(folder, "parent.py", cluster))
+    assert done.wait_for_completion()["status"] == "Completed"
+    (child,) = done.get_children()
+    assert child.get_status() not in ("Completed", "Failed", "Canceled")
+    child.cancel()
+    assert child.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+
+    holding = parent_script + "print('child submitted', flush=True)\n" + child_script
+    held = experiment.submit(
+        config(write(tmp_path / "held", {"p.py": holding, "child.py": child_script}), "p.py",
+               cluster)
+    )  # fmt: skip
+    # submit_child returns once the child is stored: the parent's log says when.
+    log = ""
+    for text in stack.client().follow_logs(held.id):
+        log += text
+        if "child submitted" in log:
+            break
+    (child,) = held.get_children()
+    held.cancel()
+    assert held.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+    assert child.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+
+
 def test_a_run_past_its_max_duration_is_stopped_and_failed(
     stack: Stack, workers, tmp_path: Path
 ) -> None:
