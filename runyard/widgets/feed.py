@@ -1,0 +1,184 @@
+"""Following a run from the notebook's kernel: a thread of its own reads the run's live
+event stream (``GET /runs/{id}/events``, series names only) and, after each burst of
+events, reads again what changed, handing every new ``RunView`` to a callback.
+
+The thread talks to the API exactly as the SDK does, with the user's token from the
+workspace: nothing reaches the browser but the rendered view. It ends when the run ends,
+or at ``stop()``, which cancels the stream (an idle stream has nothing to wake a blocking
+read, hence asyncio) and returns once the thread is gone, so a closed widget never keeps
+one of the token's live-stream slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from typing import Any, Callable, Dict, Optional, Set
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from runyard.client import API, error_from
+from runyard.errors import RunyardError
+from runyard.widgets import view as v
+from runyard.widgets.view import RunView
+
+STREAM_READ_TIMEOUT = 60.0  # the API sends a keep-alive every 15 s: 60 s of silence is a loss
+
+
+class LiveFeed:
+    def __init__(
+        self,
+        base_url: str,
+        headers: Dict[str, str],
+        start: RunView,
+        publish: Callable[[RunView], None],
+        transport: Optional[httpx.AsyncBaseTransport] = None,  # unit tests' fake service
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + API
+        self.headers = dict(headers)
+        self.view = start
+        self.publish = publish
+        self.transport = transport
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._task: Optional[asyncio.Task[None]] = None
+        self._ready = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._main, name=f"runyard-widget-{start.run_id}", daemon=True
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()  # the loop exists: stop() can reach it from now on
+
+    def stop(self) -> None:
+        """End the stream and the thread; returns once the thread has ended."""
+        self._stopped = True
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            # The loop may close meanwhile: the thread is ending anyway.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        self._thread.join(timeout)
+
+    # --- the thread ----------------------------------------------------------------------
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._task = loop.create_task(self._follow())
+            self._ready.set()
+            if self._stopped:
+                self._task.cancel()
+            loop.run_until_complete(asyncio.gather(self._task, return_exceptions=True))
+        finally:
+            self._ready.set()
+            loop.close()
+
+    def _show(self, view: RunView) -> None:
+        self.view = view
+        if not self._stopped:
+            self.publish(view)
+
+    async def _follow(self) -> None:
+        async with httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=httpx.Timeout(30.0, read=STREAM_READ_TIMEOUT),
+            verify=ssl.create_default_context(),  # the CA store urllib (the SDK) trusts
+            transport=self.transport,
+        ) as http:
+            reader = _Reader(http, self.view.run_id)
+            try:
+                await self._stream(http, reader)
+            except RunyardError as exc:
+                self._show(self.view.with_problem(f"stopped following the run: {exc}"))
+            except httpx.HTTPError as exc:
+                self._show(
+                    self.view.with_problem(
+                        f"lost the live stream from {self.base_url}: {exc or type(exc).__name__}"
+                    )
+                )
+
+    async def _stream(self, http: httpx.AsyncClient, reader: _Reader) -> None:
+        touched: Set[str] = set()
+        changed = asyncio.Event()
+        path = f"{v.run_path(self.view.run_id)}/events"
+        async with aconnect_sse(http, "GET", path, params={"values": "false"}) as source:
+            await _raise_for_status(source.response, path)
+            events = source.aiter_sse()
+            # The stream opens with the run's status; reading the run after that misses
+            # nothing logged meanwhile (it comes on the stream).
+            await events.__anext__()
+            self._show(await reader.everything(self.view))
+            if self.view.ended:
+                return
+            refresher = asyncio.ensure_future(self._refresh(reader, touched, changed))
+            try:
+                async for event in events:
+                    if event.event == "metrics":
+                        touched.update(event.json().get("names", []))
+                        changed.set()
+                    elif event.event == "status":
+                        changed.set()
+            finally:
+                refresher.cancel()
+                await asyncio.gather(refresher, return_exceptions=True)
+        # The stream ends after the run's final status: read everything once more.
+        self._show(await reader.everything(self.view))
+
+    async def _refresh(self, reader: _Reader, touched: Set[str], changed: asyncio.Event) -> None:
+        """One read per burst of events, however many arrived while the last read ran."""
+        while True:
+            await changed.wait()
+            changed.clear()
+            names = set(touched)
+            touched.clear()
+            self._show(await reader.update(self.view, names))
+
+
+class _Reader:
+    """The reads behind a view, each after everything reported before it is stored."""
+
+    def __init__(self, http: httpx.AsyncClient, run_id: str) -> None:
+        self.http = http
+        self.run_id = run_id
+
+    async def get(self, path: str, params: Optional[Dict[str, Any]] = None) -> Any:
+        response = await self.http.get(path, params=params)
+        await _raise_for_status(response, path)
+        return response.json()
+
+    async def update(self, view: RunView, names: Optional[Set[str]] = None) -> RunView:
+        """The run, its series, and the charts of ``names`` (all of them when None) and of
+        series new to the view."""
+        # ``fresh``: answered once every event sent before is stored, so the reads that
+        # follow see what the stream announced.
+        view = view.with_run(await self.get(v.run_path(self.run_id), {"fresh": "true"}))
+        view = view.with_names(await self.get(v.names_path(self.run_id)))
+        for name in view.charted:
+            if names is None or name in names or name not in view.charts:
+                path = v.history_path(self.run_id, name)
+                view = view.with_history(name, await self.get(path, v.history_params()))
+        return view.with_problem(None)
+
+    async def everything(self, view: RunView) -> RunView:
+        return await self.update(view, None)
+
+
+async def _raise_for_status(response: httpx.Response, path: str) -> None:
+    if response.is_error:
+        body = await response.aread()
+        raise error_from(response.status_code, body, path)

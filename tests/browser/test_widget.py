@@ -1,0 +1,233 @@
+"""``RunDetails(run).show()`` in a real JupyterLab, in a real headless Chromium, against a
+live API, scheduler and Redis with default settings.
+
+The notebook is what a user writes: ``Workspace.from_config()`` (a ``config.json`` naming
+``127.0.0.1``, the token in the user's credentials file), ``start_logging()``, the widget.
+The test then logs to that run from outside the notebook and expects the page to show each
+value as it comes (playwright's auto-waiting ``expect``), then the run's end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nbformat
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from runyard.config import save_token, write_config_file
+from runyard.core import Experiment, Run, Workspace
+from tests.support.browser import launch
+from tests.support.services import ADMIN_TOKEN, Stack, free_port, stop_process, unique, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "widget"
+NOTEBOOK = "widget.ipynb"
+WAIT = 60_000  # ms: the first cell starts a kernel, the first widget loads its front end
+
+
+@dataclass
+class JupyterLab:
+    port: int
+    token: str
+    root: Path
+
+    def url(self, host: str, path: str) -> str:
+        return f"http://{host}:{self.port}/{path}?token={self.token}"
+
+
+def _quiet_config(folder: Path) -> Path:
+    """No news, no update check, no extension manager going to PyPI: JupyterLab starts at
+    once and asks nothing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "LabApp": {
+            "news_url": None,
+            "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+            "extension_manager": "readonly",
+        },
+    }
+    (folder / "jupyter_server_config.json").write_text(json.dumps(settings))
+    labconfig = folder / "labconfig"
+    labconfig.mkdir(exist_ok=True)
+    disabled = {"@jupyterlab/apputils-extension:announcements": True}
+    (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": disabled}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    """``jupyter lab`` on a free port with a known token and a fresh root folder, its
+    settings, runtime files and kernels' IPython profile kept in temporary folders."""
+    home = tmp_path_factory.mktemp("jupyter")
+    lab = JupyterLab(free_port(), secrets.token_hex(16), home / "notebooks")
+    lab.root.mkdir()
+    # The kernel finds the service as a user's would: no RUNYARD_* variables at all.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env.update(
+        JUPYTER_CONFIG_DIR=str(_quiet_config(home / "config")),
+        JUPYTER_DATA_DIR=str(home / "data"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        IPYTHONDIR=str(home / "ipython"),
+        JUPYTER_PLATFORM_DIRS="1",
+    )
+    command = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+        f"--ServerApp.port={lab.port}", "--ServerApp.port_retries=0",
+        "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={lab.token}",
+        f"--ServerApp.root_dir={lab.root}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+    ]  # fmt: skip
+    with open(home / "jupyterlab.log", "ab") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_until(lambda: _answers(lab), 60, 0.2, what="JupyterLab")
+        yield lab
+    finally:
+        stop_process(process)
+
+
+def _answers(lab: JupyterLab) -> bool:
+    try:
+        return httpx.get(lab.url("127.0.0.1", "api/status"), timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = launch(playwright)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def notebook_folder(jupyterlab: JupyterLab, stack: Stack) -> Path:
+    """A project folder as ``runyard up`` leaves it: ``config.json`` with the service's URL
+    (``127.0.0.1``), the token in the user's credentials file, not in the folder."""
+    folder = jupyterlab.root / unique("project")
+    write_config_file(folder / "config.json", stack.url)
+    save_token(stack.url, ADMIN_TOKEN)
+    return folder
+
+
+def write_notebook(folder: Path, experiment: str) -> Path:
+    cell = (
+        "from runyard.core import Experiment, Workspace\n"
+        "from runyard.widgets import RunDetails\n"
+        "ws = Workspace.from_config()\n"
+        f"run = Experiment(ws, {experiment!r}).start_logging()\n"
+        "RunDetails(run).show()\n"
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    path = folder / NOTEBOOK
+    nbformat.write(notebook, path)
+    return path
+
+
+def open_and_run(browser: Browser, lab: JupyterLab, host: str, notebook: Path) -> Page:
+    """Open the notebook in JupyterLab on ``host`` and run its cell with Shift+Enter."""
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
+    relative = notebook.relative_to(lab.root).as_posix()
+    # ``reset``: a fresh workspace, not the tabs an earlier test left open.
+    page.goto(lab.url(host, f"lab/tree/{relative}") + "&reset")
+    editor = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first
+    expect(editor).to_be_visible(timeout=WAIT)
+    # Typed before the kernel is connected, Shift+Enter moves on without running the cell.
+    expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=WAIT)
+    editor.click()
+    page.keyboard.press("Shift+Enter")
+    return page
+
+
+def the_run(page: Page, stack: Stack, experiment: str) -> Run:
+    """The notebook's run, as another client (the test) sees it."""
+    head = page.locator("[data-run-id]").first
+    expect(head).to_be_visible(timeout=WAIT)
+    run_id = head.get_attribute("data-run-id")
+    assert run_id
+    return Run(Experiment(Workspace(url=stack.url), experiment), run_id)
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_the_widget_shows_a_run_live_inline_and_its_end(
+    browser: Browser, jupyterlab: JupyterLab, stack: Stack, notebook_folder: Path, host: str
+) -> None:
+    """With the notebook on ``localhost`` the config still says ``127.0.0.1``: the widget
+    reads the run in the kernel, so the page's host does not matter."""
+    experiment = unique("widget")
+    notebook = write_notebook(notebook_folder, experiment)
+    page = open_and_run(browser, jupyterlab, host, notebook)
+    run = the_run(page, stack, experiment)
+
+    status = page.get_by_test_id("run-status")
+    expect(status).to_have_text("Running", timeout=WAIT)
+    expect(page.get_by_test_id("metrics")).to_contain_text("No metrics logged yet")
+    link = page.get_by_test_id("studio-link")
+    expect(link).to_have_attribute("href", f"{stack.url}/runs/{run.id}")
+
+    run.log("loss", 0.5)
+    run.log("accuracy", 0.61)
+    run.flush()
+    expect(page.get_by_test_id("value-loss")).to_have_text("0.5")
+    expect(page.get_by_test_id("value-accuracy")).to_have_text("0.61")
+    run.log("loss", 0.25)
+    run.flush()
+    expect(page.get_by_test_id("value-loss")).to_have_text("0.25")
+    chart = page.get_by_test_id("chart-loss")
+    expect(chart).to_have_attribute("data-points", "2")
+    expect(chart.locator("polyline")).to_have_count(1)
+    for step in range(3, 6):
+        run.log("loss", 1 / step)
+    run.flush()
+    expect(chart).to_have_attribute("data-points", "5")
+    expect(page.get_by_test_id("value-loss")).to_have_text("0.2")
+    expect(status).to_have_text("Running")
+    screenshot(page, f"live-{host}")
+
+    run.complete()
+    expect(status).to_have_text("Completed")
+    screenshot(page, f"completed-{host}")
+
+    page.keyboard.press("Control+s")
+    expect(page.locator(".jp-mod-dirty")).to_have_count(0)
+    saved = notebook.read_text()
+    assert ADMIN_TOKEN not in saved
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.context.close()
+
+
+def test_a_failed_run_shows_why(
+    browser: Browser, jupyterlab: JupyterLab, stack: Stack, notebook_folder: Path
+) -> None:
+    experiment = unique("widget-fail")
+    notebook = write_notebook(notebook_folder, experiment)
+    page = open_and_run(browser, jupyterlab, "127.0.0.1", notebook)
+    run = the_run(page, stack, experiment)
+    expect(page.get_by_test_id("run-status")).to_have_text("Running", timeout=WAIT)
+    run.log("loss", float("nan"))
+    run.fail(error_details="the loss became NaN at step 1")
+    expect(page.get_by_test_id("run-status")).to_have_text("Failed")
+    expect(page.get_by_test_id("run-reason")).to_have_text("the loss became NaN at step 1")
+    screenshot(page, "failed")
+    page.context.close()
