@@ -58,7 +58,7 @@ def status_html(view: RunView) -> str:
         f"{_e(view.status or 'Unknown')}</span>"
     ]
     if view.reason:
-        parts.append(f' <span data-testid="run-reason">{_e(view.reason)}</span>')
+        parts.append(f' &mdash; <span data-testid="run-reason">{_e(view.reason)}</span>')
     if view.problem:
         parts.append(
             f'<div data-testid="run-problem" style="color:#b45309">{_e(view.problem)}</div>'

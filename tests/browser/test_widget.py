@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nbformat
@@ -26,6 +27,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from runyard.config import save_token, write_config_file
 from runyard.core import Experiment, Run, Workspace
 from tests.support.browser import launch
+from tests.support.runs import write
 from tests.support.services import ADMIN_TOKEN, Stack, free_port, stop_process, unique, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,14 +125,36 @@ def notebook_folder(jupyterlab: JupyterLab, stack: Stack) -> Path:
     return folder
 
 
-def write_notebook(folder: Path, experiment: str) -> Path:
-    cell = (
+def interactive_run(experiment: str) -> str:
+    """A cell that starts a run the test then logs to, and shows the widget."""
+    return (
         "from runyard.core import Experiment, Workspace\n"
         "from runyard.widgets import RunDetails\n"
         "ws = Workspace.from_config()\n"
         f"run = Experiment(ws, {experiment!r}).start_logging()\n"
         "RunDetails(run).show()\n"
     )
+
+
+def submitted_run(experiment: str, cluster: str) -> str:
+    """A cell that submits ``src/train.py`` to ``cluster`` (on the kernel's own Python), and
+    shows the widget."""
+    return (
+        "import sys\n"
+        "from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace\n"
+        "from runyard.widgets import RunDetails\n"
+        "ws = Workspace.from_config()\n"
+        "env = Environment('kernel-python')\n"
+        "env.python.user_managed_dependencies = True\n"
+        "env.python.interpreter_path = sys.executable\n"
+        f"config = ScriptRunConfig('src', 'train.py', compute_target={cluster!r}, "
+        "environment=env)\n"
+        f"run = Experiment(ws, {experiment!r}).submit(config)\n"
+        "RunDetails(run).show()\n"
+    )
+
+
+def write_notebook(folder: Path, cell: str) -> Path:
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     path = folder / NOTEBOOK
@@ -176,7 +200,7 @@ def test_the_widget_shows_a_run_live_inline_and_its_end(
     """With the notebook on ``localhost`` the config still says ``127.0.0.1``: the widget
     reads the run in the kernel, so the page's host does not matter."""
     experiment = unique("widget")
-    notebook = write_notebook(notebook_folder, experiment)
+    notebook = write_notebook(notebook_folder, interactive_run(experiment))
     page = open_and_run(browser, jupyterlab, host, notebook)
     run = the_run(page, stack, experiment)
 
@@ -221,7 +245,7 @@ def test_a_failed_run_shows_why(
     browser: Browser, jupyterlab: JupyterLab, stack: Stack, notebook_folder: Path
 ) -> None:
     experiment = unique("widget-fail")
-    notebook = write_notebook(notebook_folder, experiment)
+    notebook = write_notebook(notebook_folder, interactive_run(experiment))
     page = open_and_run(browser, jupyterlab, "127.0.0.1", notebook)
     run = the_run(page, stack, experiment)
     expect(page.get_by_test_id("run-status")).to_have_text("Running", timeout=WAIT)
@@ -230,4 +254,40 @@ def test_a_failed_run_shows_why(
     expect(page.get_by_test_id("run-status")).to_have_text("Failed")
     expect(page.get_by_test_id("run-reason")).to_have_text("the loss became NaN at step 1")
     screenshot(page, "failed")
+    page.context.close()
+
+
+def test_a_submitted_script_shows_live_on_its_worker_and_fails_with_its_reason(
+    browser: Browser,
+    jupyterlab: JupyterLab,
+    stack: Stack,
+    workers: Any,
+    notebook_folder: Path,
+    tmp_path: Path,
+) -> None:
+    cluster = unique("widget")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    release = tmp_path / "release"
+    script = (
+        "import os, time\nfrom runyard.core import Run\nrun = Run.get_context()\n"
+        "for step in range(3):\n    run.log('loss', 1 / (step + 1))\nrun.flush()\n"
+        f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)\n"
+        "raise RuntimeError('the loss diverged')\n"
+    )
+    write(notebook_folder / "src", {"train.py": script})
+    experiment = unique("widget-submit")
+    notebook = write_notebook(notebook_folder, submitted_run(experiment, cluster))
+    page = open_and_run(browser, jupyterlab, "127.0.0.1", notebook)
+    status = page.get_by_test_id("run-status")
+    try:
+        expect(status).to_have_text("Running", timeout=WAIT)
+        expect(page.get_by_test_id("value-loss")).to_have_text("0.333333")
+        expect(page.get_by_test_id("chart-loss")).to_have_attribute("data-points", "3")
+    finally:
+        release.touch()
+    expect(status).to_have_text("Failed", timeout=WAIT)
+    expect(page.get_by_test_id("run-reason")).to_contain_text("code 1")
+    screenshot(page, "submitted-failed")
+    assert page.errors == []  # type: ignore[attr-defined]
     page.context.close()

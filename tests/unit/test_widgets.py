@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -268,3 +269,21 @@ def test_closing_the_panel_stops_its_feed() -> None:
     assert ">Running</span>" in panel.children[1].value
     panel.close()
     assert not feed.alive and service.stream_closed.is_set()
+
+
+def test_show_without_ipywidgets_draws_the_run_as_it_is_and_says_how_to_get_it_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import IPython.display
+
+    from runyard.widgets import run_details
+
+    shown: list[Any] = []
+    monkeypatch.setattr(run_details, "_in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "runyard.widgets.panel", None)
+    RunDetails(fake_run(ANSWERS)).show()
+    (markup,) = [item.data for item in shown]
+    assert ">Completed</span>" in markup and 'data-testid="chart-loss"' in markup
+    assert "pip install &#x27;runyard[notebook]&#x27;" in markup
