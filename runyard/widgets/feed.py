@@ -3,8 +3,9 @@ event stream (``GET /runs/{id}/events``, series names only) and, after each burs
 events, reads again what changed, handing every new ``RunView`` to a callback.
 
 The thread talks to the API exactly as the SDK does, with the user's token from the
-workspace: nothing reaches the browser but the rendered view. It ends when the run ends,
-or at ``stop()``, which cancels the stream (an idle stream has nothing to wake a blocking
+workspace: nothing reaches the browser but the rendered view. A lost stream (the service
+restarting) is opened again, the view saying so meanwhile. It ends when the run ends, or at
+``stop()``, which cancels the stream (an idle stream has nothing to wake a blocking
 read, hence asyncio) and returns once the thread is gone, so a closed widget never keeps
 one of the token's live-stream slots.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 import threading
 from typing import Any, Callable, Dict, Optional, Set
@@ -21,11 +23,12 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from runyard.client import API, error_from
-from runyard.errors import RunyardError
+from runyard.errors import RunyardError, ServiceUnavailable
 from runyard.widgets import view as v
 from runyard.widgets.view import RunView
 
 STREAM_READ_TIMEOUT = 60.0  # the API sends a keep-alive every 15 s: 60 s of silence is a loss
+RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before each new try; then every 30 s
 
 
 class LiveFeed:
@@ -42,6 +45,7 @@ class LiveFeed:
         self.view = start
         self.publish = publish
         self.transport = transport
+        self.reconnect_delays = RECONNECT_DELAYS
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._task: Optional[asyncio.Task[None]] = None
         self._ready = threading.Event()
@@ -101,16 +105,22 @@ class LiveFeed:
             transport=self.transport,
         ) as http:
             reader = _Reader(http, self.view.run_id)
-            try:
-                await self._stream(http, reader)
-            except RunyardError as exc:
-                self._show(self.view.with_problem(f"stopped following the run: {exc}"))
-            except httpx.HTTPError as exc:
-                self._show(
-                    self.view.with_problem(
+            for attempt in itertools.count():
+                try:
+                    await self._stream(http, reader)
+                    return
+                except ServiceUnavailable as exc:  # restarting, or behind: it comes back
+                    problem = str(exc)
+                except RunyardError as exc:  # not found, not allowed, too many streams
+                    self._show(self.view.with_problem(f"stopped following the run: {exc}"))
+                    return
+                except httpx.TransportError as exc:
+                    problem = (
                         f"lost the live stream from {self.base_url}: {exc or type(exc).__name__}"
                     )
-                )
+                delay = self.reconnect_delays[min(attempt, len(self.reconnect_delays) - 1)]
+                self._show(self.view.with_problem(f"{problem}; trying again in {delay:g} s"))
+                await asyncio.sleep(delay)
 
     async def _stream(self, http: httpx.AsyncClient, reader: _Reader) -> None:
         touched: Set[str] = set()

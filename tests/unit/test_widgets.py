@@ -149,6 +149,7 @@ class FakeService:
         self.idle = idle  # after the script: hold the stream open, as for a quiet run
         self.stream_closed = threading.Event()
         self.authorization: list[str] = []
+        self.refuse_streams = 0  # the first streams asked for fail to connect (a restart)
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
@@ -166,6 +167,9 @@ class FakeService:
         path = request.url.path.removeprefix("/api/v1")
         if path.endswith("/events"):
             assert request.url.params["values"] == "false"
+            if self.refuse_streams:
+                self.refuse_streams -= 1
+                raise httpx.ConnectError("Connection refused", request=request)
             return httpx.Response(
                 200, headers={"content-type": "text/event-stream"}, content=self.events()
             )
@@ -192,6 +196,7 @@ def follow(service: FakeService) -> tuple[LiveFeed, list[RunView], threading.Eve
         publish,
         transport=httpx.MockTransport(service.handle),
     )
+    feed.reconnect_delays = (0.0,)
     feed.start()
     return feed, shown, first
 
@@ -216,6 +221,19 @@ def test_the_feed_shows_each_change_and_ends_with_the_run() -> None:
     assert final.charts == {"loss": ((0.0, 0.5), (1.0, 0.25))}
     assert {m.name: m.last for m in final.metrics} == {"loss": 0.25}
     assert set(service.authorization) == {"Bearer ryt_test"}  # the workspace's own token
+
+
+def test_a_lost_stream_is_opened_again_and_the_view_says_so_meanwhile() -> None:
+    completed = {"status": "Completed"}
+    service = FakeService([("status", completed, completed)], idle=False)
+    service.refuse_streams = 2
+    feed, shown, _ = follow(service)
+    feed.join()
+    problems = [view.problem for view in shown if view.problem]
+    assert len(problems) == 2
+    assert problems[0].startswith("lost the live stream from http://127.0.0.1:8642/api/v1: ")
+    assert problems[0].endswith("; trying again in 0 s")
+    assert shown[-1].status == "Completed" and shown[-1].problem is None
 
 
 def test_stop_ends_the_stream_and_the_thread_of_a_quiet_run() -> None:
