@@ -55,7 +55,7 @@ def status_html(view: RunView) -> str:
         f'<div class="runyard-run runyard-head" data-run-id="{_e(view.run_id)}">'
         f"<b>{_e(name)}</b> "
         f'<span data-testid="run-status" style="color:{colour};font-weight:600">'
-        f"{_e(view.status or 'Unknown')}</span>"
+        f"{_e(view.status or 'Loading…')}</span>"
     ]
     if view.reason:
         parts.append(f' &mdash; <span data-testid="run-reason">{_e(view.reason)}</span>')

@@ -154,8 +154,8 @@ def submitted_run(experiment: str, cluster: str) -> str:
     )
 
 
-def write_notebook(folder: Path, cell: str) -> Path:
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+def write_notebook(folder: Path, *cells: str) -> Path:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     path = folder / NOTEBOOK
     nbformat.write(notebook, path)
@@ -163,7 +163,7 @@ def write_notebook(folder: Path, cell: str) -> Path:
 
 
 def open_and_run(browser: Browser, lab: JupyterLab, host: str, notebook: Path) -> Page:
-    """Open the notebook in JupyterLab on ``host`` and run its cell with Shift+Enter."""
+    """Open the notebook in JupyterLab on ``host`` and run its cells with Shift+Enter."""
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
@@ -175,7 +175,8 @@ def open_and_run(browser: Browser, lab: JupyterLab, host: str, notebook: Path) -
     # Typed before the kernel is connected, Shift+Enter moves on without running the cell.
     expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=WAIT)
     editor.click()
-    page.keyboard.press("Shift+Enter")
+    for _ in nbformat.read(notebook, as_version=4).cells:
+        page.keyboard.press("Shift+Enter")
     return page
 
 
@@ -277,17 +278,21 @@ def test_a_submitted_script_shows_live_on_its_worker_and_fails_with_its_reason(
     )
     write(notebook_folder / "src", {"train.py": script})
     experiment = unique("widget-submit")
-    notebook = write_notebook(notebook_folder, submitted_run(experiment, cluster))
+    # The next cell blocks the kernel until the run ends: the widget updates meanwhile.
+    waits = "details = run.wait_for_completion(raise_on_error=False)\nprint(details['status'])"
+    notebook = write_notebook(notebook_folder, submitted_run(experiment, cluster), waits)
     page = open_and_run(browser, jupyterlab, "127.0.0.1", notebook)
     status = page.get_by_test_id("run-status")
     try:
         expect(status).to_have_text("Running", timeout=WAIT)
         expect(page.get_by_test_id("value-loss")).to_have_text("0.333333")
         expect(page.get_by_test_id("chart-loss")).to_have_attribute("data-points", "3")
+        expect(page.locator(".jp-InputPrompt").nth(1)).to_have_text("[*]:")  # still waiting
     finally:
         release.touch()
     expect(status).to_have_text("Failed", timeout=WAIT)
     expect(page.get_by_test_id("run-reason")).to_contain_text("code 1")
+    expect(page.locator(".jp-OutputArea-output").last).to_have_text("Failed")
     screenshot(page, "submitted-failed")
     assert page.errors == []  # type: ignore[attr-defined]
     page.context.close()
