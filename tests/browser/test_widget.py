@@ -47,10 +47,14 @@ class JupyterLab:
 
 
 def _quiet_config(folder: Path) -> Path:
-    """No news, no update check, no extension manager going to PyPI: JupyterLab starts at
-    once and asks nothing."""
+    """No news, no update check, no extension manager going to PyPI, no language servers
+    looked for, no terminals: JupyterLab starts at once and asks nothing."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_lsp": False, "jupyter_server_terminals": False},
+            "terminals_enabled": False,
+        },
         "LabApp": {
             "news_url": None,
             "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
@@ -60,15 +64,20 @@ def _quiet_config(folder: Path) -> Path:
     (folder / "jupyter_server_config.json").write_text(json.dumps(settings))
     labconfig = folder / "labconfig"
     labconfig.mkdir(exist_ok=True)
-    disabled = {"@jupyterlab/apputils-extension:announcements": True}
+    disabled = {
+        "@jupyterlab/apputils-extension:announcements": True,
+        "@jupyterlab/lsp-extension": True,
+        "@jupyterlab/terminal-extension": True,
+    }
     (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": disabled}))
     return folder
 
 
 @pytest.fixture(scope="module")
-def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+def jupyterlab(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[JupyterLab]:
     """``jupyter lab`` on a free port with a known token and a fresh root folder, its
-    settings, runtime files and kernels' IPython profile kept in temporary folders."""
+    settings, runtime files and kernels' IPython profile kept in temporary folders. It
+    needs ``stack`` so that it stops first: its kernels are the service's clients."""
     home = tmp_path_factory.mktemp("jupyter")
     lab = JupyterLab(free_port(), secrets.token_hex(16), home / "notebooks")
     lab.root.mkdir()
