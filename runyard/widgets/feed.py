@@ -17,13 +17,14 @@ import contextlib
 import itertools
 import ssl
 import threading
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import httpx
 from httpx_sse import aconnect_sse
 
 from runyard.client import API, error_from
 from runyard.errors import RunyardError, ServiceUnavailable
+from runyard.tracking.sinks import warn
 from runyard.widgets import view as v
 from runyard.widgets.view import RunView
 
@@ -31,21 +32,26 @@ STREAM_READ_TIMEOUT = 60.0  # the API sends a keep-alive every 15 s: 60 s of sil
 RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before each new try; then every 30 s
 
 
+Listener = Callable[[RunView], None]
+
+
 class LiveFeed:
+    """One run followed by one thread and one stream, for every panel showing that run."""
+
     def __init__(
         self,
         base_url: str,
         headers: Dict[str, str],
         start: RunView,
-        publish: Callable[[RunView], None],
         transport: Optional[httpx.AsyncBaseTransport] = None,  # unit tests' fake service
     ) -> None:
         self.base_url = base_url.rstrip("/") + API
         self.headers = dict(headers)
         self.view = start
-        self.publish = publish
         self.transport = transport
         self.reconnect_delays = RECONNECT_DELAYS
+        self._listeners: List[Listener] = []
+        self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._task: Optional[asyncio.Task[None]] = None
         self._ready = threading.Event()
@@ -54,9 +60,27 @@ class LiveFeed:
             target=self._main, name=f"runyard-widget-{start.run_id}", daemon=True
         )
 
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener`` with the view now and with every new one."""
+        with self._lock:
+            self._listeners.append(listener)
+            view = self.view
+        listener(view)
+
+    def unlisten(self, listener: Listener) -> int:
+        """Stop calling ``listener``; returns how many listeners are left."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+            return len(self._listeners)
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def start(self) -> None:
         self._thread.start()
@@ -92,9 +116,15 @@ class LiveFeed:
             loop.close()
 
     def _show(self, view: RunView) -> None:
-        self.view = view
-        if not self._stopped:
-            self.publish(view)
+        with self._lock:
+            self.view = view
+            listeners = [] if self._stopped else list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(view)
+            except Exception as exc:  # one broken panel must not stop the others
+                self.unlisten(listener)
+                warn(f"a run widget stopped updating: {type(exc).__name__}: {exc}")
 
     async def _follow(self) -> None:
         async with httpx.AsyncClient(
@@ -192,3 +222,25 @@ async def _raise_for_status(response: httpx.Response, path: str) -> None:
     if response.is_error:
         body = await response.aread()
         raise error_from(response.status_code, body, path)
+
+
+_following: Dict[Tuple[str, str], LiveFeed] = {}
+_following_lock = threading.Lock()
+
+
+def shared_feed(
+    base_url: str,
+    headers: Dict[str, str],
+    start: RunView,
+    transport: Optional[httpx.AsyncBaseTransport] = None,
+) -> LiveFeed:
+    """The feed already following this run in this kernel, else a new one, started: a cell
+    run again shows the same run without opening another of the token's streams."""
+    key = (base_url.rstrip("/"), start.run_id)
+    with _following_lock:
+        feed = _following.get(key)
+        if feed is None or not feed.alive or feed.stopped:
+            feed = LiveFeed(base_url, headers, start, transport)
+            feed.start()
+            _following[key] = feed
+        return feed

@@ -33,7 +33,7 @@ class RunPanel(widgets.VBox):
     def follow(self, feed: LiveFeed) -> None:
         """Show what ``feed`` reads, from now until the run ends or the panel closes."""
         self.feed = feed
-        feed.start()
+        feed.listen(self.update)
 
     def update(self, view: RunView) -> None:
         """Called from the feed's thread: each widget sends its new value to the page."""
@@ -46,8 +46,9 @@ class RunPanel(widgets.VBox):
                 widget.value = markup
 
     def close(self) -> None:
-        """Stop following the run (the stream and its thread end first), then close."""
-        if self.feed is not None:
+        """Stop following the run (with the last panel on it, the stream and its thread end
+        first), then close."""
+        if self.feed is not None and self.feed.unlisten(self.update) == 0:
             self.feed.stop()
         for child in self.children:
             child.close()

@@ -45,7 +45,7 @@ class RunDetails:
         from IPython.display import HTML, display
 
         try:
-            from runyard.widgets.feed import LiveFeed
+            from runyard.widgets.feed import shared_feed
             from runyard.widgets.panel import RunPanel
         except ImportError:
             display(HTML(page_html(self.read(), note=NO_IPYWIDGETS)))
@@ -55,7 +55,7 @@ class RunDetails:
         panel = RunPanel(start)
         client = self._client
         display(panel)
-        panel.follow(LiveFeed(client.base_url, client.headers, start, panel.update))
+        panel.follow(shared_feed(client.base_url, client.headers, start))
         self.widget = panel
 
     def close(self) -> None:

@@ -187,16 +187,17 @@ def follow(service: FakeService) -> tuple[LiveFeed, list[RunView], threading.Eve
 
     def publish(view: RunView) -> None:
         shown.append(view)
-        first.set()
+        if view.status:  # read from the service (a listener first gets the blank view)
+            first.set()
 
     feed = LiveFeed(
         "http://127.0.0.1:8642",
         {"Authorization": "Bearer ryt_test"},
         RunView("e_1_ab", URL),
-        publish,
         transport=httpx.MockTransport(service.handle),
     )
     feed.reconnect_delays = (0.0,)
+    feed.listen(publish)
     feed.start()
     return feed, shown, first
 
@@ -240,7 +241,7 @@ def test_stop_ends_the_stream_and_the_thread_of_a_quiet_run() -> None:
     service = FakeService([], idle=True)
     feed, shown, first = follow(service)
     assert first.wait(30), "the feed showed nothing"
-    assert shown[0].status == "Running"
+    assert shown[-1].status == "Running"
     feed.stop()
     assert not feed.alive
     assert service.stream_closed.is_set()  # its live-stream slot is given back
@@ -253,9 +254,9 @@ def test_a_refused_stream_is_shown_as_the_reason_the_view_stopped() -> None:
 
     shown: list[RunView] = []
     feed = LiveFeed(
-        "http://127.0.0.1:8642", {}, RunView("e_1_ab", URL), shown.append,
-        transport=httpx.MockTransport(refuse),
-    )  # fmt: skip
+        "http://127.0.0.1:8642", {}, RunView("e_1_ab", URL), httpx.MockTransport(refuse)
+    )
+    feed.listen(shown.append)
     feed.start()
     feed.join()
     assert shown[-1].problem == (
@@ -267,23 +268,49 @@ def test_a_refused_stream_is_shown_as_the_reason_the_view_stopped() -> None:
 # --- the panel -----------------------------------------------------------------------------
 
 
+def test_panels_on_one_run_share_one_stream_which_ends_with_the_last_one_closed() -> None:
+    from runyard.widgets.feed import shared_feed
+    from runyard.widgets.panel import RunPanel
+
+    service = FakeService([], idle=True)
+    streams = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            streams.append(request)
+        return service.handle(request)
+
+    start = RunView("e_1_ab", URL)
+    first = RunPanel(start)
+    read = threading.Event()
+    first.children[1].observe(lambda c: read.set() if "Running" in c.new else None, "value")
+    feed = shared_feed("http://127.0.0.1:8642", {}, start, httpx.MockTransport(handle))
+    first.follow(feed)
+    assert read.wait(30), "the panel showed nothing"
+    second = RunPanel(start)
+    again = shared_feed("http://127.0.0.1:8642", {}, start, httpx.MockTransport(handle))
+    assert again is feed
+    second.follow(again)
+    assert ">Running</span>" in second.children[1].value  # shown at once, not read again
+    first.close()
+    assert feed.alive  # the second panel still shows the run
+    second.close()
+    assert not feed.alive and service.stream_closed.is_set()
+    assert len(streams) == 1
+
+
 def test_closing_the_panel_stops_its_feed() -> None:
     from runyard.widgets.panel import RunPanel
 
     service = FakeService([], idle=True)
     start = RunView("e_1_ab", URL)
     panel = RunPanel(start)
-    first = threading.Event()
-
-    def publish(view: RunView) -> None:
-        panel.update(view)
-        first.set()
-
-    feed = LiveFeed(
-        "http://127.0.0.1:8642", {}, start, publish, transport=httpx.MockTransport(service.handle)
-    )
+    read = threading.Event()
+    panel.children[1].observe(lambda c: read.set() if "Running" in c.new else None, "value")
+    feed = LiveFeed("http://127.0.0.1:8642", {}, start, httpx.MockTransport(service.handle))
+    feed.start()
     panel.follow(feed)
-    assert first.wait(30), "the feed showed nothing"
+    assert read.wait(30), "the panel showed nothing"
     assert ">Running</span>" in panel.children[1].value
     panel.close()
     assert not feed.alive and service.stream_closed.is_set()
