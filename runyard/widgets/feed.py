@@ -161,23 +161,28 @@ class LiveFeed:
             events = source.aiter_sse()
             # The stream opens with the run's status; reading the run after that misses
             # nothing logged meanwhile (it comes on the stream).
-            await events.__anext__()
-            self._show(await reader.everything(self.view))
-            if self.view.ended:
-                return
-            refresher = asyncio.ensure_future(self._refresh(reader, touched, changed))
-            try:
-                async for event in events:
-                    if event.event == "metrics":
-                        touched.update(event.json().get("names", []))
-                        changed.set()
-                    elif event.event == "status":
-                        changed.set()
-            finally:
-                refresher.cancel()
-                await asyncio.gather(refresher, return_exceptions=True)
+            with contextlib.suppress(StopAsyncIteration):
+                await events.__anext__()
+                self._show(await reader.everything(self.view))
+                if not self.view.ended:
+                    await _first_to_end(
+                        self._listen(events, touched, changed),
+                        self._refresh(reader, touched, changed),
+                    )
         # The stream ends after the run's final status: read everything once more.
         self._show(await reader.everything(self.view))
+        if not self.view.ended:  # closed early (a proxy, a restart): open it again
+            raise ServiceUnavailable("the live stream closed before the run ended")
+
+    @staticmethod
+    async def _listen(events: Any, touched: Set[str], changed: asyncio.Event) -> None:
+        """Note what each event says changed, until the stream ends."""
+        async for event in events:
+            if event.event == "metrics":
+                touched.update(event.json().get("names", []))
+                changed.set()
+            elif event.event == "status":
+                changed.set()
 
     async def _refresh(self, reader: _Reader, touched: Set[str], changed: asyncio.Event) -> None:
         """One read per burst of events, however many arrived while the last read ran."""
@@ -187,6 +192,19 @@ class LiveFeed:
             names = set(touched)
             touched.clear()
             self._show(await reader.update(self.view, names))
+
+
+async def _first_to_end(*coroutines: Any) -> None:
+    """Run them together until one returns or raises; cancel the rest; raise its error."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 class _Reader:

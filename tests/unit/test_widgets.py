@@ -237,6 +237,57 @@ def test_a_lost_stream_is_opened_again_and_the_view_says_so_meanwhile() -> None:
     assert shown[-1].status == "Completed" and shown[-1].problem is None
 
 
+def test_a_stream_closed_before_the_run_ended_is_opened_again() -> None:
+    service = FakeService([], idle=False)  # the first stream ends with the run still running
+    opened = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            opened.append(request)
+            if len(opened) == 2:
+                service.state["status"] = "Completed"
+        return service.handle(request)
+
+    feed = LiveFeed(
+        "http://127.0.0.1:8642", {}, RunView("e_1_ab", URL), httpx.MockTransport(handle)
+    )
+    feed.reconnect_delays = (0.0,)
+    shown: list[RunView] = []
+    feed.listen(shown.append)
+    feed.start()
+    feed.join()
+    assert len(opened) == 2
+    assert "the live stream closed before the run ended; trying again in 0 s" in [
+        view.problem for view in shown
+    ]
+    assert shown[-1].status == "Completed" and shown[-1].problem is None
+
+
+def test_a_read_refused_while_following_ends_the_feed_with_the_reason() -> None:
+    service = FakeService(
+        [("metrics", {"run_id": "e_1_ab", "names": ["loss"], "other": False}, {})], idle=True
+    )
+    reads = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metric-names"):
+            reads.append(request)
+            if len(reads) == 2:  # the read after the metrics event
+                body = {"error": "NotFound", "detail": "run e_1_ab was deleted"}
+                return httpx.Response(404, json=body)
+        return service.handle(request)
+
+    feed = LiveFeed(
+        "http://127.0.0.1:8642", {}, RunView("e_1_ab", URL), httpx.MockTransport(handle)
+    )
+    shown: list[RunView] = []
+    feed.listen(shown.append)
+    feed.start()
+    feed.join()  # ends by itself, the stream closed
+    assert shown[-1].problem == "stopped following the run: run e_1_ab was deleted"
+    assert service.stream_closed.is_set()
+
+
 def test_stop_ends_the_stream_and_the_thread_of_a_quiet_run() -> None:
     service = FakeService([], idle=True)
     feed, shown, first = follow(service)
