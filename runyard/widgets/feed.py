@@ -1,6 +1,7 @@
 """Following a run from the notebook's kernel: a thread of its own reads the run's live
 event stream (``GET /runs/{id}/events``, series names only) and, after each burst of
-events, reads again what changed, handing every new ``RunView`` to a callback.
+events, reads again what changed, handing every new ``RunView`` to its listeners (the
+panels showing the run).
 
 The thread talks to the API exactly as the SDK does, with the user's token from the
 workspace: nothing reaches the browser but the rendered view. A lost stream (the service

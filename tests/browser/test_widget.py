@@ -81,6 +81,10 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterat
     home = tmp_path_factory.mktemp("jupyter")
     lab = JupyterLab(free_port(), secrets.token_hex(16), home / "notebooks")
     lab.root.mkdir()
+    # Widget state saved with the notebook, so the test can see what a saved file holds.
+    widget_settings = home / "settings" / "@jupyter-widgets" / "jupyterlab-manager"
+    widget_settings.mkdir(parents=True)
+    (widget_settings / "plugin.jupyterlab-settings").write_text('{"saveState": true}')
     # The kernel finds the service as a user's would: no RUNYARD_* variables at all.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
     env.update(
@@ -243,10 +247,14 @@ def test_the_widget_shows_a_run_live_inline_and_its_end(
     expect(status).to_have_text("Completed")
     screenshot(page, f"completed-{host}")
 
+    unsaved = page.locator(".jp-mod-dirty")  # the tab's mark of unsaved changes
+    expect(unsaved).not_to_have_count(0)
     page.keyboard.press("Control+s")
-    expect(page.locator(".jp-mod-dirty")).to_have_count(0)
+    expect(unsaved).to_have_count(0)
     saved = notebook.read_text()
-    assert ADMIN_TOKEN not in saved
+    widgets = nbformat.reads(saved, as_version=4).metadata["widgets"]
+    assert "Completed" in json.dumps(widgets)  # the panel's state is in the file...
+    assert ADMIN_TOKEN not in saved  # ...and no token anywhere
     assert page.errors == []  # type: ignore[attr-defined]
     page.context.close()
 
