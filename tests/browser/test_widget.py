@@ -23,11 +23,10 @@ from typing import Any
 import httpx
 import nbformat
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from runyard.config import save_token, write_config_file
 from runyard.core import Experiment, Run, Workspace
-from tests.support.browser import launch
 from tests.support.runs import write
 from tests.support.services import ADMIN_TOKEN, Stack, free_port, stop_process, unique, wait_until
 
@@ -135,14 +134,6 @@ def _answers(server: JupyterServer) -> bool:
         return httpx.get(server.url("127.0.0.1", "api/status"), timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = launch(playwright)
-        yield launched
-        launched.close()
 
 
 def project_folder(server: JupyterServer, stack: Stack) -> Path:
