@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     # Session cookies marked Secure: None decides by the request's scheme; set true when a
     # TLS proxy in front speaks plain HTTP to the API.
     cookie_secure: bool | None = None
-    # Who may show the Studio in a frame (CSP frame-ancestors). Add Jupyter's origin for the
-    # RunDetails widget, e.g. "'self' http://localhost:8888".
+    # Who may show the Studio in a frame (CSP frame-ancestors), e.g. an internal portal.
+    # The Jupyter widget needs none: it draws in the notebook from the kernel.
     studio_frame_ancestors: str = "'self'"
     # Live streams (Server-Sent Events, followed logs) one token may hold open at once.
     live_streams_per_token: int = Field(16, ge=1)

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from runyard.core import Experiment, Run, Workspace
-from tests.support.browser import chart_data, launch, sign_in
+from tests.support.browser import chart_data, sign_in
 from tests.support.runs import submit, write
 from tests.support.services import ADMIN_TOKEN, Stack, unique, wait_until
 
@@ -38,14 +38,6 @@ def tiny_png() -> str:
     pixels = zlib.compress(b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2)))
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
     return base64.b64encode(png + chunk(b"IEND", b"")).decode()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = launch(playwright)
-        yield launched
-        launched.close()
 
 
 def open_studio(browser: Browser, stack: Stack, width: int = 1280, height: int = 800) -> Page:

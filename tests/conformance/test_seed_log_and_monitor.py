@@ -274,7 +274,8 @@ def test_option_2_submit_the_folder_with_run_config_environment(document: Docume
 
 
 def test_monitor_with_the_jupyter_widget(document: Document) -> None:
-    """Under IPython without a notebook the widget prints the run instead of a frame."""
+    """Under IPython without a notebook the widget prints the run (in a notebook it is a
+    live panel: tests/browser/test_widget.py)."""
     printed = document.run(RUN_DETAILS)
     run = document["run"]
     assert printed.startswith(f"Run {run.id}: ")
