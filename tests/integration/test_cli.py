@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from runyard.client import Client
+from tests.support.runs import first_script_line
 from tests.support.services import ADMIN_TOKEN, Stack, free_port, runyard, unique, wait_until
 
 
@@ -535,7 +536,7 @@ def test_exit_10_a_canceled_run_ends_wait_and_follow_with_its_own_code(
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert following.stdout is not None
-    assert following.stdout.readline() == "holding\n"  # it runs, and is being followed
+    assert first_script_line(following.stdout) == "holding\n"  # it runs, and is followed
 
     ok(stack, "cancel", run_id)
 
@@ -558,7 +559,7 @@ def test_exit_130_ctrl_c_stops_following_quietly(stack: Stack, workers, scripts:
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert following.stdout is not None
-    assert following.stdout.readline() == "holding\n"
+    assert first_script_line(following.stdout) == "holding\n"
 
     following.send_signal(signal.SIGINT)  # what Ctrl+C sends
 

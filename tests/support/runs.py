@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO
 
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 
@@ -20,6 +21,15 @@ def write(folder: Path, files: dict[str, str]) -> Path:
 def service_lines(log: str) -> list[str]:
     """The lines Runyard itself wrote into a run's log (what happened around the script)."""
     return [line for line in log.splitlines() if line.startswith("[runyard] ")]
+
+
+def first_script_line(stream: IO[str]) -> str:
+    """The first line a followed log shows of the script itself, past Runyard's own lines
+    about preparing it (read as they stream in, so it returns once the script printed)."""
+    for line in stream:
+        if not line.startswith("[runyard] "):
+            return line
+    return ""
 
 
 def local_env() -> Environment:
