@@ -32,9 +32,21 @@ def docker_cluster(stack: Stack, image: str, **container: object) -> str:
     return name
 
 
-def submit(stack: Stack, folder: Path, script: str, cluster: str, *args: str) -> Run:
+def submit(
+    stack: Stack,
+    folder: Path,
+    script: str,
+    cluster: str,
+    *args: str,
+    environment: Environment | None = None,
+) -> Run:
+    """Submit as a user would; with no environment the run takes its cluster's image."""
     config = ScriptRunConfig(
-        source_directory=folder, script=script, arguments=list(args), compute_target=cluster
+        source_directory=folder,
+        script=script,
+        arguments=list(args),
+        compute_target=cluster,
+        environment=environment,
     )
     return Experiment(Workspace(url=stack.url), "docker").submit(config)
 
@@ -243,13 +255,8 @@ def test_an_image_that_cannot_be_had_fails_the_run_with_a_reason(
     workers.start(cluster)
     env = Environment("missing")
     env.docker.base_image = "runyard-no-such-image:never"
-    config = ScriptRunConfig(
-        source_directory=write(tmp_path / "src", {"a.py": "print(1)\n"}),
-        script="a.py",
-        compute_target=cluster,
-        environment=env,
-    )
-    run = Experiment(Workspace(url=stack.url), "docker").submit(config)
+    folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
+    run = submit(stack, folder, "a.py", cluster, environment=env)
     with pytest.raises(RunFailed, match=r"runyard-no-such-image:never.*cannot be pulled"):
         run.wait_for_completion()
     assert stack.client().get_run(run.id)["running_at"] is None
@@ -270,13 +277,8 @@ def test_an_interpreter_missing_from_the_image_fails_the_run_saying_so_in_its_lo
     workers.start(cluster)
     env = Environment("no-such-python")
     env.python.interpreter_path = "python9"
-    config = ScriptRunConfig(
-        source_directory=write(tmp_path / "src", {"a.py": "print('never')\n"}),
-        script="a.py",
-        compute_target=cluster,
-        environment=env,
-    )
-    run = Experiment(Workspace(url=stack.url), "docker").submit(config)
+    folder = write(tmp_path / "src", {"a.py": "print('never')\n"})
+    run = submit(stack, folder, "a.py", cluster, environment=env)
     with pytest.raises(RunFailed, match="interpreter 'python9' not found in image"):
         run.wait_for_completion()
     said = service_lines(stack.client().logs(run.id))
@@ -371,13 +373,8 @@ def test_a_user_managed_environment_cannot_leave_a_docker_clusters_containers(
     env.python.user_managed_dependencies = True
     env.python.interpreter_path = "python3"
     script = "import os\nprint('uid', os.getuid(), os.path.exists('/.dockerenv'))\n"
-    config = ScriptRunConfig(
-        source_directory=write(tmp_path / "src", {"who.py": script}),
-        script="who.py",
-        compute_target=cluster,
-        environment=env,
-    )
-    run = Experiment(Workspace(url=stack.url), "docker").submit(config)
+    folder = write(tmp_path / "src", {"who.py": script})
+    run = submit(stack, folder, "who.py", cluster, environment=env)
     run.wait_for_completion()
     assert "uid 1000 True" in stack.client().logs(run.id)
 

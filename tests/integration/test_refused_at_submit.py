@@ -15,7 +15,7 @@ from runyard import snapshot
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.errors import NotSupported
 from scheduler import keys
-from tests.support.runs import write
+from tests.support.runs import submit, write
 from tests.support.services import ADMIN, Stack, unique
 
 NO_IMAGE = "no Docker image: set environment.docker.base_image or the cluster's container.image"
@@ -106,11 +106,6 @@ def test_a_docker_run_with_an_image_from_anywhere_is_queued(
         stack.client().update_cluster(
             imageless, environment={"docker": {"base_image": "some-image:1"}}
         )
-    config = ScriptRunConfig(
-        source_directory=write(tmp_path / "src", {"a.py": "print(1)\n"}),
-        script="a.py",
-        compute_target=imageless,
-        environment=env,
-    )
-    run = Experiment(Workspace(url=stack.url), "noimg").submit(config)
+    folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
+    run = submit(stack.url, folder, "a.py", imageless, experiment="noimg", environment=env)
     assert run.get_status() == "Queued"  # no worker serves the cluster: it waits

@@ -527,13 +527,8 @@ def test_a_run_whose_interpreter_is_missing_says_why_in_its_log(
     workers.start(cluster)
     env = local_env()
     env.python.interpreter_path = "/no/such/python3"
-    config = ScriptRunConfig(
-        source_directory=write(tmp_path / "src", {"hi.py": "print('never')\n"}),
-        script="hi.py",
-        compute_target=cluster,
-        environment=env,
-    )
-    run = Experiment(Workspace(url=stack.url), "e2e").submit(config)
+    folder = write(tmp_path / "src", {"hi.py": "print('never')\n"})
+    run = submit(stack.url, folder, "hi.py", cluster, environment=env)
     with pytest.raises(RunFailed, match="interpreter '/no/such/python3' not found"):
         run.wait_for_completion()
 
@@ -599,13 +594,8 @@ def test_a_run_the_scheduler_cannot_start_says_why_in_its_log(
     client.create_cluster(cluster, nodes=1, container_runs=True)
     env = local_env()
     env.docker.base_image = "some-image:1"
-    config = ScriptRunConfig(
-        source_directory=write(tmp_path / "src", {"hi.py": "print('never')\n"}),
-        script="hi.py",
-        compute_target=cluster,
-        environment=env,
-    )
-    run = Experiment(Workspace(url=stack.url), "e2e").submit(config)  # no worker: it waits
+    folder = write(tmp_path / "src", {"hi.py": "print('never')\n"})
+    run = submit(stack.url, folder, "hi.py", cluster, environment=env)  # no worker: it waits
     client.update_cluster(cluster, container_runs=False)
     workers.start(cluster)
     with pytest.raises(RunFailed, match="cannot start: this run asks for a Docker container"):

@@ -48,14 +48,15 @@ def submit(
     *args: str,
     experiment: str = "e2e",
     priority: int = 0,
+    environment: Environment | None = None,
 ) -> Run:
-    """Submit through the SDK, as a user would, with the local environment above."""
+    """Submit through the SDK, as a user would; by default with the local environment."""
     config = ScriptRunConfig(
         source_directory=folder,
         script=script,
         arguments=list(args),
         compute_target=cluster,
-        environment=local_env(),
+        environment=environment or local_env(),
         priority=priority,
     )
     return Experiment(Workspace(url=url), experiment).submit(config)
