@@ -475,8 +475,10 @@ class Run:
             raise InvalidInput(
                 f"a display name has 1 to {ev.MAX_DISPLAY_NAME} characters, not {len(text)}"
             )
+        sink = self._events()
+        sink.sync()  # what came before is not refused with it
         self._emit(ev.NAME, None, text)
-        self._events().sync()
+        sink.sync(strict=True)  # a refused rename raises: the name read next is the stored one
         if self._details is not None:
             self._details["display_name"] = text
 

@@ -14,7 +14,7 @@ import pytest
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 from runyard.core.compute import ComputeTarget, ComputeTargetException
 from runyard.core.runconfig import RunConfiguration
-from runyard.errors import InvalidInput, NotSupported
+from runyard.errors import Forbidden, InvalidInput, NotSupported
 from tests.support.runs import local_env, write
 from tests.support.services import ADMIN, Stack, runyard, unique
 
@@ -177,6 +177,14 @@ def test_a_run_has_the_display_name_it_is_given_wherever_it_is_set(
     assert stack.client().get_run(run.id)["display_name"] == "best of sweep"
     with pytest.raises(InvalidInput, match="1 to 255 characters"):
         held.display_name = " "
+
+    # Someone who may only read is refused, and nothing says the name changed.
+    reader = Workspace(url=stack.url, token=stack.make_token("viewer"))
+    watched = reader.get_run(run.id)
+    with pytest.raises(Forbidden):
+        watched.display_name = "mine now"
+    assert watched.display_name == "best of sweep"
+    assert Run(experiment, run.id).display_name == "best of sweep"
 
 
 def test_a_submitted_child_outlives_its_parent_and_is_canceled_with_it(
