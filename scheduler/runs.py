@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Literal
 
 import redis
@@ -320,25 +321,7 @@ def list_runs(
 
 def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
     """Cancel a run: a waiting one ends at once and never starts; a running one is asked
-    to stop and ends Canceled when its worker has stopped it. Its submitted children (and
-    theirs) are cancelled the same way: they run for it."""
-    ended = _cancel_one(session, client, run_id)
-    submitted = session.exec(
-        select(Run.id).where(
-            Run.parent_run_id == run_id,
-            col(Run.status).not_in(TERMINAL),
-            col(Run.snapshot_digest).is_not(None),
-        )
-    )
-    for child_id in list(submitted):
-        try:
-            cancel(session, client, child_id)
-        except RunFinished:
-            continue  # it ended while we looked
-    return ended
-
-
-def _cancel_one(session: Session, client: redis.Redis, run_id: str) -> Run:
+    to stop and ends Canceled when its worker has stopped it."""
     run = get_run(session, run_id)
     if run.status.is_terminal:
         raise RunFinished(f"run {run_id} has already ended ({run.status.value}); nothing to cancel")
@@ -392,29 +375,73 @@ def fail_and_announce(session: Session, client: redis.Redis, run_id: str, reason
 
 
 def end_and_announce(
-    session: Session, client: redis.Redis, run_id: str, end: Callable[[], Run]
+    session: Session,
+    client: redis.Redis,
+    run_id: str,
+    end: Callable[[], Run],
+    ended: set[str] | None = None,
 ) -> Run:
-    """Run ``end`` (a cancel or a fail), commit, then tell live followers (and the
-    scheduler, when a slot freed)."""
+    """Run ``end`` (a cancel or a fail), cancel the runs it submitted, commit, then tell
+    live followers (and the scheduler, when a slot freed). ``ended`` collects the ids of
+    those children."""
     before = get_run(session, run_id).status
     run = end()
+    changed = [(run, before), *cancel_submitted_children(session, client, run_id)]
     session.commit()
+    if ended is not None:
+        ended.update(r.id for r, _ in changed[1:])
     try:
-        if run.status != before:
-            publish_live(client, [StateChanged(run_id=run.id, status=run.status)])
-        if run.status.is_terminal and run.cluster:
-            send_to_ingest(client, [Wake(cluster=run.cluster)])
+        states = [
+            StateChanged(run_id=r.id, status=r.status) for r, was in changed if r.status != was
+        ]
+        if states:
+            publish_live(client, states)
+        clusters = {r.cluster for r, _ in changed if r.status.is_terminal and r.cluster}
+        if clusters:
+            send_to_ingest(client, [Wake(cluster=c) for c in sorted(clusters)])
     except redis.RedisError:
         pass  # the cancel is committed; the scheduler's sweep notices within a second
     return run
 
 
-def cancel_many(session: Session, client: redis.Redis, run_ids: list[str]) -> list[CancelResult]:
-    """Cancel each run on its own; a run that cannot be cancelled reports why."""
-    results = []
-    for run_id in run_ids:
+def cancel_submitted_children(
+    session: Session, client: redis.Redis, run_id: str
+) -> list[tuple[Run, RunStatus]]:
+    """A run ended from outside takes the runs it submitted (``submit_child``) with it:
+    they run for it. (Its in-process children end with it in ``end_children``; a parent
+    that ends by itself leaves its submitted children to finish.) Returns each child
+    changed, with the status it had."""
+    changed: list[tuple[Run, RunStatus]] = []
+    children = session.exec(
+        select(Run).where(
+            Run.parent_run_id == run_id,
+            col(Run.status).not_in(TERMINAL),
+            col(Run.snapshot_digest).is_not(None),
+        )
+    )
+    for child in list(children):
+        before = child.status
         try:
-            run = cancel_and_announce(session, client, run_id)
+            changed.append((cancel(session, client, child.id), before))
+        except Conflict:
+            continue  # it ended, or changed hands, while we looked: its own end stands
+        changed.extend(cancel_submitted_children(session, client, child.id))
+    return changed
+
+
+def cancel_many(session: Session, client: redis.Redis, run_ids: list[str]) -> list[CancelResult]:
+    """Cancel each run on its own; a run that cannot be cancelled reports why. A run
+    already cancelled with its parent, earlier in this call, counts as cancelled."""
+    results = []
+    ended: set[str] = set()
+    for run_id in run_ids:
+        if run_id in ended:
+            results.append(CancelResult(id=run_id, status=get_run(session, run_id).status))
+            continue
+        try:
+            run = end_and_announce(
+                session, client, run_id, partial(cancel, session, client, run_id), ended
+            )
             results.append(CancelResult(id=run_id, status=run.status))
         except RunyardError as exc:
             session.rollback()

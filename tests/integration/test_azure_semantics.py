@@ -218,19 +218,32 @@ def test_a_submitted_child_outlives_its_parent_and_is_canceled_with_it(
     assert child.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
 
     holding = parent_script + "print('child submitted', flush=True)\n" + child_script
-    held = experiment.submit(
-        config(write(tmp_path / "held", {"p.py": holding, "child.py": child_script}), "p.py",
-               cluster)
-    )  # fmt: skip
-    # submit_child returns once the child is stored: the parent's log says when.
-    log = ""
-    for text in stack.client().follow_logs(held.id):
-        log += text
-        if "child submitted" in log:
-            break
-    (child,) = held.get_children()
-    held.cancel()
-    assert held.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+    held_folder = write(tmp_path / "held", {"p.py": holding, "child.py": child_script})
+
+    def parent_holding_its_child() -> tuple[Run, Run]:
+        parent = experiment.submit(config(held_folder, "p.py", cluster))
+        # submit_child returns once the child is stored: the parent's log says when.
+        log = ""
+        for text in stack.client().follow_logs(parent.id):
+            log += text
+            if "child submitted" in log:
+                break
+        (child,) = parent.get_children()
+        return parent, child
+
+    parent, child = parent_holding_its_child()
+    parent.cancel()
+    assert parent.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+    assert child.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+
+    parent, child = parent_holding_its_child()
+    parent.fail()  # from outside: it ends Failed now, and its child is stopped
+    assert parent.get_status() == "Failed"
+    assert child.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+
+    parent, child = parent_holding_its_child()  # `runyard cancel PARENT CHILD`
+    results = stack.client().cancel_many([parent.id, child.id])
+    assert [r["error"] for r in results] == [None, None]
     assert child.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
 
 
