@@ -246,10 +246,7 @@ def wait(
 
 def _stream(api: Client, run_id: str) -> int:
     """Print the log as it is written, then one line of how the run ended; its exit code."""
-    for text in api.follow_logs(run_id):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    return outcome.report(outcome.ended(api, run_id))
+    return outcome.report(outcome.wait_for_end(api, run_id, sys.stdout.write))
 
 
 def cancel(
