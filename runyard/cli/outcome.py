@@ -31,7 +31,8 @@ def final_line(run: dict[str, Any]) -> str:
     reason = run.get("failure_reason")
     if not reason and status == RunStatus.FAILED.value and run.get("exit_code") is not None:
         reason = f"exit code {run['exit_code']}"
-    return f"run {run['id']} {status}" + (f": {reason}" if reason else "")
+    # The reason is the run's own words (printable: no terminal escapes in them).
+    return output.printable(f"run {run['id']} {status}" + (f": {reason}" if reason else ""))
 
 
 # Service reads in a row that may fail (about a second apart) before ``wait`` gives up:

@@ -229,7 +229,7 @@ def _queued_note(run: dict[str, Any], then: str) -> str:
     place = f" (position {run['position']})" if run.get("position") else ""
     where = f" on {run['cluster']}" if run.get("cluster") else ""
     reason = f": {run['pending_reason']}" if run.get("pending_reason") else ""
-    return f"run {run['id']} is queued{where}{place}{reason}; {then}"
+    return output.printable(f"run {run['id']} is queued{where}{place}{reason}; {then}")
 
 
 def wait(
