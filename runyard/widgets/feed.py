@@ -244,16 +244,14 @@ class _Reader:
 
     async def update(self, view: RunView, names: Optional[Set[str]] = None) -> RunView:
         """The run, its series, and the charts of ``names`` (all of them when None) and of
-        series new to the view."""
-        # ``fresh``: answered once every event sent before is stored, so the reads that
-        # follow see what the stream announced.
-        view = view.with_run(await self.get(v.run_path(self.run_id), {"fresh": "true"}))
-        view = view.with_names(await self.get(v.names_path(self.run_id)))
-        for name in view.charted:
-            if names is None or name in names or name not in view.charts:
-                path = v.history_path(self.run_id, name)
-                view = view.with_history(name, await self.get(path, v.history_params()))
-        return view.with_problem(None)
+        series new to the view: the reads ``view.reads`` plans, made asynchronously."""
+        plan = v.reads(view, names)
+        try:
+            read = next(plan)
+            while True:
+                read = plan.send(await self.get(read.path, read.params))
+        except StopIteration as done:
+            return done.value
 
     async def everything(self, view: RunView) -> RunView:
         return await self.update(view, None)
