@@ -25,7 +25,7 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 @dataclass
 class Stream:
     """One answer of an event stream: what it sends, and whether it then breaks off
-    mid-response (a dropped connection) rather than ending cleanly."""
+    mid-event (a dropped connection) rather than ending cleanly."""
 
     body: list[bytes]
     abrupt: bool = False
@@ -82,7 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         for part in stream.body:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
-        if not stream.abrupt:
+        if stream.abrupt:  # a chunk cut short: the connection dropped mid-event
+            self.wfile.write(b"100\r\nevent: log\ndata: {")
+        else:
             self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
         self.close_connection = True
