@@ -8,6 +8,7 @@ Standard library only, on purpose: the SDK must import inside any run image with
 
 from __future__ import annotations
 
+import http.client
 import json as jsonlib
 import os
 import secrets
@@ -245,7 +246,8 @@ class Client:
             ) as response:
                 for event, data in _parse_sse(response):
                     yield event, loads(data)
-        except (OSError, socket.timeout) as exc:
+        except (OSError, socket.timeout, http.client.HTTPException) as exc:
+            # HTTPException: IncompleteRead, the connection dropped in the middle of a chunk.
             raise ServiceUnavailable(f"lost the event stream from {self.base_url}: {exc}") from None
 
     def download_snapshot(self, digest: str, destination: Path) -> None:

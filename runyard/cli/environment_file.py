@@ -4,30 +4,68 @@ The shape is the one ``Environment.to_dict()`` writes and a cluster's ``--enviro
 takes: ``name``, ``version``, ``python`` (``user_managed_dependencies``,
 ``interpreter_path``), ``docker`` (``enabled``, ``base_image``, ``shm_size``),
 ``environment_variables``. A key Runyard does not know is refused with its name rather than
-dropped, so a misspelt ``baseImage`` never quietly sends a run without its image.
+dropped, so a misspelt ``baseImage`` never quietly sends a run without its image; a value
+of the wrong type (``enabled: "false"``, ``arguments: 5``) is refused naming its key rather
+than coerced into something the user did not write.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from runyard.core import Environment
 from runyard.errors import InvalidInput
 
-KNOWN: dict[str, set[str] | None] = {
-    "name": None,
-    "version": None,
+
+def _string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _string_mapping(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _anything(value: Any) -> bool:
+    return True
+
+
+# Each known setting with the values it takes, as words for the error: a value of another
+# type is refused naming the key, never coerced (``"false"`` would be true, ``7`` for a
+# string would become ``"7"`` but ``1.10`` would become ``"1.1"``).
+Check = tuple[Callable[[Any], bool], str]
+STRING: Check = (_string, "a string (quote it)")
+BOOLEAN: Check = (_boolean, "true or false")
+SECTIONS: dict[str, dict[str, Check]] = {
     "python": {
-        "user_managed_dependencies",
-        "interpreter_path",
-        "conda_dependencies",
-        "conda_dependencies_file",
+        "user_managed_dependencies": BOOLEAN,
+        "interpreter_path": STRING,
+        "conda_dependencies": (_anything, ""),  # refused at submit, whatever its shape
+        "conda_dependencies_file": STRING,
     },
-    "docker": {"enabled", "base_image", "shm_size", "arguments", "base_dockerfile"},
-    "environment_variables": None,
+    "docker": {
+        "enabled": BOOLEAN,
+        "base_image": STRING,
+        "shm_size": STRING,
+        "arguments": (_strings, "a list of strings"),
+        "base_dockerfile": STRING,
+    },
 }
+TOP: dict[str, Check] = {
+    "name": STRING,
+    "version": STRING,
+    "environment_variables": (_string_mapping, "a mapping of strings (quote each)"),
+}
+KNOWN = ["name", "version", "python", "docker", "environment_variables"]
 
 
 def load(path: str) -> Environment:
@@ -84,22 +122,34 @@ def _parse(path: str, text: str) -> Any:
 
 
 def _check_keys(path: str, data: dict[str, Any]) -> None:
+    """Every key known and every value of its type (null: not set), else InvalidInput
+    naming the first key that is not."""
     for key, value in data.items():
         if key not in KNOWN:
             raise InvalidInput(
                 f"--env-file {path}: unknown key {key!r} (known: {', '.join(KNOWN)})"
             )
-        allowed = KNOWN[key]
-        if allowed is None or value is None:
+        if value is None:
             continue
+        if key in TOP:
+            _check_value(path, key, value, TOP[key])
+            continue
+        allowed = SECTIONS[key]
         if not isinstance(value, dict):
             raise InvalidInput(f"--env-file {path}: {key} must be an object")
-        for inner in value:
+        for inner, inner_value in value.items():
             if inner not in allowed:
                 raise InvalidInput(
                     f"--env-file {path}: unknown key '{key}.{inner}' "
                     f"(known: {', '.join(sorted(allowed))})"
                 )
-    variables = data.get("environment_variables")
-    if variables is not None and not isinstance(variables, dict):
-        raise InvalidInput(f"--env-file {path}: environment_variables must be an object")
+            if inner_value is not None:
+                _check_value(path, f"{key}.{inner}", inner_value, allowed[inner])
+
+
+def _check_value(path: str, key: str, value: Any, check: Check) -> None:
+    accepts, expected = check
+    if not accepts(value):
+        shown = json.dumps(value, default=str)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise InvalidInput(f"--env-file {path}: {key} must be {expected}, not {shown}")

@@ -7,12 +7,13 @@ good one: only Completed exits 0; Failed and Canceled have codes of their own (e
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from rich.text import Text
 
 from runyard.cli import output
 from runyard.client import Client
+from runyard.core.run import follow_to_end
 from runyard.errors import RunCanceled, RunFailed
 from runyard.status import RunStatus
 
@@ -30,20 +31,22 @@ def final_line(run: dict[str, Any]) -> str:
     reason = run.get("failure_reason")
     if not reason and status == RunStatus.FAILED.value and run.get("exit_code") is not None:
         reason = f"exit code {run['exit_code']}"
-    return f"run {run['id']} {status}" + (f": {reason}" if reason else "")
+    # The reason is the run's own words (printable: no terminal escapes in them).
+    return output.printable(f"run {run['id']} {status}" + (f": {reason}" if reason else ""))
 
 
-def wait_for_end(api: Client, run_id: str) -> dict[str, Any]:
-    """The run once it has ended: its event stream ends after its final status."""
-    for _ in api.events(run_id):
-        pass
-    return ended(api, run_id)
+# Service reads in a row that may fail (about a second apart) before ``wait`` gives up:
+# long enough for the API to restart, short enough that a script is not left hanging.
+PATIENCE = 60
 
 
-def ended(api: Client, run_id: str) -> dict[str, Any]:
-    """The run as stored once everything it reported is (its reason, its exit code): the
-    live stream can announce the end a moment before the database has it."""
-    return api.get_run(run_id, fresh=True)
+def wait_for_end(
+    api: Client, run_id: str, write: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """The run once it has ended (the SDK's own loop: a stream closed early is opened again);
+    with ``write``, its log goes there meanwhile. Giving up raises ServiceUnavailable (exit
+    6, "the run is still Running"): a run whose end was not seen is neither good nor bad."""
+    return follow_to_end(api, run_id, write, patience=PATIENCE)
 
 
 def report(run: dict[str, Any]) -> int:
@@ -53,5 +56,4 @@ def report(run: dict[str, Any]) -> int:
     colour = COLOURS.get(status, "red")
     # A Text, not markup: the reason is the script's own words and may hold brackets.
     output.errors.print(Text(final_line(run), style=colour), soft_wrap=True)
-    # A run the stream gave up on before it ended is not a success either.
-    return EXIT_CODES.get(status, RunFailed.exit_code)
+    return EXIT_CODES[status]  # wait_for_end returns only ended runs

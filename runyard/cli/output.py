@@ -41,18 +41,37 @@ def table(
     console.print(grid)
 
 
+# C0 and C1 control characters and DEL. A run's name, tags and failure reason are the
+# run's own words: an ESC among them would start a terminal escape sequence (recolour the
+# screen, retitle the window, rewrite what was printed), so none reaches the terminal;
+# line breaks and tabs become spaces, keeping one row a line.
+_CONTROL: dict[int, str | None] = {
+    code: None for code in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))
+}
+_CONTROL.update({ord("\t"): " ", ord("\n"): " ", ord("\r"): " "})
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters: safe to print on a terminal."""
+    return text.translate(_CONTROL)
+
+
 def cell(value: Any) -> str:
     """One value as a person reads it: ``-`` for none, yes/no, lists and mappings inline,
-    times to the second."""
+    times to the second; never a control character."""
+    return printable(_shown(value))
+
+
+def _shown(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(cell(v) for v in value) or "-"
+        return ", ".join(_shown(v) for v in value) or "-"
     if isinstance(value, dict):  # unset entries left out: an audit detail stays short
         shown = {k: v for k, v in value.items() if v not in (None, "", [], {})}
-        return ", ".join(f"{k}={cell(v)}" for k, v in shown.items()) or "-"
+        return ", ".join(f"{k}={_shown(v)}" for k, v in shown.items()) or "-"
     if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
         try:
             return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")

@@ -229,7 +229,7 @@ def _queued_note(run: dict[str, Any], then: str) -> str:
     place = f" (position {run['position']})" if run.get("position") else ""
     where = f" on {run['cluster']}" if run.get("cluster") else ""
     reason = f": {run['pending_reason']}" if run.get("pending_reason") else ""
-    return f"run {run['id']} is queued{where}{place}{reason}; {then}"
+    return output.printable(f"run {run['id']} is queued{where}{place}{reason}; {then}")
 
 
 def wait(
@@ -246,10 +246,7 @@ def wait(
 
 def _stream(api: Client, run_id: str) -> int:
     """Print the log as it is written, then one line of how the run ended; its exit code."""
-    for text in api.follow_logs(run_id):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    return outcome.report(outcome.ended(api, run_id))
+    return outcome.report(outcome.wait_for_end(api, run_id, sys.stdout.write))
 
 
 def cancel(

@@ -24,7 +24,8 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from runyard.client import API, error_from
-from runyard.errors import RunyardError, ServiceUnavailable
+from runyard.config import redact_url
+from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable
 from runyard.tracking.sinks import warn
 from runyard.widgets import view as v
 from runyard.widgets.view import RunView
@@ -53,6 +54,7 @@ class LiveFeed:
         self.reconnect_delays = RECONNECT_DELAYS
         self._listeners: List[Listener] = []
         self._lock = threading.Lock()
+        self._version = 0  # how many views were shown: a listener's view is current or not
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._task: Optional[asyncio.Task[None]] = None
         self._ready = threading.Event()
@@ -62,11 +64,18 @@ class LiveFeed:
         )
 
     def listen(self, listener: Listener) -> None:
-        """Call ``listener`` with the view now and with every new one."""
+        """Call ``listener`` with the view now and with every new one, never an older view
+        after a newer one: it joins the listeners the thread calls only once the view it
+        was given last is still the latest (a newer one shown meanwhile is given first)."""
         with self._lock:
-            self._listeners.append(listener)
-            view = self.view
-        listener(view)
+            view, version = self.view, self._version
+        while True:
+            listener(view)  # outside the lock: a panel may take its time
+            with self._lock:
+                if version == self._version:
+                    self._listeners.append(listener)
+                    return
+                view, version = self.view, self._version
 
     def unlisten(self, listener: Listener) -> int:
         """Stop calling ``listener``; returns how many listeners are left."""
@@ -119,6 +128,7 @@ class LiveFeed:
     def _show(self, view: RunView) -> None:
         with self._lock:
             self.view = view
+            self._version += 1
             listeners = [] if self._stopped else list(self._listeners)
         for listener in listeners:
             try:
@@ -149,6 +159,11 @@ class LiveFeed:
                     problem = (
                         f"lost the live stream from {self.base_url}: {exc or type(exc).__name__}"
                     )
+                except Exception as exc:  # a bug, or an answer of a shape never expected
+                    # Said in the panel: a feed that dies silently leaves it on "Running".
+                    said = f"{type(exc).__name__}: {exc}"
+                    self._show(self.view.with_problem(f"stopped following the run: {said}"))
+                    return
                 delay = self.reconnect_delays[min(attempt, len(self.reconnect_delays) - 1)]
                 self._show(self.view.with_problem(f"{problem}; trying again in {delay:g} s"))
                 await asyncio.sleep(delay)
@@ -218,20 +233,25 @@ class _Reader:
     async def get(self, path: str, params: Optional[Dict[str, Any]] = None) -> Any:
         response = await self.http.get(path, params=params)
         await _raise_for_status(response, path)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:  # something answered, but not Runyard (a proxy's page)
+            kind = response.headers.get("content-type", "no JSON").split(";")[0]
+            raise ConfigurationError(
+                f"{redact_url(str(response.url))} did not answer as Runyard does ({kind} "
+                "instead of JSON)"
+            ) from None
 
     async def update(self, view: RunView, names: Optional[Set[str]] = None) -> RunView:
         """The run, its series, and the charts of ``names`` (all of them when None) and of
-        series new to the view."""
-        # ``fresh``: answered once every event sent before is stored, so the reads that
-        # follow see what the stream announced.
-        view = view.with_run(await self.get(v.run_path(self.run_id), {"fresh": "true"}))
-        view = view.with_names(await self.get(v.names_path(self.run_id)))
-        for name in view.charted:
-            if names is None or name in names or name not in view.charts:
-                path = v.history_path(self.run_id, name)
-                view = view.with_history(name, await self.get(path, v.history_params()))
-        return view.with_problem(None)
+        series new to the view: the reads ``view.reads`` plans, made asynchronously."""
+        plan = v.reads(view, names)
+        try:
+            read = next(plan)
+            while True:
+                read = plan.send(await self.get(read.path, read.params))
+        except StopIteration as done:
+            return done.value
 
     async def everything(self, view: RunView) -> RunView:
         return await self.update(view, None)
@@ -243,7 +263,7 @@ async def _raise_for_status(response: httpx.Response, path: str) -> None:
         raise error_from(response.status_code, body, path)
 
 
-_following: Dict[Tuple[str, str], LiveFeed] = {}
+_following: Dict[Tuple[str, str, str], LiveFeed] = {}
 _following_lock = threading.Lock()
 
 
@@ -253,9 +273,10 @@ def shared_feed(
     start: RunView,
     transport: Optional[httpx.AsyncBaseTransport] = None,
 ) -> LiveFeed:
-    """The feed already following this run in this kernel, else a new one, started: a cell
-    run again shows the same run without opening another of the token's streams."""
-    key = (base_url.rstrip("/"), start.run_id)
+    """The feed already following this run in this kernel with these credentials, else a
+    new one, started: a cell run again shows the same run without opening another of the
+    token's streams, and a second workspace (another token) never reads with the first's."""
+    key = (base_url.rstrip("/"), start.run_id, headers.get("Authorization", ""))
     with _following_lock:
         feed = _following.get(key)
         if feed is None or not feed.alive or feed.stopped:

@@ -66,15 +66,10 @@ class RunDetails:
 
     def read(self) -> RunView:
         """The run as it is now: status and reason, each series' latest value and chart."""
-        client, run_id = self._client, self.run.id
-        view = self._blank().with_run(
-            client.json("GET", v.run_path(run_id), params={"fresh": True})
+        client = self._client
+        return v.read_blocking(
+            v.reads(self._blank()), lambda read: client.json("GET", read.path, params=read.params)
         )
-        view = view.with_names(client.json("GET", v.names_path(run_id)))
-        for name in view.charted:
-            data = client.json("GET", v.history_path(run_id, name), params=v.history_params())
-            view = view.with_history(name, data)
-        return view
 
     def text(self) -> str:
         """The run as text: status (and why), the last value of each metric, its Studio page."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional, Tuple
+from typing import AbstractSet, Any, Callable, Dict, Generator, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 from runyard.status import RunStatus
@@ -116,3 +116,41 @@ class RunView:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One GET a view needs: its API path and query."""
+
+    path: str
+    params: Optional[Dict[str, Any]] = None
+
+
+Reads = Generator[Read, Any, RunView]
+
+
+def reads(view: RunView, names: Optional[AbstractSet[str]] = None) -> Reads:
+    """The reads that bring ``view`` up to date, one at a time, each answer sent back in:
+    the run, its series, and the charts of ``names`` (all of them when None) and of series
+    new to the view. One plan for the blocking read (``RunDetails.read``) and the live
+    feed's asynchronous one, so the two never drift apart."""
+    run_id = view.run_id
+    # ``fresh``: answered once every event sent before is stored, so the reads that follow
+    # see what the stream announced.
+    view = view.with_run((yield Read(run_path(run_id), {"fresh": "true"})))
+    view = view.with_names((yield Read(names_path(run_id))))
+    for name in view.charted:
+        if names is None or name in names or name not in view.charts:
+            answer = yield Read(history_path(run_id, name), history_params())
+            view = view.with_history(name, answer)
+    return view.with_problem(None)
+
+
+def read_blocking(plan: Reads, get: Callable[[Read], Any]) -> RunView:
+    """Carry out ``plan`` with ``get``, which answers one read."""
+    try:
+        read = next(plan)
+        while True:
+            read = plan.send(get(read))
+    except StopIteration as done:
+        return done.value

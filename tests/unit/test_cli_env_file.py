@@ -4,6 +4,8 @@ misspelt is dropped on the way."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from runyard.cli import environment_file
 from runyard.core import Environment
 from runyard.errors import InvalidInput, NotSupported
+from tests.support.services import runyard
 
 
 def sdk_environment() -> Environment:
@@ -79,3 +82,39 @@ def test_settings_runyard_cannot_honour_are_refused_not_dropped(
     Path("env.yaml").write_text("python:\n  conda_dependencies: {dependencies: [numpy]}\n")
     with pytest.raises(NotSupported, match=r"python\.conda_dependencies"):
         environment_file.load("env.yaml").to_dict()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"docker": {"arguments": 5}}', "docker.arguments must be a list of strings, not 5"),
+        ('{"docker": {"arguments": "--ipc=host"}}',
+         'docker.arguments must be a list of strings, not "--ipc=host"'),
+        ('{"docker": {"arguments": ["-v", 3]}}',
+         'docker.arguments must be a list of strings, not ["-v", 3]'),
+        ('{"python": {"user_managed_dependencies": "no"}}',
+         'python.user_managed_dependencies must be true or false, not "no"'),
+        ('{"docker": {"enabled": "false"}}', 'docker.enabled must be true or false, not "false"'),
+        ('{"docker": {"shm_size": []}}', "docker.shm_size must be a string (quote it), not []"),
+        ('{"docker": {"base_image": 3}}', "docker.base_image must be a string (quote it), not 3"),
+        ('{"python": {"interpreter_path": true}}',
+         "python.interpreter_path must be a string (quote it), not true"),
+        ('{"name": ["a"]}', 'name must be a string (quote it), not ["a"]'),
+        ('{"version": 1.1}', "version must be a string (quote it), not 1.1"),
+        ('{"environment_variables": {"SEED": 7}}',
+         'environment_variables must be a mapping of strings (quote each), not {"SEED": 7}'),
+        ('{"environment_variables": ["SEED=7"]}',
+         'environment_variables must be a mapping of strings (quote each), not ["SEED=7"]'),
+    ],
+)  # fmt: skip
+def test_a_value_of_the_wrong_type_is_one_line_naming_its_key_and_exit_2(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    (tmp_path / "env.json").write_text(text)
+    env = {**os.environ, "RUNYARD_URL": "http://127.0.0.1:9", "RUNYARD_TOKEN": "ryt_x"}
+    done = subprocess.run(
+        runyard("submit", ".", "-s", "train.py", "--env-file", "env.json"),
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (2, f"error: --env-file env.json: {message}\n")

@@ -383,3 +383,88 @@ def test_show_without_ipywidgets_draws_the_run_as_it_is_and_says_how_to_get_it_l
     (markup,) = [item.data for item in shown]
     assert ">Completed</span>" in markup and 'data-testid="chart-loss"' in markup
     assert "pip install &#x27;runyard[notebook]&#x27;" in markup
+
+
+# --- the feed's edges ----------------------------------------------------------------------
+
+
+def run_answers(handle_path: Any) -> httpx.MockTransport:
+    """The fake service, except for the paths ``handle_path`` answers (None: the rest)."""
+    service = FakeService([("status", {"status": "Completed"}, {"status": "Completed"})], False)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return handle_path(request) or service.handle(request)
+
+    return httpx.MockTransport(handle)
+
+
+def followed_to_its_end(transport: httpx.MockTransport) -> list[RunView]:
+    feed = LiveFeed("http://127.0.0.1:8642", {}, RunView("e_1_ab", URL), transport)
+    shown: list[RunView] = []
+    feed.listen(shown.append)
+    feed.start()
+    feed.join()  # ends by itself, saying why
+    return shown
+
+
+def test_an_answer_that_is_not_runyards_json_stops_the_feed_saying_so() -> None:
+    def proxy_page(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path == "/api/v1/runs/e_1_ab":
+            return httpx.Response(200, text="<html>Sign in</html>", headers={
+                "content-type": "text/html; charset=utf-8"})  # fmt: skip
+        return None
+
+    shown = followed_to_its_end(run_answers(proxy_page))
+    assert shown[-1].problem == (
+        "stopped following the run: http://127.0.0.1:8642/api/v1/runs/e_1_ab?fresh=true did "
+        "not answer as Runyard does (text/html instead of JSON)"
+    )
+
+
+def test_an_answer_of_an_unexpected_shape_stops_the_feed_saying_so() -> None:
+    def nameless(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/metric-names"):
+            return httpx.Response(200, json={"data": [{"kind": "scalar"}]})
+        return None
+
+    shown = followed_to_its_end(run_answers(nameless))
+    assert shown[-1].problem == "stopped following the run: KeyError: 'name'"
+    assert "KeyError" in status_html(shown[-1])
+
+
+def test_a_panel_joining_while_the_feed_shows_a_newer_view_ends_on_the_newer_one() -> None:
+    feed = LiveFeed("http://127.0.0.1:8642", {}, RunView("e_1_ab", URL))
+    drawn: list[str] = []
+    newer = view_of("Completed")
+
+    def draw(view: RunView) -> None:
+        if not drawn:  # while the first view is drawn, the feed's thread shows a newer one
+            thread = threading.Thread(target=feed._show, args=(newer,))
+            thread.start()
+            thread.join()
+        drawn.append(view.status or "blank")
+
+    feed.listen(draw)
+    assert drawn[-1] == "Completed"  # not the blank view it was drawing meanwhile
+    feed._show(view_of("Failed"))
+    assert drawn == ["blank", "Completed", "Failed"]
+
+
+def test_a_second_token_in_the_same_kernel_gets_a_feed_of_its_own() -> None:
+    from runyard.widgets.feed import shared_feed
+
+    service = FakeService([], idle=True)
+    transport = httpx.MockTransport(service.handle)
+    start = RunView("e_1_ab", URL)
+    first = shared_feed("http://127.0.0.1:8642", {"Authorization": "Bearer ryt_a"}, start,
+                        transport)  # fmt: skip
+    again = shared_feed("http://127.0.0.1:8642", {"Authorization": "Bearer ryt_a"}, start,
+                        transport)  # fmt: skip
+    other = shared_feed("http://127.0.0.1:8642", {"Authorization": "Bearer ryt_b"}, start,
+                        transport)  # fmt: skip
+    try:
+        assert again is first
+        assert other is not first and other.headers == {"Authorization": "Bearer ryt_b"}
+    finally:
+        first.stop()
+        other.stop()

@@ -111,8 +111,3 @@ export function failureTail(log, lines = 20) {
   const tail = start >= 0 ? all.slice(start) : all;
   return tail.slice(-lines);
 }
-
-// A run as a person names it: its display name when it has one, else its id.
-export function runName(run) {
-  return run.display_name || run.id;
-}
