@@ -113,12 +113,16 @@ def run_cli(
 ) -> tuple[int, str, str]:
     """``runyard ARGS`` as typed, in this process (so a test may lower a limit first): its
     exit code, stdout and stderr."""
+    from runyard.cli import context
     from runyard.cli import main as cli
 
     monkeypatch.setenv("RUNYARD_URL", url)
     monkeypatch.setenv("RUNYARD_TOKEN", "ryt_x")
     monkeypatch.setattr(sys, "argv", ["runyard", *args])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+    finally:
+        context.set_url(None)  # the URL the command was given is this process's until reset
     out, err = capsys.readouterr()
     return int(exited.value.code or 0), out, err
