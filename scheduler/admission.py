@@ -9,10 +9,10 @@ peeking into the broker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from dataclasses import dataclass
 
 from celery import Celery
+from sqlalchemy import Select
 from sqlmodel import Session, col, func, select, update
 
 from runyard.errors import NotSupported
@@ -20,6 +20,7 @@ from runyard.status import RunStatus
 from scheduler import keys
 from scheduler.celery_app import TASK_EXECUTE_RUN
 from scheduler.clusters import HOLDING_A_SLOT, check_isolation, get_cluster, wants_container
+from scheduler.db import insert_ignoring
 from scheduler.lifecycle import transition
 from scheduler.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunAssignment
 from scheduler.models import Cluster, Experiment, Run, RunLog, merge_environments, utcnow
@@ -47,25 +48,36 @@ def queue_order() -> tuple:
     return (col(Run.priority).desc(), col(Run.created_at), col(Run.id))
 
 
-def capacity(
-    session: Session, cluster: Cluster, workers: list[WorkerInfo], besides: Collection[str] = ()
-) -> Capacity:
-    """The cluster's slots and how many are taken, leaving out the runs ``besides``: the
-    ones a caller describes as waiting. The scheduler may hand such a run to a worker
-    between the caller's read of it and this count; counted then, it would hold the very
-    slot it waits for ("all 1 node(s) busy" on an idle cluster)."""
+def slots_held(cluster_name: str) -> Select:
+    """How many of the cluster's runs hold a slot: active ones, and queued ones already
+    handed to the broker. A count query, so it can stand alone or inside another read."""
     handed_over = (Run.status == RunStatus.QUEUED) & col(Run.dispatched_at).is_not(None)
-    holding = select(func.count()).where(
-        Run.cluster == cluster.name,
+    return select(func.count()).where(
+        Run.cluster == cluster_name,
         col(Run.status).in_(HOLDING_A_SLOT) | handed_over,
     )
-    if besides:
-        holding = holding.where(col(Run.id).not_in(list(besides)))
-    busy = session.exec(holding).one()
+
+
+def capacity(
+    session: Session, cluster: Cluster, workers: list[WorkerInfo], besides: str | None = None
+) -> Capacity:
+    """The cluster's slots and how many are taken, leaving out the run ``besides``: one a
+    caller read as waiting. The scheduler may hand it to a worker between the caller's
+    read and this count; counted then, it would hold the very slot it waits for ("all 1
+    node(s) busy" on an idle cluster). A whole queue is read with its count in one
+    statement instead (``scheduler.runs``), so no list of ids is ever needed."""
+    holding = slots_held(cluster.name)
+    if besides is not None:
+        holding = holding.where(Run.id != besides)
+    return capacity_of(cluster, workers, session.exec(holding).one())
+
+
+def capacity_of(cluster: Cluster, workers: list[WorkerInfo], held: int) -> Capacity:
+    """The cluster's capacity, given how many of its runs hold a slot (``slots_held``)."""
     slots = sum(w.slots for w in workers_serving(workers, cluster.name))
     # Runs a draining worker finishes hold its own (withdrawn) slots, not the others'.
     draining = [w for w in workers_serving(workers, cluster.name, draining=True) if w.draining]
-    busy = max(busy - sum(w.busy for w in draining), 0)
+    busy = max(held - sum(w.busy for w in draining), 0)
     return Capacity(nodes=cluster.nodes, worker_slots=slots, busy=busy)
 
 
@@ -148,7 +160,12 @@ def dispatch(
             reason = f"cannot start: {exc}"
             # Its log says so too: no worker will ever write a line of it.
             line = f"{SERVICE_PREFIX}Failed before the script started: {reason}\n"
-            session.add(RunLog(run_id=run.id, seq=attempt * LOG_SEQ_STRIDE, text=line))
+            # Another dispatcher may fail the same run at the same time: one line, no error.
+            session.execute(
+                insert_ignoring(session, RunLog)
+                .values(run_id=run.id, seq=attempt * LOG_SEQ_STRIDE, text=line)
+                .on_conflict_do_nothing(index_elements=["run_id", "seq"])
+            )
             transition(session, run.id, RunStatus.FAILED, failure_reason=reason)
             session.commit()
             continue

@@ -19,9 +19,11 @@ from scheduler.admission import (
     HANDED_OVER,
     annotate_queue,
     capacity,
+    capacity_of,
     pending_reason,
     position_of,
     queue_order,
+    slots_held,
 )
 from scheduler.clusters import (
     WAITING,
@@ -198,7 +200,7 @@ def describe(session: Session, client: redis.Redis, run: Run) -> RunPublic:
     workers = live_workers(client)
     position = position_of(session, run)
     serving = len(workers_serving(workers, cluster.name))
-    cap = capacity(session, cluster, workers, besides={run.id})
+    cap = capacity(session, cluster, workers, besides=run.id)
     reason = pending_reason(cluster, cap, serving, position)
     return public(run, experiment, position, reason)
 
@@ -215,17 +217,19 @@ def queued_runs(session: Session, client: redis.Redis, cluster_name: str) -> lis
 def _annotated_queue(
     session: Session, cluster_name: str, workers: list[WorkerInfo]
 ) -> list[tuple[Run, int | None, str]]:
+    """The cluster's queue with positions and reasons. The runs and the count of slots held
+    are read in one statement, so both see the same moment: a run the scheduler hands over
+    meanwhile is either waiting in the list or counted, never both (it would hold the very
+    slot it waits for)."""
     cluster = get_cluster(session, cluster_name)
-    runs = list(
-        session.exec(
-            select(Run)
-            .where(Run.cluster == cluster_name, col(Run.status).in_(WAITING))
-            .order_by(col(Run.dispatched_at).is_(None), *queue_order())
-        )
-    )
-    # A run the scheduler hands over between our reads must not count against its own slot.
-    waiting = {run.id for run in runs if run.dispatched_at is None}
-    cap = capacity(session, cluster, workers, besides=waiting)
+    held = slots_held(cluster_name).scalar_subquery()
+    rows = session.exec(
+        select(Run, held)
+        .where(Run.cluster == cluster_name, col(Run.status).in_(WAITING))
+        .order_by(col(Run.dispatched_at).is_(None), *queue_order())
+    ).all()
+    runs = [run for run, _ in rows]
+    cap = capacity_of(cluster, workers, rows[0][1] if rows else 0)
     return annotate_queue(runs, cluster, cap, workers)
 
 

@@ -67,8 +67,12 @@ class RunReporter:
 
     def note(self, line: str) -> None:
         """A line of the service's own in the run's log (Preparing, the image, the
-        interpreter, why it failed), marked so it reads as Runyard's, not the script's."""
+        interpreter, why it failed), marked so it reads as Runyard's, not the script's.
+        Sent at once, not with the next flush: such lines are few, and most say what the
+        worker does now, before any flusher runs (pulling an image may take minutes, and a
+        worker that dies during the pull has said so)."""
         self.write(f"{SERVICE_PREFIX}{line}\n")
+        self.flush()
 
     def flush(self) -> None:
         with self._send_lock:

@@ -141,12 +141,17 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             stopped = OVER_BUDGET
         reporter.state(RunStatus.FINALIZING)
         refused = _upload_outputs(ctx, folder, run_id, reporter)
+        failure = None
+        if stopped is None and exit_code != 0:
+            failure = execution.failure_reason(exit_code) or describe_exit(exit_code)
+        # Its container is gone before the run is reported ended: whoever waits on the run
+        # finds nothing of it left (the finally below then has nothing to remove).
+        execution.cleanup()
         if stopped is not None:
             status, reason = stop_outcome(stopped, assignment, over_budget)
             reporter.state(status, exit_code=exit_code, reason=reason)
-        elif exit_code != 0:
-            reason = execution.failure_reason(exit_code) or describe_exit(exit_code)
-            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=reason)
+        elif failure is not None:
+            reporter.state(RunStatus.FAILED, exit_code=exit_code, reason=failure)
         elif channel.failure is not None:
             reporter.state(RunStatus.FAILED, exit_code=0, reason=channel.failure)
         elif refused is not None:

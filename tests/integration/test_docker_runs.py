@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 from runyard.errors import RunFailed
 from tests.support.runs import service_lines, write
-from tests.support.services import Stack, unique, wait_until
+from tests.support.services import ADMIN_TOKEN, Stack, runyard, unique, wait_until
 from worker.app import service_id
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
@@ -268,6 +269,81 @@ def test_an_image_that_cannot_be_had_fails_the_run_with_a_reason(
         "[runyard] Failed before the script started: image 'runyard-no-such-image:never' "
         "is not on this worker and cannot be pulled: "
     )
+
+
+class HeldRegistry:
+    """A registry on this host that answers the engine's ping, then holds every other
+    request unanswered until released: an image pull that stays in progress for as long
+    as the test needs it to, with no clock involved. Released, it answers 404."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        released = self.released
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the standard library's name
+                if self.path != "/v2/":
+                    released.wait()
+                self.send_response(200 if self.path == "/v2/" else 404)
+                self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(b"{}")
+
+            do_HEAD = do_GET
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def image(self, name: str) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    def __enter__(self) -> HeldRegistry:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_following_a_run_shows_the_image_pull_while_it_is_pulled(
+    stack: Stack, workers, run_image: str, tmp_path: Path
+) -> None:
+    """What the worker does before the script is in the followed log as it does it: the
+    pull is held for as long as the test reads, so the line can only come from a live log."""
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster)
+    env = {**os.environ, "RUNYARD_URL": stack.url, "RUNYARD_TOKEN": ADMIN_TOKEN}
+    with HeldRegistry() as registry:
+        image = registry.image("runyard-held:1")
+        environment = Environment("held")
+        environment.docker.base_image = image
+        folder = write(tmp_path / "src", {"a.py": "print('never')\n"})
+        run = submit(stack, folder, "a.py", cluster, environment=environment)
+        following = subprocess.Popen(
+            runyard("logs", run.id, "--follow"), env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert following.stdout is not None
+        pulling = f"[runyard] Image {image}: not on this worker; pulling it\n"
+        shown = []
+        for line in following.stdout:
+            shown.append(line)
+            if line == pulling:
+                break
+        assert shown[-1] == pulling, shown
+        assert shown[0].startswith(f"[runyard] Preparing run {run.id}")
+        assert stack.client().get_run(run.id)["status"] == "Preparing"  # the pull is held
+    _, stderr = following.communicate(timeout=120)
+    assert following.returncode == 8, stderr  # the pull failed once released: Failed
+    assert "cannot be pulled" in stderr
 
 
 def test_an_interpreter_missing_from_the_image_fails_the_run_saying_so_in_its_log(

@@ -8,6 +8,7 @@ the change. Redis is the real session-scoped server, flushed at the start of eve
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,7 +37,7 @@ from scheduler.celery_app import make_celery
 from scheduler.db import MIGRATIONS, as_utc, make_engine, migrate
 from scheduler.ingest import Ingest, insert_log
 from scheduler.lifecycle import transition
-from scheduler.messages import LogChunk, StateChanged, TrackingBatch
+from scheduler.messages import LOG_SEQ_STRIDE, LogChunk, StateChanged, TrackingBatch
 from scheduler.models import (
     ROLLUP_SPAN,
     Cluster,
@@ -1116,3 +1117,77 @@ def test_a_run_token_lives_exactly_as_long_as_its_attempt(engine: Engine) -> Non
         forged = tokens.mint_run_token(b"x" * 32, run_id, 2)
         with pytest.raises(Unauthorized, match="invalid run token"):
             tokens.authenticate(session, key, forged)
+
+
+def queued_in_bulk(session: Session, count: int) -> list[str]:
+    """``count`` more waiting runs like one submitted run, inserted in one statement (as a
+    busy cluster's queue holds them), in queue order after it."""
+    first = reload(session.get_bind(), submit(session))  # type: ignore[arg-type]
+    row = first.model_dump()
+    ids = [f"{first.id}-{i:05d}" for i in range(count)]
+    session.execute(
+        sqlalchemy.insert(Run),
+        [{**row, "id": run_id, "created_at": first.created_at} for run_id in ids],
+    )
+    session.commit()
+    return [first.id, *ids]
+
+
+SQLITE_DEFAULT_VARIABLES = 32_766  # SQLite's own build; Debian's allows 250,000
+POSTGRES_MAX_PARAMETERS = 65_535  # the wire protocol's limit per statement
+
+
+def upstream_sqlite_limits(engine: Engine) -> None:
+    """SQLite connections with the upstream default limit on variables, whatever this
+    machine's build allows: the limit a user's SQLite may well have."""
+    if engine.dialect.name != "sqlite":
+        return
+    limit = (sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, SQLITE_DEFAULT_VARIABLES)
+    sqlalchemy.event.listen(engine, "connect", lambda dbapi, _: dbapi.setlimit(*limit))
+    engine.dispose()  # connections made before now get no limit
+
+
+def test_a_queue_longer_than_the_databases_variable_limit_is_described(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """The queue's positions name no list of run ids: 70,000 waiting runs (more variables
+    than one statement takes, on SQLite and PostgreSQL) list and describe."""
+    upstream_sqlite_limits(engine)
+    make_cluster(session, nodes=1)
+    heartbeat(client, CLUSTER, slots=1)
+    ids = queued_in_bulk(session, POSTGRES_MAX_PARAMETERS + 4_465)
+    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == [ids[0]]
+    waiting = len(ids) - 1
+    last = reload(engine, ids[-1])
+
+    queue = runs.queued_runs(session, client, CLUSTER)  # GET /clusters/{name}/runs
+    places = runs.queue_places(session, client, [last])  # GET /runs
+    described = runs.describe(session, client, last)  # GET /runs/{id}
+
+    assert len(queue) == len(ids)
+    assert (queue[0].id, queue[0].pending_reason) == (ids[0], "handed to a worker; starting")
+    assert (queue[1].position, queue[1].pending_reason) == (1, "all 1 node(s) busy")
+    reason = f"waiting behind {waiting - 1} run(s); all 1 node(s) busy"
+    assert places[last.id] == (waiting, reason)
+    assert (described.position, described.pending_reason) == (waiting, reason)
+
+
+def test_two_dispatchers_failing_the_same_run_write_its_line_once(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """A run that cannot start is failed with a line in its log. Two schedulers may both
+    read it as waiting: the second finds the first one's line there, and goes on."""
+    make_cluster(session, nodes=1)
+    heartbeat(client, CLUSTER, slots=1)
+    run_id = submit(session)
+    set_columns(session, run_id, environment={"docker": {"enabled": True}})
+    with Session(engine) as other:  # the other scheduler got as far as the line
+        insert_log(other, LogChunk(run_id=run_id, seq=LOG_SEQ_STRIDE, text="its line\n"))
+        other.commit()
+
+    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == []
+
+    run = reload(engine, run_id)
+    assert run.status == RunStatus.FAILED
+    assert run.failure_reason.startswith("cannot start: this run asks for a Docker container")
+    assert log_rows(engine, run_id) == [(LOG_SEQ_STRIDE, "its line\n")]
