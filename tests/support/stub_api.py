@@ -96,7 +96,13 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serving(api: StubApi) -> Iterator[str]:
     """The stub listening on a free local port, as its base URL."""
-    handler = type("StubHandler", (_Handler,), {"api": api})
+    with serve(type("StubHandler", (_Handler,), {"api": api})) as url:
+        yield url
+
+
+@contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server answering with ``handler`` on a free local port, as its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests.support.services import runyard
+from tests.support.stub_api import serve
 
 
 class HtmlPage(BaseHTTPRequestHandler):
@@ -30,14 +30,8 @@ class HtmlPage(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def other_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HtmlPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(HtmlPage) as url:
+        yield url
 
 
 def test_a_url_of_another_web_server_is_one_line_and_exit_7(other_server: str) -> None:
