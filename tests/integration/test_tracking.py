@@ -278,8 +278,10 @@ def test_a_run_cannot_write_to_another_runs_record(stack: Stack, workers, tmp_pa
         "run = Run.get_context()\n"
         "path = os.path.join(os.environ['RUNYARD_TRACKING_DIR'], 'events.jsonl')\n"
         f"forged = {{'r': {victim.id!r}, 'k': 'm', 'n': 'forged', 'v': 666, 't': time.time()}}\n"
+        f"renamed = {{'r': {victim.id!r}, 'k': 'name', 'v': 'pwned', 't': time.time()}}\n"
         "with open(path, 'a') as f:\n"
         "    f.write(json.dumps(forged) + '\\n')\n"
+        "    f.write(json.dumps(renamed) + '\\n')\n"
         f"print('broker' in str(os.environ), 'RUNYARD_REDIS_URL' in os.environ)\n"
         "run.log('own', 1)\n"
     )
@@ -288,6 +290,7 @@ def test_a_run_cannot_write_to_another_runs_record(stack: Stack, workers, tmp_pa
     assert fetched(stack, run).get_metrics() == {"own": 1}
     assert "False False" in client.logs(run.id)  # no broker credentials in the run
     assert victim.get_metrics() == {"clean": 1}
+    assert client.get_run(victim.id)["display_name"] != "pwned"
     # The API refuses the same forgery from an interactive client.
     with pytest.raises(InvalidInput, match=r"not .* or its child"):
         client.json(
