@@ -39,13 +39,13 @@ from api.routes import (
 )
 from api.storage import RunFileStore, SnapshotStore
 from api.studio import routes as studio
+from protocol.settings import Settings
 from runyard import __version__
-from scheduler import audit as audit_log
-from scheduler.clusters import apply_config_file
-from scheduler.db import make_engine, migrate, session_scope
-from scheduler.models import ApiToken, TokenCreate, check_cluster_name
-from scheduler.settings import Settings
-from scheduler.tokens import Actor, ensure_token, revoke
+from store import audit as audit_log
+from store.clusters import apply_config_file
+from store.db import make_engine, migrate, session_scope
+from store.models import ApiToken, TokenCreate, check_cluster_name
+from store.tokens import Actor, ensure_token, revoke
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from sqlmodel import Session, col, select
 
 from api.deps import Services, ServicesDep
 from runyard.errors import Forbidden, Unauthorized
-from scheduler import tokens
-from scheduler.models import Run
-from scheduler.tokens import Actor
-from scheduler.tracking import in_tree
+from store import tokens
+from store.models import Run
+from store.tokens import Actor
+from store.tracking import in_tree
 
 SESSION_COOKIE = "runyard_session"
 CSRF_COOKIE = "runyard_csrf"

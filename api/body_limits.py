@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler.settings import Settings
+from protocol.settings import Settings
 
 SUBMIT = re.compile(r"^/api/v1/runs/?$")
 EVENTS = re.compile(r"^/api/v1/runs/[^/]+/events$")

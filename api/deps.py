@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from api.rate_limits import SubmitLimiter
 from api.storage import RunFileStore, SnapshotStore
-from scheduler.settings import Settings
+from protocol.settings import Settings
 
 
 @dataclass

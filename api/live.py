@@ -17,13 +17,13 @@ from typing import Any
 from sqlmodel import Session
 
 from api.deps import Services
+from protocol import keys
+from protocol.messages import LogChunk, MessageError, StateChanged, TrackingBatch, decode
 from runyard.errors import RateLimited
 from runyard.tracking.events import METRIC_KINDS
-from scheduler import keys
-from scheduler import runs as run_service
-from scheduler.messages import LogChunk, MessageError, StateChanged, TrackingBatch, decode
-from scheduler.models import RunLog
-from scheduler.tokens import Actor
+from store import runs as run_service
+from store.models import RunLog
+from store.tokens import Actor
 
 IDLE_CHECK = 1.0  # seconds of silence after which the run's record is looked at again
 STREAM_SLOTS_TTL = 3600  # a count left by a process that died heals itself after this

@@ -21,11 +21,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlmodel import Session, col, func, select
 
-from scheduler import keys
-from scheduler.clusters import WAITING
-from scheduler.db import as_utc
-from scheduler.models import Cluster, Run
-from scheduler.workers import live_workers, workers_serving
+from protocol import keys
+from protocol.workers import live_workers, workers_serving
+from store.clusters import WAITING
+from store.db import as_utc
+from store.models import Cluster, Run
 
 WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 24 * 3600)

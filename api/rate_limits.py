@@ -9,7 +9,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from runyard.errors import RateLimited
-from scheduler.tokens import Actor
+from store.tokens import Actor
 
 
 class SubmitLimiter:

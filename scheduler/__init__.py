@@ -1,1 +1,2 @@
-"""The scheduler owns run state: the database, cluster queues, admission, ingest, watchdog."""
+"""The scheduler process: admission onto cluster queues, the ingest loop that writes what
+workers report into the store, and the watchdog."""

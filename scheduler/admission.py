@@ -2,99 +2,31 @@
 
 Order is priority (higher first), then submit time. A cluster's capacity is its node limit,
 capped by the slots its live workers offer; runs already handed to the broker or holding a
-node count against it. Everything here is read from the database and heartbeats, never by
-peeking into the broker.
+node count against it (``store.queue``). Everything here is read from the database and
+heartbeats, never by peeking into the broker.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from celery import Celery
-from sqlalchemy import Select
-from sqlmodel import Session, col, func, select, update
+from sqlmodel import Session, col, update
 
+from protocol import keys
+from protocol.celery_app import TASK_EXECUTE_RUN
+from protocol.environments import merge_environments, wants_container
+from protocol.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunAssignment
+from protocol.workers import WorkerInfo
 from runyard.errors import NotSupported
 from runyard.status import RunStatus
-from scheduler import keys
-from scheduler.celery_app import TASK_EXECUTE_RUN
-from scheduler.clusters import HOLDING_A_SLOT, check_isolation, get_cluster, wants_container
-from scheduler.db import insert_ignoring
-from scheduler.lifecycle import transition
-from scheduler.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunAssignment
-from scheduler.models import Cluster, Experiment, Run, RunLog, merge_environments, utcnow
-from scheduler.workers import WorkerInfo, workers_serving
+from store.clusters import check_isolation, get_cluster
+from store.db import insert_ignoring
+from store.lifecycle import transition
+from store.models import Cluster, Experiment, Run, RunLog, utcnow
+from store.queue import capacity, waiting_runs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Capacity:
-    nodes: int
-    worker_slots: int
-    busy: int
-
-    @property
-    def limit(self) -> int:
-        return min(self.nodes, self.worker_slots)
-
-    @property
-    def free(self) -> int:
-        return max(self.limit - self.busy, 0)
-
-
-def queue_order() -> tuple:
-    return (col(Run.priority).desc(), col(Run.created_at), col(Run.id))
-
-
-def slots_held(cluster_name: str) -> Select:
-    """How many of the cluster's runs hold a slot: active ones, and queued ones already
-    handed to the broker. A count query, so it can stand alone or inside another read."""
-    handed_over = (Run.status == RunStatus.QUEUED) & col(Run.dispatched_at).is_not(None)
-    return select(func.count()).where(
-        Run.cluster == cluster_name,
-        col(Run.status).in_(HOLDING_A_SLOT) | handed_over,
-    )
-
-
-def capacity(
-    session: Session, cluster: Cluster, workers: list[WorkerInfo], besides: str | None = None
-) -> Capacity:
-    """The cluster's slots and how many are taken, leaving out the run ``besides``: one a
-    caller read as waiting. The scheduler may hand it to a worker between the caller's
-    read and this count; counted then, it would hold the very slot it waits for ("all 1
-    node(s) busy" on an idle cluster). A whole queue is read with its count in one
-    statement instead (``scheduler.runs``), so no list of ids is ever needed."""
-    holding = slots_held(cluster.name)
-    if besides is not None:
-        holding = holding.where(Run.id != besides)
-    return capacity_of(cluster, workers, session.exec(holding).one())
-
-
-def capacity_of(cluster: Cluster, workers: list[WorkerInfo], held: int) -> Capacity:
-    """The cluster's capacity, given how many of its runs hold a slot (``slots_held``)."""
-    slots = sum(w.slots for w in workers_serving(workers, cluster.name))
-    # Runs a draining worker finishes hold its own (withdrawn) slots, not the others'.
-    draining = [w for w in workers_serving(workers, cluster.name, draining=True) if w.draining]
-    busy = max(held - sum(w.busy for w in draining), 0)
-    return Capacity(nodes=cluster.nodes, worker_slots=slots, busy=busy)
-
-
-def waiting_runs(session: Session, cluster: str, limit: int | None = None) -> list[Run]:
-    """Queued runs not yet handed to the broker, in the order they will start."""
-    query = (
-        select(Run)
-        .where(
-            Run.cluster == cluster,
-            Run.status == RunStatus.QUEUED,
-            col(Run.dispatched_at).is_(None),
-        )
-        .order_by(*queue_order())
-    )
-    if limit is not None:
-        query = query.limit(limit)
-    return list(session.exec(query))
 
 
 def assignment_for(
@@ -220,58 +152,3 @@ def resend(session: Session, celery: Celery, run: Run) -> None:
 def _experiment_name(session: Session, run: Run) -> str:
     experiment = session.get(Experiment, run.experiment_id)
     return experiment.name if experiment else "default"
-
-
-def position_of(session: Session, run: Run) -> int:
-    """1-based place of a waiting run in its cluster's queue (one count, no listing)."""
-    ahead = (
-        (col(Run.priority) > run.priority)
-        | ((Run.priority == run.priority) & (col(Run.created_at) < run.created_at))
-        | (
-            (Run.priority == run.priority)
-            & (Run.created_at == run.created_at)
-            & (col(Run.id) < run.id)
-        )
-    )
-    count = session.exec(
-        select(func.count()).where(
-            Run.cluster == run.cluster,
-            Run.status == RunStatus.QUEUED,
-            col(Run.dispatched_at).is_(None),
-            ahead,
-        )
-    ).one()
-    return count + 1
-
-
-def pending_reason(cluster: Cluster, cap: Capacity, serving: int, position: int) -> str:
-    """Why the run at ``position`` has not started yet."""
-    if serving == 0:
-        return f"no worker serves cluster {cluster.name}"
-    if position <= cap.free:
-        return "about to start"
-    if cap.worker_slots < cap.nodes:
-        busy = f"all {cap.limit} worker slot(s) busy (node limit {cap.nodes})"
-    else:
-        busy = f"all {cap.nodes} node(s) busy"
-    ahead = position - 1 - cap.free
-    return busy if ahead <= 0 else f"waiting behind {ahead} run(s); {busy}"
-
-
-HANDED_OVER = "handed to a worker; starting"
-
-
-def annotate_queue(
-    runs: list[Run], cluster: Cluster, cap: Capacity, workers: list[WorkerInfo]
-) -> list[tuple[Run, int | None, str]]:
-    """Position and pending reason of each queued run, in queue order."""
-    serving = len(workers_serving(workers, cluster.name))
-    annotated: list[tuple[Run, int | None, str]] = []
-    position = 0
-    for run in runs:
-        if run.dispatched_at is not None:
-            annotated.append((run, None, HANDED_OVER))
-            continue
-        position += 1
-        annotated.append((run, position, pending_reason(cluster, cap, serving, position)))
-    return annotated

@@ -16,12 +16,9 @@ import redis
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from runyard.errors import IllegalTransition, RunNotFound
-from runyard.status import RunStatus
-from scheduler import barriers, keys
-from scheduler.db import insert_ignoring, session_scope
-from scheduler.lifecycle import end_children, transition
-from scheduler.messages import (
+from protocol import barriers, keys
+from protocol.limits import TrackingLimits
+from protocol.messages import (
     Barrier,
     Entry,
     LogChunk,
@@ -31,8 +28,12 @@ from scheduler.messages import (
     Wake,
     decode,
 )
-from scheduler.models import Run, RunLog
-from scheduler.tracking import TrackingLimits, apply_batch
+from runyard.errors import IllegalTransition, RunNotFound
+from runyard.status import RunStatus
+from store.db import insert_ignoring, session_scope
+from store.lifecycle import end_children, transition
+from store.models import Run, RunLog
+from store.tracking import apply_batch
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,15 @@ import time
 import redis
 from sqlmodel import Session, select
 
-from scheduler import admission, keys, watchdog
-from scheduler.celery_app import make_celery
-from scheduler.clusters import apply_config_file
-from scheduler.db import make_engine, migrate, session_scope
+from protocol import keys
+from protocol.celery_app import make_celery
+from protocol.settings import Settings
+from protocol.workers import live_workers
+from scheduler import admission, watchdog
 from scheduler.ingest import Ingest
-from scheduler.models import Cluster
-from scheduler.settings import Settings
-from scheduler.workers import live_workers
+from store.clusters import apply_config_file
+from store.db import make_engine, migrate, session_scope
+from store.models import Cluster
 
 log = logging.getLogger(__name__)
 

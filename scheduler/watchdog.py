@@ -14,16 +14,16 @@ import redis
 from celery import Celery
 from sqlmodel import Session, col, select, update
 
+from protocol import control, keys
+from protocol.messages import StateChanged
+from protocol.settings import Settings
+from protocol.streams import publish_live
 from runyard.errors import IllegalTransition
 from runyard.status import ACTIVE, RunStatus
-from scheduler import control, keys
 from scheduler.admission import resend
-from scheduler.db import as_utc
-from scheduler.lifecycle import end_children, transition
-from scheduler.messages import StateChanged
-from scheduler.models import Cluster, Run, utcnow
-from scheduler.settings import Settings
-from scheduler.streams import publish_live
+from store.db import as_utc
+from store.lifecycle import end_children, transition
+from store.models import Cluster, Run, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ from celery.signals import worker_ready, worker_shutdown
 from celery.worker.request import Request
 
 import runyard
+from protocol import keys
+from protocol.celery_app import TASK_EXECUTE_RUN, make_celery
+from protocol.messages import RunAssignment, Wake
+from protocol.settings import Settings
+from protocol.streams import send_to_ingest
 from runyard.client import Client
 from runyard.config import redact_url
-from scheduler import keys
-from scheduler.celery_app import TASK_EXECUTE_RUN, make_celery
-from scheduler.messages import RunAssignment, Wake
-from scheduler.settings import Settings
-from scheduler.streams import send_to_ingest
 from worker.executors import Node
 from worker.heartbeat import Heartbeat
 from worker.runner import WorkerContext, execute, recover_leftovers, stop_at_once

@@ -21,12 +21,12 @@ from typing import Any
 
 import redis
 
+from protocol import barriers
+from protocol.budgets import RunBudgets, over
+from protocol.messages import Entry, TrackingBatch
 from runyard.client import Client
 from runyard.errors import RunyardError
 from runyard.tracking import events as ev
-from scheduler import barriers
-from scheduler.budgets import RunBudgets, over
-from scheduler.messages import Entry, TrackingBatch
 from worker import delivery
 from worker.run_folder import RunFolder
 from worker.sync_server import SyncServer

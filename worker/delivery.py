@@ -12,10 +12,10 @@ from typing import BinaryIO
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from protocol.messages import Entry
+from protocol.streams import send_to_ingest
 from runyard.client import Client
 from runyard.errors import ServiceUnavailable
-from scheduler.messages import Entry
-from scheduler.streams import send_to_ingest
 
 log = logging.getLogger(__name__)
 

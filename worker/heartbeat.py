@@ -9,7 +9,7 @@ import threading
 
 import redis
 
-from scheduler.workers import WorkerInfo, drain_requested, publish_heartbeat, remove_worker
+from protocol.workers import WorkerInfo, drain_requested, publish_heartbeat, remove_worker
 
 log = logging.getLogger(__name__)
 

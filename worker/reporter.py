@@ -12,9 +12,9 @@ import threading
 
 import redis
 
+from protocol.budgets import RunBudgets, over
+from protocol.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, LogChunk, StateChanged
 from runyard.status import RunStatus
-from scheduler.budgets import RunBudgets, over
-from scheduler.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, LogChunk, StateChanged
 from worker import delivery
 
 log = logging.getLogger(__name__)

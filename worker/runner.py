@@ -12,14 +12,14 @@ from dataclasses import dataclass, field, replace
 
 import redis
 
+from protocol import control, keys
+from protocol.budgets import RunBudgets, over
+from protocol.messages import RunAssignment, StateChanged
+from protocol.streams import send_to_ingest
+from protocol.workers import live_workers
 from runyard.client import Client
 from runyard.errors import RequestTooLarge, RunyardError
 from runyard.status import RunStatus
-from scheduler import control, keys
-from scheduler.budgets import RunBudgets, over
-from scheduler.messages import RunAssignment, StateChanged
-from scheduler.streams import send_to_ingest
-from scheduler.workers import live_workers
 from worker import delivery
 from worker.channel import ChannelForwarder
 from worker.executors import Execution, ExecutionRequest, Node, executor_named

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 
 from api.auth import ALLOW
 from api.deps import SessionDep
-from scheduler import audit
-from scheduler.models import AuditEventsPublic
+from store import audit
+from store.models import AuditEventsPublic
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query, status
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
 from api.routes.runs import record_cancels, wake
-from scheduler import audit
-from scheduler import clusters as cluster_service
-from scheduler import runs as run_service
-from scheduler.models import (
+from protocol.workers import live_workers
+from store import audit
+from store import clusters as cluster_service
+from store import runs as run_service
+from store.models import (
     CancelResults,
     ClusterCreate,
     ClusterPublic,
@@ -20,7 +21,6 @@ from scheduler.models import (
     ClusterUpdate,
     RunsPublic,
 )
-from scheduler.workers import live_workers
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 

@@ -11,10 +11,10 @@ from api.auth import ALLOW
 from api.deps import SessionDep
 from api.live import json_safe
 from runyard.errors import NotFound
-from scheduler import runs as run_service
-from scheduler import tracking
-from scheduler.db import as_utc
-from scheduler.models import Experiment, ExperimentPublic, ExperimentsPublic, Run, RunTag
+from store import runs as run_service
+from store import tracking
+from store.db import as_utc
+from store.models import Experiment, ExperimentPublic, ExperimentsPublic, Run, RunTag
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 

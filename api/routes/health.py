@@ -10,8 +10,8 @@ from sqlalchemy import text
 
 from api.auth import current_actor
 from api.deps import Services, ServicesDep
+from protocol import keys
 from runyard.errors import Forbidden
-from scheduler import keys
 
 router = APIRouter(tags=["health"])
 

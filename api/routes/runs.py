@@ -30,6 +30,10 @@ from api.live import (
     stream_slot,
 )
 from api.storage import safe_name
+from protocol import barriers
+from protocol.budgets import RunBudgets, over
+from protocol.messages import Wake
+from protocol.streams import send_to_ingest
 from runyard import snapshot
 from runyard.core.run import STD_LOG
 from runyard.errors import (
@@ -41,12 +45,10 @@ from runyard.errors import (
     SnapshotTooLarge,
 )
 from runyard.status import RunStatus
-from scheduler import audit, barriers, tokens
-from scheduler import runs as run_service
-from scheduler.budgets import RunBudgets, over
-from scheduler.db import as_utc
-from scheduler.messages import Wake
-from scheduler.models import (
+from store import audit, tokens
+from store import runs as run_service
+from store.db import as_utc
+from store.models import (
     BulkCancel,
     CancelResult,
     CancelResults,
@@ -59,9 +61,8 @@ from scheduler.models import (
     RunsPublic,
     check_experiment_name,
 )
-from scheduler.streams import send_to_ingest
-from scheduler.tokens import Actor
-from scheduler.tracking import in_tree
+from store.tokens import Actor
+from store.tracking import in_tree
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from api.auth import ALLOW, CSRF_COOKIE, SESSION_COOKIE, ActorDep, describe
 from api.deps import ServicesDep, SessionDep
 from runyard.errors import Forbidden
-from scheduler import audit, tokens
+from store import audit, tokens
 
 router = APIRouter(tags=["session"])
 

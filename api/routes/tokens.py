@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, status
 
 from api.auth import ALLOW, ActorDep
 from api.deps import SessionDep
-from scheduler import audit, tokens
-from scheduler.models import TokenCreate, TokenCreated, TokenPublic, TokensPublic
+from store import audit, tokens
+from store.models import TokenCreate, TokenCreated, TokenPublic, TokensPublic
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 

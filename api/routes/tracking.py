@@ -15,13 +15,14 @@ from api.auth import ALLOW
 from api.deps import Services, ServicesDep, SessionDep
 from api.errors import invalid_input
 from api.live import json_safe
+from protocol import barriers
+from protocol.messages import Entry, TrackingBatch
+from protocol.streams import send_to_ingest
 from runyard.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from runyard.tracking import events as ev
-from scheduler import barriers, tracking
-from scheduler import runs as run_service
-from scheduler.messages import Entry, TrackingBatch
-from scheduler.models import Metric
-from scheduler.streams import send_to_ingest
+from store import runs as run_service
+from store import tracking
+from store.models import Metric
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
 

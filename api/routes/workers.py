@@ -9,12 +9,12 @@ from sqlmodel import SQLModel
 
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep
+from protocol.workers import live_workers, request_drain
 from runyard.errors import NotFound
-from scheduler import audit
-from scheduler.clusters import worker_public
-from scheduler.db import session_scope
-from scheduler.models import WorkerPublic
-from scheduler.workers import live_workers, request_drain
+from store import audit
+from store.clusters import worker_public
+from store.db import session_scope
+from store.models import WorkerPublic
 
 router = APIRouter(prefix="/workers", tags=["workers"])
 

@@ -35,13 +35,14 @@ from pathlib import Path
 
 import redis
 
+from protocol import barriers
+from protocol.streams import send_to_ingest
+from protocol.workers import live_workers, request_drain
 from runyard import config
 from runyard.client import Client
 from runyard.config import redact_url
 from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable, Unauthorized
-from scheduler import barriers, tokens
-from scheduler.streams import send_to_ingest
-from scheduler.workers import live_workers, request_drain
+from store import tokens
 from worker import stopping as worker_stopping
 
 log = logging.getLogger("runyard.up")

@@ -31,7 +31,7 @@ ClustersOpt = Annotated[
 
 
 def _settings(**overrides: object):  # type: ignore[no-untyped-def]
-    from scheduler.settings import Settings
+    from protocol.settings import Settings
 
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -147,7 +147,7 @@ def worker(
 
     `runyard worker drain ID` asks a running worker to finish its runs and take no new ones.
     """
-    from scheduler.models import check_cluster_name
+    from store.models import check_cluster_name
     from worker.app import run_worker
 
     if ctx.invoked_subcommand is not None:

@@ -1,5 +1,5 @@
 """A run floods what the service keeps for it: tracking events, output, files, child runs,
-live streams. Each budget (``scheduler/budgets.py``, set per cluster) stops it where the
+live streams. Each budget (``protocol/budgets.py``, set per cluster) stops it where the
 bytes enter, with the budget named in its log and record; other runs never notice."""
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from api.app import bootstrap_worker_pools
-from scheduler.models import ClusterCreate, check_cluster_name
+from store.models import ClusterCreate, check_cluster_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "runyard"

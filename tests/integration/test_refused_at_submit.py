@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis
 
+from protocol import keys
 from runyard import snapshot
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.errors import NotSupported
-from scheduler import keys
 from tests.support.runs import submit, write
 from tests.support.services import ADMIN, Stack, unique
 

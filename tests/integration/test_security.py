@@ -465,7 +465,7 @@ def test_a_run_token_reaches_its_family_and_submits_only_its_own_children(
 
 def mint_run_token_of(world: World, run_id: str) -> str:
     """A run token for ``run_id``, signed with the API's key (kept in its data folder)."""
-    from scheduler.tokens import mint_run_token
+    from store.tokens import mint_run_token
 
     key = (world.stack.root / "data" / "secret_key").read_text().strip().encode()
     return mint_run_token(key, run_id, 0)

@@ -23,6 +23,12 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session, col, func, select, update
 
+from protocol import control, keys
+from protocol.celery_app import make_celery
+from protocol.messages import LOG_SEQ_STRIDE, LogChunk, StateChanged, TrackingBatch
+from protocol.settings import Settings
+from protocol.streams import send_to_ingest
+from protocol.workers import WorkerInfo, live_workers, publish_heartbeat, remove_worker
 from runyard.errors import (
     AlreadyExists,
     ClusterBusy,
@@ -32,13 +38,12 @@ from runyard.errors import (
     Unauthorized,
 )
 from runyard.status import TIMESTAMP_FIELD, RunStatus
-from scheduler import admission, clusters, control, keys, runs, tokens, tracking, watchdog
-from scheduler.celery_app import make_celery
-from scheduler.db import MIGRATIONS, as_utc, make_engine, migrate
+from scheduler import admission, watchdog
 from scheduler.ingest import Ingest, insert_log
-from scheduler.lifecycle import transition
-from scheduler.messages import LOG_SEQ_STRIDE, LogChunk, StateChanged, TrackingBatch
-from scheduler.models import (
+from store import clusters, runs, tokens, tracking
+from store.db import MIGRATIONS, as_utc, make_engine, migrate
+from store.lifecycle import transition
+from store.models import (
     ROLLUP_SPAN,
     Cluster,
     ClusterCreate,
@@ -51,9 +56,6 @@ from scheduler.models import (
     RunSpec,
     utcnow,
 )
-from scheduler.settings import Settings
-from scheduler.streams import send_to_ingest
-from scheduler.workers import WorkerInfo, live_workers, publish_heartbeat, remove_worker
 from tests.support.services import RedisServer
 
 DIGEST = "sha256:" + "0" * 64

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy
 
 from runyard.config import redact_url
-from scheduler.db import make_engine
+from store.db import make_engine
 from tests.support.runs import submit, write
 from tests.support.services import (
     ADMIN_TOKEN,

@@ -11,10 +11,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.app import bootstrap_worker_pools, register_bootstrap_tokens
+from protocol.settings import Settings
 from runyard.errors import Unauthorized
-from scheduler.db import make_engine, migrate
-from scheduler.settings import Settings
-from scheduler.tokens import Actor, authenticate
+from store.db import make_engine, migrate
+from store.tokens import Actor, authenticate
 
 CPU_TOKEN = "ryt_cpu-pool-token"
 GPU_TOKEN = "ryt_gpu-pool-token"

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 
 from api.errors import invalid_input
 from runyard.cli.output import cell
-from scheduler.models import ClusterCreate, RunSpec
+from store.models import ClusterCreate, RunSpec
 
 
 def first_error(model: type[BaseModel], data: object) -> list:

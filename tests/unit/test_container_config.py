@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.models import ContainerPolicy, check_container
+from protocol.environments import ContainerPolicy, check_container
 from worker.executors.base import ExecutionFailed, ExecutionRequest
 from worker.executors.docker import MERGE_STDERR, container_config, device_requests
 from worker.slots import SlotPool
@@ -143,7 +143,7 @@ def test_a_worker_refuses_executors_it_was_not_started_for() -> None:
 
 def test_a_docker_cluster_never_runs_a_script_on_its_hosts() -> None:
     from scheduler.admission import executor_for
-    from scheduler.models import Cluster
+    from store.models import Cluster
 
     docker_cluster = Cluster(name="gpu", executor="docker")
     local_cluster = Cluster(name="cpu", executor="local")
@@ -157,7 +157,7 @@ def test_a_run_that_asks_for_a_container_never_runs_on_a_host() -> None:
     """Seen: docker.enabled with a user-managed Python ran on a local cluster's host."""
     from runyard.errors import NotSupported
     from scheduler.admission import executor_for
-    from scheduler.models import Cluster
+    from store.models import Cluster
 
     local_cluster = Cluster(name="cpu", executor="local")
     allowing = Cluster(name="mixed", executor="local", container_runs=True)

@@ -9,9 +9,9 @@ import pytest
 from celery import Celery
 from celery.worker.request import Request
 
+from protocol.celery_app import TASK_EXECUTE_RUN, make_celery
+from protocol.messages import RunAssignment
 from scheduler.admission import send
-from scheduler.celery_app import TASK_EXECUTE_RUN, make_celery
-from scheduler.messages import RunAssignment
 from worker.app import hide_task_arguments
 
 SECRETS = ("--api-key=hunter2", "wandb-secret-value")

@@ -23,8 +23,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
-from scheduler.clusters import NO_IMAGE, image_of
-from scheduler.models import ContainerPolicy
+from protocol.environments import NO_IMAGE, ContainerPolicy, image_of
 from worker.executors.base import (
     Execution,
     ExecutionFailed,

@@ -12,30 +12,23 @@ import redis
 from sqlalchemy import Engine, LargeBinary, cast, update
 from sqlmodel import Session, col, func, select
 
+from protocol import control
+from protocol.environments import merge_environments
+from protocol.messages import StateChanged, Wake
+from protocol.streams import publish_live, send_to_ingest
+from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
 from runyard.status import ACTIVE, TERMINAL, RunStatus
-from scheduler import control
-from scheduler.admission import (
-    HANDED_OVER,
-    annotate_queue,
-    capacity,
-    capacity_of,
-    pending_reason,
-    position_of,
-    queue_order,
-    slots_held,
-)
-from scheduler.clusters import (
+from store.clusters import (
     WAITING,
     check_image,
     check_isolation,
     get_cluster,
     resolve_cluster,
 )
-from scheduler.db import as_utc, insert_ignoring
-from scheduler.lifecycle import end_children, transition
-from scheduler.messages import StateChanged, Wake
-from scheduler.models import (
+from store.db import as_utc, insert_ignoring
+from store.lifecycle import end_children, transition
+from store.models import (
     CancelResult,
     Experiment,
     Run,
@@ -45,12 +38,19 @@ from scheduler.models import (
     RunPublic,
     RunSpec,
     RunTag,
-    merge_environments,
     utcnow,
 )
-from scheduler.streams import publish_live, send_to_ingest
-from scheduler.tracking import child_refusal
-from scheduler.workers import WorkerInfo, live_workers, workers_serving
+from store.queue import (
+    HANDED_OVER,
+    annotate_queue,
+    capacity,
+    capacity_of,
+    pending_reason,
+    position_of,
+    queue_order,
+    slots_held,
+)
+from store.tracking import child_refusal
 
 RunFilter = Literal["queued", "active", "all"]
 MAX_PRIORITY = 1000

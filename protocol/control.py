@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import redis
 
-from scheduler import keys
+from protocol import keys
 
 _CLAIM = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end

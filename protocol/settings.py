@@ -14,8 +14,8 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.limits import TrackingLimits
 from runyard.snapshot import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, SnapshotLimits
-from scheduler.tracking import TrackingLimits
 
 
 class Settings(BaseSettings):

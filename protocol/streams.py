@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler import keys
-from scheduler.messages import Entry, LogChunk, StateChanged, TrackingBatch
+from protocol import keys
+from protocol.messages import Entry, LogChunk, StateChanged, TrackingBatch
 
 
 def append(pipe: Any, entries: list[Entry], *, ingest: bool = True) -> None:

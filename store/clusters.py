@@ -11,10 +11,12 @@ import redis
 from pydantic import ValidationError
 from sqlmodel import Session, col, func, select, update
 
+from protocol.environments import NO_IMAGE, image_of, wants_container
+from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput, NotSupported
 from runyard.status import ACTIVE, RunStatus
-from scheduler.db import as_utc
-from scheduler.models import (
+from store.db import as_utc
+from store.models import (
     Cluster,
     ClusterCreate,
     ClusterPublic,
@@ -23,7 +25,6 @@ from scheduler.models import (
     WorkerPublic,
     utcnow,
 )
-from scheduler.workers import WorkerInfo, live_workers, workers_serving
 
 WAITING = (RunStatus.NOT_STARTED, RunStatus.QUEUED)
 # A NotResponding run may still be running on a node we cannot hear: it keeps its slot.
@@ -72,19 +73,6 @@ def check_isolation(cluster: Cluster, environment: dict[str, Any]) -> None:
             f"runyard cluster update {cluster.name} --container-runs",
             field="environment.docker",
         )
-
-
-def wants_container(environment: dict[str, Any]) -> bool:
-    docker = environment.get("docker") or {}
-    return bool(docker.get("enabled") or docker.get("base_image"))
-
-
-NO_IMAGE = "no Docker image: set environment.docker.base_image or the cluster's container.image"
-
-
-def image_of(environment: dict[str, Any], container: dict[str, Any] | None) -> str | None:
-    """The image a container run starts from: its environment's, else its cluster's."""
-    return (environment.get("docker") or {}).get("base_image") or (container or {}).get("image")
 
 
 def check_image(cluster: Cluster, environment: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select, update
 
 from runyard.errors import IllegalTransition, RunFinished, RunNotFound
 from runyard.status import ACTIVE, REENTRANT, TIMESTAMP_FIELD, RunStatus
-from scheduler.models import Run, utcnow
+from store.models import Run, utcnow
 
 _RETRIES = 5
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import redis
 
-from scheduler import keys
+from protocol import keys
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from scheduler import keys
-from scheduler.messages import Barrier
+from protocol import keys
+from protocol.messages import Barrier
 
 # How long a synchronous write waits for the ingest before it says the service is behind.
 WAIT_SECONDS = 60.0

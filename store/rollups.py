@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import literal
 from sqlmodel import Session, col, func, select
 
-from scheduler.db import insert_ignoring
-from scheduler.models import ROLLUP_SPAN, MetricPoint, MetricRollup
+from store.db import insert_ignoring
+from store.models import ROLLUP_SPAN, MetricPoint, MetricRollup
 
 Series = tuple[str, str]  # (name, column)
 

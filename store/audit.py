@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
-from scheduler.models import AuditEvent
-from scheduler.tokens import Actor
+from store.models import AuditEvent
+from store.tokens import Actor
 
 
 def record(session: Session, actor: Actor, action: str, target: str, **detail: Any) -> None:

@@ -16,15 +16,16 @@ from typing import Any
 from sqlalchemy import func, tuple_
 from sqlmodel import Session, col, select
 
+from protocol.budgets import RunBudgets, over
+from protocol.limits import TrackingLimits
+from protocol.messages import TrackingBatch
 from runyard.errors import IllegalTransition, InvalidInput, RunNotFound
 from runyard.status import RunStatus
 from runyard.tracking import events as ev
-from scheduler import rollups
-from scheduler.budgets import RunBudgets, over
-from scheduler.db import insert_ignoring
-from scheduler.lifecycle import end_children, transition
-from scheduler.messages import TrackingBatch
-from scheduler.models import (
+from store import rollups
+from store.db import insert_ignoring
+from store.lifecycle import end_children, transition
+from store.models import (
     ROLLUP_SPAN,
     Cluster,
     Metric,
@@ -47,13 +48,6 @@ KIND_OF = {
 CODE_OF = {name: code for code, name in KIND_OF.items()}
 MAX_POINTS_PER_READ = 2_000_000  # rows (of tables) count once per row
 FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELED.value}
-
-
-@dataclass(frozen=True)
-class TrackingLimits:
-    metric_names: int = ev.Limits.metric_names
-    tags: int = ev.Limits.tags
-    properties: int = ev.Limits.properties
 
 
 # --- writing --------------------------------------------------------------------------------

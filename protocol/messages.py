@@ -95,7 +95,7 @@ class Wake(Entry):
 @dataclass(frozen=True)
 class Barrier(Entry):
     """Asks the ingest to say when every entry before it is in the database. A write that
-    Azure makes synchronous returns only then (see ``scheduler.barriers``)."""
+    Azure makes synchronous returns only then (see ``protocol.barriers``)."""
 
     type: ClassVar[str] = "barrier"
     waiter: str

@@ -24,8 +24,8 @@ from sqlmodel import Session, col, func, select
 
 from runyard.errors import Forbidden, NotFound, Unauthorized
 from runyard.status import RunStatus
-from scheduler.db import as_utc
-from scheduler.models import ApiToken, Run, TokenCreate, TokenPublic, utcnow
+from store.db import as_utc
+from store.models import ApiToken, Run, TokenCreate, TokenPublic, utcnow
 
 TOKEN_PREFIX = "ryt_"
 SESSION_PREFIX = "rys_"
@@ -251,4 +251,3 @@ def _run_actor(session: Session, key: bytes, secret: str) -> Actor:
             raise Unauthorized(f"the token that started run {run_id} no longer exists")
         _check_alive(issuer, "the token that started this run,")
     return Actor(name=f"run:{run_id}", role="run", run_id=run_id)
-
