@@ -1,15 +1,14 @@
-"""How snapshot code names and opens files, on both sides: in binary, never inherited by a child
-process, and never through a symlink unless the caller means to follow one; and the only
+"""How snapshot code opens files on both sides: in binary, never inherited by a child
+process, and never through a symlink unless the caller means to follow one. Also the only
 two modes a file in a snapshot has (part of the archive format: changing them changes
-every digest)."""
+every digest), and the path type callers may pass."""
 
 from __future__ import annotations
 
 import os
 from typing import Union
 
-# A path as a caller may give one.
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, "os.PathLike[str]"]  # a path as a caller may give one
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 O_BINARY = getattr(os, "O_BINARY", 0)
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
