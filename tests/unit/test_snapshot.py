@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -499,6 +500,24 @@ def test_changing_content_changes_the_digest(tmp_path: Path) -> None:
     write(root, "pkg/model.py", "class Model: pass\n")
 
     assert pack(root).digest != before
+
+
+def test_a_fixed_folder_packs_to_the_same_bytes_as_ever(tmp_path: Path) -> None:
+    """Digests are content addresses already stored by servers and workers: a change in how
+    the archive is built would stop identical code from sharing its snapshot. The tar inside
+    is pinned on its own too, so a failure says whether Runyard's bytes changed or only the
+    compressor's (zlib's deflate at level 6)."""
+    root = make_project(tmp_path / "p")
+    write(root, "run.sh", "#!/bin/sh\necho run\n").chmod(0o755)
+
+    snap = pack(root)
+
+    tar_sha256 = hashlib.sha256(gzip.decompress(snap.archive)).hexdigest()
+    assert tar_sha256 == "0bbd29cb13344ce32dd8a92af000958c95ea081647a5f5876ad2723d0a040871"
+    assert snap.digest == (
+        "sha256:44a70e6dcdb00551eca93daf6d79513824bafc980b23bace24deef8e8d77fdd9"
+    )
+    assert (snap.file_count, snap.total_bytes) == (6, 72)
 
 
 def test_archive_has_fixed_metadata_and_sorted_regular_file_entries(tmp_path: Path) -> None:
