@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine
 
@@ -36,6 +36,12 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a trivial query (readiness probes)."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 def migrate(engine: Engine) -> None:

@@ -6,12 +6,12 @@ import asyncio
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from api.auth import current_actor
 from api.deps import Services, ServicesDep
 from protocol import keys
 from runyard.errors import Forbidden
+from store.db import ping
 
 router = APIRouter(tags=["health"])
 
@@ -45,8 +45,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 def _checks(services: Services) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
-        with services.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        ping(services.engine)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
