@@ -155,8 +155,14 @@ def test_a_run_completes_in_a_confined_container_with_its_log_and_outputs(
 
 @pytest.mark.parametrize(
     ("image", "python"),
-    [("run_image", (3, 11)), ("oldest_python_image", OLDEST_PYTHON)],
-    ids=["debian-12-python-3.11", "oldest-python"],
+    [
+        pytest.param("run_image", (3, 11), id="debian-12-python-3.11"),
+        # The first session on a machine builds this image (debootstrap: about 2 minutes,
+        # 4 on a busy machine) inside this test, so it gets more than the default timeout.
+        pytest.param(
+            "oldest_python_image", OLDEST_PYTHON, id="oldest-python", marks=pytest.mark.timeout(900)
+        ),
+    ],
 )
 def test_the_tracking_walkthrough_works_inside_a_container(
     stack: Stack,
