@@ -22,7 +22,8 @@ $(BIN)/runyard: pyproject.toml
 	touch $@
 
 # Redis for the broker and streams; PostgreSQL server binaries for the store tests; a
-# Docker engine and debootstrap (the tests build their run image locally: no registry);
+# Docker engine and debootstrap (the tests build their run images locally, Debian 12 and
+# Debian 11 for the oldest Python a run may have: no registry);
 # Chromium for the Studio's browser tests; venv support when the system Python lacks it.
 system-packages:
 	@missing=""; \

@@ -1,7 +1,7 @@
 # OPTIONAL: a small base image for Docker-executor runs.
 #
 # You do not need this image. A worker mounts the Runyard SDK read-only into every run
-# container (/runyard/sdk, on PYTHONPATH), so any image with Python >= 3.8 runs a Runyard
+# container (/runyard/sdk, on PYTHONPATH), so any image with Python >= 3.9 runs a Runyard
 # script unchanged: python:3.11-slim, a PyTorch or CUDA image with Python, your own.
 # This one only adds what the hardened defaults assume of an image:
 #   - a non-root user with uid/gid 1000 (the cluster's container.user default, 1000:1000)

@@ -1,7 +1,7 @@
 """The HTTP client behind the SDK, the CLI and the workers.
 
 Standard library only, on purpose: the SDK must import inside any run image with Python
-3.8 or newer, where nothing has been installed. Error responses carry
+3.9 or newer, where nothing has been installed. Error responses carry
 ``{"error": <class name>, "detail": <message>}``; the client raises the same
 ``RunyardError`` subclass the server raised, so callers catch one tree everywhere.
 """

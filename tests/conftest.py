@@ -13,6 +13,7 @@ import sqlalchemy
 
 from tests.support.services import (
     ISSUED_SECRETS,
+    OLDEST_PYTHON_RELEASE,
     RedisServer,
     Stack,
     docker_engine,
@@ -105,10 +106,22 @@ def workers(stack: Stack) -> Iterator[Workers]:
 
 
 @pytest.fixture(scope="session")
-def run_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running Docker engine and a local image with Python to run containers from."""
+def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A running Docker engine: the one already running, else one started for the session."""
     with docker_engine(tmp_path_factory.mktemp("docker")):
-        yield ensure_run_image(tmp_path_factory.mktemp("image"))
+        yield
+
+
+@pytest.fixture(scope="session")
+def run_image(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local image with Python to run containers from."""
+    return ensure_run_image(tmp_path_factory.mktemp("image"))
+
+
+@pytest.fixture(scope="session")
+def oldest_python_image(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local image with the oldest Python the run side supports (``OLDEST_PYTHON``)."""
+    return ensure_run_image(tmp_path_factory.mktemp("image"), OLDEST_PYTHON_RELEASE)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -51,7 +51,7 @@ def service_id(redis_url: str) -> str:
 
 def copy_sdk(target: Path) -> Path:
     """A copy of the runyard package that containers mount read-only: any image with
-    Python 3.8+ can then import it without installing anything."""
+    Python 3.9+ can then import it without installing anything."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(
         Path(runyard.__file__).parent,

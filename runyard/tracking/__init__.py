@@ -1,5 +1,5 @@
 """The tracking context: what a script logs, and the channels that carry it to Runyard.
 
-Standard library only (and Python 3.8 syntax): this package is imported inside run
+Standard library only (and Python 3.9 syntax): this package is imported inside run
 processes and containers where nothing has been installed.
 """

@@ -15,7 +15,14 @@ import pytest
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 from runyard.errors import RunFailed
 from tests.support.runs import service_lines, write
-from tests.support.services import ADMIN_TOKEN, Stack, runyard, unique, wait_until
+from tests.support.services import (
+    ADMIN_TOKEN,
+    OLDEST_PYTHON,
+    Stack,
+    runyard,
+    unique,
+    wait_until,
+)
 from worker.app import service_id
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
@@ -146,14 +153,33 @@ def test_a_run_completes_in_a_confined_container_with_its_log_and_outputs(
     assert containers_of(run.id) == []
 
 
+@pytest.mark.parametrize(
+    ("image", "python"),
+    [
+        pytest.param("run_image", (3, 11), id="debian-12-python-3.11"),
+        # The first session on a machine builds this image (debootstrap: about 2 minutes,
+        # 4 on a busy machine) inside this test, so it gets more than the default timeout.
+        pytest.param(
+            "oldest_python_image", OLDEST_PYTHON, id="oldest-python", marks=pytest.mark.timeout(900)
+        ),
+    ],
+)
 def test_the_tracking_walkthrough_works_inside_a_container(
-    stack: Stack, workers, run_image: str, tmp_path: Path
+    stack: Stack,
+    workers,
+    image: str,
+    python: tuple[int, int],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
-    cluster = docker_cluster(stack, run_image)
+    """Any image with the oldest supported Python or newer runs the mounted SDK as it is."""
+    cluster = docker_cluster(stack, request.getfixturevalue(image))
     workers.start(cluster)
     script = (
+        "import sys\n"
         "from runyard.core import Run\n"
         "run = Run.get_context()\n"
+        "run.tag('python', '%d.%d' % sys.version_info[:2])\n"
         "run.log('message', 'hi')\n"
         "for i in range(5):\n"
         "    run.log('loss', 1 / (i + 1))\n"
@@ -178,7 +204,7 @@ def test_the_tracking_walkthrough_works_inside_a_container(
     assert metrics["t"] == {"a": [1, 2], "b": [3, 4]}
     assert metrics["pic"] in again.get_file_names()
     assert "outputs/notes.txt" in again.get_file_names()
-    assert again.get_tags() == {"where": "container"}
+    assert again.get_tags() == {"python": "{}.{}".format(*python), "where": "container"}
     assert len(list(again.get_children())) == 2
 
 

@@ -372,7 +372,13 @@ def unique(prefix: str) -> str:
 
 # --- Docker ---------------------------------------------------------------------------------
 
-RUN_IMAGE = "runyard-run-base:bookworm"
+RUN_IMAGE_REPOSITORY = "runyard-run-base"
+RUN_IMAGE = f"{RUN_IMAGE_REPOSITORY}:bookworm"
+# The oldest Python a run's image may have (README, docs/operations.md): Debian 11's 3.9.
+# Debian 11 is the oldest release still on Debian's mirror (10, with 3.7, has left it, and
+# no registry reachable here serves a 3.8), so it is the oldest Python that can be checked.
+OLDEST_PYTHON = (3, 9)
+OLDEST_PYTHON_RELEASE = "bullseye"
 
 
 def docker_ready() -> bool:
@@ -401,14 +407,16 @@ def docker_engine(folder: Path) -> Iterator[None]:
         log.close()
 
 
-def ensure_run_image(folder: Path, tag: str = RUN_IMAGE) -> str:
-    """A small Debian with Python 3 (no registry here: built with debootstrap, cached by tag)."""
+def ensure_run_image(folder: Path, release: str = "bookworm") -> str:
+    """A small Debian ``release`` with its Python 3 (no registry here: built with debootstrap
+    from Debian's mirror, cached by tag, so only the first test session pays for it)."""
+    tag = f"{RUN_IMAGE_REPOSITORY}:{release}"
     found = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
     if found.returncode == 0:
         return tag
     rootfs = folder / "rootfs"
     subprocess.run(
-        ["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(rootfs)],
+        ["debootstrap", "--variant=minbase", "--include=python3", release, str(rootfs)],
         check=True,
         capture_output=True,
     )

@@ -121,31 +121,6 @@ def test_metrics_come_back_in_azures_shapes(kind: str, points: list, expected: o
     assert shape(kind, points) == expected
 
 
-def test_the_run_side_of_the_sdk_imports_on_python_3_8(tmp_path: Path) -> None:
-    """Inside a run image only the standard library is sure to be there."""
-    python38 = Path.home() / ".pyenv/versions/3.8.18/bin/python"
-    if not python38.exists():
-        pytest.skip("no Python 3.8 on this machine")
-    root = Path(__file__).resolve().parents[2]
-    script = (
-        f"import sys; sys.path.insert(0, {str(root)!r})\n"
-        "from runyard.core import Run\n"
-        "run = Run.get_context()\n"
-        "run.log('x', 1); run.log_row('r', a=1); run.tag('t')\n"
-        "print('ok', sys.version_info[:2])\n"
-    )
-    result = subprocess.run(
-        [str(python38), "-I", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "ok (3, 8)" in result.stdout
-
-
 def test_logging_returns_at_once_when_the_service_is_unreachable(tmp_path: Path) -> None:
     """A slow or absent service never blocks or kills training."""
     script = (

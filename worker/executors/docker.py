@@ -2,7 +2,7 @@
 
 The run's working directory is mounted at /workspace, its tracking channel at
 /runyard/tracking and the Runyard SDK (read-only) at /runyard/sdk on PYTHONPATH, so any
-image with Python 3.8+ can `from runyard.core import Run` without installing anything.
+image with Python 3.9+ can `from runyard.core import Run` without installing anything.
 Nothing else of the host is mounted, never the Docker socket. Confinement comes from the
 cluster's ContainerPolicy: non-root, no capabilities, no new privileges, read-only root
 with a /tmp tmpfs, memory / CPU / pids limits, the cluster's network mode, and GPUs only
