@@ -29,6 +29,7 @@ from store.clusters import (
 from store.db import as_utc, insert_ignoring
 from store.lifecycle import end_children, transition
 from store.models import (
+    MAX_PRIORITY,
     CancelResult,
     Experiment,
     Run,
@@ -53,7 +54,6 @@ from store.queue import (
 from store.tracking import child_refusal
 
 RunFilter = Literal["queued", "active", "all"]
-MAX_PRIORITY = 1000
 
 
 def new_run_id(experiment: str) -> str:
