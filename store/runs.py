@@ -51,7 +51,7 @@ from store.queue import (
     queue_order,
     slots_held,
 )
-from store.tracking import child_refusal
+from store.run_tree import child_refusal
 
 RunFilter = Literal["queued", "active", "all"]
 

@@ -12,9 +12,9 @@ from api.deps import SessionDep
 from api.live import json_safe
 from runyard.errors import NotFound
 from store import runs as run_service
-from store import tracking
 from store.db import as_utc
 from store.models import Experiment, ExperimentPublic, ExperimentsPublic, Run, RunTag
+from store.tracking import reads
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
@@ -80,7 +80,7 @@ def list_experiment_runs(
         select(RunTag.run_id, RunTag.key, RunTag.value).where(col(RunTag.run_id).in_(ids))
     ):
         tags.setdefault(run_id, {})[key] = value
-    latest = tracking.latest_values(session, ids, metric)
+    latest = reads.latest_values(session, ids, metric)
     data = [
         {
             **run_service.public(run, name).model_dump(mode="json"),
@@ -89,5 +89,5 @@ def list_experiment_runs(
         }
         for run in runs
     ]
-    names = tracking.series_names(session, ids)
+    names = reads.series_names(session, ids)
     return {"data": data, "count": total, "metric_names": names}

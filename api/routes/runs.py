@@ -65,8 +65,8 @@ from store.models import (
     RunsPublic,
     RunTokenRequest,
 )
+from store.run_tree import in_tree
 from store.tokens import Actor
-from store.tracking import in_tree
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

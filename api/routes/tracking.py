@@ -20,9 +20,10 @@ from protocol.messages import Entry, TrackingBatch
 from protocol.streams import send_to_ingest
 from runyard.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from runyard.tracking import events as ev
+from store import run_tree
 from store import runs as run_service
-from store import tracking
 from store.models import Metric
+from store.tracking import reads
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
 
@@ -110,7 +111,7 @@ def _check_batch(services: Services, run_id: str, events: list[dict[str, Any]]) 
                 continue
             target = event["r"]
             if target not in stored_of:
-                stored_of[target] = tracking.properties_of(session, target)
+                stored_of[target] = reads.properties_of(session, target)
             stored = stored_of[target]
             for key, value in event["v"].items():
                 if key in stored and stored[key] != str(value):
@@ -131,8 +132,8 @@ def get_metrics(
 ) -> JSONWithNaN:
     """``{"runs": {run_id: {name: {"kind", "points": [[idx, column, value], ...]}}}}``."""
     run_service.get_run(session, run_id)
-    ids = tracking.descendants(session, run_id) if recursive else [run_id]
-    return JSONWithNaN({"runs": tracking.metrics_of(session, ids, name)})
+    ids = run_tree.descendants(session, run_id) if recursive else [run_id]
+    return JSONWithNaN(reads.metrics_of(session, ids, name))
 
 
 @router.get(
@@ -145,7 +146,7 @@ def list_metric_names(run_id: str, session: SessionDep) -> dict[str, Any]:
         session.exec(select(Metric).where(Metric.run_id == run_id).order_by(col(Metric.name)))
     )
     single = [m.name for m in metrics if m.kind in ("scalar", "list")]
-    latest = tracking.latest_values(session, [run_id], single).get(run_id, {})
+    latest = reads.latest_values(session, [run_id], single).get(run_id, {})
     data = []
     for m in metrics:
         entry: dict[str, Any] = {"name": m.name, "kind": m.kind, "count": m.count}
@@ -178,7 +179,7 @@ def get_metric_history(
     metric = session.get(Metric, (run_id, name))
     if metric is None:
         raise NotFound(f"run {run_id} has no metric {name!r}")
-    found = tracking.history(
+    found = reads.history(
         session,
         run_id,
         name,
@@ -205,10 +206,10 @@ def get_metric_history(
 def get_tags(run_id: str, session: SessionDep) -> dict[str, str | None]:
     """A tag set without a value reads back as null, as Azure's does (``None``)."""
     run_service.get_run(session, run_id)
-    return tracking.tags_of(session, run_id)
+    return reads.tags_of(session, run_id)
 
 
 @router.get("/{run_id}/properties", operation_id="get_properties", dependencies=[ALLOW.read_run])
 def get_properties(run_id: str, session: SessionDep) -> dict[str, str]:
     run_service.get_run(session, run_id)
-    return tracking.properties_of(session, run_id)
+    return reads.properties_of(session, run_id)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlalchemy import BigInteger, Column, Double, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypedDict  # pydantic reads only this one before 3.12
 
 MAX_EVENTS = 10_000  # per batch a client sends
 
@@ -115,9 +116,12 @@ class EventsAccepted(SQLModel):
 
 
 # --- out: metrics read back -----------------------------------------------------------------
+# A whole-series read may carry millions of points: those shapes are TypedDicts, built and
+# sent as plain dicts (validating and dumping them through pydantic would add about half
+# again to the read). The API still declares them, so the OpenAPI schema shows them.
 
 
-class MetricSeriesPublic(SQLModel):
+class MetricSeriesPublic(TypedDict):
     """A whole series: ``points`` are ``[idx, column, value]`` in index order."""
 
     kind: str
@@ -126,13 +130,25 @@ class MetricSeriesPublic(SQLModel):
     points: list[list[Any]]
 
 
-class RunMetricsPublic(SQLModel):
+class RunMetricsPublic(TypedDict):
     runs: dict[str, dict[str, MetricSeriesPublic]]  # {run_id: {name: series}}
 
 
+class MetricHistoryPublic(TypedDict):
+    """One series (a column of it): ``points`` are ``[idx, value]``, whole and paged, or
+    downsampled (then an index may be a bucket's middle, a float)."""
+
+    name: str
+    kind: str
+    column: str
+    count: int
+    downsampled: bool
+    points: list[list[Any]]
+
+
 class MetricNamePublic(SQLModel):
-    """A series with its kind and length; ``last`` (its latest value) is there only for
-    single-column series that have a point."""
+    """A series with its kind and length; ``last``, its latest value, is set only for a
+    single-column series (a scalar or a list) that has a point."""
 
     name: str
     kind: str
@@ -143,15 +159,3 @@ class MetricNamePublic(SQLModel):
 class MetricNamesPublic(SQLModel):
     data: list[MetricNamePublic]
     count: int
-
-
-class MetricHistoryPublic(SQLModel):
-    """One series (a column of it): ``points`` are ``[idx, value]``, whole and paged, or
-    downsampled (then an index may be a bucket's middle, a float)."""
-
-    name: str
-    kind: str
-    column: str
-    count: int
-    downsampled: bool
-    points: list[list[Any]]
