@@ -23,8 +23,8 @@ from api.deps import Services, ServicesDep
 from runyard.errors import Forbidden, Unauthorized
 from store import tokens
 from store.models import Run
+from store.run_tree import in_tree
 from store.tokens import Actor
-from store.tracking import in_tree
 
 SESSION_COOKIE = "runyard_session"
 CSRF_COOKIE = "runyard_csrf"

@@ -33,7 +33,7 @@ from runyard.status import RunStatus
 from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, transition
 from store.models import Run, RunLog
-from store.tracking import apply_batch
+from store.tracking.writes import apply_batch
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from store.clusters import (
 from store.db import as_utc, insert_ignoring
 from store.lifecycle import end_children, transition
 from store.models import (
+    MAX_PRIORITY,
     CancelResult,
     Experiment,
     Run,
@@ -50,10 +51,9 @@ from store.queue import (
     queue_order,
     slots_held,
 )
-from store.tracking import child_refusal
+from store.run_tree import child_refusal
 
 RunFilter = Literal["queued", "active", "all"]
-MAX_PRIORITY = 1000
 
 
 def new_run_id(experiment: str) -> str:

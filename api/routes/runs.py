@@ -12,8 +12,8 @@ from typing import Annotated
 import redis
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
-from pydantic import ConfigDict, ValidationError, field_validator
-from sqlmodel import Field, Session, SQLModel
+from pydantic import ValidationError
+from sqlmodel import Session
 from sse_starlette.sse import EventSourceResponse
 
 from api.auth import ALLOW, ActorDep
@@ -53,16 +53,20 @@ from store.models import (
     CancelResult,
     CancelResults,
     Cluster,
+    FailRequest,
+    InteractiveRun,
+    InteractiveRunPublic,
+    RunChange,
     RunFile,
     RunFilePublic,
     RunFilesPublic,
     RunPublic,
     RunSpec,
     RunsPublic,
-    check_experiment_name,
+    RunTokenRequest,
 )
+from store.run_tree import in_tree
 from store.tokens import Actor
-from store.tracking import in_tree
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -139,24 +143,6 @@ def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None
     return digest
 
 
-class InteractiveRun(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    experiment: str
-    display_name: str | None = Field(default=None, max_length=255)
-
-    @field_validator("experiment")
-    @classmethod
-    def _valid_experiment(cls, value: str) -> str:
-        return check_experiment_name(value)
-
-
-class RunTokenRequest(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    attempt: int = Field(ge=1)
-
-
 @router.post("/{run_id}/run-token", operation_id="issue_run_token", dependencies=[ALLOW.serves_run])
 def issue_run_token(
     run_id: str, body: RunTokenRequest, session: SessionDep, services: ServicesDep
@@ -167,10 +153,6 @@ def issue_run_token(
     if run.attempt != body.attempt or run.dispatched_at is None or run.status.is_terminal:
         raise Conflict(f"run {run_id} is not on attempt {body.attempt} with a worker")
     return {"token": tokens.mint_run_token(services.settings.signing_key, run.id, run.attempt)}
-
-
-class InteractiveRunPublic(RunPublic):
-    run_token: str  # what the client logs with: this run and its children, while it runs
 
 
 @router.post(
@@ -293,15 +275,6 @@ def _describe(services: Services, run_id: str) -> RunPublic:
         return run_service.describe(session, services.redis, run)
 
 
-class RunChange(SQLModel):
-    """What may change on a waiting run: its place in the queue."""
-
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    priority: int | None = Field(default=None, ge=-1000, le=run_service.MAX_PRIORITY)
-    move_to_front: bool = False
-
-
 @router.patch("/{run_id}", operation_id="update_run", dependencies=[ALLOW.submit])
 def update_run(
     run_id: str, body: RunChange, session: SessionDep, services: ServicesDep, actor: ActorDep
@@ -319,12 +292,6 @@ def update_run(
     if run.cluster:
         wake(services, run.cluster)
     return run_service.describe(session, services.redis, run)
-
-
-class FailRequest(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    error: str = Field(default="failed by request", max_length=10_000)
 
 
 @router.post("/{run_id}/fail", operation_id="fail_run", dependencies=[ALLOW.cancel_run])

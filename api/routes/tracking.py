@@ -7,9 +7,9 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
-from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlmodel import Session, col, select
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlmodel import Session
 
 from api.auth import ALLOW
 from api.deps import Services, ServicesDep, SessionDep
@@ -18,38 +18,28 @@ from api.live import json_safe
 from protocol import barriers
 from protocol.messages import Entry, TrackingBatch
 from protocol.streams import send_to_ingest
-from runyard.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from runyard.errors import Conflict, InvalidInput, ServiceUnavailable
 from runyard.tracking import events as ev
+from store import run_tree
 from store import runs as run_service
-from store import tracking
-from store.models import Metric
+from store.models import (
+    EventBatch,
+    EventsAccepted,
+    MetricHistoryPublic,
+    MetricNamesPublic,
+    RunMetricsPublic,
+)
+from store.tracking import reads
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
 
-MAX_EVENTS = 10_000
 KINDS = {*ev.METRIC_KINDS, ev.TAG, ev.PROPERTY, ev.CHILD, ev.STATUS, ev.NAME}
 
 
-class EventBatch(BaseModel):
-    """What a client (``start_logging``, or a fetched ``Run``) sends: events it numbered."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    producer: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    first_seq: int = Field(ge=0)
-    events: list[dict[str, Any]] = Field(max_length=MAX_EVENTS)
-    wait: bool = Field(
-        default=False,
-        description="Answer only once these events, and every batch sent before them, are "
-        "in the database (what complete(), tag() and flush() need)",
-    )
-
-
-class JSONWithNaN(Response):
+class JSONWithNaN(JSONResponse):
     """Metric values are stored as logged, NaN and infinities included (Python's json
-    reads them back); the browser-facing SSE stream spells them as strings instead."""
-
-    media_type = "application/json"
+    reads them back); the browser-facing SSE stream spells them as strings instead.
+    (A JSONResponse, so the OpenAPI schema shows the route's ``response_model``.)"""
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
@@ -61,7 +51,7 @@ class JSONWithNaN(Response):
     operation_id="log_events",
     dependencies=[ALLOW.write_run],
 )
-async def log_events(run_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+async def log_events(run_id: str, request: Request, services: ServicesDep) -> EventsAccepted:
     """Append a batch of logged events for the run and its children. Accepted means queued
     on the ingest stream (durable); it is in the database a moment later. With ``wait``
     the answer comes once it is in the database, with everything sent before it."""
@@ -96,7 +86,7 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> di
             f"the events are queued but not yet stored after {barriers.WAIT_SECONDS:.0f} s "
             "(is the scheduler running?); send the batch again to wait again"
         )
-    return {"accepted": len(batch.events), "stored": barrier is not None}
+    return EventsAccepted(accepted=len(batch.events), stored=barrier is not None)
 
 
 def _check_batch(services: Services, run_id: str, events: list[dict[str, Any]]) -> None:
@@ -110,7 +100,7 @@ def _check_batch(services: Services, run_id: str, events: list[dict[str, Any]]) 
                 continue
             target = event["r"]
             if target not in stored_of:
-                stored_of[target] = tracking.properties_of(session, target)
+                stored_of[target] = reads.properties_of(session, target)
             stored = stored_of[target]
             for key, value in event["v"].items():
                 if key in stored and stored[key] != str(value):
@@ -123,6 +113,7 @@ def _check_batch(services: Services, run_id: str, events: list[dict[str, Any]]) 
 @router.get(
     "/{run_id}/metrics",
     operation_id="get_metrics",
+    response_model=RunMetricsPublic,
     response_class=JSONWithNaN,
     dependencies=[ALLOW.read_run],
 )
@@ -131,33 +122,30 @@ def get_metrics(
 ) -> JSONWithNaN:
     """``{"runs": {run_id: {name: {"kind", "points": [[idx, column, value], ...]}}}}``."""
     run_service.get_run(session, run_id)
-    ids = tracking.descendants(session, run_id) if recursive else [run_id]
-    return JSONWithNaN({"runs": tracking.metrics_of(session, ids, name)})
+    ids = run_tree.descendants(session, run_id) if recursive else [run_id]
+    return JSONWithNaN(reads.metrics_of(session, ids, name))
 
 
 @router.get(
-    "/{run_id}/metric-names", operation_id="list_metric_names", dependencies=[ALLOW.read_run]
+    "/{run_id}/metric-names",
+    operation_id="list_metric_names",
+    response_model_exclude_unset=True,  # "last" is left out where a series has none
+    dependencies=[ALLOW.read_run],
 )
-def list_metric_names(run_id: str, session: SessionDep) -> dict[str, Any]:
-    run_service.get_run(session, run_id)
+def list_metric_names(run_id: str, session: SessionDep) -> MetricNamesPublic:
     """Each series with its kind, its length and (single-column ones) its latest value."""
-    metrics = list(
-        session.exec(select(Metric).where(Metric.run_id == run_id).order_by(col(Metric.name)))
-    )
-    single = [m.name for m in metrics if m.kind in ("scalar", "list")]
-    latest = tracking.latest_values(session, [run_id], single).get(run_id, {})
-    data = []
-    for m in metrics:
-        entry: dict[str, Any] = {"name": m.name, "kind": m.kind, "count": m.count}
-        if m.name in latest:
-            entry["last"] = json_safe(latest[m.name])
-        data.append(entry)
-    return {"data": data, "count": len(data)}
+    run_service.get_run(session, run_id)
+    found = reads.metric_names(session, run_id)
+    for series in found.data:
+        if "last" in series.model_fields_set:
+            series.last = json_safe(series.last)  # a browser's JSON has no NaN
+    return found
 
 
 @router.get(
     "/{run_id}/metrics/{name}/history",
     operation_id="get_metric_history",
+    response_model=MetricHistoryPublic,
     response_class=JSONWithNaN,
     dependencies=[ALLOW.read_run],
 )
@@ -175,10 +163,7 @@ def get_metric_history(
     """One series (a column of it, for rows and tables): whole and paged, or downsampled to
     at most ``max_points`` keeping the first, the last and every bucket's extremes."""
     run_service.get_run(session, run_id)
-    metric = session.get(Metric, (run_id, name))
-    if metric is None:
-        raise NotFound(f"run {run_id} has no metric {name!r}")
-    found = tracking.history(
+    found = reads.metric_history(
         session,
         run_id,
         name,
@@ -189,26 +174,17 @@ def get_metric_history(
         offset=offset,
         limit=limit,
     )
-    return JSONWithNaN(
-        {
-            "name": name,
-            "kind": metric.kind,
-            "column": column,
-            "count": found.count,
-            "downsampled": found.downsampled,
-            "points": found.points,
-        }
-    )
+    return JSONWithNaN(found)
 
 
 @router.get("/{run_id}/tags", operation_id="get_tags", dependencies=[ALLOW.read_run])
 def get_tags(run_id: str, session: SessionDep) -> dict[str, str | None]:
     """A tag set without a value reads back as null, as Azure's does (``None``)."""
     run_service.get_run(session, run_id)
-    return tracking.tags_of(session, run_id)
+    return reads.tags_of(session, run_id)
 
 
 @router.get("/{run_id}/properties", operation_id="get_properties", dependencies=[ALLOW.read_run])
 def get_properties(run_id: str, session: SessionDep) -> dict[str, str]:
     run_service.get_run(session, run_id)
-    return tracking.properties_of(session, run_id)
+    return reads.properties_of(session, run_id)

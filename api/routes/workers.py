@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlmodel import SQLModel
 
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep
@@ -14,14 +13,9 @@ from runyard.errors import NotFound
 from store import audit
 from store.clusters import worker_public
 from store.db import session_scope
-from store.models import WorkerPublic
+from store.models import WorkerPublic, WorkersPublic
 
 router = APIRouter(prefix="/workers", tags=["workers"])
-
-
-class WorkersPublic(SQLModel):
-    data: list[WorkerPublic]
-    count: int
 
 
 @router.get("", operation_id="list_workers", dependencies=[ALLOW.read])

@@ -1,10 +1,10 @@
-"""Alembic environment: runs against the connection handed over by ``scheduler.db.migrate``."""
+"""Alembic environment: runs against the connection handed over by ``store.db.migrate``."""
 
 from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-import store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import store.models  # noqa: F401  (the package imports every module: each table registers)
 
 target_metadata = SQLModel.metadata
 connection = context.config.attributes.get("connection")

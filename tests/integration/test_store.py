@@ -40,7 +40,7 @@ from runyard.errors import (
 from runyard.status import TIMESTAMP_FIELD, RunStatus
 from scheduler import admission, watchdog
 from scheduler.ingest import Ingest, insert_log
-from store import clusters, runs, tokens, tracking
+from store import clusters, runs, tokens
 from store.db import MIGRATIONS, as_utc, make_engine, migrate
 from store.lifecycle import transition
 from store.models import (
@@ -56,6 +56,7 @@ from store.models import (
     RunSpec,
     utcnow,
 )
+from store.tracking import reads
 from tests.support.services import RedisServer
 
 DIGEST = "sha256:" + "0" * 64
@@ -1068,7 +1069,7 @@ def test_long_series_are_summarised_as_they_arrive_and_read_back_downsampled(
         # (7986, 8961): a zoom that crosses one span boundary and holds no whole span.
         ranges = [(None, None, 16), (1000, 8000, 12), (0, 3000, 400), (7986, 8961, 400)]
         for start, end, max_points in ranges:
-            found = tracking.history(
+            found = reads.history(
                 fresh, queued_run, "wave", start=start, end=end, max_points=max_points
             )
             low, high = start or 0, total - 1 if end is None else end
@@ -1080,7 +1081,7 @@ def test_long_series_are_summarised_as_they_arrive_and_read_back_downsampled(
             assert max(ys) == max(part) and min(ys) == min(part)
             assert all(low <= x <= high for x, _ in found.points)
 
-        whole = tracking.history(fresh, queued_run, "wave", start=7986, end=8961, max_points=1200)
+        whole = reads.history(fresh, queued_run, "wave", start=7986, end=8961, max_points=1200)
         assert whole.count == 976 and not whole.downsampled
         assert whole.points == [[i, values[i]] for i in range(7986, 8962)]
 

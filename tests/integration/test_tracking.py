@@ -12,14 +12,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from runyard.client import Client
 from runyard.core import Experiment, Run, Workspace
 from runyard.errors import InvalidInput
 from tests.support.runs import submit, write
-from tests.support.services import Stack, unique, wait_until
+from tests.support.services import ADMIN, Stack, unique, wait_until
 
 WALKTHROUGH = """
 import math, sys
@@ -480,3 +482,50 @@ def test_the_api_refuses_malformed_events_with_a_reason(stack: Stack) -> None:
                 json={"producer": "p", "first_seq": 0, "events": [event]},
             )
     run.complete()
+
+
+def browser_json(text: str) -> Any:
+    """JSON as a browser parses it: a bare NaN or Infinity is an error."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} in browser-facing JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_studio_tables_read_browser_safe_values_and_last_only_where_one_is(
+    stack: Stack,
+) -> None:
+    """The experiment's run table and a run's metric list spell NaN and infinities as
+    strings; a row or a table has no single latest value, so no ``last``. The metric
+    reads, for Python, keep NaN as logged."""
+    name = unique("safe")
+    run = Experiment(Workspace(url=stack.url), name).start_logging()
+    run.log("loss", float("nan"))
+    run.log("gain", float("-inf"))
+    run.log("step", 3)
+    run.log_row("pair", a=1, b=2)
+    run.log_table("grid", {"x": [1, 2]})
+    run.tag("phase", "warmup")
+    run.complete()  # returns once everything logged is stored
+    with httpx.Client(base_url=f"{stack.url}/api/v1", headers=ADMIN) as http:
+        names = browser_json(http.get(f"/runs/{run.id}/metric-names").text)
+        table = browser_json(
+            http.get(f"/experiments/{name}/runs", params={"metric": ["loss", "gain", "step"]}).text
+        )
+    assert names == {
+        "data": [
+            {"name": "gain", "kind": "scalar", "count": 1, "last": "-Infinity"},
+            {"name": "grid", "kind": "table", "count": 2},
+            {"name": "loss", "kind": "scalar", "count": 1, "last": "NaN"},
+            {"name": "pair", "kind": "row", "count": 1},
+            {"name": "step", "kind": "scalar", "count": 1, "last": 3},
+        ],
+        "count": 5,
+    }
+    (row,) = table["data"]
+    assert (table["count"], table["metric_names"]) == (1, ["gain", "loss", "step"])
+    assert (row["id"], row["status"], row["experiment"]) == (run.id, "Completed", name)
+    assert row["tags"] == {"phase": "warmup"}
+    assert row["metrics"] == {"loss": "NaN", "gain": "-Infinity", "step": 3}
+    assert math.isnan(fetched(stack, run).get_metrics(name="loss")["loss"])

@@ -3,7 +3,7 @@
 The ingest refreshes the summaries of the spans a batch touched, from the stored points,
 in the batch's transaction; a replayed batch recomputes the same rows. A downsampled read
 of a wide range then merges a thousand summaries instead of scanning a million points
-(``scheduler.tracking.history``).
+(``store.tracking.reads.history``).
 """
 
 from __future__ import annotations

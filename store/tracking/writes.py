@@ -1,40 +1,30 @@
-"""What runs log: writing tracking batches into the database, and reading metrics back.
+"""Writing tracking batches into the database: the ingest consumer's side of tracking.
 
 Writes come from the ingest consumer only (one path for every producer). A batch is
 checked against its origin (a run may write only to itself and its descendants), stripped
-of what an earlier delivery already stored (producer + seq), then inserted in bulk.
+of what an earlier delivery already stored (producer + seq), then inserted in bulk; the
+rollups of the spans it touched are refreshed in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, tuple_
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from protocol.budgets import RunBudgets, over
 from protocol.limits import TrackingLimits
 from protocol.messages import TrackingBatch
-from runyard.errors import IllegalTransition, InvalidInput, RunNotFound
+from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import RunStatus
 from runyard.tracking import events as ev
-from store import rollups
 from store.db import insert_ignoring
 from store.lifecycle import end_children, transition
-from store.models import (
-    ROLLUP_SPAN,
-    Cluster,
-    Metric,
-    MetricPoint,
-    Run,
-    RunProperty,
-    RunTag,
-    utcnow,
-)
+from store.models import Metric, MetricPoint, Run, RunProperty, RunTag, utcnow
+from store.run_tree import child_refusal, in_tree
+from store.tracking import rollups
+from store.tracking.values import encode_value
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +36,7 @@ KIND_OF = {
     ev.IMAGE: "image",
 }
 CODE_OF = {name: code for code, name in KIND_OF.items()}
-MAX_POINTS_PER_READ = 2_000_000  # rows (of tables) count once per row
 FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELED.value}
-
-
-# --- writing --------------------------------------------------------------------------------
 
 
 def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) -> None:
@@ -137,20 +123,6 @@ def _create_child(
         )
     )
     session.flush()
-
-
-def child_refusal(session: Session, parent: Run, trees: dict[str, int] | None = None) -> str | None:
-    """Why ``parent`` may have no more children (its tree's budget), or None. ``trees``
-    keeps the count of each tree met, so a batch of children counts its tree once."""
-    root = parent.root_run_id or parent.id
-    cluster = session.get(Cluster, parent.cluster) if parent.cluster else None
-    budgets = RunBudgets.of(cluster.budgets if cluster else None)
-    trees = {} if trees is None else trees
-    if root not in trees:
-        trees[root] = session.exec(select(func.count()).where(Run.root_run_id == root)).one()
-    if trees[root] >= budgets.children:
-        return f"run {root} is {over(budgets, 'children')}"
-    return None
 
 
 def _set_tag(session: Session, run: Run, event: dict[str, Any], limits: TrackingLimits) -> None:
@@ -317,227 +289,3 @@ def _points(event: dict[str, Any], start: int) -> list[tuple[int, int, str, Any]
                 sub += 1
         return points
     return [(0, start, "", value)]
-
-
-def encode_value(value: Any) -> tuple[float | None, str | None, str]:
-    if isinstance(value, bool):
-        return float(value), None, "b"
-    if isinstance(value, int):
-        return float(value), (str(value) if abs(value) > 2**53 else None), "i"
-    if isinstance(value, float):
-        if not math.isfinite(value):  # SQLite would store NaN as NULL: keep it as text
-            return None, repr(value), "f"
-        return value, None, "f"
-    return None, str(value), "s"
-
-
-def decode_value(value: float | None, text: str | None, vtype: str) -> Any:
-    if vtype == "s":
-        return text
-    if vtype == "b":
-        return bool(value)
-    if vtype == "i":
-        return int(text) if text is not None else (None if value is None else int(value))
-    if value is None and text is not None:
-        return float(text)  # nan, inf, -inf
-    return value
-
-
-# --- reading --------------------------------------------------------------------------------
-
-
-def in_tree(session: Session, run_id: str, root_id: str) -> bool:
-    """Whether ``run_id`` is ``root_id`` or below it, by the recorded parents (children
-    made by ``child_run()`` carry their parent's id as a prefix; submitted ones do not)."""
-    current: str | None = run_id
-    for _ in range(64):  # children nest a few levels; a cycle cannot be stored, but be safe
-        if current == root_id:
-            return True
-        if current is None:
-            return False
-        current = session.exec(select(Run.parent_run_id).where(Run.id == current)).first()
-    return False
-
-
-def tags_of(session: Session, run_id: str) -> dict[str, str | None]:
-    query = select(RunTag.key, RunTag.value).where(RunTag.run_id == run_id)
-    return dict(session.exec(query).all())
-
-
-def properties_of(session: Session, run_id: str) -> dict[str, str]:
-    query = select(RunProperty.key, RunProperty.value).where(RunProperty.run_id == run_id)
-    return dict(session.exec(query).all())
-
-
-def descendants(session: Session, run_id: str) -> list[str]:
-    """The run and every run below it, parents first."""
-    found, frontier = [run_id], [run_id]
-    while frontier:
-        children = list(session.exec(select(Run.id).where(col(Run.parent_run_id).in_(frontier))))
-        found += children
-        frontier = children
-    return found
-
-
-def metrics_of(
-    session: Session, run_ids: list[str], name: str | None = None
-) -> dict[str, dict[str, Any]]:
-    """``{run_id: {name: {"kind", "points": [[idx, column, value], ...]}}}``."""
-    query = select(Metric).where(col(Metric.run_id).in_(run_ids))
-    if name is not None:
-        query = query.where(Metric.name == name)
-    result: dict[str, dict[str, Any]] = {rid: {} for rid in run_ids}
-    metrics = list(session.exec(query))
-    if not metrics:
-        return result
-    total = sum(m.count for m in metrics)
-    if total > MAX_POINTS_PER_READ:
-        raise InvalidInput(
-            f"{total} points in one read (the limit is {MAX_POINTS_PER_READ}); name one "
-            "metric, or read long series from /runs/{id}/metrics/{name}/history"
-        )
-    points: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
-    keys = [(m.run_id, m.name) for m in metrics]
-    rows = session.exec(
-        select(
-            MetricPoint.run_id,
-            MetricPoint.name,
-            MetricPoint.idx,
-            MetricPoint.column,
-            MetricPoint.value,
-            MetricPoint.text,
-            MetricPoint.vtype,
-        )
-        .where(tuple_(col(MetricPoint.run_id), col(MetricPoint.name)).in_(keys))
-        .order_by(col(MetricPoint.idx), col(MetricPoint.sub))
-    )
-    for run_id, metric, idx, column, value, text, vtype in rows:
-        points[(run_id, metric)].append([idx, column, decode_value(value, text, vtype)])
-    for m in metrics:
-        result[m.run_id][m.name] = {
-            "kind": m.kind,
-            "description": m.description,
-            "count": m.count,
-            "points": points[(m.run_id, m.name)],
-        }
-    return result
-
-
-@dataclass(frozen=True)
-class History:
-    count: int
-    points: list[list[Any]]  # [idx, value]
-    downsampled: bool
-
-
-def history(
-    session: Session,
-    run_id: str,
-    name: str,
-    column: str = "",
-    *,
-    max_points: int | None = None,
-    start: int | None = None,
-    end: int | None = None,
-    offset: int = 0,
-    limit: int = 10_000,
-) -> History:
-    """A series whole (paged by ``offset``/``limit``), or downsampled to at most
-    ``max_points``: per bucket its first and last point and its minimum and maximum, so
-    spikes show however many points there are. (Within a bucket, narrower than a pixel,
-    the extremes are drawn at its middle.)"""
-    where = [MetricPoint.run_id == run_id, MetricPoint.name == name, MetricPoint.column == column]
-    if start is not None:
-        where.append(col(MetricPoint.idx) >= start)
-    if end is not None:
-        where.append(col(MetricPoint.idx) <= end)
-    found = rollups.blocks(session, run_id, name, column, start or 0, end)
-    count = sum(b.n for b in found)
-    if max_points is None or count <= max_points:
-        rows = session.exec(
-            select(MetricPoint.idx, MetricPoint.value, MetricPoint.text, MetricPoint.vtype)
-            .where(*where)
-            .order_by(col(MetricPoint.idx))
-            .offset(offset)
-            .limit(limit)
-        )
-        return History(count, [[i, decode_value(v, t, k)] for i, v, t, k in rows], False)
-
-    buckets = max(max_points // 4, 1)
-    low, high = found[0].first, found[-1].last
-    width = max(-(-(high - low + 1) // buckets), 1)
-    if width >= ROLLUP_SPAN:  # the stored summaries are fine enough: merge those
-        summary = [(b.first, b.last, b.low, b.high) for b in rollups.merge(found, buckets)]
-    else:  # a narrow range (a zoom): summarise its points
-        bucket = ((col(MetricPoint.idx) - low) // width).label("bucket")
-        summary = session.exec(
-            select(
-                func.min(MetricPoint.idx),
-                func.max(MetricPoint.idx),
-                func.min(MetricPoint.value),
-                func.max(MetricPoint.value),
-            )
-            .where(*where)
-            .group_by(bucket)
-            .order_by(bucket)
-        ).all()
-    edges = sorted({int(r[0]) for r in summary} | {int(r[1]) for r in summary})
-    edge_values = dict(
-        session.exec(
-            select(MetricPoint.idx, MetricPoint.value).where(
-                *where, col(MetricPoint.idx).in_(edges)
-            )
-        ).all()
-    )
-    points: list[list[Any]] = []
-    for first, last, lowest, highest in summary:
-        middle = (first + last) / 2
-        bucket_points = [
-            [first, edge_values.get(first)],
-            [middle, lowest],
-            [middle, highest],
-            [last, edge_values.get(last)],
-        ]
-        seen: set[tuple[Any, Any]] = set()
-        for x, y in bucket_points:
-            if (x, y) not in seen:
-                seen.add((x, y))
-                points.append([x, y])
-    return History(count, points, True)
-
-
-def latest_values(
-    session: Session, run_ids: list[str], names: list[str]
-) -> dict[str, dict[str, Any]]:
-    """``{run_id: {name: last value}}`` of single-column series (scalars and lists)."""
-    if not run_ids or not names:
-        return {}
-    rows = session.exec(
-        select(MetricPoint.run_id, MetricPoint.name, MetricPoint.value, MetricPoint.text,
-               MetricPoint.vtype)
-        .join(Metric, (Metric.run_id == MetricPoint.run_id) & (Metric.name == MetricPoint.name))
-        .where(
-            col(MetricPoint.run_id).in_(run_ids),
-            col(MetricPoint.name).in_(names),
-            MetricPoint.column == "",
-            MetricPoint.idx == Metric.next_idx - 1,
-        )
-    )  # fmt: skip
-    found: dict[str, dict[str, Any]] = defaultdict(dict)
-    for run_id, name, value, text, vtype in rows:
-        found[run_id][name] = decode_value(value, text, vtype)
-    return dict(found)
-
-
-def series_names(session: Session, run_ids: list[str], limit: int = 500) -> list[str]:
-    """Names of the single-column series logged by these runs (what a table can show)."""
-    if not run_ids:
-        return []
-    query = (
-        select(Metric.name)
-        .where(col(Metric.run_id).in_(run_ids), col(Metric.kind).in_(("scalar", "list")))
-        .distinct()
-        .order_by(col(Metric.name))
-        .limit(limit)
-    )
-    return list(session.exec(query))

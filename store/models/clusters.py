@@ -1,0 +1,164 @@
+"""Clusters: what an operator sets on one, and how the API shows it with its workers.
+
+A cluster is a named queue with its own capacity (``nodes``), default executor and
+environment, container policy and run budgets; workers serve one or more clusters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ConfigDict, field_validator
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from protocol.budgets import check_budgets
+from protocol.environments import check_container, check_environment
+from store.models.names import check_cluster_name, creation_timestamp
+
+EXECUTORS = ("local", "docker")
+
+
+class ClusterSettings(SQLModel):
+    """What an operator sets on a cluster."""
+
+    nodes: int = Field(default=1, ge=1, le=10_000, description="Max concurrent runs")
+    executor: str = Field(default="local", description="Default executor: local or docker")
+    environment: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON), description="Default environment"
+    )
+    cancel_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
+    description: str = Field(default="", max_length=1000)
+    requeue_on_node_loss: bool = Field(
+        default=False, description="Requeue a run whose node went silent instead of failing it"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=100, description="With requeue: attempts")
+    container: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON),
+        description="Docker confinement (see ContainerPolicy); hardened defaults",
+    )
+    container_runs: bool = Field(
+        default=False,
+        description="A local cluster also takes runs that ask for Docker, and runs them in "
+        "containers (its workers need a Docker engine); otherwise they are refused",
+    )
+    budgets: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON),
+        description="What each run may put in (see RunBudgets); the rest defaults",
+    )
+    is_default: bool = Field(
+        default=False,
+        description="Where runs without a compute target go (at most one cluster)",
+    )
+
+    @field_validator("container")
+    @classmethod
+    def _valid_container(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_container(value)
+
+    @field_validator("budgets")
+    @classmethod
+    def _valid_budgets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_budgets(value)
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        if value not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _valid_environment(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_environment(value)
+
+
+class ClusterCreate(ClusterSettings):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_cluster_name(value)
+
+
+class ClusterUpdate(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    nodes: int | None = Field(default=None, ge=1, le=10_000)
+    executor: str | None = None
+    environment: dict[str, Any] | None = None
+    cancel_grace_seconds: float | None = Field(default=None, ge=0, le=3600)
+    description: str | None = Field(default=None, max_length=1000)
+    requeue_on_node_loss: bool | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    container: dict[str, Any] | None = None
+    container_runs: bool | None = None
+    is_default: bool | None = None
+    budgets: dict[str, Any] | None = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _valid_budgets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_budgets(value)
+
+    @field_validator("container")
+    @classmethod
+    def _valid_container(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_container(value)
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str | None) -> str | None:
+        if value is not None and value not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _valid_environment(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_environment(value)
+
+
+class Cluster(ClusterSettings, table=True):
+    name: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = creation_timestamp()
+    updated_at: datetime = creation_timestamp()
+
+
+class WorkerPublic(SQLModel):
+    id: str
+    hostname: str
+    clusters: list[str]
+    slots: int
+    busy: int
+    runs: list[str]
+    draining: bool = False
+    last_heartbeat: datetime
+
+
+class ClusterPublic(ClusterSettings):
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    workers: list[WorkerPublic] = []
+    slots: int = 0
+    capacity: int = 0
+    queued: int = 0
+    active: int = 0
+
+
+class ClustersPublic(SQLModel):
+    data: list[ClusterPublic]
+    count: int
+
+
+class WorkersPublic(SQLModel):
+    data: list[WorkerPublic]
+    count: int

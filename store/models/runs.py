@@ -1,0 +1,247 @@
+"""Runs: what a client submits, the run as stored and as shown, what may change on it,
+and what it leaves behind (its log and its output files)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ConfigDict, field_validator
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import Enum as SAEnum
+from sqlmodel import Field, SQLModel
+
+from protocol.environments import check_environment
+from runyard.status import RunStatus
+from store.models.names import (
+    check_cluster_name,
+    check_experiment_name,
+    creation_timestamp,
+    optional_timestamp,
+)
+
+MAX_PRIORITY = 1000  # priorities run from -MAX_PRIORITY to MAX_PRIORITY; higher runs first
+
+
+class RunSpec(SQLModel):
+    """What a client submits (the JSON part of ``POST /api/v1/runs``)."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    experiment: str = Field(description="Experiment name; created on first use")
+    cluster: str | None = Field(
+        default=None,
+        description="Cluster name; none (or Azure's 'local', unless a cluster has that "
+        "name) means the default cluster",
+    )
+    script: str = Field(min_length=1, max_length=1024)
+    arguments: list[str] = Field(default_factory=list, max_length=1000)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(
+        default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first"
+    )
+    snapshot_digest: str | None = Field(
+        default=None, description="sha256 of an already uploaded snapshot, when none is sent"
+    )
+    display_name: str | None = Field(default=None, max_length=255)
+    parent_run_id: str | None = None
+    tags: dict[str, str | None] = Field(
+        default_factory=dict, max_length=100, description="Tags the run has from the start"
+    )
+    max_run_duration_seconds: float | None = Field(
+        default=None, gt=0, description="Ended (Failed) when it runs longer than this"
+    )
+
+    @field_validator("experiment")
+    @classmethod
+    def _valid_experiment(cls, value: str) -> str:
+        return check_experiment_name(value)
+
+    @field_validator("cluster")
+    @classmethod
+    def _valid_cluster(cls, value: str | None) -> str | None:
+        return None if value is None else check_cluster_name(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        for key, text in value.items():
+            if not key or len(key) > 255:
+                raise ValueError("tag keys are 1-255 characters")
+            if text is not None and len(text) > 4096:
+                raise ValueError(f"tag {key!r}: value over 4096 characters")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _valid_environment(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_environment(value)
+
+    @field_validator("arguments")
+    @classmethod
+    def _printable_arguments(cls, value: list[str]) -> list[str]:
+        if any("\x00" in a for a in value):
+            raise ValueError("arguments cannot contain NUL characters")
+        return value
+
+    @field_validator("script")
+    @classmethod
+    def _relative_script(cls, value: str) -> str:
+        parts = value.replace("\\", "/").split("/")
+        if value.startswith("/") or ".." in parts or "\x00" in value:
+            raise ValueError("script must be a path inside the snapshot")
+        return value
+
+
+class RunBase(SQLModel):
+    cluster: str | None = Field(default=None, foreign_key="cluster.name", index=True)
+    status: RunStatus = Field(
+        default=RunStatus.NOT_STARTED,
+        sa_column=Column(
+            SAEnum(
+                RunStatus,
+                native_enum=False,
+                length=20,
+                values_callable=lambda statuses: [s.value for s in statuses],
+            ),
+            nullable=False,
+            index=True,
+        ),
+    )
+    priority: int = 0
+    script: str = ""
+    arguments: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    environment: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    snapshot_digest: str | None = None
+    display_name: str | None = None
+    parent_run_id: str | None = Field(default=None, foreign_key="run.id", index=True)
+    # The top of its tree (None for a top-level run): child runs are budgeted per tree.
+    root_run_id: str | None = Field(default=None, max_length=300, index=True)
+    submitted_by: str | None = None
+    worker_id: str | None = None
+    attempt: int = 0  # times handed to a worker (a requeued run starts again)
+    max_run_duration_seconds: float | None = None  # ended (Failed) past this long running
+    exit_code: int | None = None
+    failure_reason: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = creation_timestamp()
+    dispatched_at: datetime | None = optional_timestamp()
+    # One timestamp per state reached (named by runyard.status.TIMESTAMP_FIELD).
+    not_started_at: datetime | None = optional_timestamp()
+    queued_at: datetime | None = optional_timestamp()
+    preparing_at: datetime | None = optional_timestamp()
+    starting_at: datetime | None = optional_timestamp()
+    running_at: datetime | None = optional_timestamp()
+    finalizing_at: datetime | None = optional_timestamp()
+    cancel_requested_at: datetime | None = optional_timestamp()
+    not_responding_at: datetime | None = optional_timestamp()
+    completed_at: datetime | None = optional_timestamp()
+    failed_at: datetime | None = optional_timestamp()
+    canceled_at: datetime | None = optional_timestamp()
+
+
+class Run(RunBase, table=True):
+    id: str = Field(primary_key=True, max_length=300)
+    experiment_id: int = Field(foreign_key="experiment.id", index=True)
+    # Interactive runs: the token that started them. Its run token dies with it, since the
+    # person holding the notebook is the one whose access was taken away.
+    issued_by_token: str | None = Field(default=None, max_length=32)
+
+
+class RunPublic(RunBase):
+    id: str
+    experiment: str
+    position: int | None = None
+    pending_reason: str | None = None
+    ended_at: datetime | None = None
+
+
+class RunsPublic(SQLModel):
+    data: list[RunPublic]
+    count: int
+
+
+class CancelResult(SQLModel):
+    id: str
+    status: RunStatus | None = None
+    error: str | None = None
+
+
+class CancelResults(SQLModel):
+    data: list[CancelResult]
+    count: int
+
+
+class BulkCancel(SQLModel):
+    run_ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class RunChange(SQLModel):
+    """What may change on a waiting run: its place in the queue."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    priority: int | None = Field(default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    move_to_front: bool = False
+
+
+class FailRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    error: str = Field(default="failed by request", max_length=10_000)
+
+
+# --- interactive runs (``Experiment.start_logging()``) and run tokens ----------------------
+
+
+class InteractiveRun(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    experiment: str
+    display_name: str | None = Field(default=None, max_length=255)
+
+    @field_validator("experiment")
+    @classmethod
+    def _valid_experiment(cls, value: str) -> str:
+        return check_experiment_name(value)
+
+
+class InteractiveRunPublic(RunPublic):
+    run_token: str  # what the client logs with: this run and its children, while it runs
+
+
+class RunTokenRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    attempt: int = Field(ge=1)
+
+
+# --- logs and files -------------------------------------------------------------------------
+
+
+class RunLog(SQLModel, table=True):
+    """A chunk of a run's combined stdout/stderr, numbered by the worker that read it."""
+
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True)
+    seq: int
+    text: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class RunFile(SQLModel, table=True):
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    name: str = Field(primary_key=True, max_length=1024)
+    size: int
+    created_at: datetime = creation_timestamp()
+
+
+class RunFilePublic(SQLModel):
+    name: str
+    size: int
+    created_at: datetime
+
+
+class RunFilesPublic(SQLModel):
+    data: list[RunFilePublic]
+    count: int

@@ -1,0 +1,161 @@
+"""What runs log: series and their points, rollups of long series, tags and properties;
+the batch of events a client sends, and the shapes metrics are read back in.
+
+Metric values are returned as they were logged (``Any``: a number, NaN and infinities
+included, a string or a bool), so these reads are sent by a JSON encoder that allows NaN
+(``api.routes.tracking.JSONWithNaN``) or made browser-safe first (``api.live.json_safe``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
+from sqlalchemy import BigInteger, Column, Double, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+from typing_extensions import TypedDict  # pydantic reads only this one before 3.12
+
+MAX_EVENTS = 10_000  # per batch a client sends
+
+
+class Metric(SQLModel, table=True):
+    """One named series of a run, and how it was logged (which decides its shape)."""
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    name: str = Field(primary_key=True, max_length=255)
+    kind: str = Field(max_length=16)  # scalar | list | row | table | image
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    count: int = 0  # points stored
+    # The index a point logged without a step gets (one past the highest so far): a
+    # ``log(..., step=5)`` is stored at index 5.
+    next_idx: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class MetricPoint(SQLModel, table=True):
+    """One value of a series. ``producer``/``seq``/``sub`` identify the logging call that
+    made it (a replayed batch is recognised); ``idx`` is its position in the series."""
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "producer", "seq", "sub"),
+        Index("ix_metricpoint_series", "run_id", "name", "column", "idx"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id")
+    name: str = Field(max_length=255)
+    column: str = Field(default="", max_length=255)
+    producer: str = Field(max_length=64)  # the channel or client that logged it
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sub: int = 0
+    idx: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Numbers (NaN and infinities too) in value, strings in text; vtype says which Python
+    # type was logged (f float, i int, b bool, s str) so it reads back exactly as logged.
+    value: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    vtype: str = Field(default="f", max_length=1)
+    logged_at: float = Field(sa_column=Column(Double, nullable=False))
+
+
+class MetricRollup(SQLModel, table=True):
+    """A series summarised per ``ROLLUP_SPAN`` indexes (first, last, extremes, count), kept
+    by the ingest as points arrive. A chart of a long series reads these instead of every
+    point: a million points are a thousand rows."""
+
+    run_id: str = Field(primary_key=True, foreign_key="run.id")
+    name: str = Field(primary_key=True, max_length=255)
+    column: str = Field(default="", primary_key=True, max_length=255)
+    bucket: int = Field(primary_key=True, sa_type=BigInteger)  # idx // ROLLUP_SPAN
+    first_idx: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_idx: int = Field(sa_column=Column(BigInteger, nullable=False))
+    min_value: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    max_value: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    n: int = 0
+
+
+ROLLUP_SPAN = 1024
+
+
+class RunTag(SQLModel, table=True):
+    """A tag changes freely; one set without a value (``run.tag("key")``) holds NULL."""
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    value: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class RunProperty(SQLModel, table=True):
+    """Set once: a property, unlike a tag, never changes."""
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+# --- in: what a client sends ----------------------------------------------------------------
+
+
+class EventBatch(BaseModel):
+    """What a client (``start_logging``, or a fetched ``Run``) sends: events it numbered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    producer: str = PydanticField(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    first_seq: int = PydanticField(ge=0)
+    events: list[dict[str, Any]] = PydanticField(max_length=MAX_EVENTS)
+    wait: bool = PydanticField(
+        default=False,
+        description="Answer only once these events, and every batch sent before them, are "
+        "in the database (what complete(), tag() and flush() need)",
+    )
+
+
+class EventsAccepted(SQLModel):
+    accepted: int  # events in the batch
+    stored: bool  # whether they are in the database already (the batch asked to wait)
+
+
+# --- out: metrics read back -----------------------------------------------------------------
+# A whole-series read may carry millions of points: those shapes are TypedDicts, built and
+# sent as plain dicts (validating and dumping them through pydantic would add about half
+# again to the read). The API still declares them, so the OpenAPI schema shows them.
+
+
+class MetricSeriesPublic(TypedDict):
+    """A whole series: ``points`` are ``[idx, column, value]`` in index order."""
+
+    kind: str
+    description: str
+    count: int
+    points: list[list[Any]]
+
+
+class RunMetricsPublic(TypedDict):
+    runs: dict[str, dict[str, MetricSeriesPublic]]  # {run_id: {name: series}}
+
+
+class MetricHistoryPublic(TypedDict):
+    """One series (a column of it): ``points`` are ``[idx, value]``, whole and paged, or
+    downsampled (then an index may be a bucket's middle, a float)."""
+
+    name: str
+    kind: str
+    column: str
+    count: int
+    downsampled: bool
+    points: list[list[Any]]
+
+
+class MetricNamePublic(SQLModel):
+    """A series with its kind and length; ``last``, its latest value, is set only for a
+    single-column series (a scalar or a list) that has a point."""
+
+    name: str
+    kind: str
+    count: int
+    last: Any = None
+
+
+class MetricNamesPublic(SQLModel):
+    data: list[MetricNamePublic]
+    count: int

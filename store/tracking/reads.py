@@ -1,0 +1,258 @@
+"""Reading back what runs logged: tags, properties, whole series, latest values, and one
+series paged or downsampled for a chart.
+
+Values come back as they were logged (``store.tracking.values``). A downsampled read of a
+wide range merges the stored rollups (``store.tracking.rollups``) instead of scanning every
+point.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, tuple_
+from sqlmodel import Session, col, select
+
+from runyard.errors import InvalidInput, NotFound
+from store.models import (
+    ROLLUP_SPAN,
+    Metric,
+    MetricHistoryPublic,
+    MetricNamePublic,
+    MetricNamesPublic,
+    MetricPoint,
+    MetricSeriesPublic,
+    RunMetricsPublic,
+    RunProperty,
+    RunTag,
+)
+from store.tracking import rollups
+from store.tracking.values import decode_value
+
+MAX_POINTS_PER_READ = 2_000_000  # rows (of tables) count once per row
+
+
+def tags_of(session: Session, run_id: str) -> dict[str, str | None]:
+    query = select(RunTag.key, RunTag.value).where(RunTag.run_id == run_id)
+    return dict(session.exec(query).all())
+
+
+def properties_of(session: Session, run_id: str) -> dict[str, str]:
+    query = select(RunProperty.key, RunProperty.value).where(RunProperty.run_id == run_id)
+    return dict(session.exec(query).all())
+
+
+def metrics_of(session: Session, run_ids: list[str], name: str | None = None) -> RunMetricsPublic:
+    """Whole series of these runs (every one, or the one named), point by point."""
+    query = select(Metric).where(col(Metric.run_id).in_(run_ids))
+    if name is not None:
+        query = query.where(Metric.name == name)
+    result: dict[str, dict[str, MetricSeriesPublic]] = {rid: {} for rid in run_ids}
+    metrics = list(session.exec(query))
+    if not metrics:
+        return {"runs": result}
+    total = sum(m.count for m in metrics)
+    if total > MAX_POINTS_PER_READ:
+        raise InvalidInput(
+            f"{total} points in one read (the limit is {MAX_POINTS_PER_READ}); name one "
+            "metric, or read long series from /runs/{id}/metrics/{name}/history"
+        )
+    points: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
+    keys = [(m.run_id, m.name) for m in metrics]
+    rows = session.exec(
+        select(
+            MetricPoint.run_id,
+            MetricPoint.name,
+            MetricPoint.idx,
+            MetricPoint.column,
+            MetricPoint.value,
+            MetricPoint.text,
+            MetricPoint.vtype,
+        )
+        .where(tuple_(col(MetricPoint.run_id), col(MetricPoint.name)).in_(keys))
+        .order_by(col(MetricPoint.idx), col(MetricPoint.sub))
+    )
+    for run_id, metric, idx, column, value, text, vtype in rows:
+        points[(run_id, metric)].append([idx, column, decode_value(value, text, vtype)])
+    for m in metrics:
+        result[m.run_id][m.name] = {
+            "kind": m.kind,
+            "description": m.description,
+            "count": m.count,
+            "points": points[(m.run_id, m.name)],
+        }
+    return {"runs": result}
+
+
+@dataclass(frozen=True)
+class History:
+    count: int
+    points: list[list[Any]]  # [idx, value]
+    downsampled: bool
+
+
+def history(
+    session: Session,
+    run_id: str,
+    name: str,
+    column: str = "",
+    *,
+    max_points: int | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    offset: int = 0,
+    limit: int = 10_000,
+) -> History:
+    """A series whole (paged by ``offset``/``limit``), or downsampled to at most
+    ``max_points``: per bucket its first and last point and its minimum and maximum, so
+    spikes show however many points there are. (Within a bucket, narrower than a pixel,
+    the extremes are drawn at its middle.)"""
+    where = [MetricPoint.run_id == run_id, MetricPoint.name == name, MetricPoint.column == column]
+    if start is not None:
+        where.append(col(MetricPoint.idx) >= start)
+    if end is not None:
+        where.append(col(MetricPoint.idx) <= end)
+    found = rollups.blocks(session, run_id, name, column, start or 0, end)
+    count = sum(b.n for b in found)
+    if max_points is None or count <= max_points:
+        rows = session.exec(
+            select(MetricPoint.idx, MetricPoint.value, MetricPoint.text, MetricPoint.vtype)
+            .where(*where)
+            .order_by(col(MetricPoint.idx))
+            .offset(offset)
+            .limit(limit)
+        )
+        return History(count, [[i, decode_value(v, t, k)] for i, v, t, k in rows], False)
+
+    buckets = max(max_points // 4, 1)
+    low, high = found[0].first, found[-1].last
+    width = max(-(-(high - low + 1) // buckets), 1)
+    if width >= ROLLUP_SPAN:  # the stored summaries are fine enough: merge those
+        summary = [(b.first, b.last, b.low, b.high) for b in rollups.merge(found, buckets)]
+    else:  # a narrow range (a zoom): summarise its points
+        bucket = ((col(MetricPoint.idx) - low) // width).label("bucket")
+        summary = session.exec(
+            select(
+                func.min(MetricPoint.idx),
+                func.max(MetricPoint.idx),
+                func.min(MetricPoint.value),
+                func.max(MetricPoint.value),
+            )
+            .where(*where)
+            .group_by(bucket)
+            .order_by(bucket)
+        ).all()
+    edges = sorted({int(r[0]) for r in summary} | {int(r[1]) for r in summary})
+    edge_values = dict(
+        session.exec(
+            select(MetricPoint.idx, MetricPoint.value).where(
+                *where, col(MetricPoint.idx).in_(edges)
+            )
+        ).all()
+    )
+    points: list[list[Any]] = []
+    for first, last, lowest, highest in summary:
+        middle = (first + last) / 2
+        bucket_points = [
+            [first, edge_values.get(first)],
+            [middle, lowest],
+            [middle, highest],
+            [last, edge_values.get(last)],
+        ]
+        seen: set[tuple[Any, Any]] = set()
+        for x, y in bucket_points:
+            if (x, y) not in seen:
+                seen.add((x, y))
+                points.append([x, y])
+    return History(count, points, True)
+
+
+def latest_values(
+    session: Session, run_ids: list[str], names: list[str]
+) -> dict[str, dict[str, Any]]:
+    """``{run_id: {name: last value}}`` of single-column series (scalars and lists)."""
+    if not run_ids or not names:
+        return {}
+    rows = session.exec(
+        select(MetricPoint.run_id, MetricPoint.name, MetricPoint.value, MetricPoint.text,
+               MetricPoint.vtype)
+        .join(Metric, (Metric.run_id == MetricPoint.run_id) & (Metric.name == MetricPoint.name))
+        .where(
+            col(MetricPoint.run_id).in_(run_ids),
+            col(MetricPoint.name).in_(names),
+            MetricPoint.column == "",
+            MetricPoint.idx == Metric.next_idx - 1,
+        )
+    )  # fmt: skip
+    found: dict[str, dict[str, Any]] = defaultdict(dict)
+    for run_id, name, value, text, vtype in rows:
+        found[run_id][name] = decode_value(value, text, vtype)
+    return dict(found)
+
+
+def series_names(session: Session, run_ids: list[str], limit: int = 500) -> list[str]:
+    """Names of the single-column series logged by these runs (what a table can show)."""
+    if not run_ids:
+        return []
+    query = (
+        select(Metric.name)
+        .where(col(Metric.run_id).in_(run_ids), col(Metric.kind).in_(("scalar", "list")))
+        .distinct()
+        .order_by(col(Metric.name))
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
+def metric_names(session: Session, run_id: str) -> MetricNamesPublic:
+    """Each series of the run by name, with its kind, its length and (single-column ones)
+    its latest value."""
+    metrics = list(
+        session.exec(select(Metric).where(Metric.run_id == run_id).order_by(col(Metric.name)))
+    )
+    single = [m.name for m in metrics if m.kind in ("scalar", "list")]
+    latest = latest_values(session, [run_id], single).get(run_id, {})
+    data = []
+    for m in metrics:
+        last = {"last": latest[m.name]} if m.name in latest else {}  # unset: left out
+        data.append(MetricNamePublic(name=m.name, kind=m.kind, count=m.count, **last))
+    return MetricNamesPublic(data=data, count=len(data))
+
+
+def metric_history(
+    session: Session,
+    run_id: str,
+    name: str,
+    column: str = "",
+    *,
+    max_points: int | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    offset: int = 0,
+    limit: int = 10_000,
+) -> MetricHistoryPublic:
+    """One series as ``history`` reads it, named with its kind (``GET .../history``)."""
+    metric = session.get(Metric, (run_id, name))
+    if metric is None:
+        raise NotFound(f"run {run_id} has no metric {name!r}")
+    found = history(
+        session,
+        run_id,
+        name,
+        column,
+        max_points=max_points,
+        start=start,
+        end=end,
+        offset=offset,
+        limit=limit,
+    )
+    return {
+        "name": name,
+        "kind": metric.kind,
+        "column": column,
+        "count": found.count,
+        "downsampled": found.downsampled,
+        "points": found.points,
+    }
