@@ -13,11 +13,12 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Response, expect
 
+from api.studio.routes import STATIC
 from runyard.core import Experiment, Run, Workspace
 from tests.support.browser import chart_data, sign_in
 from tests.support.runs import submit, write
@@ -75,12 +76,29 @@ def points(page: Page, testid: str) -> int:
 
 
 def test_a_pages_shell_holds_nothing_without_a_session(stack: Stack, browser: Browser) -> None:
+    """A browser with no session gets, for the clusters page and for one run's page, the
+    same static file, and every call that file makes for data is refused: it ends on the
+    login form having received nothing of anyone's."""
+    admin = stack.client()
+    admin.create_cluster(unique("shell"), nodes=1)
+    run = admin.json("POST", "/runs/interactive", json={"experiment": unique("shell")})
     context = browser.new_context()
     anonymous = context.new_page()
-    anonymous.goto(f"{stack.url}/clusters")
-    anonymous.wait_for_url("**/login?next=%2Fclusters")
-    expect(anonymous.get_by_label("API token")).to_be_visible()
+    answers: list[Response] = []
+    anonymous.on("response", lambda r: answers.append(r) if "/api/v1/" in r.url else None)
+    # Each page and the call it makes first for its data.
+    pages = {"/clusters": "/api/v1/clusters", f"/runs/{run['id']}": f"/api/v1/runs/{run['id']}"}
+    for path, data in pages.items():
+        with anonymous.expect_response(lambda r, data=data: urlsplit(r.url).path == data) as asked:
+            shell = anonymous.goto(f"{stack.url}{path}")
+        anonymous.wait_for_url(f"**/login?next={quote(path, safe='')}")
+        expect(anonymous.get_by_label("API token")).to_be_visible()
+        assert shell is not None and shell.body() == (STATIC / "index.html").read_bytes(), path
+        assert asked.value.status == 401, path
+    answered = {(urlsplit(r.url).path, r.status) for r in answers}
+    assert {status for _, status in answered} == {401}, answered
     context.close()
+    admin.cancel(run["id"])
 
 
 def test_a_metric_logged_in_a_loop_draws_itself_live(
