@@ -42,7 +42,7 @@ def make_cluster(session: Session, name: str = CLUSTER, nodes: int = 1, **fields
     return cluster
 
 
-def submit(
+def queue_run(
     session: Session,
     cluster: str = CLUSTER,
     *,
@@ -50,7 +50,8 @@ def submit(
     priority: int = 0,
     created_at: datetime | None = None,
 ) -> str:
-    """Submit a run and commit; ``created_at`` pins its place in the queue."""
+    """Submit a run through the store's own service (no API, no snapshot) and commit: it
+    waits in the queue. ``created_at`` pins its place there."""
     spec = RunSpec(experiment=experiment, cluster=cluster, script="train.py", priority=priority)
     run = runs.submit(session, spec, DIGEST, submitted_by=None)
     if created_at is not None:
@@ -125,6 +126,6 @@ def four_runs(session: Session) -> list[str]:
     """Priorities 0, 5, 0, 5 submitted a second apart: the 5s go first, in submit order."""
     base = ago(60)
     return [
-        submit(session, priority=priority, created_at=base + timedelta(seconds=i))
+        queue_run(session, priority=priority, created_at=base + timedelta(seconds=i))
         for i, priority in enumerate((0, 5, 0, 5))
     ]

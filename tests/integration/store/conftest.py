@@ -18,7 +18,7 @@ from sqlmodel import Session
 from protocol.celery_app import make_celery
 from scheduler.ingest import Ingest
 from store.db import make_engine, migrate
-from tests.support.database import make_cluster, submit
+from tests.support.database import make_cluster, queue_run
 from tests.support.services import RedisServer
 
 
@@ -69,4 +69,4 @@ def ingest(engine: Engine, client: redis.Redis) -> Ingest:
 @pytest.fixture
 def queued_run(session: Session) -> str:
     make_cluster(session)
-    return submit(session)
+    return queue_run(session)

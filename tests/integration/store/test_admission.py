@@ -21,9 +21,9 @@ from tests.support.database import (
     heartbeat,
     log_rows,
     make_cluster,
+    queue_run,
     reload,
     set_columns,
-    submit,
     walk,
 )
 
@@ -95,7 +95,7 @@ def test_two_dispatchers_failing_the_same_run_write_its_line_once(
     read it as waiting: the second finds the first one's line there, and goes on."""
     make_cluster(session, nodes=1)
     heartbeat(client, CLUSTER, slots=1)
-    run_id = submit(session)
+    run_id = queue_run(session)
     set_columns(session, run_id, environment={"docker": {"enabled": True}})
     with Session(engine) as other:  # the other scheduler got as far as the line
         insert_log(other, LogChunk(run_id=run_id, seq=LOG_SEQ_STRIDE, text="its line\n"))

@@ -16,7 +16,7 @@ from runyard.status import RunStatus
 from store import clusters
 from store.db import as_utc
 from store.models import Cluster, ClusterCreate, ClusterUpdate
-from tests.support.database import CLUSTER, heartbeat, make_cluster, reload, submit, walk
+from tests.support.database import CLUSTER, heartbeat, make_cluster, queue_run, reload, walk
 
 
 def test_a_created_cluster_can_be_read_back(engine: Engine, session: Session) -> None:
@@ -78,7 +78,7 @@ def test_listing_clusters_shows_them_by_name_with_workers_and_counts(
     make_cluster(session, "zeta", nodes=2)
     make_cluster(session, "alpha", nodes=5)
     heartbeat(client, "zeta", slots=3)
-    submit(session, "zeta")
+    queue_run(session, "zeta")
 
     listed = clusters.list_clusters(session, client)
 
@@ -115,7 +115,7 @@ def test_deleting_a_cluster_with_a_queued_run_raises_cluster_busy(
     engine: Engine, session: Session
 ) -> None:
     make_cluster(session)
-    submit(session)
+    queue_run(session)
 
     with pytest.raises(ClusterBusy, match="1 queued or active run"):
         clusters.delete_cluster(session, CLUSTER)
@@ -128,10 +128,10 @@ def test_forced_delete_returns_the_live_runs_and_keeps_old_runs_without_a_cluste
     engine: Engine, session: Session
 ) -> None:
     make_cluster(session)
-    finished = submit(session)
+    finished = queue_run(session)
     walk(session, finished, RunStatus.PREPARING, RunStatus.COMPLETED)
-    queued = submit(session)
-    running = submit(session)
+    queued = queue_run(session)
+    running = queue_run(session)
     walk(session, running, RunStatus.RUNNING)
 
     live = clusters.delete_cluster(session, CLUSTER, force=True)

@@ -13,12 +13,12 @@ from runyard.errors import IllegalTransition, RunFinished
 from runyard.status import TIMESTAMP_FIELD, RunStatus
 from store.lifecycle import transition
 from store.models import utcnow
-from tests.support.database import HAPPY_PATH, make_cluster, reload, same_instant, submit, walk
+from tests.support.database import HAPPY_PATH, make_cluster, queue_run, reload, same_instant, walk
 
 
 def test_a_run_walks_to_completed_stamping_each_state(engine: Engine, session: Session) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     base = utcnow().replace(microsecond=0)
 
     for step, status in enumerate(HAPPY_PATH, start=1):
@@ -37,7 +37,7 @@ def test_reporting_the_current_status_again_changes_nothing(
     engine: Engine, session: Session
 ) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     first = utcnow().replace(microsecond=0)
     transition(session, run_id, RunStatus.RUNNING, at=first, worker_id="w-1")
     session.commit()
@@ -55,7 +55,7 @@ def test_reporting_the_current_status_again_changes_nothing(
 
 def test_a_finished_run_cannot_run_again(engine: Engine, session: Session) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     walk(session, run_id, *HAPPY_PATH)
     before = reload(engine, run_id)
 
@@ -70,7 +70,7 @@ def test_a_finished_run_cannot_run_again(engine: Engine, session: Session) -> No
 
 def test_a_queued_run_cannot_jump_to_finalizing(engine: Engine, session: Session) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     before = reload(engine, run_id)
 
     with pytest.raises(IllegalTransition) as raised:

@@ -15,13 +15,13 @@ from protocol.workers import live_workers, remove_worker
 from scheduler import admission
 from store import runs
 from store.models import Run
-from tests.support.database import CLUSTER, four_runs, heartbeat, make_cluster, reload, submit
+from tests.support.database import CLUSTER, four_runs, heartbeat, make_cluster, queue_run, reload
 
 
 def queued_in_bulk(session: Session, count: int) -> list[str]:
     """``count`` more waiting runs like one submitted run, inserted in one statement (as a
     busy cluster's queue holds them), in queue order after it."""
-    first = reload(session.get_bind(), submit(session))  # type: ignore[arg-type]
+    first = reload(session.get_bind(), queue_run(session))  # type: ignore[arg-type]
     row = first.model_dump()
     ids = [f"{first.id}-{i:05d}" for i in range(count)]
     session.execute(

@@ -14,7 +14,15 @@ from runyard.status import RunStatus
 from scheduler.ingest import insert_log
 from store import runs
 from store.models import Experiment, Run, RunSpec
-from tests.support.database import CLUSTER, DIGEST, HAPPY_PATH, make_cluster, reload, submit, walk
+from tests.support.database import (
+    CLUSTER,
+    DIGEST,
+    HAPPY_PATH,
+    make_cluster,
+    queue_run,
+    reload,
+    walk,
+)
 
 
 def test_submitting_to_an_unknown_cluster_raises_cluster_not_found(
@@ -35,7 +43,7 @@ def test_a_submitted_run_is_queued_with_its_timestamps_set(
 ) -> None:
     make_cluster(session)
 
-    run_id = submit(session, priority=7)
+    run_id = queue_run(session, priority=7)
 
     run = reload(engine, run_id)
     assert run.id.startswith("mnist_")
@@ -51,8 +59,8 @@ def test_the_experiment_is_created_on_first_submit_and_reused_after(
 ) -> None:
     make_cluster(session)
 
-    first = submit(session, experiment="mnist")
-    second = submit(session, experiment="mnist")
+    first = queue_run(session, experiment="mnist")
+    second = queue_run(session, experiment="mnist")
 
     assert first != second
     assert reload(engine, first).experiment_id == reload(engine, second).experiment_id
@@ -64,7 +72,7 @@ def test_cancelling_a_waiting_run_ends_it_and_no_worker_can_claim_it(
     engine: Engine, session: Session, client: redis.Redis
 ) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
 
     canceled = runs.cancel(session, client, run_id)
     session.commit()
@@ -80,7 +88,7 @@ def test_cancelling_a_claimed_run_asks_its_worker_to_stop(
     engine: Engine, session: Session, client: redis.Redis
 ) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     assert control.claim_run(client, run_id, "w1") == control.ClaimResult.CLAIMED
 
     requested = runs.cancel(session, client, run_id)
@@ -98,7 +106,7 @@ def test_cancelling_a_run_twice_leaves_the_stop_request_in_place(
     engine: Engine, session: Session, client: redis.Redis
 ) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     control.claim_run(client, run_id, "w1")
     runs.cancel(session, client, run_id)
     session.commit()
@@ -111,7 +119,7 @@ def test_cancelling_a_run_whose_worker_is_silent_ends_it_at_once(
     engine: Engine, session: Session, client: redis.Redis
 ) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     control.claim_run(client, run_id, "w1")
     walk(session, run_id, RunStatus.RUNNING, RunStatus.NOT_RESPONDING)
 
@@ -125,7 +133,7 @@ def test_cancelling_a_completed_run_raises_run_finished(
     engine: Engine, session: Session, client: redis.Redis
 ) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     walk(session, run_id, *HAPPY_PATH)
 
     with pytest.raises(RunFinished):

@@ -13,7 +13,7 @@ from runyard.errors import Unauthorized
 from runyard.status import RunStatus
 from store import tokens
 from store.models import Run, utcnow
-from tests.support.database import make_cluster, submit
+from tests.support.database import make_cluster, queue_run
 
 
 def test_a_run_token_lives_exactly_as_long_as_its_attempt(engine: Engine) -> None:
@@ -22,7 +22,7 @@ def test_a_run_token_lives_exactly_as_long_as_its_attempt(engine: Engine) -> Non
     key = b"k" * 32
     with Session(engine) as session:
         make_cluster(session)
-        run_id = submit(session)
+        run_id = queue_run(session)
         token = tokens.mint_run_token(key, run_id, 1)
 
         def set_run(**values: Any) -> None:

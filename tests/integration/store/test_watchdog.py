@@ -16,16 +16,16 @@ from tests.support.database import (
     ago,
     fast_watchdog,
     make_cluster,
+    queue_run,
     reload,
     set_columns,
-    submit,
     walk,
 )
 
 
 def silent_running_run(session: Session, worker: str = "w-lost") -> str:
     """A Running run whose worker last reported a minute ago (no alive key in Redis)."""
-    run_id = submit(session)
+    run_id = queue_run(session)
     transition(session, run_id, RunStatus.PREPARING, worker_id=worker)
     walk(session, run_id, RunStatus.RUNNING)
     set_columns(session, run_id, dispatched_at=ago(61), preparing_at=ago(60), running_at=ago(60))
@@ -85,7 +85,7 @@ def test_a_just_started_run_gets_a_grace_period_before_its_first_heartbeat(
     engine: Engine, session: Session, client: redis.Redis, celery: Celery
 ) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     set_columns(session, run_id, dispatched_at=ago(1))
     walk(session, run_id, RunStatus.PREPARING)
 
@@ -113,7 +113,7 @@ def test_a_run_lost_a_second_time_gets_the_full_failed_after_grace_again(
     engine: Engine, session: Session, client: redis.Redis, celery: Celery
 ) -> None:
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     # History: running since 10 min ago, silent 5 min ago, heard again 4 min ago.
     set_columns(session, run_id, dispatched_at=ago(601))
     transition(session, run_id, RunStatus.RUNNING, at=ago(600), worker_id="w-flaky")
@@ -133,7 +133,7 @@ def test_runs_no_worker_holds_are_not_watched(
 ) -> None:
     """Children and interactive runs have no heartbeat: silence is not node loss."""
     make_cluster(session)
-    run_id = submit(session)
+    run_id = queue_run(session)
     transition(session, run_id, RunStatus.RUNNING, at=ago(600))
 
     watchdog.sweep(session, client, celery, fast_watchdog())
