@@ -94,8 +94,10 @@ def log_rows(engine: Engine, run_id: str) -> list[tuple[int, str]]:
 
 
 def heartbeat(client: redis.Redis, *served: str, slots: int, worker: str = "w-1") -> WorkerInfo:
+    """A live worker serving ``served``. It stays live for the whole test however slow the
+    machine (each test starts on an emptied Redis), and leaves only by ``remove_worker``."""
     info = WorkerInfo(id=worker, hostname="node-1", clusters=list(served), slots=slots)
-    publish_heartbeat(client, info, ttl=30)
+    publish_heartbeat(client, info, ttl=24 * 3600)
     return info
 
 
