@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
-from tests.support.runs import local_env, write
+from runyard.core import Environment, Run
+from tests.support.runs import local_env, submit, write
 from tests.support.services import ADMIN, Stack, unique
 
 HONEST = "from runyard.core import Run\nrun = Run.get_context()\nrun.log('honest', 1)\n"
@@ -35,10 +35,9 @@ class Target:
     def submit(self, script: str, name: str = "attack.py") -> Run:
         write(self.folder, {name: script})
         env = local_env() if self.executor == "local" else Environment("image")
-        config = ScriptRunConfig(
-            source_directory=self.folder, script=name, compute_target=self.cluster, environment=env
+        return submit(
+            self.stack.url, self.folder, name, self.cluster, experiment="hostile", environment=env
         )
-        return Experiment(Workspace(url=self.stack.url), "hostile").submit(config)
 
     def wait_for_output(self, run: Run, text: str) -> None:
         """Follow the run's log until it prints ``text`` (what the script does, not a

@@ -10,7 +10,7 @@ import pytest
 
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from tests.hostile.conftest import Target
-from tests.support.runs import write
+from tests.support.runs import submit, write
 from tests.support.services import process_alive, unique, wait_until
 
 
@@ -45,13 +45,14 @@ def test_shared_memory_is_capped_by_the_cluster(target: Target) -> None:
     env.docker.shm_size = "8g"
     probe = "import os\ns = os.statvfs('/dev/shm')\nprint('shm', s.f_blocks * s.f_frsize)\n"
     write(target.folder, {"shm.py": probe})
-    config = ScriptRunConfig(
-        source_directory=target.folder,
-        script="shm.py",
-        compute_target=target.cluster,
+    run = submit(
+        target.stack.url,
+        target.folder,
+        "shm.py",
+        target.cluster,
+        experiment="hostile",
         environment=env,
     )
-    run = Experiment(Workspace(url=target.stack.url), "hostile").submit(config)
     run.wait_for_completion()
     assert f"shm {64 * 1024 * 1024}" in target.stack.client().logs(run.id)
     target.assert_still_serving()

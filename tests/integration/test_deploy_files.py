@@ -163,10 +163,14 @@ def test_compose_redis_requires_a_password(compose: dict[str, Any]) -> None:
     # The healthcheck's redis-cli authenticates through the environment, not its arguments.
     assert redis["environment"]["REDISCLI_AUTH"] == password
     assert password not in " ".join(redis["healthcheck"]["test"])
-    for name, service in compose["services"].items():
-        url = service.get("environment", {}).get("RUNYARD_REDIS_URL")
-        if url is not None:
-            assert url == REDIS_URL, name
+    urls = {
+        name: service["environment"]["RUNYARD_REDIS_URL"]
+        for name, service in compose["services"].items()
+        if "RUNYARD_REDIS_URL" in service.get("environment", {})
+    }
+    assert urls, "no service is given RUNYARD_REDIS_URL"
+    for name, url in urls.items():
+        assert url == REDIS_URL, name
 
 
 def test_compose_wires_settings_the_way_the_code_reads_them(compose: dict[str, Any]) -> None:
@@ -182,13 +186,14 @@ def test_compose_wires_settings_the_way_the_code_reads_them(compose: dict[str, A
         assert env["RUNYARD_CLUSTERS_FILE"] in targets, (name, targets)
     assert services["api"]["environment"]["RUNYARD_DATA_DIR"] == "/data"
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
-    for name, service in services.items():
-        if name.startswith("worker-"):
-            env = service["environment"]
-            # A worker needs only Redis and the API: never the database.
-            assert "RUNYARD_DATABASE_URL" not in env
-            assert env["RUNYARD_API_URL"] == "http://api:8642"
-            assert env["RUNYARD_REDIS_URL"] == REDIS_URL
+    workers = [service for name, service in services.items() if name.startswith("worker-")]
+    assert workers, "compose runs no worker"
+    for service in workers:
+        env = service["environment"]
+        # A worker needs only Redis and the API: never the database.
+        assert "RUNYARD_DATABASE_URL" not in env
+        assert env["RUNYARD_API_URL"] == "http://api:8642"
+        assert env["RUNYARD_REDIS_URL"] == REDIS_URL
     assert services["api"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
 
 
@@ -256,9 +261,10 @@ def test_compose_base_image_comes_from_the_environment() -> None:
         pytest.fail("docker-compose is not installed: `apt-get install -y docker-compose`")
     env = {**clean_env(), "RUNYARD_BASE_IMAGE": "mirror.example/python:3.11-slim"}
     rendered = yaml.safe_load(run("docker-compose", "-f", str(COMPOSE), "config", env=env))
-    for service in rendered["services"].values():
-        if "build" in service:
-            assert service["build"]["args"]["BASE_IMAGE"] == "mirror.example/python:3.11-slim"
+    built = [service for service in rendered["services"].values() if "build" in service]
+    assert built, "no service is built from the Dockerfile"
+    for service in built:
+        assert service["build"]["args"]["BASE_IMAGE"] == "mirror.example/python:3.11-slim"
 
 
 def test_the_compose_clusters_file_is_what_runyard_accepts() -> None:
@@ -373,6 +379,7 @@ def runs_local_scripts(service: dict[str, Any]) -> bool:
 def test_no_compose_healthcheck_puts_a_secret_on_its_command_line(
     compose: dict[str, Any],
 ) -> None:
+    assert compose["services"], "compose renders no service"
     for name, service in compose["services"].items():
         check = healthcheck(service)
         assert check, f"{name} has no healthcheck"
@@ -806,6 +813,7 @@ def test_helm_gives_each_clusters_workers_a_token_bound_to_that_cluster_alone(
     pools = bootstrap_worker_pools(api["RUNYARD_BOOTSTRAP_WORKER_TOKENS"], api)
     by_token = {pool.token.get_secret_value(): pool for pool in pools}
     found = workers(docs)
+    assert found, "no worker Deployment rendered"
     assert len(by_token) == len(pools) == len(found)
     for cluster, deployment in found.items():
         token = resolved_env(deployment, secret)["RUNYARD_TOKEN"]
@@ -826,6 +834,7 @@ def test_no_helm_probe_holds_a_secret_and_none_runs_beside_local_runs(
     processes of the worker's pod and uid, they could read it in /proc/<pid>/environ."""
     docs = render_values(helm, tmp_path, MIXED_CLUSTERS)
     secrets = [value for value in secret_data(docs).values() if len(value) >= 8]
+    assert secrets, "the chart's Secret holds no secret to look for"
     for workload in kind(docs, "Deployment") + kind(docs, "StatefulSet"):
         name = workload["metadata"]["name"]
         for command in exec_probes(workload):
@@ -893,9 +902,11 @@ def egress_summary(policy: dict[str, Any]) -> list[tuple[list[str | None], list[
 def test_helm_worker_pods_reach_only_dns_redis_and_the_api(
     rendered: tuple[str, list[Any]],
 ) -> None:
-    _, docs = rendered
+    variant, docs = rendered
     found = policies(docs)
-    for cluster in workers(docs):
+    clusters = workers(docs)
+    assert set(clusters) == {c["name"] for c in values_clusters(variant)}
+    for cluster in clusters:
         spec = found[f"worker-{cluster}"]["spec"]
         assert spec["podSelector"]["matchLabels"]["runyard.io/cluster"] == cluster
         assert spec["policyTypes"] == ["Ingress", "Egress"]

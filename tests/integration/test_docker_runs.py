@@ -12,17 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
+from runyard.core import Environment, Experiment, Run, Workspace
 from runyard.errors import RunFailed
-from tests.support.runs import service_lines, write
-from tests.support.services import (
-    ADMIN_TOKEN,
-    OLDEST_PYTHON,
-    Stack,
-    runyard,
-    unique,
-    wait_until,
-)
+from tests.support.runs import CLUSTERS_OWN, service_lines, submit, wait_for_status, write
+from tests.support.services import ADMIN_TOKEN, OLDEST_PYTHON, Stack, runyard, unique, wait_until
 from worker.app import service_id
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
@@ -38,35 +31,6 @@ def docker_cluster(stack: Stack, image: str, **container: object) -> str:
         container={"image": image, "memory_mib": 256, **container},
     )
     return name
-
-
-def submit(
-    stack: Stack,
-    folder: Path,
-    script: str,
-    cluster: str,
-    *args: str,
-    environment: Environment | None = None,
-) -> Run:
-    """Submit as a user would; with no environment the run takes its cluster's image."""
-    config = ScriptRunConfig(
-        source_directory=folder,
-        script=script,
-        arguments=list(args),
-        compute_target=cluster,
-        environment=environment,
-    )
-    return Experiment(Workspace(url=stack.url), "docker").submit(config)
-
-
-def status(stack: Stack, run: Run, wanted: set[str], timeout: float = 60) -> dict:
-    client = stack.client()
-    return wait_until(  # type: ignore[return-value]
-        lambda: (r := client.get_run(run.id))["status"] in wanted and r,
-        timeout,
-        0.1,
-        what=f"{run.id} to reach {wanted}",
-    )
 
 
 def containers_of(run_id: str) -> list[str]:
@@ -119,7 +83,15 @@ def test_a_run_completes_in_a_confined_container_with_its_log_and_outputs(
     workers.start(cluster, slots=2)
     secret = f"host-secret-{unique('s')}"
     (tmp_path / secret).write_text("do not read")
-    run = submit(stack, write(tmp_path / "src", {"probe.py": PROBE}), "probe.py", cluster, secret)
+    run = submit(
+        stack.url,
+        write(tmp_path / "src", {"probe.py": PROBE}),
+        "probe.py",
+        cluster,
+        secret,
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
     run.wait_for_completion()
     assert run.get_file_names() == ["outputs/report.json", "user_logs/std_log.txt"]
     run.download_file("outputs/report.json", tmp_path / "report.json")
@@ -193,7 +165,14 @@ def test_the_tracking_walkthrough_works_inside_a_container(
         "kids = run.create_children(2)\n"
         "[k.log('k', 1) or k.complete() for k in kids]\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"walk.py": script}), "walk.py", cluster)
+    run = submit(
+        stack.url,
+        write(tmp_path / "src", {"walk.py": script}),
+        "walk.py",
+        cluster,
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
     run.wait_for_completion()
     again = Run(Experiment(Workspace(url=stack.url), "docker"), run.id)
     metrics = again.get_metrics()  # stored when wait_for_completion() returned
@@ -214,7 +193,14 @@ def test_a_script_over_its_memory_limit_fails_as_out_of_memory(
     cluster = docker_cluster(stack, run_image, memory_mib=64)
     workers.start(cluster)
     script = "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))\n"
-    run = submit(stack, write(tmp_path / "src", {"hog.py": script}), "hog.py", cluster)
+    run = submit(
+        stack.url,
+        write(tmp_path / "src", {"hog.py": script}),
+        "hog.py",
+        cluster,
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
     with pytest.raises(RunFailed, match=r"out of memory \(limit 64 MiB\)"):
         run.wait_for_completion()
     assert containers_of(run.id) == []
@@ -234,12 +220,19 @@ def test_cancel_stops_the_container_within_its_grace_period(
         "while True:\n"
         "    print('tick', flush=True); time.sleep(0.2)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"loop.py": script}), "loop.py", cluster)
-    status(stack, run, {"Running"})
+    run = submit(
+        stack.url,
+        write(tmp_path / "src", {"loop.py": script}),
+        "loop.py",
+        cluster,
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
+    wait_for_status(stack, run.id, {"Running"}, 60)
     wait_until(lambda: "tick" in stack.client().logs(run.id), 20, 0.1, what="output")
     started = time.monotonic()
     run.cancel()
-    record = status(stack, run, TERMINAL, timeout=15)
+    record = wait_for_status(stack, run.id, TERMINAL, 15)
     elapsed = time.monotonic() - started
     assert record["status"] == "Canceled"
     assert elapsed <= 2 + 2, f"{elapsed:.1f}s with a 2 s grace period"
@@ -264,12 +257,30 @@ def test_two_runs_on_one_worker_do_not_see_each_others_files(
         "print('SAW OTHER' if found else 'ALONE', flush=True)\n"
     )
     folder = write(tmp_path / "src", {"look.py": script})
-    a = submit(stack, folder, "look.py", cluster, "a", "b")
-    b = submit(stack, folder, "look.py", cluster, "b", "a")
+    a = submit(
+        stack.url,
+        folder,
+        "look.py",
+        cluster,
+        "a",
+        "b",
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
+    b = submit(
+        stack.url,
+        folder,
+        "look.py",
+        cluster,
+        "b",
+        "a",
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
     for run in (a, b):
-        status(stack, run, {"Running"})
+        wait_for_status(stack, run.id, {"Running"}, 60)
     for run in (a, b):
-        ended = status(stack, run, TERMINAL)
+        ended = wait_for_status(stack, run.id, TERMINAL, 60)
         assert ended["status"] == "Completed", ended.get("failure_reason")
         log = stack.client().logs(run.id)
         assert "ALONE" in log and "SAW OTHER" not in log
@@ -283,7 +294,7 @@ def test_an_image_that_cannot_be_had_fails_the_run_with_a_reason(
     env = Environment("missing")
     env.docker.base_image = "runyard-no-such-image:never"
     folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
-    run = submit(stack, folder, "a.py", cluster, environment=env)
+    run = submit(stack.url, folder, "a.py", cluster, experiment="docker", environment=env)
     with pytest.raises(RunFailed, match=r"runyard-no-such-image:never.*cannot be pulled"):
         run.wait_for_completion()
     assert stack.client().get_run(run.id)["running_at"] is None
@@ -352,7 +363,9 @@ def test_following_a_run_shows_the_image_pull_while_it_is_pulled(
         environment = Environment("held")
         environment.docker.base_image = image
         folder = write(tmp_path / "src", {"a.py": "print('never')\n"})
-        run = submit(stack, folder, "a.py", cluster, environment=environment)
+        run = submit(
+            stack.url, folder, "a.py", cluster, experiment="docker", environment=environment
+        )
         following = subprocess.Popen(
             runyard("logs", run.id, "--follow"), env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
@@ -380,7 +393,7 @@ def test_an_interpreter_missing_from_the_image_fails_the_run_saying_so_in_its_lo
     env = Environment("no-such-python")
     env.python.interpreter_path = "python9"
     folder = write(tmp_path / "src", {"a.py": "print('never')\n"})
-    run = submit(stack, folder, "a.py", cluster, environment=env)
+    run = submit(stack.url, folder, "a.py", cluster, experiment="docker", environment=env)
     with pytest.raises(RunFailed, match="interpreter 'python9' not found in image"):
         run.wait_for_completion()
     said = service_lines(stack.client().logs(run.id))
@@ -399,18 +412,20 @@ def test_a_killed_and_restarted_worker_leaves_no_orphan_container(
     name = unique("dw")
     worker = workers.start(cluster, name=name)
     run = submit(
-        stack,
+        stack.url,
         write(tmp_path / "src", {"long.py": "import time\ntime.sleep(300)\n"}),
         "long.py",
         cluster,
+        experiment="docker",
+        environment=CLUSTERS_OWN,
     )
-    status(stack, run, {"Running"})
+    wait_for_status(stack, run.id, {"Running"}, 60)
     wait_until(lambda: containers_of(run.id) != [], 20, 0.1, what="the container")
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     assert containers_of(run.id) != []  # the container outlives its worker...
     workers.start(cluster, name=name)  # ...until the worker comes back and cleans up
-    record = status(stack, run, {"Failed"}, timeout=30)
+    record = wait_for_status(stack, run.id, {"Failed"}, 30)
     assert record["failure_reason"] == "worker restarted while the run was active"
     wait_until(lambda: containers_of(run.id) == [], 20, 0.2, what="the orphan's removal")
 
@@ -453,7 +468,14 @@ def test_logs_stream_live_from_the_container(
     script = (
         "import time\nfor i in range(30):\n    print('line', i, flush=True)\n    time.sleep(0.1)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"talk.py": script}), "talk.py", cluster)
+    run = submit(
+        stack.url,
+        write(tmp_path / "src", {"talk.py": script}),
+        "talk.py",
+        cluster,
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
     seen: list[str] = []
     reader = threading.Thread(
         target=lambda: seen.extend(stack.client().follow_logs(run.id)), daemon=True
@@ -476,7 +498,7 @@ def test_a_user_managed_environment_cannot_leave_a_docker_clusters_containers(
     env.python.interpreter_path = "python3"
     script = "import os\nprint('uid', os.getuid(), os.path.exists('/.dockerenv'))\n"
     folder = write(tmp_path / "src", {"who.py": script})
-    run = submit(stack, folder, "who.py", cluster, environment=env)
+    run = submit(stack.url, folder, "who.py", cluster, experiment="docker", environment=env)
     run.wait_for_completion()
     assert "uid 1000 True" in stack.client().logs(run.id)
 
@@ -505,8 +527,15 @@ def test_a_stopped_worker_removes_its_runs_container_and_records_the_run(
         container={"image": run_image, "memory_mib": 256},
     )
     worker = workers.start(cluster)
-    run = submit(stack, write(tmp_path / "src", {"stubborn.py": STUBBORN}), "stubborn.py", cluster)
-    status(stack, run, {"Running"})
+    run = submit(
+        stack.url,
+        write(tmp_path / "src", {"stubborn.py": STUBBORN}),
+        "stubborn.py",
+        cluster,
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
+    wait_for_status(stack, run.id, {"Running"}, 60)
     wait_until(lambda: "tick" in stack.client().logs(run.id), 20, 0.1, what="output")
     assert containers_of(run.id) != []
 
@@ -535,7 +564,14 @@ def test_stdout_and_stderr_keep_the_order_the_script_wrote_them_in(
         "    print(f'out {i}', flush=True)\n"
         "    print(f'err {i}', file=sys.stderr, flush=True)\n"
     )
-    run = submit(stack, write(tmp_path / "src", {"both.py": script}), "both.py", cluster)
+    run = submit(
+        stack.url,
+        write(tmp_path / "src", {"both.py": script}),
+        "both.py",
+        cluster,
+        experiment="docker",
+        environment=CLUSTERS_OWN,
+    )
     run.wait_for_completion()
     log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
     written = [line for line in log.splitlines() if line.startswith(("out ", "err "))]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.runs import submit, write
+from tests.support.runs import status_of, submit, write
 from tests.support.services import (
     ADMIN,
     Stack,
@@ -36,10 +36,6 @@ def scrape(stack: Stack) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
     return samples
-
-
-def status_of(stack: Stack, run_id: str) -> str:
-    return stack.client().get_run(run_id)["status"]
 
 
 def test_metrics_follow_a_scripted_sequence(stack: Stack, workers, tmp_path: Path) -> None:

@@ -13,26 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from runyard.core import Experiment, Run, ScriptRunConfig, Workspace
+from runyard.core import Experiment, Run, Workspace
 from runyard.errors import InvalidInput, RunFailed, RunFinished
-from tests.support.runs import local_env, service_lines, submit, write
+from tests.support.runs import local_env, service_lines, status_of, submit, wait_for_status, write
 from tests.support.services import Stack, process_alive, unique, wait_until
 
 TERMINAL = {"Completed", "Failed", "Canceled"}
-
-
-def status_of(stack: Stack, run_id: str) -> str:
-    return stack.client().get_run(run_id)["status"]
-
-
-def wait_for_status(stack: Stack, run_id: str, wanted: set[str], timeout: float = 30) -> dict:
-    client = stack.client()
-
-    def reached() -> dict | None:
-        run = client.get_run(run_id)
-        return run if run["status"] in wanted else None
-
-    return wait_until(reached, timeout, 0.05, what=f"{run_id} to reach {wanted}")  # type: ignore[return-value]
 
 
 # A script that holds its slot until a flag file appears (the test decides when it ends).
@@ -400,10 +386,7 @@ def test_the_cluster_default_environment_applies_under_the_runs_own(
     folder = write(tmp_path / "src", {"env.py": script})
     env = local_env()
     env.environment_variables = {"BOTH": "run"}
-    config = ScriptRunConfig(
-        source_directory=folder, script="env.py", compute_target=cluster, environment=env
-    )
-    run = Experiment(Workspace(url=stack.url), "e2e").submit(config)
+    run = submit(stack.url, folder, "env.py", cluster, environment=env)
     run.wait_for_completion()
     assert "c run" in stack.client().logs(run.id)
 

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy
 
 from runyard import snapshot
-from tests.support.runs import local_env, write
+from tests.support.runs import submit, write
 from tests.support.services import (
     ADMIN_TOKEN,
     REDIS_PASSWORD,
@@ -525,16 +525,7 @@ def test_a_submitted_run_holds_only_its_own_token(world: World, tmp_path: Path) 
         },
     )
     world.stack.start_worker(cluster)
-    from runyard.core import Experiment, ScriptRunConfig, Workspace
-
-    workspace = Workspace(url=stack.url)
-    config = ScriptRunConfig(
-        source_directory=folder,
-        script="probe.py",
-        compute_target=cluster,
-        environment=local_env(),
-    )
-    run = Experiment(workspace, "security").submit(config)
+    run = submit(stack.url, folder, "probe.py", cluster, experiment="security")
     run.wait_for_completion()
     assert run.get_status() == "Completed", run.get_details().get("failure_reason")
     run.download_file("outputs/probe.json", str(tmp_path / "probe.json"))

@@ -91,7 +91,9 @@ def test_a_whole_stack_over_tls_redis_and_tls_postgres(
         assert run.get_metrics()["acc"] == 0.9
     finally:
         stack.stop()
-    for log in stack.log_files():
+    logs = stack.log_files()
+    assert logs, "the stack wrote no log"
+    for log in logs:
         text = log.read_text(errors="replace")
         for secret in (tls_redis.password, pg_password, ADMIN_TOKEN):
             assert secret not in text, f"a secret appears in {log.name}"

@@ -1,12 +1,18 @@
-"""Helpers the end-to-end tests share: script folders and environments."""
+"""Helpers the end-to-end tests share: script folders, environments, submitting a run as a
+user would, and reading its status back through the API."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Final, Literal
 
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
+from tests.support.services import Stack, wait_until
+
+# ``submit(..., environment=CLUSTERS_OWN)``: the run names no environment and takes its
+# cluster's (on a Docker cluster, the cluster's image).
+CLUSTERS_OWN: Final = "the cluster's own"
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -48,15 +54,34 @@ def submit(
     *args: str,
     experiment: str = "e2e",
     priority: int = 0,
-    environment: Environment | None = None,
+    environment: Environment | Literal["the cluster's own"] | None = None,
 ) -> Run:
-    """Submit through the SDK, as a user would; by default with the local environment."""
+    """Submit through the SDK, as a user would: in ``environment`` if given, in none with
+    ``CLUSTERS_OWN``, and by default in the local environment (this very Python)."""
+    if environment is None:
+        environment = local_env()
     config = ScriptRunConfig(
         source_directory=folder,
         script=script,
         arguments=list(args),
         compute_target=cluster,
-        environment=environment or local_env(),
+        environment=None if environment == CLUSTERS_OWN else environment,
         priority=priority,
     )
     return Experiment(Workspace(url=url), experiment).submit(config)
+
+
+def status_of(stack: Stack, run_id: str) -> str:
+    """The run's status as the API reports it now."""
+    return stack.client().get_run(run_id)["status"]
+
+
+def wait_for_status(stack: Stack, run_id: str, wanted: set[str], timeout: float = 30) -> dict:
+    """The run as the API reports it, once its status is one of ``wanted``."""
+    client = stack.client()
+
+    def reached() -> dict | None:
+        run = client.get_run(run_id)
+        return run if run["status"] in wanted else None
+
+    return wait_until(reached, timeout, 0.05, what=f"{run_id} to reach {wanted}")  # type: ignore[return-value]

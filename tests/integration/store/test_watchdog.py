@@ -1,0 +1,141 @@
+"""The watchdog (``scheduler/watchdog.py``): a run whose worker went silent becomes
+NotResponding, then Failed; a run still heard from is left alone."""
+
+from __future__ import annotations
+
+import redis
+from celery import Celery
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from protocol import keys
+from runyard.status import RunStatus
+from scheduler import watchdog
+from store.lifecycle import transition
+from tests.support.database import (
+    ago,
+    fast_watchdog,
+    make_cluster,
+    queue_run,
+    reload,
+    set_columns,
+    walk,
+)
+
+
+def silent_running_run(session: Session, worker: str = "w-lost") -> str:
+    """A Running run whose worker last reported a minute ago (no alive key in Redis)."""
+    run_id = queue_run(session)
+    transition(session, run_id, RunStatus.PREPARING, worker_id=worker)
+    walk(session, run_id, RunStatus.RUNNING)
+    set_columns(session, run_id, dispatched_at=ago(61), preparing_at=ago(60), running_at=ago(60))
+    return run_id
+
+
+def test_a_silent_running_run_becomes_not_responding_then_failed(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session)
+    run_id = silent_running_run(session)
+    settings = fast_watchdog()
+
+    watchdog.sweep(session, client, celery, settings)
+    run = reload(engine, run_id)
+    assert run.status == RunStatus.NOT_RESPONDING
+    assert run.not_responding_at is not None
+
+    set_columns(session, run_id, not_responding_at=ago(30))
+    watchdog.sweep(session, client, celery, settings)
+
+    run = reload(engine, run_id)
+    assert run.status == RunStatus.FAILED
+    assert run.failure_reason is not None
+    assert "node lost" in run.failure_reason
+    assert "w-lost" in run.failure_reason
+
+
+def test_a_run_not_responding_for_less_than_failed_after_is_kept(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session)
+    run_id = silent_running_run(session)
+    settings = fast_watchdog(failed_after=600)
+
+    watchdog.sweep(session, client, celery, settings)
+    watchdog.sweep(session, client, celery, settings)
+
+    assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
+
+
+def test_a_run_whose_alive_key_exists_is_left_alone(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session)
+    run_id = silent_running_run(session)
+    client.set(keys.run_alive(run_id), "w", ex=30)
+
+    watchdog.sweep(session, client, celery, fast_watchdog())
+
+    run = reload(engine, run_id)
+    assert run.status == RunStatus.RUNNING
+    assert run.not_responding_at is None
+
+
+def test_a_just_started_run_gets_a_grace_period_before_its_first_heartbeat(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session)
+    run_id = queue_run(session)
+    set_columns(session, run_id, dispatched_at=ago(1))
+    walk(session, run_id, RunStatus.PREPARING)
+
+    watchdog.sweep(session, client, celery, fast_watchdog(not_responding_after=600))
+
+    assert reload(engine, run_id).status == RunStatus.PREPARING
+
+
+def test_a_not_responding_run_recovers_when_its_worker_is_heard_again(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session)
+    run_id = silent_running_run(session)
+    settings = fast_watchdog(failed_after=600)
+    watchdog.sweep(session, client, celery, settings)
+    assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
+
+    client.set(keys.run_alive(run_id), "w-lost", ex=30)
+    watchdog.sweep(session, client, celery, settings)
+
+    assert reload(engine, run_id).status == RunStatus.RUNNING
+
+
+def test_a_run_lost_a_second_time_gets_the_full_failed_after_grace_again(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session)
+    run_id = queue_run(session)
+    # History: running since 10 min ago, silent 5 min ago, heard again 4 min ago.
+    set_columns(session, run_id, dispatched_at=ago(601))
+    transition(session, run_id, RunStatus.RUNNING, at=ago(600), worker_id="w-flaky")
+    transition(session, run_id, RunStatus.NOT_RESPONDING, at=ago(300))
+    walk(session, run_id, RunStatus.RUNNING)
+    settings = fast_watchdog(failed_after=60)
+
+    watchdog.sweep(session, client, celery, settings)  # silent again: NotResponding now
+    assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
+    watchdog.sweep(session, client, celery, settings)  # only ~0 s into this silence
+
+    assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
+
+
+def test_runs_no_worker_holds_are_not_watched(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """Children and interactive runs have no heartbeat: silence is not node loss."""
+    make_cluster(session)
+    run_id = queue_run(session)
+    transition(session, run_id, RunStatus.RUNNING, at=ago(600))
+
+    watchdog.sweep(session, client, celery, fast_watchdog())
+
+    assert reload(engine, run_id).status == RunStatus.RUNNING
