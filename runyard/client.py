@@ -22,6 +22,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from runyard.config import DEFAULT_URL, redact_url
 from runyard.errors import BY_NAME, ConfigurationError, RunyardError, ServiceUnavailable
+from runyard.tracking import contract
 
 API = "/api/v1"
 Body = Union[bytes, IO[bytes], None]
@@ -56,7 +57,7 @@ class Client:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        token = token if token is not None else os.environ.get("RUNYARD_TOKEN")
+        token = token if token is not None else os.environ.get(contract.TOKEN)
         self.token = token
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 

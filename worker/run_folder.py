@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from runyard.tracking.sinks import CHANNEL_FILE, STAGING_DIR
+from runyard.tracking.contract import CHANNEL_FILE, OUTPUTS_DIR, STAGING_DIR
 
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 REGULAR = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-OUTPUTS = "outputs"
 ENTRY_BYTES = 4096  # what one entry of a folder costs at least (an inode, a block)
 
 
@@ -127,7 +126,7 @@ class RunFolder:
         if self.workdir is None:
             return
         try:
-            top = open_folder(OUTPUTS, self.workdir)
+            top = open_folder(OUTPUTS_DIR, self.workdir)
         except UnsafeEntry:
             return
         try:
@@ -135,7 +134,7 @@ class RunFolder:
                 ".", dir_fd=top, follow_symlinks=False
             ):
                 dirnames.sort()  # os.fwalk does not descend into links (it compares stats)
-                prefix = OUTPUTS if folder == "." else f"{OUTPUTS}/{folder[2:]}"
+                prefix = OUTPUTS_DIR if folder == "." else f"{OUTPUTS_DIR}/{folder[2:]}"
                 for filename in sorted(filenames):
                     try:
                         content = open_regular(folder_fd, filename)

@@ -42,6 +42,7 @@ from runyard import config
 from runyard.client import Client
 from runyard.config import redact_url
 from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable, Unauthorized
+from runyard.tracking import contract
 from store import tokens
 from worker import stopping as worker_stopping
 
@@ -241,7 +242,7 @@ class LocalStack:
         env = self.env
         if worker_id:  # a worker holds its own token, and no bootstrap ones
             env = {k: v for k, v in env.items() if not k.startswith("RUNYARD_BOOTSTRAP_")}
-            env["RUNYARD_TOKEN"] = self.worker_token
+            env[contract.TOKEN] = self.worker_token
         command = [sys.executable, "-m", "runyard", *args]
         child = Child(name, command, env, worker_id=worker_id, nodes=nodes)
         self.children[name] = child

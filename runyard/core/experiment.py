@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
 from runyard import config as client_config
 from runyard.core.script_run_config import ScriptRunConfig
 from runyard.errors import ConfigurationError, InvalidInput, NotSupported
+from runyard.tracking.contract import OUTPUTS_DIR
 
 if TYPE_CHECKING:
     from runyard.core.run import Run
@@ -138,7 +139,7 @@ class Experiment:
         run_client = Client(client.base_url, data.get("run_token") or client.token)
         sink = HttpSink(run_client, data["id"])
         _close_at_exit(sink)
-        folder = os.path.abspath(outputs if isinstance(outputs, str) else "outputs")
+        folder = os.path.abspath(outputs if isinstance(outputs, str) else OUTPUTS_DIR)
         os.makedirs(folder, exist_ok=True)
         return Run(self, data["id"], _details=data, _sink=sink, _outputs=folder)
 

@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optio
 
 from runyard.errors import Conflict, InvalidInput, NotSupported, RunFailed, ServiceUnavailable
 from runyard.status import RunStatus
+from runyard.tracking import contract
 from runyard.tracking import events as ev
 from runyard.tracking.shapes import shape
 from runyard.tracking.sinks import ChannelSink, HttpSink, OfflineSink, Sink, warn
@@ -260,7 +261,7 @@ class Run:
 
     def _collect_outputs(self, folder: str) -> None:
         """An interactive run's ``./outputs`` at its end, as a submitted run's are."""
-        self._store_folder("outputs", Path(folder))
+        self._store_folder(contract.OUTPUTS_DIR, Path(folder))
         self._outputs = None
 
     def get_file_names(self) -> List[str]:
@@ -706,16 +707,16 @@ def _make_context(allow_offline: bool) -> Run:
     from runyard.core.experiment import Experiment
     from runyard.core.workspace import Workspace
 
-    run_id = os.environ.get("RUNYARD_RUN_ID")
-    channel = os.environ.get("RUNYARD_TRACKING_DIR")
+    run_id = os.environ.get(contract.RUN_ID)
+    channel = os.environ.get(contract.TRACKING_DIR)
     if run_id and channel:
-        workspace = Workspace(url=os.environ.get("RUNYARD_URL", ""))
-        experiment = Experiment(workspace, os.environ.get("RUNYARD_EXPERIMENT", "default"))
+        workspace = Workspace(url=os.environ.get(contract.URL, ""))
+        experiment = Experiment(workspace, os.environ.get(contract.EXPERIMENT, "default"))
         sink = ChannelSink(channel, run_id)
         _close_at_exit(sink)
         return Run(experiment, run_id, _sink=sink)
     if not allow_offline:
-        raise InvalidInput("not inside a Runyard run (RUNYARD_RUN_ID is not set)")
+        raise InvalidInput(f"not inside a Runyard run ({contract.RUN_ID} is not set)")
     return _offline_run()
 
 

@@ -25,17 +25,12 @@ from typing import IO, Any, Deque, Dict, List, Union
 
 from runyard.errors import RunyardError, ServiceUnavailable
 from runyard.tracking import events as ev
+from runyard.tracking.contract import CHANNEL_FILE, STAGING_DIR, SYNC_SOCKET
 
 FLUSH_INTERVAL = 0.1  # seconds between background flushes
 BATCH = 5_000  # events per write (one POST for the HTTP sink)
 MAX_BUFFERED = 2_000_000  # events held in memory while the service is unreachable
 SYNC_TIMEOUT = 120.0  # how long a synchronous write waits for the service to confirm
-# The channel folder (RUNYARD_TRACKING_DIR), as the SDK and the worker both name it: the
-# file of event lines, the folder of files staged for upload, and the socket where the
-# worker confirms a sync line (worker.sync_server).
-CHANNEL_FILE = "events.jsonl"
-STAGING_DIR = "files"
-SYNC_SOCKET = "sync.sock"
 
 
 class RefusedBatch(Exception):
