@@ -20,16 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from runyard.errors import UnsafeEntry
 from runyard.tracking.contract import CHANNEL_FILE, OUTPUTS_DIR, STAGING_DIR
 
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 REGULAR = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 ENTRY_BYTES = 4096  # what one entry of a folder costs at least (an inode, a block)
-
-
-class UnsafeEntry(OSError):
-    """A name in a run's folder that is not what the worker may read: a link, a FIFO, a
-    device, a name with a slash, or nothing at all."""
 
 
 def open_folder(name: str | Path, dir_fd: int | None = None) -> int:
