@@ -121,7 +121,8 @@ class Experiment:
         As Azure's, it makes ``./outputs`` (or ``outputs``) and stores what is in it when
         the run completes."""
         from runyard.client import Client
-        from runyard.core.run import Run, _close_at_exit
+        from runyard.core.run import Run
+        from runyard.core.run_context import close_at_exit
         from runyard.tracking.sinks import HttpSink
 
         if snapshot_directory is not None:
@@ -138,7 +139,7 @@ class Experiment:
         # The run logs with its own token (this run and its children, while it runs).
         run_client = Client(client.base_url, data.get("run_token") or client.token)
         sink = HttpSink(run_client, data["id"])
-        _close_at_exit(sink)
+        close_at_exit(sink)
         folder = os.path.abspath(outputs if isinstance(outputs, str) else OUTPUTS_DIR)
         os.makedirs(folder, exist_ok=True)
         return Run(self, data["id"], _details=data, _sink=sink, _outputs=folder)
@@ -152,7 +153,8 @@ class Experiment:
     ) -> Iterator[Run]:
         """Runs of this experiment, newest first (as Azure returns them). ``tags`` and
         ``properties`` filter: a key the run must have, or a dict of keys and values."""
-        from runyard.core.run import Run, run_filters
+        from runyard.core.run import Run
+        from runyard.core.run_filters import run_filters
 
         filters = run_filters(tags, properties, type, None)
         if not include_children:
