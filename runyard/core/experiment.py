@@ -131,11 +131,7 @@ class Experiment:
                 "keep no snapshot; submit a ScriptRunConfig to record one"
             )
         client = self.workspace.client
-        data = client.json(
-            "POST",
-            "/runs/interactive",
-            json={"experiment": self.name, "display_name": display_name},
-        )
+        data = client.start_interactive(self.name, display_name)
         # The run logs with its own token (this run and its children, while it runs).
         run_client = Client(client.base_url, data.get("run_token") or client.token)
         sink = HttpSink(run_client, data["id"])

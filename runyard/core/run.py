@@ -206,7 +206,7 @@ class Run:
         self._events().sync()
 
     def get_tags(self) -> Dict[str, Optional[str]]:
-        return self._read(lambda: self._client.json("GET", f"/runs/{self.id}/tags"), lambda: {})
+        return self._read(lambda: self._client.get_tags(self.id), lambda: {})
 
     def add_properties(self, properties: Dict[str, Any]) -> None:
         """Properties are set once: changing one raises (as Azure's does), and nothing of
@@ -228,9 +228,7 @@ class Run:
             raise
 
     def get_properties(self) -> Dict[str, str]:
-        return self._read(
-            lambda: self._client.json("GET", f"/runs/{self.id}/properties"), lambda: {}
-        )
+        return self._read(lambda: self._client.get_properties(self.id), lambda: {})
 
     # --- files ------------------------------------------------------------------------------
 
@@ -306,10 +304,8 @@ class Run:
         """As Azure: one value, a list, a dict of columns; keyed by run id if ``recursive``."""
         if run_type is not None:
             raise NotSupported("get_metrics(run_type=...) is not supported: runs have no type")
-        params = {"name": name, "recursive": recursive}
         data = self._read(
-            lambda: self._client.json("GET", f"/runs/{self.id}/metrics", params=params),
-            lambda: {"runs": {}},
+            lambda: self._client.get_metrics(self.id, name, recursive), lambda: {"runs": {}}
         )
         return (
             {rid: metrics_from(m) for rid, m in data["runs"].items()}

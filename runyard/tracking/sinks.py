@@ -252,13 +252,7 @@ class HttpSink(Sink):
         if wait:
             payload["wait"] = True
         try:
-            self.client.json(
-                "POST",
-                f"/runs/{self.root}/events",
-                content=json.dumps(payload).encode(),
-                headers={"Content-Type": "application/json"},
-                timeout=SYNC_TIMEOUT if wait else 30,
-            )
+            self.client.send_events(self.root, payload, timeout=SYNC_TIMEOUT if wait else 30)
         except RunyardError as exc:
             if exc.http_status >= 500 or isinstance(exc, ServiceUnavailable):
                 raise RetryBatch(exc.message) from exc  # the service is away: keep the batch

@@ -68,7 +68,7 @@ class Refusing:
     def __init__(self, error: RunyardError) -> None:
         self.error = error
 
-    def json(self, method: str, path: str, **_: Any) -> Any:
+    def send_events(self, run_id: str, batch: dict, timeout: float | None = None) -> Any:
         raise self.error
 
 
