@@ -27,6 +27,9 @@ from runyard.transport import (  # noqa: F401
 
 
 class Client(Transport):
+    """One call per thing the API does, each named for it; ``json``/``request`` below them
+    (the transport) stay public for the few callers that replay a planned read."""
+
     # --- the service ------------------------------------------------------------------------
 
     def health(self, timeout: Optional[float] = None) -> Response:
