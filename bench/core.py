@@ -94,9 +94,7 @@ def throughput(stack: Stack, folder: Path, runs: int) -> tuple[float, float]:
 
 
 def _count(client: Client, status: str) -> int:
-    return client.json(
-        "GET", "/runs", params={"experiment": "throughput", "status": status, "limit": 1}
-    )["count"]
+    return client.count_runs(experiment="throughput", status=status)
 
 
 def main() -> None:

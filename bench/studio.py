@@ -49,17 +49,17 @@ def series(n: int) -> list[float]:
 
 def fill(client: Client, points: int) -> str:
     """An interactive run holding ``points`` values of METRIC, stored (not just queued)."""
-    run = client.json("POST", "/runs/interactive", json={"experiment": "studio-bench"})
+    run = client.start_interactive("studio-bench")
     run_client = Client(client.base_url, run["run_token"])
     values = series(points)
     started = time.perf_counter()
     for seq, first in enumerate(range(0, points, CHUNK)):
         event = {"k": "l", "r": run["id"], "n": METRIC, "v": values[first : first + CHUNK]}
         batch = {"producer": "bench", "first_seq": seq, "events": [event]}
-        run_client.json("POST", f"/runs/{run['id']}/events", json=batch)
+        run_client.send_events(run["id"], batch)
 
     def stored() -> bool:
-        names = client.json("GET", f"/runs/{run['id']}/metric-names")["data"]
+        names = client.metric_names(run["id"])
         return bool(names) and names[0]["count"] == points
 
     wait_until(stored, 1800, 1.0, what=f"{points} points stored")

@@ -12,14 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from runyard.errors import RunyardError
+from runyard.errors import MessageError
 from runyard.status import RunStatus
 
 VERSION = "1"
-
-
-class MessageError(RunyardError):
-    """A stream entry or task payload that cannot be decoded."""
 
 
 def now() -> datetime:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from runyard.errors import ConfigNotFound, ConfigurationError
+from runyard.tracking import contract
 
 DEFAULT_URL = "http://127.0.0.1:8642"  # where `runyard up` listens unless told otherwise
 CONFIG_NAMES = (Path(".runyard") / "config.json", Path("config.json"))
@@ -35,7 +36,7 @@ CREDENTIALS_NAME = "credentials.json"
 class ClientConfig:
     url: str
     token: str | None = None
-    source: str = "RUNYARD_URL"  # or the config file's path
+    source: str = contract.URL  # or the config file's path
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
@@ -271,12 +272,12 @@ def redact_url(url: str) -> str:
 def token_for(url: str) -> Optional[str]:
     """The token to use with the service at ``url``: ``RUNYARD_TOKEN``, else the one the
     credentials file keeps for it."""
-    return os.environ.get("RUNYARD_TOKEN") or stored_token(url)
+    return os.environ.get(contract.TOKEN) or stored_token(url)
 
 
 def load(path: str | os.PathLike[str] | None = None) -> ClientConfig:
-    env_url = os.environ.get("RUNYARD_URL")
-    env_token = os.environ.get("RUNYARD_TOKEN")
+    env_url = os.environ.get(contract.URL)
+    env_token = os.environ.get(contract.TOKEN)
     if path is not None:  # azureml: a folder to search from (and up), or the file itself
         given = Path(path)
         if given.is_dir():
@@ -289,7 +290,7 @@ def load(path: str | os.PathLike[str] | None = None) -> ClientConfig:
             raise ConfigNotFound(f"no Runyard config file at {os.fspath(path)}")
         config = read_config_file(found)
     elif env_url:
-        config = ClientConfig(url=env_url, source="RUNYARD_URL")
+        config = ClientConfig(url=env_url, source=contract.URL)
     else:
         found = find_config_file()
         if found is None:

@@ -3,6 +3,10 @@
 The API maps each class to an HTTP status in a single exception handler; the CLI maps each
 to an exit code in one place; the SDK raises the same classes from HTTP error responses, so
 callers catch ``ClusterNotFound`` whether it happened locally or on the server.
+
+Every exception Runyard defines is here, the service's and the worker's included (a
+malformed message, an executor that cannot start a run): one tree to read, one place to
+map. Standard library only and Python 3.9 syntax, like the rest of the run side.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ class NotSupported(InvalidInput):
     dropped silently: the message names the setting and what to do instead."""
 
     http_status = 400
+
+
+class LimitExceeded(InvalidInput):
+    """A logging call went over a per-run limit; the call is dropped, the script goes on."""
 
 
 class NotFound(RunyardError):
@@ -133,6 +141,24 @@ class ConfigNotFound(ConfigurationError):
     the message lists where it looked and how to make one."""
 
 
+class MessageError(RunyardError):
+    """A stream entry or task payload that cannot be decoded."""
+
+
+class ExecutorUnavailable(RunyardError):
+    """The run asks for an executor this worker cannot provide."""
+
+
+class ExecutionFailed(RunyardError):
+    """The run's process could not be started (bad interpreter, missing script...)."""
+
+
+class UnsafeEntry(RunyardError, OSError):
+    """A name in a run's folder that is not what the worker may read: a link, a FIFO, a
+    device, a name with a slash, or nothing at all. Also an ``OSError``, as the worker's
+    file handling catches it."""
+
+
 # Error classes by name, so a client can rebuild the server's error from its JSON body.
 BY_NAME: dict[str, type[RunyardError]] = {}
 
@@ -161,3 +187,21 @@ class RunCanceled(RunFailed):
 
 
 _register(RunFailed)
+
+
+# How a tracking sink tells its own loop what became of a batch of events. Never sent over
+# HTTP (so not in BY_NAME); ``runyard.tracking.sinks`` catches both before they reach a script.
+
+
+class RefusedBatch(RunyardError):
+    """The service answered that this batch can never be accepted (a 4xx): retrying is
+    pointless, and must not hold back what comes after it (complete(), say). ``error`` is
+    the service's own answer."""
+
+    def __init__(self, error: RunyardError) -> None:
+        super().__init__(error.message, field=error.field)
+        self.error = error
+
+
+class RetryBatch(RunyardError):
+    """The service is away (5xx, unreachable): the batch stays buffered for another try."""

@@ -20,17 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from runyard.tracking.sinks import CHANNEL_FILE, STAGING_DIR
+from runyard.errors import UnsafeEntry
+from runyard.tracking.contract import CHANNEL_FILE, OUTPUTS_DIR, STAGING_DIR
 
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 REGULAR = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-OUTPUTS = "outputs"
 ENTRY_BYTES = 4096  # what one entry of a folder costs at least (an inode, a block)
-
-
-class UnsafeEntry(OSError):
-    """A name in a run's folder that is not what the worker may read: a link, a FIFO, a
-    device, a name with a slash, or nothing at all."""
 
 
 def open_folder(name: str | Path, dir_fd: int | None = None) -> int:
@@ -127,7 +122,7 @@ class RunFolder:
         if self.workdir is None:
             return
         try:
-            top = open_folder(OUTPUTS, self.workdir)
+            top = open_folder(OUTPUTS_DIR, self.workdir)
         except UnsafeEntry:
             return
         try:
@@ -135,7 +130,7 @@ class RunFolder:
                 ".", dir_fd=top, follow_symlinks=False
             ):
                 dirnames.sort()  # os.fwalk does not descend into links (it compares stats)
-                prefix = OUTPUTS if folder == "." else f"{OUTPUTS}/{folder[2:]}"
+                prefix = OUTPUTS_DIR if folder == "." else f"{OUTPUTS_DIR}/{folder[2:]}"
                 for filename in sorted(filenames):
                     try:
                         content = open_regular(folder_fd, filename)

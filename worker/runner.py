@@ -20,6 +20,7 @@ from protocol.workers import live_workers
 from runyard.client import Client
 from runyard.errors import RequestTooLarge, RunyardError
 from runyard.status import RunStatus
+from runyard.tracking import contract
 from worker import delivery
 from worker.channel import ChannelForwarder
 from worker.executors import Execution, ExecutionRequest, Node, executor_named
@@ -102,11 +103,11 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             working_dir=workdir,
             tracking_dir=ctx.workspace.tracking_dir(run_id),
             context_env={
-                "RUNYARD_RUN_ID": run_id,
-                "RUNYARD_CLUSTER": assignment.cluster,
-                "RUNYARD_EXPERIMENT": assignment.experiment,
-                "RUNYARD_URL": ctx.api.base_url,
-                "RUNYARD_TOKEN": ctx.api.run_token(run_id, assignment.attempt),
+                contract.RUN_ID: run_id,
+                contract.CLUSTER: assignment.cluster,
+                contract.EXPERIMENT: assignment.experiment,
+                contract.URL: ctx.api.base_url,
+                contract.TOKEN: ctx.api.run_token(run_id, assignment.attempt),
             },
             container=assignment.container,
             gpu_ids=ctx.slots.gpus(slot),

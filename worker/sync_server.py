@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from runyard.tracking import events as ev
-from runyard.tracking.sinks import SYNC_SOCKET
+from runyard.tracking.contract import SYNC_SOCKET
 
 log = logging.getLogger(__name__)
 

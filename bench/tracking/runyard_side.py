@@ -145,7 +145,7 @@ class RunyardBench:
 
     def stored(self, run_id: str) -> int:
         """Points of the metric in the database."""
-        names = self.client.json("GET", f"/runs/{run_id}/metric-names")["data"]
+        names = self.client.metric_names(run_id)
         return next((m["count"] for m in names if m["name"] == METRIC), 0)
 
     def call_cost(self, points: int) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from runyard import config
 from runyard.client import Client
 from runyard.config import redact_url
 from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable, Unauthorized
+from runyard.tracking import contract
 from store import tokens
 from worker import stopping as worker_stopping
 
@@ -200,7 +201,7 @@ class LocalStack:
 
     def _check_admin(self, api: Client, config_path: Path) -> None:
         try:
-            api.json("GET", "/whoami")
+            api.whoami()
         except Unauthorized as exc:
             raise ConfigurationError(
                 f"the admin token kept for {self.data_dir} in {self.token_file} is not "
@@ -241,7 +242,7 @@ class LocalStack:
         env = self.env
         if worker_id:  # a worker holds its own token, and no bootstrap ones
             env = {k: v for k, v in env.items() if not k.startswith("RUNYARD_BOOTSTRAP_")}
-            env["RUNYARD_TOKEN"] = self.worker_token
+            env[contract.TOKEN] = self.worker_token
         command = [sys.executable, "-m", "runyard", *args]
         child = Child(name, command, env, worker_id=worker_id, nodes=nodes)
         self.children[name] = child
@@ -253,7 +254,7 @@ class LocalStack:
         while time.monotonic() < deadline and not self.stopping:
             self._check_started()
             try:
-                api.request("GET", "/healthz", api=False, timeout=2)
+                api.health(timeout=2)
                 return True
             except Exception:
                 time.sleep(0.2)
@@ -430,9 +431,9 @@ class LocalStack:
             return
         timeout = max(min(until - time.monotonic(), API_TIMEOUT), 0.5)
         try:
-            me = Client(self.api_url, self.worker_token, timeout=timeout).json("GET", "/whoami")
+            me = Client(self.api_url, self.worker_token, timeout=timeout).whoami()
             admin = Client(self.api_url, self.env["RUNYARD_BOOTSTRAP_ADMIN_TOKEN"], timeout=timeout)
-            admin.json("POST", f"/tokens/{me['token_id']}/revoke")
+            admin.revoke_token(me["token_id"])
         except RunyardError as exc:
             log.warning("could not revoke this start's worker token: %s", exc.message)
 

@@ -12,6 +12,7 @@ from runyard.cli import clusters, output, runs, service, tokens
 from runyard.cli.context import set_url
 from runyard.cli.help import Command, Group
 from runyard.errors import RunyardError
+from runyard.tracking import contract
 
 app = typer.Typer(
     cls=Group,
@@ -27,7 +28,7 @@ app = typer.Typer(
 def _global(
     url: Annotated[
         Optional[str],
-        typer.Option("--url", envvar="RUNYARD_URL", help="Runyard API URL"),
+        typer.Option("--url", envvar=contract.URL, help="Runyard API URL"),
     ] = None,
 ) -> None:
     set_url(url)

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from runyard.cli import output
 from runyard.client import Client
-from runyard.core.run import follow_to_end
+from runyard.core.run_follow import follow_to_end
 from runyard.errors import RunCanceled, RunFailed
 from runyard.status import RunStatus
 

@@ -291,7 +291,7 @@ def workers(as_json: JsonOpt = False) -> None:
 
 def drain(worker_id: str, as_json: JsonOpt = False) -> None:
     """Let a worker finish its runs and take no new ones (it stays up)."""
-    data = client().json("POST", f"/workers/{worker_id}/drain")
+    data = client().drain_worker(worker_id)
     if as_json:
         output.emit_json(data)
     else:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
 from runyard import config as client_config
 from runyard.core.script_run_config import ScriptRunConfig
 from runyard.errors import ConfigurationError, InvalidInput, NotSupported
+from runyard.tracking.contract import OUTPUTS_DIR
 
 if TYPE_CHECKING:
     from runyard.core.run import Run
@@ -120,7 +121,8 @@ class Experiment:
         As Azure's, it makes ``./outputs`` (or ``outputs``) and stores what is in it when
         the run completes."""
         from runyard.client import Client
-        from runyard.core.run import Run, _close_at_exit
+        from runyard.core.run import Run
+        from runyard.core.run_context import close_at_exit
         from runyard.tracking.sinks import HttpSink
 
         if snapshot_directory is not None:
@@ -129,16 +131,12 @@ class Experiment:
                 "keep no snapshot; submit a ScriptRunConfig to record one"
             )
         client = self.workspace.client
-        data = client.json(
-            "POST",
-            "/runs/interactive",
-            json={"experiment": self.name, "display_name": display_name},
-        )
+        data = client.start_interactive(self.name, display_name)
         # The run logs with its own token (this run and its children, while it runs).
         run_client = Client(client.base_url, data.get("run_token") or client.token)
         sink = HttpSink(run_client, data["id"])
-        _close_at_exit(sink)
-        folder = os.path.abspath(outputs if isinstance(outputs, str) else "outputs")
+        close_at_exit(sink)
+        folder = os.path.abspath(outputs if isinstance(outputs, str) else OUTPUTS_DIR)
         os.makedirs(folder, exist_ok=True)
         return Run(self, data["id"], _details=data, _sink=sink, _outputs=folder)
 
@@ -151,7 +149,8 @@ class Experiment:
     ) -> Iterator[Run]:
         """Runs of this experiment, newest first (as Azure returns them). ``tags`` and
         ``properties`` filter: a key the run must have, or a dict of keys and values."""
-        from runyard.core.run import Run, run_filters
+        from runyard.core.run import Run
+        from runyard.core.run_filters import run_filters
 
         filters = run_filters(tags, properties, type, None)
         if not include_children:

@@ -9,37 +9,42 @@ Logging never raises into the training script: a bad call prints one line and is
 ``fail()``, ``tag()``, ``set_tags()``, ``add_properties()``, ``upload_file()``,
 ``upload_folder()``, ``flush()``, leaving a ``with`` block) returns once its effect, and
 everything logged before it, is stored and visible to every reader.
+
+What is not one run's lives beside it: the process's context run and the flush at exit
+(``run_context``), Azure's shapes of details and metrics (``run_details``), the filters of
+run listings (``run_filters``) and following a run to its end (``run_follow``). The class
+stays whole, over 400 lines: it mirrors ``azureml.core.Run`` method for method, and a
+reader looks for one of them here, not across mixins.
 """
 
 from __future__ import annotations
 
-import atexit
 import html
 import io
-import json
 import os
 import shutil
-import signal
 import sys
 import tarfile
 import tempfile
 import threading
 import time
-import uuid
 import zipfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Union
 
-from runyard.errors import Conflict, InvalidInput, NotSupported, RunFailed, ServiceUnavailable
+from runyard.core import run_context
+from runyard.core.run_details import details_from, metrics_from
+from runyard.core.run_filters import run_filters
+from runyard.core.run_follow import follow_to_end
+from runyard.errors import Conflict, InvalidInput, NotSupported, RunFailed
 from runyard.status import RunStatus
+from runyard.tracking import contract
 from runyard.tracking import events as ev
-from runyard.tracking.shapes import shape
 from runyard.tracking.sinks import ChannelSink, HttpSink, OfflineSink, Sink, warn
 
 if TYPE_CHECKING:
     from runyard.core.experiment import Experiment
 
-POLL_INTERVAL = 1.0
 # A submitted run's combined stdout/stderr, as a file of the run (Azure ML's name for it):
 # listed by get_file_names(), fetched by download_file(s), the same text as its log.
 STD_LOG = "user_logs/std_log.txt"
@@ -79,7 +84,7 @@ class Run:
             with self._lock:
                 if self._sink is None:
                     self._sink = HttpSink(self._client, self.id)
-                    _close_at_exit(self._sink)
+                    run_context.close_at_exit(self._sink)
         return self._sink
 
     def _emit(
@@ -110,11 +115,7 @@ class Run:
         cls, allow_offline: bool = True, used_for_context_manager: bool = False, **_: Any
     ) -> Run:
         """The run this script executes in, or an offline run outside Runyard."""
-        global _context
-        with _context_lock:
-            if _context is None:
-                _context = _make_context(allow_offline)
-            return _context
+        return run_context.context_run(allow_offline)
 
     # --- logging (azureml.core.Run signatures) ----------------------------------------------
 
@@ -205,7 +206,7 @@ class Run:
         self._events().sync()
 
     def get_tags(self) -> Dict[str, Optional[str]]:
-        return self._read(lambda: self._client.json("GET", f"/runs/{self.id}/tags"), lambda: {})
+        return self._read(lambda: self._client.get_tags(self.id), lambda: {})
 
     def add_properties(self, properties: Dict[str, Any]) -> None:
         """Properties are set once: changing one raises (as Azure's does), and nothing of
@@ -227,9 +228,7 @@ class Run:
             raise
 
     def get_properties(self) -> Dict[str, str]:
-        return self._read(
-            lambda: self._client.json("GET", f"/runs/{self.id}/properties"), lambda: {}
-        )
+        return self._read(lambda: self._client.get_properties(self.id), lambda: {})
 
     # --- files ------------------------------------------------------------------------------
 
@@ -260,7 +259,7 @@ class Run:
 
     def _collect_outputs(self, folder: str) -> None:
         """An interactive run's ``./outputs`` at its end, as a submitted run's are."""
-        self._store_folder("outputs", Path(folder))
+        self._store_folder(contract.OUTPUTS_DIR, Path(folder))
         self._outputs = None
 
     def get_file_names(self) -> List[str]:
@@ -305,15 +304,13 @@ class Run:
         """As Azure: one value, a list, a dict of columns; keyed by run id if ``recursive``."""
         if run_type is not None:
             raise NotSupported("get_metrics(run_type=...) is not supported: runs have no type")
-        params = {"name": name, "recursive": recursive}
         data = self._read(
-            lambda: self._client.json("GET", f"/runs/{self.id}/metrics", params=params),
-            lambda: {"runs": {}},
+            lambda: self._client.get_metrics(self.id, name, recursive), lambda: {"runs": {}}
         )
         return (
-            {rid: _shape_all(m) for rid, m in data["runs"].items()}
+            {rid: metrics_from(m) for rid, m in data["runs"].items()}
             if recursive
-            else _shape_all(data["runs"].get(self.id, {}))
+            else metrics_from(data["runs"].get(self.id, {}))
         )
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -544,9 +541,10 @@ class Run:
             archive = Path(scratch) / "snapshot.tar.gz"
             self._client.download_snapshot(snapshot_id, archive)
             partial = target.with_name(target.name + ".partial")
-            with tarfile.open(archive, "r:gz") as tar, zipfile.ZipFile(
-                partial, "w", zipfile.ZIP_DEFLATED
-            ) as out:
+            with (
+                tarfile.open(archive, "r:gz") as tar,
+                zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out,
+            ):
                 for member in tar:
                     source = tar.extractfile(member) if member.isfile() else None
                     if source is not None:
@@ -586,173 +584,5 @@ class Run:
         return f"Run(experiment={self.experiment.name!r}, id={self.id!r})"
 
 
-def follow_to_end(
-    client: Any,
-    run_id: str,
-    write: Optional[Callable[[str], None]] = None,
-    patience: Optional[int] = None,
-) -> Dict[str, Any]:
-    """The run as stored once it has ended, each new piece of its log handed to ``write``
-    meanwhile (none: the log is not fetched).
-
-    The live stream ends after the run's final status, but it may also close early (the API
-    restarting, a proxy's idle timeout): then the run is read, and while it has not ended
-    the stream is opened again, going on after the last log chunk seen (chunks are
-    numbered). ``patience``: how many reads in a row the service may fail before this gives
-    up with ``ServiceUnavailable`` (None: wait it out, however long).
-    """
-    seen, misses, status = -1, 0, "unknown"
-    while True:
-        heard = False
-        try:
-            for event, data in client.events(run_id, history=write is not None):
-                heard = True
-                if event == "status":
-                    status = str(data.get("status", status))
-                elif event == "log" and write is not None and data.get("seq", seen + 1) > seen:
-                    seen = data.get("seq", seen + 1)
-                    write(data["text"])
-                    sys.stdout.flush()
-        except ServiceUnavailable as exc:
-            warn(f"lost the run's live stream ({exc}); reading its status instead")
-        # ``fresh``: read once the service has stored every report made before the read,
-        # so the end (and its reason and exit code) shows, not just the stream's word of it.
-        try:
-            details = client.get_run(run_id, fresh=True)
-        except ServiceUnavailable as exc:
-            misses += 1
-            if patience is not None and misses > patience:
-                raise ServiceUnavailable(
-                    f"lost the stream; run {run_id} is still {status} ({exc})"
-                ) from None
-            warn(f"waiting for the service to answer: {exc}")
-        else:
-            misses, status = 0, str(details["status"])
-            if RunStatus(details["status"]).is_terminal:
-                return details
-        if not heard:  # nothing came: do not knock again at once
-            time.sleep(POLL_INTERVAL)
-
-
-def run_filters(tags: Any, properties: Any, type: Any, status: Any) -> Dict[str, Any]:
-    """``get_runs`` / ``get_children`` filters as REST query parameters. As Azure: ``tags``
-    (and ``properties``) is a key the run must have, or a dict of keys and values."""
-    if type is not None:
-        raise NotSupported(
-            f"filtering by run type ({type!r}) is not supported: Runyard runs have no type"
-        )
-    filters: Dict[str, Any] = {}
-    for name, given in (("tags", tags), ("properties", properties)):
-        if given is None:
-            continue
-        if isinstance(given, str):
-            given = {given: None}
-        if not isinstance(given, dict):
-            raise InvalidInput(f"{name} must be a key (str) or a dict of keys and values")
-        filters[name] = _json({str(k): None if v is None else str(v) for k, v in given.items()})
-    if status is not None:
-        filters["status"] = [str(status)] if isinstance(status, (str, RunStatus)) else status
-    return filters
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def details_from(data: Dict[str, Any]) -> Dict[str, Any]:
-    """The Azure ``get_details()`` shape, with Runyard's queue fields added."""
-    details: Dict[str, Any] = {
-        "runId": data["id"],
-        "experiment": data.get("experiment"),
-        "target": data.get("cluster"),
-        "status": data["status"],
-        "submittedTimeUtc": data.get("created_at"),
-        "startTimeUtc": data.get("running_at") or data.get("starting_at"),
-        "endTimeUtc": data.get("ended_at"),
-        "runDefinition": {
-            "script": data.get("script"),
-            "arguments": data.get("arguments") or [],
-            "environment": data.get("environment") or {},
-            "priority": data.get("priority", 0),
-        },
-        "properties": {"snapshotId": data.get("snapshot_digest")},
-        "exitCode": data.get("exit_code"),
-        "worker": data.get("worker_id"),
-    }
-    if data.get("position") is not None or data.get("pending_reason"):
-        details["queuePosition"] = data.get("position")
-        details["pendingReason"] = data.get("pending_reason")
-    if data.get("failure_reason"):
-        details["error"] = {"message": data["failure_reason"]}
-    return details
-
-
-def _shape_all(metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """``{name: {"kind": k, "points": [[idx, column, value], ...]}}`` to Azure's shapes."""
-    return {name: shape(m["kind"], [tuple(p) for p in m["points"]]) for name, m in metrics.items()}
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:100] or "image"
-
-
-# --- the process's context run --------------------------------------------------------------
-
-_context: Optional[Run] = None
-_context_lock = threading.Lock()
-
-
-def _make_context(allow_offline: bool) -> Run:
-    from runyard.core.experiment import Experiment
-    from runyard.core.workspace import Workspace
-
-    run_id = os.environ.get("RUNYARD_RUN_ID")
-    channel = os.environ.get("RUNYARD_TRACKING_DIR")
-    if run_id and channel:
-        workspace = Workspace(url=os.environ.get("RUNYARD_URL", ""))
-        experiment = Experiment(workspace, os.environ.get("RUNYARD_EXPERIMENT", "default"))
-        sink = ChannelSink(channel, run_id)
-        _close_at_exit(sink)
-        return Run(experiment, run_id, _sink=sink)
-    if not allow_offline:
-        raise InvalidInput("not inside a Runyard run (RUNYARD_RUN_ID is not set)")
-    return _offline_run()
-
-
-def _offline_run() -> Run:
-    from runyard.core.experiment import Experiment
-    from runyard.core.workspace import Workspace
-
-    workspace = Workspace(url="", token="", workspace_name="offline")
-    run = Run(Experiment(workspace, "offline"), f"OfflineRun_{uuid.uuid4()}", _sink=OfflineSink())
-    return run
-
-
-_sinks: List[Sink] = []
-
-
-def _close_at_exit(sink: Sink) -> None:
-    """Flush at interpreter exit and on SIGTERM (a cancel), so nothing logged is lost."""
-    if not _sinks:
-        atexit.register(_close_all)
-        _flush_on_sigterm()
-    _sinks.append(sink)
-
-
-def _close_all() -> None:
-    for sink in _sinks:
-        sink.close()
-
-
-def _flush_on_sigterm() -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return  # the script handles SIGTERM itself; atexit still flushes on a clean exit
-
-    def handler(signum: int, frame: Any) -> None:
-        _close_all()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, handler)

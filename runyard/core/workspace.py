@@ -70,10 +70,7 @@ class Workspace:
     def experiments(self) -> Dict[str, Experiment]:
         from runyard.core.experiment import Experiment
 
-        return {
-            e["name"]: Experiment(self, e["name"])
-            for e in self.client.json("GET", "/experiments")["data"]
-        }
+        return {e["name"]: Experiment(self, e["name"]) for e in self.client.list_experiments()}
 
     def get_run(self, run_id: str) -> Run:
         """A run by id, whichever experiment it is in."""

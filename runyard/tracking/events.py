@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Set
 
-from runyard.errors import Conflict, InvalidInput
+from runyard.errors import Conflict, InvalidInput, LimitExceeded
 
 SCALAR, LIST, ROW, TABLE, IMAGE = "m", "l", "w", "b", "i"
 TAG, PROPERTY, FILE, CHILD, STATUS = "tag", "prop", "file", "child", "status"
@@ -24,10 +24,6 @@ MAX_DISPLAY_NAME = 255
 MAX_STEP = 2**53  # steps are stored as integers that JSON and doubles both hold exactly
 METRIC_KINDS = (SCALAR, LIST, ROW, TABLE, IMAGE)
 KIND_NAMES = {SCALAR: "scalar", LIST: "list", ROW: "row", TABLE: "table", IMAGE: "image"}
-
-
-class LimitExceeded(InvalidInput):
-    """A logging call went over a per-run limit; the call is dropped, the script goes on."""
 
 
 def _env_int(name: str, default: int) -> int:

@@ -23,28 +23,14 @@ import time
 import uuid
 from typing import IO, Any, Deque, Dict, List, Union
 
-from runyard.errors import RunyardError, ServiceUnavailable
+from runyard.errors import RefusedBatch, RetryBatch, RunyardError, ServiceUnavailable
 from runyard.tracking import events as ev
+from runyard.tracking.contract import CHANNEL_FILE, STAGING_DIR, SYNC_SOCKET
 
 FLUSH_INTERVAL = 0.1  # seconds between background flushes
 BATCH = 5_000  # events per write (one POST for the HTTP sink)
 MAX_BUFFERED = 2_000_000  # events held in memory while the service is unreachable
 SYNC_TIMEOUT = 120.0  # how long a synchronous write waits for the service to confirm
-# The channel folder (RUNYARD_TRACKING_DIR), as the SDK and the worker both name it: the
-# file of event lines, the folder of files staged for upload, and the socket where the
-# worker confirms a sync line (worker.sync_server).
-CHANNEL_FILE = "events.jsonl"
-STAGING_DIR = "files"
-SYNC_SOCKET = "sync.sock"
-
-
-class RefusedBatch(Exception):
-    """The service answered that this batch can never be accepted (a 4xx): retrying is
-    pointless, and must not hold back what comes after it (complete(), say)."""
-
-    def __init__(self, error: RunyardError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 def warn(message: str) -> None:
@@ -97,16 +83,19 @@ class Sink:
                 with self._lock:
                     self._write_out(wait=True, strict=strict)
                 return True
-            except RunyardError:
-                raise
             except RefusedBatch as exc:  # the service will never take it (the run ended)
                 warn(f"could not confirm that what was logged is stored: {exc}")
                 return False
+            except RunyardError as exc:
+                if not isinstance(exc, RetryBatch):
+                    raise  # what a strict sync asked to store was refused
+                problem: Exception = exc
             except Exception as exc:
-                if time.monotonic() > deadline:
-                    warn(f"could not confirm that what was logged is stored: {exc}")
-                    return False
-                time.sleep(0.5)
+                problem = exc
+            if time.monotonic() > deadline:
+                warn(f"could not confirm that what was logged is stored: {problem}")
+                return False
+            time.sleep(0.5)
 
     def _write_out(self, wait: bool, strict: bool) -> None:
         """Write the buffer in batches; with ``wait`` the last write returns only once the
@@ -263,16 +252,10 @@ class HttpSink(Sink):
         if wait:
             payload["wait"] = True
         try:
-            self.client.json(
-                "POST",
-                f"/runs/{self.root}/events",
-                content=json.dumps(payload).encode(),
-                headers={"Content-Type": "application/json"},
-                timeout=SYNC_TIMEOUT if wait else 30,
-            )
+            self.client.send_events(self.root, payload, timeout=SYNC_TIMEOUT if wait else 30)
         except RunyardError as exc:
             if exc.http_status >= 500 or isinstance(exc, ServiceUnavailable):
-                raise _Retry(exc.message) from exc  # the service is away: keep the batch
+                raise RetryBatch(exc.message) from exc  # the service is away: keep the batch
             self._seq += len(events)
             raise RefusedBatch(exc) from exc
         self._seq += len(events)
@@ -283,7 +266,7 @@ class HttpSink(Sink):
     def _write_out(self, wait: bool, strict: bool) -> None:
         try:
             super()._write_out(wait, strict)
-        except _Retry:
+        except RetryBatch:
             if len(self._buffer) > MAX_BUFFERED:
                 dropped = len(self._buffer) - MAX_BUFFERED
                 for _ in range(dropped):
@@ -300,10 +283,6 @@ class HttpSink(Sink):
                 self.client.upload_file(run_id, name, content)
         else:
             self.client.upload_file(run_id, name, source.read())
-
-
-class _Retry(Exception):
-    """The service is away (5xx, unreachable): the batch stays buffered for another try."""
 
 
 class OfflineSink(Sink):

@@ -23,10 +23,11 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import httpx
 from httpx_sse import aconnect_sse
 
-from runyard.client import API, error_from
+from runyard import api_paths as paths
 from runyard.config import redact_url
 from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable
 from runyard.tracking.sinks import warn
+from runyard.transport import API, error_from
 from runyard.widgets import view as v
 from runyard.widgets.view import RunView
 
@@ -171,7 +172,7 @@ class LiveFeed:
     async def _stream(self, http: httpx.AsyncClient, reader: _Reader) -> None:
         touched: Set[str] = set()
         changed = asyncio.Event()
-        path = f"{v.run_path(self.view.run_id)}/events"
+        path = paths.run_events(self.view.run_id)
         async with aconnect_sse(http, "GET", path, params={"values": "false"}) as source:
             await _raise_for_status(source.response, path)
             events = source.aiter_sse()

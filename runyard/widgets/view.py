@@ -12,30 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Any, Callable, Dict, Generator, Mapping, Optional, Tuple
-from urllib.parse import quote
 
+from runyard import api_paths as paths
 from runyard.status import RunStatus
 
 MAX_POINTS = 300  # per chart: the API keeps each bucket's extremes, so spikes still show
 CHARTED_KINDS = ("scalar", "list")  # series of single numbers; rows and tables show in the table
 
 Point = Tuple[float, float]
-
-
-def run_path(run_id: str) -> str:
-    return f"/runs/{quote(run_id, safe='')}"
-
-
-def names_path(run_id: str) -> str:
-    return f"{run_path(run_id)}/metric-names"
-
-
-def history_path(run_id: str, name: str) -> str:
-    return f"{run_path(run_id)}/metrics/{quote(name, safe='')}/history"
-
-
-def history_params() -> dict[str, Any]:
-    return {"max_points": MAX_POINTS}
 
 
 @dataclass(frozen=True)
@@ -137,11 +121,11 @@ def reads(view: RunView, names: Optional[AbstractSet[str]] = None) -> Reads:
     run_id = view.run_id
     # ``fresh``: answered once every event sent before is stored, so the reads that follow
     # see what the stream announced.
-    view = view.with_run((yield Read(run_path(run_id), {"fresh": "true"})))
-    view = view.with_names((yield Read(names_path(run_id))))
+    view = view.with_run((yield Read(paths.run(run_id), {"fresh": "true"})))
+    view = view.with_names((yield Read(paths.run_metric_names(run_id))))
     for name in view.charted:
         if names is None or name in names or name not in view.charts:
-            answer = yield Read(history_path(run_id, name), history_params())
+            answer = yield Read(paths.metric_history(run_id, name), {"max_points": MAX_POINTS})
             view = view.with_history(name, answer)
     return view.with_problem(None)
 

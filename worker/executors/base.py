@@ -9,15 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runyard.errors import RunyardError
-
-
-class ExecutorUnavailable(RunyardError):
-    """The run asks for an executor this worker cannot provide."""
-
-
-class ExecutionFailed(RunyardError):
-    """The run's process could not be started (bad interpreter, missing script...)."""
+# What an executor raises, importable beside the interface it implements.
+from runyard.errors import ExecutionFailed, ExecutorUnavailable  # noqa: F401
 
 
 @dataclass(frozen=True)

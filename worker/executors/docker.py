@@ -24,6 +24,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
 from protocol.environments import NO_IMAGE, ContainerPolicy, image_of
+from runyard.tracking import contract
 from worker.executors.base import (
     Execution,
     ExecutionFailed,
@@ -164,10 +165,12 @@ def container_config(
     }
     variables.update(request.context_env)
     variables.update(
-        PYTHONUNBUFFERED="1",
-        PYTHONDONTWRITEBYTECODE="1",
-        HOME="/tmp",
-        RUNYARD_TRACKING_DIR=TRACKING,
+        {
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HOME": "/tmp",
+            contract.TRACKING_DIR: TRACKING,
+        }
     )
     mounts = [
         Mount(WORKSPACE, str(request.working_dir), type="bind"),

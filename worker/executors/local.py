@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runyard.tracking import contract
 from worker.executors.base import (
     Execution,
     ExecutionFailed,
@@ -159,7 +160,7 @@ class LocalExecutor(Executor):
         variables = request.environment.get("environment_variables") or {}
         env.update({str(k): str(v) for k, v in variables.items()})
         env.update(request.context_env)
-        env["RUNYARD_TRACKING_DIR"] = str(request.tracking_dir)
+        env[contract.TRACKING_DIR] = str(request.tracking_dir)
         if request.gpu_ids:  # the slot's GPUs only
             env["CUDA_VISIBLE_DEVICES"] = ",".join(request.gpu_ids)
         env["PYTHONUNBUFFERED"] = "1"
@@ -226,4 +227,4 @@ def _carries_run(pid: int, run_id: str) -> bool:
         variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"RUNYARD_RUN_ID={run_id}".encode() in variables
+    return f"{contract.RUN_ID}={run_id}".encode() in variables
