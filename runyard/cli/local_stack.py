@@ -19,17 +19,14 @@ stops at once: workers kill and record their runs, everything else is killed.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +36,7 @@ from protocol import barriers
 from protocol.streams import send_to_ingest
 from protocol.workers import live_workers, request_drain
 from runyard import config
+from runyard.cli.children import Child, free_port, port_in_use, wait_for_port
 from runyard.client import Client
 from runyard.config import redact_url
 from runyard.errors import ConfigurationError, RunyardError, ServiceUnavailable, Unauthorized
@@ -71,47 +69,6 @@ FORCED_WAIT = 3.0  # on a second signal: what workers get to kill and record the
 FORCED_RECORD = 2.0  # ... and what the scheduler then gets to write those records
 REDIS_RESERVE = 1.0  # Redis stops last; it gets the end of the budget
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-@dataclass
-class Child:
-    """A process `runyard up` runs, and what it takes to run it again."""
-
-    name: str
-    command: list[str]
-    env: dict[str, str] | None = None
-    death_signal: int = signal.SIGKILL  # what the kernel sends it when `up` dies
-    quiet: bool = False  # its stdout to /dev/null
-    worker_id: str = ""  # a worker: its id, and the slots it serves its cluster with
-    nodes: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    deaths: int = 0  # quick deaths in a row
-    restart_at: float | None = None
-    signalled: bool = False  # a worker already told to stop (a second signal would force it)
-
-    def start(self) -> None:
-        # Own sessions: Ctrl+C reaches `up` alone, which then stops them in order.
-        self.process = subprocess.Popen(
-            self.command,
-            env=self.env,
-            stdout=subprocess.DEVNULL if self.quiet else None,
-            start_new_session=True,
-            preexec_fn=_dies_with(os.getpid(), self.death_signal),
-        )
-        self.started = time.monotonic()
-        self.restart_at = None
-        self.signalled = False
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def send(self, sig: int) -> None:
-        if self.running():
-            assert self.process is not None
-            self.process.send_signal(sig)
-
 
 @dataclass
 class LocalStack:
@@ -141,7 +98,7 @@ class LocalStack:
         return self.stop_requested is not None
 
     def run(self) -> None:
-        if _port_in_use(self.host, self.port):
+        if port_in_use(self.host, self.port):
             raise ConfigurationError(f"port {self.port} on {self.host} is in use; pick --port")
         if self.clusters_file is not None:
             _check_clusters_file(self.clusters_file)
@@ -216,7 +173,7 @@ class LocalStack:
                 "no --redis-url given and no redis-server on PATH; "
                 "install redis (apt-get install redis-server) or pass --redis-url"
             )
-        port = _free_port()
+        port = free_port()
         folder = self.data_dir / "redis"
         folder.mkdir(exist_ok=True)
         # A password for this start (in an owner-only file, never on a command line), and
@@ -235,7 +192,7 @@ class LocalStack:
         child = Child("redis", [binary, str(conf)], death_signal=signal.SIGTERM, quiet=True)
         self.children["redis"] = child
         child.start()
-        _wait_for_port(port)
+        wait_for_port(port)
         return f"redis://:{password}@127.0.0.1:{port}/0"
 
     def _add(self, name: str, args: list[str], worker_id: str = "", nodes: int = 0) -> Child:
@@ -449,27 +406,6 @@ class LocalStack:
             time.sleep(min(0.1, seconds))
 
 
-def _dies_with(parent: int, sig: int) -> Callable[[], None] | None:
-    """A child's preexec: the kernel sends it ``sig`` when ``runyard up`` dies, however it
-    dies (SIGKILL included). Linux only; elsewhere None."""
-    if sys.platform != "linux":
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        if os.getppid() != parent:  # `up` died before the line above: no signal would come
-            os.kill(os.getpid(), sig)
-
-    return preexec
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)) == 0
-
-
 def _check_clusters_file(path: Path) -> None:
     """Fail here, in one line, rather than in the API's start-up."""
     import tomllib
@@ -478,19 +414,3 @@ def _check_clusters_file(path: Path) -> None:
         tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read clusters file {path}: {exc}") from exc
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise ServiceUnavailable(f"redis-server did not start on port {port}")
