@@ -20,6 +20,7 @@ from api.deps import Services
 from protocol import keys
 from protocol.messages import LogChunk, MessageError, StateChanged, TrackingBatch, decode
 from runyard.errors import RateLimited
+from runyard.status import TERMINAL
 from runyard.tracking.events import METRIC_KINDS
 from store import runs as run_service
 from store.models import RunLog
@@ -62,7 +63,7 @@ async def run_events(
     position = "0" if logs_from_start else live_from
     while True:
         status = await asyncio.to_thread(current_status, services, run_id)
-        if status in ("Completed", "Failed", "Canceled"):
+        if status in TERMINAL:
             # Its last lines reached the database before its end was recorded.
             for chunk in await asyncio.to_thread(stored_logs, services, run_id, last_seq):
                 yield LiveEvent("log", {"seq": chunk.seq, "text": chunk.text})

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, func, select
 
 from protocol import keys
 from protocol.workers import live_workers, workers_serving
-from store.clusters import WAITING
+from runyard.status import WAITING
 from store.db import as_utc
 from store.models import Cluster, Run
 

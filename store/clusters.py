@@ -14,7 +14,7 @@ from sqlmodel import Session, col, func, select, update
 from protocol.environments import NO_IMAGE, image_of, wants_container
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput, NotSupported
-from runyard.status import ACTIVE, RunStatus
+from runyard.status import ACTIVE, WAITING
 from store.db import as_utc
 from store.models import (
     Cluster,
@@ -26,7 +26,6 @@ from store.models import (
     utcnow,
 )
 
-WAITING = (RunStatus.NOT_STARTED, RunStatus.QUEUED)
 # A NotResponding run may still be running on a node we cannot hear: it keeps its slot.
 HOLDING_A_SLOT = tuple(ACTIVE)
 

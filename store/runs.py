@@ -18,9 +18,8 @@ from protocol.messages import StateChanged, Wake
 from protocol.streams import publish_live, send_to_ingest
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
-from runyard.status import ACTIVE, TERMINAL, RunStatus
+from runyard.status import ACTIVE, TERMINAL, WAITING, RunStatus
 from store.clusters import (
-    WAITING,
     check_image,
     check_isolation,
     get_cluster,

@@ -20,7 +20,7 @@ from protocol.budgets import RunBudgets, over
 from protocol.limits import TrackingLimits
 from protocol.messages import TrackingBatch
 from runyard.errors import IllegalTransition, InvalidInput, RunNotFound
-from runyard.status import RunStatus
+from runyard.status import TERMINAL, RunStatus
 from runyard.tracking import events as ev
 from store import rollups
 from store.db import insert_ignoring
@@ -47,7 +47,6 @@ KIND_OF = {
 }
 CODE_OF = {name: code for code, name in KIND_OF.items()}
 MAX_POINTS_PER_READ = 2_000_000  # rows (of tables) count once per row
-FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELED.value}
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -191,7 +190,7 @@ def _finish(session: Session, run: Run, origin: str, event: dict[str, Any]) -> N
     end is its process's exit, reported by the worker (which reads fail() itself); from
     outside, it is failed or cancelled through the API."""
     status = event.get("v")
-    if status not in FINAL or (run.id == origin and run.snapshot_digest is not None):
+    if status not in TERMINAL or (run.id == origin and run.snapshot_digest is not None):
         return  # a submitted run's own process reports its end, through its worker
     values: dict[str, Any] = {}
     if event.get("e") and status != RunStatus.COMPLETED.value:
