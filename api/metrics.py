@@ -119,6 +119,8 @@ class RunyardCollector(Collector):
         slots = GaugeMetricFamily(
             "runyard_slots", "Worker slots of a cluster by state", labels=["cluster", "state"]
         )
+        # As the workers report them (heartbeats): the slots they offer and the runs they
+        # hold. Admission's count of runs holding a slot is store.queue.holding_a_slot.
         workers = live_workers(self.services.redis)
         for name in clusters:
             serving = workers_serving(workers, name)

@@ -26,9 +26,6 @@ from store.models import (
     utcnow,
 )
 
-# A NotResponding run may still be running on a node we cannot hear: it keeps its slot.
-HOLDING_A_SLOT = tuple(ACTIVE)
-
 
 def get_cluster(session: Session, name: str) -> Cluster:
     cluster = session.get(Cluster, name)
