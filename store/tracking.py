@@ -38,14 +38,6 @@ from store.models import (
 
 log = logging.getLogger(__name__)
 
-KIND_OF = {
-    ev.SCALAR: "scalar",
-    ev.LIST: "list",
-    ev.ROW: "row",
-    ev.TABLE: "table",
-    ev.IMAGE: "image",
-}
-CODE_OF = {name: code for code, name in KIND_OF.items()}
 MAX_POINTS_PER_READ = 2_000_000  # rows (of tables) count once per row
 
 
@@ -68,7 +60,7 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
     trees: dict[str, int] = {}  # runs per tree, counted once per batch (create_children(N))
     for seq, event in fresh:
         kind = event.get("k")
-        if kind in KIND_OF:
+        if kind in ev.METRIC_KINDS:
             metrics.append((seq, event))
         elif kind == ev.CHILD:
             _create_child(session, run, event, trees)
@@ -239,20 +231,20 @@ def _insert_points(
             metric = Metric(
                 run_id=run.id,
                 name=name,
-                kind=KIND_OF[code],
+                kind=ev.KIND_NAMES[code],
                 description=str(event.get("d", "")),
                 count=0,
                 next_idx=0,
             )
             known[name] = metric
             total += 1
-        elif not ev.compatible(CODE_OF[metric.kind], code):
+        elif not ev.compatible(ev.KIND_CODES[metric.kind], code):
             log.warning(
-                "run %s: %r is a %s; dropping a %s", run.id, name, metric.kind, KIND_OF[code]
+                "run %s: %r is a %s; dropping a %s", run.id, name, metric.kind, ev.KIND_NAMES[code]
             )
             continue
-        elif metric.kind == "scalar" and code == ev.LIST:
-            metric.kind = "list"
+        elif metric.kind == ev.KIND_NAMES[ev.SCALAR] and code == ev.LIST:
+            metric.kind = ev.KIND_NAMES[ev.LIST]
         touched.add(name)
         logged_at = float(event.get("t") or 0.0)
         start = event.get("s", metric.next_idx)  # log(..., step=) places the point
@@ -534,7 +526,7 @@ def series_names(session: Session, run_ids: list[str], limit: int = 500) -> list
         return []
     query = (
         select(Metric.name)
-        .where(col(Metric.run_id).in_(run_ids), col(Metric.kind).in_(("scalar", "list")))
+        .where(col(Metric.run_id).in_(run_ids), col(Metric.kind).in_(ev.SINGLE_VALUE_KINDS))
         .distinct()
         .order_by(col(Metric.name))
         .limit(limit)

@@ -144,7 +144,7 @@ def list_metric_names(run_id: str, session: SessionDep) -> dict[str, Any]:
     metrics = list(
         session.exec(select(Metric).where(Metric.run_id == run_id).order_by(col(Metric.name)))
     )
-    single = [m.name for m in metrics if m.kind in ("scalar", "list")]
+    single = [m.name for m in metrics if m.kind in ev.SINGLE_VALUE_KINDS]
     latest = tracking.latest_values(session, [run_id], single).get(run_id, {})
     data = []
     for m in metrics:
