@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from protocol.environments import Executor
 from runyard.errors import RunyardError
 from runyard.status import RunStatus
 
@@ -131,7 +132,7 @@ class RunAssignment:
     arguments: list[str]
     environment: dict[str, Any]
     snapshot_digest: str | None
-    executor: str = "local"
+    executor: str = Executor.LOCAL
     cancel_grace_seconds: float = 10.0
     container: dict[str, Any] = field(default_factory=dict)  # the cluster's ContainerPolicy
     attempt: int = 1

@@ -12,12 +12,11 @@ from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
 from protocol.budgets import check_budgets
-from protocol.environments import check_container, check_environment
+from protocol.environments import EXECUTORS, check_container, check_environment
 from runyard.status import RunStatus
 
 CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-EXECUTORS = ("local", "docker")
 
 
 def utcnow() -> datetime:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.environments import EXECUTORS
 from runyard.errors import RunyardError
 
 
@@ -34,7 +35,7 @@ class Node:
     run_as: str | None = None
     # What this worker agrees to run. A worker holding the Docker socket should say
     # ("docker",): a message asking it for a host process is then refused.
-    executors: tuple[str, ...] = ("local", "docker")
+    executors: tuple[str, ...] = EXECUTORS
 
 
 @dataclass(frozen=True)
