@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ConfigDict, field_validator, model_validator
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Double, Index, Text, UniqueConstraint
@@ -13,6 +13,7 @@ from sqlmodel import Field, SQLModel
 
 from protocol.budgets import check_budgets
 from protocol.environments import EXECUTORS, check_container, check_environment
+from protocol.roles import Role, TokenRole
 from runyard.status import RunStatus
 
 CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -480,8 +481,6 @@ class RunProperty(SQLModel, table=True):
 
 # --- tokens and audit -----------------------------------------------------------------------
 
-ROLES = ("admin", "member", "viewer", "worker")
-Role = Literal["admin", "member", "viewer", "worker"]
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
@@ -509,7 +508,7 @@ class TokenCreate(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str
-    role: Role
+    role: TokenRole
     clusters: list[str] = Field(default_factory=list, max_length=100)
     expires_at: datetime | None = None
 
@@ -529,9 +528,9 @@ class TokenCreate(SQLModel):
 
     @model_validator(mode="after")
     def _clusters_only_for_workers(self) -> TokenCreate:
-        if self.role == "worker" and not self.clusters:
+        if self.role == Role.WORKER and not self.clusters:
             raise ValueError("a worker token needs the clusters it serves (or '*' for all)")
-        if self.role != "worker" and self.clusters:
+        if self.role != Role.WORKER and self.clusters:
             raise ValueError("only worker tokens are bound to clusters")
         if self.expires_at is not None:
             when = self.expires_at
