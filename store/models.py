@@ -13,6 +13,13 @@ from sqlmodel import Field, SQLModel
 
 from protocol.budgets import check_budgets
 from protocol.environments import EXECUTORS, check_container, check_environment
+from protocol.limits import (
+    MAX_DISPLAY_NAME,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    TAG_KEY_LENGTH,
+    TAG_VALUE_LENGTH,
+)
 from protocol.roles import Role, TokenRole
 from runyard.status import RunStatus
 
@@ -231,11 +238,13 @@ class RunSpec(SQLModel):
     script: str = Field(min_length=1, max_length=1024)
     arguments: list[str] = Field(default_factory=list, max_length=1000)
     environment: dict[str, Any] = Field(default_factory=dict)
-    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first")
+    priority: int = Field(
+        default=0, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Higher runs first"
+    )
     snapshot_digest: str | None = Field(
         default=None, description="sha256 of an already uploaded snapshot, when none is sent"
     )
-    display_name: str | None = Field(default=None, max_length=255)
+    display_name: str | None = Field(default=None, max_length=MAX_DISPLAY_NAME)
     parent_run_id: str | None = None
     tags: dict[str, str | None] = Field(
         default_factory=dict, max_length=100, description="Tags the run has from the start"
@@ -258,10 +267,10 @@ class RunSpec(SQLModel):
     @classmethod
     def _valid_tags(cls, value: dict[str, str | None]) -> dict[str, str | None]:
         for key, text in value.items():
-            if not key or len(key) > 255:
-                raise ValueError("tag keys are 1-255 characters")
-            if text is not None and len(text) > 4096:
-                raise ValueError(f"tag {key!r}: value over 4096 characters")
+            if not key or len(key) > TAG_KEY_LENGTH:
+                raise ValueError(f"tag keys are 1-{TAG_KEY_LENGTH} characters")
+            if text is not None and len(text) > TAG_VALUE_LENGTH:
+                raise ValueError(f"tag {key!r}: value over {TAG_VALUE_LENGTH} characters")
         return value
 
     @field_validator("environment")

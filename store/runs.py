@@ -14,6 +14,7 @@ from sqlmodel import Session, col, func, select
 
 from protocol import control
 from protocol.environments import merge_environments
+from protocol.limits import MAX_PRIORITY
 from protocol.messages import StateChanged, Wake
 from protocol.streams import publish_live, send_to_ingest
 from protocol.workers import WorkerInfo, live_workers, workers_serving
@@ -52,7 +53,6 @@ from store.queue import (
 from store.tracking import child_refusal
 
 RunFilter = Literal["queued", "active", "all"]
-MAX_PRIORITY = 1000
 
 
 def new_run_id(experiment: str) -> str:

@@ -32,6 +32,7 @@ from api.live import (
 from api.storage import safe_name
 from protocol import barriers
 from protocol.budgets import RunBudgets, over
+from protocol.limits import MAX_DISPLAY_NAME, MAX_PRIORITY, MIN_PRIORITY
 from protocol.messages import Wake
 from protocol.roles import Role
 from protocol.streams import send_to_ingest
@@ -144,7 +145,7 @@ class InteractiveRun(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     experiment: str
-    display_name: str | None = Field(default=None, max_length=255)
+    display_name: str | None = Field(default=None, max_length=MAX_DISPLAY_NAME)
 
     @field_validator("experiment")
     @classmethod
@@ -299,7 +300,7 @@ class RunChange(SQLModel):
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    priority: int | None = Field(default=None, ge=-1000, le=run_service.MAX_PRIORITY)
+    priority: int | None = Field(default=None, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     move_to_front: bool = False
 
 
