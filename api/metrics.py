@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from sqlmodel import Session, col, func, select
 
 from protocol import keys
+from protocol.replies import as_text
 from protocol.workers import live_workers, workers_serving
 from runyard.status import WAITING
 from store.db import as_utc
@@ -142,8 +143,7 @@ class RunyardCollector(Collector):
         except Exception:
             return lag
         for group in groups:
-            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-            if name == keys.INGEST_GROUP:
+            if as_text(group["name"]) == keys.INGEST_GROUP:
                 lag.add_metric([], int(group.get("lag") or 0) + int(group.get("pending") or 0))
         return lag
 

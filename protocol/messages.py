@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from protocol.environments import Executor
+from protocol.replies import as_text
 from runyard.errors import RunyardError
 from runyard.status import RunStatus
 
@@ -108,7 +109,7 @@ ENTRY_TYPES: dict[str, type[Entry]] = {
 
 
 def decode(raw: dict[Any, Any]) -> Entry:
-    fields_ = {_s(k): _s(v) for k, v in raw.items()}
+    fields_ = {as_text(k): as_text(v) for k, v in raw.items()}
     if fields_.get("v") != VERSION:
         raise MessageError(f"unsupported entry version {fields_.get('v')!r}")
     cls = ENTRY_TYPES.get(fields_.get("type", ""))
@@ -171,7 +172,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

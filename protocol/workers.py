@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import redis
 
 from protocol import keys
+from protocol.replies import as_text
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def remove_worker(client: redis.Redis, worker_id: str) -> None:
 
 
 def live_workers(client: redis.Redis) -> list[WorkerInfo]:
-    ids = sorted(_str(i) for i in client.smembers(keys.WORKERS))
+    ids = sorted(as_text(i) for i in client.smembers(keys.WORKERS))
     if not ids:
         return []
     raw = client.mget([keys.worker(i) for i in ids])
@@ -80,7 +81,3 @@ def request_drain(client: redis.Redis, worker_id: str) -> None:
 
 def drain_requested(client: redis.Redis, worker_id: str) -> bool:
     return bool(client.exists(keys.worker_drain(worker_id)))
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
