@@ -1,7 +1,8 @@
 """Which workers are alive, what they serve and how busy they are, as told by heartbeats.
 
-Workers write; the scheduler and the API read. Each worker is a Redis hash that expires
-unless refreshed, so a worker that dies simply disappears.
+Workers write; the scheduler and the API read. Each worker is one Redis string key holding
+its ``WorkerInfo`` as JSON, which expires unless refreshed, so a worker that dies simply
+disappears.
 """
 
 from __future__ import annotations
