@@ -39,6 +39,7 @@ from api.routes import (
 )
 from api.storage import RunFileStore, SnapshotStore
 from api.studio import routes as studio
+from protocol.roles import Role
 from protocol.settings import Settings
 from runyard import __version__
 from store import audit as audit_log
@@ -158,7 +159,9 @@ def bootstrap_worker_pools(spec: str, environ: Mapping[str, str]) -> list[Worker
         if not token:
             raise ValueError(f"worker pool {name!r} has no token: set {variable}")
         try:
-            checked = TokenCreate(name=f"bootstrap-worker-{name}", role="worker", clusters=clusters)
+            checked = TokenCreate(
+                name=f"bootstrap-worker-{name}", role=Role.WORKER, clusters=clusters
+            )
         except ValueError as exc:
             raise ValueError(f"RUNYARD_BOOTSTRAP_WORKER_TOKENS: pool {name!r}: {exc}") from None
         pools[name] = WorkerPool(name=name, clusters=checked.clusters, token=SecretStr(token))
@@ -174,13 +177,16 @@ def register_bootstrap_tokens(
         settings.bootstrap_worker_tokens, os.environ if environ is None else environ
     )
     wanted = [
-        (settings.bootstrap_admin_token, TokenCreate(name="bootstrap-admin", role="admin")),
+        (settings.bootstrap_admin_token, TokenCreate(name="bootstrap-admin", role=Role.ADMIN)),
         (
             settings.bootstrap_worker_token,
-            TokenCreate(name="bootstrap-worker", role="worker", clusters=["*"]),
+            TokenCreate(name="bootstrap-worker", role=Role.WORKER, clusters=["*"]),
         ),
         *(
-            (pool.token, TokenCreate(name=pool.token_name, role="worker", clusters=pool.clusters))
+            (
+                pool.token,
+                TokenCreate(name=pool.token_name, role=Role.WORKER, clusters=pool.clusters),
+            )
             for pool in pools
         ),
     ]
@@ -220,7 +226,7 @@ def retire_the_every_cluster_token(engine: Engine) -> None:
             revoke(db, token.id)
             audit_log.record(
                 db,
-                Actor(name="bootstrap", role="admin"),
+                Actor(name="bootstrap", role=Role.ADMIN),
                 "token.revoke",
                 token.id,
                 name=token.name,

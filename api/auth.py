@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session, col, select
 
 from api.deps import Services, ServicesDep
+from protocol.roles import Role
 from runyard.errors import Forbidden, Unauthorized
 from store import tokens
 from store.models import Run
@@ -121,7 +122,7 @@ def _in_own_tree(actor: Actor, run: Run | None, session: Session) -> bool:
     """A run token's reach: its run, the runs below it, and the runs above it (Azure's
     child runs log to their parent or root: ``run.parent.log(...)``)."""
     return (
-        actor.role == "run"
+        actor.role == Role.RUN
         and actor.run_id is not None
         and run is not None
         and (in_tree(session, run.id, actor.run_id) or in_tree(session, actor.run_id, run.id))
@@ -132,7 +133,7 @@ def _read_run(actor: Actor, request: Request, session: Session) -> None:
     if actor.reads_everything:
         return
     run = _run_of(request, session)
-    if run is None and actor.role in ("run", "worker"):
+    if run is None and actor.role in (Role.RUN, Role.WORKER):
         return  # the route answers 404; it reveals nothing a 403 would not
     if _in_own_tree(actor, run, session):
         return
@@ -140,10 +141,10 @@ def _read_run(actor: Actor, request: Request, session: Session) -> None:
 
 
 def _write_run(actor: Actor, request: Request, session: Session) -> None:
-    if actor.role in ("admin", "member"):
+    if actor.role in (Role.ADMIN, Role.MEMBER):
         return
     run = _run_of(request, session)
-    if run is None and actor.role in ("run", "worker"):
+    if run is None and actor.role in (Role.RUN, Role.WORKER):
         return
     if _in_own_tree(actor, run, session):
         return
@@ -154,22 +155,22 @@ def _write_run(actor: Actor, request: Request, session: Session) -> None:
 
 def _cancel_run(actor: Actor, request: Request, session: Session) -> None:
     """People who submit, and a run itself (``Run.cancel()`` in the script), for its tree."""
-    if actor.role in ("admin", "member"):
+    if actor.role in (Role.ADMIN, Role.MEMBER):
         return
     run = _run_of(request, session)
-    if _in_own_tree(actor, run, session) or (run is None and actor.role == "run"):
+    if _in_own_tree(actor, run, session) or (run is None and actor.role == Role.RUN):
         return
     raise Forbidden(f"{_who(actor)} may not end run {request.path_params.get('run_id')}")
 
 
 def _serves_run(actor: Actor, request: Request, session: Session) -> None:
     """Only a worker serving the run's cluster (admins too, for operators' tools)."""
-    if actor.role == "admin":
+    if actor.role == Role.ADMIN:
         return
     run = _run_of(request, session)
     if run is not None and actor.serves(run.cluster):
         return
-    if run is None and actor.role == "worker":
+    if run is None and actor.role == Role.WORKER:
         return
     where = f"cluster {run.cluster!r}" if run is not None else "that cluster"
     raise Forbidden(f"{_who(actor)} does not serve {where} (run {request.path_params['run_id']})")
@@ -177,7 +178,7 @@ def _serves_run(actor: Actor, request: Request, session: Session) -> None:
 
 def _run_snapshot(actor: Actor, request: Request, session: Session) -> None:
     """Readers, a run for its own tree, and workers serving the run's cluster."""
-    if actor.role == "worker":
+    if actor.role == Role.WORKER:
         _serves_run(actor, request, session)
     else:
         _read_run(actor, request, session)
@@ -187,7 +188,7 @@ def _snapshot_by_digest(actor: Actor, request: Request, session: Session) -> Non
     """Workers fetch a snapshot by digest only if some run of a cluster they serve uses it."""
     if actor.reads_everything:
         return
-    if actor.role == "worker":
+    if actor.role == Role.WORKER:
         digest = request.path_params.get("digest")
         query = select(Run.cluster).where(Run.snapshot_digest == digest)
         if "*" not in actor.clusters:
@@ -205,17 +206,17 @@ def _anyone(actor: Actor, request: Request, session: Session) -> None:
 class ALLOW:
     """The rules, named for what they let through."""
 
-    read = Depends(Rule("read", _roles("admin", "member", "viewer")))
+    read = Depends(Rule("read", _roles(Role.ADMIN, Role.MEMBER, Role.VIEWER)))
     read_run = Depends(Rule("read_run", _read_run))
     write_run = Depends(Rule("write_run", _write_run))
     run_snapshot = Depends(Rule("run_snapshot", _run_snapshot))
     snapshot = Depends(Rule("snapshot", _snapshot_by_digest))
-    submit = Depends(Rule("submit", _roles("admin", "member")))
+    submit = Depends(Rule("submit", _roles(Role.ADMIN, Role.MEMBER)))
     # People; a run's own token too, for child runs of its tree (checked on the spec).
-    submit_run = Depends(Rule("submit_run", _roles("admin", "member", "run")))
+    submit_run = Depends(Rule("submit_run", _roles(Role.ADMIN, Role.MEMBER, Role.RUN)))
     cancel_run = Depends(Rule("cancel_run", _cancel_run))
     serves_run = Depends(Rule("serves_run", _serves_run))
-    admin = Depends(Rule("admin", _roles("admin")))
+    admin = Depends(Rule("admin", _roles(Role.ADMIN)))
     self = Depends(Rule("self", _anyone))
 
 

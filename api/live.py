@@ -19,7 +19,9 @@ from sqlmodel import Session
 from api.deps import Services
 from protocol import keys
 from protocol.messages import LogChunk, MessageError, StateChanged, TrackingBatch, decode
+from protocol.replies import as_text
 from runyard.errors import RateLimited
+from runyard.status import TERMINAL
 from runyard.tracking.events import METRIC_KINDS
 from store import runs as run_service
 from store.models import RunLog
@@ -62,7 +64,7 @@ async def run_events(
     position = "0" if logs_from_start else live_from
     while True:
         status = await asyncio.to_thread(current_status, services, run_id)
-        if status in ("Completed", "Failed", "Canceled"):
+        if status in TERMINAL:
             # Its last lines reached the database before its end was recorded.
             for chunk in await asyncio.to_thread(stored_logs, services, run_id, last_seq):
                 yield LiveEvent("log", {"seq": chunk.seq, "text": chunk.text})
@@ -73,7 +75,7 @@ async def run_events(
         )
         for _, entries in response or []:
             for raw_id, fields in entries:
-                position = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                position = as_text(raw_id)
                 if _is_stored_batch(fields, position, live_from):
                     continue  # not even decoded: a batch can hold a million values
                 try:
@@ -104,9 +106,7 @@ def _is_stored_batch(fields: dict[Any, Any], position: str, live_from: str) -> b
     """Tracking batches from before the subscription are read from the history endpoints,
     not again here."""
     kind = fields.get(b"type", fields.get("type"))
-    if isinstance(kind, bytes):
-        kind = kind.decode()
-    return kind == TrackingBatch.type and not _after(position, live_from)
+    return as_text(kind) == TrackingBatch.type and not _after(position, live_from)
 
 
 def _after(position: str, mark: str) -> bool:
@@ -122,8 +122,7 @@ async def _stream_end(services: Services, stream: str) -> str:
     last = await services.aredis.xrevrange(stream, count=1)
     if not last:
         return "0"
-    raw = last[0][0]
-    return raw.decode() if isinstance(raw, bytes) else raw
+    return as_text(last[0][0])
 
 
 def json_safe(value: Any) -> Any:

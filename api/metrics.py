@@ -22,8 +22,9 @@ from prometheus_client.registry import Collector
 from sqlmodel import Session, col, func, select
 
 from protocol import keys
+from protocol.replies import as_text
 from protocol.workers import live_workers, workers_serving
-from store.clusters import WAITING
+from runyard.status import WAITING
 from store.db import as_utc
 from store.models import Cluster, Run
 
@@ -119,6 +120,8 @@ class RunyardCollector(Collector):
         slots = GaugeMetricFamily(
             "runyard_slots", "Worker slots of a cluster by state", labels=["cluster", "state"]
         )
+        # As the workers report them (heartbeats): the slots they offer and the runs they
+        # hold. Admission's count of runs holding a slot is store.queue.holding_a_slot.
         workers = live_workers(self.services.redis)
         for name in clusters:
             serving = workers_serving(workers, name)
@@ -140,8 +143,7 @@ class RunyardCollector(Collector):
         except Exception:
             return lag
         for group in groups:
-            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-            if name == keys.INGEST_GROUP:
+            if as_text(group["name"]) == keys.INGEST_GROUP:
                 lag.add_metric([], int(group.get("lag") or 0) + int(group.get("pending") or 0))
         return lag
 

@@ -3,10 +3,21 @@ its cluster's default, handed to the worker in its assignment. Plain pydantic, n
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic import Field as Check
+
+
+class Executor(StrEnum):
+    """Where a run's process runs: named by a cluster, its run's assignment and a worker."""
+
+    LOCAL = "local"  # a process on the worker's host
+    DOCKER = "docker"  # a container
+
+
+EXECUTORS = tuple(Executor)
 
 
 class _Strict(BaseModel):

@@ -8,7 +8,8 @@ PREFIX = "runyard"
 INGEST_STREAM = f"{PREFIX}:ingest"
 INGEST_GROUP = "ingest"
 
-# Set of worker ids that have announced themselves; each has a hash that expires.
+# Set of worker ids that have announced themselves; each has a key of its own (``worker``)
+# holding its heartbeat as a JSON string, which expires unless refreshed.
 WORKERS = f"{PREFIX}:workers"
 
 # Refreshed by the scheduler on every sweep; /readyz checks it.

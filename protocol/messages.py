@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from protocol.environments import Executor
+from protocol.replies import as_text
 from runyard.errors import MessageError
 from runyard.status import RunStatus
 
@@ -103,7 +105,7 @@ ENTRY_TYPES: dict[str, type[Entry]] = {
 
 
 def decode(raw: dict[Any, Any]) -> Entry:
-    fields_ = {_s(k): _s(v) for k, v in raw.items()}
+    fields_ = {as_text(k): as_text(v) for k, v in raw.items()}
     if fields_.get("v") != VERSION:
         raise MessageError(f"unsupported entry version {fields_.get('v')!r}")
     cls = ENTRY_TYPES.get(fields_.get("type", ""))
@@ -127,7 +129,7 @@ class RunAssignment:
     arguments: list[str]
     environment: dict[str, Any]
     snapshot_digest: str | None
-    executor: str = "local"
+    executor: str = Executor.LOCAL
     cancel_grace_seconds: float = 10.0
     container: dict[str, Any] = field(default_factory=dict)  # the cluster's ContainerPolicy
     attempt: int = 1
@@ -166,7 +168,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -14,8 +14,8 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from protocol.limits import TrackingLimits
-from runyard.snapshot import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, SnapshotLimits
+from protocol.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, TrackingLimits
+from runyard.snapshot import SnapshotLimits
 
 
 class Settings(BaseSettings):
@@ -49,9 +49,9 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(1.0, gt=0)
 
     # Per-run tracking limits enforced at ingest (the SDK checks the same in the run).
-    limit_metric_names: int = Field(1000, ge=1)
-    limit_tags: int = Field(100, ge=1)
-    limit_properties: int = Field(100, ge=1)
+    limit_metric_names: int = Field(TrackingLimits.metric_names, ge=1)
+    limit_tags: int = Field(TrackingLimits.tags, ge=1)
+    limit_properties: int = Field(TrackingLimits.properties, ge=1)
 
     # Worker-side directories (per-run working dirs and the snapshot cache).
     work_dir: Path | None = None

@@ -1,7 +1,8 @@
 """Which workers are alive, what they serve and how busy they are, as told by heartbeats.
 
-Workers write; the scheduler and the API read. Each worker is a Redis hash that expires
-unless refreshed, so a worker that dies simply disappears.
+Workers write; the scheduler and the API read. Each worker is one Redis string key holding
+its ``WorkerInfo`` as JSON, which expires unless refreshed, so a worker that dies simply
+disappears.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import redis
 
 from protocol import keys
+from protocol.replies import as_text
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def remove_worker(client: redis.Redis, worker_id: str) -> None:
 
 
 def live_workers(client: redis.Redis) -> list[WorkerInfo]:
-    ids = sorted(_str(i) for i in client.smembers(keys.WORKERS))
+    ids = sorted(as_text(i) for i in client.smembers(keys.WORKERS))
     if not ids:
         return []
     raw = client.mget([keys.worker(i) for i in ids])
@@ -80,7 +82,3 @@ def request_drain(client: redis.Redis, worker_id: str) -> None:
 
 def drain_requested(client: redis.Redis, worker_id: str) -> bool:
     return bool(client.exists(keys.worker_drain(worker_id)))
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -33,6 +33,12 @@ class RunStatus(str, Enum):
         return new in TRANSITIONS[self]
 
 
+# Every status is in exactly one of these three sets. Being a ``str`` enum, a status's
+# value string ("Queued", as JSON and the REST API carry it) is found in them too.
+
+# Not yet on a node: waiting for a slot, or handed to the broker and not yet claimed.
+WAITING = frozenset({RunStatus.NOT_STARTED, RunStatus.QUEUED})
+
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED})
 
 ACTIVE = frozenset(

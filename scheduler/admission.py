@@ -15,7 +15,7 @@ from sqlmodel import Session, col, update
 
 from protocol import keys
 from protocol.celery_app import TASK_EXECUTE_RUN
-from protocol.environments import merge_environments, wants_container
+from protocol.environments import Executor, merge_environments, wants_container
 from protocol.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunAssignment
 from protocol.workers import WorkerInfo
 from runyard.errors import NotSupported
@@ -61,10 +61,10 @@ def executor_for(environment: dict, cluster: Cluster) -> str:
     means the image's own Python), so no submitter can escape the confinement (its workers
     hold the Docker socket). On a local cluster a run that asks for a container runs in
     one only if the cluster allows it; otherwise it is refused, never run on the host."""
-    if cluster.executor == "docker":
-        return "docker"
+    if cluster.executor == Executor.DOCKER:
+        return Executor.DOCKER
     check_isolation(cluster, environment)  # the cluster may have changed since the submit
-    return "docker" if wants_container(environment) else "local"
+    return Executor.DOCKER if wants_container(environment) else Executor.LOCAL
 
 
 def dispatch(

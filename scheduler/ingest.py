@@ -28,6 +28,7 @@ from protocol.messages import (
     Wake,
     decode,
 )
+from protocol.replies import as_text
 from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import RunStatus
 from store.db import insert_ignoring, session_scope
@@ -96,7 +97,7 @@ class Ingest:
                 raise
             self.ensure_group()
             return []
-        return [(_s(i), f) for _, entries in response or [] for i, f in entries]
+        return [(as_text(i), f) for _, entries in response or [] for i, f in entries]
 
     def reclaim(self, min_idle_ms: int) -> list[RawEntry]:
         """Take over entries another consumer read but never acknowledged."""
@@ -108,7 +109,7 @@ class Ingest:
             start_id="0-0",
             count=self.batch,
         )
-        return [(_s(i), f) for i, f in claimed if f]
+        return [(as_text(i), f) for i, f in claimed if f]
 
     def take_over(self) -> None:
         """At start: entries an earlier consumer read but never acknowledged (it was killed)
@@ -124,15 +125,15 @@ class Ingest:
         """Drop entries every consumer has acknowledged, so the stream does not grow forever."""
         summary = self.redis.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)
         if summary and summary.get("pending"):
-            oldest = _s(summary["min"])
+            oldest = as_text(summary["min"])
         else:
             groups = self.redis.xinfo_groups(keys.INGEST_STREAM)
             delivered = [
-                g["last-delivered-id"] for g in groups if _s(g["name"]) == keys.INGEST_GROUP
+                g["last-delivered-id"] for g in groups if as_text(g["name"]) == keys.INGEST_GROUP
             ]
             if not delivered:
                 return
-            oldest = _s(delivered[0])
+            oldest = as_text(delivered[0])
         self.redis.xtrim(keys.INGEST_STREAM, minid=oldest)
 
     def process(self, raw: list[RawEntry]) -> Applied:
@@ -221,7 +222,3 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
         end_children(session, run.id, run.status)
         if run.cluster:
             applied.clusters.add(run.cluster)
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

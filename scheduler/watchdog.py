@@ -24,6 +24,7 @@ from scheduler.admission import resend
 from store.db import as_utc
 from store.lifecycle import end_children, transition
 from store.models import Cluster, Run, utcnow
+from store.queue import handed_to_broker
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,7 @@ def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Setti
 
     stale = now - timedelta(seconds=settings.dispatch_timeout)
     handed_over = list(
-        session.exec(
-            select(Run).where(
-                Run.status == RunStatus.QUEUED,
-                col(Run.dispatched_at).is_not(None),
-                col(Run.dispatched_at) < stale,
-            )
-        )
+        session.exec(select(Run).where(handed_to_broker(), col(Run.dispatched_at) < stale))
     )
     for run, alive in zip(handed_over, _alive(client, handed_over), strict=True):
         if not control.is_claimed(client, run.id, run.attempt):

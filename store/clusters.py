@@ -11,10 +11,10 @@ import redis
 from pydantic import ValidationError
 from sqlmodel import Session, col, func, select, update
 
-from protocol.environments import NO_IMAGE, image_of, wants_container
+from protocol.environments import NO_IMAGE, Executor, image_of, wants_container
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput, NotSupported
-from runyard.status import ACTIVE, RunStatus
+from runyard.status import ACTIVE, WAITING
 from store.db import as_utc
 from store.models import (
     Cluster,
@@ -25,10 +25,6 @@ from store.models import (
     WorkerPublic,
     utcnow,
 )
-
-WAITING = (RunStatus.NOT_STARTED, RunStatus.QUEUED)
-# A NotResponding run may still be running on a node we cannot hear: it keeps its slot.
-HOLDING_A_SLOT = tuple(ACTIVE)
 
 
 def get_cluster(session: Session, name: str) -> Cluster:
@@ -63,7 +59,7 @@ def resolve_cluster(session: Session, name: str | None) -> Cluster:
 def check_isolation(cluster: Cluster, environment: dict[str, Any]) -> None:
     """A run that asks for a container never runs as a host process: a local cluster
     refuses it unless it is set to run such runs in containers."""
-    if cluster.executor == "docker" or cluster.container_runs:
+    if cluster.executor == Executor.DOCKER or cluster.container_runs:
         return
     if wants_container(environment):
         raise NotSupported(
@@ -78,7 +74,7 @@ def check_isolation(cluster: Cluster, environment: dict[str, Any]) -> None:
 def check_image(cluster: Cluster, environment: dict[str, Any]) -> None:
     """A run that will run in a container needs an image from somewhere: refused at submit
     when neither its environment nor its cluster names one (it could never start)."""
-    in_container = cluster.executor == "docker" or wants_container(environment)
+    in_container = cluster.executor == Executor.DOCKER or wants_container(environment)
     if in_container and not image_of(environment, cluster.container):
         raise NotSupported(NO_IMAGE, field="environment.docker.base_image")
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Select
+from sqlalchemy import ColumnElement, Select
 from sqlmodel import Session, col, func, select
 
 from protocol.workers import WorkerInfo, workers_serving
-from runyard.status import RunStatus
-from store.clusters import HOLDING_A_SLOT
+from runyard.status import ACTIVE, RunStatus
 from store.models import Cluster, Run
 
 
@@ -33,14 +32,22 @@ def queue_order() -> tuple:
     return (col(Run.priority).desc(), col(Run.created_at), col(Run.id))
 
 
+def handed_to_broker() -> ColumnElement[bool]:
+    """Queued runs already handed to the broker: a worker is about to claim them."""
+    return (Run.status == RunStatus.QUEUED) & col(Run.dispatched_at).is_not(None)
+
+
+def holding_a_slot() -> ColumnElement[bool]:
+    """The one definition of a run that holds a slot of its cluster: an active one (a
+    NotResponding run may still be running on a node we cannot hear: it keeps its slot),
+    or a queued one already handed to the broker. A condition, for any query to use."""
+    return col(Run.status).in_(ACTIVE) | handed_to_broker()
+
+
 def slots_held(cluster_name: str) -> Select:
-    """How many of the cluster's runs hold a slot: active ones, and queued ones already
-    handed to the broker. A count query, so it can stand alone or inside another read."""
-    handed_over = (Run.status == RunStatus.QUEUED) & col(Run.dispatched_at).is_not(None)
-    return select(func.count()).where(
-        Run.cluster == cluster_name,
-        col(Run.status).in_(HOLDING_A_SLOT) | handed_over,
-    )
+    """How many of the cluster's runs hold a slot (``holding_a_slot``). A count query, so
+    it can stand alone or inside another read."""
+    return select(func.count()).where(Run.cluster == cluster_name, holding_a_slot())
 
 
 def capacity(

@@ -14,13 +14,13 @@ from sqlmodel import Session, col, func, select
 
 from protocol import control
 from protocol.environments import merge_environments
+from protocol.limits import MAX_PRIORITY
 from protocol.messages import StateChanged, Wake
 from protocol.streams import publish_live, send_to_ingest
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
-from runyard.status import ACTIVE, TERMINAL, RunStatus
+from runyard.status import ACTIVE, TERMINAL, WAITING, RunStatus
 from store.clusters import (
-    WAITING,
     check_image,
     check_isolation,
     get_cluster,
@@ -29,7 +29,6 @@ from store.clusters import (
 from store.db import as_utc, insert_ignoring
 from store.lifecycle import end_children, transition
 from store.models import (
-    MAX_PRIORITY,
     CancelResult,
     Experiment,
     Run,

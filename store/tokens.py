@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, func, select
 
+from protocol.roles import READERS, Role
 from runyard.errors import Forbidden, NotFound, Unauthorized
 from runyard.status import RunStatus
 from store.db import as_utc
@@ -30,7 +31,6 @@ from store.models import ApiToken, Run, TokenCreate, TokenPublic, utcnow
 TOKEN_PREFIX = "ryt_"
 SESSION_PREFIX = "rys_"
 RUN_PREFIX = "ryr_"
-READERS = frozenset({"admin", "member", "viewer"})
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -39,14 +39,14 @@ class Actor:
     """The caller of one request, as every permission check sees it."""
 
     name: str
-    role: str  # admin | member | viewer | worker | run
+    role: str  # a Role
     token_id: str | None = None
     clusters: frozenset[str] = field(default_factory=frozenset)  # workers: the clusters served
     run_id: str | None = None  # run tokens: the run whose tree they may write
     session: bool = False  # authenticated by the Studio cookie (so CSRF rules apply)
 
     def serves(self, cluster: str | None) -> bool:
-        return self.role == "worker" and ("*" in self.clusters or cluster in self.clusters)
+        return self.role == Role.WORKER and ("*" in self.clusters or cluster in self.clusters)
 
     @property
     def reads_everything(self) -> bool:
@@ -106,7 +106,11 @@ def ensure_token(session: Session, spec: TokenCreate, secret: str) -> bool:
         create_token(session, spec, created_by="bootstrap", secret=secret)
         return True
     bound_elsewhere = sorted(known.clusters or []) != sorted(spec.clusters)
-    if known.created_by == "bootstrap" and known.role == spec.role == "worker" and bound_elsewhere:
+    if (
+        known.created_by == "bootstrap"
+        and known.role == spec.role == Role.WORKER
+        and bound_elsewhere
+    ):
         known.clusters = list(spec.clusters)
         session.add(known)
         session.flush()
@@ -250,4 +254,4 @@ def _run_actor(session: Session, key: bytes, secret: str) -> Actor:
         if issuer is None:
             raise Unauthorized(f"the token that started run {run_id} no longer exists")
         _check_alive(issuer, "the token that started this run,")
-    return Actor(name=f"run:{run_id}", role="run", run_id=run_id)
+    return Actor(name=f"run:{run_id}", role=Role.RUN, run_id=run_id)

@@ -24,6 +24,7 @@ from celery.worker.request import Request
 import runyard
 from protocol import keys
 from protocol.celery_app import TASK_EXECUTE_RUN, make_celery
+from protocol.environments import EXECUTORS
 from protocol.messages import RunAssignment, Wake
 from protocol.settings import Settings
 from protocol.streams import send_to_ingest
@@ -99,7 +100,7 @@ def run_worker(
     slots: int,
     worker_id: str | None = None,
     gpus: list[str] | None = None,
-    executors: tuple[str, ...] = ("local", "docker"),
+    executors: tuple[str, ...] = EXECUTORS,
 ) -> None:
     """Serve the clusters until told to stop (blocks)."""
     hide_credentials()

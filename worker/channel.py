@@ -26,6 +26,7 @@ from protocol.budgets import RunBudgets, over
 from protocol.messages import Entry, TrackingBatch
 from runyard.client import Client
 from runyard.errors import RunyardError
+from runyard.status import RunStatus
 from runyard.tracking import events as ev
 from worker import delivery
 from worker.run_folder import RunFolder
@@ -211,7 +212,8 @@ class ChannelForwarder:
         if not ev.is_descendant(event["r"], self.run_id):
             log.warning("run %s tried to write to %s; refused", self.run_id, event["r"])
             return None
-        if event.get("k") == ev.STATUS and event["r"] == self.run_id and event.get("v") == "Failed":
+        failed = event.get("v") == RunStatus.FAILED
+        if event.get("k") == ev.STATUS and event["r"] == self.run_id and failed:
             self.failure = str(event.get("e") or "failed by script")
         return event
 

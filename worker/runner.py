@@ -14,6 +14,7 @@ import redis
 
 from protocol import control, keys
 from protocol.budgets import RunBudgets, over
+from protocol.environments import Executor
 from protocol.messages import RunAssignment, StateChanged
 from protocol.streams import send_to_ingest
 from protocol.workers import live_workers
@@ -215,7 +216,8 @@ def recover_leftovers(ctx: WorkerContext) -> None:
 def _remove_orphan_containers(ctx: WorkerContext) -> None:
     """Containers this worker id started whose run folder is gone (a crash in between)."""
     try:
-        docker_executor = executor_named("docker", replace(ctx.node, executors=("docker",)))
+        docker = replace(ctx.node, executors=(Executor.DOCKER,))
+        docker_executor = executor_named(Executor.DOCKER, docker)
     except RunyardError:
         return  # no Docker engine here: no containers either
     live = {w.id for w in live_workers(ctx.redis)} - {ctx.worker_id}

@@ -33,6 +33,7 @@ from api.storage import safe_name
 from protocol import barriers
 from protocol.budgets import RunBudgets, over
 from protocol.messages import Wake
+from protocol.roles import Role
 from protocol.streams import send_to_ingest
 from runyard import snapshot
 from runyard.core.run import STD_LOG
@@ -91,7 +92,7 @@ def submit_run(
         run_spec = RunSpec.model_validate_json(spec)
     except ValidationError as exc:
         raise invalid_input(exc.errors(), prefix="spec") from exc
-    if actor.role == "run":
+    if actor.role == Role.RUN:
         _check_child_of_own_tree(session, actor, run_spec)
     run_spec = run_service.check_submittable(session, run_spec)  # before anything is stored
     services.submit_limiter.hit(actor)

@@ -13,10 +13,9 @@ from runyard.cli.context import client
 from runyard.client import Client
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.errors import InvalidInput
-from runyard.status import RunStatus
+from runyard.status import WAITING, RunStatus
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
-WAITING = (RunStatus.NOT_STARTED.value, RunStatus.QUEUED.value)
 
 WORKER_COLUMNS = [
     ("id", "WORKER"),

@@ -147,6 +147,7 @@ def worker(
 
     `runyard worker drain ID` asks a running worker to finish its runs and take no new ones.
     """
+    from protocol.environments import EXECUTORS
     from store.models import check_cluster_name
     from worker.app import run_worker
 
@@ -167,7 +168,7 @@ def worker(
         raise InvalidInput("--run-as needs a worker started as root (to switch users)")
     gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
     allowed = tuple(sorted({e.strip() for e in executors.split(",") if e.strip()}))
-    if not allowed or not set(allowed) <= {"local", "docker"}:
+    if not allowed or not set(allowed) <= set(EXECUTORS):
         raise InvalidInput("--executors takes docker, local or both")
     with _redis_errors(settings.redis_url):
         run_worker(settings, sorted(set(cluster)), slots, name, gpu_ids, allowed)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from protocol.roles import ROLES
 from runyard.cli import output
 from runyard.cli.context import client
 from runyard.cli.help import Command, Group
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+ROLE_HELP = f"{', '.join(ROLES[:-1])} or {ROLES[-1]}"  # admin, member, viewer or worker
 TOKEN_COLUMNS = [
     ("id", "ID"),
     ("name", "NAME"),
@@ -47,7 +49,7 @@ def parse_expiry(text: str) -> datetime:
 
 @app.command("create", cls=Command)
 def create(
-    role: Annotated[str, typer.Option(help="admin, member, viewer or worker")],
+    role: Annotated[str, typer.Option(help=ROLE_HELP)],
     name: Annotated[Optional[str], typer.Option(help="Who or what holds it")] = None,
     cluster: Annotated[
         Optional[list[str]],

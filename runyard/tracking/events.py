@@ -23,7 +23,13 @@ NAME = "name"  # the run's display name
 MAX_DISPLAY_NAME = 255
 MAX_STEP = 2**53  # steps are stored as integers that JSON and doubles both hold exactly
 METRIC_KINDS = (SCALAR, LIST, ROW, TABLE, IMAGE)
+# The name each metric kind is stored and shown under (the API's "kind"), and back.
 KIND_NAMES = {SCALAR: "scalar", LIST: "list", ROW: "row", TABLE: "table", IMAGE: "image"}
+KIND_CODES = {name: code for code, name in KIND_NAMES.items()}
+# Stored names of the series of single values (charted, and shown as table columns)...
+SINGLE_VALUE_KINDS = (KIND_NAMES[SCALAR], KIND_NAMES[LIST])
+# ...and of the metrics made of named columns.
+COLUMN_KINDS = (KIND_NAMES[ROW], KIND_NAMES[TABLE])
 
 
 def _env_int(name: str, default: int) -> int:

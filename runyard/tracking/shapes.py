@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
 
+from runyard.tracking import events as ev
+
 # (kind, idx, column, value) for one metric, in any order.
 Point = Tuple[str, int, str, Any]
 
@@ -16,12 +18,12 @@ Point = Tuple[str, int, str, Any]
 def shape(kind: str, points: Sequence[Tuple[int, str, Any]]) -> Any:
     """``points`` are (idx, column, value) of one metric."""
     ordered = sorted(points, key=lambda p: (p[0], p[1]))
-    if kind in ("row", "table"):
+    if kind in ev.COLUMN_KINDS:
         columns: Dict[str, List[Any]] = {}
         for _, column, value in ordered:
             columns.setdefault(column, []).append(value)
         return columns
     values = [value for _, _, value in ordered]
-    if kind in ("scalar", "image") and len(values) == 1:
+    if kind in (ev.KIND_NAMES[ev.SCALAR], ev.KIND_NAMES[ev.IMAGE]) and len(values) == 1:
         return values[0]
     return values

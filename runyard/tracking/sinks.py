@@ -294,16 +294,16 @@ class OfflineSink(Sink):
         self._lock = threading.Lock()
 
     LABELS = {
-        "m": "scalar metric",
-        "l": "list metric",
-        "w": "row metric",
-        "b": "table metric",
-        "i": "image",
-        "tag": "tag",
-        "prop": "properties",
-        "file": "file",
-        "child": "child run",
-        "status": "status",
+        ev.SCALAR: "scalar metric",
+        ev.LIST: "list metric",
+        ev.ROW: "row metric",
+        ev.TABLE: "table metric",
+        ev.IMAGE: "image",
+        ev.TAG: "tag",
+        ev.PROPERTY: "properties",
+        ev.FILE: "file",
+        ev.CHILD: "child run",
+        ev.STATUS: "status",
     }
 
     def emit(self, event: Dict[str, Any]) -> None:

@@ -15,9 +15,10 @@ from typing import AbstractSet, Any, Callable, Dict, Generator, Mapping, Optiona
 
 from runyard import api_paths as paths
 from runyard.status import RunStatus
+from runyard.tracking import events as ev
 
 MAX_POINTS = 300  # per chart: the API keeps each bucket's extremes, so spikes still show
-CHARTED_KINDS = ("scalar", "list")  # series of single numbers; rows and tables show in the table
+CHARTED_KINDS = ev.SINGLE_VALUE_KINDS  # series of single numbers; rows and tables show in the table
 
 Point = Tuple[float, float]
 

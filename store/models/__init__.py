@@ -19,7 +19,6 @@ from store.models.audit import (
     AuditEventsPublic,
 )
 from store.models.clusters import (
-    EXECUTORS,
     Cluster,
     ClusterCreate,
     ClusterPublic,
@@ -48,7 +47,6 @@ from store.models.names import (
     utcnow,
 )
 from store.models.runs import (
-    MAX_PRIORITY,
     BulkCancel,
     CancelResult,
     CancelResults,
@@ -68,9 +66,7 @@ from store.models.runs import (
     RunTokenRequest,
 )
 from store.models.tokens import (
-    ROLES,
     ApiToken,
-    Role,
     TokenCreate,
     TokenCreated,
     TokenPublic,
@@ -95,11 +91,8 @@ from store.models.tracking import (
 
 __all__ = [
     "CLUSTER_NAME",
-    "EXECUTORS",
     "EXPERIMENT_NAME",
     "MAX_EVENTS",
-    "MAX_PRIORITY",
-    "ROLES",
     "ROLLUP_SPAN",
     "TOKEN_NAME",
     "ApiToken",
@@ -131,7 +124,6 @@ __all__ = [
     "MetricPoint",
     "MetricRollup",
     "MetricSeriesPublic",
-    "Role",
     "Run",
     "RunBase",
     "RunChange",

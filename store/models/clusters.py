@@ -14,10 +14,8 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from protocol.budgets import check_budgets
-from protocol.environments import check_container, check_environment
+from protocol.environments import EXECUTORS, check_container, check_environment
 from store.models.names import check_cluster_name, creation_timestamp
-
-EXECUTORS = ("local", "docker")
 
 
 class ClusterSettings(SQLModel):

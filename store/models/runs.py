@@ -12,6 +12,13 @@ from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
 from protocol.environments import check_environment
+from protocol.limits import (
+    MAX_DISPLAY_NAME,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    TAG_KEY_LENGTH,
+    TAG_VALUE_LENGTH,
+)
 from runyard.status import RunStatus
 from store.models.names import (
     check_cluster_name,
@@ -19,8 +26,6 @@ from store.models.names import (
     creation_timestamp,
     optional_timestamp,
 )
-
-MAX_PRIORITY = 1000  # priorities run from -MAX_PRIORITY to MAX_PRIORITY; higher runs first
 
 
 class RunSpec(SQLModel):
@@ -38,12 +43,12 @@ class RunSpec(SQLModel):
     arguments: list[str] = Field(default_factory=list, max_length=1000)
     environment: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(
-        default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first"
+        default=0, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Higher runs first"
     )
     snapshot_digest: str | None = Field(
         default=None, description="sha256 of an already uploaded snapshot, when none is sent"
     )
-    display_name: str | None = Field(default=None, max_length=255)
+    display_name: str | None = Field(default=None, max_length=MAX_DISPLAY_NAME)
     parent_run_id: str | None = None
     tags: dict[str, str | None] = Field(
         default_factory=dict, max_length=100, description="Tags the run has from the start"
@@ -66,10 +71,10 @@ class RunSpec(SQLModel):
     @classmethod
     def _valid_tags(cls, value: dict[str, str | None]) -> dict[str, str | None]:
         for key, text in value.items():
-            if not key or len(key) > 255:
-                raise ValueError("tag keys are 1-255 characters")
-            if text is not None and len(text) > 4096:
-                raise ValueError(f"tag {key!r}: value over 4096 characters")
+            if not key or len(key) > TAG_KEY_LENGTH:
+                raise ValueError(f"tag keys are 1-{TAG_KEY_LENGTH} characters")
+            if text is not None and len(text) > TAG_VALUE_LENGTH:
+                raise ValueError(f"tag {key!r}: value over {TAG_VALUE_LENGTH} characters")
         return value
 
     @field_validator("environment")
@@ -180,7 +185,7 @@ class RunChange(SQLModel):
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    priority: int | None = Field(default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    priority: int | None = Field(default=None, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     move_to_front: bool = False
 
 
@@ -197,7 +202,7 @@ class InteractiveRun(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     experiment: str
-    display_name: str | None = Field(default=None, max_length=255)
+    display_name: str | None = Field(default=None, max_length=MAX_DISPLAY_NAME)
 
     @field_validator("experiment")
     @classmethod

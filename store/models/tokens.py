@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import ConfigDict, field_validator, model_validator
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
+from protocol.roles import Role, TokenRole
 from store.models.names import (
     check_cluster_name,
     check_token_name,
@@ -16,9 +16,6 @@ from store.models.names import (
     optional_timestamp,
     utcnow,
 )
-
-ROLES = ("admin", "member", "viewer", "worker")
-Role = Literal["admin", "member", "viewer", "worker"]
 
 
 class ApiToken(SQLModel, table=True):
@@ -43,7 +40,7 @@ class TokenCreate(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     name: str
-    role: Role
+    role: TokenRole
     clusters: list[str] = Field(default_factory=list, max_length=100)
     expires_at: datetime | None = None
 
@@ -59,9 +56,9 @@ class TokenCreate(SQLModel):
 
     @model_validator(mode="after")
     def _clusters_only_for_workers(self) -> TokenCreate:
-        if self.role == "worker" and not self.clusters:
+        if self.role == Role.WORKER and not self.clusters:
             raise ValueError("a worker token needs the clusters it serves (or '*' for all)")
-        if self.role != "worker" and self.clusters:
+        if self.role != Role.WORKER and self.clusters:
             raise ValueError("only worker tokens are bound to clusters")
         if self.expires_at is not None:
             when = self.expires_at

@@ -16,6 +16,7 @@ from sqlalchemy import func, tuple_
 from sqlmodel import Session, col, select
 
 from runyard.errors import InvalidInput, NotFound
+from runyard.tracking import events as ev
 from store.models import (
     ROLLUP_SPAN,
     Metric,
@@ -198,7 +199,7 @@ def series_names(session: Session, run_ids: list[str], limit: int = 500) -> list
         return []
     query = (
         select(Metric.name)
-        .where(col(Metric.run_id).in_(run_ids), col(Metric.kind).in_(("scalar", "list")))
+        .where(col(Metric.run_id).in_(run_ids), col(Metric.kind).in_(ev.SINGLE_VALUE_KINDS))
         .distinct()
         .order_by(col(Metric.name))
         .limit(limit)
@@ -212,7 +213,7 @@ def metric_names(session: Session, run_id: str) -> MetricNamesPublic:
     metrics = list(
         session.exec(select(Metric).where(Metric.run_id == run_id).order_by(col(Metric.name)))
     )
-    single = [m.name for m in metrics if m.kind in ("scalar", "list")]
+    single = [m.name for m in metrics if m.kind in ev.SINGLE_VALUE_KINDS]
     latest = latest_values(session, [run_id], single).get(run_id, {})
     data = []
     for m in metrics:

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from protocol.limits import TrackingLimits
 from protocol.messages import TrackingBatch
 from runyard.errors import IllegalTransition, RunNotFound
-from runyard.status import RunStatus
+from runyard.status import TERMINAL, RunStatus
 from runyard.tracking import events as ev
 from store.db import insert_ignoring
 from store.lifecycle import end_children, transition
@@ -27,16 +27,6 @@ from store.tracking import rollups
 from store.tracking.values import encode_value
 
 log = logging.getLogger(__name__)
-
-KIND_OF = {
-    ev.SCALAR: "scalar",
-    ev.LIST: "list",
-    ev.ROW: "row",
-    ev.TABLE: "table",
-    ev.IMAGE: "image",
-}
-CODE_OF = {name: code for code, name in KIND_OF.items()}
-FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELED.value}
 
 
 def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) -> None:
@@ -55,7 +45,7 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
     trees: dict[str, int] = {}  # runs per tree, counted once per batch (create_children(N))
     for seq, event in fresh:
         kind = event.get("k")
-        if kind in KIND_OF:
+        if kind in ev.METRIC_KINDS:
             metrics.append((seq, event))
         elif kind == ev.CHILD:
             _create_child(session, run, event, trees)
@@ -163,7 +153,7 @@ def _finish(session: Session, run: Run, origin: str, event: dict[str, Any]) -> N
     end is its process's exit, reported by the worker (which reads fail() itself); from
     outside, it is failed or cancelled through the API."""
     status = event.get("v")
-    if status not in FINAL or (run.id == origin and run.snapshot_digest is not None):
+    if status not in TERMINAL or (run.id == origin and run.snapshot_digest is not None):
         return  # a submitted run's own process reports its end, through its worker
     values: dict[str, Any] = {}
     if event.get("e") and status != RunStatus.COMPLETED.value:
@@ -212,20 +202,20 @@ def _insert_points(
             metric = Metric(
                 run_id=run.id,
                 name=name,
-                kind=KIND_OF[code],
+                kind=ev.KIND_NAMES[code],
                 description=str(event.get("d", "")),
                 count=0,
                 next_idx=0,
             )
             known[name] = metric
             total += 1
-        elif not ev.compatible(CODE_OF[metric.kind], code):
+        elif not ev.compatible(ev.KIND_CODES[metric.kind], code):
             log.warning(
-                "run %s: %r is a %s; dropping a %s", run.id, name, metric.kind, KIND_OF[code]
+                "run %s: %r is a %s; dropping a %s", run.id, name, metric.kind, ev.KIND_NAMES[code]
             )
             continue
-        elif metric.kind == "scalar" and code == ev.LIST:
-            metric.kind = "list"
+        elif metric.kind == ev.KIND_NAMES[ev.SCALAR] and code == ev.LIST:
+            metric.kind = ev.KIND_NAMES[ev.LIST]
         touched.add(name)
         logged_at = float(event.get("t") or 0.0)
         start = event.get("s", metric.next_idx)  # log(..., step=) places the point

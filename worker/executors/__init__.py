@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from protocol import environments
 from worker.executors.base import (
     Execution,
     ExecutionRequest,
@@ -19,8 +20,6 @@ __all__ = [
     "executor_named",
 ]
 
-NAMES = ("local", "docker")
-
 
 def executor_named(name: str, node: Node) -> Executor:
     """The executor for a run (imported on first use: the docker SDK only where needed)."""
@@ -29,14 +28,14 @@ def executor_named(name: str, node: Node) -> Executor:
             f"worker {node.worker_id} does not run {name!r} runs "
             f"(it runs: {', '.join(node.executors)})"
         )
-    if name == "local":
+    if name == environments.Executor.LOCAL:
         from worker.executors.local import LocalExecutor
 
         return LocalExecutor(node)
-    if name == "docker":
+    if name == environments.Executor.DOCKER:
         from worker.executors.docker import DockerExecutor
 
         return DockerExecutor(node)
     raise ExecutorUnavailable(
-        f"this worker has no {name!r} executor (available: {', '.join(NAMES)})"
+        f"this worker has no {name!r} executor (available: {', '.join(environments.EXECUTORS)})"
     )

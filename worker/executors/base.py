@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.environments import EXECUTORS
+
 # What an executor raises, importable beside the interface it implements.
 from runyard.errors import ExecutionFailed, ExecutorUnavailable  # noqa: F401
 
@@ -27,7 +29,7 @@ class Node:
     run_as: str | None = None
     # What this worker agrees to run. A worker holding the Docker socket should say
     # ("docker",): a message asking it for a host process is then refused.
-    executors: tuple[str, ...] = ("local", "docker")
+    executors: tuple[str, ...] = EXECUTORS
 
 
 @dataclass(frozen=True)

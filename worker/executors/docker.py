@@ -23,6 +23,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
+from protocol import environments
 from protocol.environments import NO_IMAGE, ContainerPolicy, image_of
 from runyard.tracking import contract
 from worker.executors.base import (
@@ -274,7 +275,7 @@ class DockerExecution(Execution):
 
 
 class DockerExecutor(Executor):
-    name = "docker"
+    name = environments.Executor.DOCKER
     interpreter: str | None = None
 
     def __init__(self, node: Any) -> None:

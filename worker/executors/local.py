@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from protocol import environments
 from runyard.tracking import contract
 from worker.executors.base import (
     Execution,
@@ -133,7 +134,7 @@ def runnable_as(interpreter: str, user: str) -> None:
 
 
 class LocalExecutor(Executor):
-    name = "local"
+    name = environments.Executor.LOCAL
     interpreter: str | None = None
 
     def prepare(self, request: ExecutionRequest) -> None:
