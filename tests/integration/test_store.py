@@ -38,8 +38,8 @@ from runyard.errors import (
     Unauthorized,
 )
 from runyard.status import TIMESTAMP_FIELD, RunStatus
-from scheduler import admission, watchdog
 from scheduler.ingest import Ingest, insert_log
+from scheduler.service import dispatch_cluster, sweep_runs
 from store import clusters, runs, tokens, tracking
 from store.db import MIGRATIONS, as_utc, make_engine, migrate
 from store.lifecycle import transition
@@ -541,7 +541,7 @@ def test_dispatch_fills_the_free_nodes_with_the_highest_priority_runs_in_submit_
     heartbeat(client, CLUSTER, slots=2)
     ids = four_runs(session)
 
-    sent = admission.dispatch(session, celery, CLUSTER, live_workers(client))
+    sent = dispatch_cluster(session, celery, CLUSTER, live_workers(client))
 
     assert sent == [ids[1], ids[3]]
     assert client.llen(keys.cluster_queue(CLUSTER)) == len(sent)
@@ -555,7 +555,7 @@ def test_the_queue_shows_positions_and_why_the_rest_wait(
     make_cluster(session, nodes=2)
     heartbeat(client, CLUSTER, slots=2)
     ids = four_runs(session)
-    admission.dispatch(session, celery, CLUSTER, live_workers(client))
+    dispatch_cluster(session, celery, CLUSTER, live_workers(client))
 
     queue = runs.queued_runs(session, client, CLUSTER)
 
@@ -578,13 +578,13 @@ def test_dispatch_admits_the_next_runs_once_the_first_have_finished(
     heartbeat(client, CLUSTER, slots=2)
     ids = four_runs(session)
     workers = live_workers(client)
-    first = admission.dispatch(session, celery, CLUSTER, workers)
+    first = dispatch_cluster(session, celery, CLUSTER, workers)
 
-    assert admission.dispatch(session, celery, CLUSTER, workers) == []
+    assert dispatch_cluster(session, celery, CLUSTER, workers) == []
     for run_id in first:
         walk(session, run_id, RunStatus.PREPARING, RunStatus.COMPLETED)
 
-    assert admission.dispatch(session, celery, CLUSTER, workers) == [ids[0], ids[2]]
+    assert dispatch_cluster(session, celery, CLUSTER, workers) == [ids[0], ids[2]]
     assert client.llen(keys.cluster_queue(CLUSTER)) == 4
 
 
@@ -595,7 +595,7 @@ def test_fewer_worker_slots_than_nodes_cap_dispatch_and_are_named_in_the_reason(
     heartbeat(client, CLUSTER, slots=1)
     ids = four_runs(session)
 
-    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == [ids[1]]
+    assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == [ids[1]]
 
     waiting = [r for r in runs.queued_runs(session, client, CLUSTER) if r.position]
     assert waiting[0].pending_reason == "all 1 worker slot(s) busy (node limit 2)"
@@ -608,7 +608,7 @@ def test_without_a_live_worker_nothing_is_dispatched_and_the_reason_says_so(
     heartbeat(client, "another-cluster", slots=4)
     four_runs(session)
 
-    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == []
+    assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == []
     assert client.llen(keys.cluster_queue(CLUSTER)) == 0
 
     queue = runs.queued_runs(session, client, CLUSTER)
@@ -622,7 +622,7 @@ def test_a_worker_that_left_no_longer_serves_the_queue(
     make_cluster(session, nodes=2)
     heartbeat(client, CLUSTER, slots=2)
     ids = four_runs(session)
-    admission.dispatch(session, celery, CLUSTER, live_workers(client))
+    dispatch_cluster(session, celery, CLUSTER, live_workers(client))
 
     remove_worker(client, "w-1")
 
@@ -894,13 +894,13 @@ def test_a_silent_running_run_becomes_not_responding_then_failed(
     run_id = silent_running_run(session)
     settings = fast_watchdog()
 
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
     run = reload(engine, run_id)
     assert run.status == RunStatus.NOT_RESPONDING
     assert run.not_responding_at is not None
 
     set_columns(session, run_id, not_responding_at=ago(30))
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
 
     run = reload(engine, run_id)
     assert run.status == RunStatus.FAILED
@@ -916,8 +916,8 @@ def test_a_run_not_responding_for_less_than_failed_after_is_kept(
     run_id = silent_running_run(session)
     settings = fast_watchdog(failed_after=600)
 
-    watchdog.sweep(session, client, celery, settings)
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
 
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
 
@@ -929,7 +929,7 @@ def test_a_run_whose_alive_key_exists_is_left_alone(
     run_id = silent_running_run(session)
     client.set(keys.run_alive(run_id), "w", ex=30)
 
-    watchdog.sweep(session, client, celery, fast_watchdog())
+    sweep_runs(session, client, celery, fast_watchdog())
 
     run = reload(engine, run_id)
     assert run.status == RunStatus.RUNNING
@@ -944,7 +944,7 @@ def test_a_just_started_run_gets_a_grace_period_before_its_first_heartbeat(
     set_columns(session, run_id, dispatched_at=ago(1))
     walk(session, run_id, RunStatus.PREPARING)
 
-    watchdog.sweep(session, client, celery, fast_watchdog(not_responding_after=600))
+    sweep_runs(session, client, celery, fast_watchdog(not_responding_after=600))
 
     assert reload(engine, run_id).status == RunStatus.PREPARING
 
@@ -955,11 +955,11 @@ def test_a_not_responding_run_recovers_when_its_worker_is_heard_again(
     make_cluster(session)
     run_id = silent_running_run(session)
     settings = fast_watchdog(failed_after=600)
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
 
     client.set(keys.run_alive(run_id), "w-lost", ex=30)
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
 
     assert reload(engine, run_id).status == RunStatus.RUNNING
 
@@ -976,9 +976,9 @@ def test_a_run_lost_a_second_time_gets_the_full_failed_after_grace_again(
     walk(session, run_id, RunStatus.RUNNING)
     settings = fast_watchdog(failed_after=60)
 
-    watchdog.sweep(session, client, celery, settings)  # silent again: NotResponding now
+    sweep_runs(session, client, celery, settings)  # silent again: NotResponding now
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
-    watchdog.sweep(session, client, celery, settings)  # only ~0 s into this silence
+    sweep_runs(session, client, celery, settings)  # only ~0 s into this silence
 
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
 
@@ -991,7 +991,7 @@ def test_runs_no_worker_holds_are_not_watched(
     run_id = submit(session)
     transition(session, run_id, RunStatus.RUNNING, at=ago(600))
 
-    watchdog.sweep(session, client, celery, fast_watchdog())
+    sweep_runs(session, client, celery, fast_watchdog())
 
     assert reload(engine, run_id).status == RunStatus.RUNNING
 
@@ -1158,7 +1158,7 @@ def test_a_queue_longer_than_the_databases_variable_limit_is_described(
     make_cluster(session, nodes=1)
     heartbeat(client, CLUSTER, slots=1)
     ids = queued_in_bulk(session, POSTGRES_MAX_PARAMETERS + 4_465)
-    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == [ids[0]]
+    assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == [ids[0]]
     waiting = len(ids) - 1
     last = reload(engine, ids[-1])
 
@@ -1187,7 +1187,7 @@ def test_two_dispatchers_failing_the_same_run_write_its_line_once(
         insert_log(other, LogChunk(run_id=run_id, seq=LOG_SEQ_STRIDE, text="its line\n"))
         other.commit()
 
-    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == []
+    assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == []
 
     run = reload(engine, run_id)
     assert run.status == RunStatus.FAILED
