@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 from typing import Annotated
 
-import redis
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import ConfigDict, ValidationError, field_validator
@@ -32,7 +30,6 @@ from api.live import (
 from api.storage import safe_name
 from protocol import barriers
 from protocol.budgets import RunBudgets, over
-from protocol.messages import Wake
 from protocol.streams import send_to_ingest
 from runyard import snapshot
 from runyard.core.run import STD_LOG
@@ -47,10 +44,10 @@ from runyard.errors import (
 from runyard.status import RunStatus
 from store import audit, tokens
 from store import runs as run_service
+from store.announcements import Announcements, wake
 from store.db import as_utc
 from store.models import (
     BulkCancel,
-    CancelResult,
     CancelResults,
     Cluster,
     RunFile,
@@ -95,7 +92,7 @@ def submit_run(
     run = run_service.submit(session, run_spec, digest, submitted_by=actor.name)
     audit.record(session, actor, "run.submit", run.id, cluster=run_spec.cluster)
     session.commit()
-    wake(services, run_spec.cluster)
+    wake(services.redis, run_spec.cluster)
     return run_service.describe(session, services.redis, run)
 
 
@@ -108,12 +105,6 @@ def _check_child_of_own_tree(session: Session, actor: Actor, spec: RunSpec) -> N
             f"{actor.role} token {actor.name!r} submits only child runs of its own tree "
             "(run.submit_child)"
         )
-
-
-def wake(services: Services, cluster: str) -> None:
-    """Best effort: if Redis is down the scheduler's sweep finds the run anyway."""
-    with contextlib.suppress(redis.RedisError):
-        send_to_ingest(services.redis, [Wake(cluster=cluster)])
 
 
 def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None) -> str:
@@ -255,16 +246,12 @@ def cancel_runs(
     body: BulkCancel, session: SessionDep, services: ServicesDep, actor: ActorDep
 ) -> CancelResults:
     """Cancel several runs; each gets its own result (a finished one reports an error)."""
-    results = run_service.cancel_many(session, services.redis, body.run_ids)
-    record_cancels(session, actor, results)
-    return CancelResults(data=results, count=len(results))
-
-
-def record_cancels(session: Session, actor: Actor, results: list[CancelResult]) -> None:
-    for result in results:
-        if result.error is None:
-            audit.record(session, actor, "run.cancel", result.id)
+    news = Announcements()
+    results = run_service.cancel_many(session, services.redis, body.run_ids, news)
+    audit.record_cancels(session, actor, results)
     session.commit()
+    news.send(services.redis)
+    return CancelResults(data=results, count=len(results))
 
 
 @router.get("/{run_id}", operation_id="get_run", dependencies=[ALLOW.read_run])
@@ -317,7 +304,7 @@ def update_run(
     audit.record(session, actor, "run.priority", run_id, priority=priority)
     session.commit()
     if run.cluster:
-        wake(services, run.cluster)
+        wake(services.redis, run.cluster)
     return run_service.describe(session, services.redis, run)
 
 
@@ -333,9 +320,11 @@ def fail_run(
 ) -> RunPublic:
     """``run.fail()``: the run ends Failed now with ``error`` as its reason; if it is on a
     worker, its process is stopped as on cancel."""
-    run = run_service.fail_and_announce(session, services.redis, run_id, body.error)
+    news = Announcements()
+    run = run_service.fail_with_children(session, services.redis, run_id, body.error, news)
     audit.record(session, actor, "run.fail", run_id)
     session.commit()
+    news.send(services.redis)
     return run_service.describe(session, services.redis, run)
 
 
@@ -343,9 +332,12 @@ def fail_run(
 def cancel_run(
     run_id: str, session: SessionDep, services: ServicesDep, actor: ActorDep
 ) -> RunPublic:
-    run = run_service.cancel_and_announce(session, services.redis, run_id)
+    # The cancel and its audit record commit together; then followers and the scheduler hear.
+    news = Announcements()
+    run = run_service.cancel_with_children(session, services.redis, run_id, news)
     audit.record(session, actor, "run.cancel", run_id)
     session.commit()
+    news.send(services.redis)
     return run_service.describe(session, services.redis, run)
 
 
