@@ -1,62 +1,40 @@
-"""Runs: submit (multipart: JSON spec + snapshot), read, list, cancel, logs, files."""
+"""Runs: submit (multipart: JSON spec + snapshot), read, list, reorder, cancel and fail.
+
+A run's log and events are in ``run_logs``, its files in ``run_files``, interactive runs
+and run tokens in ``interactive``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
-from pydantic import ConfigDict, ValidationError, field_validator
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from pydantic import ConfigDict, ValidationError
 from sqlmodel import Field, Session, SQLModel
-from sse_starlette.sse import EventSourceResponse
 
 from api.auth import ALLOW, ActorDep
 from api.deps import Services, ServicesDep, SessionDep
 from api.errors import invalid_input
-from api.live import (
-    LiveEvent,
-    current_status,
-    holding,
-    names_only,
-    run_events,
-    sse_payload,
-    stored_logs,
-    stream_slot,
-)
-from api.storage import safe_name
 from protocol import barriers
-from protocol.budgets import RunBudgets, over
 from protocol.streams import send_to_ingest
 from runyard import snapshot
-from runyard.core.run import STD_LOG
 from runyard.errors import (
-    Conflict,
     Forbidden,
     InvalidInput,
-    RequestTooLarge,
     ServiceUnavailable,
     SnapshotTooLarge,
 )
 from runyard.status import RunStatus
-from store import audit, tokens
+from store import audit
 from store import runs as run_service
 from store.announcements import Announcements, wake
-from store.db import as_utc
 from store.models import (
     BulkCancel,
     CancelResults,
-    Cluster,
-    RunFile,
-    RunFilePublic,
-    RunFilesPublic,
     RunPublic,
     RunSpec,
     RunsPublic,
-    check_experiment_name,
 )
 from store.tokens import Actor
 from store.tracking import in_tree
@@ -128,61 +106,6 @@ def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None
         snapshot.inspect_archive(archive, limits)
         services.snapshots.put(digest, archive)
     return digest
-
-
-class InteractiveRun(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    experiment: str
-    display_name: str | None = Field(default=None, max_length=255)
-
-    @field_validator("experiment")
-    @classmethod
-    def _valid_experiment(cls, value: str) -> str:
-        return check_experiment_name(value)
-
-
-class RunTokenRequest(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    attempt: int = Field(ge=1)
-
-
-@router.post("/{run_id}/run-token", operation_id="issue_run_token", dependencies=[ALLOW.serves_run])
-def issue_run_token(
-    run_id: str, body: RunTokenRequest, session: SessionDep, services: ServicesDep
-) -> dict[str, str]:
-    """The worker starting a run asks for the run's own token here, so run tokens never
-    travel through the broker (which every worker of every cluster can read)."""
-    run = run_service.get_run(session, run_id)
-    if run.attempt != body.attempt or run.dispatched_at is None or run.status.is_terminal:
-        raise Conflict(f"run {run_id} is not on attempt {body.attempt} with a worker")
-    return {"token": tokens.mint_run_token(services.settings.signing_key, run.id, run.attempt)}
-
-
-class InteractiveRunPublic(RunPublic):
-    run_token: str  # what the client logs with: this run and its children, while it runs
-
-
-@router.post(
-    "/interactive",
-    status_code=status.HTTP_201_CREATED,
-    operation_id="start_interactive_run",
-    dependencies=[ALLOW.submit],
-)
-def start_interactive_run(
-    body: InteractiveRun, session: SessionDep, services: ServicesDep, actor: ActorDep
-) -> InteractiveRunPublic:
-    """``Experiment.start_logging()``: a Running run fed by its client, not by a worker."""
-    services.submit_limiter.hit(actor)
-    run = run_service.start_interactive(
-        session, body.experiment, body.display_name, actor.name, actor.token_id
-    )
-    audit.record(session, actor, "run.start_logging", run.id)
-    session.commit()
-    token = tokens.mint_run_token(services.settings.signing_key, run.id, run.attempt)
-    public = run_service.public(run, body.experiment)
-    return InteractiveRunPublic(**public.model_dump(), run_token=token)
 
 
 KeyFilter = Annotated[
@@ -339,185 +262,3 @@ def cancel_run(
     session.commit()
     news.send(services.redis)
     return run_service.describe(session, services.redis, run)
-
-
-@router.get(
-    "/{run_id}/logs",
-    operation_id="get_run_logs",
-    response_class=PlainTextResponse,
-    response_model=None,
-    responses={200: {"content": {"text/plain": {}}}},
-    dependencies=[ALLOW.read_run],
-)
-async def get_run_logs(
-    run_id: str, services: ServicesDep, actor: ActorDep, follow: bool = False
-) -> StreamingResponse | PlainTextResponse:
-    """The run's combined stdout/stderr. With ``follow``, keeps streaming until the run ends."""
-    if not follow:
-        chunks = await asyncio.to_thread(stored_logs, services, run_id)
-        return PlainTextResponse("".join(c.text for c in chunks))
-    await asyncio.to_thread(current_status, services, run_id)  # 404 before streaming starts
-    slot = await stream_slot(services, actor)
-    text = holding(services, slot, _follow_text(services, run_id))
-    return StreamingResponse(text, media_type="text/plain")
-
-
-async def _follow_text(services: Services, run_id: str) -> AsyncIterator[str]:
-    async for event in run_events(services, run_id):
-        if event.kind == "log":
-            yield event.data["text"]
-
-
-@router.get(
-    "/{run_id}/events",
-    operation_id="run_events",
-    response_class=EventSourceResponse,
-    dependencies=[ALLOW.read_run],
-)
-async def get_run_events(
-    run_id: str,
-    services: ServicesDep,
-    actor: ActorDep,
-    history: bool = Query(False, description="Start with the log stored so far"),
-    values: bool = Query(
-        True,
-        description="Send what was logged; false sends the names of the series logged to, "
-        "and whether anything else (tags, properties, children, files) changed",
-    ),
-) -> EventSourceResponse:
-    """Server-Sent Events: ``status`` changes, ``log`` chunks and ``metrics`` batches as
-    they happen; the stream ends after the run's final status. A chart that reads series
-    from the history endpoint asks for names only (a batch can hold a million values)."""
-    await asyncio.to_thread(current_status, services, run_id)  # 404 before streaming starts
-
-    async def events() -> AsyncIterator[dict[str, str]]:
-        async for event in run_events(services, run_id, logs_from_start=history):
-            if event.kind == "metrics" and not values:
-                event = LiveEvent("metrics", names_only(event.data))
-            yield sse_payload(event)
-
-    slot = await stream_slot(services, actor)
-    return EventSourceResponse(holding(services, slot, events()), ping=15)
-
-
-@router.get(
-    "/{run_id}/snapshot",
-    operation_id="get_run_snapshot",
-    response_class=FileResponse,
-    dependencies=[ALLOW.run_snapshot],
-)
-def get_run_snapshot(run_id: str, session: SessionDep, services: ServicesDep) -> FileResponse:
-    run = run_service.get_run(session, run_id)
-    if not run.snapshot_digest:
-        raise InvalidInput(f"run {run_id} has no snapshot")
-    path = services.snapshots.require(run.snapshot_digest)
-    return FileResponse(path, media_type="application/gzip", filename=f"{run_id}-snapshot.tar.gz")
-
-
-@router.get("/{run_id}/files", operation_id="list_run_files", dependencies=[ALLOW.read_run])
-def list_run_files(
-    run_id: str,
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> RunFilesPublic:
-    run = run_service.get_run(session, run_id)
-    files = run_service.run_files(session, run_id)
-    data = [RunFilePublic(name=f.name, size=f.size, created_at=as_utc(f.created_at)) for f in files]
-    if run_service.has_log_file(run):  # its log, listed as Azure lists it
-        size = run_service.log_bytes(session, run_id)
-        data.append(RunFilePublic(name=STD_LOG, size=size, created_at=as_utc(run.created_at)))
-        data.sort(key=lambda f: f.name)
-    return RunFilesPublic(data=data[offset : offset + limit], count=len(data))
-
-
-@router.put(
-    "/{run_id}/files/{name:path}",
-    operation_id="upload_run_file",
-    dependencies=[ALLOW.write_run],
-)
-async def upload_run_file(
-    run_id: str, name: str, request: Request, services: ServicesDep
-) -> RunFilePublic:
-    """Store a file of the run (raw request body), replacing one of the same name."""
-    name = safe_name(name)
-    if name == STD_LOG:
-        raise InvalidInput(
-            f"{STD_LOG} is the run's own log, kept by Runyard; upload under another name",
-            field="name",
-        )
-    budget, left = await asyncio.to_thread(_file_allowance, services, run_id, name)
-    limit = min(services.settings.max_file_bytes, left)
-    try:
-        size = await services.files.put(run_id, name, request.stream(), limit)
-    except SnapshotTooLarge:
-        if limit < services.settings.max_file_bytes:
-            raise RequestTooLarge(f"{name!r} not stored: run {run_id} would be {budget}") from None
-        raise
-    return await asyncio.to_thread(_record_file, services, run_id, name, size)
-
-
-def _file_allowance(services: Services, run_id: str, name: str) -> tuple[str, int]:
-    """How many more bytes the run's files may take (its budget: scheduler.budgets), with
-    the reason to give past it; a run at its file count is refused here."""
-    with Session(services.engine) as session:
-        run = run_service.get_run(session, run_id)
-        cluster = session.get(Cluster, run.cluster) if run.cluster else None
-        budgets = RunBudgets.of(cluster.budgets if cluster else None)
-        count, used = run_service.file_usage(session, run_id, besides=name)
-    if count >= budgets.files:
-        raise RequestTooLarge(f"{name!r} not stored: run {run_id} is {over(budgets, 'files')}")
-    return over(budgets, "file_bytes"), max(budgets.file_bytes - used, 0)
-
-
-def _record_file(services: Services, run_id: str, name: str, size: int) -> RunFilePublic:
-    with Session(services.engine, expire_on_commit=False) as session:
-        record = session.get(RunFile, (run_id, name)) or RunFile(run_id=run_id, name=name, size=0)
-        record.size = size
-        session.add(record)
-        session.commit()
-        return RunFilePublic(name=name, size=size, created_at=as_utc(record.created_at))
-
-
-@router.get(
-    "/{run_id}/files/{name:path}",
-    operation_id="download_run_file",
-    response_model=None,
-    dependencies=[ALLOW.read_run],
-)
-def download_run_file(
-    run_id: str, name: str, session: SessionDep, services: ServicesDep
-) -> FileResponse | StreamingResponse:
-    run = run_service.get_run(session, run_id)
-    if name == STD_LOG and run_service.has_log_file(run):
-        return StreamingResponse(
-            run_service.log_text(services.engine, run_id),
-            media_type="text/plain; charset=utf-8",
-            headers={
-                "Content-Disposition": 'attachment; filename="std_log.txt"',
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "sandbox; default-src 'none'",
-            },
-        )
-    path = services.files.open(run_id, name)
-    # What a run uploaded is untrusted: never rendered as a page on this origin (it would
-    # run with a signed-in person's session). Raster images keep their type for <img>.
-    media_type = INLINE_IMAGES.get(path.suffix.lower(), "application/octet-stream")
-    return FileResponse(
-        path,
-        media_type=media_type,
-        filename=PurePosixPath(name).name,
-        headers={
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-        },
-    )
-
-
-INLINE_IMAGES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-}
