@@ -10,12 +10,12 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict
 from sqlmodel import Field, Session, SQLModel
 
 from api.auth import ALLOW, ActorDep
 from api.deps import Services, ServicesDep, SessionDep
-from api.errors import invalid_input
+from api.errors import validate_json
 from protocol import barriers
 from protocol.streams import send_to_ingest
 from runyard import snapshot
@@ -58,10 +58,7 @@ def submit_run(
     snapshot_file: Annotated[UploadFile | None, File(alias="snapshot")] = None,
 ) -> RunPublic:
     """Queue a run. Send the snapshot archive, or name one already stored by its digest."""
-    try:
-        run_spec = RunSpec.model_validate_json(spec)
-    except ValidationError as exc:
-        raise invalid_input(exc.errors(), prefix="spec") from exc
+    run_spec = validate_json(RunSpec, spec, field="spec")
     if actor.role == "run":
         _check_child_of_own_tree(session, actor, run_spec)
     run_spec = run_service.check_submittable(session, run_spec)  # before anything is stored

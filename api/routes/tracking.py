@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from api.auth import ALLOW
 from api.deps import Services, ServicesDep, SessionDep
-from api.errors import invalid_input
+from api.errors import validate_json
 from api.live import json_safe
 from protocol import barriers
 from protocol.messages import Entry, TrackingBatch
@@ -66,10 +66,7 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> di
     on the ingest stream (durable); it is in the database a moment later. With ``wait``
     the answer comes once it is in the database, with everything sent before it."""
     body = await request.body()  # its size is capped by api.body_limits
-    try:
-        batch = EventBatch.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_input(exc.errors()) from exc
+    batch = validate_json(EventBatch, body)
     by_target: dict[str, list[list[Any]]] = {}
     for offset, event in enumerate(batch.events):
         target = event.get("r")
