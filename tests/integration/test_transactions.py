@@ -106,3 +106,13 @@ def test_an_end_and_its_audit_record_are_there_when_the_call_returns(
 
     assert stack.client().get_run(run_id)["status"] == status
     assert run_id in recorded(stack, action)
+
+
+def test_a_tokens_last_use_is_stored_by_the_request_that_used_it(stack: Stack) -> None:
+    """``tokens.authenticate`` notes the use; the request's own session commits it."""
+    token = stack.client().create_token(name=unique("reader"), role="viewer")
+
+    Client(stack.url, token["token"]).whoami()
+
+    listed = {t["id"]: t for t in stack.client().list_tokens()}
+    assert listed[token["id"]]["last_used_at"] is not None
