@@ -1,1 +1,1 @@
-"""The HTTP service: REST under /api/v1 (OpenAPI), log streams, and later the Studio UI."""
+"""The HTTP service: REST under /api/v1 (OpenAPI), log streams, and the Studio (``api.studio``)."""

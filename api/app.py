@@ -30,6 +30,9 @@ from api.routes import (
     clusters,
     experiments,
     health,
+    interactive,
+    run_files,
+    run_logs,
     runs,
     session,
     snapshots,
@@ -91,7 +94,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, settings=settings)
     api = APIRouter(prefix="/api/v1")
-    for module in (clusters, runs, tracking, snapshots, experiments, workers, tokens, audit):
+    routers = (
+        clusters,
+        runs,
+        interactive,
+        run_logs,
+        run_files,
+        tracking,
+        snapshots,
+        experiments,
+        workers,
+        tokens,
+        audit,
+    )
+    for module in routers:
         api.include_router(module.router)
     api.include_router(session.router)
     app.include_router(api)

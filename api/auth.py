@@ -35,9 +35,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def current_actor(request: Request, services: ServicesDep) -> Actor:
     """Its own short session: a streaming response must not hold a pooled connection.
-    (FastAPI resolves it once per request, however many rules ask for it.)"""
+    (FastAPI resolves it once per request, however many rules ask for it.) It commits the
+    token's last use, which ``tokens.authenticate`` notes."""
     with Session(services.engine, expire_on_commit=False) as session:
-        return _authenticate(request, services, session)
+        actor = _authenticate(request, services, session)
+        session.commit()
+        return actor
 
 
 def _authenticate(request: Request, services: Services, session: Session) -> Actor:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from runyard.errors import Conflict, InvalidInput, RunyardError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def error_body(error: RunyardError) -> dict[str, str | None]:
@@ -47,6 +50,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body(invalid_input(exc.errors())), status_code=422)
+
+
+def validate_json(model: type[Model], raw: str | bytes, *, field: str = "") -> Model:
+    """``raw`` JSON read as ``model``, for a route that reads a body (or a form field, named
+    by ``field``) itself: what fails is answered as a request body that fails validation is,
+    with ``field`` before the location."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_input(exc.errors(), prefix=field) from exc
 
 
 # What pydantic puts before a validator's own words; the words are for people, this is not.

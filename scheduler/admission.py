@@ -18,7 +18,7 @@ from protocol.celery_app import TASK_EXECUTE_RUN
 from protocol.environments import Executor, merge_environments, wants_container
 from protocol.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunAssignment
 from protocol.workers import WorkerInfo
-from runyard.errors import NotSupported
+from runyard.errors import IllegalTransition, NotSupported
 from runyard.status import RunStatus
 from store.clusters import check_isolation, get_cluster
 from store.db import insert_ignoring
@@ -67,20 +67,18 @@ def executor_for(environment: dict, cluster: Cluster) -> str:
     return Executor.DOCKER if wants_container(environment) else Executor.LOCAL
 
 
-def dispatch(
-    session: Session,
-    celery: Celery,
-    cluster_name: str,
-    workers: list[WorkerInfo],
-) -> list[str]:
-    """Hand as many waiting runs to the cluster's queue as it has free slots."""
+def admit(session: Session, cluster_name: str, workers: list[WorkerInfo]) -> list[RunAssignment]:
+    """Mark as many waiting runs handed over as the cluster has free slots, and return
+    their assignments, first to start first. Nothing is committed or sent here: the
+    scheduler commits, then sends each (``scheduler.service.dispatch_cluster``), so a run
+    is recorded as handed over before its task exists."""
     cluster = session.get(Cluster, cluster_name)
     if cluster is None:
         return []
     free = capacity(session, cluster, workers).free
     if free == 0:
         return []
-    sent = []
+    admitted = []
     for run in waiting_runs(session, cluster_name, limit=free):
         attempt = run.attempt + 1  # each hand-over to a worker is a new attempt
         try:
@@ -89,17 +87,7 @@ def dispatch(
         except (MessageError, NotSupported, ValueError, TypeError) as exc:
             # Never let one unrunnable record hold a slot or stall the queue behind it.
             log.warning("cannot dispatch %s: %s", run.id, exc)
-            reason = f"cannot start: {exc}"
-            # Its log says so too: no worker will ever write a line of it.
-            line = f"{SERVICE_PREFIX}Failed before the script started: {reason}\n"
-            # Another dispatcher may fail the same run at the same time: one line, no error.
-            session.execute(
-                insert_ignoring(session, RunLog)
-                .values(run_id=run.id, seq=attempt * LOG_SEQ_STRIDE, text=line)
-                .on_conflict_do_nothing(index_elements=["run_id", "seq"])
-            )
-            transition(session, run.id, RunStatus.FAILED, failure_reason=reason)
-            session.commit()
+            _refuse(session, run, attempt, f"cannot start: {exc}")
             continue
         # Conditional on the run still waiting: a cancel that committed first wins.
         result = session.execute(
@@ -111,12 +99,25 @@ def dispatch(
             )
             .values(dispatched_at=utcnow(), attempt=attempt)
         )
-        session.commit()
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            continue
-        send(celery, assignment)
-        sent.append(run.id)
-    return sent
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            admitted.append(assignment)
+    return admitted
+
+
+def _refuse(session: Session, run: Run, attempt: int, reason: str) -> None:
+    """End a run no worker could start: Failed, and its log says why (no worker will ever
+    write a line of it)."""
+    try:
+        transition(session, run.id, RunStatus.FAILED, failure_reason=reason)
+    except IllegalTransition:
+        return  # it ended while we looked (a cancel committed first): its own end stands
+    line = f"{SERVICE_PREFIX}Failed before the script started: {reason}\n"
+    # Another dispatcher may fail the same run at the same time: one line, no error.
+    session.execute(
+        insert_ignoring(session, RunLog)
+        .values(run_id=run.id, seq=attempt * LOG_SEQ_STRIDE, text=line)
+        .on_conflict_do_nothing(index_elements=["run_id", "seq"])
+    )
 
 
 def shown(assignment: RunAssignment) -> str:
@@ -140,13 +141,12 @@ def send(celery: Celery, assignment: RunAssignment) -> None:
     log.info("dispatched %s to %s", assignment.run_id, keys.cluster_queue(assignment.cluster))
 
 
-def resend(session: Session, celery: Celery, run: Run) -> None:
-    """Send a handed-over run again when no worker claimed it (the message was lost)."""
+def resend(session: Session, run: Run) -> RunAssignment:
+    """A handed-over run that no worker claimed (its message was lost): marked handed over
+    anew, and its assignment returned for the caller to send again once it has committed."""
     cluster = get_cluster(session, run.cluster or "")
     session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=utcnow()))
-    session.commit()
-    experiment = _experiment_name(session, run)
-    send(celery, assignment_for(run, cluster, experiment))
+    return assignment_for(run, cluster, _experiment_name(session, run))
 
 
 def _experiment_name(session: Session, run: Run) -> str:

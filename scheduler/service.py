@@ -14,14 +14,16 @@ import threading
 import time
 
 import redis
+from celery import Celery
 from sqlmodel import Session, select
 
 from protocol import keys
 from protocol.celery_app import make_celery
 from protocol.settings import Settings
-from protocol.workers import live_workers
+from protocol.workers import WorkerInfo, live_workers
 from scheduler import admission, watchdog
 from scheduler.ingest import Ingest
+from store.announcements import Announcements
 from store.clusters import apply_config_file
 from store.db import make_engine, migrate, session_scope
 from store.models import Cluster
@@ -83,14 +85,42 @@ class Scheduler:
         self.ingest.process(self.ingest.reclaim(int(self.settings.ingest_reclaim_after * 1000)))
         self.ingest.trim()
         with Session(self.engine) as session:
-            watchdog.sweep(session, self.redis, self.celery, self.settings)
+            sweep_runs(session, self.redis, self.celery, self.settings)
             return set(session.exec(select(Cluster.name)))
 
     def dispatch(self, clusters: set[str]) -> None:
         workers = live_workers(self.redis)
         with Session(self.engine) as session:
             for name in sorted(clusters):
-                admission.dispatch(session, self.celery, name, workers)
+                dispatch_cluster(session, self.celery, name, workers)
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+# The loop's units of work: each commits once, then acts on other processes.
+
+
+def dispatch_cluster(
+    session: Session, celery: Celery, cluster: str, workers: list[WorkerInfo]
+) -> list[str]:
+    """Hand as many waiting runs to the cluster's queue as it has free slots; returns
+    their ids. Each run is recorded as handed over (committed) before its task is sent: a
+    cancel that committed first wins (admission marks only runs still waiting), and a
+    worker never holds a task whose run the database shows waiting."""
+    assignments = admission.admit(session, cluster, workers)
+    session.commit()
+    for assignment in assignments:
+        admission.send(celery, assignment)
+    return [a.run_id for a in assignments]
+
+
+def sweep_runs(session: Session, client: redis.Redis, celery: Celery, settings: Settings) -> None:
+    """The watchdog's pass: commit what it decided, then tell live followers and send the
+    runs no worker claimed again."""
+    news = Announcements()
+    lost = watchdog.sweep(session, client, settings, news)
+    session.commit()
+    news.send(client)
+    for assignment in lost:
+        admission.send(celery, assignment)

@@ -11,16 +11,15 @@ import logging
 from datetime import datetime, timedelta
 
 import redis
-from celery import Celery
 from sqlmodel import Session, col, select, update
 
 from protocol import control, keys
-from protocol.messages import StateChanged
+from protocol.messages import RunAssignment
 from protocol.settings import Settings
-from protocol.streams import publish_live
 from runyard.errors import IllegalTransition
 from runyard.status import ACTIVE, RunStatus
 from scheduler.admission import resend
+from store.announcements import Announcements
 from store.db import as_utc
 from store.lifecycle import end_children, transition
 from store.models import Cluster, Run, utcnow
@@ -29,8 +28,12 @@ from store.queue import handed_to_broker
 log = logging.getLogger(__name__)
 
 
-def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Settings) -> None:
-    """One pass over the runs that hold, or were handed, a node."""
+def sweep(
+    session: Session, client: redis.Redis, settings: Settings, news: Announcements
+) -> list[RunAssignment]:
+    """One pass over the runs that hold, or were handed, a node. Runs it moves go into
+    ``news``; it returns the runs to send again, each marked handed over anew. The caller
+    commits, then announces and sends (``scheduler.service.sweep_runs``)."""
     now = utcnow()
     # Only runs a worker holds have a heartbeat (not children, not interactive runs).
     active = list(
@@ -43,13 +46,13 @@ def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Setti
         if changed is not None:
             if changed.status.is_terminal:
                 end_children(session, run.id, changed.status)
-            publish_live(client, [StateChanged(run_id=run.id, status=changed.status)])
-    session.commit()
+            news.status(run.id, changed.status)
 
     stale = now - timedelta(seconds=settings.dispatch_timeout)
     handed_over = list(
         session.exec(select(Run).where(handed_to_broker(), col(Run.dispatched_at) < stale))
     )
+    lost = []
     for run, alive in zip(handed_over, _alive(client, handed_over), strict=True):
         if not control.is_claimed(client, run.id, run.attempt):
             log.warning(
@@ -57,13 +60,13 @@ def sweep(session: Session, client: redis.Redis, celery: Celery, settings: Setti
                 run.id,
                 settings.dispatch_timeout,
             )
-            resend(session, celery, run)
+            lost.append(resend(session, run))
         elif not alive:
             # Claimed by a worker that died before it reported anything: it never started.
             log.warning("worker of %s vanished before starting it; back to the queue", run.id)
             client.delete(keys.run_claim(run.id, run.attempt))
             session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=None))
-            session.commit()
+    return lost
 
 
 def _alive(client: redis.Redis, runs: list[Run]) -> list[bool]:

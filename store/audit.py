@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
-from store.models import AuditEvent
+from store.models import AuditEvent, CancelResult
 from store.tokens import Actor
 
 
@@ -18,6 +18,13 @@ def record(session: Session, actor: Actor, action: str, target: str, **detail: A
             actor=actor.name, token_id=actor.token_id, action=action, target=target, detail=detail
         )
     )
+
+
+def record_cancels(session: Session, actor: Actor, results: list[CancelResult]) -> None:
+    """A ``run.cancel`` record for each run a bulk cancel ended (none for those it refused)."""
+    for result in results:
+        if result.error is None:
+            record(session, actor, "run.cancel", result.id)
 
 
 def list_events(

@@ -1,4 +1,5 @@
-"""Runs: submit, read, list per cluster, cancel. Services take a session and never commit it."""
+"""Runs: submit, read, list per cluster, cancel. Services take a session and never commit it;
+what other processes must hear of a change goes into the caller's ``Announcements``."""
 
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from sqlmodel import Session, col, func, select
 from protocol import control
 from protocol.environments import merge_environments
 from protocol.limits import MAX_PRIORITY
-from protocol.messages import StateChanged, Wake
-from protocol.streams import publish_live, send_to_ingest
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
 from runyard.status import ACTIVE, TERMINAL, WAITING, RunStatus
+from store.announcements import Announcements
 from store.clusters import (
     check_image,
     check_isolation,
@@ -368,42 +368,44 @@ def fail(session: Session, client: redis.Redis, run_id: str, reason: str) -> Run
     return ended
 
 
-def cancel_and_announce(session: Session, client: redis.Redis, run_id: str) -> Run:
-    """Cancel, commit, then tell live followers (and the scheduler, when a slot freed)."""
-    return end_and_announce(session, client, run_id, lambda: cancel(session, client, run_id))
+def cancel_with_children(
+    session: Session, client: redis.Redis, run_id: str, news: Announcements
+) -> Run:
+    """``run.cancel()`` from outside the run: ``cancel``, and the runs it submitted go with
+    it. What changed is added to ``news``, for the caller to send once it has committed."""
+    end = partial(cancel, session, client, run_id)
+    return _end_from_outside(session, client, run_id, end, news)
 
 
-def fail_and_announce(session: Session, client: redis.Redis, run_id: str, reason: str) -> Run:
-    return end_and_announce(session, client, run_id, lambda: fail(session, client, run_id, reason))
+def fail_with_children(
+    session: Session, client: redis.Redis, run_id: str, reason: str, news: Announcements
+) -> Run:
+    """``run.fail()`` from outside the run: ``fail``, and the runs it submitted are cancelled."""
+    end = partial(fail, session, client, run_id, reason)
+    return _end_from_outside(session, client, run_id, end, news)
 
 
-def end_and_announce(
+def _end_from_outside(
     session: Session,
     client: redis.Redis,
     run_id: str,
     end: Callable[[], Run],
+    news: Announcements,
     ended: set[str] | None = None,
 ) -> Run:
-    """Run ``end`` (a cancel or a fail), cancel the runs it submitted, commit, then tell
-    live followers (and the scheduler, when a slot freed). ``ended`` collects the ids of
-    those children."""
+    """Run ``end`` (a cancel or a fail), then cancel the runs it submitted. Live followers
+    of each run that changed, and the scheduler (when a slot freed), are told through
+    ``news``. ``ended`` collects the ids of those children."""
     before = get_run(session, run_id).status
     run = end()
     changed = [(run, before), *cancel_submitted_children(session, client, run_id)]
-    session.commit()
     if ended is not None:
         ended.update(r.id for r, _ in changed[1:])
-    try:
-        states = [
-            StateChanged(run_id=r.id, status=r.status) for r, was in changed if r.status != was
-        ]
-        if states:
-            publish_live(client, states)
-        clusters = {r.cluster for r, _ in changed if r.status.is_terminal and r.cluster}
-        if clusters:
-            send_to_ingest(client, [Wake(cluster=c) for c in sorted(clusters)])
-    except redis.RedisError:
-        pass  # the cancel is committed; the scheduler's sweep notices within a second
+    for r, was in changed:
+        if r.status != was:
+            news.status(r.id, r.status)
+        if r.status.is_terminal and r.cluster:
+            news.wake(r.cluster)
     return run
 
 
@@ -432,9 +434,12 @@ def cancel_submitted_children(
     return changed
 
 
-def cancel_many(session: Session, client: redis.Redis, run_ids: list[str]) -> list[CancelResult]:
-    """Cancel each run on its own; a run that cannot be cancelled reports why. A run
-    already cancelled with its parent, earlier in this call, counts as cancelled."""
+def cancel_many(
+    session: Session, client: redis.Redis, run_ids: list[str], news: Announcements
+) -> list[CancelResult]:
+    """Cancel each run on its own; a run that cannot be cancelled reports why (a refused
+    cancel writes nothing, so the others stand). A run already cancelled with its parent,
+    earlier in this call, counts as cancelled."""
     results = []
     ended: set[str] = set()
     for run_id in run_ids:
@@ -442,12 +447,10 @@ def cancel_many(session: Session, client: redis.Redis, run_ids: list[str]) -> li
             results.append(CancelResult(id=run_id, status=get_run(session, run_id).status))
             continue
         try:
-            run = end_and_announce(
-                session, client, run_id, partial(cancel, session, client, run_id), ended
-            )
+            cancel_now = partial(cancel, session, client, run_id)
+            run = _end_from_outside(session, client, run_id, cancel_now, news, ended)
             results.append(CancelResult(id=run_id, status=run.status))
         except RunyardError as exc:
-            session.rollback()
             results.append(CancelResult(id=run_id, error=exc.message))
     return results
 

@@ -210,13 +210,12 @@ def _check_alive(row: ApiToken, what: str) -> None:
 
 def _touch(session: Session, row: ApiToken) -> None:
     """Record use at most once a minute: a write per request would cost more than the
-    lookup, and ``token list`` only needs to say roughly when."""
+    lookup, and ``token list`` only needs to say roughly when. (The caller commits.)"""
     last = as_utc(row.last_used_at)
     now = utcnow()
     if last is None or now - last > LAST_USED_RESOLUTION:
         row.last_used_at = now
         session.add(row)
-        session.commit()
 
 
 # --- run tokens -----------------------------------------------------------------------------

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, status
 
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
-from api.routes.runs import record_cancels, wake
 from protocol.workers import live_workers
 from store import audit
 from store import clusters as cluster_service
 from store import runs as run_service
+from store.announcements import Announcements, wake
 from store.models import (
     CancelResults,
     ClusterCreate,
@@ -73,7 +73,7 @@ def update_cluster(
     changes = body.model_dump(mode="json", exclude_unset=True)
     audit.record(session, actor, "cluster.update", name, **changes)
     session.commit()
-    wake(services, name)  # more nodes may admit runs now
+    wake(services.redis, name)  # more nodes may admit runs now
     return _view(session, services, name)
 
 
@@ -86,10 +86,12 @@ def delete_cluster(
     force: bool = Query(False, description="Cancel its queued and active runs first"),
 ) -> CancelResults:
     live = cluster_service.delete_cluster(session, name, force=force)
-    results = run_service.cancel_many(session, services.redis, live)
+    news = Announcements()
+    results = run_service.cancel_many(session, services.redis, live, news)
     cluster_service.finish_delete(session, name)
     audit.record(session, actor, "cluster.delete", name, force=force, canceled=len(live))
     session.commit()
+    news.send(services.redis)
     return CancelResults(data=results, count=len(results))
 
 
@@ -133,6 +135,9 @@ def cancel_queued(
     name: str, session: SessionDep, services: ServicesDep, actor: ActorDep
 ) -> CancelResults:
     queued = [r.id for r in run_service.queued_runs(session, services.redis, name)]
-    results = run_service.cancel_many(session, services.redis, queued)
-    record_cancels(session, actor, results)
+    news = Announcements()
+    results = run_service.cancel_many(session, services.redis, queued, news)
+    audit.record_cancels(session, actor, results)
+    session.commit()
+    news.send(services.redis)
     return CancelResults(data=results, count=len(results))

@@ -8,12 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from sqlmodel import Session
 
 from api.auth import ALLOW
 from api.deps import Services, ServicesDep, SessionDep
-from api.errors import invalid_input
+from api.errors import validate_json
 from api.live import json_safe
 from protocol import barriers
 from protocol.messages import Entry, TrackingBatch
@@ -56,10 +55,7 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
     on the ingest stream (durable); it is in the database a moment later. With ``wait``
     the answer comes once it is in the database, with everything sent before it."""
     body = await request.body()  # its size is capped by api.body_limits
-    try:
-        batch = EventBatch.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_input(exc.errors()) from exc
+    batch = validate_json(EventBatch, body)
     by_target: dict[str, list[list[Any]]] = {}
     for offset, event in enumerate(batch.events):
         target = event.get("r")

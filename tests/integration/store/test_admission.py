@@ -12,8 +12,8 @@ from protocol import keys
 from protocol.messages import LOG_SEQ_STRIDE, LogChunk
 from protocol.workers import live_workers
 from runyard.status import RunStatus
-from scheduler import admission
 from scheduler.ingest import insert_log
+from scheduler.service import dispatch_cluster
 from store import runs
 from tests.support.database import (
     CLUSTER,
@@ -35,7 +35,7 @@ def test_dispatch_fills_the_free_nodes_with_the_highest_priority_runs_in_submit_
     heartbeat(client, CLUSTER, slots=2)
     ids = four_runs(session)
 
-    sent = admission.dispatch(session, celery, CLUSTER, live_workers(client))
+    sent = dispatch_cluster(session, celery, CLUSTER, live_workers(client))
 
     assert sent == [ids[1], ids[3]]
     assert client.llen(keys.cluster_queue(CLUSTER)) == len(sent)
@@ -50,13 +50,13 @@ def test_dispatch_admits_the_next_runs_once_the_first_have_finished(
     heartbeat(client, CLUSTER, slots=2)
     ids = four_runs(session)
     workers = live_workers(client)
-    first = admission.dispatch(session, celery, CLUSTER, workers)
+    first = dispatch_cluster(session, celery, CLUSTER, workers)
 
-    assert admission.dispatch(session, celery, CLUSTER, workers) == []
+    assert dispatch_cluster(session, celery, CLUSTER, workers) == []
     for run_id in first:
         walk(session, run_id, RunStatus.PREPARING, RunStatus.COMPLETED)
 
-    assert admission.dispatch(session, celery, CLUSTER, workers) == [ids[0], ids[2]]
+    assert dispatch_cluster(session, celery, CLUSTER, workers) == [ids[0], ids[2]]
     assert client.llen(keys.cluster_queue(CLUSTER)) == 4
 
 
@@ -67,7 +67,7 @@ def test_fewer_worker_slots_than_nodes_cap_dispatch_and_are_named_in_the_reason(
     heartbeat(client, CLUSTER, slots=1)
     ids = four_runs(session)
 
-    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == [ids[1]]
+    assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == [ids[1]]
 
     waiting = [r for r in runs.queued_runs(session, client, CLUSTER) if r.position]
     assert waiting[0].pending_reason == "all 1 worker slot(s) busy (node limit 2)"
@@ -80,7 +80,7 @@ def test_without_a_live_worker_nothing_is_dispatched_and_the_reason_says_so(
     heartbeat(client, "another-cluster", slots=4)
     four_runs(session)
 
-    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == []
+    assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == []
     assert client.llen(keys.cluster_queue(CLUSTER)) == 0
 
     queue = runs.queued_runs(session, client, CLUSTER)
@@ -101,7 +101,7 @@ def test_two_dispatchers_failing_the_same_run_write_its_line_once(
         insert_log(other, LogChunk(run_id=run_id, seq=LOG_SEQ_STRIDE, text="its line\n"))
         other.commit()
 
-    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == []
+    assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == []
 
     run = reload(engine, run_id)
     assert run.status == RunStatus.FAILED

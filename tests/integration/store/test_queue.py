@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from protocol.workers import live_workers, remove_worker
-from scheduler import admission
+from scheduler.service import dispatch_cluster
 from store import runs
 from store.models import Run
 from tests.support.database import CLUSTER, four_runs, heartbeat, make_cluster, queue_run, reload
@@ -52,7 +52,7 @@ def test_the_queue_shows_positions_and_why_the_rest_wait(
     make_cluster(session, nodes=2)
     heartbeat(client, CLUSTER, slots=2)
     ids = four_runs(session)
-    admission.dispatch(session, celery, CLUSTER, live_workers(client))
+    dispatch_cluster(session, celery, CLUSTER, live_workers(client))
 
     queue = runs.queued_runs(session, client, CLUSTER)
 
@@ -74,7 +74,7 @@ def test_a_worker_that_left_no_longer_serves_the_queue(
     make_cluster(session, nodes=2)
     heartbeat(client, CLUSTER, slots=2)
     ids = four_runs(session)
-    admission.dispatch(session, celery, CLUSTER, live_workers(client))
+    dispatch_cluster(session, celery, CLUSTER, live_workers(client))
 
     remove_worker(client, "w-1")
 
@@ -92,7 +92,7 @@ def test_a_queue_longer_than_the_databases_variable_limit_is_described(
     make_cluster(session, nodes=1)
     heartbeat(client, CLUSTER, slots=1)
     ids = queued_in_bulk(session, POSTGRES_MAX_PARAMETERS + 4_465)
-    assert admission.dispatch(session, celery, CLUSTER, live_workers(client)) == [ids[0]]
+    assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == [ids[0]]
     waiting = len(ids) - 1
     last = reload(engine, ids[-1])
 

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from protocol import keys
 from runyard.status import RunStatus
-from scheduler import watchdog
+from scheduler.service import sweep_runs
 from store.lifecycle import transition
 from tests.support.database import (
     ago,
@@ -39,13 +39,13 @@ def test_a_silent_running_run_becomes_not_responding_then_failed(
     run_id = silent_running_run(session)
     settings = fast_watchdog()
 
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
     run = reload(engine, run_id)
     assert run.status == RunStatus.NOT_RESPONDING
     assert run.not_responding_at is not None
 
     set_columns(session, run_id, not_responding_at=ago(30))
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
 
     run = reload(engine, run_id)
     assert run.status == RunStatus.FAILED
@@ -61,8 +61,8 @@ def test_a_run_not_responding_for_less_than_failed_after_is_kept(
     run_id = silent_running_run(session)
     settings = fast_watchdog(failed_after=600)
 
-    watchdog.sweep(session, client, celery, settings)
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
 
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
 
@@ -74,7 +74,7 @@ def test_a_run_whose_alive_key_exists_is_left_alone(
     run_id = silent_running_run(session)
     client.set(keys.run_alive(run_id), "w", ex=30)
 
-    watchdog.sweep(session, client, celery, fast_watchdog())
+    sweep_runs(session, client, celery, fast_watchdog())
 
     run = reload(engine, run_id)
     assert run.status == RunStatus.RUNNING
@@ -89,7 +89,7 @@ def test_a_just_started_run_gets_a_grace_period_before_its_first_heartbeat(
     set_columns(session, run_id, dispatched_at=ago(1))
     walk(session, run_id, RunStatus.PREPARING)
 
-    watchdog.sweep(session, client, celery, fast_watchdog(not_responding_after=600))
+    sweep_runs(session, client, celery, fast_watchdog(not_responding_after=600))
 
     assert reload(engine, run_id).status == RunStatus.PREPARING
 
@@ -100,11 +100,11 @@ def test_a_not_responding_run_recovers_when_its_worker_is_heard_again(
     make_cluster(session)
     run_id = silent_running_run(session)
     settings = fast_watchdog(failed_after=600)
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
 
     client.set(keys.run_alive(run_id), "w-lost", ex=30)
-    watchdog.sweep(session, client, celery, settings)
+    sweep_runs(session, client, celery, settings)
 
     assert reload(engine, run_id).status == RunStatus.RUNNING
 
@@ -121,9 +121,9 @@ def test_a_run_lost_a_second_time_gets_the_full_failed_after_grace_again(
     walk(session, run_id, RunStatus.RUNNING)
     settings = fast_watchdog(failed_after=60)
 
-    watchdog.sweep(session, client, celery, settings)  # silent again: NotResponding now
+    sweep_runs(session, client, celery, settings)  # silent again: NotResponding now
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
-    watchdog.sweep(session, client, celery, settings)  # only ~0 s into this silence
+    sweep_runs(session, client, celery, settings)  # only ~0 s into this silence
 
     assert reload(engine, run_id).status == RunStatus.NOT_RESPONDING
 
@@ -136,6 +136,6 @@ def test_runs_no_worker_holds_are_not_watched(
     run_id = queue_run(session)
     transition(session, run_id, RunStatus.RUNNING, at=ago(600))
 
-    watchdog.sweep(session, client, celery, fast_watchdog())
+    sweep_runs(session, client, celery, fast_watchdog())
 
     assert reload(engine, run_id).status == RunStatus.RUNNING

@@ -1,0 +1,192 @@
+"""The scheduler's units of work (``scheduler.service``) commit once, then act on other
+processes: a run's Celery task is sent only once the database shows the run handed over,
+whether admission sends it or the watchdog sends it again; one run that cannot start
+never holds up the queue behind it.
+
+Real Redis, a real Celery app on it, each database kind. At the moment a task is sent, a
+session of its own reads the run: what a worker receiving that task would find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import Engine
+from sqlmodel import Session, col, update
+
+from protocol import control, keys
+from protocol.celery_app import make_celery
+from protocol.messages import RunAssignment
+from protocol.settings import Settings
+from protocol.workers import WorkerInfo, live_workers, publish_heartbeat, remove_worker
+from runyard.status import RunStatus
+from scheduler.service import dispatch_cluster, sweep_runs
+from store import clusters, runs
+from store.db import as_utc, make_engine, migrate
+from store.models import ClusterCreate, Run, RunSpec, utcnow
+from tests.support.services import RedisServer, unique
+
+DIGEST = "sha256:" + "0" * 64
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def client(redis_service: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_service.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def cluster(engine: Engine, client: redis.Redis) -> Iterator[str]:
+    """A local cluster of one node, served by one live worker slot (its heartbeat only)."""
+    name = unique("uow")
+    with Session(engine) as session:
+        clusters.create_cluster(session, ClusterCreate(name=name, nodes=1))
+        session.commit()
+    info = WorkerInfo(id=unique("w"), hostname="node-1", clusters=[name], slots=1)
+    publish_heartbeat(client, info, ttl=60)
+    try:
+        yield name
+    finally:  # the Redis server is shared with the tests that follow
+        remove_worker(client, info.id)
+        client.delete(keys.cluster_queue(name))
+
+
+class SeenAtSend:
+    """A real Celery app whose every send first reads the run as the database holds it."""
+
+    def __init__(self, celery: Celery, engine: Engine) -> None:
+        self.engine = engine
+        self.seen: list[tuple[str, int, bool]] = []  # run id, attempt, handed over
+        self._send = celery.send_task
+        celery.send_task = self.send_task  # type: ignore[method-assign]
+
+    def send_task(self, name: str, args: list[Any], **options: Any) -> Any:
+        assignment = RunAssignment.decode(args[0])
+        with Session(self.engine) as fresh:
+            run = fresh.get(Run, assignment.run_id)
+            assert run is not None
+            self.seen.append((run.id, run.attempt, run.dispatched_at is not None))
+        return self._send(name, args, **options)
+
+
+@pytest.fixture
+def celery(redis_service: RedisServer, engine: Engine) -> Iterator[tuple[Celery, SeenAtSend]]:
+    app = make_celery(redis_service.url)
+    try:
+        yield app, SeenAtSend(app, engine)
+    finally:
+        app.close()
+
+
+def submit(engine: Engine, cluster: str) -> str:
+    spec = RunSpec(experiment="uow", cluster=cluster, script="train.py")
+    with Session(engine) as session:
+        run = runs.submit(session, spec, DIGEST, submitted_by=None)
+        session.commit()
+        return run.id
+
+
+def stored(engine: Engine, run_id: str) -> Run:
+    with Session(engine) as fresh:
+        run = fresh.get(Run, run_id)
+        assert run is not None
+        return run
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings(**{"not_responding_after": 1, "failed_after": 1, **overrides})
+
+
+def test_a_run_is_committed_as_handed_over_before_its_task_is_sent(
+    engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
+) -> None:
+    app, sends = celery
+    run_id = submit(engine, cluster)
+
+    with Session(engine) as session:
+        sent = dispatch_cluster(session, app, cluster, live_workers(client))
+
+    assert sent == [run_id]
+    assert sends.seen == [(run_id, 1, True)]
+    assert client.llen(keys.cluster_queue(cluster)) == 1
+
+
+def test_a_run_that_cannot_start_fails_and_frees_its_slot_for_the_next(
+    engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
+) -> None:
+    app, sends = celery
+    unrunnable = submit(engine, cluster)
+    runnable = submit(engine, cluster)
+    with Session(engine) as session:  # it asks for what the cluster now refuses
+        wants_docker = {"docker": {"enabled": True}}
+        session.execute(
+            update(Run).where(col(Run.id) == unrunnable).values(environment=wants_docker)
+        )
+        session.commit()
+
+    with Session(engine) as session:
+        first = dispatch_cluster(session, app, cluster, live_workers(client))
+        then = dispatch_cluster(session, app, cluster, live_workers(client))
+
+    assert (first, then) == ([], [runnable])
+    assert sends.seen == [(runnable, 1, True)]
+    failed = stored(engine, unrunnable)
+    assert failed.status == RunStatus.FAILED
+    assert failed.failure_reason.startswith("cannot start: this run asks for a Docker container")
+
+
+def test_a_task_no_worker_claimed_is_sent_again_once_it_is_marked_anew(
+    engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
+) -> None:
+    app, sends = celery
+    run_id = submit(engine, cluster)
+    with Session(engine) as session:
+        dispatch_cluster(session, app, cluster, live_workers(client))
+        long_ago = utcnow() - timedelta(hours=1)
+        session.execute(update(Run).where(col(Run.id) == run_id).values(dispatched_at=long_ago))
+        session.commit()
+        client.delete(keys.cluster_queue(cluster))  # the message was lost
+
+        sweep_runs(session, client, app, settings(dispatch_timeout=60))
+
+    assert sends.seen == [(run_id, 1, True), (run_id, 1, True)]
+    assert client.llen(keys.cluster_queue(cluster)) == 1
+    renewed = as_utc(stored(engine, run_id).dispatched_at)
+    assert renewed is not None and renewed > long_ago
+
+
+def test_a_run_claimed_by_a_worker_that_vanished_goes_back_to_the_queue(
+    engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
+) -> None:
+    app, _ = celery
+    run_id = submit(engine, cluster)
+    with Session(engine) as session:
+        dispatch_cluster(session, app, cluster, live_workers(client))
+        assert control.claim_run(client, run_id, "w-gone", attempt=1) == control.ClaimResult.CLAIMED
+        long_ago = utcnow() - timedelta(hours=1)
+        session.execute(update(Run).where(col(Run.id) == run_id).values(dispatched_at=long_ago))
+        session.commit()
+
+        sweep_runs(session, client, app, settings(dispatch_timeout=60))
+
+    run = stored(engine, run_id)
+    assert (run.status, run.dispatched_at) == (RunStatus.QUEUED, None)
+    assert not control.is_claimed(client, run_id, attempt=1)
