@@ -23,6 +23,7 @@ from protocol.replies import as_text
 from runyard.errors import RateLimited
 from runyard.status import TERMINAL
 from runyard.tracking.events import METRIC_KINDS
+from store import run_output
 from store import runs as run_service
 from store.models import RunLog
 from store.tokens import Actor
@@ -41,7 +42,7 @@ class LiveEvent:
 def stored_logs(services: Services, run_id: str, after_seq: int = -1) -> list[RunLog]:
     with Session(services.engine) as session:
         run_service.get_run(session, run_id)
-        return run_service.logs_after(session, run_id, after_seq)
+        return run_output.logs_after(session, run_id, after_seq)
 
 
 def current_status(services: Services, run_id: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import NotFound
-from store import runs as run_service
+from store import run_listings
 from store.db import as_utc
 from store.models import (
     Experiment,
@@ -82,7 +82,7 @@ def experiment_runs(
     latest: dict[str, dict[str, Any]] = reads.latest_values(session, ids, metrics)
     data = [
         ExperimentRunPublic(
-            **run_service.public(run, name).model_dump(),
+            **run_listings.public(run, name).model_dump(),
             tags=tags.get(run.id, {}),
             metrics=latest.get(run.id, {}),
         )

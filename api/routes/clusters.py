@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
 from protocol.workers import live_workers
-from store import audit
+from store import audit, run_listings
 from store import clusters as cluster_service
 from store import runs as run_service
 from store.announcements import Announcements, wake
@@ -107,9 +107,9 @@ def list_cluster_runs(
     """Queued runs (in start order, with position and pending reason), then active runs."""
     data = []
     if status in ("queued", "all"):
-        data += run_service.queued_runs(session, services.redis, name)
+        data += run_listings.queued_runs(session, services.redis, name)
     if status in ("active", "all"):
-        data += run_service.cluster_active(session, name)
+        data += run_listings.cluster_active(session, name)
     return RunsPublic(data=data[offset : offset + limit], count=len(data))
 
 
@@ -124,7 +124,7 @@ def list_cluster_history(
 ) -> RunsPublic:
     """The cluster's recent history: its last ``limit`` ended runs, the latest ending first,
     each with its status, reason and times."""
-    data = run_service.cluster_history(session, name, limit)
+    data = run_listings.cluster_history(session, name, limit)
     return RunsPublic(data=data, count=len(data))
 
 
@@ -134,7 +134,7 @@ def list_cluster_history(
 def cancel_queued(
     name: str, session: SessionDep, services: ServicesDep, actor: ActorDep
 ) -> CancelResults:
-    queued = [r.id for r in run_service.queued_runs(session, services.redis, name)]
+    queued = [r.id for r in run_listings.queued_runs(session, services.redis, name)]
     news = Announcements()
     results = run_service.cancel_many(session, services.redis, queued, news)
     audit.record_cancels(session, actor, results)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, status
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
 from runyard.errors import Conflict
-from store import audit, tokens
+from store import audit, run_listings, tokens
 from store import runs as run_service
 from store.models import InteractiveRun, InteractiveRunPublic, RunTokenRequest
 
@@ -44,5 +44,5 @@ def start_interactive_run(
     audit.record(session, actor, "run.start_logging", run.id)
     session.commit()
     token = tokens.mint_run_token(services.settings.signing_key, run.id, run.attempt)
-    public = run_service.public(run, body.experiment)
+    public = run_listings.public(run, body.experiment)
     return InteractiveRunPublic(**public.model_dump(), run_token=token)

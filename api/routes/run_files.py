@@ -17,6 +17,7 @@ from api.storage import safe_name
 from protocol.budgets import RunBudgets, over
 from runyard.core.run import STD_LOG
 from runyard.errors import InvalidInput, RequestTooLarge, SnapshotTooLarge
+from store import run_output
 from store import runs as run_service
 from store.db import as_utc
 from store.models import Cluster, RunFile, RunFilePublic, RunFilesPublic
@@ -46,10 +47,10 @@ def list_run_files(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RunFilesPublic:
     run = run_service.get_run(session, run_id)
-    files = run_service.run_files(session, run_id)
+    files = run_output.run_files(session, run_id)
     data = [RunFilePublic(name=f.name, size=f.size, created_at=as_utc(f.created_at)) for f in files]
-    if run_service.has_log_file(run):  # its log, listed as Azure lists it
-        size = run_service.log_bytes(session, run_id)
+    if run_output.has_log_file(run):  # its log, listed as Azure lists it
+        size = run_output.log_bytes(session, run_id)
         data.append(RunFilePublic(name=STD_LOG, size=size, created_at=as_utc(run.created_at)))
         data.sort(key=lambda f: f.name)
     return RunFilesPublic(data=data[offset : offset + limit], count=len(data))
@@ -88,7 +89,7 @@ def _file_allowance(services: Services, run_id: str, name: str) -> tuple[str, in
         run = run_service.get_run(session, run_id)
         cluster = session.get(Cluster, run.cluster) if run.cluster else None
         budgets = RunBudgets.of(cluster.budgets if cluster else None)
-        count, used = run_service.file_usage(session, run_id, besides=name)
+        count, used = run_output.file_usage(session, run_id, besides=name)
     if count >= budgets.files:
         raise RequestTooLarge(f"{name!r} not stored: run {run_id} is {over(budgets, 'files')}")
     return over(budgets, "file_bytes"), max(budgets.file_bytes - used, 0)
@@ -113,9 +114,9 @@ def download_run_file(
     run_id: str, name: str, session: SessionDep, services: ServicesDep
 ) -> FileResponse | StreamingResponse:
     run = run_service.get_run(session, run_id)
-    if name == STD_LOG and run_service.has_log_file(run):
+    if name == STD_LOG and run_output.has_log_file(run):
         return StreamingResponse(
-            run_service.log_text(services.engine, run_id),
+            run_output.log_text(services.engine, run_id),
             media_type="text/plain; charset=utf-8",
             headers={
                 "Content-Disposition": 'attachment; filename="std_log.txt"',

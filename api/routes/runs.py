@@ -26,7 +26,7 @@ from runyard.errors import (
     SnapshotTooLarge,
 )
 from runyard.status import RunStatus
-from store import audit
+from store import audit, run_listings
 from store import runs as run_service
 from store.announcements import Announcements, wake
 from store.models import (
@@ -70,7 +70,7 @@ def submit_run(
     audit.record(session, actor, "run.submit", run.id, cluster=run_spec.cluster)
     session.commit()
     wake(services.redis, run_spec.cluster)
-    return run_service.describe(session, services.redis, run)
+    return run_listings.describe(session, services.redis, run)
 
 
 def _check_child_of_own_tree(session: Session, actor: Actor, spec: RunSpec) -> None:
@@ -130,7 +130,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RunsPublic:
-    data, total = run_service.list_runs(
+    data, total = run_listings.list_runs(
         session,
         cluster=cluster,
         experiment=experiment,
@@ -199,7 +199,7 @@ async def get_run(
 def _describe(services: Services, run_id: str) -> RunPublic:
     with Session(services.engine, expire_on_commit=False) as session:
         run = run_service.get_run(session, run_id)
-        return run_service.describe(session, services.redis, run)
+        return run_listings.describe(session, services.redis, run)
 
 
 @router.patch("/{run_id}", operation_id="update_run", dependencies=[ALLOW.submit])
@@ -218,7 +218,7 @@ def update_run(
     session.commit()
     if run.cluster:
         wake(services.redis, run.cluster)
-    return run_service.describe(session, services.redis, run)
+    return run_listings.describe(session, services.redis, run)
 
 
 @router.post("/{run_id}/fail", operation_id="fail_run", dependencies=[ALLOW.cancel_run])
@@ -232,7 +232,7 @@ def fail_run(
     audit.record(session, actor, "run.fail", run_id)
     session.commit()
     news.send(services.redis)
-    return run_service.describe(session, services.redis, run)
+    return run_listings.describe(session, services.redis, run)
 
 
 @router.post("/{run_id}/cancel", operation_id="cancel_run", dependencies=[ALLOW.cancel_run])
@@ -245,4 +245,4 @@ def cancel_run(
     audit.record(session, actor, "run.cancel", run_id)
     session.commit()
     news.send(services.redis)
-    return run_service.describe(session, services.redis, run)
+    return run_listings.describe(session, services.redis, run)

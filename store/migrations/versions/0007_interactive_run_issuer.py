@@ -20,9 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("run", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column(
-                "issued_by_token", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True
-            )
+            sa.Column("issued_by_token", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True)
         )
 
 

@@ -14,7 +14,7 @@ from protocol.workers import live_workers
 from runyard.status import RunStatus
 from scheduler.ingest import insert_log
 from scheduler.service import dispatch_cluster
-from store import runs
+from store import run_listings
 from tests.support.database import (
     CLUSTER,
     four_runs,
@@ -69,7 +69,7 @@ def test_fewer_worker_slots_than_nodes_cap_dispatch_and_are_named_in_the_reason(
 
     assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == [ids[1]]
 
-    waiting = [r for r in runs.queued_runs(session, client, CLUSTER) if r.position]
+    waiting = [r for r in run_listings.queued_runs(session, client, CLUSTER) if r.position]
     assert waiting[0].pending_reason == "all 1 worker slot(s) busy (node limit 2)"
 
 
@@ -83,7 +83,7 @@ def test_without_a_live_worker_nothing_is_dispatched_and_the_reason_says_so(
     assert dispatch_cluster(session, celery, CLUSTER, live_workers(client)) == []
     assert client.llen(keys.cluster_queue(CLUSTER)) == 0
 
-    queue = runs.queued_runs(session, client, CLUSTER)
+    queue = run_listings.queued_runs(session, client, CLUSTER)
     assert [r.position for r in queue] == [1, 2, 3, 4]
     assert {r.pending_reason for r in queue} == {f"no worker serves cluster {CLUSTER}"}
 

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from protocol.workers import live_workers, remove_worker
 from scheduler.service import dispatch_cluster
-from store import runs
+from store import run_listings
 from store.models import Run
 from tests.support.database import CLUSTER, four_runs, heartbeat, make_cluster, queue_run, reload
 
@@ -54,7 +54,7 @@ def test_the_queue_shows_positions_and_why_the_rest_wait(
     ids = four_runs(session)
     dispatch_cluster(session, celery, CLUSTER, live_workers(client))
 
-    queue = runs.queued_runs(session, client, CLUSTER)
+    queue = run_listings.queued_runs(session, client, CLUSTER)
 
     handed = [(r.id, r.position, r.pending_reason) for r in queue if r.position is None]
     waiting = [(r.id, r.position, r.pending_reason) for r in queue if r.position is not None]
@@ -78,7 +78,7 @@ def test_a_worker_that_left_no_longer_serves_the_queue(
 
     remove_worker(client, "w-1")
 
-    waiting = [r for r in runs.queued_runs(session, client, CLUSTER) if r.position]
+    waiting = [r for r in run_listings.queued_runs(session, client, CLUSTER) if r.position]
     assert [r.id for r in waiting] == [ids[0], ids[2]]
     assert {r.pending_reason for r in waiting} == {f"no worker serves cluster {CLUSTER}"}
 
@@ -96,9 +96,9 @@ def test_a_queue_longer_than_the_databases_variable_limit_is_described(
     waiting = len(ids) - 1
     last = reload(engine, ids[-1])
 
-    queue = runs.queued_runs(session, client, CLUSTER)  # GET /clusters/{name}/runs
-    places = runs.queue_places(session, client, [last])  # GET /runs
-    described = runs.describe(session, client, last)  # GET /runs/{id}
+    queue = run_listings.queued_runs(session, client, CLUSTER)  # GET /clusters/{name}/runs
+    places = run_listings.queue_places(session, client, [last])  # GET /runs
+    described = run_listings.describe(session, client, last)  # GET /runs/{id}
 
     assert len(queue) == len(ids)
     assert (queue[0].id, queue[0].pending_reason) == (ids[0], "handed to a worker; starting")

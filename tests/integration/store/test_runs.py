@@ -12,7 +12,7 @@ from protocol.messages import LogChunk
 from runyard.errors import ClusterNotFound, RunFinished
 from runyard.status import RunStatus
 from scheduler.ingest import insert_log
-from store import runs
+from store import run_output, runs
 from store.models import Experiment, Run, RunSpec
 from tests.support.database import (
     CLUSTER,
@@ -148,7 +148,7 @@ def test_the_log_file_has_the_logs_size_in_bytes_and_its_text_page_by_page(
 ) -> None:
     """``user_logs/std_log.txt``: sized and read by the database of each kind, in order,
     across more chunks than one page."""
-    texts = [f"line {seq} ünïcödé €\n" for seq in range(runs.LOG_PAGE * 2 + 3)]
+    texts = [f"line {seq} ünïcödé €\n" for seq in range(run_output.LOG_PAGE * 2 + 3)]
     with Session(engine) as session:
         for seq in reversed(range(len(texts))):  # stored out of order: read back in order
             insert_log(session, LogChunk(run_id=queued_run, seq=seq, text=texts[seq]))
@@ -156,5 +156,5 @@ def test_the_log_file_has_the_logs_size_in_bytes_and_its_text_page_by_page(
 
     whole = "".join(texts).encode()
     with Session(engine) as fresh:
-        assert runs.log_bytes(fresh, queued_run) == len(whole)
-    assert b"".join(runs.log_text(engine, queued_run)) == whole
+        assert run_output.log_bytes(fresh, queued_run) == len(whole)
+    assert b"".join(run_output.log_text(engine, queued_run)) == whole
