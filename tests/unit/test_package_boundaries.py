@@ -43,6 +43,11 @@ def test_a_worker_and_its_protocol_load_no_database_module(module: str) -> None:
     assert result.stdout.strip() == "ok"
 
 
+def test_the_api_loads_neither_the_scheduler_nor_the_worker() -> None:
+    result = import_with_blocked("api.app", ("scheduler", "worker", "celery"))
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("module", ["runyard.core", "runyard.tracking.sinks"])
 def test_the_run_side_sdk_loads_nothing_of_the_service(module: str) -> None:
     result = import_with_blocked(module, SERVICE)
