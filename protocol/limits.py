@@ -16,6 +16,7 @@ __all__ = [
     "MAX_DISPLAY_NAME",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
+    "NAME_LENGTH",
     "TAG_KEY_LENGTH",
     "TAG_VALUE_LENGTH",
     "TrackingLimits",
@@ -28,7 +29,8 @@ MAX_PRIORITY = 1000
 
 # A run's display name, and a tag given at submit: what the SDK lets a script set.
 MAX_DISPLAY_NAME = ev.MAX_DISPLAY_NAME
-TAG_KEY_LENGTH = ev.Limits.name_length
+NAME_LENGTH = ev.Limits.name_length  # of a metric name, a tag or property key
+TAG_KEY_LENGTH = NAME_LENGTH
 TAG_VALUE_LENGTH = ev.Limits.string_length
 
 # A snapshot's defaults (DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES) are runyard.snapshot's: the

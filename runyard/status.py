@@ -40,6 +40,8 @@ class RunStatus(str, Enum):
 WAITING = frozenset({RunStatus.NOT_STARTED, RunStatus.QUEUED})
 
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED})
+# Ended without completing: these carry the reason why (``failure_reason``).
+UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
 
 ACTIVE = frozenset(
     {

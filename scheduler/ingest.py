@@ -30,7 +30,7 @@ from protocol.messages import (
 )
 from protocol.replies import as_text
 from runyard.errors import IllegalTransition, RunNotFound
-from runyard.status import RunStatus
+from runyard.status import UNSUCCESSFUL
 from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, transition
 from store.models import Run, RunLog
@@ -206,7 +206,7 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
         values["worker_id"] = entry.worker_id
     if entry.exit_code is not None:
         values["exit_code"] = entry.exit_code
-    if entry.reason and entry.status in (RunStatus.FAILED, RunStatus.CANCELED):
+    if entry.reason and entry.status in UNSUCCESSFUL:
         values["failure_reason"] = entry.reason
     current = session.get(Run, entry.run_id)
     if current is not None and entry.attempt and entry.attempt < current.attempt:

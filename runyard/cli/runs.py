@@ -13,7 +13,7 @@ from runyard.cli.context import client
 from runyard.client import Client
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.errors import InvalidInput
-from runyard.status import WAITING, RunStatus
+from runyard.status import UNSUCCESSFUL, WAITING
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
@@ -218,7 +218,7 @@ def logs(
         if run.get("status") in WAITING:
             note = _queued_note(run, "no log yet")
             output.errors.print(Text(note), highlight=False, soft_wrap=True)
-        elif run.get("status") in (RunStatus.FAILED.value, RunStatus.CANCELED.value):
+        elif run.get("status") in UNSUCCESSFUL:
             note = f"{outcome.final_line(run)} (it wrote no log)"
             output.errors.print(Text(note), highlight=False, soft_wrap=True)
 

@@ -24,7 +24,7 @@ class Metric(SQLModel, table=True):
 
     run_id: str = Field(foreign_key="run.id", primary_key=True)
     name: str = Field(primary_key=True, max_length=255)
-    kind: str = Field(max_length=16)  # scalar | list | row | table | image
+    kind: str = Field(max_length=16)  # a name of runyard.tracking.events.KIND_NAMES
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     count: int = 0  # points stored
     # The index a point logged without a step gets (one past the highest so far): a

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from protocol.limits import TrackingLimits
+from protocol.limits import MAX_DISPLAY_NAME, NAME_LENGTH, TrackingLimits
 from protocol.messages import TrackingBatch
 from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import TERMINAL, RunStatus
@@ -102,7 +102,7 @@ def _create_child(
             cluster=parent.cluster,
             status=RunStatus.RUNNING,
             script=parent.script,
-            display_name=str(event.get("n") or child_id)[:255],
+            display_name=str(event.get("n") or child_id)[:MAX_DISPLAY_NAME],
             parent_run_id=parent.id,
             root_run_id=parent.root_run_id or parent.id,
             worker_id=parent.worker_id,
@@ -117,7 +117,7 @@ def _create_child(
 
 def _set_tag(session: Session, run: Run, event: dict[str, Any], limits: TrackingLimits) -> None:
     raw = event.get("v")
-    key, value = str(event.get("n", ""))[:255], None if raw is None else str(raw)
+    key, value = str(event.get("n", ""))[:NAME_LENGTH], None if raw is None else str(raw)
     existing = session.get(RunTag, (run.id, key))
     if existing is not None:
         existing.value = value
@@ -142,7 +142,7 @@ def _add_properties(
             return
         result = session.execute(
             insert_ignoring(session, RunProperty)
-            .values(run_id=run.id, key=str(key)[:255], value=str(value))
+            .values(run_id=run.id, key=str(key)[:NAME_LENGTH], value=str(value))
             .on_conflict_do_nothing(index_elements=["run_id", "key"])
         )
         count += result.rowcount or 0  # type: ignore[attr-defined]
@@ -174,7 +174,7 @@ def _insert_points(
     limits: TrackingLimits,
 ) -> None:
     """The hot path of tracking: one query for the series, one bulk insert for the points."""
-    names = {str(e.get("n", ""))[:255] for _, e in events}
+    names = {str(e.get("n", ""))[:NAME_LENGTH] for _, e in events}
     known = {
         m.name: m
         for m in session.exec(
@@ -185,7 +185,7 @@ def _insert_points(
     touched: set[str] = set()
     rows: list[dict[str, Any]] = []
     for seq, event in events:
-        name = str(event.get("n", ""))[:255]
+        name = str(event.get("n", ""))[:NAME_LENGTH]
         code = event["k"]
         metric = known.get(name)
         if metric is None:
