@@ -27,7 +27,7 @@ from protocol.workers import WorkerInfo, live_workers, publish_heartbeat, remove
 from runyard.status import RunStatus
 from scheduler.service import dispatch_cluster, sweep_runs
 from store import clusters, runs
-from store.db import as_utc, make_engine, migrate
+from store.db import as_utc
 from store.models import ClusterCreate, Run, RunSpec, utcnow
 from tests.support.services import RedisServer, unique
 
@@ -35,17 +35,8 @@ DIGEST = "sha256:" + "0" * 64
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
 def client(redis_service: RedisServer) -> Iterator[redis.Redis]:
+    """The shared Redis server, left as it is (not flushed): this module's keys are its own."""
     client = redis.Redis.from_url(redis_service.url)
     try:
         yield client
