@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from api import errors
 from api.auth import ALLOW, check_every_route_guarded
@@ -48,8 +48,8 @@ from runyard import __version__
 from store import audit as audit_log
 from store.clusters import apply_config_file
 from store.db import make_engine, migrate, session_scope
-from store.models import ApiToken, TokenCreate, check_cluster_name
-from store.tokens import Actor, ensure_token, revoke
+from store.models import TokenCreate, check_cluster_name
+from store.tokens import Actor, ensure_token, live_bootstrap_tokens, revoke
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +230,7 @@ def retire_the_every_cluster_token(engine: Engine) -> None:
     earlier deployment registered is revoked: whoever once read it (a run, say) must not
     keep a token that serves every cluster."""
     with Session(engine) as db:
-        left = db.exec(
-            select(ApiToken).where(
-                ApiToken.name == "bootstrap-worker",
-                ApiToken.created_by == "bootstrap",
-                ApiToken.kind == "token",
-                col(ApiToken.revoked_at).is_(None),
-            )
-        ).all()
-        for token in left:
+        for token in live_bootstrap_tokens(db, "bootstrap-worker"):
             revoke(db, token.id)
             audit_log.record(
                 db,

@@ -17,11 +17,12 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from api.deps import Services, ServicesDep
 from protocol.roles import Role
 from runyard.errors import Forbidden, Unauthorized
+from store import runs as run_service
 from store import tokens
 from store.models import Run
 from store.run_tree import in_tree
@@ -193,10 +194,8 @@ def _snapshot_by_digest(actor: Actor, request: Request, session: Session) -> Non
         return
     if actor.role == Role.WORKER:
         digest = request.path_params.get("digest")
-        query = select(Run.cluster).where(Run.snapshot_digest == digest)
-        if "*" not in actor.clusters:
-            query = query.where(col(Run.cluster).in_(actor.clusters))
-        if session.exec(query.limit(1)).first() is not None:
+        clusters = None if "*" in actor.clusters else actor.clusters
+        if run_service.uses_snapshot(session, str(digest), clusters):
             return
         raise Forbidden(f"{_who(actor)} serves no run that uses snapshot {digest}")
     raise Forbidden(f"{_who(actor)} may not read snapshots")

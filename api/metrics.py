@@ -19,14 +19,14 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
 from protocol import keys
 from protocol.replies import as_text
 from protocol.workers import live_workers, workers_serving
 from runyard.status import WAITING
-from store.db import as_utc
-from store.models import Cluster, Run
+from store import statistics
+from store.models import Cluster
 
 WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 24 * 3600)
@@ -38,9 +38,21 @@ class RunyardCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with Session(self.services.engine) as session:
-            clusters = {c.name: c for c in session.exec(select(Cluster))}
+            clusters = statistics.clusters(session)
             yield from self._runs(session, clusters)
-            yield from self._timings(session)
+            found = statistics.timings(session)
+        yield _histogram(
+            "runyard_queue_wait_seconds",
+            "Time from submit until a node took the run",
+            found.waits,
+            WAIT_BUCKETS,
+        )
+        yield _histogram(
+            "runyard_run_duration_seconds",
+            "Time a run spent running",
+            found.durations,
+            DURATION_BUCKETS,
+        )
         yield from self._workers(clusters)
         yield self._ingest_lag()
 
@@ -55,63 +67,19 @@ class RunyardCollector(Collector):
             "runyard_submissions", "Runs submitted to a cluster", labels=["cluster"]
         )
         canceled = CounterMetricFamily("runyard_cancels", "Runs cancelled", labels=["cluster"])
-        rows = session.exec(
-            select(Run.cluster, Run.status, func.count())
-            .where(col(Run.cluster).is_not(None), col(Run.parent_run_id).is_(None))
-            .group_by(Run.cluster, Run.status)
-        )
         waiting: dict[str, int] = defaultdict(int)
         totals: dict[str, int] = defaultdict(int)
-        for cluster, status, count in rows:
+        for cluster, status, count in statistics.runs_by_status(session):
             by_status.add_metric([cluster, status.value], count)
             totals[cluster] += count
             if status in WAITING:
                 waiting[cluster] += count
-        cancels = session.exec(
-            select(Run.cluster, func.count())
-            .where(
-                col(Run.cluster).is_not(None),
-                col(Run.canceled_at).is_not(None),
-                col(Run.parent_run_id).is_(None),
-            )
-            .group_by(Run.cluster)
-        )
-        canceled_by = dict(cancels.all())
+        canceled_by = statistics.cancels_by_cluster(session)
         for name in clusters:
             depth.add_metric([name], waiting.get(name, 0))
             submitted.add_metric([name], totals.get(name, 0))
             canceled.add_metric([name], canceled_by.get(name, 0))
         yield from (by_status, depth, submitted, canceled)
-
-    def _timings(self, session: Session) -> Iterator[Metric]:
-        rows = session.exec(
-            select(
-                Run.cluster,
-                Run.queued_at,
-                Run.preparing_at,
-                Run.running_at,
-                Run.completed_at,
-                Run.failed_at,
-                Run.canceled_at,
-            ).where(col(Run.cluster).is_not(None), col(Run.preparing_at).is_not(None))
-        )
-        waits: dict[str, list[float]] = defaultdict(list)
-        durations: dict[str, list[float]] = defaultdict(list)
-        for cluster, queued, preparing, running, completed, failed, canceled in rows:
-            if queued and preparing:
-                waits[cluster].append(_seconds(queued, preparing))
-            ended = completed or failed or canceled
-            if running and ended:
-                durations[cluster].append(_seconds(running, ended))
-        yield _histogram(
-            "runyard_queue_wait_seconds",
-            "Time from submit until a node took the run",
-            waits,
-            WAIT_BUCKETS,
-        )
-        yield _histogram(
-            "runyard_run_duration_seconds", "Time a run spent running", durations, DURATION_BUCKETS
-        )
 
     def _workers(self, clusters: dict[str, Cluster]) -> Iterator[Metric]:
         online = GaugeMetricFamily(
@@ -146,10 +114,6 @@ class RunyardCollector(Collector):
             if as_text(group["name"]) == keys.INGEST_GROUP:
                 lag.add_metric([], int(group.get("lag") or 0) + int(group.get("pending") or 0))
         return lag
-
-
-def _seconds(start: Any, end: Any) -> float:
-    return max((as_utc(end) - as_utc(start)).total_seconds(), 0.0)  # type: ignore[operator]
 
 
 def _histogram(

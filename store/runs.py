@@ -304,3 +304,11 @@ def front_priority(session: Session, cluster: str) -> int:
         select(func.max(Run.priority)).where(Run.cluster == cluster, Run.status == RunStatus.QUEUED)
     ).one()
     return min((top or 0) + 1, MAX_PRIORITY)
+
+
+def uses_snapshot(session: Session, digest: str, clusters: list[str] | None) -> bool:
+    """Whether a run on one of ``clusters`` (None: on any) was submitted with the snapshot."""
+    query = select(Run.cluster).where(Run.snapshot_digest == digest)
+    if clusters is not None:
+        query = query.where(col(Run.cluster).in_(clusters))
+    return session.exec(query.limit(1)).first() is not None

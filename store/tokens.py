@@ -117,6 +117,17 @@ def ensure_token(session: Session, spec: TokenCreate, secret: str) -> bool:
     return False
 
 
+def live_bootstrap_tokens(session: Session, name: str) -> list[ApiToken]:
+    """The unrevoked tokens the API registered from its bootstrap settings under ``name``."""
+    query = select(ApiToken).where(
+        ApiToken.name == name,
+        ApiToken.created_by == "bootstrap",
+        ApiToken.kind == "token",
+        col(ApiToken.revoked_at).is_(None),
+    )
+    return list(session.exec(query))
+
+
 def list_tokens(
     session: Session, *, include_revoked: bool, limit: int, offset: int
 ) -> tuple[list[ApiToken], int]:
