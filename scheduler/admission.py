@@ -18,7 +18,7 @@ from protocol.celery_app import TASK_EXECUTE_RUN
 from protocol.environments import Executor, merge_environments, wants_container
 from protocol.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunAssignment
 from protocol.workers import WorkerInfo
-from runyard.errors import IllegalTransition, NotSupported
+from runyard.errors import ClusterNotFound, IllegalTransition, NotSupported
 from runyard.status import RunStatus
 from store.clusters import check_isolation, get_cluster
 from store.db import insert_ignoring
@@ -27,6 +27,9 @@ from store.models import Cluster, Experiment, Run, RunLog, utcnow
 from store.queue import capacity, waiting_runs
 
 log = logging.getLogger(__name__)
+
+# What building a run's assignment raises when the run can never start as recorded.
+UNRUNNABLE = (MessageError, NotSupported, ClusterNotFound, ValueError, TypeError)
 
 
 def assignment_for(
@@ -84,7 +87,7 @@ def admit(session: Session, cluster_name: str, workers: list[WorkerInfo]) -> lis
         try:
             experiment = _experiment_name(session, run)
             assignment = assignment_for(run, cluster, experiment, attempt)
-        except (MessageError, NotSupported, ValueError, TypeError) as exc:
+        except UNRUNNABLE as exc:
             # Never let one unrunnable record hold a slot or stall the queue behind it.
             log.warning("cannot dispatch %s: %s", run.id, exc)
             _refuse(session, run, attempt, f"cannot start: {exc}")
@@ -141,12 +144,36 @@ def send(celery: Celery, assignment: RunAssignment) -> None:
     log.info("dispatched %s to %s", assignment.run_id, keys.cluster_queue(assignment.cluster))
 
 
-def resend(session: Session, run: Run) -> RunAssignment:
+def resend(session: Session, run: Run) -> RunAssignment | None:
     """A handed-over run that no worker claimed (its message was lost): marked handed over
-    anew, and its assignment returned for the caller to send again once it has committed."""
-    cluster = get_cluster(session, run.cluster or "")
+    anew, and its assignment returned for the caller to send again once it has committed.
+    One that can no longer start (its cluster changed or went away) fails instead, so it
+    never undoes the rest of the caller's unit of work."""
+    try:
+        cluster = get_cluster(session, run.cluster or "")
+        assignment = assignment_for(run, cluster, _experiment_name(session, run))
+    except UNRUNNABLE as exc:
+        log.warning("cannot send %s again: %s", run.id, exc)
+        _refuse(session, run, run.attempt, f"cannot start: {exc}")
+        return None
     session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=utcnow()))
-    return assignment_for(run, cluster, _experiment_name(session, run))
+    return assignment
+
+
+def take_back(session: Session, assignments: list[RunAssignment]) -> None:
+    """Admitted runs whose tasks were never sent (the broker failed first) wait again, on
+    their previous attempt, as if admission had not looked at them."""
+    for assignment in assignments:
+        session.execute(
+            update(Run)
+            .where(
+                Run.id == assignment.run_id,
+                Run.status == RunStatus.QUEUED,
+                Run.attempt == assignment.attempt,
+                col(Run.dispatched_at).is_not(None),
+            )
+            .values(dispatched_at=None, attempt=assignment.attempt - 1)
+        )
 
 
 def _experiment_name(session: Session, run: Run) -> str:

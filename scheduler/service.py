@@ -110,8 +110,16 @@ def dispatch_cluster(
     worker never holds a task whose run the database shows waiting."""
     assignments = admission.admit(session, cluster, workers)
     session.commit()
-    for assignment in assignments:
-        admission.send(celery, assignment)
+    for sent, assignment in enumerate(assignments):
+        try:
+            admission.send(celery, assignment)
+        except Exception:
+            # The broker failed: the runs after this one wait again at once. This one may
+            # or may not have reached the broker; the watchdog sends it again if no worker
+            # claims it within dispatch_timeout (a worker takes one attempt only once).
+            admission.take_back(session, assignments[sent + 1 :])
+            session.commit()
+            raise
     return [a.run_id for a in assignments]
 
 

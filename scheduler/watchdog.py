@@ -60,7 +60,9 @@ def sweep(
                 run.id,
                 settings.dispatch_timeout,
             )
-            lost.append(resend(session, run))
+            assignment = resend(session, run)
+            if assignment is not None:
+                lost.append(assignment)
         elif not alive:
             # Claimed by a worker that died before it reported anything: it never started.
             log.warning("worker of %s vanished before starting it; back to the queue", run.id)

@@ -181,3 +181,92 @@ def test_a_run_claimed_by_a_worker_that_vanished_goes_back_to_the_queue(
     run = stored(engine, run_id)
     assert (run.status, run.dispatched_at) == (RunStatus.QUEUED, None)
     assert not control.is_claimed(client, run_id, attempt=1)
+
+
+def test_a_lost_run_that_can_no_longer_start_fails_and_the_rest_of_the_sweep_stands(
+    engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
+) -> None:
+    """The cluster changed under a handed-over run whose message was lost: sending it again
+    would break the cluster's rule, so it fails, and what the same pass decided about
+    other runs (a silent run turning NotResponding) is kept."""
+    app, sends = celery
+    lost = submit(engine, cluster)
+    silent = submit(engine, cluster)
+    long_ago = utcnow() - timedelta(hours=1)
+    with Session(engine) as session:
+        dispatch_cluster(session, app, cluster, live_workers(client))
+        client.delete(keys.cluster_queue(cluster))  # the message was lost
+        wants_docker = {"docker": {"enabled": True}}  # what the local cluster now refuses
+        session.execute(
+            update(Run)
+            .where(col(Run.id) == lost)
+            .values(dispatched_at=long_ago, environment=wants_docker)
+        )
+        session.execute(  # a run on a node that stopped sending heartbeats
+            update(Run)
+            .where(col(Run.id) == silent)
+            .values(
+                status=RunStatus.RUNNING,
+                attempt=1,
+                dispatched_at=long_ago,
+                preparing_at=long_ago,
+                running_at=long_ago,
+            )
+        )
+        session.commit()
+
+        sweep_runs(session, client, app, settings(dispatch_timeout=60))
+
+    failed = stored(engine, lost)
+    assert failed.status == RunStatus.FAILED
+    assert failed.failure_reason.startswith("cannot start: this run asks for a Docker container")
+    assert stored(engine, silent).status == RunStatus.NOT_RESPONDING
+    assert sends.seen == [(lost, 1, True)]  # the first hand-over only: never sent again
+
+
+class BrokerFailsAt:
+    """A real Celery app whose ``n``-th send fails, as when the broker goes away."""
+
+    def __init__(self, celery: Celery, n: int) -> None:
+        self.calls = 0
+        self.n = n
+        self._send = celery.send_task
+        celery.send_task = self.send_task  # type: ignore[method-assign]
+
+    def send_task(self, name: str, args: list[Any], **options: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.n:
+            raise ConnectionError("broker went away")
+        return self._send(name, args, **options)
+
+
+def test_when_the_broker_fails_mid_dispatch_the_runs_not_sent_wait_again(
+    engine: Engine, client: redis.Redis, redis_service: RedisServer
+) -> None:
+    name = unique("uow3")
+    with Session(engine) as session:
+        clusters.create_cluster(session, ClusterCreate(name=name, nodes=3))
+        session.commit()
+    info = WorkerInfo(id=unique("w"), hostname="node-3", clusters=[name], slots=3)
+    publish_heartbeat(client, info, ttl=60)
+    app = make_celery(redis_service.url)
+    BrokerFailsAt(app, 2)
+    try:
+        first, second, third = (submit(engine, name) for _ in range(3))
+        with Session(engine) as session, pytest.raises(ConnectionError):
+            dispatch_cluster(session, app, name, live_workers(client))
+
+        assert client.llen(keys.cluster_queue(name)) == 1
+        assert stored(engine, first).dispatched_at is not None
+        # The failed send may have reached the broker: handed over, for the watchdog.
+        assert stored(engine, second).dispatched_at is not None
+        waiting = stored(engine, third)
+        assert (waiting.status, waiting.dispatched_at, waiting.attempt) == (
+            RunStatus.QUEUED,
+            None,
+            0,
+        )
+    finally:
+        remove_worker(client, info.id)
+        client.delete(keys.cluster_queue(name))
+        app.close()
