@@ -17,14 +17,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench.figures import quantile
 from runyard.client import Client
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from runyard.status import TERMINAL
 from tests.support.services import Stack, redis_server, stop_process, wait_until
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
 def config(folder: Path, cluster: str) -> ScriptRunConfig:
@@ -38,9 +35,7 @@ def config(folder: Path, cluster: str) -> ScriptRunConfig:
 
 def wait_terminal(client: Client, run_id: str) -> dict:
     return wait_until(  # type: ignore[return-value]
-        lambda: (
-            (r := client.get_run(run_id))["status"] in ("Completed", "Failed", "Canceled") and r
-        ),
+        lambda: (r := client.get_run(run_id))["status"] in TERMINAL and r,
         120,
         0.01,
         what=run_id,

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.figures import quantile
 from runyard.core import Experiment, ScriptRunConfig, Workspace
 from tests.support.services import RUN_IMAGE, Stack, redis_server, stop_process
 
@@ -44,11 +45,6 @@ HARDENED = [
 ]
 # Both sides are timed to the moment the script itself runs: it prints the clock first thing.
 SCRIPT = "import time\nprint('started', time.time(), flush=True)\n"
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
 def started_at(output: str) -> float:

@@ -61,7 +61,7 @@ def end_children(session: Session, parent_id: str, parent_status: RunStatus) -> 
     """Children still active when their parent ends take its ending (they lived in its
     process). A completed parent completes them. A submitted child (``submit_child``) has a
     process of its own, which reports its end: it is left alone here (a cancel of its
-    parent cancels it through its worker, ``scheduler.runs.cancel``)."""
+    parent cancels it through its worker, ``store.runs.cancel``)."""
     children = session.exec(
         select(Run.id).where(
             Run.parent_run_id == parent_id,

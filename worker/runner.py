@@ -1,4 +1,8 @@
-"""Executing one run on this worker: claim, prepare, start, pump output, stop, finalize."""
+"""Executing one run on this worker: claim, prepare, start, pump output, stop, finalize.
+
+One run's life from claim to final state reads top to bottom here, a little over 400 lines;
+its parts that stand alone already live beside it (reporter, channel, run_folder, stopping,
+executors)."""
 
 from __future__ import annotations
 
@@ -229,7 +233,7 @@ def _remove_orphan_containers(ctx: WorkerContext) -> None:
 CANCELED = "canceled"
 TIMED_OUT = "timed out"
 SERVICE_STOPPED = "service stopped"  # the worker itself is stopping (SIGTERM)
-OVER_BUDGET = "over budget"  # it went over one of its budgets (scheduler.budgets)
+OVER_BUDGET = "over budget"  # it went over one of its budgets (protocol.budgets)
 
 
 WORKSPACE_LOOK = 2.0  # seconds between looks at the size of a run's working folder

@@ -83,7 +83,7 @@ async def upload_run_file(
 
 
 def _file_allowance(services: Services, run_id: str, name: str) -> tuple[str, int]:
-    """How many more bytes the run's files may take (its budget: scheduler.budgets), with
+    """How many more bytes the run's files may take (its budget: protocol.budgets), with
     the reason to give past it; a run at its file count is refused here."""
     with Session(services.engine) as session:
         run = run_service.get_run(session, run_id)

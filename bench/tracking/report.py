@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bench.figures import quantile
 from bench.tracking.mlflow_side import BATCH
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
 def compare(runyard: float, other: float, higher_is_better: bool) -> str:

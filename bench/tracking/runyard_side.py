@@ -14,6 +14,7 @@ from typing import Any
 from bench.tracking import METRIC
 from runyard.client import Client
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from runyard.status import TERMINAL, UNSUCCESSFUL
 from tests.support.services import Stack, wait_until
 
 CLUSTER = "tracking"
@@ -127,10 +128,7 @@ class RunyardBench:
     def finish(self, run_id: str, timeout: float) -> dict[str, Any]:
         """Wait for the run to end; its last JSON line of output."""
         record = wait_until(
-            lambda: (
-                (r := self.client.get_run(run_id))["status"] in ("Completed", "Failed", "Canceled")
-                and r
-            ),
+            lambda: (r := self.client.get_run(run_id))["status"] in TERMINAL and r,
             timeout,
             0.05,
             what=f"run {run_id} to end",
@@ -163,7 +161,7 @@ class RunyardBench:
             if self.stored(run_id) >= points:
                 return True
             polls += 1
-            if polls % 20 == 0 and self.client.get_run(run_id)["status"] in ("Failed", "Canceled"):
+            if polls % 20 == 0 and self.client.get_run(run_id)["status"] in UNSUCCESSFUL:
                 self.finish(run_id, 10)  # raises with the run's log
             return False
 

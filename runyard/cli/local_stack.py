@@ -15,6 +15,10 @@ cancel grace period and records them (``worker.stopping``); then the scheduler, 
 written what they reported, the API, and Redis last. All of it within the largest cancel
 grace period + ``STOP_MARGIN``; whatever is still running then is killed. A second signal
 stops at once: workers kill and record their runs, everything else is killed.
+
+The stack's start, supervision and ordered stop stay in one class (a little over 400 lines),
+since each step reads the state the others leave; one child process and its ports are
+``runyard.cli.children``.
 """
 
 from __future__ import annotations

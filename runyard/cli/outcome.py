@@ -22,7 +22,11 @@ EXIT_CODES = {
     RunStatus.FAILED.value: RunFailed.exit_code,
     RunStatus.CANCELED.value: RunCanceled.exit_code,
 }
-COLOURS = {"Completed": "green", "Failed": "red", "Canceled": "yellow"}
+COLOURS = {
+    RunStatus.COMPLETED.value: "green",
+    RunStatus.FAILED.value: "red",
+    RunStatus.CANCELED.value: "yellow",
+}
 
 
 def final_line(run: dict[str, Any]) -> str:

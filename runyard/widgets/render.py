@@ -10,16 +10,17 @@ from __future__ import annotations
 import html
 from typing import Any, Sequence
 
+from runyard.status import RunStatus
 from runyard.widgets.view import Metric, Point, RunView
 
 WIDTH, HEIGHT = 320, 160  # one chart, in CSS pixels
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 10, 22, 22
 
 STATUS_COLOURS = {
-    "Completed": "#15803d",
-    "Failed": "#b91c1c",
-    "Canceled": "#6b7280",
-    "Running": "#1d4ed8",
+    RunStatus.COMPLETED.value: "#15803d",
+    RunStatus.FAILED.value: "#b91c1c",
+    RunStatus.CANCELED.value: "#6b7280",
+    RunStatus.RUNNING.value: "#1d4ed8",
 }
 
 STYLE = (

@@ -22,7 +22,6 @@ from store.models.clusters import (
     Cluster,
     ClusterCreate,
     ClusterPublic,
-    ClusterSettings,
     ClustersPublic,
     ClusterUpdate,
     WorkerPublic,
@@ -36,14 +35,7 @@ from store.models.experiments import (
     ExperimentsPublic,
 )
 from store.models.names import (
-    CLUSTER_NAME,
-    EXPERIMENT_NAME,
-    TOKEN_NAME,
     check_cluster_name,
-    check_experiment_name,
-    check_token_name,
-    creation_timestamp,
-    optional_timestamp,
     utcnow,
 )
 from store.models.runs import (
@@ -54,7 +46,6 @@ from store.models.runs import (
     InteractiveRun,
     InteractiveRunPublic,
     Run,
-    RunBase,
     RunChange,
     RunFile,
     RunFilePublic,
@@ -73,7 +64,6 @@ from store.models.tokens import (
     TokensPublic,
 )
 from store.models.tracking import (
-    MAX_EVENTS,
     ROLLUP_SPAN,
     EventBatch,
     EventsAccepted,
@@ -90,11 +80,7 @@ from store.models.tracking import (
 )
 
 __all__ = [
-    "CLUSTER_NAME",
-    "EXPERIMENT_NAME",
-    "MAX_EVENTS",
     "ROLLUP_SPAN",
-    "TOKEN_NAME",
     "ApiToken",
     "AuditEvent",
     "AuditEventsPublic",
@@ -104,7 +90,6 @@ __all__ = [
     "Cluster",
     "ClusterCreate",
     "ClusterPublic",
-    "ClusterSettings",
     "ClusterUpdate",
     "ClustersPublic",
     "EventBatch",
@@ -125,7 +110,6 @@ __all__ = [
     "MetricRollup",
     "MetricSeriesPublic",
     "Run",
-    "RunBase",
     "RunChange",
     "RunFile",
     "RunFilePublic",
@@ -145,9 +129,5 @@ __all__ = [
     "WorkerPublic",
     "WorkersPublic",
     "check_cluster_name",
-    "check_experiment_name",
-    "check_token_name",
-    "creation_timestamp",
-    "optional_timestamp",
     "utcnow",
 ]

@@ -14,7 +14,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from protocol.budgets import check_budgets
-from protocol.environments import EXECUTORS, check_container, check_environment
+from protocol.environments import EXECUTORS, Executor, check_container, check_environment
 from store.models.names import check_cluster_name, creation_timestamp
 
 
@@ -22,7 +22,7 @@ class ClusterSettings(SQLModel):
     """What an operator sets on a cluster."""
 
     nodes: int = Field(default=1, ge=1, le=10_000, description="Max concurrent runs")
-    executor: str = Field(default="local", description="Default executor: local or docker")
+    executor: str = Field(default=Executor.LOCAL, description="Default executor: local or docker")
     environment: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON), description="Default environment"
     )

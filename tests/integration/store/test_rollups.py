@@ -1,5 +1,5 @@
-"""Series summaries (``store/rollups.py``): written as points arrive through the ingest, and
-the downsampled reads of ``store.tracking.reads.history`` that go through them."""
+"""Series summaries (``store/tracking/rollups.py``): written as points arrive through the
+ingest, and the downsampled reads of ``store.tracking.reads.history`` that go through them."""
 
 from __future__ import annotations
 
