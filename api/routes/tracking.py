@@ -24,6 +24,7 @@ from store import runs as run_service
 from store.models import (
     EventBatch,
     EventsAccepted,
+    HistoryWindow,
     MetricHistoryPublic,
     MetricNamesPublic,
     RunMetricsPublic,
@@ -149,28 +150,12 @@ def get_metric_history(
     run_id: str,
     name: str,
     session: SessionDep,
-    column: str = "",
-    max_points: Annotated[int | None, Query(ge=4, le=100_000)] = None,
-    start: Annotated[int | None, Query(ge=0)] = None,
-    end: Annotated[int | None, Query(ge=0)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    window: Annotated[HistoryWindow, Query()],
 ) -> JSONWithNaN:
     """One series (a column of it, for rows and tables): whole and paged, or downsampled to
     at most ``max_points`` keeping the first, the last and every bucket's extremes."""
     run_service.get_run(session, run_id)
-    found = reads.metric_history(
-        session,
-        run_id,
-        name,
-        column,
-        max_points=max_points,
-        start=start,
-        end=end,
-        offset=offset,
-        limit=limit,
-    )
-    return JSONWithNaN(found)
+    return JSONWithNaN(reads.metric_history(session, run_id, name, window))
 
 
 @router.get("/{run_id}/tags", operation_id="get_tags", dependencies=[ALLOW.read_run])

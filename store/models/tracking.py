@@ -134,6 +134,19 @@ class RunMetricsPublic(TypedDict):
     runs: dict[str, dict[str, MetricSeriesPublic]]  # {run_id: {name: series}}
 
 
+class HistoryWindow(BaseModel):
+    """Which part of a series a read wants (a column of it, for rows and tables, and an index
+    range), and how: whole and paged by ``offset``/``limit``, or downsampled to at most
+    ``max_points``. The history route takes it as its query parameters."""
+
+    column: str = ""
+    max_points: int | None = PydanticField(default=None, ge=4, le=100_000)
+    start: int | None = PydanticField(default=None, ge=0)
+    end: int | None = PydanticField(default=None, ge=0)
+    offset: int = PydanticField(default=0, ge=0)
+    limit: int = PydanticField(default=10_000, ge=1, le=100_000)
+
+
 class MetricHistoryPublic(TypedDict):
     """One series (a column of it): ``points`` are ``[idx, value]``, whole and paged, or
     downsampled (then an index may be a bucket's middle, a float)."""

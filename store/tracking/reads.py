@@ -19,6 +19,7 @@ from runyard.errors import InvalidInput, NotFound
 from runyard.tracking import events as ev
 from store.models import (
     ROLLUP_SPAN,
+    HistoryWindow,
     Metric,
     MetricHistoryPublic,
     MetricNamePublic,
@@ -95,21 +96,14 @@ class History:
 
 
 def history(
-    session: Session,
-    run_id: str,
-    name: str,
-    column: str = "",
-    *,
-    max_points: int | None = None,
-    start: int | None = None,
-    end: int | None = None,
-    offset: int = 0,
-    limit: int = 10_000,
+    session: Session, run_id: str, name: str, window: HistoryWindow = HistoryWindow()
 ) -> History:
     """A series whole (paged by ``offset``/``limit``), or downsampled to at most
     ``max_points``: per bucket its first and last point and its minimum and maximum, so
     spikes show however many points there are. (Within a bucket, narrower than a pixel,
     the extremes are drawn at its middle.)"""
+    column, start, end = window.column, window.start, window.end
+    max_points = window.max_points
     where = [MetricPoint.run_id == run_id, MetricPoint.name == name, MetricPoint.column == column]
     if start is not None:
         where.append(col(MetricPoint.idx) >= start)
@@ -122,8 +116,8 @@ def history(
             select(MetricPoint.idx, MetricPoint.value, MetricPoint.text, MetricPoint.vtype)
             .where(*where)
             .order_by(col(MetricPoint.idx))
-            .offset(offset)
-            .limit(limit)
+            .offset(window.offset)
+            .limit(window.limit)
         )
         return History(count, [[i, decode_value(v, t, k)] for i, v, t, k in rows], False)
 
@@ -223,36 +217,17 @@ def metric_names(session: Session, run_id: str) -> MetricNamesPublic:
 
 
 def metric_history(
-    session: Session,
-    run_id: str,
-    name: str,
-    column: str = "",
-    *,
-    max_points: int | None = None,
-    start: int | None = None,
-    end: int | None = None,
-    offset: int = 0,
-    limit: int = 10_000,
+    session: Session, run_id: str, name: str, window: HistoryWindow
 ) -> MetricHistoryPublic:
     """One series as ``history`` reads it, named with its kind (``GET .../history``)."""
     metric = session.get(Metric, (run_id, name))
     if metric is None:
         raise NotFound(f"run {run_id} has no metric {name!r}")
-    found = history(
-        session,
-        run_id,
-        name,
-        column,
-        max_points=max_points,
-        start=start,
-        end=end,
-        offset=offset,
-        limit=limit,
-    )
+    found = history(session, run_id, name, window)
     return {
         "name": name,
         "kind": metric.kind,
-        "column": column,
+        "column": window.column,
         "count": found.count,
         "downsampled": found.downsampled,
         "points": found.points,

@@ -236,3 +236,21 @@ def test_file_names_that_cannot_be_stored_are_422(
     assert http.put(f"{base}/outputs/dir/file.txt", content=b"x").status_code == 200
     assert http.put(f"{base}/outputs/dir", content=b"x").status_code == 422
     assert http.put(f"{base}/{'a' * 300}.txt", content=b"x").status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ("max_points=2", "max_points should be greater than or equal to 4"),
+        ("limit=0", "limit should be greater than or equal to 1"),
+        ("start=x", "start should be a valid integer, unable to parse string as an integer"),
+    ],
+)
+def test_a_history_read_out_of_bounds_is_422_naming_the_parameter(
+    http: httpx.Client, query: str, detail: str
+) -> None:
+    run = http.post(f"{API}/runs/interactive", json={"experiment": "bad"}).json()
+    response = http.get(f"{API}/runs/{run['id']}/metrics/loss/history?{query}")
+    assert response.status_code == 422
+    assert response.json()["detail"] == detail
+    assert response.json()["field"] == "query." + query.split("=")[0]

@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from protocol.messages import TrackingBatch
 from protocol.streams import send_to_ingest
 from scheduler.ingest import Ingest
-from store.models import ROLLUP_SPAN, MetricRollup
+from store.models import ROLLUP_SPAN, HistoryWindow, MetricRollup
 from store.tracking import reads
 
 
@@ -58,9 +58,8 @@ def test_long_series_are_summarised_as_they_arrive_and_read_back_downsampled(
         # (7986, 8961): a zoom that crosses one span boundary and holds no whole span.
         ranges = [(None, None, 16), (1000, 8000, 12), (0, 3000, 400), (7986, 8961, 400)]
         for start, end, max_points in ranges:
-            found = reads.history(
-                fresh, queued_run, "wave", start=start, end=end, max_points=max_points
-            )
+            window = HistoryWindow(start=start, end=end, max_points=max_points)
+            found = reads.history(fresh, queued_run, "wave", window)
             low, high = start or 0, total - 1 if end is None else end
             part = values[low : high + 1]
             assert found.count == len(part) and found.downsampled
@@ -70,6 +69,8 @@ def test_long_series_are_summarised_as_they_arrive_and_read_back_downsampled(
             assert max(ys) == max(part) and min(ys) == min(part)
             assert all(low <= x <= high for x, _ in found.points)
 
-        whole = reads.history(fresh, queued_run, "wave", start=7986, end=8961, max_points=1200)
+        whole = reads.history(
+            fresh, queued_run, "wave", HistoryWindow(start=7986, end=8961, max_points=1200)
+        )
         assert whole.count == 976 and not whole.downsampled
         assert whole.points == [[i, values[i]] for i in range(7986, 8962)]
