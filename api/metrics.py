@@ -26,7 +26,6 @@ from protocol.replies import as_text
 from protocol.workers import live_workers, workers_serving
 from runyard.status import WAITING
 from store import statistics
-from store.models import Cluster
 
 WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 24 * 3600)
@@ -38,7 +37,7 @@ class RunyardCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with Session(self.services.engine) as session:
-            clusters = statistics.clusters(session)
+            clusters = statistics.cluster_names(session)
             yield from self._runs(session, clusters)
             found = statistics.timings(session)
         yield _histogram(
@@ -56,7 +55,7 @@ class RunyardCollector(Collector):
         yield from self._workers(clusters)
         yield self._ingest_lag()
 
-    def _runs(self, session: Session, clusters: dict[str, Cluster]) -> Iterator[Metric]:
+    def _runs(self, session: Session, clusters: list[str]) -> Iterator[Metric]:
         by_status = GaugeMetricFamily(
             "runyard_runs", "Runs by cluster and status", labels=["cluster", "status"]
         )
@@ -81,7 +80,7 @@ class RunyardCollector(Collector):
             canceled.add_metric([name], canceled_by.get(name, 0))
         yield from (by_status, depth, submitted, canceled)
 
-    def _workers(self, clusters: dict[str, Cluster]) -> Iterator[Metric]:
+    def _workers(self, clusters: list[str]) -> Iterator[Metric]:
         online = GaugeMetricFamily(
             "runyard_workers_online", "Live workers serving a cluster", labels=["cluster"]
         )

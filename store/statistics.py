@@ -21,8 +21,8 @@ class ClusterTimings:
     durations: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
-def clusters(session: Session) -> dict[str, Cluster]:
-    return {c.name: c for c in session.exec(select(Cluster))}
+def cluster_names(session: Session) -> list[str]:
+    return list(session.exec(select(Cluster.name).order_by(Cluster.name)))
 
 
 def runs_by_status(session: Session) -> list[tuple[str, str, int]]:
