@@ -84,13 +84,8 @@ def admit(session: Session, cluster_name: str, workers: list[WorkerInfo]) -> lis
     admitted = []
     for run in waiting_runs(session, cluster_name, limit=free):
         attempt = run.attempt + 1  # each hand-over to a worker is a new attempt
-        try:
-            experiment = _experiment_name(session, run)
-            assignment = assignment_for(run, cluster, experiment, attempt)
-        except UNRUNNABLE as exc:
-            # Never let one unrunnable record hold a slot or stall the queue behind it.
-            log.warning("cannot dispatch %s: %s", run.id, exc)
-            _refuse(session, run, attempt, f"cannot start: {exc}")
+        assignment = _startable(session, run, cluster.name, attempt)
+        if assignment is None:
             continue
         # Conditional on the run still waiting: a cancel that committed first wins.
         result = session.execute(
@@ -105,6 +100,20 @@ def admit(session: Session, cluster_name: str, workers: list[WorkerInfo]) -> lis
         if result.rowcount == 1:  # type: ignore[attr-defined]
             admitted.append(assignment)
     return admitted
+
+
+def _startable(session: Session, run: Run, cluster_name: str, attempt: int) -> RunAssignment | None:
+    """The run's assignment for ``attempt``; or, when the run can never start as recorded
+    (its cluster changed or went away, its record is malformed), None once the run is failed
+    with the reason: one unrunnable record never holds a slot, stalls the queue behind it or
+    undoes the rest of its caller's unit of work."""
+    try:
+        cluster = get_cluster(session, cluster_name)
+        return assignment_for(run, cluster, _experiment_name(session, run), attempt)
+    except UNRUNNABLE as exc:
+        log.warning("cannot start %s: %s", run.id, exc)
+        _refuse(session, run, attempt, f"cannot start: {exc}")
+        return None
 
 
 def _refuse(session: Session, run: Run, attempt: int, reason: str) -> None:
@@ -146,15 +155,10 @@ def send(celery: Celery, assignment: RunAssignment) -> None:
 
 def resend(session: Session, run: Run) -> RunAssignment | None:
     """A handed-over run that no worker claimed (its message was lost): marked handed over
-    anew, and its assignment returned for the caller to send again once it has committed.
-    One that can no longer start (its cluster changed or went away) fails instead, so it
-    never undoes the rest of the caller's unit of work."""
-    try:
-        cluster = get_cluster(session, run.cluster or "")
-        assignment = assignment_for(run, cluster, _experiment_name(session, run))
-    except UNRUNNABLE as exc:
-        log.warning("cannot send %s again: %s", run.id, exc)
-        _refuse(session, run, run.attempt, f"cannot start: {exc}")
+    anew, and its assignment returned for the caller to send again once it has committed
+    (None: it can no longer start, and failed)."""
+    assignment = _startable(session, run, run.cluster or "", run.attempt)
+    if assignment is None:
         return None
     session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=utcnow()))
     return assignment
