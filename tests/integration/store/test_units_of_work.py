@@ -26,12 +26,11 @@ from protocol.settings import Settings
 from protocol.workers import WorkerInfo, live_workers, publish_heartbeat, remove_worker
 from runyard.status import RunStatus
 from scheduler.service import dispatch_cluster, sweep_runs
-from store import clusters, runs
+from store import clusters
 from store.db import as_utc
-from store.models import ClusterCreate, Run, RunSpec, utcnow
+from store.models import ClusterCreate, Run, utcnow
+from tests.support.database import queue_run
 from tests.support.services import RedisServer, unique
-
-DIGEST = "sha256:" + "0" * 64
 
 
 @pytest.fixture
@@ -87,12 +86,10 @@ def celery(redis_service: RedisServer, engine: Engine) -> Iterator[tuple[Celery,
         app.close()
 
 
-def submit(engine: Engine, cluster: str) -> str:
-    spec = RunSpec(experiment="uow", cluster=cluster, script="train.py")
+def waiting_run(engine: Engine, cluster: str) -> str:
+    """A run queued on ``cluster`` through the store, committed (its own session)."""
     with Session(engine) as session:
-        run = runs.submit(session, spec, DIGEST, submitted_by=None)
-        session.commit()
-        return run.id
+        return queue_run(session, cluster, experiment="uow")
 
 
 def stored(engine: Engine, run_id: str) -> Run:
@@ -110,7 +107,7 @@ def test_a_run_is_committed_as_handed_over_before_its_task_is_sent(
     engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
 ) -> None:
     app, sends = celery
-    run_id = submit(engine, cluster)
+    run_id = waiting_run(engine, cluster)
 
     with Session(engine) as session:
         sent = dispatch_cluster(session, app, cluster, live_workers(client))
@@ -124,8 +121,8 @@ def test_a_run_that_cannot_start_fails_and_frees_its_slot_for_the_next(
     engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
 ) -> None:
     app, sends = celery
-    unrunnable = submit(engine, cluster)
-    runnable = submit(engine, cluster)
+    unrunnable = waiting_run(engine, cluster)
+    runnable = waiting_run(engine, cluster)
     with Session(engine) as session:  # it asks for what the cluster now refuses
         wants_docker = {"docker": {"enabled": True}}
         session.execute(
@@ -148,7 +145,7 @@ def test_a_task_no_worker_claimed_is_sent_again_once_it_is_marked_anew(
     engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
 ) -> None:
     app, sends = celery
-    run_id = submit(engine, cluster)
+    run_id = waiting_run(engine, cluster)
     with Session(engine) as session:
         dispatch_cluster(session, app, cluster, live_workers(client))
         long_ago = utcnow() - timedelta(hours=1)
@@ -168,7 +165,7 @@ def test_a_run_claimed_by_a_worker_that_vanished_goes_back_to_the_queue(
     engine: Engine, client: redis.Redis, cluster: str, celery: tuple[Celery, SeenAtSend]
 ) -> None:
     app, _ = celery
-    run_id = submit(engine, cluster)
+    run_id = waiting_run(engine, cluster)
     with Session(engine) as session:
         dispatch_cluster(session, app, cluster, live_workers(client))
         assert control.claim_run(client, run_id, "w-gone", attempt=1) == control.ClaimResult.CLAIMED
@@ -190,8 +187,8 @@ def test_a_lost_run_that_can_no_longer_start_fails_and_the_rest_of_the_sweep_sta
     would break the cluster's rule, so it fails, and what the same pass decided about
     other runs (a silent run turning NotResponding) is kept."""
     app, sends = celery
-    lost = submit(engine, cluster)
-    silent = submit(engine, cluster)
+    lost = waiting_run(engine, cluster)
+    silent = waiting_run(engine, cluster)
     long_ago = utcnow() - timedelta(hours=1)
     with Session(engine) as session:
         dispatch_cluster(session, app, cluster, live_workers(client))
@@ -252,7 +249,7 @@ def test_when_the_broker_fails_mid_dispatch_the_runs_not_sent_wait_again(
     app = make_celery(redis_service.url)
     BrokerFailsAt(app, 2)
     try:
-        first, second, third = (submit(engine, name) for _ in range(3))
+        first, second, third = (waiting_run(engine, name) for _ in range(3))
         with Session(engine) as session, pytest.raises(ConnectionError):
             dispatch_cluster(session, app, name, live_workers(client))
 
