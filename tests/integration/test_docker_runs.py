@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import pytest
 
 from runyard.core import Environment, Experiment, Run, Workspace
 from runyard.errors import RunFailed
+from runyard.status import TERMINAL
 from tests.support.runs import CLUSTERS_OWN, service_lines, submit, wait_for_status, write
 from tests.support.services import ADMIN_TOKEN, OLDEST_PYTHON, Stack, runyard, unique, wait_until
 from worker.app import service_id
 
-TERMINAL = {"Completed", "Failed", "Canceled"}
+# Every run here takes its cluster's image, as a run that names no environment does.
+in_its_image = partial(submit, experiment="docker", environment=CLUSTERS_OWN)
 
 
 def docker_cluster(stack: Stack, image: str, **container: object) -> str:
@@ -83,14 +86,8 @@ def test_a_run_completes_in_a_confined_container_with_its_log_and_outputs(
     workers.start(cluster, slots=2)
     secret = f"host-secret-{unique('s')}"
     (tmp_path / secret).write_text("do not read")
-    run = submit(
-        stack.url,
-        write(tmp_path / "src", {"probe.py": PROBE}),
-        "probe.py",
-        cluster,
-        secret,
-        experiment="docker",
-        environment=CLUSTERS_OWN,
+    run = in_its_image(
+        stack.url, write(tmp_path / "src", {"probe.py": PROBE}), "probe.py", cluster, secret
     )
     run.wait_for_completion()
     assert run.get_file_names() == ["outputs/report.json", "user_logs/std_log.txt"]
@@ -165,14 +162,7 @@ def test_the_tracking_walkthrough_works_inside_a_container(
         "kids = run.create_children(2)\n"
         "[k.log('k', 1) or k.complete() for k in kids]\n"
     )
-    run = submit(
-        stack.url,
-        write(tmp_path / "src", {"walk.py": script}),
-        "walk.py",
-        cluster,
-        experiment="docker",
-        environment=CLUSTERS_OWN,
-    )
+    run = in_its_image(stack.url, write(tmp_path / "src", {"walk.py": script}), "walk.py", cluster)
     run.wait_for_completion()
     again = Run(Experiment(Workspace(url=stack.url), "docker"), run.id)
     metrics = again.get_metrics()  # stored when wait_for_completion() returned
@@ -193,14 +183,7 @@ def test_a_script_over_its_memory_limit_fails_as_out_of_memory(
     cluster = docker_cluster(stack, run_image, memory_mib=64)
     workers.start(cluster)
     script = "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))\n"
-    run = submit(
-        stack.url,
-        write(tmp_path / "src", {"hog.py": script}),
-        "hog.py",
-        cluster,
-        experiment="docker",
-        environment=CLUSTERS_OWN,
-    )
+    run = in_its_image(stack.url, write(tmp_path / "src", {"hog.py": script}), "hog.py", cluster)
     with pytest.raises(RunFailed, match=r"out of memory \(limit 64 MiB\)"):
         run.wait_for_completion()
     assert containers_of(run.id) == []
@@ -220,14 +203,7 @@ def test_cancel_stops_the_container_within_its_grace_period(
         "while True:\n"
         "    print('tick', flush=True); time.sleep(0.2)\n"
     )
-    run = submit(
-        stack.url,
-        write(tmp_path / "src", {"loop.py": script}),
-        "loop.py",
-        cluster,
-        experiment="docker",
-        environment=CLUSTERS_OWN,
-    )
+    run = in_its_image(stack.url, write(tmp_path / "src", {"loop.py": script}), "loop.py", cluster)
     wait_for_status(stack, run.id, {"Running"}, 60)
     wait_until(lambda: "tick" in stack.client().logs(run.id), 20, 0.1, what="output")
     started = time.monotonic()
@@ -257,26 +233,8 @@ def test_two_runs_on_one_worker_do_not_see_each_others_files(
         "print('SAW OTHER' if found else 'ALONE', flush=True)\n"
     )
     folder = write(tmp_path / "src", {"look.py": script})
-    a = submit(
-        stack.url,
-        folder,
-        "look.py",
-        cluster,
-        "a",
-        "b",
-        experiment="docker",
-        environment=CLUSTERS_OWN,
-    )
-    b = submit(
-        stack.url,
-        folder,
-        "look.py",
-        cluster,
-        "b",
-        "a",
-        experiment="docker",
-        environment=CLUSTERS_OWN,
-    )
+    a = in_its_image(stack.url, folder, "look.py", cluster, "a", "b")
+    b = in_its_image(stack.url, folder, "look.py", cluster, "b", "a")
     for run in (a, b):
         wait_for_status(stack, run.id, {"Running"}, 60)
     for run in (a, b):
@@ -411,13 +369,11 @@ def test_a_killed_and_restarted_worker_leaves_no_orphan_container(
     cluster = docker_cluster(stack, run_image)
     name = unique("dw")
     worker = workers.start(cluster, name=name)
-    run = submit(
+    run = in_its_image(
         stack.url,
         write(tmp_path / "src", {"long.py": "import time\ntime.sleep(300)\n"}),
         "long.py",
         cluster,
-        experiment="docker",
-        environment=CLUSTERS_OWN,
     )
     wait_for_status(stack, run.id, {"Running"}, 60)
     wait_until(lambda: containers_of(run.id) != [], 20, 0.1, what="the container")
@@ -468,14 +424,7 @@ def test_logs_stream_live_from_the_container(
     script = (
         "import time\nfor i in range(30):\n    print('line', i, flush=True)\n    time.sleep(0.1)\n"
     )
-    run = submit(
-        stack.url,
-        write(tmp_path / "src", {"talk.py": script}),
-        "talk.py",
-        cluster,
-        experiment="docker",
-        environment=CLUSTERS_OWN,
-    )
+    run = in_its_image(stack.url, write(tmp_path / "src", {"talk.py": script}), "talk.py", cluster)
     seen: list[str] = []
     reader = threading.Thread(
         target=lambda: seen.extend(stack.client().follow_logs(run.id)), daemon=True
@@ -527,13 +476,8 @@ def test_a_stopped_worker_removes_its_runs_container_and_records_the_run(
         container={"image": run_image, "memory_mib": 256},
     )
     worker = workers.start(cluster)
-    run = submit(
-        stack.url,
-        write(tmp_path / "src", {"stubborn.py": STUBBORN}),
-        "stubborn.py",
-        cluster,
-        experiment="docker",
-        environment=CLUSTERS_OWN,
+    run = in_its_image(
+        stack.url, write(tmp_path / "src", {"stubborn.py": STUBBORN}), "stubborn.py", cluster
     )
     wait_for_status(stack, run.id, {"Running"}, 60)
     wait_until(lambda: "tick" in stack.client().logs(run.id), 20, 0.1, what="output")
@@ -564,14 +508,7 @@ def test_stdout_and_stderr_keep_the_order_the_script_wrote_them_in(
         "    print(f'out {i}', flush=True)\n"
         "    print(f'err {i}', file=sys.stderr, flush=True)\n"
     )
-    run = submit(
-        stack.url,
-        write(tmp_path / "src", {"both.py": script}),
-        "both.py",
-        cluster,
-        experiment="docker",
-        environment=CLUSTERS_OWN,
-    )
+    run = in_its_image(stack.url, write(tmp_path / "src", {"both.py": script}), "both.py", cluster)
     run.wait_for_completion()
     log = run.get_details_with_logs()["logFiles"]["user_logs/std_log.txt"]
     written = [line for line in log.splitlines() if line.startswith(("out ", "err "))]

@@ -15,11 +15,9 @@ import pytest
 
 from runyard.core import Experiment, Run, Workspace
 from runyard.errors import InvalidInput, RunFailed, RunFinished
+from runyard.status import TERMINAL
 from tests.support.runs import local_env, service_lines, status_of, submit, wait_for_status, write
 from tests.support.services import Stack, process_alive, unique, wait_until
-
-TERMINAL = {"Completed", "Failed", "Canceled"}
-
 
 # A script that holds its slot until a flag file appears (the test decides when it ends).
 HOLD = """
