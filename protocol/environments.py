@@ -24,10 +24,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+REQUIREMENT_LENGTH = 512
+MAX_PACKAGES = 500
+PACKAGE_LIST = Check(default_factory=list, max_length=MAX_PACKAGES)
+
+
+class CondaSpec(_Strict):
+    """``CondaDependencies`` as JSON. No conda runs anywhere: ``python_version`` picks the
+    interpreter, ``pip_packages`` and the ``conda_packages`` (translated to requirements,
+    ``build_spec``) are installed from the worker host's package index."""
+
+    name: str | None = Check(default=None, max_length=255)
+    channels: list[str] = Check(default_factory=list, max_length=32)
+    conda_packages: list[str] = PACKAGE_LIST  # conda match specs: "numpy=1.26", "scipy>=1.10"
+    pip_packages: list[str] = PACKAGE_LIST  # PEP 508 requirements
+    python_version: str | None = Check(default=None, pattern=r"^3(\.[0-9]+){0,2}$")
+
+
 class PythonSpec(_Strict):
     user_managed_dependencies: bool | None = None
     interpreter_path: str | None = Check(default=None, min_length=1, max_length=1024)
-    conda_dependencies: Any = None  # accepted for azureml compatibility; not acted on
+    conda_dependencies: CondaSpec | None = None
 
 
 class DockerSpec(_Strict):
@@ -35,6 +52,8 @@ class DockerSpec(_Strict):
     base_image: str | None = Check(default=None, min_length=1, max_length=512)
     shm_size: str | None = Check(default=None, pattern=r"^[0-9]+[bkmgBKMG]?$")
     arguments: list[str] | None = None
+    # Extra build steps: a whole Dockerfile (its FROM names the base), built with no network.
+    base_dockerfile: str | None = Check(default=None, min_length=1, max_length=64 * 1024)
 
 
 class EnvironmentSpec(_Strict):
@@ -74,6 +93,13 @@ class ContainerPolicy(_Strict):
     tmp_mib: int = Check(default=1024, ge=1, le=1024 * 1024)
     shm_mib: int = Check(default=256, ge=1, le=1024 * 1024)
     gpus_per_run: int = Check(default=0, ge=0, le=64)
+    registry: str | None = Check(
+        default=None,
+        pattern=r"^[A-Za-z0-9.\-]+(:[0-9]+)?(/[a-z0-9._\-]+)*$",
+        max_length=255,
+        description="Image registry (host[:port][/path]) the cluster's workers share built "
+        "environments through: one worker builds and pushes, the others pull",
+    )
 
     @model_validator(mode="after")
     def _root_only_when_allowed(self) -> ContainerPolicy:

@@ -49,6 +49,8 @@ class StateChanged(Entry):
     exit_code: int | None = None
     reason: str | None = None
     attempt: int = 0  # which hand-over of the run this report is about (0: not known)
+    # With STARTING: the environment the run got (``protocol.build_specs.EnvironmentUsed``).
+    environment: dict[str, Any] | None = None
 
 
 LOG_SEQ_STRIDE = 10_000_000  # chunk numbers reserved per attempt of a run
@@ -136,6 +138,7 @@ class RunAssignment:
     requeue_on_node_loss: bool = False
     max_run_duration_seconds: float | None = None  # the worker ends it (Failed) past this
     budgets: dict[str, Any] = field(default_factory=dict)  # the cluster's (RunBudgets)
+    build_only: bool = False  # build the run's environment, then end: no script runs
     v: str = VERSION
 
     def encode(self) -> dict[str, Any]:

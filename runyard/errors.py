@@ -33,10 +33,15 @@ class InvalidInput(RunyardError):
 
 class NotSupported(InvalidInput):
     """The request asks for something Runyard does not do, or not where it was asked (a
-    container on a cluster of host processes, a conda environment to build, ...). Never
+    container on a cluster of host processes, ...). Never
     dropped silently: the message names the setting and what to do instead."""
 
     http_status = 400
+
+
+class BadRequirement(InvalidInput):
+    """A package an environment asks for that no build could install (a URL, a path, a
+    malformed requirement or conda spec); the message names it and why."""
 
 
 class LimitExceeded(InvalidInput):
