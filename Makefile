@@ -24,13 +24,15 @@ $(BIN)/runyard: pyproject.toml
 # Redis for the broker and streams; PostgreSQL server binaries for the store tests; a
 # Docker engine and debootstrap (the tests build their run images locally, Debian 12 and
 # Debian 11 for the oldest Python a run may have: no registry);
-# Chromium for the Studio's browser tests; venv support when the system Python lacks it.
+# Debian's docker-registry, the image registry the many-hosts tests start; Chromium for the
+# Studio's browser tests; venv support when the system Python lacks it.
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \

@@ -3,16 +3,15 @@ run is declared lost. Host B is a network namespace joined to this host by a vet
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from tests.support.hosts import Link, network_host
 from tests.support.services import (
     RedisServer,
     Stack,
@@ -24,41 +23,10 @@ from tests.support.services import (
 )
 
 
-@dataclass(frozen=True)
-class Link:
-    namespace: str
-    here: str  # the veth end on host A
-    there: str  # the veth end inside host B
-    address_a: str
-    address_b: str
-
-    def cut(self) -> None:
-        _ip("link", "set", self.here, "down")
-
-
-def _ip(*args: str, namespace: str | None = None) -> None:
-    prefix = ["ip", "netns", "exec", namespace] if namespace else []
-    subprocess.run([*prefix, "ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
 def host_b() -> Iterator[Link]:
-    tag = secrets.token_hex(2)
-    subnet = int(tag, 16) % 250 + 1
-    link = Link(f"ryb-{tag}", f"rya{tag}", f"ryb{tag}", f"10.213.{subnet}.1", f"10.213.{subnet}.2")
-    _ip("netns", "add", link.namespace)
-    try:
-        _ip("link", "add", link.here, "type", "veth", "peer", "name", link.there)
-        _ip("link", "set", link.there, "netns", link.namespace)
-        _ip("addr", "add", f"{link.address_a}/30", "dev", link.here)
-        _ip("link", "set", link.here, "up")
-        _ip("addr", "add", f"{link.address_b}/30", "dev", link.there, namespace=link.namespace)
-        _ip("link", "set", link.there, "up", namespace=link.namespace)
-        _ip("link", "set", "lo", "up", namespace=link.namespace)
+    with network_host() as link:
         yield link
-    finally:
-        subprocess.run(["ip", "link", "del", link.here], capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", link.namespace], capture_output=True, check=False)
 
 
 def test_a_worker_on_another_host_runs_and_is_declared_lost_when_cut_off(

@@ -1,0 +1,1 @@
+"""Environments the worker builds for its runs."""
