@@ -78,3 +78,9 @@ def run_alive(run_id: str) -> str:
 def cluster_queue(cluster: str) -> str:
     """The Celery queue a cluster's workers consume."""
     return f"cluster.{cluster}"
+
+
+def environment_build(scope: str, build_hash: str) -> str:
+    """The lock one build of an environment holds: ``scope`` is what shares built images
+    (a Docker engine's id, or the cluster's registry), so two runs there build it once."""
+    return f"{PREFIX}:envbuild:{scope}:{build_hash}"

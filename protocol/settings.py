@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     # "uid[:gid]" that local-executor runs execute as (the worker must be root to switch):
     # another user than the worker's cannot read its /proc, environment or files.
     run_as: str | None = Field(None, pattern=r"^[0-9]+(:[0-9]+)?$")
+    # Built environments (worker.environments): where venvs and build records live (empty:
+    # ``<work dir>/environments``), how large the cache may grow before its least recently
+    # used environments go, and how long one build may take before it is killed.
+    env_cache_dir: Path | None = None
+    env_cache_max_mib: int = Field(20480, ge=1)
+    env_build_timeout_seconds: float = Field(1800.0, gt=0)
 
     # Signs run-scoped and CSRF tokens: the API's alone (replicas share it). Empty: a random
     # key kept in data_dir/secret_key (mode 0600), which suits a single API process.
@@ -148,3 +154,7 @@ class Settings(BaseSettings):
     @property
     def worker_dir(self) -> Path:
         return self.work_dir or (self.data_dir / "worker")
+
+    @property
+    def env_cache(self) -> Path:
+        return self.env_cache_dir or (self.worker_dir / "environments")

@@ -30,6 +30,7 @@ from protocol.settings import Settings
 from protocol.streams import send_to_ingest
 from runyard.client import Client
 from runyard.config import redact_url
+from worker.environments.config import BuildConfig
 from worker.executors import Node
 from worker.heartbeat import Heartbeat
 from worker.runner import WorkerContext, execute, recover_leftovers, stop_at_once
@@ -115,6 +116,7 @@ def run_worker(
         executors=executors,
         service=service_id(settings.redis_url),
         run_as=settings.run_as,
+        builds=BuildConfig.from_settings(settings, client),
     )
     heartbeat = Heartbeat(
         client,

@@ -7,6 +7,7 @@ executors)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import signal
 import threading
@@ -28,7 +29,9 @@ from runyard.status import RunStatus
 from runyard.tracking import contract
 from worker import delivery
 from worker.channel import ChannelForwarder
+from worker.environments.build_log import RUN_FILE as BUILD_LOG
 from worker.executors import Execution, ExecutionRequest, Node, executor_named
+from worker.executors import Executor as ExecutorBase
 from worker.heartbeat import Heartbeat
 from worker.reporter import RunReporter
 from worker.run_folder import RunFolder
@@ -84,6 +87,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     execution: Execution | None = None
     channel: ChannelForwarder | None = None
     folder: RunFolder | None = None
+    executor: ExecutorBase | None = None
     slot = ctx.slots.acquire()
     try:
         reporter.state(RunStatus.PREPARING)
@@ -118,7 +122,10 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             gpu_ids=ctx.slots.gpus(slot),
             note=reporter.note,
         )
-        executor.prepare(request)
+        try:
+            executor.prepare(request)
+        finally:
+            _keep_build_log(ctx, executor, run_id)
         if control.is_cancel_requested(ctx.redis, run_id, assignment.attempt):
             reporter.note("Canceled before the script started")
             reporter.state(RunStatus.CANCELED, reason="canceled before it started")
@@ -126,7 +133,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         if ctx.stopping.is_set():
             _end_stopped(ctx, active, None)
             return
-        reporter.state(RunStatus.STARTING)
+        reporter.state(RunStatus.STARTING, environment=executor.environment_used)
         execution = executor.start(request)
         active.execution = execution
         ctx.workspace.remember(run_id, assignment.executor, execution.handle, assignment)
@@ -179,6 +186,8 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             folder.close()
         if execution is not None:
             execution.cleanup()
+        if executor is not None:
+            executor.release()
         ctx.slots.release(slot)
         ctx.heartbeat.remove_run(run_id)
         ctx.workspace.discard(run_id)
@@ -405,6 +414,18 @@ def _upload_outputs(
             reporter.note(f"{exc.message}; the other outputs are not stored")
             return exc.message
     return None
+
+
+def _keep_build_log(ctx: WorkerContext, executor: ExecutorBase, run_id: str) -> None:
+    """The environment's build log becomes a run file, when a build ran (or failed): a
+    cache hit keeps nothing and waits on no upload."""
+    log = executor.build_log
+    if log is None or (executor.environment_used or {}).get("cached"):
+        return
+    try:
+        delivery.upload(ctx.api, run_id, BUILD_LOG, io.BytesIO(log.content()))
+    except RunyardError as exc:
+        log.line(f"the build log could not be kept as {BUILD_LOG}: {exc}")
 
 
 def describe_exit(code: int) -> str:

@@ -30,6 +30,9 @@ class Node:
     # What this worker agrees to run. A worker holding the Docker socket should say
     # ("docker",): a message asking it for a host process is then refused.
     executors: tuple[str, ...] = EXECUTORS
+    # Where built environments are cached and how builds are bounded (worker.environments);
+    # None: the settings' defaults, read when a run first needs a build.
+    builds: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,20 @@ class Executor(ABC):
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        # Set by prepare: what the run got ("EnvironmentUsed", sent with STARTING), and
+        # the log of the environment's build, when one was looked for.
+        self.environment_used: dict[str, Any] | None = None
+        self.build_log: Any = None
+        self._pin: Any = None  # the run's hold on its built environment (locks.Pin)
 
     def prepare(self, request: ExecutionRequest) -> None:  # noqa: B027 (optional hook)
         """Work of the Preparing state (an image to pull); raise ExecutionFailed."""
+
+    def release(self) -> None:
+        """The run is over: its built environment may be evicted again."""
+        if self._pin is not None:
+            self._pin.release()
+            self._pin = None
 
     @abstractmethod
     def start(self, request: ExecutionRequest) -> Execution:

@@ -24,8 +24,12 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
 from protocol import environments
+from protocol.build_specs import BuildSpec, build_spec
 from protocol.environments import NO_IMAGE, ContainerPolicy, image_of
 from runyard.tracking import contract
+from worker.environments.build_log import BuildLog
+from worker.environments.config import config_of
+from worker.environments.used import Built, environment_used
 from worker.executors.base import (
     Execution,
     ExecutionFailed,
@@ -43,6 +47,7 @@ SDK = "/runyard/sdk"
 LABEL_RUN = "runyard.run"
 LABEL_WORKER = "runyard.worker"
 LABEL_SERVICE = "runyard.service"
+ENV_PATH = "/opt/runyard/env"  # a built environment's packages (worker.environments.images)
 
 
 def client() -> docker.DockerClient:
@@ -156,8 +161,11 @@ def container_config(
     worker_id: str,
     interpreter: str = DEFAULT_INTERPRETERS[0],
     service: str = "",
+    built_image: str | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments of ``containers.create`` (pure, so it can be checked)."""
+    """The keyword arguments of ``containers.create`` (pure, so it can be checked). A run
+    whose environment was built runs in ``built_image``, its packages on PYTHONPATH after
+    the SDK's."""
     environment = request.environment
     python = interpreter
     docker_env = environment.get("docker") or {}
@@ -177,14 +185,16 @@ def container_config(
         Mount(WORKSPACE, str(request.working_dir), type="bind"),
         Mount(TRACKING, str(request.tracking_dir), type="bind"),
     ]
+    path = [SDK] if node_sdk is not None else []
     if node_sdk is not None:
         mounts.append(Mount(SDK, str(node_sdk), type="bind", read_only=True))
-        variables["PYTHONPATH"] = SDK + (
-            f":{variables['PYTHONPATH']}" if variables.get("PYTHONPATH") else ""
-        )
+    if built_image is not None:
+        path.append(ENV_PATH)
+    if path:
+        variables["PYTHONPATH"] = ":".join([*path, *filter(None, [variables.get("PYTHONPATH")])])
     shm = shm_bytes(docker_env.get("shm_size"), policy)
     config: dict[str, Any] = {
-        "image": image_for(request, policy),
+        "image": built_image or image_for(request, policy),
         "command": command_for(python, request.script, request.arguments),
         "working_dir": WORKSPACE,
         "environment": variables,
@@ -277,14 +287,34 @@ class DockerExecution(Execution):
 class DockerExecutor(Executor):
     name = environments.Executor.DOCKER
     interpreter: str | None = None
+    image: str | None = None  # the environment's built image, when it has one
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
         self.engine = client()
 
     def prepare(self, request: ExecutionRequest) -> None:
-        """The image, present locally or pulled, and its interpreter (part of Preparing)."""
-        image = image_for(request, ContainerPolicy.model_validate(request.container))
+        """The image, present locally or pulled, then built with the environment's
+        packages when it names some, and its interpreter (part of Preparing)."""
+        policy = ContainerPolicy.model_validate(request.container)
+        spec = build_spec(request.environment)
+        # A base_dockerfile names its own base (its FROM): the run's image is not needed.
+        image = None if spec is not None and spec.dockerfile else image_for(request, policy)
+        if image is not None:
+            self._present(request, image)
+        built = None
+        if spec is not None:
+            built = self._built(request, spec, image, policy)
+            self.image = image = built.image
+        self.environment_used = environment_used(request.environment, built)
+        assert image is not None
+        given = (request.environment.get("python") or {}).get("interpreter_path")
+        looked = repr(given) if given else " or ".join(map(repr, DEFAULT_INTERPRETERS))
+        request.note(f"Looking for interpreter {looked} in image {image}")
+        self.interpreter = self._interpreter(request, image)
+        request.note(f"Interpreter: {self.interpreter}")
+
+    def _present(self, request: ExecutionRequest, image: str) -> None:
         request.note(f"Image {image}: looking for it on this worker")
         try:
             found = self.engine.images.get(image)
@@ -299,14 +329,35 @@ class DockerExecutor(Executor):
                     f"{getattr(exc, 'explanation', None) or exc}"
                 ) from exc
             request.note(f"Image {image}: pulled ({getattr(pulled, 'short_id', pulled)})")
-        given = (request.environment.get("python") or {}).get("interpreter_path")
-        looked = repr(given) if given else " or ".join(map(repr, DEFAULT_INTERPRETERS))
-        request.note(f"Looking for interpreter {looked} in image {image}")
+
+    def _interpreter(self, request: ExecutionRequest, image: str) -> str:
         try:
-            self.interpreter = interpreter_in_image(self.engine, image, request.environment)
+            return interpreter_in_image(self.engine, image, request.environment)
         except (APIError, DockerException) as exc:
             raise ExecutionFailed(f"cannot look into image {image!r}: {exc}") from exc
-        request.note(f"Interpreter: {self.interpreter}")
+
+    def _built(
+        self, request: ExecutionRequest, spec: BuildSpec, image: str | None, policy: ContainerPolicy
+    ) -> Built:
+        """The environment's image from this engine, the cluster's registry, or a build."""
+        from worker.environments import images
+
+        config = config_of(self.node.builds)
+        self.build_log = BuildLog(request.note)
+        try:
+            built, self._pin = images.ensure_image(
+                self.engine,
+                spec,
+                image,
+                policy,
+                lambda image_id: self._interpreter(request, image_id),
+                config.cache,
+                config,
+                self.build_log,
+            )
+        except (APIError, DockerException) as exc:
+            raise ExecutionFailed(f"environment build failed: {exc}") from exc
+        return built
 
     def start(self, request: ExecutionRequest) -> Execution:
         policy = ContainerPolicy.model_validate(request.container)
@@ -315,10 +366,16 @@ class DockerExecutor(Executor):
         hand_over(request.working_dir, policy.user)
         hand_over(request.tracking_dir, policy.user)
         interpreter = self.interpreter or interpreter_in_image(
-            self.engine, image_for(request, policy), request.environment
+            self.engine, self.image or image_for(request, policy), request.environment
         )
         config = container_config(
-            request, policy, self.node.sdk_dir, self.node.worker_id, interpreter, self.node.service
+            request,
+            policy,
+            self.node.sdk_dir,
+            self.node.worker_id,
+            interpreter,
+            self.node.service,
+            built_image=self.image,
         )
         try:
             container = self.engine.containers.create(**config)

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from protocol import environments
+from protocol.build_specs import BuildSpec, build_spec
 from runyard.tracking import contract
+from worker.environments.build_log import BuildLog
+from worker.environments.config import config_of
+from worker.environments.used import Built, environment_used
 from worker.executors.base import (
     Execution,
     ExecutionFailed,
@@ -146,11 +150,34 @@ class LocalExecutor(Executor):
         )
         self.interpreter = interpreter_for(request.environment)
         request.note(f"Interpreter: {self.interpreter}")
+        spec = build_spec(request.environment)
+        built = None
+        if spec is not None:
+            built = self._venv(request, spec, given=bool(given))
+            self.interpreter = str(Path(built.venv or "") / "bin" / "python")
+            request.note(f"Interpreter: {self.interpreter} (the environment's venv)")
+        self.environment_used = environment_used(request.environment, built)
         if self.node.run_as:
             hand_over(request.working_dir, self.node.run_as)
             hand_over(request.tracking_dir, self.node.run_as)
             runnable_as(self.interpreter, self.node.run_as)
             request.note(f"The run executes as user {self.node.run_as}")
+
+    def _venv(self, request: ExecutionRequest, spec: BuildSpec, given: bool) -> Built:
+        """The run's venv from the worker's cache, built first when missing."""
+        if spec.dockerfile:
+            raise ExecutionFailed(
+                "environment.docker.base_dockerfile needs a Docker cluster; this cluster "
+                "runs local processes"
+            )
+        from worker.environments import venvs
+
+        config = config_of(self.node.builds)
+        self.build_log = BuildLog(request.note)
+        assert self.interpreter is not None
+        base = venvs.base_interpreter(spec, self.interpreter, given)
+        built, self._pin = venvs.ensure_venv(spec, base, config.cache, config, self.build_log)
+        return built
 
     def start(self, request: ExecutionRequest) -> Execution:
         interpreter = self.interpreter or interpreter_for(request.environment)
@@ -162,6 +189,11 @@ class LocalExecutor(Executor):
         env.update({str(k): str(v) for k, v in variables.items()})
         env.update(request.context_env)
         env[contract.TRACKING_DIR] = str(request.tracking_dir)
+        if (self.environment_used or {}).get("venv") and self.node.sdk_dir is not None:
+            # A built venv has only its packages: the SDK comes from the worker's copy.
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.node.sdk_dir), env.get("PYTHONPATH")) if p
+            )
         if request.gpu_ids:  # the slot's GPUs only
             env["CUDA_VISIBLE_DEVICES"] = ",".join(request.gpu_ids)
         env["PYTHONUNBUFFERED"] = "1"

@@ -1,0 +1,389 @@
+"""Docker clusters: an image ``runyard-env:<hash>`` built FROM the run's base image with
+the packages in /opt/runyard/env, and no container ever on a network.
+
+uv resolves and downloads on the worker host, through the host's own package sources,
+for the base image's interpreter (probed once per image id, in a container with no
+network: its Python version, its libc, its machine), into a staging folder; ``docker
+build`` (network none) then only copies that folder in. A ``base_dockerfile`` is built
+first, also with no network, and its result is the base.
+
+The hash's base is the base image's id (content-addressed). A cache hit is one look-up of
+the tag: no probe, no installer, no lock."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from uv import find_uv_bin
+
+from protocol.build_specs import BuildSpec, matches_python
+from protocol.environments import ContainerPolicy
+from runyard.errors import ExecutionFailed
+from worker.environments import sources
+from worker.environments.build_log import BuildLog, Deadline, run_logged
+from worker.environments.cache import EnvironmentCache
+from worker.environments.config import BuildConfig
+from worker.environments.failures import installer_failure
+from worker.environments.locks import Pin, cluster_lock, host_lock
+from worker.environments.used import Built, installed_packages
+from worker.environments.venvs import evict, installer_env
+
+REPOSITORY = "runyard-env"
+ENV_PATH = "/opt/runyard/env"  # where the packages are in the image (on PYTHONPATH)
+LABEL_ENV = "runyard.env"
+LABEL_SPEC = "runyard.env.spec"
+LABEL_PACKAGES = "runyard.env.packages"
+
+PROBE = (
+    "import json, os, platform, sys\n"
+    "try:\n    libc = os.confstr('CS_GNU_LIBC_VERSION') or ''\n"
+    "except (ValueError, OSError):\n    libc = ''\n"
+    "print(json.dumps({'version': list(sys.version_info[:3]), 'libc': libc,"
+    " 'machine': platform.machine()}))\n"
+)
+
+
+def tag_of(build_hash: str) -> str:
+    return f"{REPOSITORY}:{build_hash}"
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """What uv must know of an image's Python to install for it from another host."""
+
+    version: tuple[int, ...]
+    platform: str  # uv's --python-platform, e.g. x86_64-manylinux_2_36
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+_probed: dict[tuple[str, str], Interpreter] = {}  # (image id, interpreter) -> its Python
+
+
+def probe(engine: docker.DockerClient, image_id: str, interpreter: str) -> Interpreter:
+    """The image's Python, asked once per image id in a container with no network."""
+    key = (image_id, interpreter)
+    if key not in _probed:
+        try:
+            out = engine.containers.run(
+                image_id,
+                entrypoint=[interpreter, "-c", PROBE],
+                command=[],
+                network_disabled=True,
+                remove=True,
+                stdout=True,
+                stderr=False,
+            )
+            found = json.loads(out.decode().strip().splitlines()[-1])
+        except (APIError, DockerException, ValueError, IndexError) as exc:
+            raise ExecutionFailed(
+                f"cannot ask the image's {interpreter} what it is: {exc}"
+            ) from exc
+        _probed[key] = Interpreter(tuple(found["version"]), platform_of(found))
+    return _probed[key]
+
+
+def platform_of(found: dict[str, Any]) -> str:
+    """uv's target platform: ``<machine>-manylinux_2_<glibc minor>``, or musl's."""
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(found["machine"], found["machine"])
+    glibc = re.fullmatch(r"glibc 2\.([0-9]+)", found.get("libc") or "")
+    if glibc:
+        return f"{machine}-manylinux_2_{glibc[1]}"
+    return f"{machine}-unknown-linux-musl"
+
+
+_FROM = re.compile(
+    r"^\s*FROM\s+(?:--\S+\s+)*(?P<image>\S+)(?:\s+AS\s+(?P<stage>\S+))?", re.I | re.M
+)
+
+
+def base_identity(
+    engine: docker.DockerClient, base_image: str | None, dockerfile: str | None
+) -> str:
+    """What the build stands on: the base image's id, or (with a ``base_dockerfile``)
+    the ids of the images its FROM lines name."""
+    if not dockerfile:
+        return f"docker:{_image_id(engine, base_image or '')}"
+    stages: set[str] = set()
+    parts = []
+    for found in _FROM.finditer(dockerfile):
+        image = found["image"]
+        if image.lower() not in stages and image != "scratch":
+            parts.append(_image_id(engine, image))
+        if found["stage"]:
+            stages.add(found["stage"].lower())
+    return "docker-file:" + ",".join(parts)
+
+
+def _image_id(engine: docker.DockerClient, image: str) -> str:
+    try:
+        return engine.images.get(image).id
+    except (ImageNotFound, APIError):
+        return image
+
+
+def ensure_image(
+    engine: docker.DockerClient,
+    spec: BuildSpec,
+    base_image: str | None,
+    policy: ContainerPolicy,
+    find_interpreter: Callable[[str], str],
+    cache: EnvironmentCache,
+    config: BuildConfig,
+    log: BuildLog,
+) -> tuple[Built, Pin]:
+    """The run's image, found, pulled from the cluster's registry, or built; and the pin
+    the run holds on it until cleanup."""
+    build_hash = spec.build_digest(base_identity(engine, base_image, spec.dockerfile))
+    pin = cache.pin(build_hash)
+    try:
+        built = _found(engine, spec, build_hash, cache)
+        if built is None:
+            log.line(f"Environment {build_hash}: not on this worker; waiting for its build")
+            scope = policy.registry or engine.info()["ID"]
+            with (
+                host_lock(cache.lock_path(build_hash)),
+                cluster_lock(config.redis, scope, build_hash, config.timeout_seconds),
+            ):
+                built = _found(engine, spec, build_hash, cache)
+                if built is None and policy.registry and _pulled(engine, policy, build_hash, log):
+                    built = _found(engine, spec, build_hash, cache)
+                if built is None:
+                    built = _build(
+                        engine, spec, build_hash, base_image, find_interpreter, cache, config, log
+                    )
+                    if policy.registry:
+                        from worker.environments import registry  # REGISTRY's module
+
+                        registry.push(engine, policy.registry, build_hash, log.line)
+                    evict(cache, config, log, image=lambda record: remove_image(engine, record))
+        if built.cached:
+            log.line(f"Environment {build_hash}: cache hit (image {built.image})")
+        return built, pin
+    except BaseException:
+        pin.release()
+        raise
+
+
+def _pulled(
+    engine: docker.DockerClient, policy: ContainerPolicy, build_hash: str, log: BuildLog
+) -> bool:
+    from worker.environments import registry  # REGISTRY's module
+
+    assert policy.registry is not None
+    return bool(registry.pull(engine, policy.registry, build_hash, log.line))
+
+
+def _found(
+    engine: docker.DockerClient, spec: BuildSpec, build_hash: str, cache: EnvironmentCache
+) -> Built | None:
+    tag = tag_of(build_hash)
+    try:
+        image = engine.images.get(tag)
+    except ImageNotFound:
+        return None
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    if cache.record(build_hash) is None:  # pulled, or built by a worker with another cache
+        cache.write_record(build_hash, _record(engine, image, spec, build_hash, 0.0))
+    else:
+        cache.used(build_hash)
+    return Built(
+        hash=build_hash,
+        spec_hash=spec.digest(),
+        packages=json.loads(labels.get(LABEL_PACKAGES) or "[]"),
+        image=tag,
+        cached=True,
+    )
+
+
+def _record(
+    engine: docker.DockerClient, image: Any, spec: BuildSpec, build_hash: str, seconds: float
+) -> dict[str, Any]:
+    """The image's own size: what it adds to its base (layers shared with it cost nothing)."""
+    size = int(image.attrs.get("Size") or 0)
+    parent = image.attrs.get("Parent") or ""
+    base_size = 0
+    with contextlib.suppress(ImageNotFound, APIError):
+        # The base is the first image below it that is not part of the build.
+        base = engine.images.get(image.labels.get("runyard.env.base") or parent)
+        base_size = int(base.attrs.get("Size") or 0)
+    return {
+        "hash": build_hash,
+        "spec_hash": spec.digest(),
+        "kind": "image",
+        "image": tag_of(build_hash),
+        "size_bytes": max(size - base_size, 0),
+        "build_seconds": seconds,
+    }
+
+
+def _build(
+    engine: docker.DockerClient,
+    spec: BuildSpec,
+    build_hash: str,
+    base_image: str | None,
+    find_interpreter: Callable[[str], str],
+    cache: EnvironmentCache,
+    config: BuildConfig,
+    log: BuildLog,
+) -> Built:
+    started = time.monotonic()
+    deadline = Deadline(config.timeout_seconds)
+    staging = cache.staging(build_hash)
+    try:
+        if spec.dockerfile:
+            log.line(f"Environment {build_hash}: building its base_dockerfile (no network)")
+            (staging / "base").mkdir()
+            (staging / "base" / "Dockerfile").write_text(spec.dockerfile)
+            base_id = docker_build(engine, staging / "base", log, deadline, what="base_dockerfile")
+        else:
+            base_id = engine.images.get(base_image).id
+        interpreter = find_interpreter(base_id)
+        python = probe(engine, base_id, interpreter)
+        if not matches_python(spec.python_version, python.version):
+            raise ExecutionFailed(
+                f"the environment asks for Python {spec.python_version}, but its image's "
+                f"{interpreter} is Python {python.version_text} (choose a base image with that "
+                "Python, or leave python_version out)"
+            )
+        target = staging / "env"
+        target.mkdir()
+        if spec.requirements:
+            arguments = sources.host_sources()
+            log.line(
+                f"Environment {build_hash}: resolving on this host for Python "
+                f"{python.version_text} ({python.platform})"
+            )
+            log.line(f"Package sources: {sources.describe(arguments)}")
+            requirements = staging / "requirements.txt"
+            requirements.write_text("".join(f"{r}\n" for r in spec.requirements))
+            command = [
+                find_uv_bin(), "pip", "install", "--target", str(target),
+                "--python-version", python.version_text, "--python-platform", python.platform,
+                *arguments, "-r", str(requirements),
+            ]  # fmt: skip
+            since = len(log.lines)
+            if run_logged(command, log, deadline, installer_env()) != 0:
+                raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
+        packages = installed_packages(target)
+        (staging / "Dockerfile").write_text(f"FROM {base_id}\nCOPY env {ENV_PATH}\n")
+        labels = {
+            LABEL_ENV: build_hash,
+            LABEL_SPEC: spec.digest(),
+            LABEL_PACKAGES: json.dumps(packages),
+            "runyard.env.base": base_id,
+        }
+        log.line(f"Environment {build_hash}: building image {tag_of(build_hash)} (no network)")
+        docker_build(
+            engine, staging, log, deadline, what="image", tag=tag_of(build_hash), labels=labels
+        )
+        seconds = time.monotonic() - started
+        image = engine.images.get(tag_of(build_hash))
+        cache.write_record(build_hash, _record(engine, image, spec, build_hash, seconds))
+        log.line(f"Environment {build_hash}: built in {seconds:.1f} s ({len(packages)} packages)")
+        return Built(
+            build_hash, spec.digest(), packages, image=tag_of(build_hash), build_seconds=seconds
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class _Builds(docker.APIClient):
+    """An API client that keeps the streaming response of its build, so a deadline can
+    cut it: the engine cancels a build whose client went away."""
+
+    response: Any = None
+
+    def _post(self, *args: Any, **kwargs: Any) -> Any:
+        response = super()._post(*args, **kwargs)
+        if kwargs.get("stream"):
+            self.response = response
+        return response
+
+    def sever(self) -> None:
+        if self.response is None:
+            return
+        with contextlib.suppress(Exception):
+            raw = self._get_raw_response_socket(self.response)
+            getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
+
+
+def docker_build(
+    engine: docker.DockerClient,
+    context: Path,
+    log: BuildLog,
+    deadline: Deadline,
+    what: str,
+    **options: Any,
+) -> str:
+    """``docker build`` with no network, its output into the log; the built image's id."""
+    api = _Builds(**docker.utils.kwargs_from_env(), version=engine.api.api_version, timeout=120)
+    timed_out = threading.Event()
+
+    def cut() -> None:
+        timed_out.set()
+        api.sever()
+
+    timer = threading.Timer(max(deadline.left(), 0.0), cut)
+    timer.daemon = True
+    timer.start()
+    built: str | None = None
+    error: str | None = None
+    try:
+        stream = api.build(
+            path=str(context), network_mode="none", rm=True, forcerm=True, pull=False,
+            decode=True, **options,
+        )  # fmt: skip
+        for item in stream:
+            if "stream" in item:
+                for line in item["stream"].splitlines():
+                    if line.strip():
+                        log.line(line)
+            if "aux" in item and "ID" in (item["aux"] or {}):
+                built = item["aux"]["ID"]
+            if "error" in item:
+                error = str(item["error"]).strip()
+                log.line(error)
+    except Exception as exc:  # a cut connection shows as anything urllib3 raises
+        if timed_out.is_set():
+            raise deadline.error() from exc
+        raise ExecutionFailed(f"the {what} build failed: {exc}") from exc
+    finally:
+        timer.cancel()
+        api.close()
+    if timed_out.is_set():
+        raise deadline.error()
+    if error is not None or built is None:
+        reason = " | ".join(log.tail(4)) or error or "no image was made"
+        if what == "base_dockerfile":
+            raise ExecutionFailed(
+                f"the environment's base_dockerfile failed to build (builds have no network: "
+                f"install packages through pip_packages instead): {reason}"
+            )
+        raise ExecutionFailed(f"the environment's image failed to build: {reason}")
+    return built
+
+
+def remove_image(engine: docker.DockerClient, record: dict[str, Any]) -> bool:
+    """Never forced: an image a container still uses stays (the engine refuses)."""
+    try:
+        engine.images.remove(tag_of(record["hash"]))
+    except (ImageNotFound, NotFound):
+        return True
+    except APIError:
+        return False
+    return True

@@ -1,0 +1,59 @@
+"""What a run got: the environment it runs in, as the worker reports it with STARTING
+(the contract's "EnvironmentUsed": name, version, hashes, resolved packages, where it is,
+whether it was built for this run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Built:
+    """A built environment a run uses (found in the cache, pulled, or built now)."""
+
+    hash: str
+    spec_hash: str
+    packages: list[str] = field(default_factory=list)
+    image: str | None = None
+    venv: str | None = None
+    cached: bool = False
+    build_seconds: float = 0.0
+
+
+def environment_used(environment: dict[str, Any], built: Built | None) -> dict[str, Any]:
+    used: dict[str, Any] = {
+        "name": environment.get("name"),
+        "version": environment.get("version"),
+        "hash": None,
+        "spec_hash": None,
+        "packages": [],
+        "image": None,
+        "venv": None,
+        "cached": built is None,
+        "build_seconds": 0.0,
+    }
+    if built is not None:
+        used.update(
+            hash=built.hash,
+            spec_hash=built.spec_hash,
+            packages=sorted(built.packages),
+            image=built.image,
+            venv=built.venv,
+            cached=built.cached,
+            build_seconds=round(built.build_seconds, 3),
+        )
+    return used
+
+
+def installed_packages(*folders: Path) -> list[str]:
+    """``name==version`` of each distribution installed in ``folders`` (read from their
+    metadata in place: no installer runs for it)."""
+    found = {
+        f"{dist.metadata['Name']}=={dist.version}"
+        for dist in metadata.distributions(path=[str(f) for f in folders])
+        if dist.metadata["Name"]
+    }
+    return sorted(found)
