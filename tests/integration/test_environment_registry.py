@@ -5,12 +5,17 @@ network namespace) and Debian's ``docker-registry`` on host A, so an image reall
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from runyard.core import Environment
 from runyard.errors import ExecutionFailed
 from tests.support.hosts import (
     DockerEngine,
@@ -19,7 +24,9 @@ from tests.support.hosts import (
     network_host,
     private_docker_engine,
 )
-from tests.support.services import free_port
+from tests.support.runs import submit, write
+from tests.support.services import RedisServer, Stack, free_port, stop_process, unique
+from tests.support.wheels import make_wheel
 from worker.environments import registry
 
 
@@ -140,3 +147,106 @@ def test_an_unreachable_registry_is_a_clear_error(
     assert str(pushing.value).startswith(f"cannot push to image registry {nowhere}: ")
     assert "connection refused" in str(pushing.value)
     assert [tag for tag in engine_a.image_ids() if digest in tag] == [f"runyard-env:{digest}"]
+
+
+class PipEnvironment(Environment):
+    """An environment that names pip packages, as the JSON a run carries.
+
+    TODO(lead): once the SDK's part lands, the AML form:
+    ``env.python.conda_dependencies = CondaDependencies.create(pip_packages=[...])``."""
+
+    def __init__(self, name: str, pip: list[str]) -> None:
+        super().__init__(name)
+        self.pip = pip
+
+    def to_dict(self) -> dict[str, Any]:
+        conda = {"pip_packages": self.pip}
+        return {"name": self.name, "python": {"conda_dependencies": conda}}
+
+
+@pytest.fixture(scope="module")
+def stack_on_a(host_b: Link, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Redis and the API on host A, reachable from host B too."""
+    folder = tmp_path_factory.mktemp("stack")
+    redis = RedisServer(free_port(), folder / "redis", bind=f"127.0.0.1 {host_b.address_a}")
+    redis.start()
+    live = Stack(root=folder / "stack", redis=redis, host="0.0.0.0")
+    try:
+        live.start()
+        yield live
+    finally:
+        live.stop()
+        redis.stop()
+
+
+def host_settings(engine: DockerEngine, wheelhouse: Path, folder: Path) -> dict[str, str]:
+    """A worker host: its own Docker engine, its pip configured for an offline wheel folder
+    (the test's package index), its own environment cache."""
+    return {
+        **engine.env,
+        "PIP_CONFIG_FILE": os.devnull,  # this machine's own pip.conf plays no part
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "UV_CACHE_DIR": str(folder / "uv-cache"),
+        "RUNYARD_ENV_CACHE_DIR": str(folder / "environments"),
+    }
+
+
+SCRIPT = "import tinypkg\nprint('TINY', tinypkg.VERSION, flush=True)\n"
+
+
+def test_a_worker_on_another_host_pulls_the_environment_instead_of_building_it(
+    stack_on_a: Stack,
+    host_b: Link,
+    engine_a: DockerEngine,
+    engine_b: DockerEngine,
+    image_store: str,
+    run_image: str,
+    tmp_path: Path,
+) -> None:
+    stack, client = stack_on_a, stack_on_a.client()
+    wheelhouse = tmp_path / "wheelhouse"
+    make_wheel(wheelhouse, "tinypkg", "1.0")
+    cluster = unique("shared")
+    container = {"image": run_image, "memory_mib": 256, "network": "none"}
+    client.create_cluster(
+        cluster, nodes=2, executor="docker", container={**container, "registry": image_store}
+    )
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    environment = PipEnvironment("shared-tiny", ["tinypkg==1.0"])
+
+    # Host A: its worker builds the environment and pushes it.
+    worker_a = stack.start_worker(
+        cluster, name=unique("host-a"), env=host_settings(engine_a, wheelhouse, tmp_path / "a")
+    )
+    first = submit(stack.url, folder, "train.py", cluster, environment=environment)
+    first.wait_for_completion()
+    log_a = client.logs(first.id)
+    assert "TINY 1.0" in log_a
+    [build_hash] = re.findall(r"Environment ([0-9a-f]{32}): built in", log_a)
+    assert f"[runyard] Pushed {image_store}/runyard-env:{build_hash} in " in log_a
+    listed = httpx.get(f"http://{image_store}/v2/runyard-env/tags/list").json()
+    assert listed["tags"] == [build_hash]
+    stop_process(worker_a)
+
+    # Host B: its worker, on another network host with another engine, pulls it.
+    name_b = unique("host-b")
+    stack.start_worker(
+        cluster,
+        name=name_b,
+        prefix=host_b.enter(),
+        env={
+            **host_settings(engine_b, wheelhouse, tmp_path / "b"),
+            "RUNYARD_REDIS_URL": stack.redis.url_at(host_b.address_a),
+            "RUNYARD_API_URL": f"http://{host_b.address_a}:{stack.port}",
+        },
+    )
+    second = submit(stack.url, folder, "train.py", cluster, environment=environment)
+    second.wait_for_completion()
+    log_b = client.logs(second.id)
+    assert client.get_run(second.id)["worker_id"] == name_b
+    assert "TINY 1.0" in log_b
+    assert f"[runyard] Pulled runyard-env:{build_hash} from {image_store} in " in log_b
+    assert "built in" not in log_b and "building image" not in log_b, log_b
+    image = f"runyard-env:{build_hash}"
+    assert engine_b.image_ids()[image] == engine_a.image_ids()[image]

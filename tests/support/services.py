@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,7 +340,10 @@ class Stack:
         name: str | None = None,
         wait: bool = True,
         env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> subprocess.Popen:  # type: ignore[type-arg]
+        """A worker of these clusters; ``prefix`` runs it through a command (on another
+        network host, say), ``env`` adds to or overrides the stack's settings."""
         name = name or f"w-{secrets.token_hex(3)}"
         args = ["worker", "--slots", str(slots), "--name", name]
         for cluster in clusters:
@@ -349,7 +352,7 @@ class Stack:
         token = self.make_token("worker", *clusters, name=name)
         env = {**self.env, **(env or {}), "RUNYARD_TOKEN": token}
         env.pop("RUNYARD_BOOTSTRAP_ADMIN_TOKEN")
-        process = self._spawn(runyard(*args), f"worker-{name}.log", env)
+        process = self._spawn([*prefix, *runyard(*args)], f"worker-{name}.log", env)
         self.workers.append(process)
         if wait:
             client = self.client()
