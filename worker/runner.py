@@ -7,9 +7,9 @@ executors)."""
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -422,10 +422,12 @@ def _keep_build_log(ctx: WorkerContext, executor: ExecutorBase, run_id: str) -> 
     log = executor.build_log
     if log is None or (executor.environment_used or {}).get("cached"):
         return
-    try:
-        delivery.upload(ctx.api, run_id, BUILD_LOG, io.BytesIO(log.content()))
-    except RunyardError as exc:
-        log.line(f"the build log could not be kept as {BUILD_LOG}: {exc}")
+    with tempfile.TemporaryFile() as content:  # uploads read from a file (their size)
+        content.write(log.content())
+        try:
+            delivery.upload(ctx.api, run_id, BUILD_LOG, content)
+        except RunyardError as exc:
+            log.line(f"the build log could not be kept as {BUILD_LOG}: {exc}")
 
 
 def describe_exit(code: int) -> str:

@@ -45,6 +45,7 @@ ENV_PATH = "/opt/runyard/env"  # where the packages are in the image (on PYTHONP
 LABEL_ENV = "runyard.env"
 LABEL_SPEC = "runyard.env.spec"
 LABEL_PACKAGES = "runyard.env.packages"
+LABEL_BASE = "runyard.env.base"
 
 PROBE = (
     "import json, os, platform, sys\n"
@@ -219,7 +220,7 @@ def _record(
     base_size = 0
     with contextlib.suppress(ImageNotFound, APIError):
         # The base is the first image below it that is not part of the build.
-        base = engine.images.get(image.labels.get("runyard.env.base") or parent)
+        base = engine.images.get(image.labels.get(LABEL_BASE) or parent)
         base_size = int(base.attrs.get("Size") or 0)
     return {
         "hash": build_hash,
@@ -280,17 +281,19 @@ def _build(
             if run_logged(command, log, deadline, installer_env()) != 0:
                 raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
         packages = installed_packages(target)
-        (staging / "Dockerfile").write_text(f"FROM {base_id}\nCOPY env {ENV_PATH}\n")
         labels = {
             LABEL_ENV: build_hash,
             LABEL_SPEC: spec.digest(),
             LABEL_PACKAGES: json.dumps(packages),
-            "runyard.env.base": base_id,
+            LABEL_BASE: base_id,
         }
-        log.line(f"Environment {build_hash}: building image {tag_of(build_hash)} (no network)")
-        docker_build(
-            engine, staging, log, deadline, what="image", tag=tag_of(build_hash), labels=labels
+        # One LABEL line: each label given to the build API would be a step of its own.
+        label_line = " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in labels.items())
+        (staging / "Dockerfile").write_text(
+            f"FROM {base_id}\nCOPY env {ENV_PATH}\nLABEL {label_line}\n"
         )
+        log.line(f"Environment {build_hash}: building image {tag_of(build_hash)} (no network)")
+        docker_build(engine, staging, log, deadline, what="image", tag=tag_of(build_hash))
         seconds = time.monotonic() - started
         image = engine.images.get(tag_of(build_hash))
         cache.write_record(build_hash, _record(engine, image, spec, build_hash, seconds))
@@ -300,6 +303,9 @@ def _build(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+_RUNNING = re.compile(r"---> Running in ([0-9a-f]{12,64})")
 
 
 class _Builds(docker.APIClient):
@@ -333,9 +339,15 @@ def docker_build(
     """``docker build`` with no network, its output into the log; the built image's id."""
     api = _Builds(**docker.utils.kwargs_from_env(), version=engine.api.api_version, timeout=120)
     timed_out = threading.Event()
+    step: list[str] = []  # the container of the step running now ("Running in <id>")
 
     def cut() -> None:
+        """Past the deadline: the running step's container goes, then the connection (the
+        engine cancels a build whose client went away)."""
         timed_out.set()
+        if step:
+            with contextlib.suppress(APIError, DockerException):
+                engine.api.remove_container(step[-1], force=True)
         api.sever()
 
     timer = threading.Timer(max(deadline.left(), 0.0), cut)
@@ -353,6 +365,9 @@ def docker_build(
                 for line in item["stream"].splitlines():
                     if line.strip():
                         log.line(line)
+                    running = _RUNNING.search(line)
+                    if running:
+                        step.append(running[1])
             if "aux" in item and "ID" in (item["aux"] or {}):
                 built = item["aux"]["ID"]
             if "error" in item:
@@ -360,10 +375,13 @@ def docker_build(
                 log.line(error)
     except Exception as exc:  # a cut connection shows as anything urllib3 raises
         if timed_out.is_set():
+            timer.join()
             raise deadline.error() from exc
         raise ExecutionFailed(f"the {what} build failed: {exc}") from exc
     finally:
         timer.cancel()
+        if timed_out.is_set():
+            timer.join()  # its step is gone before the run is failed
         api.close()
     if timed_out.is_set():
         raise deadline.error()
