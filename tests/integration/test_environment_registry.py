@@ -224,7 +224,9 @@ def test_a_worker_on_another_host_pulls_the_environment_instead_of_building_it(
     log_a = client.logs(first.id)
     assert "TINY 1.0" in log_a
     [build_hash] = re.findall(r"Environment ([0-9a-f]{32}): built in", log_a)
-    assert f"[runyard] Pushed {image_store}/runyard-env:{build_hash} in " in log_a
+    remote = f"{image_store}/runyard-env:{build_hash}"
+    assert f"[runyard] {remote}: not in the registry" in log_a  # asked first, then built
+    assert f"[runyard] Pushed {remote} in " in log_a
     listed = httpx.get(f"http://{image_store}/v2/runyard-env/tags/list").json()
     assert listed["tags"] == [build_hash]
     stop_process(worker_a)

@@ -86,6 +86,8 @@ class _Transfer:
 
 
 def _mib(size: int) -> str:
+    if size < 1024**2:
+        return f"{size / 1024:.1f} KiB"
     return f"{size / 1024**2:.1f} MiB"
 
 
