@@ -10,12 +10,10 @@ import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from runyard.core import Environment
 from runyard.errors import ExecutionFailed
 from tests.support.hosts import (
     DockerEngine,
@@ -24,7 +22,7 @@ from tests.support.hosts import (
     network_host,
     private_docker_engine,
 )
-from tests.support.runs import submit, write
+from tests.support.runs import PipEnvironment, submit, write
 from tests.support.services import RedisServer, Stack, free_port, stop_process, unique
 from tests.support.wheels import make_wheel
 from worker.environments import registry
@@ -147,21 +145,6 @@ def test_an_unreachable_registry_is_a_clear_error(
     assert str(pushing.value).startswith(f"cannot push to image registry {nowhere}: ")
     assert "connection refused" in str(pushing.value)
     assert [tag for tag in engine_a.image_ids() if digest in tag] == [f"runyard-env:{digest}"]
-
-
-class PipEnvironment(Environment):
-    """An environment that names pip packages, as the JSON a run carries.
-
-    TODO(lead): once the SDK's part lands, the AML form:
-    ``env.python.conda_dependencies = CondaDependencies.create(pip_packages=[...])``."""
-
-    def __init__(self, name: str, pip: list[str]) -> None:
-        super().__init__(name)
-        self.pip = pip
-
-    def to_dict(self) -> dict[str, Any]:
-        conda = {"pip_packages": self.pip}
-        return {"name": self.name, "python": {"conda_dependencies": conda}}
 
 
 @pytest.fixture(scope="module")

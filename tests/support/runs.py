@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import IO, Any, Final, Literal
 
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
 from tests.support.services import Stack, wait_until
@@ -44,6 +44,22 @@ def local_env() -> Environment:
     env.python.user_managed_dependencies = True
     env.python.interpreter_path = sys.executable
     return env
+
+
+class PipEnvironment(Environment):
+    """An environment that names pip packages (the worker builds it), as the JSON a run
+    carries.
+
+    TODO(lead): once the SDK's part lands, the AML form:
+    ``env.python.conda_dependencies = CondaDependencies.create(pip_packages=[...])``."""
+
+    def __init__(self, name: str, pip: list[str]) -> None:
+        super().__init__(name)
+        self.pip = pip
+
+    def to_dict(self) -> dict[str, Any]:
+        conda = {"pip_packages": self.pip}
+        return {"name": self.name, "python": {"conda_dependencies": conda}}
 
 
 def submit(
