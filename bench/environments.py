@@ -3,8 +3,9 @@ the same realistic requirements (numpy + pandas + scikit-learn) from this host's
 package index (its pip configuration, which Runyard's builder reads too):
 
 - cold build: Runyard's builder (a local venv; a Docker image), each with empty caches,
-  vs ``python -m venv`` + ``pip install -r`` into a fresh venv (fresh pip cache) vs
-  ``uv venv`` + ``uv pip install -r`` alone (fresh ``UV_CACHE_DIR``);
+  vs ``python -m venv`` + ``pip install -r`` into a fresh venv (fresh pip cache; once as
+  pip resolves, once given the very packages uv chose) vs ``uv venv`` + ``uv pip install
+  -r`` alone (fresh ``UV_CACHE_DIR``);
 - cache hit: submit -> Running (the script's first line) of a run whose environment is
   built vs the same run in a hand-made image of the same content on the cluster (the
   Docker start bench's method), and vs the same local run with that venv's interpreter
@@ -60,15 +61,12 @@ def run(command: list[str | Path], env: dict[str, str]) -> str:
     ).stdout
 
 
-def pip_cold(root: Path, requirements: Path) -> tuple[float, list[str]]:
+def pip_cold(root: Path, requirements: Path, *options: str) -> tuple[float, list[str]]:
     """``python -m venv`` + ``pip install -r``, pip's cache fresh."""
-    venv, env = root / "pip-venv", {**os.environ, "PIP_CACHE_DIR": str(root / "pip-cache")}
-    seconds = timed(
-        lambda: (
-            run([sys.executable, "-m", "venv", venv], env),
-            run([venv / "bin/python", "-m", "pip", "install", "-q", "-r", requirements], env),
-        )
-    )
+    venv = root / f"pip-venv-{requirements.stem}"
+    env = {**os.environ, "PIP_CACHE_DIR": str(root / f"pip-cache-{requirements.stem}")}
+    install = [venv / "bin/python", "-m", "pip", "install", "-q", *options, "-r", requirements]
+    seconds = timed(lambda: (run([sys.executable, "-m", "venv", venv], env), run(install, env)))
     return seconds, run([venv / "bin/python", "-m", "pip", "freeze"], env).split()
 
 
@@ -216,6 +214,12 @@ def main() -> None:
         folder.chmod(0o755)
         pip_seconds, pip_packages = pip_cold(root, requirements)
         uv_seconds, uv_packages = uv_cold(root, requirements)
+        # pip and uv read the same sources but choose differently: pip takes the newest
+        # release on any index (PyPI here), uv the first index that has the package (this
+        # host's local ones). pip once more, given exactly what uv chose.
+        pinned = root / "pinned.txt"
+        pinned.write_text("\n".join(uv_packages) + "\n")
+        pinned_seconds, _ = pip_cold(root, pinned, "--no-deps")
         with redis_server(root / "redis") as redis:
             stack = Stack(root=root / "stack", redis=redis)
             stack.start()
@@ -231,6 +235,7 @@ def main() -> None:
     print(f"  (uv sources: {' '.join(host_sources()) or 'uv defaults'})")
     print("Cold build, empty caches:")
     print_build("pip: python -m venv + pip install -r", pip_seconds, len(pip_packages))
+    print_build("pip, uv's choice pinned (--no-deps)", pinned_seconds, len(uv_packages))
     print_build("uv alone: uv venv + uv pip install -r", uv_seconds, len(uv_packages))
     for label, key in (
         ("runyard, local venv", "cold_local"),
@@ -238,11 +243,12 @@ def main() -> None:
     ):
         cold = found[key]
         print_build(label, cold["build"], cold["packages"], cold["running"])
-    print(
-        f"  -> build time / pip's: uv alone {uv_seconds / pip_seconds:.2f}x, runyard venv "
-        f"{found['cold_local']['build'] / pip_seconds:.2f}x, runyard image "
-        f"{found['cold_docker']['build'] / pip_seconds:.2f}x"
-    )
+    for versus, base in (("pip's", pip_seconds), ("pinned pip's", pinned_seconds)):
+        print(
+            f"  -> build time / {versus}: uv alone {uv_seconds / base:.2f}x, runyard venv "
+            f"{found['cold_local']['build'] / base:.2f}x, runyard image "
+            f"{found['cold_docker']['build'] / base:.2f}x"
+        )
     if sorted(pip_packages) != sorted(uv_packages):
         print(f"  resolved by pip: {' '.join(sorted(pip_packages))}")
         print(f"  resolved by uv:  {' '.join(sorted(uv_packages))}")
