@@ -211,7 +211,7 @@ def test_a_worker_on_another_host_pulls_the_environment_instead_of_building_it(
     assert f"[runyard] {remote}: not in the registry" in log_a  # asked first, then built
     assert f"[runyard] Pushed {remote} in " in log_a
     listed = httpx.get(f"http://{image_store}/v2/runyard-env/tags/list").json()
-    assert listed["tags"] == [build_hash]
+    assert build_hash in listed["tags"]
     stop_process(worker_a)
 
     # Host B: its worker, on another network host with another engine, pulls it.
@@ -235,3 +235,19 @@ def test_a_worker_on_another_host_pulls_the_environment_instead_of_building_it(
     assert "built in" not in log_b and "building image" not in log_b, log_b
     image = f"runyard-env:{build_hash}"
     assert engine_b.image_ids()[image] == engine_a.image_ids()[image]
+
+
+def test_a_plain_http_registry_the_engine_does_not_trust_is_named_in_the_error(
+    engine_b: DockerEngine, engine_a_network: Link, tmp_path: Path
+) -> None:
+    # A real registry, on an address outside the engine's insecure-registries.
+    with (
+        image_registry(tmp_path / "untrusted", engine_a_network.address_a) as untrusted,
+        engine_b.client() as client,
+        pytest.raises(ExecutionFailed) as pulling,
+    ):
+        registry.pull(client, untrusted, secrets.token_hex(16), lambda _: None)
+    assert str(pulling.value).startswith(f"cannot pull from image registry {untrusted}: ")
+    assert str(pulling.value).endswith(
+        f"(plain HTTP: add {untrusted} to the engine's insecure-registries)"
+    )
