@@ -200,8 +200,8 @@ def test_a_failed_build_fails_the_run_with_the_reason_and_the_worker_goes_on(
     with pytest.raises(RunFailed):
         run.wait_for_completion()
     record = stack.client().get_run(run.id)
-    assert record["reason"].startswith(f"environment build failed: {reason}")
-    assert "installer: " in record["reason"]  # uv's own last lines follow
+    assert record["failure_reason"].startswith(f"environment build failed: {reason}")
+    assert "installer: " in record["failure_reason"]  # uv's own last lines follow
     assert BUILD_LOG in Run(run.experiment, run.id).get_file_names()
     assert list((cache / "venvs").iterdir()) == []
     assert list((cache / "staging").iterdir()) == []
@@ -226,7 +226,7 @@ def test_a_build_past_its_timeout_is_stopped_and_leaves_nothing(
     )
     with pytest.raises(RunFailed):
         run.wait_for_completion()
-    assert stack.client().get_run(run.id)["reason"] == "environment build timed out after 3 s"
+    assert stack.client().get_run(run.id)["failure_reason"] == "environment build timed out after 3 s"
     assert list((cache / "venvs").iterdir()) == []
     assert list((cache / "staging").iterdir()) == []
     backends = subprocess.run(
@@ -293,7 +293,7 @@ def test_a_requirement_cannot_reach_a_shell_or_a_path(
         )
         with pytest.raises(RunFailed):
             run.wait_for_completion()
-        assert "is not a valid requirement" in stack.client().get_run(run.id)["reason"]
+        assert "is not a valid requirement" in stack.client().get_run(run.id)["failure_reason"]
     assert not marker.exists()
 
 
@@ -347,7 +347,7 @@ def test_a_docker_environment_asking_for_another_python_fails_clearly(
         run.wait_for_completion()
     assert (
         stack.client()
-        .get_run(run.id)["reason"]
+        .get_run(run.id)["failure_reason"]
         .startswith(
             "the environment asks for Python 3.7, but its image's /usr/bin/python3 is Python 3.11"
         )
@@ -366,12 +366,12 @@ def test_a_base_dockerfile_is_built_with_no_network(
     cluster = docker_cluster(stack, run_image)
     workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
-    reach = "import socket; socket.create_connection(('127.0.0.1', 9), timeout=3)"
+    reach = "import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)"
     env = DockerfileEnvironment("net", f'FROM {run_image}\nRUN ["python3", "-c", "{reach}"]\n')
     run = submit(stack.url, folder, "train.py", cluster, environment=env)
     with pytest.raises(RunFailed):
         run.wait_for_completion()
-    reason = stack.client().get_run(run.id)["reason"]
+    reason = stack.client().get_run(run.id)["failure_reason"]
     assert reason.startswith(
         "the environment's base_dockerfile failed to build (builds have no network"
     )
@@ -389,7 +389,7 @@ def test_a_docker_build_past_its_timeout_is_cancelled(
     run = submit(stack.url, folder, "train.py", cluster, environment=env)
     with pytest.raises(RunFailed):
         run.wait_for_completion()
-    assert stack.client().get_run(run.id)["reason"] == "environment build timed out after 3 s"
+    assert stack.client().get_run(run.id)["failure_reason"] == "environment build timed out after 3 s"
     # The build was stopped: its step's container is gone.
     [step] = re.findall(r"---> Running in ([0-9a-f]+)", stack.client().logs(run.id))
     left = subprocess.run(
