@@ -226,7 +226,8 @@ def test_a_build_past_its_timeout_is_stopped_and_leaves_nothing(
     )
     with pytest.raises(RunFailed):
         run.wait_for_completion()
-    assert stack.client().get_run(run.id)["failure_reason"] == "environment build timed out after 3 s"
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason == "environment build timed out after 3 s"
     assert list((cache / "venvs").iterdir()) == []
     assert list((cache / "staging").iterdir()) == []
     backends = subprocess.run(
@@ -389,7 +390,8 @@ def test_a_docker_build_past_its_timeout_is_cancelled(
     run = submit(stack.url, folder, "train.py", cluster, environment=env)
     with pytest.raises(RunFailed):
         run.wait_for_completion()
-    assert stack.client().get_run(run.id)["failure_reason"] == "environment build timed out after 3 s"
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason == "environment build timed out after 3 s"
     # The build was stopped: its step's container is gone.
     [step] = re.findall(r"---> Running in ([0-9a-f]+)", stack.client().logs(run.id))
     left = subprocess.run(

@@ -18,10 +18,6 @@ RUN_FILE = "logs/environment_build.log"
 MAX_KEPT = 20_000  # lines kept for the run file (the first ones and the last ones count)
 
 
-class BuildTimedOut(ExecutionFailed):
-    """The build ran past RUNYARD_ENV_BUILD_TIMEOUT_SECONDS and was stopped."""
-
-
 class Deadline:
     """When the build must be over, started when it is."""
 
@@ -36,8 +32,9 @@ class Deadline:
         if self.left() <= 0:
             raise self.error()
 
-    def error(self) -> BuildTimedOut:
-        return BuildTimedOut(f"environment build timed out after {self.seconds:g} s")
+    def error(self) -> ExecutionFailed:
+        """The build ran past RUNYARD_ENV_BUILD_TIMEOUT_SECONDS and was stopped."""
+        return ExecutionFailed(f"environment build timed out after {self.seconds:g} s")
 
 
 class BuildLog:
@@ -71,7 +68,7 @@ def run_logged(
 ) -> int:
     """Run ``command`` (a list: no shell ever sees a requirement), each output line into
     ``log`` as it comes; its exit code. Past ``deadline`` it and what it started are
-    killed and ``BuildTimedOut`` is raised."""
+    killed and the deadline's error is raised."""
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
