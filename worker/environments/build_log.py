@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from runyard.errors import ExecutionFailed
 
@@ -64,6 +65,7 @@ def run_logged(
     log: BuildLog,
     deadline: Deadline,
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
     prefix: str = "",
 ) -> int:
     """Run ``command`` (a list: no shell ever sees a requirement), each output line into
@@ -75,6 +77,7 @@ def run_logged(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=dict(env) if env is not None else None,
+        cwd=cwd,  # the build's own folder: no project file of the worker's cwd applies
         start_new_session=True,  # its own group: a timeout kills the builds it started too
     )
     killed = threading.Event()
