@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -401,3 +402,26 @@ def test_a_docker_build_past_its_timeout_is_cancelled(
         check=True,
     )
     assert left.stdout == ""
+
+
+def test_a_local_environment_gets_the_python_it_asks_for_or_fails_clearly(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = local_cluster(stack)
+    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT + "import sys\nprint(sys.version)\n"})
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    ok = PackagesEnvironment("py", ["other-pkg"], python_version=here)
+    run = submit(stack.url, folder, "train.py", cluster, environment=ok)
+    run.wait_for_completion()
+    assert f"\n{here}." in stack.client().logs(run.id)
+
+    missing = PackagesEnvironment("py", ["other-pkg"], python_version="3.99")
+    run = submit(stack.url, folder, "train.py", cluster, environment=missing)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    assert (
+        stack.client()
+        .get_run(run.id)["failure_reason"]
+        .startswith("the environment asks for Python 3.99, which this worker does not have")
+    )
