@@ -11,7 +11,6 @@ from typing import Annotated, Optional
 import typer
 
 from runyard.cli.output import console
-from runyard.errors import InvalidInput
 
 
 def prune(
@@ -19,6 +18,7 @@ def prune(
         Optional[int],
         typer.Option(
             "--max-mib",
+            min=0,
             help="Evict least recently used environments until the cache is this small "
             "(default: RUNYARD_ENV_CACHE_MAX_MIB)",
         ),
@@ -32,8 +32,6 @@ def prune(
     from protocol.settings import Settings
     from worker.environments.cache import MIB, EnvironmentCache
 
-    if max_mib is not None and max_mib < 0:
-        raise InvalidInput("--max-mib must be 0 or more")
     settings = Settings()
     cache = EnvironmentCache(settings.env_cache)
     limit = (settings.env_cache_max_mib if max_mib is None else max_mib) * MIB

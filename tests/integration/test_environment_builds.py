@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,8 @@ def test_a_failed_build_fails_the_run_with_the_reason_and_the_worker_goes_on(
     with pytest.raises(RunFailed):
         run.wait_for_completion()
     record = stack.client().get_run(run.id)
-    assert record["reason"].startswith(f"environment build failed: {reason}")
-    assert "installer: " in record["reason"]  # uv's own last lines follow
+    assert record["failure_reason"].startswith(f"environment build failed: {reason}")
+    assert "installer: " in record["failure_reason"]  # uv's own last lines follow
     assert BUILD_LOG in Run(run.experiment, run.id).get_file_names()
     assert list((cache / "venvs").iterdir()) == []
     assert list((cache / "staging").iterdir()) == []
@@ -226,7 +227,8 @@ def test_a_build_past_its_timeout_is_stopped_and_leaves_nothing(
     )
     with pytest.raises(RunFailed):
         run.wait_for_completion()
-    assert stack.client().get_run(run.id)["reason"] == "environment build timed out after 3 s"
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason == "environment build timed out after 3 s"
     assert list((cache / "venvs").iterdir()) == []
     assert list((cache / "staging").iterdir()) == []
     backends = subprocess.run(
@@ -293,7 +295,7 @@ def test_a_requirement_cannot_reach_a_shell_or_a_path(
         )
         with pytest.raises(RunFailed):
             run.wait_for_completion()
-        assert "is not a valid requirement" in stack.client().get_run(run.id)["reason"]
+        assert "is not a valid requirement" in stack.client().get_run(run.id)["failure_reason"]
     assert not marker.exists()
 
 
@@ -347,7 +349,7 @@ def test_a_docker_environment_asking_for_another_python_fails_clearly(
         run.wait_for_completion()
     assert (
         stack.client()
-        .get_run(run.id)["reason"]
+        .get_run(run.id)["failure_reason"]
         .startswith(
             "the environment asks for Python 3.7, but its image's /usr/bin/python3 is Python 3.11"
         )
@@ -366,12 +368,12 @@ def test_a_base_dockerfile_is_built_with_no_network(
     cluster = docker_cluster(stack, run_image)
     workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
-    reach = "import socket; socket.create_connection(('127.0.0.1', 9), timeout=3)"
+    reach = "import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)"
     env = DockerfileEnvironment("net", f'FROM {run_image}\nRUN ["python3", "-c", "{reach}"]\n')
     run = submit(stack.url, folder, "train.py", cluster, environment=env)
     with pytest.raises(RunFailed):
         run.wait_for_completion()
-    reason = stack.client().get_run(run.id)["reason"]
+    reason = stack.client().get_run(run.id)["failure_reason"]
     assert reason.startswith(
         "the environment's base_dockerfile failed to build (builds have no network"
     )
@@ -389,7 +391,8 @@ def test_a_docker_build_past_its_timeout_is_cancelled(
     run = submit(stack.url, folder, "train.py", cluster, environment=env)
     with pytest.raises(RunFailed):
         run.wait_for_completion()
-    assert stack.client().get_run(run.id)["reason"] == "environment build timed out after 3 s"
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason == "environment build timed out after 3 s"
     # The build was stopped: its step's container is gone.
     [step] = re.findall(r"---> Running in ([0-9a-f]+)", stack.client().logs(run.id))
     left = subprocess.run(
@@ -399,3 +402,26 @@ def test_a_docker_build_past_its_timeout_is_cancelled(
         check=True,
     )
     assert left.stdout == ""
+
+
+def test_a_local_environment_gets_the_python_it_asks_for_or_fails_clearly(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = local_cluster(stack)
+    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT + "import sys\nprint(sys.version)\n"})
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    ok = PackagesEnvironment("py", ["other-pkg"], python_version=here)
+    run = submit(stack.url, folder, "train.py", cluster, environment=ok)
+    run.wait_for_completion()
+    assert f"\n{here}." in stack.client().logs(run.id)
+
+    missing = PackagesEnvironment("py", ["other-pkg"], python_version="3.99")
+    run = submit(stack.url, folder, "train.py", cluster, environment=missing)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    assert (
+        stack.client()
+        .get_run(run.id)["failure_reason"]
+        .startswith("the environment asks for Python 3.99, which this worker does not have")
+    )

@@ -86,6 +86,22 @@ def test_a_runs_shared_memory_is_capped_by_its_clusters(tmp_path: Path) -> None:
     assert config(request(tmp_path, {"docker": {"shm_size": "1000"}}))["shm_size"] == 1000
 
 
+def test_a_built_environment_runs_in_its_image_with_every_hardening_kept(tmp_path: Path) -> None:
+    env = {
+        "docker": {"base_image": "own:2"},
+        "environment_variables": {"PYTHONPATH": "/workspace/lib"},
+    }
+    req = request(tmp_path, env)
+    policy = ContainerPolicy.model_validate(req.container)
+    plain = container_config(req, policy, Path("/sdk"), "w-1")
+    made = container_config(req, policy, Path("/sdk"), "w-1", built_image="runyard-env:" + "a" * 32)
+    assert made["image"] == "runyard-env:" + "a" * 32
+    # The SDK first, then the environment's packages, then the run's own path.
+    assert made["environment"]["PYTHONPATH"] == "/runyard/sdk:/opt/runyard/env:/workspace/lib"
+    unchanged = {k: v for k, v in made.items() if k not in ("image", "environment")}
+    assert unchanged == {k: v for k, v in plain.items() if k not in ("image", "environment")}
+
+
 def test_the_command_runs_the_interpreter_found_in_the_image(tmp_path: Path) -> None:
     req = request(tmp_path, {"python": {"interpreter_path": "python3"}})
     policy = ContainerPolicy.model_validate(req.container)

@@ -11,15 +11,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from runyard.errors import ExecutionFailed
 
 RUN_FILE = "logs/environment_build.log"
 MAX_KEPT = 20_000  # lines kept for the run file (the first ones and the last ones count)
-
-
-class BuildTimedOut(ExecutionFailed):
-    """The build ran past RUNYARD_ENV_BUILD_TIMEOUT_SECONDS and was stopped."""
 
 
 class Deadline:
@@ -36,8 +33,9 @@ class Deadline:
         if self.left() <= 0:
             raise self.error()
 
-    def error(self) -> BuildTimedOut:
-        return BuildTimedOut(f"environment build timed out after {self.seconds:g} s")
+    def error(self) -> ExecutionFailed:
+        """The build ran past RUNYARD_ENV_BUILD_TIMEOUT_SECONDS and was stopped."""
+        return ExecutionFailed(f"environment build timed out after {self.seconds:g} s")
 
 
 class BuildLog:
@@ -67,17 +65,19 @@ def run_logged(
     log: BuildLog,
     deadline: Deadline,
     env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
     prefix: str = "",
 ) -> int:
     """Run ``command`` (a list: no shell ever sees a requirement), each output line into
     ``log`` as it comes; its exit code. Past ``deadline`` it and what it started are
-    killed and ``BuildTimedOut`` is raised."""
+    killed and the deadline's error is raised."""
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=dict(env) if env is not None else None,
+        cwd=cwd,  # the build's own folder: no project file of the worker's cwd applies
         start_new_session=True,  # its own group: a timeout kills the builds it started too
     )
     killed = threading.Event()

@@ -278,7 +278,7 @@ def _build(
                 *arguments, "-r", str(requirements),
             ]  # fmt: skip
             since = len(log.lines)
-            if run_logged(command, log, deadline, installer_env()) != 0:
+            if run_logged(command, log, deadline, installer_env(), staging) != 0:
                 raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
         packages = installed_packages(target)
         labels = {

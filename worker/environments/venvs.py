@@ -64,6 +64,7 @@ def _find_python(version: str) -> str:
         capture_output=True,
         text=True,
         env=installer_env(),
+        cwd="/",  # no .python-version or project file of the worker's cwd applies
         timeout=120,
         check=False,
     )
@@ -158,7 +159,11 @@ def _build(
         log.line(f"Package sources: {sources.describe(arguments)}")
         since = len(log.lines)
         code = run_logged(
-            [uv, "venv", "--relocatable", "--python", interpreter, str(draft)], log, deadline, env
+            [uv, "venv", "--relocatable", "--python", interpreter, str(draft)],
+            log,
+            deadline,
+            env,
+            cwd=staging,
         )
         if code != 0:
             raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
@@ -167,7 +172,7 @@ def _build(
             requirements.write_text("".join(f"{r}\n" for r in spec.requirements))
             command = [uv, "pip", "install", "--python", str(python_of(draft)), *arguments]
             since = len(log.lines)
-            code = run_logged([*command, "-r", str(requirements)], log, deadline, env)
+            code = run_logged([*command, "-r", str(requirements)], log, deadline, env, staging)
             if code != 0:
                 raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
         deadline.check()

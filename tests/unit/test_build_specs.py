@@ -1,0 +1,103 @@
+"""What an environment build is made of: conda specs as pip requirements, and the content
+hash that names a build (never the environment's name)."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.build_specs import build_spec, conda_requirement, matches_python
+from runyard.errors import BadRequirement
+
+
+def env(pip: list[str] | None = None, conda: list[str] | None = None, **more: object) -> dict:
+    return {
+        "name": more.pop("name", "e"),
+        "python": {
+            "conda_dependencies": {
+                "pip_packages": pip or [],
+                "conda_packages": conda or [],
+                **more,
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "requirement"),
+    [
+        ("numpy", "numpy"),
+        ("numpy=1.26", "numpy==1.26.*"),  # conda's "=" is "any 1.26.x"
+        ("numpy==1.26.4", "numpy==1.26.4"),
+        ("numpy 1.26.4 py311_0", "numpy==1.26.4"),  # a build string means nothing to pip
+        ("numpy=1.26.4=py311_0", "numpy==1.26.4"),
+        ("conda-forge::scikit-learn>=1.4", "scikit-learn>=1.4"),
+        ("scipy>=1.10,<2", "scipy<2,>=1.10"),
+        ("Pillow=10.*", "pillow==10.*"),
+    ],
+)
+def test_conda_specs_become_pip_requirements(spec: str, requirement: str) -> None:
+    assert conda_requirement(spec) == requirement
+
+
+@pytest.mark.parametrize("spec", ["numpy=latest", "numpy=abc", "::"])
+def test_a_conda_spec_that_cannot_be_read_is_refused(spec: str) -> None:
+    with pytest.raises(BadRequirement):
+        conda_requirement(spec)
+
+
+def test_python_and_pip_in_conda_packages_choose_the_interpreter_not_packages() -> None:
+    spec = build_spec(env(conda=["python=3.11", "pip", "numpy=1.26"]))
+    assert spec is not None
+    assert spec.python_version == "3.11"
+    assert spec.requirements == ("numpy==1.26.*",)
+    assert spec.from_conda == ("numpy",)
+
+
+def test_the_same_packages_under_another_name_and_order_hash_the_same() -> None:
+    one = build_spec(env(["Scikit_Learn>=1.4", "numpy"], name="a"))
+    two = build_spec(env(["numpy", "scikit-learn >= 1.4"], name="b"))
+    assert one is not None and two is not None
+    assert one.digest() == two.digest()
+    assert one.build_digest("docker:sha256:1") == two.build_digest("docker:sha256:1")
+
+
+def test_one_package_or_the_base_changes_the_hash() -> None:
+    one = build_spec(env(["numpy", "pandas"]))
+    two = build_spec(env(["numpy", "pandas==2.2"]))
+    assert one is not None and two is not None
+    assert one.digest() != two.digest()
+    assert one.build_digest("docker:sha256:1") != one.build_digest("docker:sha256:2")
+
+
+def test_nothing_to_build_for_a_user_managed_or_empty_environment() -> None:
+    managed = env(["numpy"])
+    managed["python"]["user_managed_dependencies"] = True
+    assert build_spec(managed) is None
+    assert build_spec(env()) is None
+    assert build_spec({"name": "plain"}) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["numpy; import os", "$(touch /tmp/x)", "../../etc/passwd", "pkg @ https://evil/x.whl"],
+)
+def test_a_requirement_that_is_no_plain_package_is_refused(text: str) -> None:
+    with pytest.raises(BadRequirement):
+        build_spec(env([text]))
+
+
+@pytest.mark.parametrize(
+    ("wanted", "actual", "matches"),
+    [
+        (None, (3, 11, 2), True),
+        ("3", (3, 11, 2), True),
+        ("3.11", (3, 11, 2), True),
+        ("3.11.2", (3, 11, 2), True),
+        ("3.12", (3, 11, 2), False),
+        ("3.11.4", (3, 11, 2), False),
+    ],
+)
+def test_a_python_version_matches_each_part_given(
+    wanted: str | None, actual: tuple[int, ...], matches: bool
+) -> None:
+    assert matches_python(wanted, actual) is matches
