@@ -71,7 +71,7 @@ def show(
 
 
 def _line(key: str, value: Any) -> None:
-    line = Text(f"{key:15}", style="bold")
+    line = Text(f"{key:15}" if value is not None else key, style="bold")
     if value is not None:
         line.append(f" {output.cell(value)}")
     output.console.print(line, highlight=False)
