@@ -5,12 +5,15 @@ one line that names it."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
 
-from runyard.core import Environment
+import runyard.core
+from runyard.core import Environment, RunConfiguration
 from runyard.core.conda_dependencies import CondaDependencies
 from runyard.core.environment import CondaDependencies as ThroughEnvironment
 from runyard.errors import BadRequirement, InvalidInput, NotSupported
@@ -277,3 +280,26 @@ def test_a_conda_dependencies_file_setting_is_refused_for_the_azure_replacement(
     env.python.conda_dependencies_file = "conda_dependencies.yml"
     with pytest.raises(NotSupported, match=r"use Environment\.from_conda_specification"):
         env.to_dict()
+
+
+def test_run_configuration_takes_conda_dependencies_as_azures_does() -> None:
+    dependencies = CondaDependencies.create(pip_packages=["numpy"])
+    spec = RunConfiguration(conda_dependencies=dependencies).environment_spec()
+    assert spec["python"]["conda_dependencies"]["pip_packages"] == ["numpy"]
+
+
+def test_build_and_get_image_details_are_the_environment_builds_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``runyard.core.environment_builds`` builds (its own tests drive a real one): the
+    Environment hands it itself, the workspace and the compute as given."""
+    calls: list[tuple] = []
+    fake = types.ModuleType("runyard.core.environment_builds")
+    fake.build = lambda *args: calls.append(("build", *args)) or "build details"  # type: ignore[attr-defined]
+    fake.image_details = lambda *args: calls.append(("details", *args)) or {"image": "x"}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "runyard.core.environment_builds", fake)
+    monkeypatch.setattr(runyard.core, "environment_builds", fake, raising=False)
+    env, ws = Environment("built"), object()
+    assert env.build(ws, image_build_compute="cpu") == "build details"
+    assert env.get_image_details(ws) == {"image": "x"}
+    assert calls == [("build", env, ws, "cpu"), ("details", env, ws)]
