@@ -15,7 +15,7 @@ import pytest
 
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.core.conda_dependencies import CondaDependencies
-from runyard.errors import NotFound
+from runyard.errors import BadRequirement, NotFound
 from tests.support.services import ADMIN, ADMIN_TOKEN, Stack, runyard, unique
 
 API = "/api/v1"
@@ -159,3 +159,21 @@ def test_a_run_submitted_with_packages_keeps_them(stack: Stack, tmp_path: Path) 
     assert stored["python"]["conda_dependencies"]["pip_packages"] == ["scikit-learn>=1.4"]
     assert stored["docker"]["base_dockerfile"] == "FROM runyard-run-base:bookworm\nRUN true\n"
     stack.client().cancel(run.id)
+
+
+def test_a_run_whose_packages_could_never_build_is_refused_at_submit(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Before: accepted, to fail later; now a 422 naming the package, and no run."""
+    cluster = unique("envs")
+    stack.client().create_cluster(cluster, nodes=1)
+    (tmp_path / "train.py").write_text("print(1)\n")
+    env = Environment("unreadable")
+    env.python.conda_dependencies.add_conda_package("numpy=one")
+    config = ScriptRunConfig(
+        source_directory=str(tmp_path), script="train.py", compute_target=cluster, environment=env
+    )
+    before = stack.client().count_runs(cluster=cluster)
+    with pytest.raises(BadRequirement, match="conda package 'numpy=one': cannot read its version"):
+        Experiment(workspace(stack), "envs").submit(config)
+    assert stack.client().count_runs(cluster=cluster) == before
