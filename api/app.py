@@ -28,6 +28,7 @@ from api.rate_limits import SubmitLimiter
 from api.routes import (
     audit,
     clusters,
+    environments,
     experiments,
     health,
     interactive,
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracking,
         snapshots,
         experiments,
+        environments,
         workers,
         tokens,
         audit,

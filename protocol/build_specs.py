@@ -97,7 +97,8 @@ def normalize_requirement(text: str) -> str:
     try:
         requirement = Requirement(text.strip())
     except InvalidRequirement as exc:
-        raise BadRequirement(f"pip package {text!r} is not a valid requirement: {exc}") from exc
+        reason = str(exc).splitlines()[0]  # packaging adds the text and a caret below
+        raise BadRequirement(f"pip package {text!r} is not a valid requirement: {reason}") from exc
     if requirement.url:
         raise BadRequirement(
             f"pip package {text!r} names a URL; packages come from the worker host's "

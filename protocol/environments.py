@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic import Field as Check
 
+from protocol.build_specs import build_spec
+
 
 class Executor(StrEnum):
     """Where a run's process runs: named by a cluster, its run's assignment and a worker."""
@@ -113,7 +115,12 @@ def check_container(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_environment(value: dict[str, Any]) -> dict[str, Any]:
-    return EnvironmentSpec.model_validate(value).model_dump(exclude_unset=True)
+    """The environment as given, its packages read as a build reads them: one no build
+    could install (a URL, a malformed requirement) is refused now (``BadRequirement``, a
+    422), not at the first run."""
+    checked = EnvironmentSpec.model_validate(value).model_dump(exclude_unset=True)
+    build_spec(checked)
+    return checked
 
 
 def merge_environments(default: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

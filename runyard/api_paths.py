@@ -21,6 +21,7 @@ EXPERIMENTS = "/experiments"
 RUNS = "/runs"
 CANCEL_RUNS = "/runs/cancel"  # many at once
 INTERACTIVE_RUNS = "/runs/interactive"  # Experiment.start_logging()
+ENVIRONMENTS = "/environments"  # registered: the latest version of each
 
 
 def _q(value: str, safe: str = "") -> str:
@@ -49,6 +50,16 @@ def token_revoke(token_id: str) -> str:
 
 def snapshot(digest: str) -> str:
     return f"/snapshots/{_q(digest)}"
+
+
+def environment(name: str) -> str:
+    """Register a version (POST), or read one (GET, ``?version=``; none: the latest)."""
+    return f"{ENVIRONMENTS}/{_q(name)}"
+
+
+def environment_versions(name: str) -> str:
+    """Every registered version of an environment, newest first."""
+    return f"{environment(name)}/versions"
 
 
 def run(run_id: str) -> str:

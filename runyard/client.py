@@ -88,6 +88,25 @@ class Client(Transport):
     def revoke_token(self, token_id: str) -> Dict[str, Any]:
         return self.json("POST", paths.token_revoke(token_id))
 
+    # --- registered environments ----------------------------------------------------------
+
+    def register_environment(self, name: str, spec: Dict[str, Any]) -> Dict[str, Any]:
+        """A new version when ``spec`` differs from the latest of ``name``, else the latest."""
+        return self.json("POST", paths.environment(name), json=spec)
+
+    def get_environment(
+        self, name: str, version: Optional[Union[int, str]] = None
+    ) -> Dict[str, Any]:
+        params = {"version": version} if version is not None else None
+        return self.json("GET", paths.environment(name), params=params)
+
+    def list_environments(self) -> List[Dict[str, Any]]:
+        """The latest version of each registered environment."""
+        return self.json("GET", paths.ENVIRONMENTS)["data"]
+
+    def environment_versions(self, name: str) -> List[Dict[str, Any]]:
+        return self.json("GET", paths.environment_versions(name))["data"]
+
     # --- experiments and runs ---------------------------------------------------------------
 
     def list_experiments(self) -> List[Dict[str, Any]]:

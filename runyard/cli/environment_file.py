@@ -2,11 +2,14 @@
 
 The shape is the one ``Environment.to_dict()`` writes and a cluster's ``--environment``
 takes: ``name``, ``version``, ``python`` (``user_managed_dependencies``,
-``interpreter_path``), ``docker`` (``enabled``, ``base_image``, ``shm_size``),
-``environment_variables``. A key Runyard does not know is refused with its name rather than
-dropped, so a misspelt ``baseImage`` never quietly sends a run without its image; a value
-of the wrong type (``enabled: "false"``, ``arguments: 5``) is refused naming its key rather
-than coerced into something the user did not write.
+``interpreter_path``, ``conda_dependencies``: the packages to build with, as ``to_dict``
+writes them or as a conda environment file holds them; ``conda_dependencies_file``: a conda
+environment file, relative to this one), ``docker`` (``enabled``, ``base_image``,
+``base_dockerfile``, ``shm_size``), ``environment_variables``. A key Runyard does not know
+is refused with its name rather than dropped, so a misspelt ``baseImage`` never quietly
+sends a run without its image; a value of the wrong type (``enabled: "false"``,
+``arguments: 5``) is refused naming its key rather than coerced into something the user did
+not write.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runyard.core import Environment
+from runyard.core.conda_dependencies import CondaDependencies
 from runyard.errors import InvalidInput
 
 
@@ -49,7 +53,7 @@ SECTIONS: dict[str, dict[str, Check]] = {
     "python": {
         "user_managed_dependencies": BOOLEAN,
         "interpreter_path": STRING,
-        "conda_dependencies": (_anything, ""),  # refused at submit, whatever its shape
+        "conda_dependencies": (_anything, ""),  # checked key by key as it is read
         "conda_dependencies_file": STRING,
     },
     "docker": {
@@ -74,16 +78,24 @@ def load(path: str) -> Environment:
     if not isinstance(data, dict):
         raise InvalidInput(f"--env-file {path}: expected an object (name, python, docker, ...)")
     _check_keys(path, data)
-    environment = Environment.from_dict(data)
-    # from_dict keeps what Runyard acts on; these are refused at submit, not dropped.
-    python, docker = data.get("python") or {}, data.get("docker") or {}
-    environment.python.conda_dependencies = python.get("conda_dependencies")
-    environment.python.conda_dependencies_file = python.get("conda_dependencies_file")
-    environment.docker.arguments = list(docker.get("arguments") or [])
-    environment.docker.base_dockerfile = docker.get("base_dockerfile")
-    if data.get("version") is not None:
-        environment.version = str(data["version"])
+    try:
+        environment = Environment.from_dict(data)
+        conda_file = (data.get("python") or {}).get("conda_dependencies_file")
+        if conda_file:
+            environment.python.conda_dependencies = _conda_file(path, data, conda_file)
+            environment.python.conda_dependencies_file = None
+    except InvalidInput as exc:
+        raise type(exc)(f"--env-file {path}: {exc.message}") from None
     return environment
+
+
+def _conda_file(path: str, data: dict[str, Any], conda_file: str) -> CondaDependencies:
+    """The conda environment file an environment file names, relative to it."""
+    if (data.get("python") or {}).get("conda_dependencies"):
+        raise InvalidInput(
+            "python.conda_dependencies and python.conda_dependencies_file: give one of them"
+        )
+    return CondaDependencies(str(Path(path).parent / conda_file))
 
 
 def _read(path: str) -> str:

@@ -10,6 +10,7 @@ from typer.exceptions import TyperException
 
 from runyard.cli import clusters, output, runs, service, tokens
 from runyard.cli.context import set_url
+from runyard.cli.environments import env_app
 from runyard.cli.help import Command, Group
 from runyard.errors import RunyardError
 from runyard.tracking import contract
@@ -55,6 +56,7 @@ app.command("wait", cls=Command)(runs.wait)
 app.command("cancel", cls=Command)(runs.cancel)
 app.command("workers", cls=Command)(runs.workers)
 app.add_typer(tokens.app, name="token")
+app.add_typer(env_app, name="env")
 app.command("whoami", cls=Command)(tokens.whoami)
 app.command("audit", cls=Command)(tokens.audit)
 

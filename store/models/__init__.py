@@ -6,6 +6,7 @@ this package registers every table on ``SQLModel.metadata`` (what Alembic compar
 - ``names``: name rules (clusters, experiments, tokens), ``utcnow``, timestamp columns
 - ``clusters``: cluster settings, the cluster table, clusters and workers as shown
 - ``experiments``: the experiment table, experiments and an experiment's runs as shown
+- ``environments``: registered environments, one row per version
 - ``runs``: a submitted spec, the run table and its changes, its log and files
 - ``tracking``: metrics, their points and rollups, tags, properties; events in, reads out
 - ``tokens``: API tokens and sessions, roles
@@ -26,6 +27,12 @@ from store.models.clusters import (
     ClusterUpdate,
     WorkerPublic,
     WorkersPublic,
+)
+from store.models.environments import (
+    RegisteredEnvironment,
+    RegisteredEnvironmentPublic,
+    RegisteredEnvironmentsPublic,
+    check_environment_name,
 )
 from store.models.experiments import (
     Experiment,
@@ -111,6 +118,9 @@ __all__ = [
     "MetricPoint",
     "MetricRollup",
     "MetricSeriesPublic",
+    "RegisteredEnvironment",
+    "RegisteredEnvironmentPublic",
+    "RegisteredEnvironmentsPublic",
     "Run",
     "RunChange",
     "RunFile",
@@ -131,5 +141,6 @@ __all__ = [
     "WorkerPublic",
     "WorkersPublic",
     "check_cluster_name",
+    "check_environment_name",
     "utcnow",
 ]

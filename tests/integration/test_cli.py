@@ -63,6 +63,9 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: st
         ["logs"],
         ["cancel"],
         ["workers"],
+        ["env"],
+        ["env", "list"],
+        ["env", "show"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

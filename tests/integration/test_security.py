@@ -297,6 +297,16 @@ ROUTES: dict[str, tuple[set[str], Builder]] = {
         lambda w: ("GET", "/api/v1/experiments/security/runs", {"params": {"metric": "seed"}}),
     ),
     "get_experiment": (READERS, lambda w: ("GET", "/api/v1/experiments/security", {})),
+    "list_environments": (READERS, lambda w: ("GET", "/api/v1/environments", {})),
+    "register_environment": (
+        SUBMITTERS,
+        lambda w: ("POST", "/api/v1/environments/security", {"json": {"name": "security"}}),
+    ),
+    "get_environment": (READERS, lambda w: ("GET", "/api/v1/environments/seeded", {})),
+    "list_environment_versions": (
+        READERS,
+        lambda w: ("GET", "/api/v1/environments/seeded/versions", {}),
+    ),
     "list_workers": (READERS, lambda w: ("GET", "/api/v1/workers", {})),
     "drain_worker": (
         ADMINS,
@@ -345,6 +355,8 @@ def seeded(world: World) -> World:
         put = http.put(f"/api/v1/runs/{world.own_run}/files/outputs/seed.txt", content=b"seed")
         assert put.status_code == 200, put.text
         assert http.get(f"/api/v1/runs/{world.own_run}/metric-names").json()["count"] == 1
+        seeded = http.post("/api/v1/environments/seeded", json={"name": "seeded"})
+        assert seeded.status_code in (200, 201), seeded.text
     return world
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from runyard.cli import environment_file
 from runyard.core import Environment
+from runyard.core.conda_dependencies import CondaDependencies
 from runyard.errors import InvalidInput, NotSupported
 from tests.support.services import runyard
 
@@ -79,9 +80,58 @@ def test_settings_runyard_cannot_honour_are_refused_not_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("env.yaml").write_text("python:\n  conda_dependencies: {dependencies: [numpy]}\n")
-    with pytest.raises(NotSupported, match=r"python\.conda_dependencies"):
+    Path("env.yaml").write_text("docker:\n  arguments: ['--privileged']\n")
+    with pytest.raises(NotSupported, match=r"docker\.arguments"):
         environment_file.load("env.yaml").to_dict()
+
+
+def test_conda_dependencies_are_read_as_to_dict_writes_them_or_as_a_conda_file_holds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before issue 15 every conda setting was refused; now they are what gets built."""
+    monkeypatch.chdir(tmp_path)
+    env = Environment("train-env")
+    env.python.conda_dependencies = CondaDependencies.create(
+        pip_packages=["scikit-learn>=1.4"], conda_packages=["numpy=1.26"], python_version="3.11"
+    )
+    Path("env.json").write_text(json.dumps(env.to_dict()))
+    Path("env.yaml").write_text(
+        "name: train-env\n"
+        "python:\n"
+        "  conda_dependencies:\n"
+        "    dependencies: [python=3.11, numpy=1.26, {pip: [scikit-learn>=1.4]}]\n"
+    )
+    Path("conda.yml").write_text(
+        "dependencies:\n- python=3.11\n- numpy=1.26\n- pip:\n  - scikit-learn>=1.4\n"
+    )
+    Path("by-file.yaml").write_text(
+        "name: train-env\npython:\n  conda_dependencies_file: conda.yml\n"
+    )
+    for path in ("env.json", "env.yaml", "by-file.yaml"):
+        assert environment_file.load(path).to_dict() == env.to_dict(), path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"python": {"conda_dependencies": {"pip": ["x"]}}}',
+         "--env-file env.json: unknown key 'python.conda_dependencies.pip' (known: name, "
+         "channels, conda_packages, pip_packages, python_version"),
+        ('{"python": {"conda_dependencies": {"pip_packages": ["--index-url http://x"]}}}',
+         "--env-file env.json: pip package: '--index-url http://x': pip options are not "
+         "supported"),
+        ('{"python": {"conda_dependencies": {"python_version": "2.7"}}}',
+         "--env-file env.json: python version '2.7': give a Python 3 version"),
+    ],
+)  # fmt: skip
+def test_bad_conda_dependencies_are_refused_naming_what(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("env.json").write_text(text)
+    with pytest.raises(InvalidInput) as caught:
+        environment_file.load("env.json")
+    assert caught.value.message.startswith(message), caught.value.message
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from runyard.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINTS = {"runs", "experiments", "clusters", "snapshots", "tokens", "workers", "whoami"}
-ENDPOINTS |= {"audit", "healthz", "readyz"}
+ENDPOINTS |= {"audit", "healthz", "readyz", "environments"}
 
 
 class Called(Exception):
@@ -57,6 +57,10 @@ CALLS = {
     "list_tokens": lambda c: c.list_tokens(),
     "revoke_token": lambda c: c.revoke_token("t1"),
     "list_experiments": lambda c: c.list_experiments(),
+    "register_environment": lambda c: c.register_environment("train", {"name": "train"}),
+    "get_environment": lambda c: c.get_environment("train", version=2),
+    "list_environments": lambda c: c.list_environments(),
+    "environment_versions": lambda c: c.environment_versions("train"),
     "has_snapshot": lambda c: c.has_snapshot("sha256:ab"),
     "submit": lambda c: c.submit({"script": "train.py"}),
     "start_interactive": lambda c: c.start_interactive("mnist"),

@@ -59,3 +59,22 @@ def test_the_check_itself_catches_a_forbidden_import() -> None:
     result = import_with_blocked("scheduler.service", DATABASE)
     assert result.returncode != 0
     assert "must not be imported here" in result.stderr
+
+
+def test_the_run_side_sdk_builds_an_environment_spec_without_pyyaml_or_packaging() -> None:
+    """A run's own Python may have the standard library only: PyYAML is loaded only when a
+    conda file is read or written, and requirements are parsed by the service."""
+    blocked = {*SERVICE, "yaml", "packaging"}
+    code = BLOCKER.format(blocked=blocked, module="runyard.core") + textwrap.dedent(
+        """
+        from runyard.core import Environment
+        from runyard.core.conda_dependencies import CondaDependencies
+        env = Environment("e")
+        env.python.conda_dependencies = CondaDependencies.create(pip_packages=["numpy"])
+        assert env.to_dict()["python"]["conda_dependencies"]["pip_packages"] == ["numpy"]
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,147 @@
+"""Registered environments: versions by name, as Azure's ``Environment.register`` keeps them.
+
+Registering makes a new version only when the environment differs from the latest one of
+its name (so registering the same thing twice is one version, as in Azure); the comparison
+ignores how the JSON happened to be spelt (a ``null``, an empty list, key order). Every
+version is checked as a run's environment is, and its packages as a build reads them, so
+what could never build is refused here rather than at the first run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from protocol.build_specs import build_spec
+from protocol.environments import EnvironmentSpec
+from runyard.errors import InvalidInput, NotFound
+from store.db import as_utc
+from store.models import (
+    RegisteredEnvironment,
+    RegisteredEnvironmentPublic,
+    check_environment_name,
+)
+
+
+def register(
+    session: Session, name: str, spec: EnvironmentSpec, created_by: str | None
+) -> tuple[RegisteredEnvironment, bool]:
+    """The version ``spec`` is registered as, and whether it is a new one."""
+    try:
+        check_environment_name(name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="name") from None
+    if spec.name is not None and spec.name != name:
+        raise InvalidInput(
+            f"the environment is named {spec.name!r} but is registered as {name!r}", field="name"
+        )
+    stored = {**spec.model_dump(exclude_unset=True), "name": name}
+    stored.pop("version", None)  # versions are numbered here
+    found = build_spec(stored)  # BadRequirement (a 422) for a package no build could install
+    latest = _latest(session, name)
+    if latest is not None and _canonical(latest.spec) == _canonical(stored):
+        return latest, False
+    row = RegisteredEnvironment(
+        name=name,
+        version=latest.version + 1 if latest is not None else 1,
+        spec=stored,
+        spec_hash=found.digest() if found is not None else None,
+        created_by=created_by,
+    )
+    session.add(row)
+    session.flush()
+    return row, True
+
+
+def get(session: Session, name: str, version: int | None = None) -> RegisteredEnvironment:
+    """``version`` of ``name``; none: its latest."""
+    if version is None:
+        row = _latest(session, name)
+    else:
+        row = session.exec(
+            select(RegisteredEnvironment).where(
+                RegisteredEnvironment.name == name, RegisteredEnvironment.version == version
+            )
+        ).first()
+    if row is not None:
+        return row
+    latest = _latest(session, name) if version is not None else None
+    if latest is None:
+        raise NotFound(f"no environment named {name!r} is registered")
+    raise NotFound(f"environment {name!r} has no version {version} (latest: {latest.version})")
+
+
+def versions(session: Session, name: str) -> list[RegisteredEnvironment]:
+    """Every version of ``name``, newest first."""
+    rows = list(
+        session.exec(
+            select(RegisteredEnvironment)
+            .where(RegisteredEnvironment.name == name)
+            .order_by(col(RegisteredEnvironment.version).desc())
+        )
+    )
+    if not rows:
+        raise NotFound(f"no environment named {name!r} is registered")
+    return rows
+
+
+def list_latest(session: Session) -> list[RegisteredEnvironment]:
+    """The latest version of each registered environment, by name."""
+    newest = (
+        select(
+            RegisteredEnvironment.name,
+            func.max(RegisteredEnvironment.version).label("version"),
+        )
+        .group_by(col(RegisteredEnvironment.name))
+        .subquery()
+    )
+    query = (
+        select(RegisteredEnvironment)
+        .join(
+            newest,
+            (col(RegisteredEnvironment.name) == newest.c.name)
+            & (col(RegisteredEnvironment.version) == newest.c.version),
+        )
+        .order_by(col(RegisteredEnvironment.name))
+    )
+    return list(session.exec(query))
+
+
+def public(row: RegisteredEnvironment) -> RegisteredEnvironmentPublic:
+    """As the API shows it: the spec a run would carry (its version in it) and what a build
+    of it installs."""
+    found = build_spec(row.spec)
+    return RegisteredEnvironmentPublic(
+        name=row.name,
+        version=row.version,
+        spec={**row.spec, "name": row.name, "version": str(row.version)},
+        spec_hash=row.spec_hash,
+        requirements=list(found.requirements) if found is not None else [],
+        python_version=found.python_version if found is not None else None,
+        created_at=as_utc(row.created_at),
+        created_by=row.created_by,
+    )
+
+
+def _latest(session: Session, name: str) -> RegisteredEnvironment | None:
+    return session.exec(
+        select(RegisteredEnvironment)
+        .where(RegisteredEnvironment.name == name)
+        .order_by(col(RegisteredEnvironment.version).desc())
+        .limit(1)
+    ).first()
+
+
+def _canonical(spec: dict[str, Any]) -> Any:
+    """What the spec says, whatever the spelling: defaults, nulls and empty parts dropped."""
+    dumped = EnvironmentSpec.model_validate(spec).model_dump(exclude_defaults=True)
+    dumped.pop("version", None)
+    return _pruned(dumped)
+
+
+def _pruned(value: Any) -> Any:
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, {}, [])}
+    return value
