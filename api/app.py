@@ -28,6 +28,7 @@ from api.rate_limits import SubmitLimiter
 from api.routes import (
     audit,
     clusters,
+    environment_builds,
     experiments,
     health,
     interactive,
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         clusters,
         runs,
         interactive,
+        environment_builds,
         run_logs,
         run_files,
         tracking,

@@ -21,6 +21,8 @@ EXPERIMENTS = "/experiments"
 RUNS = "/runs"
 CANCEL_RUNS = "/runs/cancel"  # many at once
 INTERACTIVE_RUNS = "/runs/interactive"  # Experiment.start_logging()
+ENVIRONMENT_BUILDS = "/environment-builds"  # env.build(ws): a run that builds and ends
+LATEST_ENVIRONMENT_BUILD = "/environment-builds/latest"  # env.get_image_details(ws)
 
 
 def _q(value: str, safe: str = "") -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import redis
 
@@ -106,9 +107,15 @@ class RunReporter:
     # --- states -----------------------------------------------------------------------------
 
     def state(
-        self, status: RunStatus, *, exit_code: int | None = None, reason: str | None = None
+        self,
+        status: RunStatus,
+        *,
+        exit_code: int | None = None,
+        reason: str | None = None,
+        environment: dict[str, Any] | None = None,
     ) -> None:
-        """Flush pending output, then report the state (in that order, on one stream)."""
+        """Flush pending output, then report the state (in that order, on one stream);
+        with Starting, the environment the run got (``protocol.environment_used``)."""
         self.flush()
         with self._send_lock:
             delivery.send(
@@ -121,6 +128,7 @@ class RunReporter:
                         exit_code=exit_code,
                         reason=reason,
                         attempt=self.attempt,
+                        environment=environment,
                     )
                 ],
             )

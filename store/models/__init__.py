@@ -5,6 +5,7 @@ this package registers every table on ``SQLModel.metadata`` (what Alembic compar
 
 - ``names``: name rules (clusters, experiments, tokens), ``utcnow``, timestamp columns
 - ``clusters``: cluster settings, the cluster table, clusters and workers as shown
+- ``environment_builds``: what a client asks to build ahead of any run
 - ``experiments``: the experiment table, experiments and an experiment's runs as shown
 - ``runs``: a submitted spec, the run table and its changes, its log and files
 - ``tracking``: metrics, their points and rollups, tags, properties; events in, reads out
@@ -27,6 +28,7 @@ from store.models.clusters import (
     WorkerPublic,
     WorkersPublic,
 )
+from store.models.environment_builds import EnvironmentBuildSpec
 from store.models.experiments import (
     Experiment,
     ExperimentPublic,
@@ -47,6 +49,7 @@ from store.models.runs import (
     InteractiveRunPublic,
     Run,
     RunChange,
+    RunDetails,
     RunFile,
     RunFilePublic,
     RunFilesPublic,
@@ -93,6 +96,7 @@ __all__ = [
     "ClusterPublic",
     "ClusterUpdate",
     "ClustersPublic",
+    "EnvironmentBuildSpec",
     "EventBatch",
     "EventsAccepted",
     "Experiment",
@@ -113,6 +117,7 @@ __all__ = [
     "MetricSeriesPublic",
     "Run",
     "RunChange",
+    "RunDetails",
     "RunFile",
     "RunFilePublic",
     "RunFilesPublic",
