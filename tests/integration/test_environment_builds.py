@@ -6,33 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 
-from protocol.messages import StateChanged
-from protocol.streams import send_to_ingest
 from runyard.core import Environment, Workspace
 from runyard.core.environment_builds import build, image_details
 from runyard.errors import InvalidInput, NotFound
-from runyard.status import RunStatus
 from tests.integration.test_cli import cli, ok, one_line_error
+from tests.support.environments import BUILT, report_as_a_worker
 from tests.support.runs import service_lines, submit, write
 from tests.support.services import Stack, unique
-
-# What a worker that built an environment reports with Starting (protocol.environment_used).
-BUILT = {
-    "name": "sklearn",
-    "version": "3",
-    "hash": "0123456789abcdef0123456789abcdef",
-    "spec_hash": "fedcba9876543210fedcba9876543210",
-    "packages": ["numpy==2.1.3", "scikit-learn==1.5.2", "scipy==1.14.1"],
-    "image": None,
-    "venv": "/var/cache/runyard/venvs/0123456789abcdef0123456789abcdef",
-    "cached": False,
-    "build_seconds": 12.5,
-}
 
 
 def plain_environment(name: str, version: str | None = "2") -> Environment:
@@ -53,16 +36,6 @@ def shown(stack: Stack, run_id: str) -> dict[str, str]:
         value = line[17:]
         rows[label] = f"{rows[label]}\n{value}" if label in rows else value
     return rows
-
-
-def report_as_a_worker(stack: Stack, run_id: str, environment: Any) -> None:
-    """Send a Starting report carrying ``environment`` down the stream workers write to."""
-    client = redis.Redis.from_url(stack.redis.url)
-    try:
-        state = StateChanged(run_id=run_id, status=RunStatus.STARTING, environment=environment)
-        send_to_ingest(client, [state])
-    finally:
-        client.close()
 
 
 def test_a_completed_run_shows_the_environment_its_worker_ran_it_with(

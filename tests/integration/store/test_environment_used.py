@@ -16,18 +16,7 @@ from protocol.streams import send_to_ingest
 from runyard.status import RunStatus
 from scheduler.ingest import Ingest
 from tests.support.database import reload, set_columns
-
-BUILT = {
-    "name": "sklearn",
-    "version": "3",
-    "hash": "0123456789abcdef0123456789abcdef",
-    "spec_hash": "fedcba9876543210fedcba9876543210",
-    "packages": ["numpy==2.1.3", "scikit-learn==1.5.2", "scipy==1.14.1"],
-    "image": "runyard-env:0123456789abcdef0123456789abcdef",
-    "venv": None,
-    "cached": False,
-    "build_seconds": 12.5,
-}
+from tests.support.environments import BUILT
 
 
 def report(client: redis.Redis, ingest: Ingest, run_id: str, environment: Any, **kw: Any) -> None:
