@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from pydantic import Field as Check
 
 from protocol.build_specs import DIGEST_LENGTH
+from runyard.errors import MessageError
 
 MAX_PACKAGES = 2000  # resolved packages one environment may list
 PACKAGE_LENGTH = 512  # characters of one entry ("numpy==2.1.3")
@@ -42,22 +43,18 @@ class EnvironmentUsed(BaseModel):
     build_seconds: float = Check(default=0.0, ge=0.0, le=MAX_BUILD_SECONDS, allow_inf_nan=False)
 
 
-class BadEnvironmentReport(ValueError):
-    """A worker's environment report that is not an ``EnvironmentUsed``."""
-
-
 def check_environment_used(value: Any) -> dict[str, Any]:
-    """The report as stored (every field present), or ``BadEnvironmentReport`` saying what
-    is wrong with it in a few words."""
+    """The report as stored (every field present), or ``MessageError`` saying what is wrong
+    with it in a few words."""
     if not isinstance(value, dict):
-        raise BadEnvironmentReport(f"expected an object, not {type(value).__name__}")
+        raise MessageError(f"expected an object, not {type(value).__name__}")
     try:
         return EnvironmentUsed.model_validate(value).model_dump()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "report"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise BadEnvironmentReport(f"{where}: {first['msg']}{more}") from None
+        raise MessageError(f"{where}: {first['msg']}{more}") from None
 
 
 def nothing_built(environment: dict[str, Any]) -> dict[str, Any]:

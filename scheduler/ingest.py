@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from protocol import barriers, keys
-from protocol.environment_used import BadEnvironmentReport, check_environment_used
+from protocol.environment_used import check_environment_used
 from protocol.limits import TrackingLimits
 from protocol.messages import (
     Barrier,
@@ -238,6 +238,6 @@ def environment_reported(entry: StateChanged) -> dict[str, Any] | None:
         return None
     try:
         return check_environment_used(entry.environment)
-    except BadEnvironmentReport as exc:
+    except MessageError as exc:
         log.warning("dropping the environment reported for %s: %s", entry.run_id, exc)
         return None

@@ -63,6 +63,8 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: st
         ["logs"],
         ["cancel"],
         ["workers"],
+        ["env"],
+        ["env", "build"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

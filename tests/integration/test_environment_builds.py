@@ -85,6 +85,11 @@ def test_a_forged_or_oversize_environment_report_is_dropped_and_a_good_one_stand
         after = api.get_run(run.id, fresh=True)
         assert after["status"] == "Starting"
         assert after["environment_used"] == BUILT
+
+    cached = {**BUILT, "cached": True, "build_seconds": 0.0}  # a later attempt's, say
+    report_as_a_worker(stack, run.id, cached)
+    assert api.get_run(run.id, fresh=True)["environment_used"] == cached
+    assert shown(stack, run.id)["env build"] == "cached"
     api.cancel(run.id)
 
 
