@@ -28,6 +28,7 @@ from api.rate_limits import SubmitLimiter
 from api.routes import (
     audit,
     clusters,
+    environment_builds,
     environments,
     experiments,
     health,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         clusters,
         runs,
         interactive,
+        environment_builds,
         run_logs,
         run_files,
         tracking,

@@ -157,6 +157,19 @@ class Client(Transport):
                 return
             offset += len(data)
 
+    def build_environment(
+        self, environment: Dict[str, Any], cluster: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """Queue a run that builds ``environment`` on ``cluster`` (None: the default) and
+        ends; the run, as ``get_run`` shows it."""
+        body = {"environment": environment, "cluster": cluster}
+        return self.json("POST", paths.ENVIRONMENT_BUILDS, json=body)
+
+    def latest_environment_build(self, name: str, version: Optional[str]) -> Dict[str, Any]:
+        """The latest completed run that ran with environment ``name`` at ``version``."""
+        params = {"name": name} if version is None else {"name": name, "version": version}
+        return self.json("GET", paths.LATEST_ENVIRONMENT_BUILD, params=params)
+
     def cancel(self, run_id: str) -> Dict[str, Any]:
         return self.json("POST", paths.run_cancel(run_id))
 

@@ -55,6 +55,7 @@ def assignment_for(
         requeue_on_node_loss=bool(cluster.requeue_on_node_loss),
         max_run_duration_seconds=run.max_run_duration_seconds,
         budgets=dict(cluster.budgets or {}),
+        build_only=bool(run.build_only),
     )
 
 

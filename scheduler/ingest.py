@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from protocol import barriers, keys
+from protocol.environment_used import check_environment_used
 from protocol.limits import TrackingLimits
 from protocol.messages import (
     Barrier,
@@ -34,6 +35,7 @@ from runyard.status import UNSUCCESSFUL
 from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, transition
 from store.models import Run, RunLog
+from store.runs import record_environment_used
 from store.tracking.writes import apply_batch
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,11 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
     if current is not None and entry.attempt and entry.attempt < current.attempt:
         log.info("ignoring report for %s: attempt %d was superseded", entry.run_id, entry.attempt)
         return
+    environment = environment_reported(entry)
+    if current is not None and environment is not None:
+        # Recorded whatever the state report makes of the run: it says what the worker
+        # ran it with. A later attempt's report replaces this one.
+        record_environment_used(session, entry.run_id, environment)
     try:
         # transition() checks before it writes, so a refused report leaves nothing behind.
         run = transition(session, entry.run_id, entry.status, at=entry.at, **values)
@@ -222,3 +229,15 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
         end_children(session, run.id, run.status)
         if run.cluster:
             applied.clusters.add(run.cluster)
+
+
+def environment_reported(entry: StateChanged) -> dict[str, Any] | None:
+    """The environment the report carries, checked whole: a malformed one is left out (and
+    said so in the log), the state it came with still applies."""
+    if entry.environment is None:
+        return None
+    try:
+        return check_environment_used(entry.environment)
+    except MessageError as exc:
+        log.warning("dropping the environment reported for %s: %s", entry.run_id, exc)
+        return None

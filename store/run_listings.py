@@ -12,7 +12,7 @@ from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.status import ACTIVE, TERMINAL, WAITING, RunStatus
 from store.clusters import get_cluster
 from store.db import as_utc
-from store.models import Experiment, Run, RunProperty, RunPublic, RunTag
+from store.models import Experiment, Run, RunDetails, RunProperty, RunPublic, RunTag
 from store.queue import (
     HANDED_OVER,
     annotate_queue,
@@ -50,8 +50,14 @@ def public_runs(session: Session, runs: Sequence[Run]) -> list[RunPublic]:
     return [public(r, names.get(r.experiment_id, "")) for r in runs]
 
 
-def describe(session: Session, client: redis.Redis, run: Run) -> RunPublic:
-    """The run, with its queue position and pending reason while it waits."""
+def describe(session: Session, client: redis.Redis, run: Run) -> RunDetails:
+    """The run, with its queue position and pending reason while it waits, and the
+    environment its worker ran it with."""
+    shown = _placed(session, client, run)
+    return RunDetails(**shown.model_dump(), environment_used=run.environment_used)
+
+
+def _placed(session: Session, client: redis.Redis, run: Run) -> RunPublic:
     experiment = experiment_names(session, {run.experiment_id}).get(run.experiment_id, "")
     if run.status not in WAITING or not run.cluster:
         return public(run, experiment)

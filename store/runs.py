@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import redis
 from sqlalchemy import update
@@ -27,6 +28,7 @@ from store.db import insert_ignoring
 from store.lifecycle import end_children, transition
 from store.models import (
     CancelResult,
+    Cluster,
     Experiment,
     Run,
     RunSpec,
@@ -57,13 +59,22 @@ def get_or_create_experiment(session: Session, name: str) -> Experiment:
 def check_submittable(session: Session, spec: RunSpec) -> RunSpec:
     """Everything a submit needs that the spec alone cannot prove (raises before any write);
     returns the spec with its cluster resolved (no name: the default cluster)."""
-    cluster = resolve_cluster(session, spec.cluster)
-    environment = merge_environments(cluster.environment or {}, spec.environment)
-    check_isolation(cluster, environment)
-    check_image(cluster, environment)
+    cluster = check_placement(session, spec.cluster, spec.environment)
     if spec.parent_run_id is not None:
         check_child_budget(session, spec.parent_run_id)
     return spec.model_copy(update={"cluster": cluster.name})
+
+
+def check_placement(
+    session: Session, cluster_name: str | None, environment: dict[str, Any]
+) -> Cluster:
+    """The cluster a run in ``environment`` goes to (no name: the default cluster), once it
+    is known the cluster can run it there."""
+    cluster = resolve_cluster(session, cluster_name)
+    merged = merge_environments(cluster.environment or {}, environment)
+    check_isolation(cluster, merged)
+    check_image(cluster, merged)
+    return cluster
 
 
 def check_child_budget(session: Session, parent_id: str) -> None:
@@ -81,13 +92,11 @@ def _root_of(session: Session, parent_id: str | None) -> str | None:
 
 def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: str | None) -> Run:
     spec = check_submittable(session, spec)
-    experiment = get_or_create_experiment(session, spec.experiment)
-    now = utcnow()
-    run = Run(
-        id=new_run_id(spec.experiment),
-        experiment_id=experiment.id,  # type: ignore[arg-type]
+    run = queue_run(
+        session,
+        spec.experiment,
+        submitted_by,
         cluster=spec.cluster,
-        status=RunStatus.QUEUED,
         priority=spec.priority,
         script=spec.script,
         arguments=spec.arguments,
@@ -97,15 +106,29 @@ def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: 
         parent_run_id=spec.parent_run_id,
         root_run_id=_root_of(session, spec.parent_run_id),
         max_run_duration_seconds=spec.max_run_duration_seconds,
+    )
+    for key, value in spec.tags.items():
+        session.add(RunTag(run_id=run.id, key=key, value=value))
+    session.flush()
+    return run
+
+
+def queue_run(session: Session, experiment: str, submitted_by: str | None, **fields: Any) -> Run:
+    """A new run of ``experiment`` (made on first use), Queued now, with ``fields`` (the
+    caller has checked them)."""
+    record = get_or_create_experiment(session, experiment)
+    now = utcnow()
+    run = Run(
+        id=new_run_id(experiment),
+        experiment_id=record.id,  # type: ignore[arg-type]
+        status=RunStatus.QUEUED,
         submitted_by=submitted_by,
         created_at=now,
         not_started_at=now,
         queued_at=now,
+        **fields,
     )
     session.add(run)
-    session.flush()
-    for key, value in spec.tags.items():
-        session.add(RunTag(run_id=run.id, key=key, value=value))
     session.flush()
     return run
 
@@ -142,6 +165,12 @@ def get_run(session: Session, run_id: str) -> Run:
     if run is None:
         raise RunNotFound(f"no run with id {run_id!r}")
     return run
+
+
+def record_environment_used(session: Session, run_id: str, environment: dict[str, Any]) -> None:
+    """What the run's worker ran it with (a checked ``protocol.environment_used`` report),
+    replacing what an earlier attempt reported."""
+    session.execute(update(Run).where(col(Run.id) == run_id).values(environment_used=environment))
 
 
 def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:

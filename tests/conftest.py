@@ -86,7 +86,14 @@ class Workers:
         self.stack = live
         self.started: list = []
 
-    def start(self, *clusters: str, slots: int = 1, name: str | None = None, wait: bool = True, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]  # noqa: E501
+    def start(
+        self,
+        *clusters: str,
+        slots: int = 1,
+        name: str | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+    ):  # type: ignore[no-untyped-def]
         process = self.stack.start_worker(*clusters, slots=slots, name=name, wait=wait, env=env)
         self.started.append(process)
         return process

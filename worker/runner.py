@@ -19,6 +19,7 @@ import redis
 
 from protocol import control, keys
 from protocol.budgets import RunBudgets, over
+from protocol.environment_used import nothing_built
 from protocol.environments import Executor
 from protocol.messages import RunAssignment, StateChanged
 from protocol.streams import send_to_ingest
@@ -133,7 +134,14 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
         if ctx.stopping.is_set():
             _end_stopped(ctx, active, None)
             return
-        reporter.state(RunStatus.STARTING, environment=executor.environment_used)
+        reporter.state(
+            RunStatus.STARTING,
+            environment=executor.environment_used or nothing_built(assignment.environment),
+        )
+        if assignment.build_only:
+            reporter.note("Environment ready; an environment build runs no script")
+            reporter.state(RunStatus.COMPLETED)
+            return
         execution = executor.start(request)
         active.execution = execution
         ctx.workspace.remember(run_id, assignment.executor, execution.handle, assignment)

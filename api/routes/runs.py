@@ -34,7 +34,7 @@ from store.models import (
     CancelResults,
     FailRequest,
     RunChange,
-    RunPublic,
+    RunDetails,
     RunSpec,
     RunsPublic,
 )
@@ -58,7 +58,7 @@ def submit_run(
     actor: ActorDep,
     spec: Annotated[str, Form(description="RunSpec as JSON")],
     snapshot_file: Annotated[UploadFile | None, File(alias="snapshot")] = None,
-) -> RunPublic:
+) -> RunDetails:
     """Queue a run. Send the snapshot archive, or name one already stored by its digest."""
     run_spec = validate_json(RunSpec, spec, field="spec")
     if actor.role == Role.RUN:
@@ -187,7 +187,7 @@ async def get_run(
             "its worker, any client) is stored: how a waiter sees a run's end complete"
         ),
     ] = False,
-) -> RunPublic:
+) -> RunDetails:
     if fresh:
         barrier = barriers.new()
         send_to_ingest(services.redis, [barrier])
@@ -196,7 +196,7 @@ async def get_run(
     return await asyncio.to_thread(_describe, services, run_id)
 
 
-def _describe(services: Services, run_id: str) -> RunPublic:
+def _describe(services: Services, run_id: str) -> RunDetails:
     with Session(services.engine, expire_on_commit=False) as session:
         run = run_service.get_run(session, run_id)
         return run_listings.describe(session, services.redis, run)
@@ -205,7 +205,7 @@ def _describe(services: Services, run_id: str) -> RunPublic:
 @router.patch("/{run_id}", operation_id="update_run", dependencies=[ALLOW.submit])
 def update_run(
     run_id: str, body: RunChange, session: SessionDep, services: ServicesDep, actor: ActorDep
-) -> RunPublic:
+) -> RunDetails:
     """Change a queued run's priority, or move it ahead of everything waiting."""
     if (body.priority is None) == (not body.move_to_front):
         raise InvalidInput("give either priority or move_to_front", field="priority")
@@ -224,7 +224,7 @@ def update_run(
 @router.post("/{run_id}/fail", operation_id="fail_run", dependencies=[ALLOW.cancel_run])
 def fail_run(
     run_id: str, body: FailRequest, session: SessionDep, services: ServicesDep, actor: ActorDep
-) -> RunPublic:
+) -> RunDetails:
     """``run.fail()``: the run ends Failed now with ``error`` as its reason; if it is on a
     worker, its process is stopped as on cancel."""
     news = Announcements()
@@ -238,7 +238,7 @@ def fail_run(
 @router.post("/{run_id}/cancel", operation_id="cancel_run", dependencies=[ALLOW.cancel_run])
 def cancel_run(
     run_id: str, session: SessionDep, services: ServicesDep, actor: ActorDep
-) -> RunPublic:
+) -> RunDetails:
     # The cancel and its audit record commit together; then followers and the scheduler hear.
     news = Announcements()
     run = run_service.cancel_with_children(session, services.redis, run_id, news)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from runyard.cli import environment_file, outcome, output
+from runyard.cli import environment_file, environment_used, outcome, output
 from runyard.cli.context import client
 from runyard.client import Client
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
@@ -191,6 +191,8 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         if data.get(key) not in (None, [], ""):
             line = Text(f"{key:16}", style="bold").append(f" {output.cell(data[key])}")
             output.console.print(line, highlight=False)
+    if data.get("environment_used"):
+        environment_used.print_rows(data["environment_used"])
 
 
 def logs(

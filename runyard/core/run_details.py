@@ -9,7 +9,9 @@ from runyard.tracking.shapes import shape
 
 
 def details_from(data: Dict[str, Any]) -> Dict[str, Any]:
-    """The Azure ``get_details()`` shape, with Runyard's queue fields added."""
+    """The Azure ``get_details()`` shape, with Runyard's queue fields added, and
+    ``environmentUsed``: what the run ran with (name, version, content hash, resolved
+    packages), beside ``runDefinition.environment``, what it asked for."""
     details: Dict[str, Any] = {
         "runId": data["id"],
         "experiment": data.get("experiment"),
@@ -27,6 +29,7 @@ def details_from(data: Dict[str, Any]) -> Dict[str, Any]:
         "properties": {"snapshotId": data.get("snapshot_digest")},
         "exitCode": data.get("exit_code"),
         "worker": data.get("worker_id"),
+        "environmentUsed": data.get("environment_used"),
     }
     if data.get("position") is not None or data.get("pending_reason"):
         details["queuePosition"] = data.get("position")

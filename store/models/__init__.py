@@ -5,6 +5,7 @@ this package registers every table on ``SQLModel.metadata`` (what Alembic compar
 
 - ``names``: name rules (clusters, experiments, tokens), ``utcnow``, timestamp columns
 - ``clusters``: cluster settings, the cluster table, clusters and workers as shown
+- ``environment_builds``: what a client asks to build ahead of any run
 - ``experiments``: the experiment table, experiments and an experiment's runs as shown
 - ``environments``: registered environments, one row per version
 - ``runs``: a submitted spec, the run table and its changes, its log and files
@@ -28,6 +29,7 @@ from store.models.clusters import (
     WorkerPublic,
     WorkersPublic,
 )
+from store.models.environment_builds import EnvironmentBuildSpec
 from store.models.environments import (
     RegisteredEnvironment,
     RegisteredEnvironmentPublic,
@@ -54,6 +56,7 @@ from store.models.runs import (
     InteractiveRunPublic,
     Run,
     RunChange,
+    RunDetails,
     RunFile,
     RunFilePublic,
     RunFilesPublic,
@@ -100,6 +103,7 @@ __all__ = [
     "ClusterPublic",
     "ClusterUpdate",
     "ClustersPublic",
+    "EnvironmentBuildSpec",
     "EventBatch",
     "EventsAccepted",
     "Experiment",
@@ -123,6 +127,7 @@ __all__ = [
     "RegisteredEnvironmentsPublic",
     "Run",
     "RunChange",
+    "RunDetails",
     "RunFile",
     "RunFilePublic",
     "RunFilesPublic",

@@ -11,6 +11,7 @@ from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
+from protocol.environment_used import EnvironmentUsed
 from protocol.environments import check_environment
 from protocol.limits import (
     MAX_DISPLAY_NAME,
@@ -126,6 +127,8 @@ class RunBase(SQLModel):
     worker_id: str | None = None
     attempt: int = 0  # times handed to a worker (a requeued run starts again)
     max_run_duration_seconds: float | None = None  # ended (Failed) past this long running
+    # An environment build (``env.build(ws)``): its worker builds the environment and ends.
+    build_only: bool = False
     exit_code: int | None = None
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = creation_timestamp()
@@ -150,6 +153,9 @@ class Run(RunBase, table=True):
     # Interactive runs: the token that started them. Its run token dies with it, since the
     # person holding the notebook is the one whose access was taken away.
     issued_by_token: str | None = Field(default=None, max_length=32)
+    # What its worker ran it with (``protocol.environment_used``); a later attempt's
+    # report replaces an earlier one's. Shown in one run's details, not in listings.
+    environment_used: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class RunPublic(RunBase):
@@ -158,6 +164,17 @@ class RunPublic(RunBase):
     position: int | None = None
     pending_reason: str | None = None
     ended_at: datetime | None = None
+
+
+class RunDetails(RunPublic):
+    """One run as ``GET /runs/{id}`` shows it: with the environment it ran with, which a
+    listing leaves out (its package list may be long)."""
+
+    environment_used: EnvironmentUsed | None = Field(
+        default=None,
+        description="The environment the run's worker ran it with: name, version, content "
+        "hash, resolved packages (none until the run reached Starting)",
+    )
 
 
 class RunsPublic(SQLModel):

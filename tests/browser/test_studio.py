@@ -19,8 +19,9 @@ import pytest
 from playwright.sync_api import Browser, Page, Response, expect
 
 from api.studio.routes import STATIC
-from runyard.core import Experiment, Run, Workspace
+from runyard.core import Environment, Experiment, Run, Workspace
 from tests.support.browser import chart_data, sign_in
+from tests.support.environments import BUILT, report_as_a_worker
 from tests.support.runs import submit, write
 from tests.support.services import ADMIN_TOKEN, Stack, unique, wait_until
 
@@ -660,3 +661,41 @@ def test_a_clusters_history_refuses_bad_input_in_plain_words(stack: Stack) -> No
     assert missing.status_code == 404 and "no cluster" in missing.json()["detail"]
     too_many = httpx.get(f"{stack.url}/api/v1/clusters/any/history?limit=5000", headers=headers)
     assert too_many.status_code == 422 and "less than or equal to 100" in too_many.json()["detail"]
+
+
+def test_the_run_page_shows_the_environment_the_run_ran_with(
+    page: Page, stack: Stack, workers, tmp_path: Path
+) -> None:
+    cluster = unique("envpage")
+    stack.client().create_cluster(cluster, nodes=1)
+    workers.start(cluster)
+    plain = Environment("tiny")
+    folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
+    ran = submit(stack.url, folder, "a.py", cluster, environment=plain)
+    ran.wait_for_completion()
+
+    page.goto(f"{stack.url}/runs/{ran.id}")
+    section = page.get_by_test_id("environment")
+    expect(section.get_by_role("heading")).to_have_text("Environment")
+    expect(section.get_by_test_id("environment-name")).to_have_text("tiny")
+    expect(section.get_by_test_id("environment-hash")).to_have_text("none")
+    expect(section.get_by_test_id("environment-build")).to_have_text("nothing to build")
+    expect(section.get_by_test_id("environment-packages")).to_contain_text("0 packages")
+
+    # A run whose worker built its environment (reported as such a worker would).
+    idle = unique("envidle")
+    stack.client().create_cluster(idle, nodes=1)
+    built = submit(stack.url, folder, "a.py", idle)
+    report_as_a_worker(stack, built.id, BUILT)
+    assert stack.client().get_run(built.id, fresh=True)["environment_used"] == BUILT
+    page.goto(f"{stack.url}/runs/{built.id}")
+    expect(section.get_by_test_id("environment-name")).to_have_text("sklearn:3")
+    expect(section.get_by_test_id("environment-hash")).to_have_text(BUILT["hash"])
+    expect(section.get_by_test_id("environment-build")).to_have_text("built in 13 s")
+    packages = section.get_by_test_id("environment-packages")
+    expect(packages.locator("summary")).to_have_text("3 packages")
+    expect(packages.locator("li").first).to_be_hidden()  # folded until asked for
+    packages.locator("summary").click()
+    expect(packages.locator("li")).to_have_text(BUILT["packages"])
+    screenshot(page, "run-environment")
+    stack.client().cancel(built.id)

@@ -50,11 +50,15 @@ def test_a_staging_folder_swapped_for_a_link_to_the_host_reaches_nothing(
 def test_a_channel_file_swapped_for_a_fifo_hangs_nothing(target: Target) -> None:
     """Seen: the forwarder's open() blocked for good; the run stayed Running, its slot was
     lost and cancel no longer worked."""
-    script = PLANT + (
-        "from runyard.core import Run\n"
-        "Run.get_context().log('before', 1)\n"
-        "Run.get_context().flush()\n"
-    ) + FIFO_AND_WAIT
+    script = (
+        PLANT
+        + (
+            "from runyard.core import Run\n"
+            "Run.get_context().log('before', 1)\n"
+            "Run.get_context().flush()\n"
+        )
+        + FIFO_AND_WAIT
+    )
     run = target.submit(script)
     target.wait_for_output(run, "planted")
     run.cancel()

@@ -102,7 +102,9 @@ print('service environments read:', len(found), 'secret:', secret)
 
 
 def test_a_local_run_as_its_own_user_reads_no_service_credential(
-    stack, workers, tmp_path: Path  # type: ignore[no-untyped-def]
+    stack,
+    workers,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """Seen: a local-executor run read the worker's environment (Redis URL, tokens) through
     /proc. Runs as their own user (RUNYARD_RUN_AS) can read neither that nor the service's
@@ -126,9 +128,7 @@ def test_a_local_run_as_its_own_user_reads_no_service_credential(
         )  # fmt: skip
         run = Experiment(Workspace(url=stack.url), "hostile").submit(config)
         assert run.wait_for_completion()["status"] == "Completed"
-        assert "service environments read: 0 secret: PermissionError" in stack.client().logs(
-            run.id
-        )
+        assert "service environments read: 0 secret: PermissionError" in stack.client().logs(run.id)
         shared = unique("same-user")  # the attack, where runs are the worker's user
         stack.client().create_cluster(shared, nodes=1)
         workers.start(shared)

@@ -66,6 +66,8 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: st
         ["env"],
         ["env", "list"],
         ["env", "show"],
+        ["env", "build"],
+        ["env", "prune"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

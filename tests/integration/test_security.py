@@ -173,6 +173,24 @@ def _fresh_token(world: World) -> str:
     return world.stack.client().create_token(name=unique("victim"), role="viewer")["id"]
 
 
+def _built_environment(world: World) -> str:
+    """The name of an environment a completed run of cluster A recorded (as its worker would
+    report it; no worker runs here)."""
+    name = unique("sec-env")
+    run_id = world.queued_run()
+    engine = sqlalchemy.create_engine(f"sqlite:///{world.stack.root / 'data' / 'runyard.db'}")
+    with engine.begin() as db:
+        db.execute(
+            sqlalchemy.text(
+                "UPDATE run SET status = 'Completed', completed_at = :now, "
+                "environment_used = :used WHERE id = :id"
+            ),
+            {"now": datetime.now(UTC), "used": json.dumps({"name": name}), "id": run_id},
+        )
+    engine.dispose()
+    return name
+
+
 def _event_batch(world: World) -> dict[str, Any]:
     event = {"k": "m", "r": world.own_run, "n": "loss", "v": 0.5, "t": 1.0}
     return {"producer": unique("matrix"), "first_seq": 0, "events": [event]}
@@ -229,6 +247,22 @@ ROUTES: dict[str, tuple[set[str], Builder]] = {
         lambda w: ("POST", "/api/v1/runs/interactive", {"json": {"experiment": "security"}}),
     ),
     "list_runs": (READERS, lambda w: ("GET", "/api/v1/runs", {})),
+    "build_environment": (
+        SUBMITTERS,
+        lambda w: (
+            "POST",
+            "/api/v1/environment-builds",
+            {"json": {"environment": {"name": "security"}, "cluster": w.cluster_a}},
+        ),
+    ),
+    "latest_environment_build": (
+        READERS,
+        lambda w: (
+            "GET",
+            "/api/v1/environment-builds/latest",
+            {"params": {"name": _built_environment(w)}},
+        ),
+    ),
     "cancel_runs": (
         SUBMITTERS,
         lambda w: ("POST", "/api/v1/runs/cancel", {"json": {"run_ids": [w.queued_run()]}}),

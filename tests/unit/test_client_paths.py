@@ -18,7 +18,7 @@ from runyard.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINTS = {"runs", "experiments", "clusters", "snapshots", "tokens", "workers", "whoami"}
-ENDPOINTS |= {"audit", "healthz", "readyz", "environments"}
+ENDPOINTS |= {"audit", "healthz", "readyz", "environments", "environment-builds"}
 
 
 class Called(Exception):
@@ -68,6 +68,8 @@ CALLS = {
     "list_runs": lambda c: c.list_runs(experiment="mnist"),
     "count_runs": lambda c: c.count_runs(status="Queued"),
     "iter_runs": lambda c: next(c.iter_runs()),
+    "build_environment": lambda c: c.build_environment({"name": "sk"}, "cpu"),
+    "latest_environment_build": lambda c: c.latest_environment_build("sk", "2"),
     "cancel": lambda c: c.cancel("r1"),
     "fail": lambda c: c.fail("r1", "bad data"),
     "cancel_many": lambda c: c.cancel_many(["r1"]),

@@ -14,11 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The owners: store.db.session_scope (a unit of work as a context manager), the scheduler
 # loop's units of work (scheduler/service.py) and the routes. Everything else only flushes.
 SERVICES = sorted(
-    [
-        p
-        for p in (ROOT / "store").rglob("*.py")
-        if p.name != "db.py" and "migrations" not in p.parts
-    ]
+    [p for p in (ROOT / "store").rglob("*.py") if p.name != "db.py" and "migrations" not in p.parts]
     + [ROOT / "scheduler" / name for name in ("admission.py", "watchdog.py", "ingest.py")]
 )
 

@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from protocol.environment_used import EnvironmentUsed, nothing_built
+
 
 @dataclass
 class Built:
@@ -24,28 +26,20 @@ class Built:
 
 
 def environment_used(environment: dict[str, Any], built: Built | None) -> dict[str, Any]:
-    used: dict[str, Any] = {
-        "name": environment.get("name"),
-        "version": environment.get("version"),
-        "hash": None,
-        "spec_hash": None,
-        "packages": [],
-        "image": None,
-        "venv": None,
-        "cached": built is None,
-        "build_seconds": 0.0,
-    }
-    if built is not None:
-        used.update(
-            hash=built.hash,
-            spec_hash=built.spec_hash,
-            packages=sorted(built.packages),
-            image=built.image,
-            venv=built.venv,
-            cached=built.cached,
-            build_seconds=round(built.build_seconds, 3),
-        )
-    return used
+    """The report (``protocol.environment_used``) of a run's environment and its build."""
+    if built is None:
+        return nothing_built(environment)
+    return EnvironmentUsed(
+        name=environment.get("name"),
+        version=environment.get("version"),
+        hash=built.hash,
+        spec_hash=built.spec_hash,
+        packages=sorted(built.packages),
+        image=built.image,
+        venv=built.venv,
+        cached=built.cached,
+        build_seconds=round(built.build_seconds, 3),
+    ).model_dump()
 
 
 def installed_packages(*folders: Path) -> list[str]:

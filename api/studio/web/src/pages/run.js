@@ -166,13 +166,14 @@ export function RunPage({ id, me }) {
       <dt>Experiment</dt><dd><a href=${`/experiments/${enc(run.experiment)}`} onClick=${follow}>${run.experiment}</a></dd>
       <dt>Cluster</dt><dd>${run.cluster || 'interactive'}</dd>
       <dt>Submitter</dt><dd>${run.submitted_by || '–'}</dd>
-      <dt>Script</dt><dd>${run.script || '–'} ${(run.arguments || []).join(' ')}</dd>
+      <dt>Script</dt><dd>${run.build_only ? 'none: an environment build' : run.script || '–'} ${(run.arguments || []).join(' ')}</dd>
       <dt>Node</dt><dd>${run.worker_id || '–'}</dd>
       <dt>Duration</dt><dd>${duration(runDuration(run))}</dd>
       ${run.parent_run_id && html`<dt>Parent</dt><dd><a href=${`/runs/${enc(run.parent_run_id)}`} onClick=${follow}>${run.parent_run_id}</a></dd>`}
       ${run.snapshot_digest && html`<dt>Snapshot</dt><dd><a href=${`/api/v1/runs/${enc(run.id)}/snapshot`} download>download</a></dd>`}
     </dl>
     <${Timeline} run=${run} />
+    <${EnvironmentUsed} used=${run.environment_used} />
     <section aria-labelledby="metrics-h"><h2 id="metrics-h">Metrics</h2>
       ${charts.length === 0 && html`<p class="hint">Nothing logged yet.</p>`}
       <div class="grid">${charts.map((m) => html`<${MetricView} key=${m.name} runId=${run.id} metric=${m}
@@ -221,6 +222,29 @@ function Verdict({ run, log }) {
       <p data-testid="reason">${why}${where ? ` (${where})` : ''}</p></section>`;
   }
   return null;
+}
+
+// What the run ran with, as its worker reported it: name:version, content hash, whether it
+// was built or found built, and the resolved packages (a long list, so folded).
+function EnvironmentUsed({ used }) {
+  if (!used) return null;
+  const name = used.name || '(unnamed)';
+  const built = used.hash === null ? 'nothing to build' : used.cached ? 'found built (cached)' : `built in ${duration(used.build_seconds)}`;
+  const packages = used.packages || [];
+  const count = `${packages.length} package${packages.length === 1 ? '' : 's'}`;
+  return html`<section aria-labelledby="environment-h" data-testid="environment"><h2 id="environment-h">Environment</h2>
+    <dl class="facts">
+      <dt>Name</dt><dd data-testid="environment-name">${used.version ? `${name}:${used.version}` : name}</dd>
+      <dt>Hash</dt><dd class="digest" data-testid="environment-hash">${used.hash || 'none'}</dd>
+      <dt>Build</dt><dd data-testid="environment-build">${built}</dd>
+      ${used.image && html`<dt>Image</dt><dd>${used.image}</dd>`}
+      ${used.venv && html`<dt>Venv</dt><dd>${used.venv}</dd>`}
+    </dl>
+    ${packages.length === 0
+      ? html`<p class="hint" data-testid="environment-packages">${count}: Runyard installed nothing for this run.</p>`
+      : html`<details class="packages" data-testid="environment-packages"><summary>${count}</summary>
+        <ul>${packages.map((p) => html`<li key=${p}>${p}</li>`)}</ul></details>`}
+  </section>`;
 }
 
 function Timeline({ run }) {
