@@ -1,6 +1,6 @@
 """registered environments, one row per version
 
-Revision ID: 0010_registered_environments
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-30
 """

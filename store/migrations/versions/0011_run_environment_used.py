@@ -1,7 +1,7 @@
 """runs record the environment they ran with; environment builds are runs
 
-Revision ID: 0010_run_environment_used
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-30
 """
 
