@@ -8,7 +8,15 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import TyperException
 
-from runyard.cli import clusters, environment_builds, output, runs, service, tokens
+from runyard.cli import (
+    clusters,
+    environment_builds,
+    environment_cache,
+    output,
+    runs,
+    service,
+    tokens,
+)
 from runyard.cli.context import set_url
 from runyard.cli.environments import env_app
 from runyard.cli.help import Command, Group
@@ -57,6 +65,7 @@ app.command("cancel", cls=Command)(runs.cancel)
 app.command("workers", cls=Command)(runs.workers)
 app.add_typer(tokens.app, name="token")
 env_app.command("build", cls=Command)(environment_builds.build)
+env_app.command("prune", cls=Command)(environment_cache.prune)
 app.add_typer(env_app, name="env")
 app.command("whoami", cls=Command)(tokens.whoami)
 app.command("audit", cls=Command)(tokens.audit)
