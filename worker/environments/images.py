@@ -46,6 +46,7 @@ LABEL_ENV = "runyard.env"
 LABEL_SPEC = "runyard.env.spec"
 LABEL_PACKAGES = "runyard.env.packages"
 LABEL_BASE = "runyard.env.base"
+LABEL_STAGE = "runyard.env.stage"  # a base_dockerfile's image, built for the environment
 
 PROBE = (
     "import json, os, platform, sys\n"
@@ -252,7 +253,12 @@ def _build(
             (staging / "base").mkdir()
             (staging / "base" / "Dockerfile").write_text(spec.dockerfile)
             base_id = stage = docker_build(
-                engine, staging / "base", log, deadline, what="base_dockerfile"
+                engine,
+                staging / "base",
+                log,
+                deadline,
+                what="base_dockerfile",
+                labels={LABEL_STAGE: build_hash},
             )
         else:
             base_id = engine.images.get(base_image).id
