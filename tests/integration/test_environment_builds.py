@@ -425,3 +425,27 @@ def test_a_local_environment_gets_the_python_it_asks_for_or_fails_clearly(
         .get_run(run.id)["failure_reason"]
         .startswith("the environment asks for Python 3.99, which this worker does not have")
     )
+
+
+def test_a_failed_docker_build_leaves_no_image_behind(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = DockerfileEnvironment("half", f"FROM {run_image}\nRUN mkdir /opt/extra\n")
+    env.data["python"]["conda_dependencies"]["pip_packages"] = ["nosuchpkg"]
+    run = submit(stack.url, folder, "train.py", cluster, environment=env)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    log = stack.client().logs(run.id)
+    assert "[runyard] Successfully built " in log  # its base_dockerfile was built
+    [build_hash] = re.findall(r"Environment ([0-9a-f]{32}): not on this worker", log)
+    left = subprocess.run(
+        ["docker", "images", "-q", "--filter", f"label=runyard.env.stage={build_hash}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert left.stdout == ""
+    assert list((tmp_path / "cache" / "staging").iterdir()) == []

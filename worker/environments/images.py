@@ -46,6 +46,7 @@ LABEL_ENV = "runyard.env"
 LABEL_SPEC = "runyard.env.spec"
 LABEL_PACKAGES = "runyard.env.packages"
 LABEL_BASE = "runyard.env.base"
+LABEL_STAGE = "runyard.env.stage"  # a base_dockerfile's image, built for the environment
 
 PROBE = (
     "import json, os, platform, sys\n"
@@ -245,12 +246,20 @@ def _build(
     started = time.monotonic()
     deadline = Deadline(config.timeout_seconds)
     staging = cache.staging(build_hash)
+    stage: str | None = None  # the base_dockerfile's image, once built
     try:
         if spec.dockerfile:
             log.line(f"Environment {build_hash}: building its base_dockerfile (no network)")
             (staging / "base").mkdir()
             (staging / "base" / "Dockerfile").write_text(spec.dockerfile)
-            base_id = docker_build(engine, staging / "base", log, deadline, what="base_dockerfile")
+            base_id = stage = docker_build(
+                engine,
+                staging / "base",
+                log,
+                deadline,
+                what="base_dockerfile",
+                labels={LABEL_STAGE: build_hash},
+            )
         else:
             base_id = engine.images.get(base_image).id
         interpreter = find_interpreter(base_id)
@@ -301,6 +310,11 @@ def _build(
         return Built(
             build_hash, spec.digest(), packages, image=tag_of(build_hash), build_seconds=seconds
         )
+    except BaseException:
+        if stage is not None:  # no half-built environment stays: its base goes too
+            with contextlib.suppress(APIError, DockerException):
+                engine.images.remove(stage)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -7,12 +7,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol.environments import EXECUTORS
 
 # What an executor raises, importable beside the interface it implements.
 from runyard.errors import ExecutionFailed, ExecutorUnavailable  # noqa: F401
+
+if TYPE_CHECKING:
+    from worker.environments.build_log import BuildLog
+    from worker.environments.config import BuildConfig
+    from worker.environments.locks import Pin
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class Node:
     executors: tuple[str, ...] = EXECUTORS
     # Where built environments are cached and how builds are bounded (worker.environments);
     # None: the settings' defaults, read when a run first needs a build.
-    builds: Any = field(default=None, compare=False)
+    builds: BuildConfig | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,8 @@ class Executor(ABC):
         # Set by prepare: what the run got ("EnvironmentUsed", sent with STARTING), and
         # the log of the environment's build, when one was looked for.
         self.environment_used: dict[str, Any] | None = None
-        self.build_log: Any = None
-        self._pin: Any = None  # the run's hold on its built environment (locks.Pin)
+        self.build_log: BuildLog | None = None
+        self._pin: Pin | None = None  # the run's hold on its built environment
 
     def prepare(self, request: ExecutionRequest) -> None:  # noqa: B027 (optional hook)
         """Work of the Preparing state (an image to pull); raise ExecutionFailed."""
