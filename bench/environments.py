@@ -34,7 +34,7 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from runyard.core import Environment
-from tests.support.runs import CLUSTERS_OWN, PipEnvironment, submit
+from tests.support.runs import CLUSTERS_OWN, packages_environment, submit
 from tests.support.services import RUN_IMAGE, Stack, redis_server
 from worker.environments.sources import host_sources
 
@@ -173,7 +173,7 @@ def runyard_side(stack: Stack, root: Path, folder: Path, image: str, runs: int) 
         "bench-env-docker", "bench-env-hand", name="bench-docker",
         env=worker_settings(root, "docker"),
     )  # fmt: skip
-    env = PipEnvironment("bench-sklearn", REQUIREMENTS)
+    env = packages_environment("bench-sklearn", REQUIREMENTS)
     found: dict = {"made": []}
     found["cold_local"] = built(stack, folder, "bench-env-local", env)
     found["cold_docker"] = built(stack, folder, "bench-env-docker", env)
@@ -192,7 +192,7 @@ def runyard_side(stack: Stack, root: Path, folder: Path, image: str, runs: int) 
         stack, folder, runs, ("bench-env-local", env), ("bench-env-local", by_hand)
     )
 
-    changed = PipEnvironment("bench-sklearn", CHANGED)
+    changed = packages_environment("bench-sklearn", CHANGED)
     found["changed_local"] = built(stack, folder, "bench-env-local", changed)
     found["changed_docker"] = built(stack, folder, "bench-env-docker", changed)
     found["made"].append(f"runyard-env:{found['changed_docker']['hash']}")

@@ -22,7 +22,7 @@ from tests.support.hosts import (
     network_host,
     private_docker_engine,
 )
-from tests.support.runs import PipEnvironment, submit, write
+from tests.support.runs import packages_environment, submit, write
 from tests.support.services import RedisServer, Stack, free_port, stop_process, unique
 from tests.support.wheels import make_wheel
 from worker.environments import registry
@@ -196,7 +196,7 @@ def test_a_worker_on_another_host_pulls_the_environment_instead_of_building_it(
         cluster, nodes=2, executor="docker", container={**container, "registry": image_store}
     )
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
-    environment = PipEnvironment("shared-tiny", ["tinypkg==1.0"])
+    environment = packages_environment("shared-tiny", ["tinypkg==1.0"])
 
     # Host A: its worker builds the environment and pushes it.
     worker_a = stack.start_worker(

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import IO, Final, Literal
 
 from runyard.core import Environment, Experiment, Run, ScriptRunConfig, Workspace
+from runyard.core.conda_dependencies import CondaDependencies
 from tests.support.services import Stack, wait_until
 
 # ``submit(..., environment=CLUSTERS_OWN)``: the run names no environment and takes its
@@ -46,20 +47,18 @@ def local_env() -> Environment:
     return env
 
 
-class PipEnvironment(Environment):
-    """An environment that names pip packages (the worker builds it), as the JSON a run
-    carries.
-
-    TODO(lead): once the SDK's part lands, the AML form:
-    ``env.python.conda_dependencies = CondaDependencies.create(pip_packages=[...])``."""
-
-    def __init__(self, name: str, pip: list[str]) -> None:
-        super().__init__(name)
-        self.pip = pip
-
-    def to_dict(self) -> dict[str, Any]:
-        conda = {"pip_packages": self.pip}
-        return {"name": self.name, "python": {"conda_dependencies": conda}}
+def packages_environment(
+    name: str,
+    pip_packages: list[str],
+    conda_packages: list[str] | None = None,
+    python_version: str | None = None,
+) -> Environment:
+    """An environment that names packages for the worker to build, as AML code makes one."""
+    environment = Environment(name)
+    environment.python.conda_dependencies = CondaDependencies.create(
+        pip_packages=pip_packages, conda_packages=conda_packages, python_version=python_version
+    )
+    return environment
 
 
 def submit(
