@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -449,3 +451,31 @@ def test_a_failed_docker_build_leaves_no_image_behind(
     )
     assert left.stdout == ""
     assert list((tmp_path / "cache" / "staging").iterdir()) == []
+
+
+def test_a_venv_is_usable_by_the_runs_own_user(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    """Runs as their own user (RUNYARD_RUN_AS) import the venv a root worker built (the
+    cache is where it is by default: under the worker's work dir)."""
+    runs_home = Path(tempfile.mkdtemp(prefix="runyard-builder-runs-"))  # not pytest's 0700
+    runs_home.chmod(0o711)
+    try:
+        cluster = local_cluster(stack)
+        env = host_index(wheelhouse, tmp_path / "unused")
+        del env["RUNYARD_ENV_CACHE_DIR"]
+        settings = {"RUNYARD_RUN_AS": "65534:65534", "RUNYARD_WORK_DIR": str(runs_home)}
+        workers.start(cluster, env={**env, **settings})
+        folder = write(
+            tmp_path / "src", {"train.py": SCRIPT + "import os\nprint('uid', os.getuid())\n"}
+        )
+        spec = PackagesEnvironment("own-user", ["other-pkg"])
+        spec.data["python"]["interpreter_path"] = "/usr/bin/python3"  # one that user can start
+        run = submit(stack.url, folder, "train.py", cluster, environment=spec)
+        run.wait_for_completion()
+        log = stack.client().logs(run.id)
+        assert "uid 65534" in log and "TINY 1.1" in log
+        [build_hash] = builds_in(log)
+        assert (runs_home / "environments" / "venvs" / build_hash).is_dir()
+    finally:
+        shutil.rmtree(runs_home, ignore_errors=True)
