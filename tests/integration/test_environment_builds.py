@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -449,3 +451,71 @@ def test_a_failed_docker_build_leaves_no_image_behind(
     )
     assert left.stdout == ""
     assert list((tmp_path / "cache" / "staging").iterdir()) == []
+
+
+def test_a_venv_is_usable_by_the_runs_own_user(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    """Runs as their own user (RUNYARD_RUN_AS) import the venv a root worker built (the
+    cache is where it is by default: under the worker's work dir)."""
+    runs_home = Path(tempfile.mkdtemp(prefix="runyard-builder-runs-"))  # not pytest's 0700
+    runs_home.chmod(0o711)
+    try:
+        cluster = local_cluster(stack)
+        env = host_index(wheelhouse, tmp_path / "unused")
+        del env["RUNYARD_ENV_CACHE_DIR"]
+        settings = {"RUNYARD_RUN_AS": "65534:65534", "RUNYARD_WORK_DIR": str(runs_home)}
+        workers.start(cluster, env={**env, **settings})
+        folder = write(
+            tmp_path / "src", {"train.py": SCRIPT + "import os\nprint('uid', os.getuid())\n"}
+        )
+        spec = PackagesEnvironment("own-user", ["other-pkg"])
+        spec.data["python"]["interpreter_path"] = "/usr/bin/python3"  # one that user can start
+        run = submit(stack.url, folder, "train.py", cluster, environment=spec)
+        run.wait_for_completion()
+        log = stack.client().logs(run.id)
+        assert "uid 65534" in log and "TINY 1.1" in log
+        [build_hash] = builds_in(log)
+        assert (runs_home / "environments" / "venvs" / build_hash).is_dir()
+    finally:
+        shutil.rmtree(runs_home, ignore_errors=True)
+
+
+def test_docker_eviction_removes_the_oldest_unused_image_and_keeps_one_in_use(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path, built_images
+) -> None:
+    blob = os.urandom(600 * 1024).hex()[: 600 * 1024]
+    for name in ("bulk-live", "bulk-old", "bulk-new"):
+        module = name.replace("-", "_")
+        files = {f"{module}/__init__.py": "", f"{module}/data.txt": blob}
+        make_wheel(wheelhouse, name, "1.0", files)
+    cluster = docker_cluster(stack, run_image)
+    settings = {"RUNYARD_ENV_CACHE_MAX_MIB": "1"}
+    workers.start(cluster, slots=2, env=host_index(wheelhouse, tmp_path / "cache", **settings))
+    folder = write(tmp_path / "src", {"wait.py": "import time\ntime.sleep(600)\n", "ok.py": ""})
+
+    def run_in(script: str, package: str) -> Run:
+        env = PackagesEnvironment(package, [package])
+        return submit(stack.url, folder, script, cluster, environment=env)
+
+    live = run_in("wait.py", "bulk-live")
+    wait_for_status(stack, live.id, {"Running"})
+    old = run_in("ok.py", "bulk-old")
+    old.wait_for_completion()
+    new = run_in("ok.py", "bulk-new")
+    new.wait_for_completion()
+    [live_hash] = builds_in(stack.client().logs(live.id))
+    [old_hash] = builds_in(stack.client().logs(old.id))
+    [new_hash] = builds_in(stack.client().logs(new.id))
+    built_images.extend([live_hash, old_hash, new_hash])
+    assert f"Environment {old_hash}: evicted from the cache (image" in stack.client().logs(new.id)
+    images = subprocess.run(
+        ["docker", "images", "--format", "{{.Tag}}", "runyard-env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert old_hash not in images
+    assert live_hash in images and new_hash in images
+    live.cancel()
+    wait_for_status(stack, live.id, {"Canceled"})
