@@ -94,7 +94,7 @@ def test_a_forged_or_oversize_environment_report_is_dropped_and_a_good_one_stand
 
 
 def test_an_environment_build_ends_completed_with_no_script_and_records_what_it_built(
-    stack: Stack, workers
+    stack: Stack, workers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster = unique("builds")
     stack.client().create_cluster(cluster, nodes=1)
@@ -103,8 +103,11 @@ def test_an_environment_build_ends_completed_with_no_script_and_records_what_it_
     env = plain_environment("tiny-build", "7")
 
     started = build(env, workspace, image_build_compute=cluster)
-    done = started.wait_for_completion(show_output=False)
+    done = started.wait_for_completion(show_output=True)
 
+    printed = capsys.readouterr().out
+    assert "[runyard] Environment ready; an environment build runs no script" in printed
+    assert printed.rstrip().endswith("Image Build Status: Succeeded")
     assert done is started and started.status == "Succeeded"
     assert started.environment_used is not None
     assert started.environment_used.items() >= {"name": "tiny-build", "version": "7"}.items()
@@ -186,3 +189,20 @@ def test_runyard_env_build_errors_are_one_line_and_an_exit_code(
     one_line_error(both, 2, "not both")
     nowhere = cli(stack, "env", "build", "--file", str(tmp_path / "env.yml"), "-c", "no-such")
     one_line_error(nowhere, 3, "no-such")
+
+
+@pytest.mark.skipif(
+    not hasattr(Environment, "register"),
+    reason="registered environments (env.register, Environment.get) are the SDK part of issue 15",
+)
+def test_runyard_env_build_builds_a_registered_environment_by_name(stack: Stack, workers) -> None:
+    cluster = unique("regbuild")
+    ok(stack, "cluster", "create", cluster)
+    workers.start(cluster)
+    name = unique("registered")
+    registered = plain_environment(name, None).register(Workspace(url=stack.url))
+
+    result = cli(stack, "env", "build", name, "-c", cluster, "--wait", timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert f"environment      {name}:{registered.version}" in result.stdout
