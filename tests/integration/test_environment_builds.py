@@ -12,9 +12,10 @@ import pytest
 from runyard.core import Environment, Workspace
 from runyard.core.environment_builds import build, image_details
 from runyard.errors import InvalidInput, NotFound
+from runyard.status import RunStatus
 from tests.integration.test_cli import cli, ok, one_line_error
 from tests.support.environments import BUILT, report_as_a_worker
-from tests.support.runs import service_lines, submit, write
+from tests.support.runs import CLUSTERS_OWN, service_lines, submit, write
 from tests.support.services import Stack, unique
 
 
@@ -124,6 +125,30 @@ def test_an_environment_build_ends_completed_with_no_script_and_records_what_it_
     details = image_details(env, workspace)
     assert (details["runId"], details["hash"], details.packages) == (started.run_id, None, [])
     assert (details["dockerImage"], details.image, details.image_exist) == (None, None, False)
+
+
+def test_image_details_name_the_built_image_in_its_clusters_registry(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cluster = unique("shared")
+    registry = "registry.test:5000/team"
+    container = {"image": "runyard-run-base:bookworm", "registry": registry}
+    stack.client().create_cluster(cluster, nodes=1, executor="docker", container=container)
+    folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
+    run = submit(stack.url, folder, "a.py", cluster, environment=CLUSTERS_OWN)
+    name = unique("imaged")
+    image = f"runyard-env:{BUILT['hash']}"
+    used = {**BUILT, "name": name, "image": image, "venv": None}
+    report_as_a_worker(stack, run.id, used, RunStatus.COMPLETED)  # as a Docker worker would
+    assert stack.client().get_run(run.id, fresh=True)["status"] == "Completed"
+
+    details = image_details(plain_environment(name, "3"), Workspace(url=stack.url))
+
+    assert details["dockerImage"] == {"name": image, "registry": {"address": registry}}
+    assert (details.image, details.image_exist) == (f"{registry}/{image}", True)
+    assert (details.repository, details.registry) == (image, registry)
+    assert (details["hash"], details.packages) == (BUILT["hash"], BUILT["packages"])
+    assert (details["runId"], details.interpreter_path) == (run.id, None)
 
 
 def test_image_details_of_an_environment_never_built_say_so(stack: Stack) -> None:
