@@ -61,7 +61,7 @@ def build(
         return
     if not as_json:
         output.errors.print(
-            Text(f"building {started._details.get('display_name')} as run {started.run_id}"),
+            Text(f"building {started.details.get('display_name')} as run {started.run_id}"),
             highlight=False,
             soft_wrap=True,
         )
@@ -92,7 +92,7 @@ def _environment(
 
 
 def _print_queued(started: EnvironmentBuild, as_json: bool) -> None:
-    data = started._details
+    data = started.details
     if as_json:
         output.emit_json(data)
         return

@@ -42,6 +42,11 @@ class EnvironmentBuild:
         self.run_id: str = details["id"]
         self._details = details
 
+    @property
+    def details(self) -> Dict[str, Any]:
+        """The build's run as the service last showed it (``GET /runs/{id}``'s answer)."""
+        return self._details
+
     def _refresh(self) -> Dict[str, Any]:
         self._details = self.workspace.client.get_run(self.run_id)
         return self._details

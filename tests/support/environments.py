@@ -27,11 +27,12 @@ BUILT: dict[str, Any] = {
 }
 
 
-def report_as_a_worker(stack: Stack, run_id: str, environment: Any) -> None:
-    """Send a Starting report carrying ``environment`` down the stream workers write to."""
+def report_as_a_worker(stack: Stack, run_id: str, environment: Any, *then: RunStatus) -> None:
+    """Send a Starting report carrying ``environment`` down the stream workers write to,
+    and the states ``then``."""
     client = redis.Redis.from_url(stack.redis.url)
     try:
         state = StateChanged(run_id=run_id, status=RunStatus.STARTING, environment=environment)
-        send_to_ingest(client, [state])
+        send_to_ingest(client, [state, *(StateChanged(run_id=run_id, status=s) for s in then)])
     finally:
         client.close()
