@@ -278,6 +278,8 @@ class Environment:
         conda = self.python._conda_spec()
         if conda is not None:
             python["conda_dependencies"] = conda
+            # Packages named: the service builds them, whatever the cluster's default says.
+            python["user_managed_dependencies"] = self.python.user_managed_dependencies
         docker: Dict[str, Any] = {}
         if self.docker.enabled:
             docker["enabled"] = True

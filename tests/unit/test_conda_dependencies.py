@@ -38,11 +38,13 @@ def test_the_how_tos_conda_dependencies_become_the_runs_packages() -> None:
     assert myenv.to_dict() == {
         "name": "myenv",
         "python": {
+            # Packages named: built, even on a cluster whose default Python is user-managed.
+            "user_managed_dependencies": False,
             "conda_dependencies": {
                 "channels": [],
                 "conda_packages": ["numpy==1.17.0"],
                 "pip_packages": ["pillow"],
-            }
+            },
         },
     }
     assert ThroughEnvironment is CondaDependencies  # azureml.core.environment has it too
