@@ -12,9 +12,10 @@ import pytest
 from runyard.core import Environment, Workspace
 from runyard.core.environment_builds import build, image_details
 from runyard.errors import InvalidInput, NotFound
+from runyard.status import RunStatus
 from tests.integration.test_cli import cli, ok, one_line_error
 from tests.support.environments import BUILT, report_as_a_worker
-from tests.support.runs import service_lines, submit, write
+from tests.support.runs import CLUSTERS_OWN, service_lines, submit, write
 from tests.support.services import Stack, unique
 
 
@@ -94,7 +95,7 @@ def test_a_forged_or_oversize_environment_report_is_dropped_and_a_good_one_stand
 
 
 def test_an_environment_build_ends_completed_with_no_script_and_records_what_it_built(
-    stack: Stack, workers
+    stack: Stack, workers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster = unique("builds")
     stack.client().create_cluster(cluster, nodes=1)
@@ -103,8 +104,11 @@ def test_an_environment_build_ends_completed_with_no_script_and_records_what_it_
     env = plain_environment("tiny-build", "7")
 
     started = build(env, workspace, image_build_compute=cluster)
-    done = started.wait_for_completion(show_output=False)
+    done = started.wait_for_completion(show_output=True)
 
+    printed = capsys.readouterr().out
+    assert "[runyard] Environment ready; an environment build runs no script" in printed
+    assert printed.rstrip().endswith("Image Build Status: Succeeded")
     assert done is started and started.status == "Succeeded"
     assert started.environment_used is not None
     assert started.environment_used.items() >= {"name": "tiny-build", "version": "7"}.items()
@@ -121,6 +125,30 @@ def test_an_environment_build_ends_completed_with_no_script_and_records_what_it_
     details = image_details(env, workspace)
     assert (details["runId"], details["hash"], details.packages) == (started.run_id, None, [])
     assert (details["dockerImage"], details.image, details.image_exist) == (None, None, False)
+
+
+def test_image_details_name_the_built_image_in_its_clusters_registry(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cluster = unique("shared")
+    registry = "registry.test:5000/team"
+    container = {"image": "runyard-run-base:bookworm", "registry": registry}
+    stack.client().create_cluster(cluster, nodes=1, executor="docker", container=container)
+    folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
+    run = submit(stack.url, folder, "a.py", cluster, environment=CLUSTERS_OWN)
+    name = unique("imaged")
+    image = f"runyard-env:{BUILT['hash']}"
+    used = {**BUILT, "name": name, "image": image, "venv": None}
+    report_as_a_worker(stack, run.id, used, RunStatus.COMPLETED)  # as a Docker worker would
+    assert stack.client().get_run(run.id, fresh=True)["status"] == "Completed"
+
+    details = image_details(plain_environment(name, "3"), Workspace(url=stack.url))
+
+    assert details["dockerImage"] == {"name": image, "registry": {"address": registry}}
+    assert (details.image, details.image_exist) == (f"{registry}/{image}", True)
+    assert (details.repository, details.registry) == (image, registry)
+    assert (details["hash"], details.packages) == (BUILT["hash"], BUILT["packages"])
+    assert (details["runId"], details.interpreter_path) == (run.id, None)
 
 
 def test_image_details_of_an_environment_never_built_say_so(stack: Stack) -> None:
@@ -186,3 +214,20 @@ def test_runyard_env_build_errors_are_one_line_and_an_exit_code(
     one_line_error(both, 2, "not both")
     nowhere = cli(stack, "env", "build", "--file", str(tmp_path / "env.yml"), "-c", "no-such")
     one_line_error(nowhere, 3, "no-such")
+
+
+@pytest.mark.skipif(
+    not hasattr(Environment, "register"),
+    reason="registered environments (env.register, Environment.get) are the SDK part of issue 15",
+)
+def test_runyard_env_build_builds_a_registered_environment_by_name(stack: Stack, workers) -> None:
+    cluster = unique("regbuild")
+    ok(stack, "cluster", "create", cluster)
+    workers.start(cluster)
+    name = unique("registered")
+    registered = plain_environment(name, None).register(Workspace(url=stack.url))
+
+    result = cli(stack, "env", "build", name, "-c", cluster, "--wait", timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert f"environment      {name}:{registered.version}" in result.stdout

@@ -1,233 +1,515 @@
-"""Each run records the environment it ran with, and environments build ahead of any run
-(``env.build(ws)``, ``runyard env build``), end to end: real Redis, API, scheduler and
-Celery workers with the local executor."""
+"""Environments that build themselves: a run names pip (and conda) packages, the worker
+builds them from its host's own package index (here an offline wheel folder made by the
+test, as a host would configure pip: PIP_NO_INDEX + PIP_FIND_LINKS) into a cached venv
+(local clusters) or image (Docker clusters), and the script imports them."""
 
 from __future__ import annotations
 
-import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from runyard.core import Environment, Workspace
-from runyard.core.environment_builds import build, image_details
-from runyard.errors import InvalidInput, NotFound
-from runyard.status import RunStatus
-from tests.integration.test_cli import cli, ok, one_line_error
-from tests.support.environments import BUILT, report_as_a_worker
-from tests.support.runs import CLUSTERS_OWN, service_lines, submit, write
+from runyard.core import Environment, Run
+from runyard.errors import BadRequirement, RunFailed
+from tests.support.runs import packages_environment, service_lines, submit, wait_for_status, write
 from tests.support.services import Stack, unique
+from tests.support.wheels import make_slow_sdist, make_wheel
+
+BUILD_LOG = "logs/environment_build.log"
+
+SCRIPT = """
+import tinypkg, other_pkg
+from runyard.core import Run
+print("TINY", tinypkg.VERSION, flush=True)
+Run.get_context().log("tiny", float(tinypkg.VERSION))
+"""
 
 
-def plain_environment(name: str, version: str | None = "2") -> Environment:
-    """An environment with nothing to build: the worker's own Python on a local cluster."""
-    env = Environment(name)
-    env.version = version
-    return env
+@pytest.fixture
+def wheelhouse(tmp_path: Path) -> Path:
+    """The host's offline package index: tinypkg 1.0 and 1.1, other-pkg needing tinypkg."""
+    folder = tmp_path / "wheelhouse"
+    make_wheel(folder, "tinypkg", "1.0")
+    make_wheel(folder, "tinypkg", "1.1")
+    make_wheel(folder, "other-pkg", "2.0", requires=["tinypkg>=1"])
+    return folder
 
 
-def shown(stack: Stack, run_id: str) -> dict[str, str]:
-    """``runyard show``'s environment lines, label to value (the packages under theirs)."""
-    lines = ok(stack, "show", run_id).splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("environment "))
-    rows: dict[str, str] = {}
-    label = ""
-    for line in lines[start:]:
-        label = line[:16].strip() or label
-        value = line[17:]
-        rows[label] = f"{rows[label]}\n{value}" if label in rows else value
-    return rows
-
-
-def test_a_completed_run_shows_the_environment_its_worker_ran_it_with(
-    stack: Stack, workers, tmp_path: Path
-) -> None:
-    cluster = unique("envrec")
-    stack.client().create_cluster(cluster, nodes=1)
-    workers.start(cluster)
-    folder = write(tmp_path / "src", {"train.py": "print('trained')\n"})
-
-    env = plain_environment("tiny", version=None)
-    run = submit(stack.url, folder, "train.py", cluster, environment=env)
-    details = run.wait_for_completion(show_output=False)
-
-    recorded = details["environmentUsed"]
-    assert (recorded["name"], recorded["hash"], recorded["packages"]) == ("tiny", None, [])
-    assert run.get_details()["environmentUsed"] == details["environmentUsed"]
-    assert stack.client().get_run(run.id)["environment_used"] == details["environmentUsed"]
-    assert shown(stack, run.id) == {
-        "environment": "tiny",
-        "env hash": "-",
-        "env build": "nothing to build",
-        "packages": "0",
+def host_index(wheelhouse: Path, cache: Path, **settings: str) -> dict[str, str]:
+    """A worker's environment on a host whose pip uses only ``wheelhouse``."""
+    return {
+        "PIP_CONFIG_FILE": os.devnull,  # this machine's own pip.conf plays no part
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "UV_CACHE_DIR": str(cache.parent / "uv-cache"),
+        "RUNYARD_ENV_CACHE_DIR": str(cache),
+        **settings,
     }
-    listed = stack.client().list_runs(experiment=run.experiment.name)
-    assert [r["id"] for r in listed] == [run.id] and "environment_used" not in listed[0]
 
 
-def test_a_forged_or_oversize_environment_report_is_dropped_and_a_good_one_stands(
-    stack: Stack, tmp_path: Path
+def builds_in(log: str) -> list[str]:
+    """The hashes of the environments built for a run (its log's lines say so)."""
+    return re.findall(r"Environment ([0-9a-f]{32}): built in", log)
+
+
+def local_cluster(stack: Stack) -> str:
+    name = unique("envs")
+    stack.client().create_cluster(name, nodes=2)
+    return name
+
+
+def docker_cluster(stack: Stack, image: str) -> str:
+    name = unique("envbox")
+    stack.client().create_cluster(
+        name, nodes=2, executor="docker", container={"image": image, "memory_mib": 256}
+    )
+    return name
+
+
+@pytest.fixture
+def built_images() -> Any:
+    """Removes the runyard-env images a test built (and only those)."""
+    made: list[str] = []
+    yield made
+    for build_hash in made:
+        subprocess.run(["docker", "rmi", f"runyard-env:{build_hash}"], capture_output=True)
+
+
+def test_a_local_run_gets_its_packages_built_once_then_from_the_cache(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
 ) -> None:
-    cluster = unique("forged")
-    stack.client().create_cluster(cluster, nodes=1)  # no worker: the test reports as one
-    run = submit(stack.url, write(tmp_path / "src", {"a.py": "print(1)\n"}), "a.py", cluster)
-    api = stack.client()
+    cluster = local_cluster(stack)
+    cache = tmp_path / "cache"
+    workers.start(cluster, env=host_index(wheelhouse, cache))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = packages_environment("tiny", ["other-pkg", "tinypkg==1.0"])
 
-    report_as_a_worker(stack, run.id, BUILT)
-    assert api.get_run(run.id, fresh=True)["environment_used"] == BUILT
-    rows = shown(stack, run.id)
-    assert (rows["environment"], rows["env hash"]) == ("sklearn:3", BUILT["hash"])
-    assert (rows["env build"], rows["env venv"]) == ("built in 12.5 s", BUILT["venv"])
-    assert rows["packages"].splitlines() == ["3", *BUILT["packages"]]
+    first = submit(stack.url, folder, "train.py", cluster, environment=env)
+    first.wait_for_completion()
+    log = stack.client().logs(first.id)
+    assert "TINY 1.0" in log
+    assert first.get_metrics()["tiny"] == 1.0
+    [build_hash] = builds_in(log)
+    assert (cache / "venvs" / build_hash / "bin" / "python").exists()
+    # Each line of uv's output was in the run's log while it prepared, and is kept.
+    assert "[runyard]  + tinypkg==1.0" in service_lines(log)
+    assert BUILD_LOG in first.get_file_names()
+    first.download_file(BUILD_LOG, tmp_path / "build.log")
+    assert " + other-pkg==2.0" in (tmp_path / "build.log").read_text()
 
-    oversize = {**BUILT, "packages": [f"pkg{i}==1.0" for i in range(2001)]}
-    for forged in (oversize, {**BUILT, "hash": "$(rm -rf /)"}, {**BUILT, "admin": True}):
-        report_as_a_worker(stack, run.id, forged)
-        after = api.get_run(run.id, fresh=True)
-        assert after["status"] == "Starting"
-        assert after["environment_used"] == BUILT
+    # The same packages under another name, in another order: no build at all.
+    again = packages_environment("tiny-again", ["tinypkg == 1.0", "Other_Pkg"])
+    second = submit(stack.url, folder, "train.py", cluster, environment=again)
+    second.wait_for_completion()
+    log = stack.client().logs(second.id)
+    assert "TINY 1.0" in log
+    assert builds_in(log) == []
+    assert f"[runyard] Environment {build_hash}: cache hit (venv " in log
+    assert BUILD_LOG not in second.get_file_names()
+    # The run records what it ran with: the first build's hash and packages, from the cache.
+    used = stack.client().get_run(second.id)["environment_used"]
+    assert (used["name"], used["hash"], used["cached"]) == ("tiny-again", build_hash, True)
+    assert used["packages"] == ["other-pkg==2.0", "tinypkg==1.0"]
+    assert stack.client().get_run(first.id)["environment_used"]["cached"] is False
 
-    cached = {**BUILT, "cached": True, "build_seconds": 0.0}  # a later attempt's, say
-    report_as_a_worker(stack, run.id, cached)
-    assert api.get_run(run.id, fresh=True)["environment_used"] == cached
-    assert shown(stack, run.id)["env build"] == "cached"
-    api.cancel(run.id)
+    # One package changed: a build of its own.
+    changed = packages_environment("tiny", ["other-pkg", "tinypkg==1.1"])
+    third = submit(stack.url, folder, "train.py", cluster, environment=changed)
+    third.wait_for_completion()
+    log = stack.client().logs(third.id)
+    assert "TINY 1.1" in log
+    assert len(builds_in(log)) == 1 and builds_in(log) != [build_hash]
 
 
-def test_an_environment_build_ends_completed_with_no_script_and_records_what_it_built(
-    stack: Stack, workers, capsys: pytest.CaptureFixture[str]
+def test_two_runs_needing_one_missing_environment_build_it_once(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
 ) -> None:
-    cluster = unique("builds")
-    stack.client().create_cluster(cluster, nodes=1)
-    workers.start(cluster)
-    workspace = Workspace(url=stack.url)
-    env = plain_environment("tiny-build", "7")
-
-    started = build(env, workspace, image_build_compute=cluster)
-    done = started.wait_for_completion(show_output=True)
-
-    printed = capsys.readouterr().out
-    assert "[runyard] Environment ready; an environment build runs no script" in printed
-    assert printed.rstrip().endswith("Image Build Status: Succeeded")
-    assert done is started and started.status == "Succeeded"
-    assert started.environment_used is not None
-    assert started.environment_used.items() >= {"name": "tiny-build", "version": "7"}.items()
-    assert (started.environment_used["hash"], started.environment_used["packages"]) == (None, [])
-    run = stack.client().get_run(started.run_id)
-    assert (run["experiment"], run["display_name"]) == ("environment-builds", "build tiny-build:7")
-    assert (run["build_only"], run["script"], run["snapshot_digest"]) == (True, "", None)
-    assert run["status"] == "Completed" and run["running_at"] is None  # nothing ever ran
-    lines = service_lines(started.get_log())
-    assert lines[-1] == "[runyard] Environment ready; an environment build runs no script"
-    assert not any(line.startswith("[runyard] Running ") for line in lines)
-    assert started.log_url == f"{stack.url}/runs/{started.run_id}"
-
-    details = image_details(env, workspace)
-    assert (details["runId"], details["hash"], details.packages) == (started.run_id, None, [])
-    assert (details["dockerImage"], details.image, details.image_exist) == (None, None, False)
+    cluster = local_cluster(stack)
+    workers.start(cluster, slots=2, env=host_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = packages_environment("shared", ["other-pkg"])
+    runs = [submit(stack.url, folder, "train.py", cluster, environment=env) for _ in range(2)]
+    for run in runs:
+        run.wait_for_completion()
+    logs = [stack.client().logs(run.id) for run in runs]
+    assert sum(len(builds_in(log)) for log in logs) == 1
+    assert sum("cache hit" in log for log in logs) == 1
 
 
-def test_image_details_name_the_built_image_in_its_clusters_registry(
-    stack: Stack, tmp_path: Path
-) -> None:
-    cluster = unique("shared")
-    registry = "registry.test:5000/team"
-    container = {"image": "runyard-run-base:bookworm", "registry": registry}
-    stack.client().create_cluster(cluster, nodes=1, executor="docker", container=container)
-    folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
-    run = submit(stack.url, folder, "a.py", cluster, environment=CLUSTERS_OWN)
-    name = unique("imaged")
-    image = f"runyard-env:{BUILT['hash']}"
-    used = {**BUILT, "name": name, "image": image, "venv": None}
-    report_as_a_worker(stack, run.id, used, RunStatus.COMPLETED)  # as a Docker worker would
-    assert stack.client().get_run(run.id, fresh=True)["status"] == "Completed"
-
-    details = image_details(plain_environment(name, "3"), Workspace(url=stack.url))
-
-    assert details["dockerImage"] == {"name": image, "registry": {"address": registry}}
-    assert (details.image, details.image_exist) == (f"{registry}/{image}", True)
-    assert (details.repository, details.registry) == (image, registry)
-    assert (details["hash"], details.packages) == (BUILT["hash"], BUILT["packages"])
-    assert (details["runId"], details.interpreter_path) == (run.id, None)
-
-
-def test_image_details_of_an_environment_never_built_say_so(stack: Stack) -> None:
-    with pytest.raises(NotFound, match="environment never-built:1 has not been built yet"):
-        image_details(plain_environment("never-built", "1"), Workspace(url=stack.url))
-
-
-def test_a_build_goes_to_the_default_cluster_or_says_there_is_none(stack: Stack) -> None:
-    workspace = Workspace(url=stack.url)
-    api = stack.client()
-    if not any(c.get("is_default") for c in api.list_clusters()):
-        with pytest.raises(InvalidInput, match="no default cluster"):
-            build(plain_environment("nowhere"), workspace)
-    cluster = unique("dflt")
-    api.create_cluster(cluster, nodes=1)
-    api.update_cluster(cluster, is_default=True)
-
-    started = build(plain_environment("somewhere"), workspace)
-
-    assert api.get_run(started.run_id)["cluster"] == cluster
-    api.cancel(started.run_id)
-
-
-def test_a_build_a_cluster_cannot_run_is_refused_before_anything_is_stored(stack: Stack) -> None:
-    cluster = unique("hostonly")
-    stack.client().create_cluster(cluster, nodes=1)
-    env = plain_environment("boxed")
-    env.docker.base_image = "runyard-run-base:bookworm"
-
-    with pytest.raises(InvalidInput, match="asks for a Docker container"):
-        build(env, Workspace(url=stack.url), image_build_compute=cluster)
-
-    assert stack.client().cluster_runs(cluster) == []
-
-
-def test_runyard_env_build_waits_streams_the_log_and_prints_what_was_built(
-    stack: Stack, workers, tmp_path: Path
-) -> None:
-    cluster = unique("clibuild")
-    ok(stack, "cluster", "create", cluster)
-    workers.start(cluster)
-    (tmp_path / "env.yml").write_text("name: from-file\nversion: '4'\n")
-
-    result = cli(stack, "env", "build", "--file", str(tmp_path / "env.yml"), "--cluster",
-                 cluster, "--wait", timeout=120)  # fmt: skip
-
-    assert result.returncode == 0, result.stderr
-    run_id = result.stderr.split(" as run ")[1].split()[0]
-    assert result.stderr.strip().splitlines()[-1] == f"run {run_id} Completed"
-    assert "[runyard] Environment ready; an environment build runs no script" in result.stdout
-    assert "environment      from-file:4" in result.stdout
-    assert "env build        nothing to build" in result.stdout
-    queued = cli(stack, "env", "build", "-f", str(tmp_path / "env.yml"), "-c", cluster, "--json")
-    assert json.loads(queued.stdout)["display_name"] == "build from-file:4"
-
-
-def test_runyard_env_build_errors_are_one_line_and_an_exit_code(
-    stack: Stack, tmp_path: Path
-) -> None:
-    (tmp_path / "env.yml").write_text("name: x\n")
-    one_line_error(cli(stack, "env", "build"), 2, "name a registered environment")
-    both = cli(stack, "env", "build", "x", "--file", str(tmp_path / "env.yml"))
-    one_line_error(both, 2, "not both")
-    nowhere = cli(stack, "env", "build", "--file", str(tmp_path / "env.yml"), "-c", "no-such")
-    one_line_error(nowhere, 3, "no-such")
-
-
-@pytest.mark.skipif(
-    not hasattr(Environment, "register"),
-    reason="registered environments (env.register, Environment.get) are the SDK part of issue 15",
+@pytest.mark.parametrize(
+    ("packages", "conda", "reason"),
+    [
+        pytest.param(
+            ["nosuchpkg"],
+            [],
+            "package 'nosuchpkg' was not found in the worker's package index",
+            id="missing-package",
+        ),
+        pytest.param(
+            ["tinypkg==9.9"],
+            [],
+            "no version of the package matches 'tinypkg==9.9' in the worker's package index",
+            id="no-such-version",
+        ),
+        pytest.param(
+            [],
+            ["cudatoolkit=11.8"],
+            "conda package 'cudatoolkit' is not on the package index, and this worker has no "
+            "conda channel",
+            id="conda-only-package",
+        ),
+    ],
 )
-def test_runyard_env_build_builds_a_registered_environment_by_name(stack: Stack, workers) -> None:
-    cluster = unique("regbuild")
-    ok(stack, "cluster", "create", cluster)
-    workers.start(cluster)
-    name = unique("registered")
-    registered = plain_environment(name, None).register(Workspace(url=stack.url))
+def test_a_failed_build_fails_the_run_with_the_reason_and_the_worker_goes_on(
+    stack: Stack,
+    workers,
+    tmp_path: Path,
+    wheelhouse: Path,
+    packages: list[str],
+    conda: list[str],
+    reason: str,
+) -> None:
+    cluster = local_cluster(stack)
+    cache = tmp_path / "cache"
+    workers.start(cluster, env=host_index(wheelhouse, cache))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = packages_environment("broken", packages, conda_packages=conda)
+    run = submit(stack.url, folder, "train.py", cluster, environment=env)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    record = stack.client().get_run(run.id)
+    assert record["failure_reason"].startswith(f"environment build failed: {reason}")
+    assert "installer: " in record["failure_reason"]  # uv's own last lines follow
+    assert BUILD_LOG in Run(run.experiment, run.id).get_file_names()
+    assert list((cache / "venvs").iterdir()) == []
+    assert list((cache / "staging").iterdir()) == []
 
-    result = cli(stack, "env", "build", name, "-c", cluster, "--wait", timeout=120)
+    fine = submit(
+        stack.url,
+        folder,
+        "train.py",
+        cluster,
+        environment=packages_environment("ok", ["other-pkg"]),
+    )
+    fine.wait_for_completion()
 
-    assert result.returncode == 0, result.stderr
-    assert f"environment      {name}:{registered.version}" in result.stdout
+
+def test_a_build_past_its_timeout_is_stopped_and_leaves_nothing(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    make_slow_sdist(wheelhouse, "slowpkg", "1.0", seconds=120)
+    cluster = local_cluster(stack)
+    cache = tmp_path / "cache"
+    settings = {"RUNYARD_ENV_BUILD_TIMEOUT_SECONDS": "3"}
+    workers.start(cluster, env=host_index(wheelhouse, cache, **settings))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    run = submit(
+        stack.url,
+        folder,
+        "train.py",
+        cluster,
+        environment=packages_environment("slow", ["slowpkg"]),
+    )
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason == "environment build timed out after 3 s"
+    assert list((cache / "venvs").iterdir()) == []
+    assert list((cache / "staging").iterdir()) == []
+    backends = subprocess.run(
+        ["pgrep", "-f", f"{cache}/"], capture_output=True, text=True, check=False
+    )
+    assert backends.stdout == ""  # the installer and the build it started are gone
+
+
+def test_the_cache_evicts_the_least_recently_used_environment_but_never_one_in_use(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    # Each environment holds about 0.6 MiB (a data file that does not compress); the cache
+    # may hold 1 MiB.
+    blob = os.urandom(600 * 1024).hex()[: 600 * 1024]
+    for name in ("bulk-live", "bulk-old", "bulk-new"):
+        module = name.replace("-", "_")
+        make_wheel(
+            wheelhouse, name, "1.0", {f"{module}/__init__.py": "", f"{module}/data.txt": blob}
+        )
+    cluster = local_cluster(stack)
+    cache = tmp_path / "cache"
+    workers.start(
+        cluster, slots=2, env=host_index(wheelhouse, cache, RUNYARD_ENV_CACHE_MAX_MIB="1")
+    )
+    folder = write(tmp_path / "src", {"wait.py": "import time\ntime.sleep(600)\n", "ok.py": ""})
+
+    live = submit(
+        stack.url, folder, "wait.py", cluster, environment=packages_environment("l", ["bulk-live"])
+    )
+    wait_for_status(stack, live.id, {"Running"})
+    old = submit(
+        stack.url, folder, "ok.py", cluster, environment=packages_environment("o", ["bulk-old"])
+    )
+    old.wait_for_completion()
+    new = submit(
+        stack.url, folder, "ok.py", cluster, environment=packages_environment("n", ["bulk-new"])
+    )
+    new.wait_for_completion()
+
+    [live_hash] = builds_in(stack.client().logs(live.id))
+    [old_hash] = builds_in(stack.client().logs(old.id))
+    log = stack.client().logs(new.id)
+    [new_hash] = builds_in(log)
+    # The live run's environment is the least recently used one, and is kept.
+    assert f"Environment {old_hash}: evicted from the cache" in log
+    assert live_hash not in log
+    assert {p.name for p in (cache / "venvs").iterdir()} == {live_hash, new_hash}
+    assert stack.client().get_run(live.id)["status"] == "Running"
+    live.cancel()
+    wait_for_status(stack, live.id, {"Canceled"})
+
+
+def test_a_requirement_cannot_reach_a_shell_or_a_path(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = local_cluster(stack)
+    cache = tmp_path / "cache"
+    workers.start(cluster, env=host_index(wheelhouse, cache))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    marker = tmp_path / "escaped"
+    for hostile in (f"tinypkg; touch {marker}", f"$(touch {marker})", "../../../etc/passwd"):
+        # Refused at submit, naming it: no run is made, no installer ever sees it.
+        with pytest.raises(BadRequirement, match="is not a valid requirement"):
+            submit(
+                stack.url,
+                folder,
+                "train.py",
+                cluster,
+                environment=packages_environment("h", [hostile]),
+            )
+    assert stack.client().list_runs(cluster=cluster) == []
+    assert not marker.exists()
+
+
+# --- Docker clusters ------------------------------------------------------------------------
+
+
+def test_a_docker_run_gets_an_image_built_with_no_network_then_reused(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path, built_images
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    # Two workers on one engine: the build lock is the cluster's (Redis), not a worker's.
+    env = host_index(wheelhouse, tmp_path / "cache")
+    workers.start(cluster, env=env)
+    workers.start(cluster, env={**env, "RUNYARD_ENV_CACHE_DIR": str(tmp_path / "cache-2")})
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    spec = packages_environment("tiny", ["other-pkg", "tinypkg==1.0"])
+    runs = [submit(stack.url, folder, "train.py", cluster, environment=spec) for _ in range(2)]
+    for run in runs:
+        run.wait_for_completion()
+    logs = [stack.client().logs(run.id) for run in runs]
+    built = [h for log in logs for h in builds_in(log)]
+    built_images.extend(built)
+    assert len(built) == 1
+    assert all("TINY 1.0" in log for log in logs)
+    assert runs[0].get_metrics()["tiny"] == 1.0
+    image = f"runyard-env:{built[0]}"
+    found = subprocess.run(
+        ["docker", "image", "inspect", "-f", '{{index .Config.Labels "runyard.env"}}', image],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.strip() == built[0]
+
+    third = submit(stack.url, folder, "train.py", cluster, environment=spec)
+    third.wait_for_completion()
+    log = stack.client().logs(third.id)
+    assert f"[runyard] Environment {built[0]}: cache hit (image {image})" in log
+    assert builds_in(log) == []
+
+
+def test_a_docker_environment_asking_for_another_python_fails_clearly(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = packages_environment("py", ["tinypkg"], python_version="3.7")
+    run = submit(stack.url, folder, "train.py", cluster, environment=env)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    assert (
+        stack.client()
+        .get_run(run.id)["failure_reason"]
+        .startswith(
+            "the environment asks for Python 3.7, but its image's /usr/bin/python3 is Python 3.11"
+        )
+    )
+
+
+def dockerfile_environment(name: str, dockerfile: str) -> Environment:
+    environment = packages_environment(name, ["tinypkg"])
+    environment.docker.base_dockerfile = dockerfile
+    return environment
+
+
+def test_a_base_dockerfile_is_built_with_no_network(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    reach = "import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)"
+    env = dockerfile_environment("net", f'FROM {run_image}\nRUN ["python3", "-c", "{reach}"]\n')
+    run = submit(stack.url, folder, "train.py", cluster, environment=env)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason.startswith(
+        "the environment's base_dockerfile failed to build (builds have no network"
+    )
+    assert "Network is unreachable" in reason
+
+
+def test_a_docker_build_past_its_timeout_is_cancelled(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    settings = {"RUNYARD_ENV_BUILD_TIMEOUT_SECONDS": "3"}
+    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache", **settings))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = dockerfile_environment("slow", f"FROM {run_image}\nRUN sleep 120\n")
+    run = submit(stack.url, folder, "train.py", cluster, environment=env)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason == "environment build timed out after 3 s"
+    # The build was stopped: its step's container is gone.
+    [step] = re.findall(r"---> Running in ([0-9a-f]+)", stack.client().logs(run.id))
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"id={step}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert left.stdout == ""
+
+
+def test_a_local_environment_gets_the_python_it_asks_for_or_fails_clearly(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = local_cluster(stack)
+    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT + "import sys\nprint(sys.version)\n"})
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    ok = packages_environment("py", ["other-pkg"], python_version=here)
+    run = submit(stack.url, folder, "train.py", cluster, environment=ok)
+    run.wait_for_completion()
+    assert f"\n{here}." in stack.client().logs(run.id)
+
+    missing = packages_environment("py", ["other-pkg"], python_version="3.99")
+    run = submit(stack.url, folder, "train.py", cluster, environment=missing)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    assert (
+        stack.client()
+        .get_run(run.id)["failure_reason"]
+        .startswith("the environment asks for Python 3.99, which this worker does not have")
+    )
+
+
+def test_a_failed_docker_build_leaves_no_image_behind(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = dockerfile_environment("half", f"FROM {run_image}\nRUN mkdir /opt/extra\n")
+    env.data["python"]["conda_dependencies"]["pip_packages"] = ["nosuchpkg"]
+    run = submit(stack.url, folder, "train.py", cluster, environment=env)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    log = stack.client().logs(run.id)
+    assert "[runyard] Successfully built " in log  # its base_dockerfile was built
+    [build_hash] = re.findall(r"Environment ([0-9a-f]{32}): not on this worker", log)
+    left = subprocess.run(
+        ["docker", "images", "-q", "--filter", f"label=runyard.env.stage={build_hash}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert left.stdout == ""
+    assert list((tmp_path / "cache" / "staging").iterdir()) == []
+
+
+def test_a_venv_is_usable_by_the_runs_own_user(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    """Runs as their own user (RUNYARD_RUN_AS) import the venv a root worker built (the
+    cache is where it is by default: under the worker's work dir)."""
+    runs_home = Path(tempfile.mkdtemp(prefix="runyard-builder-runs-"))  # not pytest's 0700
+    runs_home.chmod(0o711)
+    try:
+        cluster = local_cluster(stack)
+        env = host_index(wheelhouse, tmp_path / "unused")
+        del env["RUNYARD_ENV_CACHE_DIR"]
+        settings = {"RUNYARD_RUN_AS": "65534:65534", "RUNYARD_WORK_DIR": str(runs_home)}
+        workers.start(cluster, env={**env, **settings})
+        folder = write(
+            tmp_path / "src", {"train.py": SCRIPT + "import os\nprint('uid', os.getuid())\n"}
+        )
+        spec = packages_environment("own-user", ["other-pkg"])
+        spec.data["python"]["interpreter_path"] = "/usr/bin/python3"  # one that user can start
+        run = submit(stack.url, folder, "train.py", cluster, environment=spec)
+        run.wait_for_completion()
+        log = stack.client().logs(run.id)
+        assert "uid 65534" in log and "TINY 1.1" in log
+        [build_hash] = builds_in(log)
+        assert (runs_home / "environments" / "venvs" / build_hash).is_dir()
+    finally:
+        shutil.rmtree(runs_home, ignore_errors=True)
+
+
+def test_docker_eviction_removes_the_oldest_unused_image_and_keeps_one_in_use(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path, built_images
+) -> None:
+    blob = os.urandom(600 * 1024).hex()[: 600 * 1024]
+    for name in ("bulk-live", "bulk-old", "bulk-new"):
+        module = name.replace("-", "_")
+        files = {f"{module}/__init__.py": "", f"{module}/data.txt": blob}
+        make_wheel(wheelhouse, name, "1.0", files)
+    cluster = docker_cluster(stack, run_image)
+    settings = {"RUNYARD_ENV_CACHE_MAX_MIB": "1"}
+    workers.start(cluster, slots=2, env=host_index(wheelhouse, tmp_path / "cache", **settings))
+    folder = write(tmp_path / "src", {"wait.py": "import time\ntime.sleep(600)\n", "ok.py": ""})
+
+    def run_in(script: str, package: str) -> Run:
+        env = packages_environment(package, [package])
+        return submit(stack.url, folder, script, cluster, environment=env)
+
+    live = run_in("wait.py", "bulk-live")
+    wait_for_status(stack, live.id, {"Running"})
+    old = run_in("ok.py", "bulk-old")
+    old.wait_for_completion()
+    new = run_in("ok.py", "bulk-new")
+    new.wait_for_completion()
+    [live_hash] = builds_in(stack.client().logs(live.id))
+    [old_hash] = builds_in(stack.client().logs(old.id))
+    [new_hash] = builds_in(stack.client().logs(new.id))
+    built_images.extend([live_hash, old_hash, new_hash])
+    assert f"Environment {old_hash}: evicted from the cache (image" in stack.client().logs(new.id)
+    images = subprocess.run(
+        ["docker", "images", "--format", "{{.Tag}}", "runyard-env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert old_hash not in images
+    assert live_hash in images and new_hash in images
+    live.cancel()
+    wait_for_status(stack, live.id, {"Canceled"})

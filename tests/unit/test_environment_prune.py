@@ -7,16 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from runyard.cli.environment_cache import prune
+from runyard.cli.main import app
 from worker.environments.cache import MIB, EnvironmentCache
-
-# TODO(lead): once `prune` is wired into the `env` group, invoke `runyard env prune` itself.
-env_group = typer.Typer()
-env_group.command("prune")(prune)
-env_group.command("unused")(lambda: None)  # a group of two: typer keeps the command name
 
 
 def cached_venv(cache: EnvironmentCache, build_hash: str, mib: int, last_use: float) -> None:
@@ -36,7 +30,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EnvironmentCache:
 
 
 def test_prune_to_a_size_removes_the_least_recently_used(cache: EnvironmentCache) -> None:
-    done = CliRunner().invoke(env_group, ["prune", "--max-mib", "4"])
+    done = CliRunner().invoke(app, ["env", "prune", "--max-mib", "4"])
     assert done.exit_code == 0, done.output
     assert f"removed venv {'a' * 32} (3.0 MiB)" in done.output
     assert f"removed venv {'b' * 32} (3.0 MiB)" in done.output
@@ -47,7 +41,7 @@ def test_prune_to_a_size_removes_the_least_recently_used(cache: EnvironmentCache
 def test_prune_all_unused_keeps_what_a_run_holds(cache: EnvironmentCache) -> None:
     held = cache.pin("b" * 32)
     try:
-        done = CliRunner().invoke(env_group, ["prune", "--all-unused"])
+        done = CliRunner().invoke(app, ["env", "prune", "--all-unused"])
     finally:
         held.release()
     assert done.exit_code == 0, done.output
@@ -55,6 +49,6 @@ def test_prune_all_unused_keeps_what_a_run_holds(cache: EnvironmentCache) -> Non
 
 
 def test_a_negative_size_is_a_usage_error(cache: EnvironmentCache) -> None:
-    done = CliRunner().invoke(env_group, ["prune", "--max-mib", "-1"])
+    done = CliRunner().invoke(app, ["env", "prune", "--max-mib", "-1"])
     assert done.exit_code == 2
     assert len(list((cache.root / "venvs").iterdir())) == 3
