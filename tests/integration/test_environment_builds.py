@@ -21,7 +21,7 @@ from runyard.core.conda_dependencies import CondaDependencies
 from runyard.errors import BadRequirement, RunFailed
 from tests.support.runs import packages_environment, service_lines, submit, wait_for_status, write
 from tests.support.services import Stack, unique
-from tests.support.wheels import make_slow_sdist, make_wheel
+from tests.support.wheels import make_slow_sdist, make_wheel, offline_index
 
 BUILD_LOG = "logs/environment_build.log"
 
@@ -41,18 +41,6 @@ def wheelhouse(tmp_path: Path) -> Path:
     make_wheel(folder, "tinypkg", "1.1")
     make_wheel(folder, "other-pkg", "2.0", requires=["tinypkg>=1"])
     return folder
-
-
-def host_index(wheelhouse: Path, cache: Path, **settings: str) -> dict[str, str]:
-    """A worker's environment on a host whose pip uses only ``wheelhouse``."""
-    return {
-        "PIP_CONFIG_FILE": os.devnull,  # this machine's own pip.conf plays no part
-        "PIP_NO_INDEX": "1",
-        "PIP_FIND_LINKS": str(wheelhouse),
-        "UV_CACHE_DIR": str(cache.parent / "uv-cache"),
-        "RUNYARD_ENV_CACHE_DIR": str(cache),
-        **settings,
-    }
 
 
 def builds_in(log: str) -> list[str]:
@@ -88,7 +76,7 @@ def test_a_local_run_gets_its_packages_built_once_then_from_the_cache(
 ) -> None:
     cluster = local_cluster(stack)
     cache = tmp_path / "cache"
-    workers.start(cluster, env=host_index(wheelhouse, cache))
+    workers.start(cluster, env=offline_index(wheelhouse, cache))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     env = packages_environment("tiny", ["other-pkg", "tinypkg==1.0"])
 
@@ -133,7 +121,7 @@ def test_two_runs_needing_one_missing_environment_build_it_once(
     stack: Stack, workers, tmp_path: Path, wheelhouse: Path
 ) -> None:
     cluster = local_cluster(stack)
-    workers.start(cluster, slots=2, env=host_index(wheelhouse, tmp_path / "cache"))
+    workers.start(cluster, slots=2, env=offline_index(wheelhouse, tmp_path / "cache"))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     env = packages_environment("shared", ["other-pkg"])
     runs = [submit(stack.url, folder, "train.py", cluster, environment=env) for _ in range(2)]
@@ -179,7 +167,7 @@ def test_a_failed_build_fails_the_run_with_the_reason_and_the_worker_goes_on(
 ) -> None:
     cluster = local_cluster(stack)
     cache = tmp_path / "cache"
-    workers.start(cluster, env=host_index(wheelhouse, cache))
+    workers.start(cluster, env=offline_index(wheelhouse, cache))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     env = packages_environment("broken", packages, conda_packages=conda)
     run = submit(stack.url, folder, "train.py", cluster, environment=env)
@@ -209,7 +197,7 @@ def test_a_build_past_its_timeout_is_stopped_and_leaves_nothing(
     cluster = local_cluster(stack)
     cache = tmp_path / "cache"
     settings = {"RUNYARD_ENV_BUILD_TIMEOUT_SECONDS": "3"}
-    workers.start(cluster, env=host_index(wheelhouse, cache, **settings))
+    workers.start(cluster, env=offline_index(wheelhouse, cache, **settings))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     run = submit(
         stack.url,
@@ -244,7 +232,7 @@ def test_the_cache_evicts_the_least_recently_used_environment_but_never_one_in_u
     cluster = local_cluster(stack)
     cache = tmp_path / "cache"
     workers.start(
-        cluster, slots=2, env=host_index(wheelhouse, cache, RUNYARD_ENV_CACHE_MAX_MIB="1")
+        cluster, slots=2, env=offline_index(wheelhouse, cache, RUNYARD_ENV_CACHE_MAX_MIB="1")
     )
     folder = write(tmp_path / "src", {"wait.py": "import time\ntime.sleep(600)\n", "ok.py": ""})
 
@@ -279,7 +267,7 @@ def test_a_requirement_cannot_reach_a_shell_or_a_path(
 ) -> None:
     cluster = local_cluster(stack)
     cache = tmp_path / "cache"
-    workers.start(cluster, env=host_index(wheelhouse, cache))
+    workers.start(cluster, env=offline_index(wheelhouse, cache))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     marker = tmp_path / "escaped"
     for hostile in (f"tinypkg; touch {marker}", f"$(touch {marker})", "../../../etc/passwd"):
@@ -301,7 +289,7 @@ def test_a_docker_run_gets_an_image_built_with_no_network_then_reused(
 ) -> None:
     cluster = docker_cluster(stack, run_image)
     # Two workers on one engine: the build lock is the cluster's (Redis), not a worker's.
-    env = host_index(wheelhouse, tmp_path / "cache")
+    env = offline_index(wheelhouse, tmp_path / "cache")
     workers.start(cluster, env=env)
     workers.start(cluster, env={**env, "RUNYARD_ENV_CACHE_DIR": str(tmp_path / "cache-2")})
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
@@ -335,7 +323,7 @@ def test_a_docker_environment_asking_for_another_python_fails_clearly(
     stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
 ) -> None:
     cluster = docker_cluster(stack, run_image)
-    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     env = packages_environment("py", ["tinypkg"], python_version="3.7")
     run = submit(stack.url, folder, "train.py", cluster, environment=env)
@@ -360,7 +348,7 @@ def test_a_base_dockerfile_is_built_with_no_network(
     stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
 ) -> None:
     cluster = docker_cluster(stack, run_image)
-    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     reach = "import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)"
     env = dockerfile_environment("net", f'FROM {run_image}\nRUN ["python3", "-c", "{reach}"]\n')
@@ -379,7 +367,7 @@ def test_a_docker_build_past_its_timeout_is_cancelled(
 ) -> None:
     cluster = docker_cluster(stack, run_image)
     settings = {"RUNYARD_ENV_BUILD_TIMEOUT_SECONDS": "3"}
-    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache", **settings))
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache", **settings))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     env = dockerfile_environment("slow", f"FROM {run_image}\nRUN sleep 120\n")
     run = submit(stack.url, folder, "train.py", cluster, environment=env)
@@ -402,7 +390,7 @@ def test_a_local_environment_gets_the_python_it_asks_for_or_fails_clearly(
     stack: Stack, workers, tmp_path: Path, wheelhouse: Path
 ) -> None:
     cluster = local_cluster(stack)
-    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
     folder = write(tmp_path / "src", {"train.py": SCRIPT + "import sys\nprint(sys.version)\n"})
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     ok = packages_environment("py", ["other-pkg"], python_version=here)
@@ -425,7 +413,7 @@ def test_a_failed_docker_build_leaves_no_image_behind(
     stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
 ) -> None:
     cluster = docker_cluster(stack, run_image)
-    workers.start(cluster, env=host_index(wheelhouse, tmp_path / "cache"))
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
     env = dockerfile_environment("half", f"FROM {run_image}\nRUN mkdir /opt/extra\n")
     env.python.conda_dependencies = CondaDependencies.create(pip_packages=["nosuchpkg"])
@@ -454,7 +442,7 @@ def test_a_venv_is_usable_by_the_runs_own_user(
     runs_home.chmod(0o711)
     try:
         cluster = local_cluster(stack)
-        env = host_index(wheelhouse, tmp_path / "unused")
+        env = offline_index(wheelhouse, tmp_path / "unused")
         del env["RUNYARD_ENV_CACHE_DIR"]
         settings = {"RUNYARD_RUN_AS": "65534:65534", "RUNYARD_WORK_DIR": str(runs_home)}
         workers.start(cluster, env={**env, **settings})
@@ -483,7 +471,7 @@ def test_docker_eviction_removes_the_oldest_unused_image_and_keeps_one_in_use(
         make_wheel(wheelhouse, name, "1.0", files)
     cluster = docker_cluster(stack, run_image)
     settings = {"RUNYARD_ENV_CACHE_MAX_MIB": "1"}
-    workers.start(cluster, slots=2, env=host_index(wheelhouse, tmp_path / "cache", **settings))
+    workers.start(cluster, slots=2, env=offline_index(wheelhouse, tmp_path / "cache", **settings))
     folder = write(tmp_path / "src", {"wait.py": "import time\ntime.sleep(600)\n", "ok.py": ""})
 
     def run_in(script: str, package: str) -> Run:

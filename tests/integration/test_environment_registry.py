@@ -5,7 +5,6 @@ network namespace) and Debian's ``docker-registry`` on host A, so an image reall
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from tests.support.hosts import (
 )
 from tests.support.runs import packages_environment, submit, write
 from tests.support.services import RedisServer, Stack, free_port, stop_process, unique
-from tests.support.wheels import make_wheel
+from tests.support.wheels import make_wheel, offline_index
 from worker.environments import registry
 
 
@@ -165,14 +164,7 @@ def stack_on_a(host_b: Link, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def host_settings(engine: DockerEngine, wheelhouse: Path, folder: Path) -> dict[str, str]:
     """A worker host: its own Docker engine, its pip configured for an offline wheel folder
     (the test's package index), its own environment cache."""
-    return {
-        **engine.env,
-        "PIP_CONFIG_FILE": os.devnull,  # this machine's own pip.conf plays no part
-        "PIP_NO_INDEX": "1",
-        "PIP_FIND_LINKS": str(wheelhouse),
-        "UV_CACHE_DIR": str(folder / "uv-cache"),
-        "RUNYARD_ENV_CACHE_DIR": str(folder / "environments"),
-    }
+    return offline_index(wheelhouse, folder / "environments", **engine.env)
 
 
 SCRIPT = "import tinypkg\nprint('TINY', tinypkg.VERSION, flush=True)\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -81,3 +82,16 @@ def make_slow_sdist(folder: Path, name: str, version: str, seconds: float) -> Pa
             member.size = len(data)
             archive.addfile(member, io.BytesIO(data))
     return sdist
+
+
+def offline_index(wheelhouse: Path, cache: Path, **settings: str) -> dict[str, str]:
+    """A worker's environment on a host whose pip uses only ``wheelhouse`` (its package
+    index), with its environment cache in ``cache`` and uv's beside it."""
+    return {
+        "PIP_CONFIG_FILE": os.devnull,  # this machine's own pip.conf plays no part
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "UV_CACHE_DIR": str(cache.parent / "uv-cache"),
+        "RUNYARD_ENV_CACHE_DIR": str(cache),
+        **settings,
+    }
