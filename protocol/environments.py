@@ -134,12 +134,19 @@ def merge_environments(default: dict[str, Any], own: dict[str, Any]) -> dict[str
 
 def wants_container(environment: dict[str, Any]) -> bool:
     docker = environment.get("docker") or {}
-    return bool(docker.get("enabled") or docker.get("base_image"))
+    return bool(docker.get("enabled") or docker.get("base_image") or docker.get("base_dockerfile"))
+
+
+def has_image(environment: dict[str, Any], container: dict[str, Any] | None) -> bool:
+    """Can a container run of this environment start from some image?"""
+    dockerfile = (environment.get("docker") or {}).get("base_dockerfile")
+    return bool(dockerfile or image_of(environment, container))
 
 
 NO_IMAGE = "no Docker image: set environment.docker.base_image or the cluster's container.image"
 
 
 def image_of(environment: dict[str, Any], container: dict[str, Any] | None) -> str | None:
-    """The image a container run starts from: its environment's, else its cluster's."""
+    """The image a container run starts from: its environment's, else its cluster's (a
+    ``base_dockerfile`` names its own, in its FROM: ``has_image``)."""
     return (environment.get("docker") or {}).get("base_image") or (container or {}).get("image")

@@ -11,7 +11,7 @@ import redis
 from pydantic import ValidationError
 from sqlmodel import Session, col, func, select, update
 
-from protocol.environments import NO_IMAGE, Executor, image_of, wants_container
+from protocol.environments import NO_IMAGE, Executor, has_image, wants_container
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput, NotSupported
 from runyard.status import ACTIVE, WAITING
@@ -75,7 +75,7 @@ def check_image(cluster: Cluster, environment: dict[str, Any]) -> None:
     """A run that will run in a container needs an image from somewhere: refused at submit
     when neither its environment nor its cluster names one (it could never start)."""
     in_container = cluster.executor == Executor.DOCKER or wants_container(environment)
-    if in_container and not image_of(environment, cluster.container):
+    if in_container and not has_image(environment, cluster.container):
         raise NotSupported(NO_IMAGE, field="environment.docker.base_image")
 
 

@@ -15,6 +15,7 @@ from protocol import keys
 from runyard import snapshot
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.errors import NotSupported
+from runyard.status import WAITING
 from tests.support.runs import submit, write
 from tests.support.services import ADMIN, Stack, unique
 
@@ -109,3 +110,37 @@ def test_a_docker_run_with_an_image_from_anywhere_is_queued(
     folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
     run = submit(stack.url, folder, "a.py", imageless, experiment="noimg", environment=env)
     assert run.get_status() == "Queued"  # no worker serves the cluster: it waits
+
+
+def test_extra_dockerfile_steps_on_a_cluster_of_host_processes_are_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cluster = unique("hostonly")
+    stack.client().create_cluster(cluster, nodes=1)
+    env = Environment("with-steps")
+    env.docker.base_dockerfile = "FROM debian:bookworm\nRUN mkdir /data\n"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"a.py": "print('never')\n"}),
+        script="a.py",
+        compute_target=cluster,
+        environment=env,
+    )
+    with pytest.raises(NotSupported, match="asks for a Docker container"):
+        Experiment(Workspace(url=stack.url), "steps").submit(config)
+    assert nothing_queued(stack, cluster)
+
+
+def test_extra_dockerfile_steps_need_no_other_image(
+    stack: Stack, imageless: str, tmp_path: Path
+) -> None:
+    """A base_dockerfile names its base in its FROM: a cluster with no image takes it."""
+    env = Environment("with-steps")
+    env.docker.base_dockerfile = "FROM debian:bookworm\nRUN mkdir /data\n"
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"a.py": "print('queued')\n"}),
+        script="a.py",
+        compute_target=imageless,
+        environment=env,
+    )
+    run = Experiment(Workspace(url=stack.url), "steps").submit(config)
+    assert stack.client().get_run(run.id)["status"] in WAITING
