@@ -4,6 +4,7 @@ Celery workers with the local executor."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -247,9 +248,8 @@ BUILDS_LANDED = all(
 def test_a_build_ahead_records_its_packages_and_the_next_run_finds_them_built(
     stack: Stack, workers, tmp_path: Path
 ) -> None:
-    from runyard.core.conda_dependencies import CondaDependencies
-
-    from tests.support.wheels import make_wheel
+    conda_dependencies = importlib.import_module("runyard.core.conda_dependencies")
+    make_wheel = importlib.import_module("tests.support.wheels").make_wheel
 
     wheelhouse = tmp_path / "wheelhouse"  # the host's offline package index
     make_wheel(wheelhouse, "tinypkg", "1.0")
@@ -265,7 +265,7 @@ def test_a_build_ahead_records_its_packages_and_the_next_run_finds_them_built(
     workers.start(cluster, env=host)
     workspace = Workspace(url=stack.url)
     env = Environment(unique("pkgs"))
-    env.python.conda_dependencies = CondaDependencies.create(
+    env.python.conda_dependencies = conda_dependencies.CondaDependencies.create(
         pip_packages=["other-pkg", "tinypkg==1.0"]
     )
 
