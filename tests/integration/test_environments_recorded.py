@@ -4,7 +4,10 @@ Celery workers with the local executor."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -231,3 +234,58 @@ def test_runyard_env_build_builds_a_registered_environment_by_name(stack: Stack,
 
     assert result.returncode == 0, result.stderr
     assert f"environment      {name}:{registered.version}" in result.stdout
+
+
+# The parts of issue 15 that build environments (BUILDER: worker.environments) and describe
+# their packages (SDK: runyard.core.conda_dependencies) land beside this one.
+BUILDS_LANDED = all(
+    importlib.util.find_spec(module) is not None
+    for module in ("worker.environments", "runyard.core.conda_dependencies")
+)
+
+
+@pytest.mark.skipif(not BUILDS_LANDED, reason="needs the builder and CondaDependencies")
+def test_a_build_ahead_records_its_packages_and_the_next_run_finds_them_built(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    conda_dependencies = importlib.import_module("runyard.core.conda_dependencies")
+    make_wheel = importlib.import_module("tests.support.wheels").make_wheel
+
+    wheelhouse = tmp_path / "wheelhouse"  # the host's offline package index
+    make_wheel(wheelhouse, "tinypkg", "1.0")
+    make_wheel(wheelhouse, "other-pkg", "2.0", requires=["tinypkg>=1"])
+    cluster = unique("ahead")
+    stack.client().create_cluster(cluster, nodes=1)
+    host = {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "RUNYARD_ENV_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    workers.start(cluster, env=host)
+    workspace = Workspace(url=stack.url)
+    env = Environment(unique("pkgs"))
+    env.python.conda_dependencies = conda_dependencies.CondaDependencies.create(
+        pip_packages=["other-pkg", "tinypkg==1.0"]
+    )
+
+    built = env.build(workspace, image_build_compute=cluster).wait_for_completion(False)
+
+    assert built.status == "Succeeded", built.get_log()
+    used = built.environment_used
+    assert used is not None and used["hash"] is not None and not used["cached"]
+    assert used["packages"] == ["other-pkg==2.0", "tinypkg==1.0"]
+    details = env.get_image_details(workspace)
+    assert (details["hash"], details.packages) == (used["hash"], used["packages"])
+    assert details.interpreter_path == f"{used['venv']}/bin/python"
+
+    folder = write(tmp_path / "src", {"t.py": "import tinypkg\nprint('tiny', tinypkg.VERSION)\n"})
+    run = submit(stack.url, folder, "t.py", cluster, environment=env)
+    run.wait_for_completion()
+
+    recorded = run.get_details()["environmentUsed"]
+    assert recorded["cached"] and recorded["hash"] == used["hash"]
+    assert recorded["packages"] == used["packages"]
+    rows = shown(stack, run.id)
+    assert (rows["env hash"], rows["env build"]) == (used["hash"], "cached")
+    assert rows["packages"].splitlines() == ["2", "other-pkg==2.0", "tinypkg==1.0"]
