@@ -4,15 +4,13 @@ Celery workers with the local executor."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from runyard.core import Environment, Workspace
+from runyard.core.conda_dependencies import CondaDependencies
 from runyard.core.environment_builds import build, image_details
 from runyard.errors import InvalidInput, NotFound
 from runyard.status import RunStatus
@@ -20,6 +18,7 @@ from tests.integration.test_cli import cli, ok, one_line_error
 from tests.support.environments import BUILT, report_as_a_worker
 from tests.support.runs import CLUSTERS_OWN, service_lines, submit, write
 from tests.support.services import Stack, unique
+from tests.support.wheels import make_wheel, offline_index
 
 
 def plain_environment(name: str, version: str | None = "2") -> Environment:
@@ -219,10 +218,6 @@ def test_runyard_env_build_errors_are_one_line_and_an_exit_code(
     one_line_error(nowhere, 3, "no-such")
 
 
-@pytest.mark.skipif(
-    not hasattr(Environment, "register"),
-    reason="registered environments (env.register, Environment.get) are the SDK part of issue 15",
-)
 def test_runyard_env_build_builds_a_registered_environment_by_name(stack: Stack, workers) -> None:
     cluster = unique("regbuild")
     ok(stack, "cluster", "create", cluster)
@@ -236,36 +231,18 @@ def test_runyard_env_build_builds_a_registered_environment_by_name(stack: Stack,
     assert f"environment      {name}:{registered.version}" in result.stdout
 
 
-# The parts of issue 15 that build environments (BUILDER: worker.environments) and describe
-# their packages (SDK: runyard.core.conda_dependencies) land beside this one.
-BUILDS_LANDED = all(
-    importlib.util.find_spec(module) is not None
-    for module in ("worker.environments", "runyard.core.conda_dependencies")
-)
-
-
-@pytest.mark.skipif(not BUILDS_LANDED, reason="needs the builder and CondaDependencies")
 def test_a_build_ahead_records_its_packages_and_the_next_run_finds_them_built(
     stack: Stack, workers, tmp_path: Path
 ) -> None:
-    conda_dependencies = importlib.import_module("runyard.core.conda_dependencies")
-    make_wheel = importlib.import_module("tests.support.wheels").make_wheel
-
     wheelhouse = tmp_path / "wheelhouse"  # the host's offline package index
     make_wheel(wheelhouse, "tinypkg", "1.0")
     make_wheel(wheelhouse, "other-pkg", "2.0", requires=["tinypkg>=1"])
     cluster = unique("ahead")
     stack.client().create_cluster(cluster, nodes=1)
-    host = {
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_NO_INDEX": "1",
-        "PIP_FIND_LINKS": str(wheelhouse),
-        "RUNYARD_ENV_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    workers.start(cluster, env=host)
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
     workspace = Workspace(url=stack.url)
     env = Environment(unique("pkgs"))
-    env.python.conda_dependencies = conda_dependencies.CondaDependencies.create(
+    env.python.conda_dependencies = CondaDependencies.create(
         pip_packages=["other-pkg", "tinypkg==1.0"]
     )
 
