@@ -5,6 +5,10 @@ its name (so registering the same thing twice is one version, as in Azure); the 
 ignores how the JSON happened to be spelt (a ``null``, an empty list, key order). Every
 version is checked as a run's environment is, and its packages as a build reads them, so
 what could never build is refused here rather than at the first run.
+
+Registers may race (two people, two API replicas): a version is written only if it is still
+free, and the one that finds it taken reads again, so the same spec registered twice at once
+is still one version, and a different one becomes the next.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ from sqlmodel import Session, col, func, select
 
 from protocol.build_specs import build_spec
 from protocol.environments import EnvironmentSpec
-from runyard.errors import InvalidInput, NotFound
-from store.db import as_utc
+from runyard.errors import Conflict, InvalidInput, NotFound
+from store.db import as_utc, insert_ignoring
 from store.models import (
     RegisteredEnvironment,
     RegisteredEnvironmentPublic,
     check_environment_name,
 )
+
+_ATTEMPTS = 5  # registers of other specs that may win the race in a row before giving up
 
 
 def register(
@@ -39,19 +45,21 @@ def register(
     stored = {**spec.model_dump(exclude_unset=True), "name": name}
     stored.pop("version", None)  # versions are numbered here
     found = build_spec(stored)  # BadRequirement (a 422) for a package no build could install
-    latest = _latest(session, name)
-    if latest is not None and _canonical(latest.spec) == _canonical(stored):
-        return latest, False
-    row = RegisteredEnvironment(
-        name=name,
-        version=latest.version + 1 if latest is not None else 1,
-        spec=stored,
-        spec_hash=found.digest() if found is not None else None,
-        created_by=created_by,
-    )
-    session.add(row)
-    session.flush()
-    return row, True
+    spec_hash = found.digest() if found is not None else None
+    for _ in range(_ATTEMPTS):
+        latest = _latest(session, name)
+        if latest is not None and _canonical(latest.spec) == _canonical(stored):
+            return latest, False
+        version = latest.version + 1 if latest is not None else 1
+        row = RegisteredEnvironment(
+            name=name, version=version, spec=stored, spec_hash=spec_hash, created_by=created_by
+        )
+        inserted = _insert_unless_taken(session, row)
+        if inserted is not None:
+            return inserted, True
+        # Another register took this version since the read above (and has committed):
+        # look again, so the same spec gets that version and a different one the next.
+    raise Conflict(f"environment {name!r} kept getting new versions while registering; try again")
 
 
 def get(session: Session, name: str, version: int | None = None) -> RegisteredEnvironment:
@@ -122,6 +130,22 @@ def public(row: RegisteredEnvironment) -> RegisteredEnvironmentPublic:
         created_at=as_utc(row.created_at),
         created_by=row.created_by,
     )
+
+
+def _insert_unless_taken(
+    session: Session, row: RegisteredEnvironment
+) -> RegisteredEnvironment | None:
+    """``row`` as inserted, or None when its name and version exist already. A conflict
+    leaves the transaction usable, where a failed INSERT would not (PostgreSQL aborts the
+    transaction; on SQLite's driver, releasing a savepoint can commit it)."""
+    statement = (
+        insert_ignoring(session, RegisteredEnvironment)
+        .values(**row.model_dump(exclude={"id"}))
+        .on_conflict_do_nothing(index_elements=["name", "version"])
+        .returning(col(RegisteredEnvironment.id))
+    )
+    inserted = session.execute(statement).scalar_one_or_none()
+    return None if inserted is None else session.get(RegisteredEnvironment, inserted)
 
 
 def _latest(session: Session, name: str) -> RegisteredEnvironment | None:

@@ -3,7 +3,12 @@ the spec changed, the latest of each name listed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
+from sqlalchemy import Engine, event
 from sqlmodel import Session
 
 from protocol.environments import EnvironmentSpec
@@ -38,3 +43,52 @@ def test_versions_by_name_and_the_latest_of_each(session: Session) -> None:
         environments.get(session, "train", 5)
     with pytest.raises(NotFound, match="no environment named 'nope' is registered"):
         environments.versions(session, "nope")
+
+
+@contextmanager
+def another_registers_first(
+    engine: Engine, session: Session, environment: EnvironmentSpec
+) -> Iterator[None]:
+    """While ``session`` registers ``train``: after it has read the latest version and just
+    before it writes its own, another session registers ``environment`` as ``train`` and
+    commits (the register that wins the race)."""
+    mine = session.connection()
+    waiting = [environment]
+
+    def register_first(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if conn is mine and waiting and statement.startswith("INSERT INTO registeredenvironment"):
+            with Session(engine) as other:
+                environments.register(other, "train", waiting.pop(), created_by="bob")
+                other.commit()
+
+    event.listen(engine, "before_cursor_execute", register_first)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", register_first)
+    assert not waiting, "the other register never ran"
+
+
+def test_the_same_spec_registered_twice_at_once_is_one_version(
+    engine: Engine, session: Session
+) -> None:
+    with another_registers_first(engine, session, spec("numpy")):
+        row, created = environments.register(session, "train", spec("numpy"), created_by="ann")
+    session.commit()
+
+    assert (row.version, row.created_by, created) == (1, "bob", False)
+    assert [r.version for r in environments.versions(session, "train")] == [1]
+
+
+def test_a_different_spec_registered_at_the_same_time_becomes_the_next_version(
+    engine: Engine, session: Session
+) -> None:
+    with another_registers_first(engine, session, spec("numpy")):
+        row, created = environments.register(session, "train", spec("pandas"), created_by="ann")
+    session.commit()
+
+    assert (row.version, row.created_by, created) == (2, "ann", True)
+    assert [(r.version, r.created_by) for r in environments.versions(session, "train")] == [
+        (2, "ann"),
+        (1, "bob"),
+    ]
