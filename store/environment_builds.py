@@ -8,6 +8,7 @@ script. Services take a session and never commit."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -15,10 +16,11 @@ from sqlmodel import Session, col, select
 from protocol.limits import MAX_DISPLAY_NAME
 from runyard.errors import NotFound
 from runyard.status import RunStatus
-from store.models import EnvironmentBuildSpec, Run
+from store.models import EnvironmentBuildSpec, RegisteredEnvironment, Run
 from store.runs import check_placement, queue_run
 
 ENVIRONMENT_BUILDS = "environment-builds"  # the experiment every build is a run of
+REGISTERED_VERSION = re.compile(r"[1-9][0-9]{0,8}")  # as registering numbers them
 
 
 def build_name(environment: dict[str, Any]) -> str:
@@ -46,14 +48,22 @@ def submit_build(session: Session, spec: EnvironmentBuildSpec, submitted_by: str
 
 def latest_recorded(session: Session, name: str, version: str | None) -> Run:
     """The run, build or not, that last completed with environment ``name`` (at
-    ``version``; None: an environment never registered) and recorded what it used."""
+    ``version``; None: an environment never registered) and recorded what it used. For a
+    registered version, only a run whose build was made of that version's content counts:
+    any run may name itself ``sklearn:3``, only the registered spec's hash says it is."""
     used = col(Run.environment_used)
     recorded_version = used["version"].as_string()
-    query = select(Run).where(
+    conditions = [
         Run.status == RunStatus.COMPLETED,
         used["name"].as_string() == name,
         recorded_version.is_(None) if version is None else recorded_version == version,
-    )
+    ]
+    registered = _registered(session, name, version)
+    if registered is not None:
+        recorded_hash = used["spec_hash"].as_string()
+        wanted = registered.spec_hash
+        conditions.append(recorded_hash.is_(None) if wanted is None else recorded_hash == wanted)
+    query = select(Run).where(*conditions)
     run = session.exec(query.order_by(col(Run.completed_at).desc()).limit(1)).first()
     if run is None:
         shown = f"{name}:{version}" if version else name
@@ -62,3 +72,14 @@ def latest_recorded(session: Session, name: str, version: str | None) -> Run:
             f"(build it with env.build(ws), or runyard env build {name})"
         )
     return run
+
+
+def _registered(session: Session, name: str, version: str | None) -> RegisteredEnvironment | None:
+    """The registered version ``version`` of ``name``, if that is one."""
+    if version is None or not REGISTERED_VERSION.fullmatch(version):
+        return None
+    return session.exec(
+        select(RegisteredEnvironment).where(
+            RegisteredEnvironment.name == name, RegisteredEnvironment.version == int(version)
+        )
+    ).first()

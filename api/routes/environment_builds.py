@@ -44,6 +44,7 @@ def latest_environment_build(
     version: Annotated[str | None, Query(max_length=64)] = None,
 ) -> RunDetails:
     """The latest completed run (a build or any other) that ran with environment ``name``
-    at ``version`` (none: unregistered), with the environment it recorded."""
+    at ``version`` (none: unregistered), with the environment it recorded; for a registered
+    version, one whose build was made of that version's content."""
     run = builds.latest_recorded(session, name, version)
     return run_listings.describe(session, services.redis, run)

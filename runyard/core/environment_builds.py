@@ -142,7 +142,9 @@ class DockerImageDetails(dict):  # type: ignore[type-arg]
 
 def image_details(env: Environment, workspace: Workspace) -> DockerImageDetails:
     """What the latest completed run with ``env`` (its name and version) recorded of it;
-    ``NotFound`` when no run has completed with it yet."""
+    for a registered version, the latest run built from that version's content (another
+    run that only names itself so does not count). ``NotFound`` when no run has completed
+    with it yet."""
     version = None if env.version is None else str(env.version)
     run = workspace.client.latest_environment_build(env.name, version)
     used = run.get("environment_used") or {}

@@ -266,3 +266,31 @@ def test_a_build_ahead_records_its_packages_and_the_next_run_finds_them_built(
     rows = shown(stack, run.id)
     assert (rows["env hash"], rows["env build"]) == (used["hash"], "cached")
     assert rows["packages"].splitlines() == ["2", "other-pkg==2.0", "tinypkg==1.0"]
+
+
+def test_image_details_of_a_registered_version_come_from_a_build_of_its_content(
+    stack: Stack, workers, tmp_path: Path
+) -> None:
+    wheelhouse = tmp_path / "wheelhouse"  # the host's offline package index
+    make_wheel(wheelhouse, "tinypkg", "1.0")
+    cluster, idle = unique("regimage"), unique("idle")
+    stack.client().create_cluster(cluster, nodes=1)
+    stack.client().create_cluster(idle, nodes=1)  # no worker: the test reports as one
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
+    workspace = Workspace(url=stack.url)
+    env = Environment(unique("regpkgs"))
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["tinypkg==1.0"])
+    registered = env.register(workspace)
+    built = registered.build(workspace, image_build_compute=cluster).wait_for_completion(False)
+    assert built.status == "Succeeded", built.get_log()
+    # Completed later, a run that names itself the same version but was built from others.
+    other = submit(stack.url, write(tmp_path / "src", {"a.py": "print(1)\n"}), "a.py", idle)
+    forged = {**BUILT, "name": registered.name, "version": registered.version}
+    report_as_a_worker(stack, other.id, {**forged, "spec_hash": "f" * 32}, RunStatus.COMPLETED)
+    assert stack.client().get_run(other.id, fresh=True)["status"] == "Completed"
+
+    details = registered.get_image_details(workspace)
+
+    spec_hash = stack.client().get_environment(registered.name)["spec_hash"]
+    assert (details["runId"], details["specHash"]) == (built.run_id, spec_hash)
+    assert details.packages == ["tinypkg==1.0"]

@@ -10,12 +10,13 @@ import redis
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from protocol.environments import EnvironmentSpec
 from protocol.workers import live_workers
 from runyard.errors import NotFound
 from runyard.status import RunStatus
 from scheduler.admission import admit
 from store import environment_builds as builds
-from store import run_listings
+from store import environments, run_listings
 from store.models import EnvironmentBuildSpec, Experiment
 from tests.support.database import CLUSTER, heartbeat, make_cluster, queue_run, set_columns, walk
 
@@ -26,8 +27,16 @@ SKLEARN = {
 }
 
 
-def used(name: str, version: str | None, digit: str) -> dict[str, Any]:
-    return {"name": name, "version": version, "hash": digit * 32, "packages": [f"p=={digit}"]}
+def used(
+    name: str, version: str | None, digit: str, spec_hash: str | None = None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": version,
+        "hash": digit * 32,
+        "spec_hash": spec_hash,
+        "packages": [f"p=={digit}"],
+    }
 
 
 def test_a_build_is_a_queued_run_of_its_own_experiment_named_for_the_environment(
@@ -105,3 +114,46 @@ def test_one_run_shows_its_environment_and_a_listing_leaves_it_out(
 
     assert shown["environment_used"]["packages"] == ["p==a"]
     assert "environment_used" not in listed.model_dump()
+
+
+def test_a_registered_version_is_found_only_in_runs_built_from_its_content(
+    session: Session,
+) -> None:
+    make_cluster(session)
+    pip = {"python": {"conda_dependencies": {"pip_packages": ["scikit-learn>=1.4"]}}}
+    registered, _ = environments.register(
+        session, "sklearn", EnvironmentSpec.model_validate(pip), created_by="ann"
+    )
+    session.commit()
+    assert registered.spec_hash is not None and registered.version == 1
+    runs = {key: queue_run(session) for key in ("built", "impostor")}
+    finish(
+        session, runs["built"], used("sklearn", "1", "a", registered.spec_hash), RunStatus.COMPLETED
+    )
+    # Completed later, naming itself sklearn:1 but built from other packages.
+    finish(session, runs["impostor"], used("sklearn", "1", "b", "f" * 32), RunStatus.COMPLETED)
+
+    assert builds.latest_recorded(session, "sklearn", "1").id == runs["built"]
+
+
+def test_a_registered_version_that_builds_nothing_matches_runs_that_built_nothing(
+    session: Session,
+) -> None:
+    make_cluster(session)
+    environments.register(session, "plain", EnvironmentSpec(), created_by="ann")
+    session.commit()
+    runs = {key: queue_run(session) for key in ("plain", "impostor")}
+    finish(session, runs["plain"], used("plain", "1", "a"), RunStatus.COMPLETED)
+    finish(session, runs["impostor"], used("plain", "1", "b", "f" * 32), RunStatus.COMPLETED)
+
+    assert builds.latest_recorded(session, "plain", "1").id == runs["plain"]
+
+
+def test_a_registered_version_no_run_was_built_from_is_not_found(session: Session) -> None:
+    make_cluster(session)
+    environments.register(session, "torch", EnvironmentSpec(), created_by="ann")
+    session.commit()
+    finish(session, queue_run(session), used("torch", "1", "b", "f" * 32), RunStatus.COMPLETED)
+
+    with pytest.raises(NotFound, match=r"environment torch:1 has not been built yet"):
+        builds.latest_recorded(session, "torch", "1")
