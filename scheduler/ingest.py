@@ -31,7 +31,7 @@ from protocol.messages import (
 )
 from protocol.replies import as_text
 from runyard.errors import IllegalTransition, RunNotFound
-from runyard.status import UNSUCCESSFUL
+from runyard.status import UNSUCCESSFUL, RunStatus
 from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, transition
 from store.models import Run, RunLog
@@ -214,17 +214,19 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
     if current is not None and entry.attempt and entry.attempt < current.attempt:
         log.info("ignoring report for %s: attempt %d was superseded", entry.run_id, entry.attempt)
         return
-    environment = environment_reported(entry)
-    if current is not None and environment is not None:
-        # Recorded whatever the state report makes of the run: it says what the worker
-        # ran it with. A later attempt's report replaces this one.
-        record_environment_used(session, entry.run_id, environment)
     try:
         # transition() checks before it writes, so a refused report leaves nothing behind.
         run = transition(session, entry.run_id, entry.status, at=entry.at, **values)
     except (IllegalTransition, RunNotFound) as exc:
         log.info("ignoring report for %s: %s", entry.run_id, exc)
         return
+    if entry.status == RunStatus.STARTING and run.status == RunStatus.STARTING:
+        # Only once the run has started with it: a report the lifecycle refused (the run
+        # ended, or went on without this worker) says nothing of what the run ran with. A
+        # later attempt's report replaces this one; a requeue clears it (lifecycle.requeue).
+        environment = environment_reported(entry)
+        if environment is not None:
+            record_environment_used(session, entry.run_id, environment)
     if run.status.is_terminal:
         end_children(session, run.id, run.status)
         if run.cluster:

@@ -21,7 +21,7 @@ from runyard.status import ACTIVE, RunStatus
 from scheduler.admission import resend
 from store.announcements import Announcements
 from store.db import as_utc
-from store.lifecycle import end_children, transition
+from store.lifecycle import end_children, requeue, transition
 from store.models import Cluster, Run, utcnow
 from store.queue import handed_to_broker
 
@@ -94,9 +94,7 @@ def _check(
                 if cluster and cluster.requeue_on_node_loss and run.attempt < cluster.max_attempts:
                     log.warning("run %s lost its node (attempt %d); requeued", run.id, run.attempt)
                     control.supersede(client, run.id, run.attempt)
-                    return transition(
-                        session, run.id, RunStatus.QUEUED, dispatched_at=None, worker_id=None
-                    )
+                    return requeue(session, run.id)
                 return transition(
                     session,
                     run.id,

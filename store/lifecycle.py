@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import null
 from sqlmodel import Session, col, select, update
 
 from runyard.errors import IllegalTransition, RunFinished, RunNotFound
@@ -55,6 +56,20 @@ def transition(
             assert refreshed is not None
             return refreshed
     raise IllegalTransition(f"run {run_id} kept changing; try again")
+
+
+def requeue(session: Session, run_id: str) -> Run:
+    """Send a run whose node was lost back to its queue for another attempt. What the lost
+    attempt recorded of its node goes with it: the worker, and the environment it ran with
+    (the next attempt, perhaps on another node, reports its own)."""
+    return transition(
+        session,
+        run_id,
+        RunStatus.QUEUED,
+        dispatched_at=None,
+        worker_id=None,
+        environment_used=null(),  # SQL NULL, as a run that never reported one has
+    )
 
 
 def end_children(session: Session, parent_id: str, parent_status: RunStatus) -> None:

@@ -153,8 +153,9 @@ class Run(RunBase, table=True):
     # Interactive runs: the token that started them. Its run token dies with it, since the
     # person holding the notebook is the one whose access was taken away.
     issued_by_token: str | None = Field(default=None, max_length=32)
-    # What its worker ran it with (``protocol.environment_used``); a later attempt's
-    # report replaces an earlier one's. Shown in one run's details, not in listings.
+    # What its worker ran it with (``protocol.environment_used``), once it has started;
+    # a requeue clears it and the next attempt's report replaces it. Shown in one run's
+    # details, not in listings.
     environment_used: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 

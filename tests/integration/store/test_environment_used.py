@@ -1,5 +1,6 @@
 """What a worker reports it ran a run with (``StateChanged.environment``, with Starting) is
-stored on the run whole, or not at all; a later attempt's report replaces an earlier one."""
+stored on the run whole, or not at all, once the run has moved to Starting; a requeue
+clears it and a later attempt's report replaces an earlier one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -15,13 +17,31 @@ from protocol.messages import StateChanged
 from protocol.streams import send_to_ingest
 from runyard.status import RunStatus
 from scheduler.ingest import Ingest
-from tests.support.database import reload, set_columns
+from scheduler.service import sweep_runs
+from store.lifecycle import transition
+from tests.support.database import (
+    ago,
+    fast_watchdog,
+    make_cluster,
+    queue_run,
+    reload,
+    set_columns,
+    walk,
+)
 from tests.support.environments import BUILT
 
 
-def report(client: redis.Redis, ingest: Ingest, run_id: str, environment: Any, **kw: Any) -> None:
-    """A worker's Starting report carrying ``environment``, taken in by the ingest."""
-    state = StateChanged(run_id=run_id, status=RunStatus.STARTING, environment=environment, **kw)
+def report(
+    client: redis.Redis,
+    ingest: Ingest,
+    run_id: str,
+    environment: Any,
+    status: RunStatus = RunStatus.STARTING,
+    **kw: Any,
+) -> None:
+    """A worker's report (Starting, unless told) carrying ``environment``, taken in by the
+    ingest."""
+    state = StateChanged(run_id=run_id, status=status, environment=environment, **kw)
     send_to_ingest(client, [state])
     ingest.process(ingest.read(block_ms=100))
 
@@ -110,3 +130,44 @@ def test_a_later_attempts_report_replaces_the_earlier_one_and_a_superseded_one_i
     report(client, ingest, queued_run, BUILT, attempt=1)  # the lost node's, arriving late
 
     assert reload(engine, queued_run).environment_used == rebuilt
+
+
+def test_a_starting_report_the_lifecycle_refuses_records_nothing(
+    engine: Engine, session: Session, client: redis.Redis, ingest: Ingest, queued_run: str
+) -> None:
+    walk(session, queued_run, RunStatus.CANCELED)  # canceled while its worker was building
+
+    report(client, ingest, queued_run, BUILT)
+
+    run = reload(engine, queued_run)
+    assert (run.status, run.environment_used) == (RunStatus.CANCELED, None)
+
+
+def test_an_environment_sent_with_another_state_than_starting_is_not_recorded(
+    engine: Engine, client: redis.Redis, ingest: Ingest, queued_run: str
+) -> None:
+    report(client, ingest, queued_run, BUILT, status=RunStatus.PREPARING)
+
+    run = reload(engine, queued_run)
+    assert (run.status, run.environment_used) == (RunStatus.PREPARING, None)
+
+
+def test_a_run_requeued_after_its_node_was_lost_has_no_environment_until_it_starts_again(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery, ingest: Ingest
+) -> None:
+    make_cluster(session, requeue_on_node_loss=True, max_attempts=2)
+    run_id = queue_run(session)
+    set_columns(session, run_id, attempt=1, dispatched_at=ago(61))
+    report(client, ingest, run_id, BUILT, attempt=1)
+    transition(session, run_id, RunStatus.RUNNING, at=ago(60))
+    walk(session, run_id, RunStatus.NOT_RESPONDING)
+    set_columns(session, run_id, not_responding_at=ago(30))  # silent past failed_after
+
+    sweep_runs(session, client, celery, fast_watchdog())
+
+    run = reload(engine, run_id)
+    assert (run.status, run.environment_used) == (RunStatus.QUEUED, None)
+    set_columns(session, run_id, attempt=2, dispatched_at=ago(1))  # handed to a new worker
+    rebuilt = {**BUILT, "venv": "/var/cache/runyard/venvs/" + "1" * 32, "cached": False}
+    report(client, ingest, run_id, rebuilt, attempt=2)
+    assert reload(engine, run_id).environment_used == rebuilt
