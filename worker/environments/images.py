@@ -99,12 +99,24 @@ def probe(engine: docker.DockerClient, image_id: str, interpreter: str) -> Inter
     return _probed[key]
 
 
+# The manylinux targets uv's --python-platform knows (uv 0.13): glibc 2.17, 2.28, 2.31 to
+# 2.40. A wheel for an older glibc installs on a newer one, never the other way round.
+MANYLINUX_MINORS = (17, 28, *range(31, 41))
+
+
 def platform_of(found: dict[str, Any]) -> str:
-    """uv's target platform: ``<machine>-manylinux_2_<glibc minor>``, or musl's."""
+    """uv's target platform: ``<machine>-manylinux_2_<minor>`` for the newest glibc uv
+    knows that is not newer than the image's, or musl's."""
     machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(found["machine"], found["machine"])
     glibc = re.fullmatch(r"glibc 2\.([0-9]+)", found.get("libc") or "")
     if glibc:
-        return f"{machine}-manylinux_2_{glibc[1]}"
+        known = [minor for minor in MANYLINUX_MINORS if minor <= int(glibc[1])]
+        if not known:
+            raise ExecutionFailed(
+                f"the base image's glibc 2.{glibc[1]} is older than 2.17, the oldest one "
+                "Runyard installs wheels for (choose a newer base image)"
+            )
+        return f"{machine}-manylinux_2_{known[-1]}"
     return f"{machine}-unknown-linux-musl"
 
 
