@@ -294,13 +294,15 @@ def _build(
             requirements = staging / "requirements.txt"
             requirements.write_text("".join(f"{r}\n" for r in spec.requirements))
             command = [
-                find_uv_bin(), "pip", "install", "--target", str(target),
+                find_uv_bin(), "pip", "install", "--no-build", "--target", str(target),
                 "--python-version", python.version_text, "--python-platform", python.platform,
                 *arguments, "-r", str(requirements),
             ]  # fmt: skip
             since = len(log.lines)
             if run_logged(command, log, deadline, installer_env(), staging) != 0:
-                raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
+                minor = ".".join(map(str, python.version[:2]))
+                installs_for = f"Python {minor} on {python.platform}"
+                raise ExecutionFailed(installer_failure(spec, log.tail(4, since), installs_for))
         packages = installed_packages(target)
         labels = {
             LABEL_ENV: build_hash,
