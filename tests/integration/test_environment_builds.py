@@ -574,3 +574,32 @@ def test_docker_eviction_removes_the_oldest_unused_image_and_keeps_one_in_use(
     assert live_hash in images and new_hash in images
     live.cancel()
     wait_for_status(stack, live.id, {"Canceled"})
+
+
+def test_a_registry_that_cannot_be_reached_is_a_warning_and_the_run_goes_on(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path, built_images
+) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"  # an address the engine trusts; nothing listens
+    cluster = unique("envbox")
+    container = {"image": run_image, "memory_mib": 256, "registry": nowhere}
+    stack.client().create_cluster(cluster, nodes=2, executor="docker", container=container)
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    run = submit(
+        stack.url,
+        folder,
+        "train.py",
+        cluster,
+        environment=packages_environment("tiny", ["other-pkg", "tinypkg==1.0"]),
+    )
+    run.wait_for_completion()
+    log = stack.client().logs(run.id)
+    built_images.extend(builds_in(log))
+    assert "TINY 1.0" in log
+    [pulling] = [line for line in log.splitlines() if "cannot pull from" in line]
+    assert pulling.startswith(f"[runyard] Warning: cannot pull from image registry {nowhere}: ")
+    assert pulling.endswith("; building the environment here instead")
+    [pushing] = [line for line in log.splitlines() if "cannot push to" in line]
+    assert pushing.startswith(f"[runyard] Warning: cannot push to image registry {nowhere}: ")
+    assert pushing.endswith("; the image stays on this worker only")
+

@@ -181,9 +181,7 @@ def ensure_image(
                         engine, spec, build_hash, base_image, find_interpreter, cache, config, log
                     )
                     if policy.registry:
-                        from worker.environments import registry  # REGISTRY's module
-
-                        registry.push(engine, policy.registry, build_hash, log.line)
+                        _push(engine, policy.registry, build_hash, log)
                     evict(cache, config, log, image=lambda record: remove_image(engine, record))
         if built.cached:
             log.line(f"Environment {build_hash}: cache hit (image {built.image})")
@@ -196,10 +194,27 @@ def ensure_image(
 def _pulled(
     engine: docker.DockerClient, policy: ContainerPolicy, build_hash: str, log: BuildLog
 ) -> bool:
+    """True when the cluster's registry had the build; a registry that cannot be reached
+    or refuses the engine is a warning in the log, and the build happens here."""
     from worker.environments import registry  # REGISTRY's module
 
     assert policy.registry is not None
-    return bool(registry.pull(engine, policy.registry, build_hash, log.line))
+    try:
+        return bool(registry.pull(engine, policy.registry, build_hash, log.line))
+    except (ExecutionFailed, DockerException) as exc:
+        log.line(f"Warning: {exc}; building the environment here instead")
+        return False
+
+
+def _push(engine: docker.DockerClient, registry_name: str, build_hash: str, log: BuildLog) -> None:
+    """Shares a good build with the cluster's other workers; a registry problem is a
+    warning in the log: this run has its image, the others build their own."""
+    from worker.environments import registry  # REGISTRY's module
+
+    try:
+        registry.push(engine, registry_name, build_hash, log.line)
+    except (ExecutionFailed, DockerException) as exc:
+        log.line(f"Warning: {exc}; the image stays on this worker only")
 
 
 def _found(
