@@ -603,3 +603,26 @@ def test_a_registry_that_cannot_be_reached_is_a_warning_and_the_run_goes_on(
     assert pushing.startswith(f"[runyard] Warning: cannot push to image registry {nowhere}: ")
     assert pushing.endswith("; the image stays on this worker only")
 
+
+def test_a_docker_environment_built_under_umask_077_is_readable_by_the_runs_user(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path, built_images
+) -> None:
+    """A host whose umask is 077 makes the installed files its own only; the image copies
+    them with their modes, and the run's user (the cluster's, not root) must import them."""
+    cluster = docker_cluster(stack, run_image)
+    umask_077 = ["sh", "-c", 'umask 077 && exec "$@"', "umask-077"]
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"), prefix=umask_077)
+    folder = write(
+        tmp_path / "src", {"train.py": SCRIPT + "import os\nprint('uid', os.getuid())\n"}
+    )
+    run = submit(
+        stack.url,
+        folder,
+        "train.py",
+        cluster,
+        environment=packages_environment("tiny", ["other-pkg", "tinypkg==1.0"]),
+    )
+    run.wait_for_completion()
+    log = stack.client().logs(run.id)
+    built_images.extend(builds_in(log))
+    assert "uid 1000" in log and "TINY 1.0" in log

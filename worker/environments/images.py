@@ -38,7 +38,7 @@ from worker.environments.config import BuildConfig
 from worker.environments.failures import installer_failure
 from worker.environments.locks import Pin, cluster_lock, host_lock
 from worker.environments.used import Built, installed_packages
-from worker.environments.venvs import evict, installer_env
+from worker.environments.venvs import evict, installer_env, readable
 
 REPOSITORY = "runyard-env"
 ENV_PATH = "/opt/runyard/env"  # where the packages are in the image (on PYTHONPATH)
@@ -319,6 +319,7 @@ def _build(
                 installs_for = f"Python {minor} on {python.platform}"
                 raise ExecutionFailed(installer_failure(spec, log.tail(4, since), installs_for))
         packages = installed_packages(target)
+        readable(target)  # COPY keeps modes: the run's user reads what a umask 077 made
         labels = {
             LABEL_ENV: build_hash,
             LABEL_SPEC: spec.digest(),
