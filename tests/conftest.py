@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -93,8 +93,11 @@ class Workers:
         name: str | None = None,
         wait: bool = True,
         env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ):  # type: ignore[no-untyped-def]
-        process = self.stack.start_worker(*clusters, slots=slots, name=name, wait=wait, env=env)
+        process = self.stack.start_worker(
+            *clusters, slots=slots, name=name, wait=wait, env=env, prefix=prefix
+        )
         self.started.append(process)
         return process
 

@@ -6,10 +6,12 @@ test, as a host would configure pip: PIP_NO_INDEX + PIP_FIND_LINKS) into a cache
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ from runyard.core import Environment, Run
 from runyard.core.conda_dependencies import CondaDependencies
 from runyard.errors import BadRequirement, RunFailed
 from tests.support.runs import packages_environment, service_lines, submit, wait_for_status, write
-from tests.support.services import Stack, unique
-from tests.support.wheels import make_slow_sdist, make_wheel, offline_index
+from tests.support.services import Stack, free_port, unique
+from tests.support.wheels import make_sdist, make_wheel, offline_index, unanswering_index
 
 BUILD_LOG = "logs/environment_build.log"
 
@@ -193,29 +195,102 @@ def test_a_failed_build_fails_the_run_with_the_reason_and_the_worker_goes_on(
 def test_a_build_past_its_timeout_is_stopped_and_leaves_nothing(
     stack: Stack, workers, tmp_path: Path, wheelhouse: Path
 ) -> None:
-    make_slow_sdist(wheelhouse, "slowpkg", "1.0", seconds=120)
     cluster = local_cluster(stack)
     cache = tmp_path / "cache"
-    settings = {"RUNYARD_ENV_BUILD_TIMEOUT_SECONDS": "3"}
-    workers.start(cluster, env=offline_index(wheelhouse, cache, **settings))
-    folder = write(tmp_path / "src", {"train.py": SCRIPT})
-    run = submit(
-        stack.url,
-        folder,
-        "train.py",
-        cluster,
-        environment=packages_environment("slow", ["slowpkg"]),
-    )
-    with pytest.raises(RunFailed):
-        run.wait_for_completion()
+    with unanswering_index() as index:  # the host's index takes the request, never answers
+        env = offline_index(wheelhouse, cache, RUNYARD_ENV_BUILD_TIMEOUT_SECONDS="3")
+        del env["PIP_NO_INDEX"], env["PIP_FIND_LINKS"]
+        workers.start(cluster, env={**env, "PIP_INDEX_URL": index})
+        folder = write(tmp_path / "src", {"train.py": SCRIPT})
+        run = submit(
+            stack.url,
+            folder,
+            "train.py",
+            cluster,
+            environment=packages_environment("slow", ["tinypkg"]),
+        )
+        with pytest.raises(RunFailed):
+            run.wait_for_completion()
     reason = stack.client().get_run(run.id)["failure_reason"]
     assert reason == "environment build timed out after 3 s"
     assert list((cache / "venvs").iterdir()) == []
     assert list((cache / "staging").iterdir()) == []
-    backends = subprocess.run(
+    installers = subprocess.run(
         ["pgrep", "-f", f"{cache}/"], capture_output=True, text=True, check=False
     )
-    assert backends.stdout == ""  # the installer and the build it started are gone
+    assert installers.stdout == ""  # the installer waiting on the index is gone
+
+
+@pytest.mark.parametrize("executor", ["local", "docker"])
+def test_a_package_with_no_wheel_fails_clearly_and_its_code_never_runs_on_the_host(
+    request: pytest.FixtureRequest,
+    stack: Stack,
+    workers,
+    tmp_path: Path,
+    wheelhouse: Path,
+    executor: str,
+) -> None:
+    ran = tmp_path / "build-backend-ran"
+    make_sdist(wheelhouse, "srconly", "1.0", marker=ran)  # its build code leaves a mark
+    if executor == "local":
+        cluster = local_cluster(stack)
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"  # the worker's own
+        target = f"Python {python} on {sysconfig.get_platform()}"
+    else:
+        cluster = docker_cluster(stack, request.getfixturevalue("run_image"))
+        target = f"Python 3.11 on {platform.machine()}-manylinux_2_36"  # Debian bookworm's
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = packages_environment("source-only", ["tinypkg", "srconly"])
+    run = submit(stack.url, folder, "train.py", cluster, environment=env)
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    assert (
+        stack.client()
+        .get_run(run.id)["failure_reason"]
+        .startswith(
+            f"environment build failed: package 'srconly' has no wheel for {target} in the "
+            "worker's package index; Runyard installs wheels only: building from source would "
+            "run the package's code on the worker host (installer: "
+        )
+    )
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize("planted", ["in-a-folder-anyone-writes", "owned-by-another-user"])
+def test_an_interpreter_a_run_could_have_planted_is_never_run_by_the_worker(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path, planted: str
+) -> None:
+    """The worker runs an interpreter it builds a venv from as its own user (root here),
+    with its own settings: one that a run's user could have put in place never runs."""
+    folder = Path(tempfile.mkdtemp(prefix="runyard-builder-planted-"))
+    try:
+        ran = folder / "ran"
+        fake = folder / "python3"
+        fake.write_text(f'#!/bin/sh\nenv > {ran}\nexec /usr/bin/python3 "$@"\n')
+        fake.chmod(0o755)
+        if planted == "in-a-folder-anyone-writes":
+            folder.chmod(0o777)
+            why = f"{folder} may be written by users other than its owner"
+        else:
+            os.chown(fake, 65534, 65534)
+            why = f"{fake} belongs to user 65534, not to root or the worker's user"
+        cluster = local_cluster(stack)
+        workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
+        source = write(tmp_path / "src", {"train.py": SCRIPT})
+        env = packages_environment("planted", ["tinypkg"])
+        env.python.interpreter_path = str(fake)
+        run = submit(stack.url, source, "train.py", cluster, environment=env)
+        with pytest.raises(RunFailed):
+            run.wait_for_completion()
+        assert stack.client().get_run(run.id)["failure_reason"] == (
+            f"interpreter {fake} is not one this worker builds an environment from: {why}, "
+            "so a run could have put it there; use an interpreter whose path only root or "
+            "the worker's user can change"
+        )
+        assert not ran.exists()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_cache_evicts_the_least_recently_used_environment_but_never_one_in_use(
@@ -499,3 +574,57 @@ def test_docker_eviction_removes_the_oldest_unused_image_and_keeps_one_in_use(
     assert live_hash in images and new_hash in images
     live.cancel()
     wait_for_status(stack, live.id, {"Canceled"})
+
+
+def test_a_registry_that_cannot_be_reached_is_a_warning_and_the_run_goes_on(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path, built_images
+) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"  # an address the engine trusts; nothing listens
+    cluster = unique("envbox")
+    container = {"image": run_image, "memory_mib": 256, "registry": nowhere}
+    stack.client().create_cluster(cluster, nodes=2, executor="docker", container=container)
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    run = submit(
+        stack.url,
+        folder,
+        "train.py",
+        cluster,
+        environment=packages_environment("tiny", ["other-pkg", "tinypkg==1.0"]),
+    )
+    ended = run.wait_for_completion(raise_on_error=False)
+    log = stack.client().logs(run.id)
+    built_images.extend(re.findall(r"Environment ([0-9a-f]{32}): not on this worker", log))
+    assert ended["status"] == "Completed", log
+    assert "TINY 1.0" in log
+    [pulling] = [line for line in log.splitlines() if "cannot pull from" in line]
+    assert pulling.startswith(f"[runyard] Warning: cannot pull from image registry {nowhere}: ")
+    assert pulling.endswith("; building the environment here instead")
+    [pushing] = [line for line in log.splitlines() if "cannot push to" in line]
+    assert pushing.startswith(f"[runyard] Warning: cannot push to image registry {nowhere}: ")
+    assert pushing.endswith("; the image stays on this worker only")
+
+
+def test_a_docker_environment_built_under_umask_077_is_readable_by_the_runs_user(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path, built_images
+) -> None:
+    """A host whose umask is 077 makes the installed files its own only; the image copies
+    them with their modes, and the run's user (the cluster's, not root) must import them."""
+    cluster = docker_cluster(stack, run_image)
+    umask_077 = ["sh", "-c", 'umask 077 && exec "$@"', "umask-077"]
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"), prefix=umask_077)
+    folder = write(
+        tmp_path / "src", {"train.py": SCRIPT + "import os\nprint('uid', os.getuid())\n"}
+    )
+    run = submit(
+        stack.url,
+        folder,
+        "train.py",
+        cluster,
+        environment=packages_environment("tiny", ["other-pkg", "tinypkg==1.0"]),
+    )
+    ended = run.wait_for_completion(raise_on_error=False)
+    log = stack.client().logs(run.id)
+    built_images.extend(re.findall(r"Environment ([0-9a-f]{32}): not on this worker", log))
+    assert ended["status"] == "Completed", log
+    assert "uid 1000" in log and "TINY 1.0" in log

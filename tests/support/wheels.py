@@ -1,15 +1,19 @@
 """A hermetic package index for environment-build tests: tiny pure-Python wheels (and
 sdists) written straight into a folder, which a worker is pointed at as a host would be
-(``PIP_NO_INDEX=1`` + ``PIP_FIND_LINKS=<folder>``). No network, no build tools."""
+(``PIP_NO_INDEX=1`` + ``PIP_FIND_LINKS=<folder>``); and an index that never answers. No
+network, no build tools."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
+import socket
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 WHEEL = "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
@@ -51,27 +55,27 @@ def make_wheel(
     return wheel
 
 
-SLOW_BACKEND = """
-import time
-def _wait(*args, **kwargs):
-    time.sleep({seconds})
-    raise RuntimeError("this build backend only waits")
-get_requires_for_build_wheel = build_wheel = prepare_metadata_for_build_wheel = _wait
+MARKING_BACKEND = """
+from pathlib import Path
+def _build(*args, **kwargs):
+    Path({marker!r}).write_text("this package's build backend ran")
+    raise RuntimeError("this build backend only leaves a mark")
+get_requires_for_build_wheel = build_wheel = prepare_metadata_for_build_wheel = _build
 """
 
 
-def make_slow_sdist(folder: Path, name: str, version: str, seconds: float) -> Path:
-    """An sdist whose in-tree build backend sleeps ``seconds`` before failing: an installer
-    that must build it takes that long."""
+def make_sdist(folder: Path, name: str, version: str, marker: Path) -> Path:
+    """An sdist (no wheel) whose in-tree build backend writes ``marker`` when anything
+    builds it: proof that the package's own code ran on the host that built it."""
     folder.mkdir(parents=True, exist_ok=True)
     root = f"{name}-{version}"
     files = {
         "pyproject.toml": (
-            '[build-system]\nrequires = []\nbuild-backend = "slow_backend"\n'
+            '[build-system]\nrequires = []\nbuild-backend = "marking_backend"\n'
             'backend-path = ["."]\n[project]\n'
             f'name = "{name}"\nversion = "{version}"\n'
         ),
-        "slow_backend.py": SLOW_BACKEND.format(seconds=seconds),
+        "marking_backend.py": MARKING_BACKEND.format(marker=str(marker)),
         "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
     }
     sdist = folder / f"{root}.tar.gz"
@@ -82,6 +86,16 @@ def make_slow_sdist(folder: Path, name: str, version: str, seconds: float) -> Pa
             member.size = len(data)
             archive.addfile(member, io.BytesIO(data))
     return sdist
+
+
+@contextlib.contextmanager
+def unanswering_index() -> Iterator[str]:
+    """A package index URL whose server takes connections and never answers: an installer
+    asking it waits (until its own timeout, or the build's)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)  # the kernel completes each connection; nothing ever reads it
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/simple"
 
 
 def offline_index(wheelhouse: Path, cache: Path, **settings: str) -> dict[str, str]:

@@ -66,6 +66,7 @@ def test_a_kind_this_host_cannot_remove_is_left_alone(tmp_path: Path) -> None:
     assert cache.record("i" * 32) is not None
 
 
+TARGET = "Python 3.11 on x86_64-manylinux_2_36"
 UV_NOT_FOUND = [
     "error: No solution found when resolving dependencies",
     "  cause: Because nosuchpkg was not found in the package registry and you require "
@@ -77,20 +78,38 @@ def test_a_missing_package_and_a_conda_only_one_are_told_apart() -> None:
     pip = build_spec({"python": {"conda_dependencies": {"pip_packages": ["nosuchpkg"]}}})
     conda = build_spec({"python": {"conda_dependencies": {"conda_packages": ["nosuchpkg=1"]}}})
     assert pip is not None and conda is not None
-    assert installer_failure(pip, UV_NOT_FOUND).startswith(
+    assert installer_failure(pip, UV_NOT_FOUND, TARGET).startswith(
         "environment build failed: package 'nosuchpkg' was not found in the worker's "
         "package index (installer: error: No solution found"
     )
-    assert installer_failure(conda, UV_NOT_FOUND).startswith(
+    assert installer_failure(conda, UV_NOT_FOUND, TARGET).startswith(
         "environment build failed: conda package 'nosuchpkg' is not on the package index, "
         "and this worker has no conda channel"
+    )
+
+
+def test_a_package_with_no_wheel_is_named_with_why_no_source_is_built() -> None:
+    spec = build_spec({"python": {"conda_dependencies": {"pip_packages": ["SrcOnly"]}}})
+    assert spec is not None
+    tail = [
+        "error: No solution found when resolving dependencies",
+        "  cause: Because srconly==1.0 has no usable wheels and you require srconly, we can "
+        "conclude that your requirements are unsatisfiable.",
+        "hint: Wheels are required for `srconly` because building from source is disabled "
+        "for all packages (i.e., with `--no-build`)",
+    ]
+    assert installer_failure(spec, tail, TARGET).startswith(
+        "environment build failed: package 'srconly' has no wheel for Python 3.11 on "
+        "x86_64-manylinux_2_36 in the worker's package index; Runyard installs wheels only: "
+        "building from source would run the package's code on the worker host (installer: "
     )
 
 
 def test_an_unknown_failure_gives_the_installers_own_last_lines() -> None:
     spec = build_spec({"python": {"conda_dependencies": {"pip_packages": ["x"]}}})
     assert spec is not None
-    reason = installer_failure(spec, ["error: Failed to fetch: `https://mirror/x`", "  timeout"])
+    tail = ["error: Failed to fetch: `https://mirror/x`", "  timeout"]
+    reason = installer_failure(spec, tail, TARGET)
     assert reason == (
         "environment build failed (installer: error: Failed to fetch: `https://mirror/x` | timeout)"
     )

@@ -1,5 +1,8 @@
 """Why an installer failed, in plain words: the run's reason names the package, then the
-installer's own last error lines follow (in the reason and the build log)."""
+installer's own last error lines follow (in the reason and the build log).
+
+Installers run with ``--no-build``: wheels only. Building an sdist runs the package's own
+build code on the worker host, as the worker's user, with its settings."""
 
 from __future__ import annotations
 
@@ -17,13 +20,17 @@ _NO_VERSION = re.compile(r"there is no version of (?P<requirement>[A-Za-z0-9_.\-
 _ONLY = re.compile(
     r"only (?P<name>[A-Za-z0-9_.\-]+)\S* (?:is|are) available and you require (?P<wanted>\S+)"
 )
+# uv with --no-build: "hint: Wheels are required for `srconly` because building from
+# source is disabled for all packages (i.e., with `--no-build`)".
+_NO_WHEEL = re.compile(r"Wheels are required for `(?P<name>[^`]+)` because building from source")
 MAX_REASON = 1500
 
 
-def installer_failure(spec: BuildSpec, output_tail: list[str]) -> str:
-    """The run's failure reason for a failed install, from its last output lines."""
+def installer_failure(spec: BuildSpec, output_tail: list[str], target: str) -> str:
+    """The run's failure reason for a failed install, from its last output lines;
+    ``target`` is what it installed for ("Python 3.11 on x86_64-manylinux_2_36")."""
     text = " ".join(output_tail)
-    cause = _plain_cause(spec, text)
+    cause = _plain_cause(spec, text, target)
     detail = " | ".join(line.strip() for line in output_tail if line.strip())
     reason = f"environment build failed: {cause}" if cause else "environment build failed"
     if detail:
@@ -31,7 +38,14 @@ def installer_failure(spec: BuildSpec, output_tail: list[str]) -> str:
     return reason[:MAX_REASON]
 
 
-def _plain_cause(spec: BuildSpec, text: str) -> str | None:
+def _plain_cause(spec: BuildSpec, text: str, target: str) -> str | None:
+    no_wheel = _NO_WHEEL.search(text)
+    if no_wheel:
+        return (
+            f"package {canonicalize_name(no_wheel['name'])!r} has no wheel for {target} in "
+            "the worker's package index; Runyard installs wheels only: building from source "
+            "would run the package's code on the worker host"
+        )
     missing = _NOT_FOUND.search(text)
     if missing:
         name = canonicalize_name(missing["name"])

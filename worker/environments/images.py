@@ -38,7 +38,7 @@ from worker.environments.config import BuildConfig
 from worker.environments.failures import installer_failure
 from worker.environments.locks import Pin, cluster_lock, host_lock
 from worker.environments.used import Built, installed_packages
-from worker.environments.venvs import evict, installer_env
+from worker.environments.venvs import evict, installer_env, readable
 
 REPOSITORY = "runyard-env"
 ENV_PATH = "/opt/runyard/env"  # where the packages are in the image (on PYTHONPATH)
@@ -99,12 +99,24 @@ def probe(engine: docker.DockerClient, image_id: str, interpreter: str) -> Inter
     return _probed[key]
 
 
+# The manylinux targets uv's --python-platform knows (uv 0.13): glibc 2.17, 2.28, 2.31 to
+# 2.40. A wheel for an older glibc installs on a newer one, never the other way round.
+MANYLINUX_MINORS = (17, 28, *range(31, 41))
+
+
 def platform_of(found: dict[str, Any]) -> str:
-    """uv's target platform: ``<machine>-manylinux_2_<glibc minor>``, or musl's."""
+    """uv's target platform: ``<machine>-manylinux_2_<minor>`` for the newest glibc uv
+    knows that is not newer than the image's, or musl's."""
     machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(found["machine"], found["machine"])
     glibc = re.fullmatch(r"glibc 2\.([0-9]+)", found.get("libc") or "")
     if glibc:
-        return f"{machine}-manylinux_2_{glibc[1]}"
+        known = [minor for minor in MANYLINUX_MINORS if minor <= int(glibc[1])]
+        if not known:
+            raise ExecutionFailed(
+                f"the base image's glibc 2.{glibc[1]} is older than 2.17, the oldest one "
+                "Runyard installs wheels for (choose a newer base image)"
+            )
+        return f"{machine}-manylinux_2_{known[-1]}"
     return f"{machine}-unknown-linux-musl"
 
 
@@ -169,9 +181,7 @@ def ensure_image(
                         engine, spec, build_hash, base_image, find_interpreter, cache, config, log
                     )
                     if policy.registry:
-                        from worker.environments import registry  # REGISTRY's module
-
-                        registry.push(engine, policy.registry, build_hash, log.line)
+                        _push(engine, policy.registry, build_hash, log)
                     evict(cache, config, log, image=lambda record: remove_image(engine, record))
         if built.cached:
             log.line(f"Environment {build_hash}: cache hit (image {built.image})")
@@ -184,10 +194,27 @@ def ensure_image(
 def _pulled(
     engine: docker.DockerClient, policy: ContainerPolicy, build_hash: str, log: BuildLog
 ) -> bool:
+    """True when the cluster's registry had the build; a registry that cannot be reached
+    or refuses the engine is a warning in the log, and the build happens here."""
     from worker.environments import registry  # REGISTRY's module
 
     assert policy.registry is not None
-    return bool(registry.pull(engine, policy.registry, build_hash, log.line))
+    try:
+        return bool(registry.pull(engine, policy.registry, build_hash, log.line))
+    except (ExecutionFailed, DockerException) as exc:
+        log.line(f"Warning: {exc}; building the environment here instead")
+        return False
+
+
+def _push(engine: docker.DockerClient, registry_name: str, build_hash: str, log: BuildLog) -> None:
+    """Shares a good build with the cluster's other workers; a registry problem is a
+    warning in the log: this run has its image, the others build their own."""
+    from worker.environments import registry  # REGISTRY's module
+
+    try:
+        registry.push(engine, registry_name, build_hash, log.line)
+    except (ExecutionFailed, DockerException) as exc:
+        log.line(f"Warning: {exc}; the image stays on this worker only")
 
 
 def _found(
@@ -282,14 +309,17 @@ def _build(
             requirements = staging / "requirements.txt"
             requirements.write_text("".join(f"{r}\n" for r in spec.requirements))
             command = [
-                find_uv_bin(), "pip", "install", "--target", str(target),
+                find_uv_bin(), "pip", "install", "--no-build", "--target", str(target),
                 "--python-version", python.version_text, "--python-platform", python.platform,
                 *arguments, "-r", str(requirements),
             ]  # fmt: skip
             since = len(log.lines)
             if run_logged(command, log, deadline, installer_env(), staging) != 0:
-                raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
+                minor = ".".join(map(str, python.version[:2]))
+                installs_for = f"Python {minor} on {python.platform}"
+                raise ExecutionFailed(installer_failure(spec, log.tail(4, since), installs_for))
         packages = installed_packages(target)
+        readable(target)  # COPY keeps modes: the run's user reads what a umask 077 made
         labels = {
             LABEL_ENV: build_hash,
             LABEL_SPEC: spec.digest(),

@@ -3,15 +3,22 @@ interpreter (or the ``python_version`` found on this host: nothing is downloaded
 in a staging folder and renamed into place, so a venv that exists is whole.
 
 The hash's base is the interpreter's identity (its real path and version). A cache hit
-runs no process: the venv and its record are there, the record is touched."""
+runs no process: the venv and its record are there, the record is touched.
+
+The worker runs the interpreter (to ask its version, to make the venv) as its own user,
+so only one the runs cannot have planted is used: its real path and every folder above
+it belong to root or the worker's user and no one else may write them. Packages come
+as wheels only (``--no-build``): building an sdist would run its code here too."""
 
 from __future__ import annotations
 
 import functools
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -39,12 +46,44 @@ def installer_env() -> dict[str, str]:
     return env
 
 
+def trusted_path(interpreter: str) -> str:
+    """The interpreter's real path, when no run can have put it there or changed it: it
+    and each folder above it belong to root or the worker's user, and neither their group
+    nor others may write them. Else ExecutionFailed, naming it."""
+    real = Path(os.path.realpath(interpreter))
+    owners = {0, os.geteuid()}
+    for path in (real, *real.parents):
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            raise ExecutionFailed(f"interpreter {interpreter} cannot be read: {exc}") from exc
+        why = None
+        if info.st_uid not in owners:
+            why = f"{path} belongs to user {info.st_uid}, not to root or the worker's user"
+        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            why = f"{path} may be written by users other than its owner"
+        if why:
+            named = interpreter if str(real) == interpreter else f"{interpreter} ({real})"
+            raise ExecutionFailed(
+                f"interpreter {named} is not one this worker builds an environment from: "
+                f"{why}, so a run could have put it there; use an interpreter whose path "
+                "only root or the worker's user can change"
+            )
+    return str(real)
+
+
 @functools.cache
 def _version_of(real_path: str, mtime: float) -> str:
     if real_path == os.path.realpath(sys.executable):
         return ".".join(map(str, sys.version_info[:3]))
     done = subprocess.run(
-        [real_path, "-c", VERSION], capture_output=True, text=True, timeout=60, check=False
+        [real_path, "-c", VERSION],
+        capture_output=True,
+        text=True,
+        env=installer_env(),  # never the worker's own secrets
+        cwd="/",
+        timeout=60,
+        check=False,
     )
     if done.returncode != 0:
         raise ExecutionFailed(f"interpreter {real_path} does not run: {done.stderr[-300:]}")
@@ -52,8 +91,9 @@ def _version_of(real_path: str, mtime: float) -> str:
 
 
 def identity(interpreter: str) -> tuple[str, str]:
-    """(real path, version) of an interpreter: what a venv built from it depends on."""
-    real = os.path.realpath(interpreter)
+    """(real path, version) of an interpreter the runs cannot have planted: what a venv
+    built from it depends on."""
+    real = trusted_path(interpreter)
     return real, _version_of(real, os.stat(real).st_mtime)
 
 
@@ -115,7 +155,7 @@ def ensure_venv(
             with host_lock(cache.lock_path(build_hash)):
                 built = _found(spec, build_hash, cache)  # built meanwhile by another run
                 if built is None:
-                    built = _build(spec, build_hash, interpreter, cache, config, log)
+                    built = _build(spec, build_hash, real, version, cache, config, log)
                     evict(cache, config, log)
         if built.cached:
             log.line(f"Environment {build_hash}: cache hit (venv {built.venv})")
@@ -144,14 +184,17 @@ def _build(
     spec: BuildSpec,
     build_hash: str,
     interpreter: str,
+    version: str,
     cache: EnvironmentCache,
     config: BuildConfig,
     log: BuildLog,
 ) -> Built:
+    """A venv from ``interpreter`` (a trusted real path) with the spec's wheels."""
     started = time.monotonic()
     deadline = Deadline(config.timeout_seconds)
     staging = cache.staging(build_hash)
     uv, env = find_uv_bin(), installer_env()
+    installs_for = f"Python {'.'.join(version.split('.')[:2])} on {sysconfig.get_platform()}"
     try:
         draft = staging / "venv"
         arguments = sources.host_sources()
@@ -166,15 +209,18 @@ def _build(
             cwd=staging,
         )
         if code != 0:
-            raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
+            raise ExecutionFailed(installer_failure(spec, log.tail(4, since), installs_for))
         if spec.requirements:
             requirements = staging / "requirements.txt"
             requirements.write_text("".join(f"{r}\n" for r in spec.requirements))
-            command = [uv, "pip", "install", "--python", str(python_of(draft)), *arguments]
+            command = [
+                uv, "pip", "install", "--no-build", "--python", str(python_of(draft)),
+                *arguments,
+            ]  # fmt: skip
             since = len(log.lines)
             code = run_logged([*command, "-r", str(requirements)], log, deadline, env, staging)
             if code != 0:
-                raise ExecutionFailed(installer_failure(spec, log.tail(4, since)))
+                raise ExecutionFailed(installer_failure(spec, log.tail(4, since), installs_for))
         deadline.check()
         readable(draft)
         packages = installed_packages(*draft.glob("lib/python*/site-packages"))
