@@ -1,15 +1,19 @@
 """A hermetic package index for environment-build tests: tiny pure-Python wheels (and
 sdists) written straight into a folder, which a worker is pointed at as a host would be
-(``PIP_NO_INDEX=1`` + ``PIP_FIND_LINKS=<folder>``). No network, no build tools."""
+(``PIP_NO_INDEX=1`` + ``PIP_FIND_LINKS=<folder>``); and an index that never answers. No
+network, no build tools."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
+import socket
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 WHEEL = "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
@@ -82,6 +86,16 @@ def make_slow_sdist(folder: Path, name: str, version: str, seconds: float) -> Pa
             member.size = len(data)
             archive.addfile(member, io.BytesIO(data))
     return sdist
+
+
+@contextlib.contextmanager
+def unanswering_index() -> Iterator[str]:
+    """A package index URL whose server takes connections and never answers: an installer
+    asking it waits (until its own timeout, or the build's)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)  # the kernel completes each connection; nothing ever reads it
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/simple"
 
 
 def offline_index(wheelhouse: Path, cache: Path, **settings: str) -> dict[str, str]:
