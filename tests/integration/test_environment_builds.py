@@ -5,10 +5,10 @@ test, as a host would configure pip: PIP_NO_INDEX + PIP_FIND_LINKS) into a cache
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -589,7 +589,8 @@ def python3_image(run_image: str) -> Any:
         made.append(tag)
         dockerfile = (
             f"FROM {run_image}\n"
-            f"RUN printf '%s' {shlex.quote(script)} > /usr/local/bin/python3 "
+            f"RUN echo {base64.b64encode(script.encode()).decode()} | base64 -d "
+            "> /usr/local/bin/python3 "
             "&& chmod 755 /usr/local/bin/python3\n"
         )
         subprocess.run(

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from protocol import keys
-from runyard.errors import ExecutionFailed
+from runyard.errors import BuildCanceled, ExecutionFailed
 from worker.environments.build_log import Deadline
 from worker.environments.locks import LOCK_TTL, cluster_lock
 
@@ -89,7 +89,7 @@ def test_a_wait_for_the_lock_ends_when_the_run_is_canceled(redis_service) -> Non
     build_hash = secrets.token_hex(16)
     with (
         builder(redis_service.url, build_hash, LOCK_TTL),
-        pytest.raises(ExecutionFailed) as stopped,
+        pytest.raises(BuildCanceled) as stopped,
         cluster_lock(client, SCOPE, build_hash, Deadline(600, lambda: True)),
     ):
         pass

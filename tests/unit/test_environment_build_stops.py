@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runyard.errors import ExecutionFailed
+from runyard.errors import BuildCanceled, ExecutionFailed
 from worker.environments.build_log import BuildLog, Deadline, run_logged
 from worker.environments.locks import host_lock
 
@@ -43,7 +43,7 @@ def test_a_canceled_run_s_installer_and_what_it_started_are_killed() -> None:
             pids.extend(int(p) for p in line.split()[1:])
             started.set()
 
-    with pytest.raises(ExecutionFailed) as stopped:
+    with pytest.raises(BuildCanceled) as stopped:
         run_logged([sys.executable, "-c", WAITS], BuildLog(note), Deadline(600, started.is_set))
     assert str(stopped.value) == CANCELED
     assert len(pids) == 2 and all(gone(pid) for pid in pids)
@@ -56,22 +56,22 @@ def test_an_installer_past_the_deadline_is_killed_with_the_timeout_reason() -> N
 
 
 @pytest.mark.parametrize(
-    ("deadline", "reason"),
+    ("deadline", "error", "reason"),
     [
-        (Deadline(0.5), "environment {} is being built by another run here, and that build "
-         "did not end within 0.5 s"),
-        (Deadline(600, lambda: True), CANCELED),
+        (Deadline(0.5), ExecutionFailed, "environment {} is being built by another run here, "
+         "and that build did not end within 0.5 s"),
+        (Deadline(600, lambda: True), BuildCanceled, CANCELED),
     ],
     ids=["deadline", "canceled"],
 )  # fmt: skip
 def test_a_wait_for_this_host_s_build_lock_ends(
-    tmp_path: Path, deadline: Deadline, reason: str
+    tmp_path: Path, deadline: Deadline, error: type[Exception], reason: str
 ) -> None:
     lock = tmp_path / "locks" / ("c" * 32)
     lock.parent.mkdir()
     with open(lock, "w") as building:  # another run's build holds it
         fcntl.flock(building, fcntl.LOCK_EX)
-        with pytest.raises(ExecutionFailed) as stopped, host_lock(lock, deadline):
+        with pytest.raises(error) as stopped, host_lock(lock, deadline):
             pass
     assert str(stopped.value) == reason.format("c" * 32)
 
