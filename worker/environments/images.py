@@ -128,7 +128,7 @@ def _ask(
         with deadline.watch(lambda: _remove_container(container)) as watch:
             try:
                 container.start()
-                code = _exit_code(container)
+                code = _exit_code(container, lambda: watch.reason is not None)
                 out = container.logs(stdout=True, stderr=False).decode(errors="replace")
                 err = container.logs(stdout=False, stderr=True).decode(errors="replace")
             except (APIError, DockerException, RequestException) as exc:
@@ -147,14 +147,15 @@ def _ask(
         raise ExecutionFailed(f"{cannot}: it said {said}{why}") from None
 
 
-def _exit_code(container: Any) -> int:
-    """Waits for the container to end (a long wait is many short ones: the client's own
-    timeout would end one)."""
-    while True:
+def _exit_code(container: Any, cut: Callable[[], bool]) -> int | None:
+    """Waits for the container to end, or for the wait to be cut (None). A long wait is
+    many short ones: the client's own timeout would end one."""
+    while not cut():
         try:
             return int(container.wait(timeout=60)["StatusCode"])
         except RequestException:  # timed out: still running
             continue
+    return None
 
 
 def _remove_container(container: Any) -> None:
