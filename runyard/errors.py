@@ -158,6 +158,11 @@ class ExecutionFailed(RunyardError):
     """The run's process could not be started (bad interpreter, missing script...)."""
 
 
+class BuildCanceled(RunyardError):
+    """The run was canceled while the worker built its environment: the build stopped and
+    the run ends Canceled (not an ``ExecutionFailed``: nothing failed)."""
+
+
 class UnsafeEntry(RunyardError, OSError):
     """A name in a run's folder that is not what the worker may read: a link, a FIFO, a
     device, a name with a slash, or nothing at all. Also an ``OSError``, as the worker's

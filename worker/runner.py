@@ -31,6 +31,7 @@ from runyard.tracking import contract
 from worker import delivery
 from worker.channel import ChannelForwarder
 from worker.environments.build_log import RUN_FILE as BUILD_LOG
+from worker.environments.config import config_of
 from worker.executors import Execution, ExecutionRequest, Node, executor_named
 from worker.executors import Executor as ExecutorBase
 from worker.heartbeat import Heartbeat
@@ -122,9 +123,14 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             container=assignment.container,
             gpu_ids=ctx.slots.gpus(slot),
             note=reporter.note,
+            canceled=lambda: _cancel_requested(ctx, run_id, assignment.attempt),
         )
         try:
             executor.prepare(request)
+        except RunyardError:
+            if not _cancel_requested(ctx, run_id, assignment.attempt):
+                raise
+            # else: stopped by the cancel (an environment's build, say): it ends below
         finally:
             _keep_build_log(ctx, executor, run_id)
         if control.is_cancel_requested(ctx.redis, run_id, assignment.attempt):
@@ -231,6 +237,8 @@ def recover_leftovers(ctx: WorkerContext) -> None:
         # else: silence makes the watchdog requeue it, as the cluster asks
         ctx.workspace.discard(run_id)
         log.info("cleaned up %s left by a previous life of this worker", run_id)
+    for name in config_of(ctx.node.builds).cache.sweep_staging():
+        log.info("removed the staging folder of a build that died with its worker: %s", name)
     _remove_orphan_containers(ctx)
 
 
@@ -244,6 +252,8 @@ def _remove_orphan_containers(ctx: WorkerContext) -> None:
     live = {w.id for w in live_workers(ctx.redis)} - {ctx.worker_id}
     for run_id in docker_executor.remove_orphans(live):  # type: ignore[attr-defined]
         log.info("removed an orphan container of %s", run_id)
+    if docker_executor.remove_dead_builds(live):  # type: ignore[attr-defined]
+        log.info("removed what environment builds of dead workers left on this engine")
 
 
 # Why the worker stopped a run (``_supervise``); None: its process ended by itself.

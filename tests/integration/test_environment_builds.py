@@ -5,6 +5,8 @@ test, as a host would configure pip: PIP_NO_INDEX + PIP_FIND_LINKS) into a cache
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import os
 import platform
 import re
@@ -22,8 +24,9 @@ from runyard.core import Environment, Run
 from runyard.core.conda_dependencies import CondaDependencies
 from runyard.errors import BadRequirement, RunFailed
 from tests.support.runs import packages_environment, service_lines, submit, wait_for_status, write
-from tests.support.services import Stack, free_port, unique
+from tests.support.services import Stack, free_port, runyard, unique
 from tests.support.wheels import make_sdist, make_wheel, offline_index, unanswering_index
+from worker.app import service_id
 
 BUILD_LOG = "logs/environment_build.log"
 
@@ -628,3 +631,212 @@ def test_a_docker_environment_built_under_umask_077_is_readable_by_the_runs_user
     built_images.extend(re.findall(r"Environment ([0-9a-f]{32}): not on this worker", log))
     assert ended["status"] == "Completed", log
     assert "uid 1000" in log and "TINY 1.0" in log
+
+
+# --- Stopping a build: a cancel, a time limit, what a dead worker left ----------------------
+
+
+def wait_in_log(stack: Stack, run_id: str, text: str) -> str:
+    """The first line of the run's log holding ``text``, read as ``runyard logs --follow``
+    streams it (returns once the run got that far)."""
+    following = subprocess.Popen(
+        runyard("logs", run_id, "--follow"), env=stack.env, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert following.stdout is not None
+        for line in following.stdout:
+            if text in line:
+                return line
+        raise AssertionError(f"the log of {run_id} ended without {text!r}")
+    finally:
+        following.kill()
+        following.communicate()
+
+
+def ended_canceled(stack: Stack, run: Run) -> None:
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Canceled"
+    record = stack.client().get_run(run.id)
+    assert record["failure_reason"] == "canceled before it started"
+    assert "[runyard] Canceled before the script started" in stack.client().logs(run.id)
+
+
+def test_a_local_build_stops_when_its_run_is_canceled_and_leaves_nothing(
+    stack: Stack, workers, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = local_cluster(stack)
+    cache = tmp_path / "cache"
+    with unanswering_index() as index:  # the installer waits on it for as long as it lets it
+        env = offline_index(wheelhouse, cache)
+        del env["PIP_NO_INDEX"], env["PIP_FIND_LINKS"]
+        workers.start(cluster, env={**env, "PIP_INDEX_URL": index, "UV_HTTP_TIMEOUT": "600"})
+        folder = write(tmp_path / "src", {"train.py": SCRIPT})
+        env_spec = packages_environment("waits", ["tinypkg"])
+        run = submit(stack.url, folder, "train.py", cluster, environment=env_spec)
+        wait_in_log(stack, run.id, "Package sources: --index-url")  # the installer is next
+        run.cancel()
+        ended_canceled(stack, run)
+    assert list((cache / "venvs").iterdir()) == []
+    assert list((cache / "staging").iterdir()) == []
+    installers = subprocess.run(
+        ["pgrep", "-f", f"{cache}/"], capture_output=True, text=True, check=False
+    )
+    assert installers.stdout == ""
+
+
+def test_a_docker_build_stops_when_its_run_is_canceled_and_leaves_nothing(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cluster = docker_cluster(stack, run_image)
+    cache = tmp_path / "cache"
+    workers.start(cluster, env=offline_index(wheelhouse, cache))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    env = dockerfile_environment("waits", f"FROM {run_image}\nRUN sleep 600\n")
+    run = submit(stack.url, folder, "train.py", cluster, environment=env)
+    [step] = re.findall(r"---> Running in ([0-9a-f]+)", wait_in_log(stack, run.id, "Running in"))
+    run.cancel()
+    ended_canceled(stack, run)
+    [build_hash] = re.findall(
+        r"Environment ([0-9a-f]{32}): not on this worker", stack.client().logs(run.id)
+    )
+    for listing in (
+        ["docker", "ps", "-aq", "--filter", f"id={step}"],
+        ["docker", "images", "-q", "--filter", f"label=runyard.env.stage={build_hash}"],
+    ):
+        assert subprocess.run(listing, capture_output=True, text=True, check=True).stdout == ""
+    assert list((cache / "staging").iterdir()) == []
+
+
+@pytest.fixture
+def python3_image(run_image: str) -> Any:
+    """Makes images whose ``python3`` is a shell script of the test's (removed after it)."""
+    made: list[str] = []
+
+    def make(script: str) -> str:
+        tag = unique("runyard-fixa2-python3").lower()
+        made.append(tag)
+        dockerfile = (
+            f"FROM {run_image}\n"
+            f"RUN echo {base64.b64encode(script.encode()).decode()} | base64 -d "
+            "> /usr/local/bin/python3 "
+            "&& chmod 755 /usr/local/bin/python3\n"
+        )
+        subprocess.run(
+            ["docker", "build", "-q", "--network", "none", "-t", tag, "-"],
+            input=dockerfile, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return tag
+
+    yield make
+    for tag in made:
+        subprocess.run(["docker", "rmi", tag], capture_output=True)
+
+
+def probe_containers(worker: str) -> str:
+    return subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=runyard.worker={worker}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_an_image_whose_python_hangs_fails_the_build_at_its_timeout_and_leaves_nothing(
+    stack: Stack, workers, python3_image: Any, tmp_path: Path, wheelhouse: Path
+) -> None:
+    image = python3_image("#!/bin/sh\nexec sleep 600\n")  # its "python3" never answers
+    cluster = docker_cluster(stack, image)
+    worker = unique("w-hangs")
+    settings = {"RUNYARD_ENV_BUILD_TIMEOUT_SECONDS": "5"}
+    workers.start(cluster, name=worker, env=offline_index(wheelhouse, tmp_path / "c", **settings))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    run = submit(
+        stack.url, folder, "train.py", cluster, environment=packages_environment("h", ["tinypkg"])
+    )
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    assert stack.client().get_run(run.id)["failure_reason"] == (
+        "environment build timed out after 5 s"
+    )
+    assert probe_containers(worker) == ""
+
+
+def test_the_image_s_python_is_asked_what_it_is_under_the_cluster_s_confinement(
+    stack: Stack, workers, python3_image: Any, tmp_path: Path, wheelhouse: Path
+) -> None:
+    """The probe runs the image's own code: as the runs' user, no capabilities, no new
+    privileges, the cluster's memory and pids limits, no network."""
+    report = (
+        "#!/bin/sh\n"
+        'echo "uid=$(id -u)" $(grep -E "^(CapEff|NoNewPrivs):" /proc/self/status)'
+        ' "memory=$(cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes'
+        ' 2>/dev/null)" "pids=$(cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max'
+        ' 2>/dev/null)" "networks="$(ls /sys/class/net)\n'
+    )
+    cluster = docker_cluster(stack, python3_image(report))
+    worker = unique("w-probe")
+    workers.start(cluster, name=worker, env=offline_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    run = submit(
+        stack.url, folder, "train.py", cluster, environment=packages_environment("p", ["tinypkg"])
+    )
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason.startswith("cannot ask the image's /usr/local/bin/python3 what it is: it said ")
+    said = reason.split("it said ", 1)[1]
+    for fact in (
+        "uid=1000 ",
+        "CapEff: 0000000000000000 ",
+        "NoNewPrivs: 1 ",
+        f"memory={256 * 1024 * 1024} ",
+        "pids=1024 ",
+        "networks=lo'",
+    ):
+        assert fact in said
+    assert probe_containers(worker) == ""
+
+
+def test_a_starting_worker_removes_what_dead_builds_left_and_nothing_in_use(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    cache = tmp_path / "cache"
+    left, busy = "a" * 32, "b" * 32
+    (cache / "staging" / f"{left}-4242-1" / "env").mkdir(parents=True)
+    (cache / "staging" / f"{busy}-4243-1" / "env").mkdir(parents=True)
+    (cache / "locks").mkdir()
+    service = service_id(stack.redis.url)
+    dead = {"runyard.service": service, "runyard.worker": unique("w-dead")}
+    other = {"runyard.service": "another-deployment", "runyard.worker": unique("w-dead")}
+
+    def stage_image(labels: dict[str, str]) -> str:
+        flags = [f"--label={k}={v}" for k, v in {**labels, "runyard.env.stage": left}.items()]
+        return subprocess.run(
+            ["docker", "build", "-q", "--network", "none", *flags, "-"],
+            input=f"FROM {run_image}\n", capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    ours, theirs = stage_image(dead), stage_image(other)
+    probe = subprocess.run(
+        ["docker", "create", *[f"--label={k}={v}" for k, v in dead.items()],
+         "--label=runyard.env.probe=1", run_image, "true"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        with open(cache / "locks" / busy, "w") as building:  # a build on this host holds it
+            fcntl.flock(building, fcntl.LOCK_EX)
+            workers.start(local_cluster(stack), env=offline_index(wheelhouse, cache))
+            # The worker is serving: what it found at start is swept.
+            assert sorted(p.name for p in (cache / "staging").iterdir()) == [f"{busy}-4243-1"]
+
+        def exists(kind: str, ref: str) -> bool:
+            done = subprocess.run(["docker", kind, "inspect", ref], capture_output=True)
+            return done.returncode == 0
+
+        assert not exists("image", ours)
+        assert not exists("container", probe)
+        assert exists("image", theirs)  # another deployment's: not this worker's to remove
+    finally:
+        subprocess.run(["docker", "rm", "-f", probe], capture_output=True)
+        subprocess.run(["docker", "rmi", ours, theirs], capture_output=True)

@@ -4,13 +4,15 @@ never takes an environment a live run holds (``locks.Pin``).
 
 Layout under RUNYARD_ENV_CACHE_DIR: ``venvs/<hash>/`` (local builds), ``records/<hash>.json``
 (its mtime is the last use: a hit only touches it), ``pins/<hash>``, ``locks/<hash>``,
-``staging/`` (builds in progress, each removed by its build however it ends)."""
+``staging/`` (builds in progress, each removed by its build however it ends; a worker that
+starts removes those whose build died with its worker: ``sweep_staging``)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -18,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.environments.locks import Pin, unless_pinned
+from worker.environments.locks import Pin, is_free, unless_pinned
 
 MIB = 1024 * 1024
 # Removes the environment a record describes; False when it cannot go now (in use).
 Remover = Callable[[dict[str, Any]], bool]
+# A staging folder's name: its build's hash first (an evicted venv's: "trash-<hash>").
+_STAGED = re.compile(r"(?P<trash>trash-)?(?P<hash>[0-9a-f]{32})-")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,20 @@ class EnvironmentCache:
 
     def lock_path(self, build_hash: str) -> Path:
         return self.root / "locks" / build_hash
+
+    def sweep_staging(self) -> list[str]:
+        """Staging folders whose build is over (its worker died in it): the build's host
+        lock (an evicted venv's: its pin) is free. Their names, removed."""
+        removed = []
+        for folder in sorted((self.root / "staging").glob("*")):
+            staged = _STAGED.match(folder.name)
+            if staged is None:
+                continue
+            holder = "pins" if staged["trash"] else "locks"
+            if is_free(self.root / holder / staged["hash"]):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        return removed
 
     def pin(self, build_hash: str) -> Pin:
         return Pin(self.root / "pins" / build_hash)

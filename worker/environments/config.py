@@ -19,6 +19,9 @@ class BuildConfig:
     timeout_seconds: float = 1800.0
     # A redis.Redis: locks across workers. None: only this host's file locks.
     redis: Any = field(default=None, compare=False, repr=False)
+    # Labels of the containers and images a build makes on a Docker engine (the worker's
+    # and its deployment's: a starting worker removes those a dead build left).
+    owner: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: Any = None) -> BuildConfig:

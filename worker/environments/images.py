@@ -16,8 +16,6 @@ import contextlib
 import json
 import re
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,15 +24,17 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from requests.exceptions import RequestException
 from uv import find_uv_bin
 
 from protocol.build_specs import BuildSpec, matches_python
 from protocol.environments import ContainerPolicy
-from runyard.errors import ExecutionFailed
+from runyard.errors import ExecutionFailed, RunyardError
 from worker.environments import sources
 from worker.environments.build_log import BuildLog, Deadline, run_logged
 from worker.environments.cache import EnvironmentCache
 from worker.environments.config import BuildConfig
+from worker.environments.engine import cut_at
 from worker.environments.failures import installer_failure
 from worker.environments.locks import Pin, cluster_lock, host_lock
 from worker.environments.used import Built, installed_packages
@@ -47,6 +47,7 @@ LABEL_SPEC = "runyard.env.spec"
 LABEL_PACKAGES = "runyard.env.packages"
 LABEL_BASE = "runyard.env.base"
 LABEL_STAGE = "runyard.env.stage"  # a base_dockerfile's image, built for the environment
+LABEL_PROBE = "runyard.env.probe"  # a container asking an image's Python what it is
 
 PROBE = (
     "import json, os, platform, sys\n"
@@ -76,27 +77,90 @@ class Interpreter:
 _probed: dict[tuple[str, str], Interpreter] = {}  # (image id, interpreter) -> its Python
 
 
-def probe(engine: docker.DockerClient, image_id: str, interpreter: str) -> Interpreter:
-    """The image's Python, asked once per image id in a container with no network."""
+def probe(
+    engine: docker.DockerClient,
+    image_id: str,
+    interpreter: str,
+    policy: ContainerPolicy,
+    deadline: Deadline,
+    owner: dict[str, str],
+) -> Interpreter:
+    """The image's Python, asked once per image id. That runs the image's own code: in a
+    container confined as the cluster's runs are (its user, no capabilities, no new
+    privileges, its memory and pids limits) with no network, labelled as this worker's (a
+    starting worker removes one a dead worker left), within the build's deadline, and
+    removed however it ends."""
     key = (image_id, interpreter)
     if key not in _probed:
-        try:
-            out = engine.containers.run(
-                image_id,
-                entrypoint=[interpreter, "-c", PROBE],
-                command=[],
-                network_disabled=True,
-                remove=True,
-                stdout=True,
-                stderr=False,
-            )
-            found = json.loads(out.decode().strip().splitlines()[-1])
-        except (APIError, DockerException, ValueError, IndexError) as exc:
-            raise ExecutionFailed(
-                f"cannot ask the image's {interpreter} what it is: {exc}"
-            ) from exc
+        found = _ask(engine, image_id, interpreter, policy, deadline, owner)
         _probed[key] = Interpreter(tuple(found["version"]), platform_of(found))
     return _probed[key]
+
+
+def _ask(
+    engine: docker.DockerClient,
+    image_id: str,
+    interpreter: str,
+    policy: ContainerPolicy,
+    deadline: Deadline,
+    owner: dict[str, str],
+) -> dict[str, Any]:
+    cannot = f"cannot ask the image's {interpreter} what it is"
+    try:
+        container = engine.containers.create(
+            image_id,
+            entrypoint=[interpreter, "-c", PROBE],
+            command=[],
+            user=policy.user,
+            network_disabled=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            mem_limit=f"{policy.memory_mib}m",
+            memswap_limit=f"{policy.memory_mib}m",
+            nano_cpus=int(policy.cpus * 1e9),
+            pids_limit=policy.pids,
+            labels={**owner, LABEL_PROBE: image_id},
+        )
+    except (APIError, DockerException) as exc:
+        raise ExecutionFailed(f"{cannot}: {exc}") from exc
+    try:
+        with deadline.watch(lambda: _remove_container(container)) as watch:
+            try:
+                container.start()
+                code = _exit_code(container, lambda: watch.reason is not None)
+                out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+                err = container.logs(stdout=False, stderr=True).decode(errors="replace")
+            except (APIError, DockerException, RequestException) as exc:
+                if watch.reason is None:
+                    raise ExecutionFailed(f"{cannot}: {exc}") from exc
+        if watch.reason is not None:
+            raise watch.reason
+    finally:
+        _remove_container(container)
+    lines = out.strip().splitlines()
+    try:
+        return dict(json.loads(lines[-1]))
+    except (ValueError, IndexError, TypeError):
+        said = repr(lines[-1][-300:]) if lines else f"nothing (exit code {code})"
+        why = f": {err.strip()[-300:]}" if err.strip() else ""
+        raise ExecutionFailed(f"{cannot}: it said {said}{why}") from None
+
+
+def _exit_code(container: Any, cut: Callable[[], bool]) -> int | None:
+    """Waits for the container to end, or for the wait to be cut (None). A long wait is
+    many short ones: the client's own timeout would end one."""
+    while not cut():
+        try:
+            return int(container.wait(timeout=60)["StatusCode"])
+        except RequestException:  # timed out: still running
+            continue
+    return None
+
+
+def _remove_container(container: Any) -> None:
+    with contextlib.suppress(NotFound, APIError, DockerException):
+        container.remove(force=True)
 
 
 # The manylinux targets uv's --python-platform knows (uv 0.13): glibc 2.17, 2.28, 2.31 to
@@ -169,19 +233,27 @@ def ensure_image(
         if built is None:
             log.line(f"Environment {build_hash}: not on this worker; waiting for its build")
             scope = policy.registry or engine.info()["ID"]
+            waiting = Deadline(config.timeout_seconds, log.canceled)
             with (
-                host_lock(cache.lock_path(build_hash)),
-                cluster_lock(config.redis, scope, build_hash, config.timeout_seconds),
+                host_lock(cache.lock_path(build_hash), waiting),
+                cluster_lock(config.redis, scope, build_hash, waiting),
             ):
                 built = _found(engine, spec, build_hash, cache)
-                if built is None and policy.registry and _pulled(engine, policy, build_hash, log):
+                transfer = Deadline(config.timeout_seconds, log.canceled)
+                if (
+                    built is None
+                    and policy.registry
+                    and _pulled(engine, policy, build_hash, log, transfer)
+                ):
                     built = _found(engine, spec, build_hash, cache)
                 if built is None:
                     built = _build(
-                        engine, spec, build_hash, base_image, find_interpreter, cache, config, log
-                    )
+                        engine, spec, build_hash, base_image, find_interpreter, cache, config, log,
+                        policy,
+                    )  # fmt: skip
                     if policy.registry:
-                        _push(engine, policy.registry, build_hash, log)
+                        transfer = Deadline(config.timeout_seconds, log.canceled)
+                        _push(engine, policy.registry, build_hash, log, transfer)
                     evict(cache, config, log, image=lambda record: remove_image(engine, record))
         if built.cached:
             log.line(f"Environment {build_hash}: cache hit (image {built.image})")
@@ -192,7 +264,11 @@ def ensure_image(
 
 
 def _pulled(
-    engine: docker.DockerClient, policy: ContainerPolicy, build_hash: str, log: BuildLog
+    engine: docker.DockerClient,
+    policy: ContainerPolicy,
+    build_hash: str,
+    log: BuildLog,
+    deadline: Deadline,
 ) -> bool:
     """True when the cluster's registry had the build; a registry that cannot be reached
     or refuses the engine is a warning in the log, and the build happens here."""
@@ -200,19 +276,25 @@ def _pulled(
 
     assert policy.registry is not None
     try:
-        return bool(registry.pull(engine, policy.registry, build_hash, log.line))
+        return bool(registry.pull(engine, policy.registry, build_hash, log.line, deadline))
     except (ExecutionFailed, DockerException) as exc:
         log.line(f"Warning: {exc}; building the environment here instead")
         return False
 
 
-def _push(engine: docker.DockerClient, registry_name: str, build_hash: str, log: BuildLog) -> None:
+def _push(
+    engine: docker.DockerClient,
+    registry_name: str,
+    build_hash: str,
+    log: BuildLog,
+    deadline: Deadline,
+) -> None:
     """Shares a good build with the cluster's other workers; a registry problem is a
     warning in the log: this run has its image, the others build their own."""
     from worker.environments import registry  # REGISTRY's module
 
     try:
-        registry.push(engine, registry_name, build_hash, log.line)
+        registry.push(engine, registry_name, build_hash, log.line, deadline)
     except (ExecutionFailed, DockerException) as exc:
         log.line(f"Warning: {exc}; the image stays on this worker only")
 
@@ -269,9 +351,10 @@ def _build(
     cache: EnvironmentCache,
     config: BuildConfig,
     log: BuildLog,
+    policy: ContainerPolicy,
 ) -> Built:
     started = time.monotonic()
-    deadline = Deadline(config.timeout_seconds)
+    deadline = Deadline(config.timeout_seconds, log.canceled)
     staging = cache.staging(build_hash)
     stage: str | None = None  # the base_dockerfile's image, once built
     try:
@@ -285,12 +368,12 @@ def _build(
                 log,
                 deadline,
                 what="base_dockerfile",
-                labels={LABEL_STAGE: build_hash},
+                labels={**config.owner, LABEL_STAGE: build_hash},
             )
         else:
             base_id = engine.images.get(base_image).id
         interpreter = find_interpreter(base_id)
-        python = probe(engine, base_id, interpreter)
+        python = probe(engine, base_id, interpreter, policy, deadline, dict(config.owner))
         if not matches_python(spec.python_version, python.version):
             raise ExecutionFailed(
                 f"the environment asks for Python {spec.python_version}, but its image's "
@@ -352,26 +435,6 @@ def _build(
 _RUNNING = re.compile(r"---> Running in ([0-9a-f]{12,64})")
 
 
-class _Builds(docker.APIClient):
-    """An API client that keeps the streaming response of its build, so a deadline can
-    cut it: the engine cancels a build whose client went away."""
-
-    response: Any = None
-
-    def _post(self, *args: Any, **kwargs: Any) -> Any:
-        response = super()._post(*args, **kwargs)
-        if kwargs.get("stream"):
-            self.response = response
-        return response
-
-    def sever(self) -> None:
-        if self.response is None:
-            return
-        with contextlib.suppress(Exception):
-            raw = self._get_raw_response_socket(self.response)
-            getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
-
-
 def docker_build(
     engine: docker.DockerClient,
     context: Path,
@@ -380,55 +443,41 @@ def docker_build(
     what: str,
     **options: Any,
 ) -> str:
-    """``docker build`` with no network, its output into the log; the built image's id."""
-    api = _Builds(**docker.utils.kwargs_from_env(), version=engine.api.api_version, timeout=120)
-    timed_out = threading.Event()
+    """``docker build`` with no network, its output into the log; the built image's id.
+    Past the deadline, or once the run is canceled, the running step's container goes,
+    then the connection (the engine cancels a build whose client went away)."""
     step: list[str] = []  # the container of the step running now ("Running in <id>")
 
-    def cut() -> None:
-        """Past the deadline: the running step's container goes, then the connection (the
-        engine cancels a build whose client went away)."""
-        timed_out.set()
+    def remove_step() -> None:
         if step:
             with contextlib.suppress(APIError, DockerException):
                 engine.api.remove_container(step[-1], force=True)
-        api.sever()
 
-    timer = threading.Timer(max(deadline.left(), 0.0), cut)
-    timer.daemon = True
-    timer.start()
     built: str | None = None
     error: str | None = None
     try:
-        stream = api.build(
-            path=str(context), network_mode="none", rm=True, forcerm=True, pull=False,
-            decode=True, **options,
-        )  # fmt: skip
-        for item in stream:
-            if "stream" in item:
-                for line in item["stream"].splitlines():
-                    if line.strip():
-                        log.line(line)
-                    running = _RUNNING.search(line)
-                    if running:
-                        step.append(running[1])
-            if "aux" in item and "ID" in (item["aux"] or {}):
-                built = item["aux"]["ID"]
-            if "error" in item:
-                error = str(item["error"]).strip()
-                log.line(error)
-    except Exception as exc:  # a cut connection shows as anything urllib3 raises
-        if timed_out.is_set():
-            timer.join()
-            raise deadline.error() from exc
+        with cut_at(engine, deadline, remove_step) as api:
+            stream = api.build(
+                path=str(context), network_mode="none", rm=True, forcerm=True, pull=False,
+                decode=True, **options,
+            )  # fmt: skip
+            for item in stream:
+                if "stream" in item:
+                    for line in item["stream"].splitlines():
+                        if line.strip():
+                            log.line(line)
+                        running = _RUNNING.search(line)
+                        if running:
+                            step.append(running[1])
+                if "aux" in item and "ID" in (item["aux"] or {}):
+                    built = item["aux"]["ID"]
+                if "error" in item:
+                    error = str(item["error"]).strip()
+                    log.line(error)
+    except RunyardError:  # the deadline's reason: its step is gone
+        raise
+    except Exception as exc:
         raise ExecutionFailed(f"the {what} build failed: {exc}") from exc
-    finally:
-        timer.cancel()
-        if timed_out.is_set():
-            timer.join()  # its step is gone before the run is failed
-        api.close()
-    if timed_out.is_set():
-        raise deadline.error()
     if error is not None or built is None:
         reason = " | ".join(log.tail(4)) or error or "no image was made"
         if what == "base_dockerfile":

@@ -2,9 +2,12 @@
 
 - ``host_lock``: an exclusive ``flock`` on a file in the cache: the runs of this host (two
   slots of a worker, two workers sharing the cache) that need one missing environment wait
-  for one build.
+  for one build. A crashed builder's lock goes with its process; a starting worker removes
+  the staging folders of builds whose lock is free (``sweep_staging``).
 - ``cluster_lock``: a Redis lock for what several hosts share (a Docker engine, a
-  registry), held longer than a build may take, so a crashed builder frees it.
+  registry), with a short TTL its holder renews while it builds, so a crashed builder's
+  lock frees within a minute.
+Waits for either end at the build's deadline or when its run is canceled.
 - ``Pin``: a shared ``flock`` each run holds on its environment from Preparing until its
   cleanup; eviction takes it exclusive without waiting, and skips the environment when it
   cannot. ``flock`` (not ``lockf``): locks of one process's threads conflict as well.
@@ -14,15 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from protocol import keys
-from runyard.errors import ExecutionFailed
+from worker.environments.build_log import Deadline
 
-LOCK_MARGIN = 300.0  # seconds a cluster lock outlives the longest build
+log = logging.getLogger(__name__)
+
+LOCK_TTL = 60.0  # seconds a cluster lock outlives its holder's last renewal
 
 
 def _open(path: Path) -> int:
@@ -31,37 +39,77 @@ def _open(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def host_lock(path: Path) -> Iterator[None]:
+def host_lock(path: Path, deadline: Deadline) -> Iterator[None]:
+    """Held while this host builds the environment ``path`` names; waited for until the
+    deadline, or until the run is canceled."""
     fd = _open(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        late = (
+            f"environment {path.name} is being built by another run here, and that build "
+            f"did not end within {deadline.seconds:g} s"
+        )
+        while not _took(fd, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            deadline.check(late)
+            time.sleep(min(deadline.pause(), 0.1))
         yield
     finally:
         os.close(fd)  # closing releases the lock
 
 
+def _took(fd: int, how: int) -> bool:
+    try:
+        fcntl.flock(fd, how)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def is_free(path: Path) -> bool:
+    """No build holds this host lock now (a build that died released it)."""
+    fd = _open(path)
+    try:
+        return _took(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def cluster_lock(redis: Any, scope: str, build_hash: str, build_timeout: float) -> Iterator[None]:
-    """Held by whoever builds ``build_hash`` within ``scope``; no Redis: nothing to share."""
+def cluster_lock(
+    redis: Any, scope: str, build_hash: str, deadline: Deadline, ttl: float = LOCK_TTL
+) -> Iterator[None]:
+    """Held by whoever builds ``build_hash`` within ``scope``; no Redis: nothing to share.
+    Its key lives ``ttl`` seconds past its holder's last renewal (every third of it)."""
     if redis is None:
         yield
         return
-    lock = redis.lock(
-        keys.environment_build(scope, build_hash),
-        timeout=build_timeout + LOCK_MARGIN,
-        blocking_timeout=build_timeout + LOCK_MARGIN,
-        thread_local=False,
+    lock = redis.lock(keys.environment_build(scope, build_hash), timeout=ttl, thread_local=False)
+    late = (
+        f"environment {build_hash} is being built elsewhere and that build did not end "
+        f"within {deadline.seconds:g} s"
     )
-    if not lock.acquire():
-        raise ExecutionFailed(
-            f"environment {build_hash} is being built elsewhere and that build did not end "
-            f"within {build_timeout + LOCK_MARGIN:g} s"
-        )
+    while not lock.acquire(blocking_timeout=max(deadline.pause(), 0.01)):
+        deadline.check(late)
+    held = threading.Event()
+    renewer = threading.Thread(
+        target=_renew, args=(lock, ttl, held), name=f"renew-{build_hash[:8]}", daemon=True
+    )
+    renewer.start()
     try:
         yield
     finally:
+        held.set()
+        renewer.join()
         with contextlib.suppress(Exception):  # expired: someone else's by now
             lock.release()
+
+
+def _renew(lock: Any, ttl: float, done: threading.Event) -> None:
+    """Resets the lock's TTL every third of it while its build goes on."""
+    while not done.wait(ttl / 3):
+        try:
+            lock.reacquire()
+        except Exception as exc:  # lost (Redis was away longer than the TTL): say so
+            log.warning("the build lock %s could not be renewed: %s", lock.name, exc)
 
 
 class Pin:

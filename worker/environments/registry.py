@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import docker
 from docker.errors import APIError, NotFound
 
 from runyard.errors import ExecutionFailed
+from worker.environments.build_log import Deadline
+from worker.environments.engine import cut_at
 
 REPOSITORY = "runyard-env"
 
@@ -110,19 +113,36 @@ def _unreachable(registry: str, action: str, message: str) -> ExecutionFailed:
     return ExecutionFailed(f"cannot {action} image registry {registry}: {message.strip()}{hint}")
 
 
+@contextlib.contextmanager
+def _api(engine: docker.DockerClient, deadline: Deadline | None) -> Iterator[Any]:
+    """The engine's API client; with a deadline, one it cuts (a transfer that hangs, or a
+    run canceled meanwhile, ends with the deadline's reason)."""
+    if deadline is None:
+        yield engine.api
+        return
+    with cut_at(engine, deadline) as api:
+        yield api
+
+
 def pull(
-    engine: docker.DockerClient, registry: str, digest: str, note: Callable[[str], None]
+    engine: docker.DockerClient,
+    registry: str,
+    digest: str,
+    note: Callable[[str], None],
+    deadline: Deadline | None = None,
 ) -> bool:
     """Fetches the build ``digest`` from ``registry`` and names it ``runyard-env:<hash>``.
     True when it is now local; False when the registry does not have it (the caller builds
-    it); ExecutionFailed when the registry cannot be reached or refuses the engine."""
+    it); ExecutionFailed when the registry cannot be reached or refuses the engine, or the
+    deadline's reason when it is reached first."""
     remote = remote_name(registry, digest)
     repository, tag = remote.rsplit(":", 1)
     note(f"Pulling {remote}")
     started = time.monotonic()
     transfer = _Transfer("received", note)
     try:
-        error = _follow(engine.api.pull(repository, tag=tag, stream=True, decode=True), transfer)
+        with _api(engine, deadline) as api:
+            error = _follow(api.pull(repository, tag=tag, stream=True, decode=True), transfer)
     except APIError as exc:  # refused before any progress: 404 when absent
         error = str(exc.explanation or exc)
     if error is not None:
@@ -138,10 +158,15 @@ def pull(
 
 
 def push(
-    engine: docker.DockerClient, registry: str, digest: str, note: Callable[[str], None]
+    engine: docker.DockerClient,
+    registry: str,
+    digest: str,
+    note: Callable[[str], None],
+    deadline: Deadline | None = None,
 ) -> None:
     """Sends the local build ``runyard-env:<hash>`` to ``registry`` for the cluster's other
-    workers; ExecutionFailed when the registry cannot be reached or refuses it."""
+    workers; ExecutionFailed when the registry cannot be reached or refuses it, or the
+    deadline's reason when it is reached first."""
     remote = remote_name(registry, digest)
     repository, tag = remote.rsplit(":", 1)
     note(f"Pushing {local_name(digest)} to {registry}")
@@ -149,8 +174,8 @@ def push(
     transfer = _Transfer("sent", note)
     engine.images.get(local_name(digest)).tag(repository, tag)
     try:
-        stream = engine.images.push(repository, tag=tag, stream=True, decode=True)
-        error = _follow(stream, transfer)
+        with _api(engine, deadline) as api:
+            error = _follow(api.push(repository, tag=tag, stream=True, decode=True), transfer)
     except APIError as exc:
         error = str(exc.explanation or exc)
     finally:

@@ -152,7 +152,8 @@ def ensure_venv(
         built = _found(spec, build_hash, cache)
         if built is None:
             log.line(f"Environment {build_hash}: not in this worker's cache; waiting for its build")
-            with host_lock(cache.lock_path(build_hash)):
+            waiting = Deadline(config.timeout_seconds, log.canceled)
+            with host_lock(cache.lock_path(build_hash), waiting):
                 built = _found(spec, build_hash, cache)  # built meanwhile by another run
                 if built is None:
                     built = _build(spec, build_hash, real, version, cache, config, log)
@@ -191,7 +192,7 @@ def _build(
 ) -> Built:
     """A venv from ``interpreter`` (a trusted real path) with the spec's wheels."""
     started = time.monotonic()
-    deadline = Deadline(config.timeout_seconds)
+    deadline = Deadline(config.timeout_seconds, log.canceled)
     staging = cache.staging(build_hash)
     uv, env = find_uv_bin(), installer_env()
     installs_for = f"Python {'.'.join(version.split('.')[:2])} on {sysconfig.get_platform()}"

@@ -55,6 +55,9 @@ class ExecutionRequest:
     # Writes one line of the service's own into the run's log (``RunReporter.note``): what
     # the executor did before the script started, so the log always says what happened.
     note: Callable[[str], None] = field(default=lambda line: None, compare=False)
+    # True once the run is canceled: a long part of Preparing (an environment's build)
+    # looks at it while it waits, and stops.
+    canceled: Callable[[], bool] = field(default=lambda: False, compare=False)
 
 
 class Execution(ABC):

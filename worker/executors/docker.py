@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -342,8 +343,9 @@ class DockerExecutor(Executor):
         """The environment's image from this engine, the cluster's registry, or a build."""
         from worker.environments import images
 
-        config = config_of(self.node.builds)
-        self.build_log = BuildLog(request.note)
+        owner = {LABEL_WORKER: self.node.worker_id, LABEL_SERVICE: self.node.service}
+        config = replace(config_of(self.node.builds), owner=owner)
+        self.build_log = BuildLog(request.note, request.canceled)
         try:
             built, self._pin = images.ensure_image(
                 self.engine,
@@ -404,6 +406,28 @@ class DockerExecutor(Executor):
             with contextlib.suppress(NotFound, APIError):
                 container.remove(force=True)
                 removed.append(container.labels.get(LABEL_RUN, container.id))
+        return removed
+
+    def remove_dead_builds(self, live_workers: set[str]) -> int:
+        """What environment builds of this deployment left on this engine when their worker
+        died in them: containers probing an image's Python, base_dockerfile images. The
+        builds of live workers keep theirs."""
+        from worker.environments.images import LABEL_PROBE, LABEL_STAGE
+
+        service = f"{LABEL_SERVICE}={self.node.service}"
+        removed = 0
+        for container in self.engine.containers.list(
+            all=True, filters={"label": [LABEL_PROBE, service]}
+        ):
+            if container.labels.get(LABEL_WORKER) not in live_workers:
+                with contextlib.suppress(NotFound, APIError):
+                    container.remove(force=True)
+                    removed += 1
+        for image in self.engine.images.list(filters={"label": [LABEL_STAGE, service]}):
+            if image.labels.get(LABEL_WORKER) not in live_workers:
+                with contextlib.suppress(ImageNotFound, APIError):
+                    self.engine.images.remove(image.id, force=True)
+                    removed += 1
         return removed
 
 

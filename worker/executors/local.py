@@ -173,7 +173,7 @@ class LocalExecutor(Executor):
         from worker.environments import venvs
 
         config = config_of(self.node.builds)
-        self.build_log = BuildLog(request.note)
+        self.build_log = BuildLog(request.note, request.canceled)
         assert self.interpreter is not None
         base = venvs.base_interpreter(spec, self.interpreter, given)
         built, self._pin = venvs.ensure_venv(spec, base, config.cache, config, self.build_log)
