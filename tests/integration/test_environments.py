@@ -144,7 +144,7 @@ def test_a_bad_name_and_a_missing_environment_say_why(stack: Stack) -> None:
 def test_a_run_submitted_with_packages_keeps_them(stack: Stack, tmp_path: Path) -> None:
     """The API takes the environment a build needs; the worker builds it (not here)."""
     cluster = unique("envs")
-    stack.client().create_cluster(cluster, nodes=1)
+    stack.client().create_cluster(cluster, nodes=1, executor="docker")  # Dockerfile steps
     (tmp_path / "train.py").write_text("import sklearn\n")
     (tmp_path / "requirements.txt").write_text("scikit-learn>=1.4\nazureml-defaults\n")
     env = Environment.from_pip_requirements(
