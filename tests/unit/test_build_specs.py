@@ -101,3 +101,33 @@ def test_a_python_version_matches_each_part_given(
     wanted: str | None, actual: tuple[int, ...], matches: bool
 ) -> None:
     assert matches_python(wanted, actual) is matches
+
+
+@pytest.mark.parametrize(
+    ("spec", "version"),
+    [
+        ("python=3.11", "3.11"),
+        ("python==3.11.4", "3.11.4"),
+        ("python 3.11", "3.11"),
+        ("python=3.11.*", "3.11"),
+        ("python=3.11.4=h955ad1f_0", "3.11.4"),  # a build string chooses nothing here
+        ("conda-forge::python=3.10", "3.10"),
+    ],
+)
+def test_one_python_version_chooses_the_interpreter(spec: str, version: str) -> None:
+    built = build_spec(env(conda=[spec]))
+    assert built is not None and built.python_version == version
+
+
+@pytest.mark.parametrize(
+    "spec", ["python<3.12", "python>=3.8", "python>=3.8,<3.12", "python~=3.10"]
+)
+def test_a_python_version_range_is_refused_not_read_as_its_bound(spec: str) -> None:
+    """Before: ``python<3.12`` asked for exactly 3.12, ``python>=3.8`` for 3.8."""
+    with pytest.raises(BadRequirement) as refused:
+        build_spec(env(conda=[spec]))
+    assert str(refused.value) == (
+        f"conda package {spec!r}: a range of Python versions cannot choose the interpreter; "
+        "give one version, as python=3.11"
+    )
+
