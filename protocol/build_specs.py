@@ -21,6 +21,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from protocol import dockerfiles
 from runyard.core.conda_dependencies import python_version_of
 from runyard.errors import BadRequirement
 
@@ -66,6 +67,8 @@ def build_spec(environment: dict[str, Any]) -> BuildSpec | None:
         return None
     conda = python.get("conda_dependencies") or {}
     dockerfile = (environment.get("docker") or {}).get("base_dockerfile") or None
+    if dockerfile:
+        dockerfiles.check(dockerfile)  # nothing in it may make the engine fetch
     python_version = conda.get("python_version")
     requirements: set[str] = set()
     from_conda: set[str] = set()
