@@ -28,6 +28,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from uv import find_uv_bin
 
+from protocol import dockerfiles
 from protocol.build_specs import BuildSpec, matches_python
 from protocol.environments import ContainerPolicy
 from runyard.errors import ExecutionFailed
@@ -162,7 +163,11 @@ def ensure_image(
                 cluster_lock(config.redis, scope, build_hash, config.timeout_seconds),
             ):
                 built = _found(engine, spec, build_hash, cache)
-                if built is None and policy.registry and _pulled(engine, policy, build_hash, log):
+                if (
+                    built is None
+                    and policy.registry
+                    and _pulled(engine, policy, build_hash, spec, base_image, log)
+                ):
                     built = _found(engine, spec, build_hash, cache)
                 if built is None:
                     built = _build(
@@ -182,12 +187,53 @@ def ensure_image(
 
 
 def _pulled(
-    engine: docker.DockerClient, policy: ContainerPolicy, build_hash: str, log: BuildLog
+    engine: docker.DockerClient,
+    policy: ContainerPolicy,
+    build_hash: str,
+    spec: BuildSpec,
+    base_image: str | None,
+    log: BuildLog,
 ) -> bool:
+    """The build pulled from the cluster's registry, if it has it and it is the build: a
+    tag proves nothing (anyone who can push can plant ``runyard-env:<hash>``), so one that
+    is not is removed, the log says why, and the caller builds its own."""
     from worker.environments import registry  # REGISTRY's module
 
     assert policy.registry is not None
-    return bool(registry.pull(engine, policy.registry, build_hash, log.line))
+    if not registry.pull(engine, policy.registry, build_hash, log.line):
+        return False
+    why = _not_the_build(engine, spec, build_hash, base_image)
+    if why is None:
+        return True
+    log.line(
+        f"{registry.remote_name(policy.registry, build_hash)}: not used, {why}; building it here"
+    )
+    with contextlib.suppress(ImageNotFound, NotFound, APIError):
+        engine.images.remove(tag_of(build_hash))
+    return False
+
+
+def _not_the_build(
+    engine: docker.DockerClient, spec: BuildSpec, build_hash: str, base_image: str | None
+) -> str | None:
+    """Why the local ``runyard-env:<hash>`` cannot be this environment's build, or None:
+    its labels must name the build and the spec, and its first layers must be those of
+    the base it stands on here (the run's image, or the base_dockerfile's last FROM)."""
+    image = engine.images.get(tag_of(build_hash))
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    if labels.get(LABEL_ENV) != build_hash or labels.get(LABEL_SPEC) != spec.digest():
+        return f"its labels do not name this environment (runyard.env={labels.get(LABEL_ENV)})"
+    base = dockerfiles.final_base(spec.dockerfile) if spec.dockerfile else base_image
+    if not base:
+        return None  # FROM scratch: nothing below it to compare
+    try:
+        below = (engine.images.get(base).attrs.get("RootFS") or {}).get("Layers") or []
+    except ImageNotFound:
+        return f"its base {base} is not on this worker"
+    layers = (image.attrs.get("RootFS") or {}).get("Layers") or []
+    if layers[: len(below)] != below:
+        return f"it is not built on this worker's {base}"
+    return None
 
 
 def _found(
