@@ -21,6 +21,8 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from protocol import dockerfiles
+from runyard.core.conda_dependencies import python_version_of
 from runyard.errors import BadRequirement
 
 FORMAT = 1  # bump when the way a build is made changes what it contains
@@ -65,13 +67,15 @@ def build_spec(environment: dict[str, Any]) -> BuildSpec | None:
         return None
     conda = python.get("conda_dependencies") or {}
     dockerfile = (environment.get("docker") or {}).get("base_dockerfile") or None
+    if dockerfile:
+        dockerfiles.check(dockerfile)  # nothing in it may make the engine fetch
     python_version = conda.get("python_version")
     requirements: set[str] = set()
     from_conda: set[str] = set()
     for spec in conda.get("conda_packages") or []:
         name, version = _conda_name_version(spec)
         if name == "python":
-            python_version = python_version or _python_version(version, spec)
+            python_version = python_version or python_version_of(spec, version)
             continue
         if name == "pip":
             continue
@@ -134,15 +138,6 @@ def conda_requirement(spec: str) -> str:
     if rest.startswith("==") or "*" in version or version.count(".") >= 2:
         return normalize_requirement(f"{name}=={version}")
     return normalize_requirement(f"{name}=={version}.*")
-
-
-def _python_version(version: str, spec: str) -> str | None:
-    if not version:
-        return None
-    found = re.match(r"^[=<>~!\s]*(3(?:\.[0-9]+){0,2})", version)
-    if found is None:
-        raise BadRequirement(f"conda package {spec!r}: cannot read the Python version")
-    return found[1]
 
 
 def matches_python(wanted: str | None, actual: tuple[int, ...]) -> bool:

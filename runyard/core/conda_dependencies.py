@@ -20,7 +20,7 @@ import re
 from typing import Any, Dict, Iterator, List, Optional
 
 from runyard.core import pip_requirements
-from runyard.errors import InvalidInput, NotSupported
+from runyard.errors import BadRequirement, InvalidInput, NotSupported
 
 CHANNELS = "channels"
 PACKAGES = "dependencies"
@@ -32,12 +32,35 @@ FILE_KEYS = ("name", "channels", "dependencies", "prefix", "variables")
 SPEC_KEYS = ("name", "channels", "conda_packages", "pip_packages", "python_version")
 PYTHON_VERSION = re.compile(r"^3(\.[0-9]+){0,2}$")
 _CONDA_NAME = re.compile(r"^\s*(?:[^:\s]+::)?([A-Za-z0-9_.\-]+)")
-_VERSION_IN = re.compile(r"3(?:\.[0-9]+){0,2}")
+# ``=3.11``, ``==3.11.4``, ``3.11`` (conda's bare version), maybe ``.*`` and a build string.
+_PYTHON_EXACT = re.compile(
+    r"^(?:==?)?\s*(3(?:\.[0-9]+){0,2})(?:\.?\*)?(?:(?:=|\s+)[A-Za-z0-9_.*]+)?$"
+)
+_PYTHON_RANGE = re.compile(r"[<>!~,|]")
 
 NO_INDEX = (
     "packages come from the worker host's package index (its pip configuration), which "
     "serves every build"
 )
+
+
+def python_version_of(spec: str, version: str) -> Optional[str]:
+    """The interpreter a conda ``python`` spec chooses (``version`` is what follows the
+    name): ``python=3.11``, ``python==3.11.4`` or ``python 3.11`` name one; a bare
+    ``python`` names none. A range (``python>=3.8``, ``python<3.12``) is refused: a build
+    uses one interpreter, and reading a bound as the version would choose the wrong one."""
+    text = version.strip()
+    if not text:
+        return None
+    if _PYTHON_RANGE.search(text):
+        raise BadRequirement(
+            f"conda package {spec!r}: a range of Python versions cannot choose the "
+            "interpreter; give one version, as python=3.11"
+        )
+    found = _PYTHON_EXACT.match(text)
+    if found is None:
+        raise BadRequirement(f"conda package {spec!r}: cannot read the Python version")
+    return found.group(1)
 
 
 def _conda_name(spec: str) -> Optional[str]:
@@ -181,9 +204,11 @@ class CondaDependencies:
         if name is None:
             raise InvalidInput(f"conda package {spec!r} is not a conda match spec")
         if name == PYTHON:
-            version = _VERSION_IN.search(spec[len(PYTHON) :])
+            found = _CONDA_NAME.match(spec)
+            assert found is not None  # it gave the name
+            version = python_version_of(spec, spec[found.end() :])
             if version:
-                self.set_python_version(version.group(0))
+                self.set_python_version(version)
             return
         if pip_requirements.is_sdk_package(name):
             return

@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -438,6 +439,64 @@ def test_a_base_dockerfile_is_built_with_no_network(
         "the environment's base_dockerfile failed to build (builds have no network"
     )
     assert "Network is unreachable" in reason
+
+
+def test_a_base_dockerfile_image_missing_here_is_pulled_before_the_build_not_during_it(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    """The classic builder pulls a FROM image it lacks with the engine's own network and
+    credentials, whatever the build's ``pull``: the worker pulls it first, as it does a
+    run's image, and the build never starts without it."""
+    cluster = docker_cluster(stack, run_image)
+    workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
+    folder = write(tmp_path / "src", {"train.py": SCRIPT})
+    absent = f"127.0.0.1:{free_port()}/runyard-fixb-absent:1"  # no registry listens there
+    run = submit(
+        stack.url, folder, "train.py", cluster,
+        environment=dockerfile_environment("absent", f"FROM {absent}\nRUN true\n"),
+    )  # fmt: skip
+    with pytest.raises(RunFailed):
+        run.wait_for_completion()
+    reason = stack.client().get_run(run.id)["failure_reason"]
+    assert reason.startswith(f"image {absent!r} is not on this worker and cannot be pulled: ")
+    log = stack.client().logs(run.id)
+    assert f"[runyard] Image {absent}: not on this worker; pulling it" in log
+    assert "Step 1/" not in log  # no build was started
+
+
+def test_a_base_image_whose_onbuild_step_would_fetch_is_not_built_on(
+    stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path
+) -> None:
+    """An image's ONBUILD steps run in the build FROM it: one that ADDs a URL would make
+    the engine fetch it (here from a socket on the worker's host), so no build starts."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/secret"
+    image = f"runyard-fixb-onbuild:{unique('t')}"
+    context = write(
+        tmp_path / "onbuild", {"Dockerfile": f"FROM {run_image}\nONBUILD ADD {url} /s\n"}
+    )
+    subprocess.run(
+        ["docker", "build", "-q", "-t", image, str(context)], check=True, capture_output=True
+    )
+    try:
+        cluster = docker_cluster(stack, image)
+        workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
+        folder = write(tmp_path / "src", {"train.py": SCRIPT})
+        environment = packages_environment("onbuild", ["tinypkg"])
+        run = submit(stack.url, folder, "train.py", cluster, environment=environment)
+        with pytest.raises(RunFailed):
+            run.wait_for_completion()
+        assert stack.client().get_run(run.id)["failure_reason"] == (
+            f"image {image!r} cannot be built on: its ONBUILD step: ADD {url}: builds have no "
+            "network and fetch nothing; copy files in with the snapshot, or name Python "
+            "packages as packages"
+        )
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever connected
+    finally:
+        listener.close()
+        subprocess.run(["docker", "rmi", image], capture_output=True)
 
 
 def test_a_docker_build_past_its_timeout_is_cancelled(

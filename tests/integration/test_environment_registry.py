@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from protocol.build_specs import build_spec
 from runyard.errors import ExecutionFailed
 from tests.support.hosts import (
     DockerEngine,
@@ -244,3 +245,75 @@ def test_a_plain_http_registry_the_engine_does_not_trust_is_named_in_the_error(
     assert str(pulling.value).endswith(
         f"(plain HTTP: add {untrusted} to the engine's insecure-registries)"
     )
+
+
+def plant(
+    engine: DockerEngine, image_store: str, build_hash: str, dockerfile: str, folder: Path
+) -> str:
+    """What anyone who can push to the registry could do: an image of their own under an
+    environment's tag. Pushed from host B's engine, which keeps nothing of it; its id."""
+    folder.mkdir(parents=True)
+    (folder / "marker").write_text("planted\n")
+    (folder / "Dockerfile").write_text(dockerfile)
+    with engine.client() as client:
+        image, _ = client.images.build(path=str(folder), tag=f"runyard-env:{build_hash}")
+        registry.push(client, image_store, build_hash, lambda _: None)
+        client.images.remove(f"runyard-env:{build_hash}")
+    return image.id
+
+
+@pytest.mark.parametrize("forgery", ["another base", "a wrong label"])
+def test_an_image_planted_under_an_environments_tag_is_not_used(
+    stack_on_a: Stack,
+    engine_a: DockerEngine,
+    engine_b: DockerEngine,
+    image_store: str,
+    run_image: str,
+    tmp_path: Path,
+    forgery: str,
+) -> None:
+    """A tag proves nothing: the worker checks that a pulled image names the environment
+    and stands on its own base image, else removes it, says why, and builds its own."""
+    stack, client = stack_on_a, stack_on_a.client()
+    version = {"another base": "1.0", "a wrong label": "2.0"}[forgery]
+    wheelhouse = tmp_path / "wheelhouse"
+    make_wheel(wheelhouse, "trustpkg", version)
+    environment = packages_environment("trusted", [f"trustpkg=={version}"])
+    spec = build_spec(environment.to_dict())
+    assert spec is not None
+    build_hash = spec.build_digest(f"docker:{engine_a.image_ids()[run_image]}")
+    if forgery == "another base":  # the right labels, on nothing of the worker's
+        labels = f'LABEL runyard.env="{build_hash}" runyard.env.spec="{spec.digest()}"'
+        dockerfile, why = (
+            f"FROM scratch\nCOPY marker /marker\n{labels}\n",
+            (f"it is not built on this worker's {run_image}"),
+        )
+    else:  # the right base, labelled for something else
+        dockerfile = f"FROM {run_image}\nCOPY marker /marker\nLABEL runyard.env=forged\n"
+        why = "its labels do not name this environment (runyard.env=forged)"
+    planted = plant(engine_b, image_store, build_hash, dockerfile, tmp_path / "planted")
+
+    cluster = unique("trust")
+    container = {"image": run_image, "memory_mib": 256, "network": "none"}
+    client.create_cluster(
+        cluster, nodes=1, executor="docker", container={**container, "registry": image_store}
+    )
+    worker = stack.start_worker(
+        cluster, name=unique("host-a"), env=host_settings(engine_a, wheelhouse, tmp_path / "a")
+    )
+    script = "import trustpkg\nprint('TRUST', trustpkg.VERSION, flush=True)\n"
+    folder = write(tmp_path / "src", {"train.py": script})
+    try:
+        run = submit(stack.url, folder, "train.py", cluster, environment=environment)
+        run.wait_for_completion()
+    finally:
+        stop_process(worker)
+    log = client.logs(run.id)
+    remote = f"{image_store}/runyard-env:{build_hash}"
+    assert f"[runyard] Pulled runyard-env:{build_hash} from {image_store} in " in log
+    assert f"[runyard] {remote}: not used, {why}; building it here" in log
+    assert f"[runyard] Environment {build_hash}: built in " in log
+    assert f"TRUST {version}" in log
+    images = engine_a.image_ids()
+    assert images[f"runyard-env:{build_hash}"] != planted
+    assert planted not in images.values()  # the planted image is gone from the worker

@@ -115,6 +115,9 @@ def test_runyard_env_list_and_show(stack: Stack) -> None:
          "conda package 'numpy=one': cannot read its version"),
         ({"python": {"conda_dependencies": {"python_version": "2.7"}}}, 422,
          "python_version"),
+        ({"python": {"conda_dependencies": {"conda_packages": ["python<3.12"]}}}, 422,
+         "conda package 'python<3.12': a range of Python versions cannot choose the "
+         "interpreter; give one version, as python=3.11"),
         ({"python": {"conda_deps": {}}}, 422, "python.conda_deps"),
         ({"name": "other"}, 422, "is named 'other' but is registered as"),
     ],

@@ -14,10 +14,10 @@ import redis
 from protocol import keys
 from runyard import snapshot
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
-from runyard.errors import NotSupported
+from runyard.errors import BadRequirement, NotSupported
 from runyard.status import WAITING
 from tests.support.runs import submit, write
-from tests.support.services import ADMIN, Stack, unique
+from tests.support.services import ADMIN, Stack, free_port, unique
 
 NO_IMAGE = "no Docker image: set environment.docker.base_image or the cluster's container.image"
 
@@ -144,3 +144,56 @@ def test_extra_dockerfile_steps_need_no_other_image(
     )
     run = Experiment(Workspace(url=stack.url), "steps").submit(config)
     assert stack.client().get_run(run.id)["status"] in WAITING
+
+
+def fetching_dockerfile() -> str:
+    """Steps that made the engine itself fetch a URL of the worker's host (the classic
+    builder's ``ADD <url>`` ignores the build's ``network none``)."""
+    return f"FROM runyard-run-base:bookworm\nADD http://127.0.0.1:{free_port()}/x /x\n"
+
+
+def test_the_sdk_is_told_a_base_dockerfile_may_not_fetch(
+    stack: Stack, imageless: str, tmp_path: Path
+) -> None:
+    dockerfile = fetching_dockerfile()
+    env = Environment("fetching")
+    env.docker.base_dockerfile = dockerfile
+    config = ScriptRunConfig(
+        source_directory=write(tmp_path / "src", {"a.py": "print('never')\n"}),
+        script="a.py",
+        compute_target=imageless,
+        environment=env,
+    )
+    with pytest.raises(BadRequirement) as refused:
+        Experiment(Workspace(url=stack.url), "fetching").submit(config)
+    url = dockerfile.split()[3]
+    assert refused.value.message == (
+        f"base_dockerfile line 2: ADD {url}: builds have no network and fetch nothing; copy "
+        "files in with the snapshot, or name Python packages as packages"
+    )
+    assert nothing_queued(stack, imageless)
+
+
+def test_the_rest_api_refuses_a_base_dockerfile_that_would_fetch_with_422(
+    stack: Stack, imageless: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a.py").write_text("print('never')\n")
+    stored = snapshots_stored(stack)
+    spec = {
+        "experiment": "fetching",
+        "cluster": imageless,
+        "script": "a.py",
+        "environment": {"name": "fetching", "docker": {"base_dockerfile": fetching_dockerfile()}},
+    }
+    response = httpx.post(
+        f"{stack.url}/api/v1/runs",
+        data={"spec": json.dumps(spec)},
+        files={"snapshot": ("s.tar.gz", snapshot.pack(tmp_path).archive)},
+        headers=ADMIN,
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "base_dockerfile line 2: ADD http://127.0.0.1:" in detail and "\n" not in detail
+    assert nothing_queued(stack, imageless)
+    assert snapshots_stored(stack) == stored

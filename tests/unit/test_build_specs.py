@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from protocol import dockerfiles
 from protocol.build_specs import build_spec, conda_requirement, matches_python
 from runyard.errors import BadRequirement
 
@@ -101,3 +102,105 @@ def test_a_python_version_matches_each_part_given(
     wanted: str | None, actual: tuple[int, ...], matches: bool
 ) -> None:
     assert matches_python(wanted, actual) is matches
+
+
+@pytest.mark.parametrize(
+    ("spec", "version"),
+    [
+        ("python=3.11", "3.11"),
+        ("python==3.11.4", "3.11.4"),
+        ("python 3.11", "3.11"),
+        ("python=3.11.*", "3.11"),
+        ("python=3.11.4=h955ad1f_0", "3.11.4"),  # a build string chooses nothing here
+        ("conda-forge::python=3.10", "3.10"),
+    ],
+)
+def test_one_python_version_chooses_the_interpreter(spec: str, version: str) -> None:
+    built = build_spec(env(conda=[spec]))
+    assert built is not None and built.python_version == version
+
+
+@pytest.mark.parametrize(
+    "spec", ["python<3.12", "python>=3.8", "python>=3.8,<3.12", "python~=3.10"]
+)
+def test_a_python_version_range_is_refused_not_read_as_its_bound(spec: str) -> None:
+    """Before: ``python<3.12`` asked for exactly 3.12, ``python>=3.8`` for 3.8."""
+    with pytest.raises(BadRequirement) as refused:
+        build_spec(env(conda=[spec]))
+    assert str(refused.value) == (
+        f"conda package {spec!r}: a range of Python versions cannot choose the interpreter; "
+        "give one version, as python=3.11"
+    )
+
+
+# --- what a base_dockerfile may do -----------------------------------------------------------
+
+
+def docker_env(dockerfile: str) -> dict:
+    return {"name": "e", "docker": {"base_dockerfile": dockerfile}}
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "message"),
+    [
+        ("FROM a\nADD http://127.0.0.1:8000/x /x\n",
+         "base_dockerfile line 2: ADD http://127.0.0.1:8000/x: builds have no network and fetch "
+         "nothing; copy files in with the snapshot, or name Python packages as packages"),
+        ("FROM a\nadd --chown=1 HTTPS://h/x /x\n", "line 2: ADD HTTPS://h/x: builds have no"),
+        ('FROM a\nADD ["ftp://h/x", "/x"]\n', "line 2: ADD ftp://h/x: builds have no network"),
+        ("FROM a\nADD \\\n  http://h/x /x\n", "line 2: ADD http://h/x: builds"),
+        ("FROM a\nADD git@github.com:o/r.git /r\n", "ADD git@github.com:o/r.git: builds"),
+        ("FROM a\nADD https://github.com/o/r.git#main /r\n", "ADD https://github.com/o/r.git"),
+        ("FROM a\nENV U=http://h/x\nADD $U /x\n", "line 3: ADD $U: builds have no network"),
+        ("FROM a\nONBUILD ADD http://h/x /x\n", "line 2: ADD http://h/x: builds"),
+        ("# syntax=docker/dockerfile:1\nFROM a\n",
+         "base_dockerfile: parser directive '# syntax=docker/dockerfile:1' is not allowed"),
+        ("#escape=`\nFROM a\nADD `\n http://h/x /x\n", "parser directive '# escape=`'"),
+        ("ARG IMAGE=evil\nFROM ${IMAGE}\n", "line 2: FROM ${IMAGE}: name the image, not a"),
+        ("FROM --platform=linux/arm64 a\n", "line 1: FROM --platform: builds use the worker's"),
+        ("FROM a\nCOPY --from=$I /x /x\n", "line 2: COPY --from=$I: name a stage or image"),
+        ("FROM a\nONBUILD COPY --from=b /x /x\n", "line 2: ONBUILD COPY --from=b: the image"),
+    ],
+)  # fmt: skip
+def test_a_base_dockerfile_that_would_make_the_engine_fetch_is_refused(
+    dockerfile: str, message: str
+) -> None:
+    """``network none`` cuts off the build's containers, not the engine: it would fetch an
+    ADD URL or an image a variable names itself (seen: ADD of a local URL printed it)."""
+    with pytest.raises(BadRequirement) as refused:
+        build_spec(docker_env(dockerfile))
+    assert message in str(refused.value) and "\n" not in str(refused.value), refused.value
+
+
+def test_a_base_dockerfile_that_copies_and_runs_is_accepted() -> None:
+    text = (
+        "# a comment\nFROM a AS tools\nRUN mkdir /t\nFROM b\nCOPY --from=tools /t /t\n"
+        "ADD local.tar.gz /opt/\nRUN echo http://not-fetched\n# escape=` (only a comment here)\n"
+    )
+    spec = build_spec(docker_env(text))
+    assert spec is not None and spec.dockerfile == text
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "images", "final"),
+    [
+        ("FROM a\n", ["a"], "a"),
+        ("FROM a AS one\nFROM b\nCOPY --from=one /x /x\nCOPY --from=c:1 /y /y\n",
+         ["a", "b", "c:1"], "b"),
+        ("FROM a AS base\nFROM base AS two\nFROM two\nCOPY --from=0 /x /x\n", ["a"], "a"),
+        ("FROM scratch\nCOPY x /x\n", [], None),
+        ("from A as One\nFROM one\n", ["A"], "A"),
+    ],
+)  # fmt: skip
+def test_the_images_a_base_dockerfile_stands_on_are_named_not_its_stages(
+    dockerfile: str, images: list[str], final: str | None
+) -> None:
+    assert dockerfiles.images(dockerfile) == images
+    assert dockerfiles.final_base(dockerfile) == final
+
+
+def test_an_image_whose_onbuild_steps_would_fetch_cannot_be_built_on() -> None:
+    dockerfiles.check_triggers(["RUN mkdir /x", "COPY . /app"])
+    with pytest.raises(BadRequirement) as refused:
+        dockerfiles.check_triggers(["RUN true", "ADD http://h/x /x"])
+    assert str(refused.value).startswith("its ONBUILD step: ADD http://h/x: builds have no")

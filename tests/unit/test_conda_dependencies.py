@@ -61,6 +61,17 @@ def test_create_takes_pip_and_conda_packages_and_a_python_version() -> None:
     assert dependencies.get_python_version() == "3.10"  # the conda package's, added last
 
 
+@pytest.mark.parametrize(
+    ("spec", "version"),
+    [("python=3.11", "3.11"), ("python==3.11.4", "3.11.4"), ("python 3.10", "3.10"),
+     ("conda-forge::python=3.12.*", "3.12"), ("python=3.11.4=h955ad1f_0", "3.11.4")],
+)  # fmt: skip
+def test_one_python_version_in_conda_packages_sets_it(spec: str, version: str) -> None:
+    dependencies = CondaDependencies()
+    dependencies.add_conda_package(spec)
+    assert dependencies.get_python_version() == version
+
+
 def test_azure_sdk_packages_are_left_out_as_runyard_gives_every_run_its_sdk() -> None:
     dependencies = CondaDependencies.create(pip_packages=["azureml-defaults", "azureml-core"])
     dependencies.add_pip_package("azureml-mlflow==1.50")
@@ -208,6 +219,11 @@ def test_a_requirements_file_that_includes_itself_is_refused(tmp_path: Path) -> 
          BadRequirement, "pip package: 'git+https://github.com/a/b' is a URL or a path"),
         (lambda: CondaDependencies().set_python_version("2.7"), InvalidInput,
          "python version '2.7': give a Python 3 version"),
+        (lambda: CondaDependencies().add_conda_package("python<3.12"), BadRequirement,
+         "conda package 'python<3.12': a range of Python versions cannot choose the "
+         "interpreter; give one version, as python=3.11"),
+        (lambda: CondaDependencies.create(conda_packages=["python>=3.8"]), BadRequirement,
+         "conda package 'python>=3.8': a range of Python versions cannot choose"),
         (lambda: CondaDependencies.create(python_version="3.11").remove_conda_package(
             "python=3.11"), InvalidInput, "python must not be removed"),
         (lambda: Environment.from_existing_conda_environment("myenv", "base"), NotSupported,

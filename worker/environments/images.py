@@ -27,6 +27,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests.exceptions import RequestException
 from uv import find_uv_bin
 
+from protocol import dockerfiles
 from protocol.build_specs import BuildSpec, matches_python
 from protocol.environments import ContainerPolicy
 from runyard.errors import ExecutionFailed, RunyardError
@@ -184,27 +185,14 @@ def platform_of(found: dict[str, Any]) -> str:
     return f"{machine}-unknown-linux-musl"
 
 
-_FROM = re.compile(
-    r"^\s*FROM\s+(?:--\S+\s+)*(?P<image>\S+)(?:\s+AS\s+(?P<stage>\S+))?", re.I | re.M
-)
-
-
 def base_identity(
     engine: docker.DockerClient, base_image: str | None, dockerfile: str | None
 ) -> str:
     """What the build stands on: the base image's id, or (with a ``base_dockerfile``)
-    the ids of the images its FROM lines name."""
+    the ids of every image it names (its FROMs and ``COPY --from``s)."""
     if not dockerfile:
         return f"docker:{_image_id(engine, base_image or '')}"
-    stages: set[str] = set()
-    parts = []
-    for found in _FROM.finditer(dockerfile):
-        image = found["image"]
-        if image.lower() not in stages and image != "scratch":
-            parts.append(_image_id(engine, image))
-        if found["stage"]:
-            stages.add(found["stage"].lower())
-    return "docker-file:" + ",".join(parts)
+    return "docker-file:" + ",".join(_image_id(engine, i) for i in dockerfiles.images(dockerfile))
 
 
 def _image_id(engine: docker.DockerClient, image: str) -> str:
@@ -243,7 +231,7 @@ def ensure_image(
                 if (
                     built is None
                     and policy.registry
-                    and _pulled(engine, policy, build_hash, log, transfer)
+                    and _pulled(engine, policy, build_hash, spec, base_image, log, transfer)
                 ):
                     built = _found(engine, spec, build_hash, cache)
                 if built is None:
@@ -267,19 +255,34 @@ def _pulled(
     engine: docker.DockerClient,
     policy: ContainerPolicy,
     build_hash: str,
+    spec: BuildSpec,
+    base_image: str | None,
     log: BuildLog,
     deadline: Deadline,
 ) -> bool:
-    """True when the cluster's registry had the build; a registry that cannot be reached
-    or refuses the engine is a warning in the log, and the build happens here."""
+    """The build pulled from the cluster's registry, if it has it and it is the build: a
+    tag proves nothing (anyone who can push can plant ``runyard-env:<hash>``), so one that
+    is not is removed, the log says why, and the caller builds its own. A registry that
+    cannot be reached or refuses the engine is a warning in the log: the build happens
+    here."""
     from worker.environments import registry  # REGISTRY's module
 
     assert policy.registry is not None
     try:
-        return bool(registry.pull(engine, policy.registry, build_hash, log.line, deadline))
+        if not registry.pull(engine, policy.registry, build_hash, log.line, deadline):
+            return False
     except (ExecutionFailed, DockerException) as exc:
         log.line(f"Warning: {exc}; building the environment here instead")
         return False
+    why = _not_the_build(engine, spec, build_hash, base_image)
+    if why is None:
+        return True
+    log.line(
+        f"{registry.remote_name(policy.registry, build_hash)}: not used, {why}; building it here"
+    )
+    with contextlib.suppress(ImageNotFound, NotFound, APIError):
+        engine.images.remove(tag_of(build_hash))
+    return False
 
 
 def _push(
@@ -297,6 +300,29 @@ def _push(
         registry.push(engine, registry_name, build_hash, log.line, deadline)
     except (ExecutionFailed, DockerException) as exc:
         log.line(f"Warning: {exc}; the image stays on this worker only")
+
+
+def _not_the_build(
+    engine: docker.DockerClient, spec: BuildSpec, build_hash: str, base_image: str | None
+) -> str | None:
+    """Why the local ``runyard-env:<hash>`` cannot be this environment's build, or None:
+    its labels must name the build and the spec, and its first layers must be those of
+    the base it stands on here (the run's image, or the base_dockerfile's last FROM)."""
+    image = engine.images.get(tag_of(build_hash))
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    if labels.get(LABEL_ENV) != build_hash or labels.get(LABEL_SPEC) != spec.digest():
+        return f"its labels do not name this environment (runyard.env={labels.get(LABEL_ENV)})"
+    base = dockerfiles.final_base(spec.dockerfile) if spec.dockerfile else base_image
+    if not base:
+        return None  # FROM scratch: nothing below it to compare
+    try:
+        below = (engine.images.get(base).attrs.get("RootFS") or {}).get("Layers") or []
+    except ImageNotFound:
+        return f"its base {base} is not on this worker"
+    layers = (image.attrs.get("RootFS") or {}).get("Layers") or []
+    if layers[: len(below)] != below:
+        return f"it is not built on this worker's {base}"
+    return None
 
 
 def _found(

@@ -24,9 +24,10 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
-from protocol import environments
+from protocol import dockerfiles, environments
 from protocol.build_specs import BuildSpec, build_spec
 from protocol.environments import NO_IMAGE, ContainerPolicy, image_of
+from runyard.errors import BadRequirement
 from runyard.tracking import contract
 from worker.environments.build_log import BuildLog
 from worker.environments.config import config_of
@@ -305,6 +306,7 @@ class DockerExecutor(Executor):
             self._present(request, image)
         built = None
         if spec is not None:
+            self._stands_on(request, spec, image)
             built = self._built(request, spec, image, policy)
             self.image = image = built.image
         self.environment_used = environment_used(request.environment, built)
@@ -330,6 +332,20 @@ class DockerExecutor(Executor):
                     f"{getattr(exc, 'explanation', None) or exc}"
                 ) from exc
             request.note(f"Image {image}: pulled ({getattr(pulled, 'short_id', pulled)})")
+
+    def _stands_on(self, request: ExecutionRequest, spec: BuildSpec, image: str | None) -> None:
+        """Every image an environment build stands on is here before it starts (pulled
+        the way the run's image is), so the engine never fetches one during the build; and
+        none has ONBUILD steps that would fetch in the build FROM it."""
+        names = dockerfiles.images(spec.dockerfile) if spec.dockerfile else [image]
+        for name in filter(None, names):
+            if spec.dockerfile:
+                self._present(request, name)
+            triggers = (self.engine.images.get(name).attrs.get("Config") or {}).get("OnBuild")
+            try:
+                dockerfiles.check_triggers(list(triggers or []))
+            except BadRequirement as exc:
+                raise ExecutionFailed(f"image {name!r} cannot be built on: {exc}") from exc
 
     def _interpreter(self, request: ExecutionRequest, image: str) -> str:
         try:
