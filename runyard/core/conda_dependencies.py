@@ -20,6 +20,7 @@ import re
 from typing import Any, Dict, Iterator, List, Optional
 
 from runyard.core import pip_requirements
+from runyard.core.spec_files import read_text
 from runyard.errors import BadRequirement, InvalidInput, NotSupported
 
 CHANNELS = "channels"
@@ -358,14 +359,7 @@ def _strings(value: Any, where: str) -> List[str]:
 
 
 def _read_yaml(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except FileNotFoundError:
-        raise InvalidInput(f"conda environment file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise InvalidInput(f"conda environment file {path}: cannot read it: {reason}") from None
+    text = read_text(path, f"conda environment file {path}")
     try:
         import yaml
     except ImportError:  # a run's own Python may lack PyYAML: JSON is YAML too

@@ -14,6 +14,7 @@ import os
 import re
 from typing import List, Optional, Tuple
 
+from runyard.core.spec_files import read_text
 from runyard.errors import BadRequirement, InvalidInput, NotSupported
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
@@ -87,14 +88,7 @@ def read_file(path: str) -> List[str]:
 def _read(path: str, shown: str, including: Tuple[str, ...]) -> List[str]:
     if path in including:
         raise InvalidInput(f"{shown}: includes itself (through -r)")
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except FileNotFoundError:
-        raise InvalidInput(f"requirements file {shown} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise InvalidInput(f"requirements file {shown}: cannot read it: {reason}") from None
+    text = read_text(path, f"requirements file {shown}")
     found: List[str] = []
     for number, line in _logical_lines(text):
         where = f"{shown} line {number}"
