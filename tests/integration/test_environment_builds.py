@@ -638,6 +638,18 @@ def test_docker_eviction_removes_the_oldest_unused_image_and_keeps_one_in_use(
     wait_for_status(stack, live.id, {"Canceled"})
 
 
+def run_tiny_in_docker(stack: Stack, folder: Path, cluster: str, built_images: list[str]) -> str:
+    """Runs train.py needing tinypkg on a Docker cluster to Completed; its log. The image
+    it built goes with the test (``built_images``), even when the run fails."""
+    environment = packages_environment("tiny", ["other-pkg", "tinypkg==1.0"])
+    run = submit(stack.url, folder, "train.py", cluster, environment=environment)
+    ended = run.wait_for_completion(raise_on_error=False)
+    log = stack.client().logs(run.id)
+    built_images.extend(re.findall(r"Environment ([0-9a-f]{32}): not on this worker", log))
+    assert ended["status"] == "Completed", log
+    return log
+
+
 def test_a_registry_that_cannot_be_reached_is_a_warning_and_the_run_goes_on(
     stack: Stack, workers, run_image: str, tmp_path: Path, wheelhouse: Path, built_images
 ) -> None:
@@ -647,17 +659,7 @@ def test_a_registry_that_cannot_be_reached_is_a_warning_and_the_run_goes_on(
     stack.client().create_cluster(cluster, nodes=2, executor="docker", container=container)
     workers.start(cluster, env=offline_index(wheelhouse, tmp_path / "cache"))
     folder = write(tmp_path / "src", {"train.py": SCRIPT})
-    run = submit(
-        stack.url,
-        folder,
-        "train.py",
-        cluster,
-        environment=packages_environment("tiny", ["other-pkg", "tinypkg==1.0"]),
-    )
-    ended = run.wait_for_completion(raise_on_error=False)
-    log = stack.client().logs(run.id)
-    built_images.extend(re.findall(r"Environment ([0-9a-f]{32}): not on this worker", log))
-    assert ended["status"] == "Completed", log
+    log = run_tiny_in_docker(stack, folder, cluster, built_images)
     assert "TINY 1.0" in log
     [pulling] = [line for line in log.splitlines() if "cannot pull from" in line]
     assert pulling.startswith(f"[runyard] Warning: cannot pull from image registry {nowhere}: ")
@@ -678,17 +680,7 @@ def test_a_docker_environment_built_under_umask_077_is_readable_by_the_runs_user
     folder = write(
         tmp_path / "src", {"train.py": SCRIPT + "import os\nprint('uid', os.getuid())\n"}
     )
-    run = submit(
-        stack.url,
-        folder,
-        "train.py",
-        cluster,
-        environment=packages_environment("tiny", ["other-pkg", "tinypkg==1.0"]),
-    )
-    ended = run.wait_for_completion(raise_on_error=False)
-    log = stack.client().logs(run.id)
-    built_images.extend(re.findall(r"Environment ([0-9a-f]{32}): not on this worker", log))
-    assert ended["status"] == "Completed", log
+    log = run_tiny_in_docker(stack, folder, cluster, built_images)
     assert "uid 1000" in log and "TINY 1.0" in log
 
 
