@@ -4,9 +4,9 @@ and what it leaves behind (its log and its output files)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, field_validator
+from pydantic import AfterValidator, ConfigDict, field_validator, model_validator
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
@@ -99,6 +99,51 @@ class RunSpec(SQLModel):
         return value
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("arguments cannot contain NUL characters")
+    return value
+
+
+# One run's arguments in a job array: what ``RunSpec.arguments`` allows, checked per entry
+# so a refusal names the entry (``arguments_list[41][0]``).
+ArgumentList = Annotated[list[Annotated[str, AfterValidator(_no_nul)]], Field(max_length=1000)]
+
+# A bulk submit queues at most this many runs: enough for a large sweep in one request,
+# bounded so one request cannot fill the queue without limit (see docs/operations.md).
+MAX_ARRAY_RUNS = 10_000
+
+
+class RunArraySpec(RunSpec):
+    """A job array (``POST /api/v1/runs/array``): one snapshot, one environment, one run per
+    argument list. Every field but ``arguments`` applies to each run alike."""
+
+    arguments_list: list[ArgumentList] = Field(
+        min_length=1,
+        max_length=MAX_ARRAY_RUNS,
+        description="One argument list per run; run i gets arguments_list[i]",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_give_arguments(self) -> RunArraySpec:
+        if self.arguments:
+            raise ValueError("a job array takes arguments_list, not arguments")
+        if self.parent_run_id is not None:
+            raise ValueError("a job array is top-level: parent_run_id is not allowed")
+        return self
+
+
+class RunArrayPublic(SQLModel):
+    """What a bulk submit answers: the array, and its runs' ids in index order (run i is
+    ``<array_id>_<i>``)."""
+
+    array_id: str
+    experiment: str
+    cluster: str
+    count: int
+    run_ids: list[str]
+
+
 class RunBase(SQLModel):
     cluster: str | None = Field(default=None, foreign_key="cluster.name", index=True)
     status: RunStatus = Field(
@@ -129,6 +174,9 @@ class RunBase(SQLModel):
     max_run_duration_seconds: float | None = None  # ended (Failed) past this long running
     # An environment build (``env.build(ws)``): its worker builds the environment and ends.
     build_only: bool = False
+    # A job array's runs (one bulk submit) share its id; each has its place in it.
+    array_id: str | None = Field(default=None, max_length=300, index=True)
+    array_index: int | None = None
     exit_code: int | None = None
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = creation_timestamp()

@@ -7,6 +7,10 @@ Create Date: 2026-11-30
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
 revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
@@ -14,8 +18,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("run", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("array_id", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True)
+        )
+        batch_op.add_column(sa.Column("array_index", sa.Integer(), nullable=True))
+        batch_op.create_index(batch_op.f("ix_run_array_id"), ["array_id"], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("run", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_run_array_id"))
+        batch_op.drop_column("array_index")
+        batch_op.drop_column("array_id")
