@@ -75,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             aredis=redis.asyncio.Redis.from_url(settings.redis_url),
             snapshots=SnapshotStore(settings.snapshots_dir),
             files=RunFileStore(settings.run_files_dir),
-            submit_limiter=SubmitLimiter(settings.redis_url, settings.submit_rate_limit),
+            submit_limiter=SubmitLimiter(
+                settings.redis_url, settings.submit_rate_limit, settings.array_run_rate_limit
+            ),
         )
         app.state.services = services
         registry.register(RunyardCollector(services))

@@ -15,10 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.settings import Settings
 
-SUBMIT = re.compile(r"^/api/v1/runs/?$")
+SUBMIT = re.compile(r"^/api/v1/runs(/array)?/?$")  # one run, or a job array
 EVENTS = re.compile(r"^/api/v1/runs/[^/]+/events$")
 FILES = re.compile(r"^/api/v1/runs/[^/]+/files/.+$")
-MULTIPART_OVERHEAD = 1024 * 1024  # the spec field and the form's boundaries
+# The spec field (a form field: at most 1 MiB, Starlette's part limit, which also bounds a
+# job array's argument lists) and the form's boundaries.
+MULTIPART_OVERHEAD = 1024 * 1024
 
 
 def limit_for(settings: Settings, method: str, path: str) -> int:

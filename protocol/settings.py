@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     bootstrap_worker_tokens: str = ""
     # Submissions allowed per token (a `limits` rate string, e.g. "120/minute;2000/hour").
     submit_rate_limit: str = "120/minute"
+    # Runs queued through job arrays per token, on top of the array counting as one
+    # submission above (api/rate_limits.py): a 10,000-run array fits, a flood does not.
+    array_run_rate_limit: str = "20000/hour"
     # /readyz without a token, for probes that cannot send one (Kubernetes httpGet).
     public_readyz: bool = False
     # Studio sign-ins last this long.
@@ -103,7 +106,7 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'runyard.db').resolve()}"
 
-    @field_validator("submit_rate_limit")
+    @field_validator("submit_rate_limit", "array_run_rate_limit")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         try:

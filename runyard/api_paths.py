@@ -19,6 +19,7 @@ WORKERS = "/workers"
 TOKENS = "/tokens"
 EXPERIMENTS = "/experiments"
 RUNS = "/runs"
+RUN_ARRAY = "/runs/array"  # a job array: many runs in one submit
 CANCEL_RUNS = "/runs/cancel"  # many at once
 INTERACTIVE_RUNS = "/runs/interactive"  # Experiment.start_logging()
 ENVIRONMENTS = "/environments"  # registered: the latest version of each

@@ -128,6 +128,13 @@ class Client(Transport):
         headers = {"Content-Type": content_type}
         return self.json("POST", paths.RUNS, content=body, headers=headers)
 
+    def submit_array(self, spec: Dict[str, Any], archive: Optional[bytes] = None) -> Dict[str, Any]:
+        """A job array: ``spec`` with ``arguments_list``, one run per entry."""
+        files = {"snapshot": ("snapshot.tar.gz", archive, "application/gzip")} if archive else {}
+        body, content_type = encode_multipart({"spec": dumps(spec)}, files)
+        headers = {"Content-Type": content_type}
+        return self.json("POST", paths.RUN_ARRAY, content=body, headers=headers)
+
     def start_interactive(
         self, experiment: str, display_name: Optional[str] = None
     ) -> Dict[str, Any]:

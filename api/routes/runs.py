@@ -33,6 +33,8 @@ from store.models import (
     BulkCancel,
     CancelResults,
     FailRequest,
+    RunArrayPublic,
+    RunArraySpec,
     RunChange,
     RunDetails,
     RunSpec,
@@ -71,6 +73,47 @@ def submit_run(
     session.commit()
     wake(services.redis, run_spec.cluster)
     return run_listings.describe(session, services.redis, run)
+
+
+@router.post(
+    "/array",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="submit_run_array",
+    dependencies=[ALLOW.submit_run],
+)
+def submit_run_array(
+    session: SessionDep,
+    services: ServicesDep,
+    actor: ActorDep,
+    spec: Annotated[str, Form(description="RunArraySpec as JSON")],
+    snapshot_file: Annotated[UploadFile | None, File(alias="snapshot")] = None,
+) -> RunArrayPublic:
+    """Queue a job array: one run per entry of ``arguments_list``, with one snapshot and one
+    environment, in one transaction (a bad entry refuses them all). Counts as one
+    submission, and its runs against the token's array run limit."""
+    array_spec = validate_json(RunArraySpec, spec, field="spec")
+    if actor.role == Role.RUN:
+        raise Forbidden(
+            f"{actor.role} token {actor.name!r} submits only child runs (run.submit_child), "
+            "not job arrays"
+        )
+    array_spec = run_service.check_submittable(session, array_spec)  # before anything is stored
+    count = len(array_spec.arguments_list)
+    services.submit_limiter.hit_array(actor, count)
+    digest = _store_snapshot(services, array_spec, snapshot_file)
+    array_id, cluster, ids = run_service.submit_array(
+        session, array_spec, digest, submitted_by=actor.name
+    )
+    audit.record(session, actor, "run.submit_array", array_id, cluster=cluster, count=count)
+    session.commit()
+    wake(services.redis, cluster)
+    return RunArrayPublic(
+        array_id=array_id,
+        experiment=array_spec.experiment,
+        cluster=cluster,
+        count=count,
+        run_ids=ids,
+    )
 
 
 def _check_child_of_own_tree(session: Session, actor: Actor, spec: RunSpec) -> None:

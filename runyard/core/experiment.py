@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import os
 import posixpath
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple
 
 from runyard import config as client_config
 from runyard.core.script_run_config import ScriptRunConfig
@@ -52,7 +52,6 @@ class Experiment:
     ) -> Run:
         """Pack ``config.source_directory`` and queue the run; ``tags`` are set on it from
         the start. Without a compute target it goes to the service's default cluster."""
-        from runyard import snapshot
         from runyard.core.run import Run
 
         parent = kwargs.pop("_parent_run_id", None)
@@ -62,8 +61,53 @@ class Experiment:
                 f"submit() options {', '.join(sorted(kwargs))} are not supported "
                 "(only tags and display_name)"
             )
+        spec, archive = self._packed_spec(config, tags, display_name, "submit")
+        spec["arguments"] = [str(a) for a in config.arguments]
+        if parent:
+            spec["parent_run_id"] = parent
+        data = self.workspace.client.submit(spec, archive)
+        return Run(self, data["id"], _details=data)
+
+    def submit_array(
+        self,
+        config: ScriptRunConfig,
+        arguments_list: Sequence[Sequence[Any]],
+        tags: Optional[Dict[str, Any]] = None,
+        display_name: Optional[str] = None,
+    ) -> RunArray:
+        """A job array (a Runyard extension; Slurm's ``--array``, the children of an Azure
+        HyperDrive sweep): one run per entry of ``arguments_list``, each with ``config``'s
+        folder, script and environment and that entry as its arguments, queued in one
+        request with one snapshot upload. All or none are queued. Returns the runs in
+        order (read lazily), with the array's id as ``array_id``."""
+        if isinstance(arguments_list, (str, bytes)) or not all(
+            isinstance(a, (list, tuple)) for a in arguments_list
+        ):
+            raise InvalidInput("arguments_list is a list of argument lists, one per run")
+        if not arguments_list:
+            raise InvalidInput("arguments_list is empty: a job array needs at least one run")
+        if config.arguments:
+            raise InvalidInput(
+                "give a job array's arguments in arguments_list, not in the ScriptRunConfig"
+            )
+        spec, archive = self._packed_spec(config, tags, display_name, "submit_array")
+        spec["arguments_list"] = [[str(a) for a in entry] for entry in arguments_list]
+        data = self.workspace.client.submit_array(spec, archive)
+        return RunArray(self, data["array_id"], data["run_ids"])
+
+    def _packed_spec(
+        self,
+        config: ScriptRunConfig,
+        tags: Optional[Dict[str, Any]],
+        display_name: Optional[str],
+        verb: str,
+    ) -> Tuple[Dict[str, Any], Optional[bytes]]:
+        """The spec every run of ``config`` shares (not its arguments), with the packed
+        folder's digest, and the archive when the service does not have it yet."""
+        from runyard import snapshot
+
         if not isinstance(config, ScriptRunConfig):
-            raise InvalidInput(f"submit() takes a ScriptRunConfig, not a {type(config).__name__}")
+            raise InvalidInput(f"{verb}() takes a ScriptRunConfig, not a {type(config).__name__}")
         if not config.script:
             raise InvalidInput("ScriptRunConfig needs a script")
         if not os.path.isdir(config.source_directory):
@@ -78,7 +122,6 @@ class Experiment:
             "experiment": self.name,
             "cluster": config.cluster,
             "script": config.script,
-            "arguments": [str(a) for a in config.arguments],
             "environment": config.run_config.environment_spec(),
             "priority": config.priority,
         }
@@ -86,8 +129,6 @@ class Experiment:
             spec["max_run_duration_seconds"] = config.max_run_duration_seconds
         if tags:
             spec["tags"] = {str(k): None if v is None else str(v) for k, v in tags.items()}
-        if parent:
-            spec["parent_run_id"] = parent
         if display_name is not None:
             spec["display_name"] = str(display_name)
         client = self.workspace.client
@@ -106,8 +147,7 @@ class Experiment:
                 )
         spec["snapshot_digest"] = packed.digest
         archive = None if client.has_snapshot(packed.digest) else packed.archive
-        data = client.submit(spec, archive)
-        return Run(self, data["id"], _details=data)
+        return spec, archive
 
     def start_logging(
         self,
@@ -172,3 +212,17 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment(name={self.name!r}, workspace={self.workspace.name!r})"
+
+
+class RunArray(list):  # type: ignore[type-arg]
+    """The runs of one job array, in index order (run i ran with ``arguments_list[i]``);
+    each is read from the service when first asked about."""
+
+    def __init__(self, experiment: Experiment, array_id: str, run_ids: Sequence[str]) -> None:
+        from runyard.core.run import Run
+
+        super().__init__(Run(experiment, run_id) for run_id in run_ids)
+        self.array_id = array_id
+
+    def __repr__(self) -> str:
+        return f"RunArray(array_id={self.array_id!r}, runs={len(self)})"
