@@ -9,6 +9,7 @@ import typer
 from typer.exceptions import TyperException
 
 from runyard.cli import (
+    arrays,
     clusters,
     environment_builds,
     environment_cache,
@@ -57,6 +58,7 @@ app.command("status", cls=Command)(runs.status)
 app.command("clusters", cls=Command)(clusters.list_clusters)
 app.add_typer(clusters.app, name="cluster")
 app.command("submit", cls=Command)(runs.submit)
+app.command("submit-array", cls=Command)(arrays.submit_array)
 app.command("runs", cls=Command)(runs.runs)
 app.command("show", cls=Command)(runs.show)
 app.command("logs", cls=Command)(runs.logs)
