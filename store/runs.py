@@ -120,7 +120,7 @@ def submit_array(
     """Queue one run per argument list, all alike but for their arguments, in one insert
     (not a round trip per run). The spec is checked as a single submit's is, once, before
     anything is written; the caller commits (all or nothing). Returns the array id, the
-    cluster, and the run ids in index order: run i is ``<array id>_<i>``."""
+    cluster, and the run ids in index order: run i is ``<array id>_<i>`` (i zero-padded)."""
     spec = check_submittable(session, spec)  # type: ignore[assignment]
     assert spec.cluster is not None  # check_submittable resolves it
     record = get_or_create_experiment(session, spec.experiment)
@@ -144,7 +144,10 @@ def submit_array(
         max_run_duration_seconds=spec.max_run_duration_seconds,
         array_id=array_id,
     ).model_dump()
-    ids = [f"{array_id}_{index}" for index in range(len(spec.arguments_list))]
+    # Zero-padded: one array's runs share their submit time, so the queue (priority, then
+    # submit time, then id) takes them in index order only if their ids sort that way.
+    width = len(str(len(spec.arguments_list) - 1))
+    ids = [f"{array_id}_{index:0{width}d}" for index in range(len(spec.arguments_list))]
     rows = [
         {**template, "id": run_id, "arguments": arguments, "array_index": index}
         for index, (run_id, arguments) in enumerate(zip(ids, spec.arguments_list, strict=True))

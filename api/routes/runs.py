@@ -99,6 +99,8 @@ def submit_run_array(
         )
     array_spec = run_service.check_submittable(session, array_spec)  # before anything is stored
     count = len(array_spec.arguments_list)
+    if snapshot_file is None:  # a refused array takes nothing from the token's budgets
+        _store_snapshot(services, array_spec, None)
     services.submit_limiter.hit_array(actor, count)
     digest = _store_snapshot(services, array_spec, snapshot_file)
     array_id, cluster, ids = run_service.submit_array(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, field_validator, model_validator
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
@@ -99,15 +99,8 @@ class RunSpec(SQLModel):
         return value
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("arguments cannot contain NUL characters")
-    return value
-
-
-# One run's arguments in a job array: what ``RunSpec.arguments`` allows, checked per entry
-# so a refusal names the entry (``arguments_list[41][0]``).
-ArgumentList = Annotated[list[Annotated[str, AfterValidator(_no_nul)]], Field(max_length=1000)]
+# One run's arguments in a job array: as many as ``RunSpec.arguments`` allows.
+ArgumentList = Annotated[list[str], Field(max_length=1000)]
 
 # A bulk submit queues at most this many runs: enough for a large sweep in one request,
 # bounded so one request cannot fill the queue without limit (see docs/operations.md).
@@ -124,6 +117,16 @@ class RunArraySpec(RunSpec):
         description="One argument list per run; run i gets arguments_list[i]",
     )
 
+    @field_validator("arguments_list")
+    @classmethod
+    def _printable_argument_lists(cls, value: list[list[str]]) -> list[list[str]]:
+        for index, arguments in enumerate(value):
+            if any("\x00" in a for a in arguments):
+                raise ValueError(
+                    f"arguments_list[{index}]: arguments cannot contain NUL characters"
+                )
+        return value
+
     @model_validator(mode="after")
     def _one_way_to_give_arguments(self) -> RunArraySpec:
         if self.arguments:
@@ -135,7 +138,8 @@ class RunArraySpec(RunSpec):
 
 class RunArrayPublic(SQLModel):
     """What a bulk submit answers: the array, and its runs' ids in index order (run i is
-    ``<array_id>_<i>``)."""
+    ``<array_id>_<i>``, i zero-padded to the width of the last index, so that ids sort as
+    indexes do and the queue takes an array's runs in index order)."""
 
     array_id: str
     experiment: str

@@ -39,7 +39,7 @@ def test_an_array_queues_one_run_per_argument_list_in_index_order(
     session.commit()
 
     assert cluster == CLUSTER
-    assert ids == [f"{array_id}_{i}" for i in range(50)]
+    assert ids == [f"{array_id}_{i:02d}" for i in range(50)]
     with Session(engine) as fresh:
         stored = fresh.exec(select(Run).order_by(col(Run.array_index))).all()
         assert [(r.id, r.array_id, r.array_index) for r in stored] == [
@@ -71,7 +71,7 @@ def test_a_refused_array_stores_nothing(engine: Engine, session: Session) -> Non
 @pytest.mark.parametrize(
     ("fields", "where"),
     [
-        ({"arguments_list": [["ok"], ["ok"], ["bad\x00"]]}, ("arguments_list", 2, 0)),
+        ({"arguments_list": [["ok"], ["ok"], ["bad\x00"]]}, ("arguments_list",)),
         ({"arguments_list": [["ok"], ["x"] * 1001]}, ("arguments_list", 1)),
         ({"arguments_list": []}, ("arguments_list",)),
         ({"arguments_list": [[]] * 10_001}, ("arguments_list",)),
