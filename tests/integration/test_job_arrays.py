@@ -349,3 +349,11 @@ def test_submit_array_bad_input_is_one_line_and_stores_nothing(
         cli(stack, *base, "--array-args", str(tmp_path / "missing.txt")), 2, "cannot read"
     )
     assert runs_of(stack, experiment) == 0
+
+
+def test_submit_array_has_help() -> None:
+    result = subprocess.run(
+        runyard("submit-array", "--help"), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout and "--array-args" in result.stdout

@@ -63,6 +63,7 @@ CALLS = {
     "environment_versions": lambda c: c.environment_versions("train"),
     "has_snapshot": lambda c: c.has_snapshot("sha256:ab"),
     "submit": lambda c: c.submit({"script": "train.py"}),
+    "submit_array": lambda c: c.submit_array({"script": "train.py", "arguments_list": [[]]}),
     "start_interactive": lambda c: c.start_interactive("mnist"),
     "get_run": lambda c: c.get_run("r1", fresh=True),
     "list_runs": lambda c: c.list_runs(experiment="mnist"),
