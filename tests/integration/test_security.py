@@ -242,6 +242,26 @@ ROUTES: dict[str, tuple[set[str], Builder]] = {
             },
         ),
     ),
+    "submit_run_array": (
+        SUBMITTERS,
+        lambda w: (
+            "POST",
+            "/api/v1/runs/array",
+            {
+                "data": {
+                    "spec": json.dumps(
+                        {
+                            "cluster": w.cluster_a,
+                            "script": "t.py",
+                            "snapshot_digest": w.digest_a,
+                            "experiment": "security",
+                            "arguments_list": [["--a"], ["--b"]],
+                        }
+                    )
+                }
+            },
+        ),
+    ),
     "start_interactive_run": (
         SUBMITTERS,
         lambda w: ("POST", "/api/v1/runs/interactive", {"json": {"experiment": "security"}}),
