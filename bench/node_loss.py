@@ -108,6 +108,7 @@ class Bench:
         env = Environment("bench")
         env.python.user_managed_dependencies = True
         env.python.interpreter_path = sys.executable
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / "sleep.py").write_text(SLEEPER)
         self.folder, self.env = folder, env
 
@@ -228,7 +229,7 @@ def measure(repeats: int, previous: bool) -> list[Figure]:
         requeues: list[dict[str, float]] = []
         cuts: list[dict[str, float]] = []
         with services(root / "now", hosts, liveness_env()) as (stack, redis):
-            bench = Bench(stack, root)
+            bench = Bench(stack, root / "src")
             for _ in range(repeats):
                 kills.append(bench.sigkill(requeue=False))
                 requeues.append(bench.sigkill(requeue=True))
@@ -237,7 +238,7 @@ def measure(repeats: int, previous: bool) -> list[Figure]:
         before: list[dict[str, float]] = []
         if previous:
             with services(root / "before", [], liveness_env(**PREVIOUS)) as (stack, _):
-                before.append(Bench(stack, root).sigkill(requeue=False))
+                before.append(Bench(stack, root / "src").sigkill(requeue=False))
     load_after = "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     note = f"p50 of {repeats}; {shipped}; {load} before, {load_after} after; 2-core machine"
     for label, samples in (("SIGKILL", kills), ("SIGKILL+requeue", requeues), ("cut", cuts)):
