@@ -101,6 +101,9 @@ def _check(
                     log.warning("run %s lost its node (attempt %d); requeued", run.id, run.attempt)
                     control.supersede(client, run.id, run.attempt)
                     return requeue(session, run.id)
+                # The attempt is over either way: a worker only cut off stops the run as soon
+                # as it hears Redis again, rather than running on for nothing.
+                control.supersede(client, run.id, run.attempt)
                 return transition(
                     session,
                     run.id,
