@@ -166,6 +166,8 @@ def test_a_killed_workers_run_is_requeued_and_completed_by_another_worker(
     wait_until(marker.exists, GUARD, what="the first attempt")
     holder = wait_for_status(stack, run.id, {"Running"}, timeout=GUARD)["worker_id"]
     (survivor,) = [name for name in names if name != holder]
+    # Its output reached the service before the node died (else it dies with the node).
+    wait_until(lambda: "first attempt" in client.logs(run.id), GUARD, 0.05, what="its output")
 
     kill_tree(processes[holder])
 
