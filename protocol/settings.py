@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, TrackingLimits
@@ -35,12 +35,15 @@ class Settings(BaseSettings):
     snapshot_max_bytes: int = DEFAULT_MAX_BYTES
     snapshot_max_files: int = DEFAULT_MAX_FILES
 
-    # Liveness: workers refresh a key per run every heartbeat_interval seconds; a run whose
-    # key is older than not_responding_after becomes NotResponding, and Failed after a
-    # further failed_after seconds without a sign of life.
-    heartbeat_interval: float = Field(2.0, gt=0)
-    not_responding_after: float = Field(10.0, gt=0)
-    failed_after: float = Field(20.0, gt=0)
+    # Liveness: workers refresh a key per run every heartbeat_interval seconds, each living
+    # not_responding_after seconds in Redis (Redis' clock, not the hosts'); a run whose key
+    # has expired becomes NotResponding at the next sweep, and Failed (or requeued) after a
+    # further failed_after seconds without a sign of life. With these defaults a dead node's
+    # runs are NotResponding 4-6 s after it died and Failed/requeued 10 s later, and a worker
+    # may miss four beats in a row (a saturated CPU, a slow Redis) without a false alarm.
+    heartbeat_interval: float = Field(1.0, gt=0)
+    not_responding_after: float = Field(5.0, gt=0)
+    failed_after: float = Field(10.0, gt=0)
     # A run handed to the broker that no worker has claimed after this long is re-sent.
     dispatch_timeout: float = Field(60.0, gt=0)
     # Ingest entries read but not acknowledged for this long belong to a consumer that died.
@@ -99,6 +102,18 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
     max_event_batch_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_file_bytes: int = Field(5 * 1024**3, ge=1024)
+
+    @model_validator(mode="after")
+    def _beats_fit_the_timeout(self) -> Settings:
+        """A timeout shorter than a beat would fail every run between two beats: refuse it.
+        (Allow several beats per timeout: the defaults fit five, tolerating four late.)"""
+        if self.not_responding_after < self.heartbeat_interval:
+            raise ValueError(
+                f"not_responding_after ({self.not_responding_after:g}s) is shorter than "
+                f"heartbeat_interval ({self.heartbeat_interval:g}s): every run would be "
+                "taken for lost between two beats; make it several intervals"
+            )
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 import redis
 
@@ -32,15 +33,28 @@ class WorkerInfo:
         return len(self.runs)
 
 
-def publish_heartbeat(client: redis.Redis, info: WorkerInfo, ttl: float) -> None:
-    """Announce the worker and keep each of its runs' alive keys fresh, in one round trip."""
+def publish_heartbeat(client: redis.Redis, info: WorkerInfo, ttl: float) -> bool:
+    """Announce the worker and keep each of its runs' alive keys fresh, in one round trip;
+    returns whether an operator asked the worker to drain (read in the same trip).
+
+    The keys expire by Redis' clock: whether a run is alive never compares two hosts' clocks.
+    """
     ttl_ms = max(int(ttl * 1000), 1)
     pipe = client.pipeline(transaction=False)
     pipe.set(keys.worker(info.id), json.dumps(asdict(info)), px=ttl_ms)
     pipe.sadd(keys.WORKERS, info.id)
     for run_id in info.runs:
         pipe.set(keys.run_alive(run_id), info.id, px=ttl_ms)
-    pipe.execute()
+    pipe.exists(keys.worker_drain(info.id))
+    return bool(pipe.execute()[-1])
+
+
+def server_time(client: redis.Redis) -> datetime:
+    """Now, by Redis' clock: the clock alive keys expire by. Schedulers that compare times
+    of liveness (how long a run has been silent) read it, so a scheduler host whose clock is
+    off, or a second scheduler on another host, judges silence the same way."""
+    seconds, micros = client.time()
+    return datetime.fromtimestamp(seconds + micros / 1_000_000, tz=UTC)
 
 
 def remove_worker(client: redis.Redis, worker_id: str) -> None:

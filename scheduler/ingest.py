@@ -31,7 +31,7 @@ from protocol.messages import (
 )
 from protocol.replies import as_text
 from runyard.errors import IllegalTransition, RunNotFound
-from runyard.status import UNSUCCESSFUL, RunStatus
+from runyard.status import UNSUCCESSFUL, WAITING, RunStatus
 from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, transition
 from store.models import Run, RunLog
@@ -211,7 +211,7 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
     if entry.reason and entry.status in UNSUCCESSFUL:
         values["failure_reason"] = entry.reason
     current = session.get(Run, entry.run_id)
-    if current is not None and entry.attempt and entry.attempt < current.attempt:
+    if current is not None and entry.attempt and stale_attempt(current, entry.attempt):
         log.info("ignoring report for %s: attempt %d was superseded", entry.run_id, entry.attempt)
         return
     try:
@@ -231,6 +231,14 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
         end_children(session, run.id, run.status)
         if run.cluster:
             applied.clusters.add(run.cluster)
+
+
+def stale_attempt(run: Run, attempt: int) -> bool:
+    """A report of an attempt the run is no longer on: a later one was handed out, or the
+    run went back to its queue (requeued after its node was lost, or after its worker
+    vanished before starting it) and no attempt is handed out now. A late report of the
+    lost attempt (its worker cut off, not dead) must never move the waiting run."""
+    return attempt < run.attempt or (run.status in WAITING and run.dispatched_at is None)
 
 
 def environment_reported(entry: StateChanged) -> dict[str, Any] | None:

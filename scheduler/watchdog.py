@@ -1,8 +1,13 @@
 """The watchdog: no run stays active once its worker has gone silent.
 
 A worker refreshes an alive key per run it holds. A run on a node whose key has expired
-becomes NotResponding, and Failed once it has stayed silent for ``failed_after`` more
-seconds. A run handed to the broker that no worker claimed in time is sent again.
+becomes NotResponding, and Failed (or requeued, where its cluster asks for it) once it has
+stayed silent for ``failed_after`` more seconds. A run handed to the broker that no worker
+claimed in time is sent again.
+
+Silence is measured by Redis' clock alone: keys expire by it, and the sweep reads ``now``
+from it (``TIME``) and stamps ``not_responding_at`` with it, so neither a scheduler host
+whose clock is off nor two schedulers on different hosts take a live run for a lost one.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from sqlmodel import Session, col, select, update
 from protocol import control, keys
 from protocol.messages import RunAssignment
 from protocol.settings import Settings
+from protocol.workers import server_time
 from runyard.errors import IllegalTransition
 from runyard.status import ACTIVE, RunStatus
 from scheduler.admission import resend
 from store.announcements import Announcements
 from store.db import as_utc
 from store.lifecycle import end_children, requeue, transition
-from store.models import Cluster, Run, utcnow
+from store.models import Cluster, Run
 from store.queue import handed_to_broker
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,7 @@ def sweep(
     """One pass over the runs that hold, or were handed, a node. Runs it moves go into
     ``news``; it returns the runs to send again, each marked handed over anew. The caller
     commits, then announces and sends (``scheduler.service.sweep_runs``)."""
-    now = utcnow()
+    now = server_time(client)
     # Only runs a worker holds have a heartbeat (not children, not interactive runs).
     active = list(
         session.exec(
@@ -95,6 +101,9 @@ def _check(
                     log.warning("run %s lost its node (attempt %d); requeued", run.id, run.attempt)
                     control.supersede(client, run.id, run.attempt)
                     return requeue(session, run.id)
+                # The attempt is over either way: a worker only cut off stops the run as soon
+                # as it hears Redis again, rather than running on for nothing.
+                control.supersede(client, run.id, run.attempt)
                 return transition(
                     session,
                     run.id,
@@ -121,6 +130,6 @@ def _check(
         )
         if (now - handed).total_seconds() < settings.not_responding_after:
             return None
-        return transition(session, run.id, RunStatus.NOT_RESPONDING)
+        return transition(session, run.id, RunStatus.NOT_RESPONDING, at=now)
     except IllegalTransition:
         return None

@@ -1,17 +1,40 @@
-"""The worker's heartbeat: announces the worker, its clusters, its slots and its runs."""
+"""The worker's heartbeat: announces the worker, its clusters, its slots and its runs.
+
+It is what tells the scheduler a node is alive, so it must keep beating while the node's
+runs saturate its CPUs, and stop the moment the worker process dies. It is therefore a
+thread of the worker process (it dies with it; a separate process could outlive a hung
+worker and vouch for it), which does nothing but one Redis round trip per beat:
+
+- on its own Redis connection, with socket timeouts, so no other thread's slow call and no
+  half-open connection (a network that was cut, then restored) can hold a beat up;
+- on a fixed schedule (monotonic clock), so a slow beat does not push every later one back;
+- at a raised scheduling priority where the worker may set one (root, or CAP_SYS_NICE): the
+  runs' processes, started by other threads, keep the default and yield to it under load.
+
+The alive keys it writes live ``ttl`` (``not_responding_after``) seconds by Redis' clock;
+Settings makes that at least two beats, five with the defaults, so a few late or failed
+beats never turn a healthy run NotResponding.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import sys
 import threading
+import time
+from collections.abc import Callable
 
 import redis
 
-from protocol.workers import WorkerInfo, drain_requested, publish_heartbeat, remove_worker
+from protocol.workers import WorkerInfo, publish_heartbeat, remove_worker
 
 log = logging.getLogger(__name__)
+
+# The heartbeat thread's nice value when the worker may raise it (lower is more CPU).
+HEARTBEAT_NICE = -10
 
 
 class Heartbeat:
@@ -24,7 +47,7 @@ class Heartbeat:
         interval: float,
         ttl: float,
     ) -> None:
-        self.redis = client
+        self.redis = own_connection(client, timeout=max(interval, min(ttl / 2, 5.0)))
         self.worker_id = worker_id
         self.clusters = clusters
         self.slots = slots
@@ -32,10 +55,11 @@ class Heartbeat:
         self.ttl = ttl
         self._runs: set[str] = set()
         self.draining = False
-        self.on_drain: list = []  # callbacks, run once when an operator drains the worker
+        self.on_drain: list[Callable[[], object]] = []  # run once when an operator drains
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.last_beat: float | None = None  # monotonic time of the last beat Redis took
 
     def add_run(self, run_id: str) -> None:
         with self._lock:
@@ -52,28 +76,49 @@ class Heartbeat:
         with self._lock:
             return sorted(self._runs)
 
+    def _info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.worker_id,
+            hostname=socket.gethostname(),
+            clusters=self.clusters,
+            slots=self.slots,
+            runs=self.runs,
+            draining=self.draining,
+        )
+
     def beat(self) -> None:
         try:
-            if not self.draining and drain_requested(self.redis, self.worker_id):
+            drain = publish_heartbeat(self.redis, self._info(), self.ttl)
+            if drain and not self.draining:
                 self.draining = True
                 log.info("draining: finishing %d run(s), taking no new ones", len(self.runs))
+                publish_heartbeat(self.redis, self._info(), self.ttl)  # its slots, withdrawn
                 for callback in self.on_drain:
                     callback()
-            info = WorkerInfo(
-                id=self.worker_id,
-                hostname=socket.gethostname(),
-                clusters=self.clusters,
-                slots=self.slots,
-                runs=self.runs,
-                draining=self.draining,
-            )
-            publish_heartbeat(self.redis, info, self.ttl)
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
+            return
+        now = time.monotonic()
+        if self.last_beat is not None and now - self.last_beat > self.ttl / 2:
+            log.warning(
+                "heartbeat: %.1fs since the last beat Redis took (runs are NotResponding "
+                "after %.1fs of silence)",
+                now - self.last_beat,
+                self.ttl,
+            )
+        self.last_beat = now
 
     def start(self) -> None:
         def loop() -> None:
-            while not self._stop.wait(self.interval):
+            raise_priority()
+            due = time.monotonic()
+            while True:
+                due += self.interval
+                # Fixed schedule: a late beat is followed by the next one on time, and
+                # beats missed entirely (a stopped process) are not caught up in a burst.
+                due = max(due, time.monotonic())
+                if self._stop.wait(due - time.monotonic()):
+                    return
                 self.beat()
 
         self.beat()
@@ -86,3 +131,29 @@ class Heartbeat:
             self._thread.join()
         with contextlib.suppress(redis.RedisError):
             remove_worker(self.redis, self.worker_id)
+
+
+def own_connection(client: redis.Redis, timeout: float) -> redis.Redis:
+    """A client of the same server as ``client`` (same address, password, TLS) with a pool
+    of its own whose calls give up after ``timeout`` seconds."""
+    pool = client.connection_pool
+    kwargs = {
+        **pool.connection_kwargs,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+    }
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
+
+
+def raise_priority() -> None:
+    """Give the calling thread (the heartbeat) more CPU share than the runs' processes, where
+    allowed; elsewhere it keeps the default share, which the TTL's slack covers."""
+    if sys.platform != "linux":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEARTBEAT_NICE)
+    except OSError as exc:
+        log.debug("heartbeat keeps the default priority: %s", exc)

@@ -246,7 +246,7 @@ def runyard(*args: str) -> list[str]:
     return [sys.executable, "-m", "runyard", *args]
 
 
-# Fast liveness so node-loss tests finish in seconds; production defaults are 2/10/20 s.
+# Fast liveness so node-loss tests finish in seconds; production defaults are 1/5/10 s.
 FAST_TIMINGS = {
     "RUNYARD_HEARTBEAT_INTERVAL": "0.5",
     "RUNYARD_NOT_RESPONDING_AFTER": "3",
