@@ -7,6 +7,7 @@ import fcntl
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,18 @@ WAITS = (
 )
 
 
-def gone(pid: int) -> bool:
+def gone(pid: int, within: float = 10.0) -> bool:
+    """Whether ``pid`` has died. A SIGKILL sent to a process that is not our child takes
+    effect when the kernel next schedules it: on a loaded machine, a moment later."""
+    stop = time.monotonic() + within
+    while not _dead(pid):
+        if time.monotonic() > stop:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _dead(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
