@@ -26,7 +26,6 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
