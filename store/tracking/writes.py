@@ -292,10 +292,37 @@ def _insert_points(
         dialect = connection.dialect.name
         cursor = connection.connection.cursor()  # this transaction's own DBAPI connection
         try:
-            cursor.executemany(INSERT_POINTS[dialect], rows)
+            if dialect == "postgresql":
+                _copy_points(cursor, rows)
+            else:
+                cursor.executemany(INSERT_POINTS[dialect], rows)
         finally:
             cursor.close()
         rollups.refresh(session, run_id, {k: (v[0], v[1]) for k, v in spans.items()})
+
+
+# PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
+# skips what is stored already (COPY itself cannot skip a duplicate).
+STAGE = "metricpoint_in"
+CREATE_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (run_id varchar, name varchar, "
+    '"column" varchar, producer varchar, seq bigint, sub integer, idx bigint, '
+    "value double precision, text text, vtype varchar, logged_at double precision) "
+    "ON COMMIT DELETE ROWS"
+)
+_NAMES = ", ".join(f'"{c}"' for c in POINT_COLUMNS)
+
+
+def _copy_points(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+    cursor.execute(CREATE_STAGE)
+    with cursor.copy(f"COPY {STAGE} ({_NAMES}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    cursor.execute(
+        f"INSERT INTO metricpoint ({_NAMES}) SELECT {_NAMES} FROM {STAGE} "
+        "ON CONFLICT (run_id, producer, seq, sub) DO NOTHING"
+    )
+    cursor.execute(f"DELETE FROM {STAGE}")  # a transaction may apply several batches
 
 
 def _widen(
