@@ -1,6 +1,7 @@
 """Metric logging benchmark: Runyard side by side with MLflow, in one run of this script.
 
     python -m bench.tracking [--points 100000] [--mlflow-sample 2000] [--live-points 500]
+    python -m bench.tracking.ingest   (the issue's method; see its --help)
 
 Starts a private Redis, the Runyard API, scheduler and one worker as real processes (local
 executor, SQLite), and a local MLflow tracking server (SQLite backend), then measures:
@@ -22,3 +23,15 @@ process it starts is stopped at the end, on error too.
 # the text of --help.
 
 METRIC = "x"  # the metric both sides log (the run script spells it too)
+
+
+def figures(**options: object) -> list[tuple[str, float, str, str]]:
+    """Rows of (name, value, unit, anchor) for ``python -m bench``: ingest measured the
+    issue's way beside MLflow, 1/10/50 runs at once on SQLite and PostgreSQL, and the SDK
+    buffer of a run logging 10 million points. ``options`` are those of
+    ``bench.tracking.ingest.measure`` (``points``, ``concurrency``, ``concurrent_points``,
+    ``buffer_points``, ``postgres``, ``with_mlflow``)."""
+    from bench.tracking.ingest import measure
+
+    found = measure(**options)  # type: ignore[arg-type]
+    return found.rows + [(f"warning: {w}", 0, "", "") for w in found.warnings]

@@ -139,17 +139,19 @@ class RunLimits:
         return clean
 
 
+_COMPATIBLE = {
+    SCALAR: frozenset((SCALAR, LIST)),
+    LIST: frozenset((SCALAR, LIST)),
+    ROW: frozenset((ROW, TABLE)),
+    TABLE: frozenset((ROW, TABLE)),
+    IMAGE: frozenset((IMAGE,)),
+}
+
+
 def compatible(first: str, then: str) -> bool:
     """A name logged with log() may go on with log_list() and vice versa (both a vector);
     a row may follow a table of the same columns; anything else keeps its first kind."""
-    same = {
-        SCALAR: {SCALAR, LIST},
-        LIST: {SCALAR, LIST},
-        ROW: {ROW, TABLE},
-        TABLE: {ROW, TABLE},
-        IMAGE: {IMAGE},
-    }
-    return then in same[first]
+    return then in _COMPATIBLE[first]
 
 
 def scalar_value(value: Any, limits: Limits) -> Any:
@@ -239,8 +241,22 @@ _SHAPES = {
 }
 
 
+_SCALAR_TYPES = (float, int, str, bool, type(None))
+_SCALAR_KEYS = frozenset(("r", "k", "n", "v", "t"))
+
+
 def well_formed(event: Any) -> bool:
     """An event as the SDK writes it; anything else (a forged or corrupt line) is refused."""
+    if (
+        type(event) is dict
+        and event.get("k") == SCALAR
+        and event.keys() <= _SCALAR_KEYS
+        and type(event.get("r")) is str
+        and type(event.get("n")) is str
+        and type(event.get("v")) in _SCALAR_TYPES
+        and type(event.get("t", 0.0)) in (float, int)
+    ):
+        return True  # what log() writes millions of times; anything else takes the walk
     if not isinstance(event, dict) or not isinstance(event.get("r"), str):
         return False
     kind = event.get("k")

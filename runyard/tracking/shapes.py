@@ -7,9 +7,12 @@ reference (a list when there are several).
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, Dict, List, Sequence, Tuple
 
 from runyard.tracking import events as ev
+
+_BY_INDEX = itemgetter(0, 1)  # (idx, column)
 
 # (kind, idx, column, value) for one metric, in any order.
 Point = Tuple[str, int, str, Any]
@@ -17,7 +20,7 @@ Point = Tuple[str, int, str, Any]
 
 def shape(kind: str, points: Sequence[Tuple[int, str, Any]]) -> Any:
     """``points`` are (idx, column, value) of one metric."""
-    ordered = sorted(points, key=lambda p: (p[0], p[1]))
+    ordered = sorted(points, key=_BY_INDEX)  # C-level key: reads may hold millions
     if kind in ev.COLUMN_KINDS:
         columns: Dict[str, List[Any]] = {}
         for _, column, value in ordered:

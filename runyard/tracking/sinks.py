@@ -30,6 +30,9 @@ from runyard.tracking.contract import CHANNEL_FILE, STAGING_DIR, SYNC_SOCKET
 FLUSH_INTERVAL = 0.1  # seconds between background flushes
 BATCH = 5_000  # events per write (one POST for the HTTP sink)
 MAX_BUFFERED = 2_000_000  # events held in memory while the service is unreachable
+# Events held while the service takes them: past this, log() waits for the flusher (a
+# loop logging faster than the service stores would otherwise grow the buffer without end).
+MAX_PENDING = 50_000
 SYNC_TIMEOUT = 120.0  # how long a synchronous write waits for the service to confirm
 
 
@@ -47,12 +50,32 @@ class Sink:
         # thread that was flushing when the signal came.
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        self._room = threading.Event()  # set each time a batch left the buffer
+        self._flowing = True  # the last write went through (False while the service is away)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="runyard-flush", daemon=True)
         self._thread.start()
 
     def emit(self, event: Dict[str, Any]) -> None:
         self._buffer.append(event)
+        if len(self._buffer) >= MAX_PENDING:
+            self._wait_for_room()
+
+    def buffered(self) -> int:
+        """Events emitted and not yet written out of this process."""
+        return len(self._buffer)
+
+    def _wait_for_room(self) -> None:
+        """Backpressure: while the service takes what is sent, a full buffer makes the
+        logging call wait for the flusher, so memory stays bounded however long the run
+        logs. While the service is away nothing waits (training goes on; the oldest events
+        are dropped past MAX_BUFFERED)."""
+        if threading.current_thread() is self._thread:
+            return
+        while len(self._buffer) >= MAX_PENDING and self._flowing and not self._closed:
+            self._room.clear()
+            self._wake.set()
+            self._room.wait(0.05)
 
     def _loop(self) -> None:
         while not self._closed:
@@ -109,6 +132,8 @@ class Sink:
                 return
             try:
                 self.write(batch, wait and last)
+                self._flowing = True
+                self._room.set()
             except RefusedBatch as exc:
                 if strict:
                     raise exc.error from None
@@ -119,6 +144,7 @@ class Sink:
                     self.write([], True)  # still wait for everything sent before
             except Exception:
                 self._buffer.extendleft(reversed(batch))
+                self._flowing = False
                 raise
             if last:
                 return

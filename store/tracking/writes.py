@@ -9,6 +9,7 @@ rollups of the spans it touched are refreshed in the same transaction.
 from __future__ import annotations
 
 import logging
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import func
@@ -65,9 +66,11 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
 def _not_yet_stored(session: Session, batch: TrackingBatch) -> list[tuple[int, dict[str, Any]]]:
     """Events of a redelivered batch that were already stored are skipped: metric points by
     (producer, seq); the other kinds are idempotent by themselves."""
-    pairs = sorted(((int(seq), event) for seq, event in batch.events), key=lambda p: p[0])
+    pairs = [(int(seq), event) for seq, event in batch.events]
     if not pairs:
         return []
+    if any(pairs[i][0] > pairs[i + 1][0] for i in range(len(pairs) - 1)):
+        pairs.sort(key=itemgetter(0))  # producers number in order; a forged batch may not
     stored = set(
         session.exec(
             select(MetricPoint.seq).where(
@@ -77,6 +80,8 @@ def _not_yet_stored(session: Session, batch: TrackingBatch) -> list[tuple[int, d
             )
         )
     )
+    if not stored:  # the usual case: a batch delivered once
+        return pairs
     return [(seq, event) for seq, event in pairs if seq not in stored]
 
 
@@ -166,6 +171,29 @@ def _finish(session: Session, run: Run, origin: str, event: dict[str, Any]) -> N
     end_children(session, run.id, RunStatus(status))
 
 
+# The columns of a point, in the order the rows below are built; inserted through the
+# driver's own executemany (no per-row SQLAlchemy parameter processing), skipping what an
+# earlier delivery stored (the unique producer + seq + sub) as the ORM insert did.
+POINT_COLUMNS = (
+    "run_id", "name", "column", "producer", "seq", "sub", "idx", "value", "text", "vtype",
+    "logged_at",
+)  # fmt: skip
+_SCALAR_NAME, _LIST_NAME = ev.KIND_NAMES[ev.SCALAR], ev.KIND_NAMES[ev.LIST]
+
+
+def _insert_sql(dialect: str) -> str:
+    marker = "%s" if dialect == "postgresql" else "?"
+    names = ", ".join(f'"{c}"' for c in POINT_COLUMNS)
+    values = ", ".join([marker] * len(POINT_COLUMNS))
+    return (
+        f"INSERT INTO metricpoint ({names}) VALUES ({values}) "
+        "ON CONFLICT (run_id, producer, seq, sub) DO NOTHING"
+    )
+
+
+INSERT_POINTS = {d: _insert_sql(d) for d in ("sqlite", "postgresql")}
+
+
 def _insert_points(
     session: Session,
     run: Run,
@@ -173,86 +201,142 @@ def _insert_points(
     events: list[tuple[int, dict[str, Any]]],
     limits: TrackingLimits,
 ) -> None:
-    """The hot path of tracking: one query for the series, one bulk insert for the points."""
+    """The hot path of tracking: one query for the series, one executemany of plain tuples
+    for the points, one rollup refresh per series touched. Nothing here is per point but
+    building the row."""
+    run_id = run.id
     names = {str(e.get("n", ""))[:NAME_LENGTH] for _, e in events}
     known = {
         m.name: m
         for m in session.exec(
-            select(Metric).where(Metric.run_id == run.id, col(Metric.name).in_(names))
+            select(Metric).where(Metric.run_id == run_id, col(Metric.name).in_(names))
         )
     }
     total: int | None = None
-    touched: set[str] = set()
-    rows: list[dict[str, Any]] = []
+    # Per series: [count, next_idx] kept here and written to the Metric once at the end
+    # (ORM attribute writes per event cost more than the insert itself).
+    counters: dict[str, list[int]] = {}
+    refused: set[str] = set()
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    spans: dict[tuple[str, str], list[int]] = {}
     for seq, event in events:
-        name = str(event.get("n", ""))[:NAME_LENGTH]
+        name = event.get("n", "")
+        if type(name) is not str or len(name) > NAME_LENGTH:
+            name = str(name)[:NAME_LENGTH]
+        if name in refused:
+            continue
         code = event["k"]
-        metric = known.get(name)
-        if metric is None:
-            if total is None:
-                total = session.exec(select(func.count()).where(Metric.run_id == run.id)).one()
-            if total >= limits.metric_names:
+        state = counters.get(name)
+        if state is None:
+            metric = known.get(name)
+            if metric is None:
+                if total is None:
+                    total = session.exec(select(func.count()).where(Metric.run_id == run_id)).one()
+                if total >= limits.metric_names:
+                    log.warning(
+                        "run %s: metric %r over the limit of %d names",
+                        run_id,
+                        name,
+                        limits.metric_names,
+                    )
+                    refused.add(name)
+                    continue
+                metric = Metric(
+                    run_id=run_id,
+                    name=name,
+                    kind=ev.KIND_NAMES[code],
+                    description=str(event.get("d", "")),
+                    count=0,
+                    next_idx=0,
+                )
+                known[name] = metric
+                total += 1
+            state = counters[name] = [metric.count, metric.next_idx]
+        metric = known[name]
+        kind = metric.kind
+        if kind != _SCALAR_NAME or code != ev.SCALAR:
+            if not ev.compatible(ev.KIND_CODES[kind], code):
                 log.warning(
-                    "run %s: metric %r over the limit of %d names",
-                    run.id,
-                    name,
-                    limits.metric_names,
+                    "run %s: %r is a %s; dropping a %s", run_id, name, kind, ev.KIND_NAMES[code]
                 )
                 continue
-            metric = Metric(
-                run_id=run.id,
-                name=name,
-                kind=ev.KIND_NAMES[code],
-                description=str(event.get("d", "")),
-                count=0,
-                next_idx=0,
-            )
-            known[name] = metric
-            total += 1
-        elif not ev.compatible(ev.KIND_CODES[metric.kind], code):
-            log.warning(
-                "run %s: %r is a %s; dropping a %s", run.id, name, metric.kind, ev.KIND_NAMES[code]
-            )
-            continue
-        elif metric.kind == ev.KIND_NAMES[ev.SCALAR] and code == ev.LIST:
-            metric.kind = ev.KIND_NAMES[ev.LIST]
-        touched.add(name)
+            if kind == _SCALAR_NAME and code == ev.LIST:
+                metric.kind = _LIST_NAME
         logged_at = float(event.get("t") or 0.0)
-        start = event.get("s", metric.next_idx)  # log(..., step=) places the point
-        for sub, idx, column, value in _points(event, start):
-            number, text, vtype = encode_value(value)
-            rows.append(
-                {
-                    "run_id": run.id,
-                    "name": name,
-                    "column": column,
-                    "producer": producer,
-                    "seq": seq,
-                    "sub": sub,
-                    "idx": idx,
-                    "value": number,
-                    "text": text,
-                    "vtype": vtype,
-                    "logged_at": logged_at,
-                }
-            )
-        metric.count += _length(event)
-        metric.next_idx = max(metric.next_idx, start + _length(event))
-    for name in touched:
-        session.add(known[name])
+        start = event.get("s", state[1])  # log(..., step=) places the point
+        if code == ev.SCALAR:  # most events by far: one point, no list to build
+            number, text, vtype = encode_value(event.get("v"))
+            append((run_id, name, "", producer, seq, 0, start, number, text, vtype, logged_at))
+            length, low, high = 1, start, start
+            _widen(spans, name, "", low, high)
+        else:
+            points = _points(event, start)
+            for sub, idx, column, value in points:
+                number, text, vtype = encode_value(value)
+                append(
+                    (run_id, name, column, producer, seq, sub, idx, number, text, vtype, logged_at)
+                )
+                _widen(spans, name, column, idx, idx)
+            length = _length(event)
+        state[0] += length
+        if start + length > state[1]:
+            state[1] = start + length
+    for name, (count, next_idx) in counters.items():
+        metric = known[name]
+        metric.count, metric.next_idx = count, next_idx
+        session.add(metric)
     session.flush()
     if rows:
-        # Core (not ORM) bulk insert: an executemany of plain rows.
-        statement = insert_ignoring(session, MetricPoint.__table__).on_conflict_do_nothing(
-            index_elements=["run_id", "producer", "seq", "sub"]
-        )
-        session.execute(statement, rows)
-        touched_spans: dict[tuple[str, str], tuple[int, int]] = {}
+        connection = session.connection()
+        dialect = connection.dialect.name
+        cursor = connection.connection.cursor()  # this transaction's own DBAPI connection
+        try:
+            if dialect == "postgresql":
+                _copy_points(cursor, rows)
+            else:
+                cursor.executemany(INSERT_POINTS[dialect], rows)
+        finally:
+            cursor.close()
+        rollups.refresh(session, run_id, {k: (v[0], v[1]) for k, v in spans.items()})
+
+
+# PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
+# skips what is stored already (COPY itself cannot skip a duplicate).
+STAGE = "metricpoint_in"
+CREATE_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (run_id varchar, name varchar, "
+    '"column" varchar, producer varchar, seq bigint, sub integer, idx bigint, '
+    "value double precision, text text, vtype varchar, logged_at double precision) "
+    "ON COMMIT DELETE ROWS"
+)
+_NAMES = ", ".join(f'"{c}"' for c in POINT_COLUMNS)
+
+
+def _copy_points(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+    cursor.execute(CREATE_STAGE)
+    with cursor.copy(f"COPY {STAGE} ({_NAMES}) FROM STDIN") as copy:
         for row in rows:
-            key = (row["name"], row["column"])
-            low, high = touched_spans.get(key, (row["idx"], row["idx"]))
-            touched_spans[key] = (min(low, row["idx"]), max(high, row["idx"]))
-        rollups.refresh(session, run.id, touched_spans)
+            copy.write_row(row)
+    cursor.execute(
+        f"INSERT INTO metricpoint ({_NAMES}) SELECT {_NAMES} FROM {STAGE} "
+        "ON CONFLICT (run_id, producer, seq, sub) DO NOTHING"
+    )
+    cursor.execute(f"DELETE FROM {STAGE}")  # a transaction may apply several batches
+
+
+def _widen(
+    spans: dict[tuple[str, str], list[int]], name: str, column: str, low: int, high: int
+) -> None:
+    """Stretch the index range a batch touched in the series ``(name, column)``."""
+    span = spans.get((name, column))
+    if span is None:
+        spans[(name, column)] = [low, high]
+        return
+    if low < span[0]:
+        span[0] = low
+    if high > span[1]:
+        span[1] = high
 
 
 def _length(event: dict[str, Any]) -> int:

@@ -1,0 +1,73 @@
+"""The SDK's buffer stays bounded however fast a loop logs: while the service takes what
+is sent, ``log()`` waits for the flusher past ``MAX_PENDING``; while it is away, nothing
+waits (training goes on) and nothing is lost up to ``MAX_BUFFERED``."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from runyard.errors import RetryBatch
+from runyard.tracking import sinks
+from runyard.tracking.sinks import HttpSink
+
+
+class Slow:
+    """A client whose every batch waits until the test lets it through."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.gate = threading.Semaphore(0)
+
+    def send_events(self, run_id: str, batch: dict, timeout: float | None = None) -> Any:
+        self.gate.acquire()
+        self.sent.extend(batch["events"])
+        return {"accepted": len(batch["events"]), "stored": False}
+
+
+class Away:
+    def send_events(self, run_id: str, batch: dict, timeout: float | None = None) -> Any:
+        raise RetryBatch("cannot reach Runyard")
+
+
+def event(i: int) -> dict[str, Any]:
+    return {"r": "run-1", "k": "m", "n": "x", "v": float(i), "t": 0.0}
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks, "MAX_PENDING", 50)
+    monkeypatch.setattr(sinks, "BATCH", 10)
+
+
+@pytest.mark.usefixtures("small")
+def test_a_loop_faster_than_the_service_never_holds_more_than_max_pending() -> None:
+    client = Slow()
+    sink = HttpSink(client, "run-1")
+    released = threading.Thread(target=lambda: [client.gate.release() for _ in range(10_000)])
+    peak = 0
+    try:
+        released.start()
+        for i in range(2_000):
+            sink.emit(event(i))
+            peak = max(peak, sink.buffered())
+        released.join()
+        sink.close()
+    finally:
+        for _ in range(1_000):
+            client.gate.release()
+    assert peak < sinks.MAX_PENDING
+    assert [e["v"] for e in client.sent] == [float(i) for i in range(2_000)]  # none lost
+
+
+@pytest.mark.usefixtures("small")
+def test_while_the_service_is_away_logging_does_not_wait_and_keeps_what_it_logged() -> None:
+    sink = HttpSink(Away(), "run-1")
+    try:
+        for i in range(200):  # four times MAX_PENDING: returns, not blocked on the flusher
+            sink.emit(event(i))
+        assert sink.buffered() + 10 >= 200  # at most the batch in flight is out of the deque
+    finally:
+        sink.close(timeout=0)
