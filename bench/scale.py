@@ -262,6 +262,7 @@ def time_get(
 ) -> tuple[Timing, Any]:
     """``requests`` sequential GETs of ``path`` (after one to warm up): p50/p95 in ms."""
     timing = Timing(name, goal=goal)
+    print(f"  GET {name} ...", file=sys.stderr, flush=True)
     try:
         first = http.get(path)
         if first.status_code != 200:
@@ -522,16 +523,23 @@ def database(
         return
     from tests.support.services import postgres_server
 
-    with postgres_server(root / f"pg-{runs}") as url:
-        print(f"filling {runs:,} runs into PostgreSQL ...", flush=True)
-        seconds = fill(url, runs, queued)
-        from sqlalchemy import create_engine, text
+    # Not under ``root`` (0700, root's): the server runs as the postgres user (as in conftest).
+    folder = Path(tempfile.mkdtemp(prefix=f"runyard-bench-pg-{runs}-"))
+    folder.chmod(0o755)
+    try:
+        with postgres_server(folder / "server") as url:
+            print(f"filling {runs:,} runs into PostgreSQL ...", flush=True)
+            seconds = fill(url, runs, queued)
+            from sqlalchemy import create_engine, text
 
-        engine = create_engine(url)
-        with engine.connect() as connection:
-            size = connection.execute(text("SELECT pg_database_size('postgres')")).scalar_one()
-        engine.dispose()
-        yield url, Fill(runs, seconds, int(size), cached=False)
+            engine = create_engine(url)
+            with engine.connect() as connection:
+                query = text("SELECT pg_database_size('postgres')")
+                size = connection.execute(query).scalar_one()
+            engine.dispose()
+            yield url, Fill(runs, seconds, int(size), cached=False)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(options: argparse.Namespace, say: Callable[[str], None] = print) -> list[Figure]:
