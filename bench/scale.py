@@ -293,7 +293,9 @@ def list_paths(http: httpx.Client, root: str) -> list[tuple[str, str]]:
 
     runs = paths.RUNS
     one = http.get(runs, params={"limit": 1, "status": "Completed"}).json()["data"]
-    found = [r for r in http.get(runs, params={"limit": 500}).json()["data"] if r["parent_run_id"]]
+    # A parent among the latest ended runs (the newest runs are queued: no children there).
+    ended = http.get(runs, params={"limit": 500, "status": "Completed"}).json()["data"]
+    found = [r for r in ended if r["parent_run_id"]]
     parent = found[0]["parent_run_id"] if found else (one[0]["id"] if one else "none")
     queue, c, e = QUEUED_CLUSTER, "scale-03", "exp-007"
     listed = [
