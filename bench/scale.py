@@ -154,11 +154,12 @@ def fill(url: str, runs: int, queued: int, progress: bool = True) -> float:
                 rows, tags = [], []
                 if progress and (i + 1) % (BATCH * 10) == 0:
                     rate = (i + 1) / (time.perf_counter() - started)
-                    print(f"  filled {i + 1:,} runs ({rate:,.0f} runs/s)", flush=True)
+                    print(f"  filled {i + 1:,} runs ({rate:,.0f} runs/s)", file=sys.stderr,
+                          flush=True)  # fmt: skip
         ran = seeding.refresh_derived(session)
         session.commit()
         if ran and progress:
-            print(f"  refreshed {', '.join(ran)}", flush=True)
+            print(f"  refreshed {', '.join(ran)}", file=sys.stderr, flush=True)
     if url.startswith("sqlite"):
         with engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -227,7 +228,7 @@ def sqlite_database(
     partial = path.with_suffix(".filling")
     for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
         leftover.unlink(missing_ok=True)
-    print(f"filling {runs:,} runs into {path} ...", flush=True)
+    print(f"filling {runs:,} runs into {path} ...", file=sys.stderr, flush=True)
     seconds = fill(f"sqlite:///{partial}", runs, queued)
     partial.rename(path)  # only a finished fill is ever cached
     record.write_text(json.dumps({"seconds": seconds}))
@@ -530,7 +531,7 @@ def database(
     folder.chmod(0o755)
     try:
         with postgres_server(folder / "server") as url:
-            print(f"filling {runs:,} runs into PostgreSQL ...", flush=True)
+            print(f"filling {runs:,} runs into PostgreSQL ...", file=sys.stderr, flush=True)
             seconds = fill(url, runs, queued)
             from sqlalchemy import create_engine, text
 
@@ -598,7 +599,12 @@ def parser() -> argparse.ArgumentParser:
 def figures(quick: bool = False) -> list[Figure]:
     """Rows for ``python -m bench``; quick: 20,000 runs and fewer requests."""
     args = ["--runs", "20000", "--requests", "5", "--studio-loads", "1", "--cli-times", "1"]
-    return run(parser().parse_args(args if quick else []))
+    return run(parser().parse_args(args if quick else []), say=_progress)
+
+
+def _progress(message: str) -> None:
+    """Under ``python -m bench`` progress goes to stderr: stdout holds the one table."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def main() -> int:
