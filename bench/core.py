@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.figures import quantile
+from bench.figures import Figure, quantile
 from runyard.client import Client
 from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
 from runyard.status import TERMINAL
@@ -92,11 +92,8 @@ def _count(client: Client, status: str) -> int:
     return client.count_runs(experiment="throughput", status=status)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--latency-runs", type=int, default=40)
-    parser.add_argument("--throughput-runs", type=int, default=1000)
-    args = parser.parse_args()
+def measure(latency_runs: int, throughput_runs: int) -> tuple[list[float], float, float]:
+    """(submit -> Running latencies in seconds, runs/s drained, runs/s submitted)."""
     with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
         root = Path(tmp)
         folder = root / "src"
@@ -106,18 +103,44 @@ def main() -> None:
             stack = Stack(root=root / "stack", redis=redis)
             stack.start()
             try:
-                latencies = submit_to_running(stack, folder, args.latency_runs)
-                print(f"submit -> Running, local executor, idle cluster ({len(latencies)} runs):")
-                print(f"  p50 {quantile(latencies, 0.50) * 1000:7.1f} ms")
-                print(f"  p95 {quantile(latencies, 0.95) * 1000:7.1f} ms")
-                print(f"  mean {statistics.mean(latencies) * 1000:6.1f} ms")
-                rate, submit_rate = throughput(stack, folder, args.throughput_runs)
-                print(
-                    f"throughput, {args.throughput_runs} queued trivial runs, 2 workers x 2 "
-                    f"slots: {rate:.1f} runs/s (submitted at {submit_rate:.1f} runs/s)"
-                )
+                latencies = submit_to_running(stack, folder, latency_runs)
+                rate, submit_rate = throughput(stack, folder, throughput_runs)
             finally:
                 stack.stop()
+    return latencies, rate, submit_rate
+
+
+def figures(quick: bool = False) -> list[Figure]:
+    """Rows for ``python -m bench``."""
+    latency_runs, throughput_runs = (10, 100) if quick else (40, 1000)
+    latencies, rate, submit_rate = measure(latency_runs, throughput_runs)
+    note = f"local executor, idle cluster, {len(latencies)} runs"
+    return [
+        Figure("submit -> Running p50", quantile(latencies, 0.5) * 1000, "ms", note=note),
+        Figure("submit -> Running p95", quantile(latencies, 0.95) * 1000, "ms", note=note),
+        Figure(
+            "queue throughput, 2 workers x 2 slots",
+            rate,
+            "runs/s",
+            note=f"{throughput_runs} trivial runs queued; submitted at {submit_rate:.1f} runs/s",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency-runs", type=int, default=40)
+    parser.add_argument("--throughput-runs", type=int, default=1000)
+    args = parser.parse_args()
+    latencies, rate, submit_rate = measure(args.latency_runs, args.throughput_runs)
+    print(f"submit -> Running, local executor, idle cluster ({len(latencies)} runs):")
+    print(f"  p50 {quantile(latencies, 0.50) * 1000:7.1f} ms")
+    print(f"  p95 {quantile(latencies, 0.95) * 1000:7.1f} ms")
+    print(f"  mean {statistics.mean(latencies) * 1000:6.1f} ms")
+    print(
+        f"throughput, {args.throughput_runs} queued trivial runs, 2 workers x 2 "
+        f"slots: {rate:.1f} runs/s (submitted at {submit_rate:.1f} runs/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.figures import quantile
+from bench.figures import Figure, quantile
 from runyard.core import Experiment, ScriptRunConfig, Workspace
 from tests.support.services import RUN_IMAGE, Stack, redis_server, stop_process
 
@@ -102,25 +102,48 @@ def runyard_docker(stack: Stack, image: str, folder: Path, runs: int) -> list[fl
     return latencies
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--image", default=RUN_IMAGE)
-    args = parser.parse_args()
+def measure(runs: int, image: str) -> tuple[list[float], list[float]]:
+    """(bare ``docker run`` latencies, Runyard's), seconds each."""
     with tempfile.TemporaryDirectory(prefix="runyard-bench-docker-") as tmp:
         root = Path(tmp)
         folder = root / "src"
         folder.mkdir()
         (folder / "noop.py").write_text(SCRIPT)
         folder.chmod(0o755)
-        bare = bare_docker(args.image, folder, args.runs)
+        bare = bare_docker(image, folder, runs)
         with redis_server(root / "redis") as redis:
             stack = Stack(root=root / "stack", redis=redis)
             stack.start()
             try:
-                ours = runyard_docker(stack, args.image, folder, args.runs)
+                ours = runyard_docker(stack, image, folder, runs)
             finally:
                 stack.stop()
+    return bare, ours
+
+
+def figures(quick: bool = False) -> list[Figure]:
+    """Rows for ``python -m bench``: Runyard's p50/p95 beside bare ``docker run``'s."""
+    runs = 5 if quick else 30
+    bare, ours = measure(runs, RUN_IMAGE)
+    return [
+        Figure(
+            f"submit -> Running, Docker executor {name}",
+            quantile(ours, q) * 1000,
+            "ms",
+            "bare docker run",
+            quantile(bare, q) * 1000,
+            note=f"{runs} runs each, image {RUN_IMAGE}",
+        )
+        for q, name in ((0.5, "p50"), (0.95, "p95"))
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--image", default=RUN_IMAGE)
+    args = parser.parse_args()
+    bare, ours = measure(args.runs, args.image)
     print(f"submit -> Running, Docker executor, {args.runs} runs each, image {args.image}:")
     for label, values in (("bare docker run", bare), ("runyard", ours)):
         print(

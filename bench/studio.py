@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.figures import Figure
 from runyard.client import Client
 from tests.support.browser import launch, sign_in
 from tests.support.services import ADMIN_TOKEN, Stack, redis_server, wait_until
@@ -106,11 +107,8 @@ def measure(page: Any, url: str) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--points", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+def measure_loads(points: int, repeat: int) -> list[dict[str, Any]]:
+    """One cold load then ``repeat - 1`` reloads of a run page holding ``points`` values."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="runyard-bench-studio-") as folder:
@@ -119,7 +117,7 @@ def main() -> int:
             stack = Stack(root=root / "stack", redis=redis)
             stack.start()
             try:
-                run_id = fill(stack.client(), args.points)
+                run_id = fill(stack.client(), points)
                 with sync_playwright() as playwright:
                     browser = launch(playwright)
                     context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -132,10 +130,37 @@ def main() -> int:
                     devtools.send("Network.setCacheDisabled", {"cacheDisabled": True})
                     results = [measure(page, url)]
                     devtools.send("Network.setCacheDisabled", {"cacheDisabled": False})
-                    results += [measure(page, url) for _ in range(args.repeat - 1)]
+                    results += [measure(page, url) for _ in range(repeat - 1)]
                     browser.close()
             finally:
                 stack.stop()
+    return results
+
+
+def figures(quick: bool = False) -> list[Figure]:
+    """Rows for ``python -m bench``: first chart paint, cold and on reload."""
+    points, repeat = (100_000, 2) if quick else (1_000_000, 5)
+    results = measure_loads(points, repeat)
+    cold, warm = results[0], results[1:] or results
+    note = f"one series of {points:,} points, Chromium 1280x800"
+    reload = statistics.median(r["paint_ms"] for r in warm)
+    return [
+        Figure("Studio run page first chart paint, cold", cold["paint_ms"], "ms", note=note),
+        Figure(
+            f"Studio run page first chart paint, reload p50 (n={len(warm)})",
+            reload,
+            "ms",
+            note=note,
+        ),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    results = measure_loads(args.points, args.repeat)
     cold, warm = results[0], results[1:] or results
     print(f"\nrun page, one series of {args.points:,} points, Chromium 1280x800")
     print(f"  first chart paint, cold load     {cold['paint_ms']:8.0f} ms")
