@@ -1,8 +1,14 @@
-"""The scheduler process: ingest, admission and watchdog in one event loop.
+"""The scheduler process: ingest in every scheduler; admission and the watchdog in the one
+that leads.
 
-It blocks on the ingest stream, so a submit, a worker coming up or a run ending (each an
-entry on that stream) is acted on at once; a sweep every ``sweep_interval`` seconds is the
-safety net (heartbeats expiring, entries left pending by a crashed consumer).
+Any number of schedulers may run (``scheduler.leadership``). Each blocks on the ingest
+stream as one consumer of its group, so a submit, a worker coming up or a run ending (each
+an entry on that stream) is acted on at once. The leader admits and sweeps; a follower
+that consumed such an entry hands the clusters it names to the leader (``SCHEDULER_WAKE``).
+Every ``leader_renew_seconds`` each scheduler refreshes its membership, and renews or tries
+to take the lease; a sweep every ``sweep_interval`` seconds is the leader's safety net
+(heartbeats expiring, every cluster looked at) and every scheduler's housekeeping (entries
+left pending by a scheduler that died are taken over).
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from sqlmodel import Session, select
 
 from protocol import keys
 from protocol.celery_app import make_celery
+from protocol.replies import as_text
 from protocol.settings import Settings
 from protocol.workers import WorkerInfo, live_workers
 from scheduler import admission, watchdog
-from scheduler.ingest import Ingest
+from scheduler.ingest import Ingest, RawEntry
+from scheduler.leadership import Lease, NotLeader
+from store import fence as db_fence
 from store.announcements import Announcements
 from store.clusters import apply_config_file
 from store.db import make_engine, migrate, session_scope
@@ -30,84 +39,212 @@ from store.models import Cluster
 
 log = logging.getLogger(__name__)
 
+# How long the leader blocks on the stream at most, so that clusters a follower heard of
+# (``SCHEDULER_WAKE``) are admitted promptly even when no entry reaches the leader.
+LEADER_BLOCK_SECONDS = 0.1
+ALL_CLUSTERS = "*"
+# PostgreSQL ends a leader's session that sits this long inside a fenced transaction (it
+# was paused): its row lock on the fence would otherwise hold up the next leader.
+STALLED_AFTER_MS = 5000
+
 
 class Scheduler:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
         self.settings = settings
         self.engine = make_engine(settings.resolved_database_url)
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.celery = make_celery(settings.redis_url)
-        consumer = f"{socket.gethostname()}-{os.getpid()}"
-        self.ingest = Ingest(self.engine, self.redis, consumer, limits=settings.tracking_limits)
+        # One name per process: its ingest consumer and its lease. Another scheduler (on
+        # this host or another) never shares it; a restarted one on the same host and pid
+        # (a container) takes up its predecessor's pending entries first (``prepare``).
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.ingest = Ingest(self.engine, self.redis, self.name, limits=settings.tracking_limits)
+        self.lease = Lease(self.redis, self.name, settings.leader_lease_seconds)
         self.stopping = threading.Event()
+        self.next_tick = 0.0
+        self.next_sweep = 0.0
 
     def prepare(self) -> None:
-        migrate(self.engine)
-        if self.settings.clusters_file:
-            with session_scope(self.engine) as session:
-                apply_config_file(session, self.settings.clusters_file)
+        # Schedulers starting together migrate and apply the clusters file one at a time.
+        with self.redis.lock(f"{keys.PREFIX}:scheduler:prepare", timeout=300):
+            migrate(self.engine)
+            if self.settings.clusters_file:
+                with session_scope(self.engine) as session:
+                    apply_config_file(session, self.settings.clusters_file)
         self.ingest.ensure_group()
-        self.ingest.take_over()
+        self.announce()
+        # Entries this very consumer name read but never acknowledged go first (a restart
+        # on the same host and pid), then those of schedulers no longer alive.
+        self.ingest.backlog = True
+        self.take_over_orphans(min_idle_ms=0)
 
     def run_forever(self) -> None:
         self.prepare()
-        log.info("scheduler running (database %s)", self.engine.url.render_as_string())
-        next_sweep = 0.0
-        while not self.stopping.is_set():
-            try:
-                next_sweep = self.step(next_sweep)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis unavailable (%s); retrying", exc)
-                self.stopping.wait(1.0)
-            except Exception:
-                # A daemon that dies on one bad moment leaves every cluster stuck; log, go on.
-                log.exception("scheduler step failed; retrying")
-                self.stopping.wait(1.0)
+        log.info(
+            "scheduler %s running (database %s)", self.name, self.engine.url.render_as_string()
+        )
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.step()
+                except NotLeader:
+                    log.warning("scheduler %s: a later leader holds the fence", self.name)
+                    self.lease.step_down()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    log.warning("redis unavailable (%s); retrying", exc)
+                    self.stopping.wait(1.0)
+                except Exception:
+                    # A daemon that dies on one bad moment leaves every cluster stuck; log, go on.
+                    log.exception("scheduler step failed; retrying")
+                    self.stopping.wait(1.0)
+        finally:
+            self.leave()
 
-    def step(self, next_sweep: float) -> float:
-        block = max(int((next_sweep - time.monotonic()) * 1000), 1)
-        applied = self.ingest.process(self.ingest.read(block_ms=min(block, 1000)))
+    def step(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_tick:
+            self.tick()
+            self.next_tick = now + self.settings.leader_renew_seconds
+        leading = self.lease.held()
+        until = min(self.next_tick, self.next_sweep) - time.monotonic()
+        if leading:
+            until = min(until, LEADER_BLOCK_SECONDS)
+        applied = self.ingest.process(self.ingest.read(block_ms=max(int(until * 1000), 1)))
+        if not leading:
+            if applied.wake_all or applied.clusters:
+                self.redis.sadd(
+                    keys.SCHEDULER_WAKE,
+                    *([ALL_CLUSTERS] if applied.wake_all else sorted(applied.clusters)),
+                )
+            if time.monotonic() >= self.next_sweep:
+                self.housekeeping()
+                self.next_sweep = time.monotonic() + self.settings.sweep_interval
+            return
         clusters = set(applied.clusters)
-        if applied.wake_all or time.monotonic() >= next_sweep:
+        woken = self.take_wakes()
+        if applied.wake_all or ALL_CLUSTERS in woken or time.monotonic() >= self.next_sweep:
             clusters |= self.sweep()
-            next_sweep = time.monotonic() + self.settings.sweep_interval
+            self.next_sweep = time.monotonic() + self.settings.sweep_interval
+        clusters |= woken - {ALL_CLUSTERS}
         if clusters:
             self.dispatch(clusters)
-        return next_sweep
 
-    def sweep(self) -> set[str]:
-        """Safety net: reclaim orphaned entries, watch heartbeats, look at every cluster."""
-        self.redis.set(
-            keys.SCHEDULER_ALIVE,
-            socket.gethostname(),
-            px=int(max(self.settings.sweep_interval * 5, 5) * 1000),
-        )
+    def tick(self) -> None:
+        """Every renew interval: say this scheduler is alive, and renew or take the lease."""
+        self.announce()
+        was = self.lease.token
+        if self.lease.tick() and self.lease.token != was:
+            log.info("scheduler %s leads (fencing token %d)", self.name, self.lease.token)
+            self.next_sweep = 0.0  # look at everything at once
+        elif was is not None and self.lease.token is None:
+            log.warning("scheduler %s lost the lease; following", self.name)
+
+    def announce(self) -> None:
+        ttl = int(self.settings.leader_lease_seconds * 1000)
+        self.redis.set(keys.scheduler_member(self.name), "1", px=ttl)
+
+    def take_wakes(self) -> set[str]:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.smembers(keys.SCHEDULER_WAKE)
+        pipe.delete(keys.SCHEDULER_WAKE)
+        members, _ = pipe.execute()
+        return {as_text(m) for m in members}
+
+    def housekeeping(self) -> None:
+        """Every scheduler's share of the safety net: entries of schedulers that died are
+        applied here, and the stream is trimmed."""
+        self.take_over_orphans(min_idle_ms=int(self.settings.leader_renew_seconds * 1000))
         self.ingest.process(self.ingest.reclaim(int(self.settings.ingest_reclaim_after * 1000)))
         self.ingest.trim()
+
+    def take_over_orphans(self, min_idle_ms: int) -> None:
+        """Apply the entries pending for consumers that no longer announce themselves (a
+        scheduler killed before it acknowledged them), oldest first, then forget those
+        consumers. ``min_idle_ms`` keeps two schedulers from claiming the same entries."""
+        for consumer in self.redis.xinfo_consumers(keys.INGEST_STREAM, keys.INGEST_GROUP):
+            name = as_text(consumer["name"])
+            if name == self.name or self.redis.exists(keys.scheduler_member(name)):
+                continue
+            while True:
+                pending = self.redis.xpending_range(
+                    keys.INGEST_STREAM,
+                    keys.INGEST_GROUP,
+                    min="-",
+                    max="+",
+                    count=self.ingest.batch,
+                    consumername=name,
+                )
+                if not pending:
+                    break
+                ids = [p["message_id"] for p in pending]
+                claimed = self.redis.xclaim(
+                    keys.INGEST_STREAM, keys.INGEST_GROUP, self.name, min_idle_ms, ids
+                )
+                entries: list[RawEntry] = [(as_text(i), f) for i, f in claimed if f]
+                if not claimed:
+                    break  # another scheduler claimed them first
+                self.ingest.process(entries)
+                gone = {as_text(i) for i, f in claimed if not f}
+                if gone:  # trimmed away: nothing to apply, only to acknowledge
+                    self.redis.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *gone)
+            if not self.redis.xpending_range(
+                keys.INGEST_STREAM, keys.INGEST_GROUP, "-", "+", 1, consumername=name
+            ):
+                self.redis.xgroup_delconsumer(keys.INGEST_STREAM, keys.INGEST_GROUP, name)
+                log.info("took over from scheduler %s", name)
+
+    def sweep(self) -> set[str]:
+        """The leader's safety net: watch heartbeats, look at every cluster."""
+        self.redis.set(
+            keys.SCHEDULER_ALIVE,
+            self.name,
+            px=int(max(self.settings.sweep_interval * 5, 5) * 1000),
+        )
+        self.housekeeping()
         with Session(self.engine) as session:
-            sweep_runs(session, self.redis, self.celery, self.settings)
+            sweep_runs(session, self.redis, self.celery, self.settings, self.fence())
             return set(session.exec(select(Cluster.name)))
 
     def dispatch(self, clusters: set[str]) -> None:
         workers = live_workers(self.redis)
         with Session(self.engine) as session:
             for name in sorted(clusters):
-                dispatch_cluster(session, self.celery, name, workers)
+                dispatch_cluster(session, self.celery, name, workers, self.fence())
+
+    def fence(self) -> int:
+        """The token this scheduler's transactions carry; NotLeader once the lease lapsed."""
+        if not self.lease.held() or self.lease.token is None:
+            raise NotLeader(self.name)
+        return self.lease.token
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def leave(self) -> None:
+        """On a clean stop: hand the lease over at once and say this scheduler is gone."""
+        try:
+            self.lease.step_down()
+            self.redis.delete(keys.scheduler_member(self.name))
+        except redis.RedisError:
+            pass
 
 
 # The loop's units of work: each commits once, then acts on other processes.
 
 
 def dispatch_cluster(
-    session: Session, celery: Celery, cluster: str, workers: list[WorkerInfo]
+    session: Session,
+    celery: Celery,
+    cluster: str,
+    workers: list[WorkerInfo],
+    fence: int | None = None,
 ) -> list[str]:
     """Hand as many waiting runs to the cluster's queue as it has free slots; returns
     their ids. Each run is recorded as handed over (committed) before its task is sent: a
     cancel that committed first wins (admission marks only runs still waiting), and a
-    worker never holds a task whose run the database shows waiting."""
+    worker never holds a task whose run the database shows waiting. With ``fence`` (the
+    leader's token) nothing is decided unless the fence still admits it (``hold_fence``)."""
+    hold_fence(session, fence)
     assignments = admission.admit(session, cluster, workers)
     session.commit()
     for sent, assignment in enumerate(assignments):
@@ -117,18 +254,38 @@ def dispatch_cluster(
             # The broker failed: the runs after this one wait again at once. This one may
             # or may not have reached the broker; the watchdog sends it again if no worker
             # claims it within dispatch_timeout (a worker takes one attempt only once).
+            hold_fence(session, fence)
             admission.take_back(session, assignments[sent + 1 :])
             session.commit()
             raise
     return [a.run_id for a in assignments]
 
 
-def sweep_runs(session: Session, client: redis.Redis, celery: Celery, settings: Settings) -> None:
+def sweep_runs(
+    session: Session,
+    client: redis.Redis,
+    celery: Celery,
+    settings: Settings,
+    fence: int | None = None,
+) -> None:
     """The watchdog's pass: commit what it decided, then tell live followers and send the
-    runs no worker claimed again."""
+    runs no worker claimed again (fenced like ``dispatch_cluster``)."""
+    hold_fence(session, fence)
     news = Announcements()
     lost = watchdog.sweep(session, client, settings, news)
     session.commit()
     news.send(client)
     for assignment in lost:
         admission.send(celery, assignment)
+
+
+def hold_fence(session: Session, fence: int | None) -> None:
+    """Begin the unit of work by raising the database fence to the leader's token (its
+    first write, so it also serializes it against any other leader's); a later leader's
+    token there means this one was paused past its lease: roll back, NotLeader. None: an
+    unfenced caller (a single scheduler in tests)."""
+    if fence is None:
+        return
+    if not db_fence.hold(session, fence, stalled_after_ms=STALLED_AFTER_MS):
+        session.rollback()
+        raise NotLeader(f"fence holds a later token than {fence}")
