@@ -21,15 +21,6 @@ SCHEDULER_ALIVE = f"{PREFIX}:scheduler:alive"
 # leader always holds a higher token (the database fence refuses lower ones).
 SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
 SCHEDULER_FENCE = f"{PREFIX}:scheduler:fence"
-# Clusters a follower heard of (a submit, a run ending) for the leader to look at.
-SCHEDULER_WAKE = f"{PREFIX}:scheduler:wake"
-
-
-def scheduler_member(consumer: str) -> str:
-    """Refreshed by each live scheduler under its ingest consumer name: entries pending for
-    a consumer without one belong to a scheduler that died, and are taken over at once."""
-    return f"{PREFIX}:scheduler:member:{consumer}"
-
 
 # A run's claim and cancel marks outlive the broker's visibility timeout (30 days), so a
 # message redelivered that late still finds the run claimed and cannot start it again.

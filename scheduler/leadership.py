@@ -1,9 +1,10 @@
 """Which scheduler leads: a lease in Redis, with a fencing token the database checks.
 
-Any number of schedulers may run. Each consumes ingest; one, the leader, also admits runs
-and runs the watchdog. The leader holds ``keys.SCHEDULER_LEADER`` (set only if absent,
-with a TTL, in one script that also takes a token from ``INCR keys.SCHEDULER_FENCE``) and
-renews it every ``leader_renew_seconds`` through a script that renews only its own value.
+Any number of schedulers may run; one, the leader, consumes ingest, admits runs and runs
+the watchdog (``scheduler.service`` says why ingest too), the others stand by. The leader
+holds ``keys.SCHEDULER_LEADER`` (set only if absent, with a TTL, in one script that also
+takes a token from ``INCR keys.SCHEDULER_FENCE``) and renews it every
+``leader_renew_seconds`` through a script that renews only its own value.
 A follower tries to take the lease as often; a killed leader's lease runs out after
 ``leader_lease_seconds`` and the next follower to try takes over.
 

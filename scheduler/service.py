@@ -1,18 +1,22 @@
-"""The scheduler process: ingest in every scheduler; admission and the watchdog in the one
-that leads.
+"""The scheduler process. Any number may run (``scheduler.leadership``); the one that
+leads consumes ingest, admits and runs the watchdog, the others stand by.
 
-Any number of schedulers may run (``scheduler.leadership``). Each blocks on the ingest
-stream as one consumer of its group, so a submit, a worker coming up or a run ending (each
-an entry on that stream) is acted on at once. The leader admits and sweeps; a follower
-that consumed such an entry hands the clusters it names to the leader (``SCHEDULER_WAKE``).
-Every ``leader_renew_seconds`` each scheduler refreshes its membership, and renews or tries
-to take the lease; a sweep every ``sweep_interval`` seconds is the leader's safety net
-(heartbeats expiring, every cluster looked at) and every scheduler's housekeeping (entries
-left pending by a scheduler that died are taken over).
+The leader blocks on the ingest stream, so a submit, a worker coming up or a run ending
+(each an entry on that stream) is acted on at once; a sweep every ``sweep_interval``
+seconds is the safety net (heartbeats expiring, entries left pending). Every
+``leader_renew_seconds`` each scheduler renews, or tries to take, the lease.
+
+Why only the leader consumes ingest: a run's reports must be applied in the order its
+worker sent them (Preparing before Running before Completed); two consumers of one group
+apply neighbouring entries concurrently and out of order, and a report that arrives before
+the one it follows is refused for good (seen: a run left Running after it completed). A new
+leader therefore first applies every entry its predecessors left pending, oldest first,
+then reads on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -29,7 +33,7 @@ from protocol.replies import as_text
 from protocol.settings import Settings
 from protocol.workers import WorkerInfo, live_workers
 from scheduler import admission, watchdog
-from scheduler.ingest import Ingest, RawEntry
+from scheduler.ingest import Ingest
 from scheduler.leadership import Lease, NotLeader
 from store import fence as db_fence
 from store.announcements import Announcements
@@ -39,10 +43,7 @@ from store.models import Cluster
 
 log = logging.getLogger(__name__)
 
-# How long the leader blocks on the stream at most, so that clusters a follower heard of
-# (``SCHEDULER_WAKE``) are admitted promptly even when no entry reaches the leader.
-LEADER_BLOCK_SECONDS = 0.1
-ALL_CLUSTERS = "*"
+STEPPED_DOWN = "stepped down, following"  # what the log says when a leader stops leading
 # PostgreSQL ends a leader's session that sits this long inside a fenced transaction (it
 # was paused): its row lock on the fence would otherwise hold up the next leader.
 STALLED_AFTER_MS = 5000
@@ -54,9 +55,8 @@ class Scheduler:
         self.engine = make_engine(settings.resolved_database_url)
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.celery = make_celery(settings.redis_url)
-        # One name per process: its ingest consumer and its lease. Another scheduler (on
-        # this host or another) never shares it; a restarted one on the same host and pid
-        # (a container) takes up its predecessor's pending entries first (``prepare``).
+        # One name per process, its ingest consumer's and its lease's: another scheduler,
+        # on this host or another, never shares it.
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.ingest = Ingest(self.engine, self.redis, self.name, limits=settings.tracking_limits)
         self.lease = Lease(self.redis, self.name, settings.leader_lease_seconds)
@@ -72,11 +72,6 @@ class Scheduler:
                 with session_scope(self.engine) as session:
                     apply_config_file(session, self.settings.clusters_file)
         self.ingest.ensure_group()
-        self.announce()
-        # Entries this very consumer name read but never acknowledged go first (a restart
-        # on the same host and pid), then those of schedulers no longer alive.
-        self.ingest.backlog = True
-        self.take_over_orphans(min_idle_ms=0)
 
     def run_forever(self) -> None:
         self.prepare()
@@ -88,7 +83,7 @@ class Scheduler:
                 try:
                     self.step()
                 except NotLeader:
-                    log.warning("scheduler %s: a later leader holds the fence", self.name)
+                    log.warning("scheduler %s: a later leader wrote; %s", self.name, STEPPED_DOWN)
                     self.lease.step_down()
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     log.warning("redis unavailable (%s); retrying", exc)
@@ -101,97 +96,40 @@ class Scheduler:
             self.leave()
 
     def step(self) -> None:
-        now = time.monotonic()
-        if now >= self.next_tick:
+        if time.monotonic() >= self.next_tick:
+            self.next_tick = time.monotonic() + self.settings.leader_renew_seconds
             self.tick()
-            self.next_tick = now + self.settings.leader_renew_seconds
-        leading = self.lease.held()
         until = min(self.next_tick, self.next_sweep) - time.monotonic()
-        if leading:
-            until = min(until, LEADER_BLOCK_SECONDS)
-        applied = self.ingest.process(self.ingest.read(block_ms=max(int(until * 1000), 1)))
-        if not leading:
-            if applied.wake_all or applied.clusters:
-                self.redis.sadd(
-                    keys.SCHEDULER_WAKE,
-                    *([ALL_CLUSTERS] if applied.wake_all else sorted(applied.clusters)),
-                )
-            if time.monotonic() >= self.next_sweep:
-                self.housekeeping()
-                self.next_sweep = time.monotonic() + self.settings.sweep_interval
+        if not self.lease.held():
+            self.stopping.wait(max(self.next_tick - time.monotonic(), 0))
             return
+        applied = self.ingest.process(self.ingest.read(block_ms=max(int(until * 1000), 1)))
         clusters = set(applied.clusters)
-        woken = self.take_wakes()
-        if applied.wake_all or ALL_CLUSTERS in woken or time.monotonic() >= self.next_sweep:
+        if applied.wake_all or time.monotonic() >= self.next_sweep:
             clusters |= self.sweep()
             self.next_sweep = time.monotonic() + self.settings.sweep_interval
-        clusters |= woken - {ALL_CLUSTERS}
         if clusters:
             self.dispatch(clusters)
 
     def tick(self) -> None:
-        """Every renew interval: say this scheduler is alive, and renew or take the lease."""
-        self.announce()
+        """Renew or take the lease; on taking it, apply what earlier leaders left pending."""
         was = self.lease.token
         if self.lease.tick() and self.lease.token != was:
             log.info("scheduler %s leads (fencing token %d)", self.name, self.lease.token)
+            self.take_over()
             self.next_sweep = 0.0  # look at everything at once
         elif was is not None and self.lease.token is None:
-            log.warning("scheduler %s lost the lease; following", self.name)
+            log.warning("scheduler %s lost the lease; %s", self.name, STEPPED_DOWN)
 
-    def announce(self) -> None:
-        ttl = int(self.settings.leader_lease_seconds * 1000)
-        self.redis.set(keys.scheduler_member(self.name), "1", px=ttl)
-
-    def take_wakes(self) -> set[str]:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.smembers(keys.SCHEDULER_WAKE)
-        pipe.delete(keys.SCHEDULER_WAKE)
-        members, _ = pipe.execute()
-        return {as_text(m) for m in members}
-
-    def housekeeping(self) -> None:
-        """Every scheduler's share of the safety net: entries of schedulers that died are
-        applied here, and the stream is trimmed."""
-        self.take_over_orphans(min_idle_ms=int(self.settings.leader_renew_seconds * 1000))
-        self.ingest.process(self.ingest.reclaim(int(self.settings.ingest_reclaim_after * 1000)))
-        self.ingest.trim()
-
-    def take_over_orphans(self, min_idle_ms: int) -> None:
-        """Apply the entries pending for consumers that no longer announce themselves (a
-        scheduler killed before it acknowledged them), oldest first, then forget those
-        consumers. ``min_idle_ms`` keeps two schedulers from claiming the same entries."""
+    def take_over(self) -> None:
+        """Apply every entry earlier leaders read but never acknowledged (killed, or paused
+        and replaced), oldest first, before anything newer; then forget those consumers.
+        (A paused one that wakes may apply its batch again: replays change nothing.)"""
+        self.ingest.take_over()
         for consumer in self.redis.xinfo_consumers(keys.INGEST_STREAM, keys.INGEST_GROUP):
             name = as_text(consumer["name"])
-            if name == self.name or self.redis.exists(keys.scheduler_member(name)):
-                continue
-            while True:
-                pending = self.redis.xpending_range(
-                    keys.INGEST_STREAM,
-                    keys.INGEST_GROUP,
-                    min="-",
-                    max="+",
-                    count=self.ingest.batch,
-                    consumername=name,
-                )
-                if not pending:
-                    break
-                ids = [p["message_id"] for p in pending]
-                claimed = self.redis.xclaim(
-                    keys.INGEST_STREAM, keys.INGEST_GROUP, self.name, min_idle_ms, ids
-                )
-                entries: list[RawEntry] = [(as_text(i), f) for i, f in claimed if f]
-                if not claimed:
-                    break  # another scheduler claimed them first
-                self.ingest.process(entries)
-                gone = {as_text(i) for i, f in claimed if not f}
-                if gone:  # trimmed away: nothing to apply, only to acknowledge
-                    self.redis.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *gone)
-            if not self.redis.xpending_range(
-                keys.INGEST_STREAM, keys.INGEST_GROUP, "-", "+", 1, consumername=name
-            ):
+            if name != self.name and not int(consumer["pending"]):
                 self.redis.xgroup_delconsumer(keys.INGEST_STREAM, keys.INGEST_GROUP, name)
-                log.info("took over from scheduler %s", name)
 
     def sweep(self) -> set[str]:
         """The leader's safety net: watch heartbeats, look at every cluster."""
@@ -200,7 +138,8 @@ class Scheduler:
             self.name,
             px=int(max(self.settings.sweep_interval * 5, 5) * 1000),
         )
-        self.housekeeping()
+        self.ingest.process(self.ingest.reclaim(int(self.settings.ingest_reclaim_after * 1000)))
+        self.ingest.trim()
         with Session(self.engine) as session:
             sweep_runs(session, self.redis, self.celery, self.settings, self.fence())
             return set(session.exec(select(Cluster.name)))
@@ -221,12 +160,9 @@ class Scheduler:
         self.stopping.set()
 
     def leave(self) -> None:
-        """On a clean stop: hand the lease over at once and say this scheduler is gone."""
-        try:
+        """On a clean stop: hand the lease over at once."""
+        with contextlib.suppress(redis.RedisError):
             self.lease.step_down()
-            self.redis.delete(keys.scheduler_member(self.name))
-        except redis.RedisError:
-            pass
 
 
 # The loop's units of work: each commits once, then acts on other processes.

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from protocol import keys
 from protocol.messages import LogChunk, Wake
+from protocol.replies import as_text
 from protocol.settings import Settings
 from protocol.streams import send_to_ingest
 from protocol.workers import live_workers
@@ -152,7 +153,7 @@ def pair(redis_service: RedisServer, engine: Engine, client: redis.Redis) -> Ite
             service.engine.dispose()
 
 
-def test_two_schedulers_one_leads_and_a_follower_hands_the_leader_what_it_heard(
+def test_only_the_leader_consumes_ingest_and_admits(
     engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
 ) -> None:
     leader, follower = pair
@@ -160,55 +161,38 @@ def test_two_schedulers_one_leads_and_a_follower_hands_the_leader_what_it_heard(
     make_cluster(session, nodes=2)
     heartbeat(client, CLUSTER, slots=2)
     run_id = queue_run(session)
-
     send_to_ingest(client, [Wake(cluster=CLUSTER)])
-    follower.next_sweep = follower.next_tick = time.monotonic() + LEASE  # one read, no more
-    follower.step()  # the follower consumes the submit's wake; it does not admit
+
+    follower.next_sweep = follower.next_tick = time.monotonic() + LEASE
+    follower.stopping.set()  # its wait for the next tick returns at once
+    follower.step()
+    assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
     assert reload(engine, run_id).dispatched_at is None
-    assert client.smembers(keys.SCHEDULER_WAKE) == {CLUSTER.encode()}
 
     leader.next_sweep = leader.next_tick = time.monotonic() + LEASE
-    leader.step()
+    leader.step()  # reads the submit's wake and admits
     assert reload(engine, run_id).dispatched_at is not None
     assert client.llen(keys.cluster_queue(CLUSTER)) == 1
 
 
-def test_a_scheduler_applies_the_entries_a_dead_one_left_pending(
-    redis_service: RedisServer,
-    engine: Engine,
-    session: Session,
-    client: redis.Redis,
-) -> None:
-    make_cluster(session)
-    run_id = queue_run(session)
-    dead = scheduler(redis_service, engine, "dead")
-    send_to_ingest(client, [LogChunk(run_id=run_id, seq=1, text="first\n")])
-    assert len(dead.ingest.read(block_ms=100)) == 1  # read, then it is killed unacknowledged
-    client.delete(keys.scheduler_member("dead"))  # its membership runs out
-    dead.engine.dispose()
-
-    successor = scheduler(redis_service, engine, "successor")
-    try:
-        assert log_rows(engine, run_id) == [(1, "first\n")]
-        names = {c["name"] for c in client.xinfo_consumers(keys.INGEST_STREAM, keys.INGEST_GROUP)}
-        assert b"dead" not in names and "dead" not in names
-        assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
-    finally:
-        successor.leave()
-        successor.engine.dispose()
-
-
-def test_a_live_peers_pending_entries_are_left_to_it(
+def test_a_new_leader_applies_what_the_old_one_left_pending_before_anything_newer(
     engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
 ) -> None:
     make_cluster(session)
     run_id = queue_run(session)
-    first, second = pair
-    send_to_ingest(client, [LogChunk(run_id=run_id, seq=1, text="mine\n")])
-    assert len(first.ingest.read(block_ms=100)) == 1  # first holds it, not yet applied
+    old, new = pair
+    send_to_ingest(client, [LogChunk(run_id=run_id, seq=1, text="first\n")])
+    assert len(old.ingest.read(block_ms=100)) == 1  # read, then the leader is killed
+    send_to_ingest(client, [LogChunk(run_id=run_id, seq=2, text="second\n")])
+    client.delete(keys.SCHEDULER_LEADER)  # its lease runs out
 
-    second.take_over_orphans(min_idle_ms=0)
-    assert log_rows(engine, run_id) == []
-    pending = client.xpending_range(keys.INGEST_STREAM, keys.INGEST_GROUP, "-", "+", 10)
-    assert [p["consumer"] for p in pending] in ([b"sched-a"], ["sched-a"])
+    new.tick()  # takes the lease, and first the old leader's pending entries
+    assert new.lease.held()
+    assert log_rows(engine, run_id) == [(1, "first\n")]
+    names = {as_text(c["name"]) for c in client.xinfo_consumers(keys.INGEST_STREAM, "ingest")}
+    assert "sched-a" not in names
+    new.next_sweep = new.next_tick = time.monotonic() + LEASE
+    new.step()
+    assert log_rows(engine, run_id) == [(1, "first\n"), (2, "second\n")]
+    assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
     assert session.exec(select(Run.id)).all() == [run_id]
