@@ -22,6 +22,13 @@ SCHEDULER_ALIVE = f"{PREFIX}:scheduler:alive"
 SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
 SCHEDULER_FENCE = f"{PREFIX}:scheduler:fence"
 
+
+def scheduler_alive(host: str) -> str:
+    """Refreshed by every scheduler, leader or not, under its host name (a pod's, a
+    container's): what its liveness probe checks."""
+    return f"{PREFIX}:scheduler:alive:{host}"
+
+
 # A run's claim and cancel marks outlive the broker's visibility timeout (30 days), so a
 # message redelivered that late still finds the run claimed and cannot start it again.
 RUN_KEY_TTL = 31 * 24 * 3600

@@ -112,7 +112,10 @@ class Scheduler:
             self.dispatch(clusters)
 
     def tick(self) -> None:
-        """Renew or take the lease; on taking it, apply what earlier leaders left pending."""
+        """Say this scheduler is alive; renew or take the lease, and on taking it apply what
+        earlier leaders left pending."""
+        alive_ms = int(max(self.settings.leader_lease_seconds * 5, 15) * 1000)
+        self.redis.set(keys.scheduler_alive(socket.gethostname()), self.name, px=alive_ms)
         was = self.lease.token
         if self.lease.tick() and self.lease.token != was:
             log.info("scheduler %s leads (fencing token %d)", self.name, self.lease.token)
