@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 from celery import Celery
 from sqlmodel import Session, col, select, update
@@ -175,7 +176,9 @@ def shown(assignment: RunAssignment) -> str:
     return f"[run {assignment.run_id} attempt {assignment.attempt} on {assignment.cluster}]"
 
 
-def send(celery: Celery, assignment: RunAssignment) -> None:
+def send(celery: Celery, assignment: RunAssignment, producer: Any = None) -> None:
+    """Send the run's task; ``producer`` (one a caller holds for a whole batch) saves a
+    broker connection and channel per task."""
     celery.send_task(
         TASK_EXECUTE_RUN,
         args=[assignment.encode()],
@@ -187,6 +190,7 @@ def send(celery: Celery, assignment: RunAssignment) -> None:
         kwargsrepr="{}",
         queue=keys.cluster_queue(assignment.cluster),
         task_id=f"{assignment.run_id}.{utcnow().timestamp():.6f}",
+        producer=producer,
     )
     log.info("dispatched %s to %s", assignment.run_id, keys.cluster_queue(assignment.cluster))
 

@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 from celery import Celery
@@ -29,6 +30,7 @@ from sqlmodel import Session, select
 
 from protocol import keys
 from protocol.celery_app import make_celery
+from protocol.messages import RunAssignment
 from protocol.replies import as_text
 from protocol.settings import Settings
 from protocol.workers import WorkerInfo, live_workers
@@ -43,6 +45,8 @@ from store.models import Cluster
 
 log = logging.getLogger(__name__)
 
+# Tasks sent at once by one admission (``send_all``).
+SEND_THREADS = 8
 STEPPED_DOWN = "stepped down, following"  # what the log says when a leader stops leading
 # PostgreSQL ends a leader's session that sits this long inside a fenced transaction (it
 # was paused): its row lock on the fence would otherwise hold up the next leader.
@@ -186,18 +190,55 @@ def dispatch_cluster(
     hold_fence(session, fence)
     assignments = admission.admit(session, cluster, workers)
     session.commit()
-    for sent, assignment in enumerate(assignments):
-        try:
-            admission.send(celery, assignment)
-        except Exception:
-            # The broker failed: the runs after this one wait again at once. This one may
-            # or may not have reached the broker; the watchdog sends it again if no worker
-            # claims it within dispatch_timeout (a worker takes one attempt only once).
-            hold_fence(session, fence)
-            admission.take_back(session, assignments[sent + 1 :])
-            session.commit()
-            raise
+    failure = send_all(celery, assignments)
+    if failure is not None:
+        # The broker failed: the runs not yet tried wait again at once. One whose send
+        # failed may or may not have reached the broker; the watchdog sends it again if no
+        # worker claims it within dispatch_timeout (a worker takes one attempt only once).
+        error, untried = failure
+        hold_fence(session, fence)
+        admission.take_back(session, untried)
+        session.commit()
+        raise error
     return [a.run_id for a in assignments]
+
+
+def send_all(
+    celery: Celery, assignments: list[RunAssignment]
+) -> tuple[Exception, list[RunAssignment]] | None:
+    """Send every assignment's task, ``SEND_THREADS`` at a time, each thread with its own
+    broker connection: a send is two round trips to Redis (the task, its task-sent event),
+    so one at a time the broker's latency, not the work, would bound admission. Threads
+    take every n-th assignment, so tasks reach the queue close to the admitted order. On a
+    failure no new send starts; returns the first error and the assignments never tried."""
+    if not assignments:
+        return None
+    threads = min(SEND_THREADS, len(assignments))
+    tried = [False] * len(assignments)
+    errors: list[Exception] = []
+    failed = threading.Event()
+
+    def work(first: int) -> None:
+        with celery.producer_or_acquire() as producer:
+            for index in range(first, len(assignments), threads):
+                if failed.is_set():
+                    return
+                tried[index] = True
+                try:
+                    admission.send(celery, assignments[index], producer)
+                except Exception as exc:
+                    errors.append(exc)
+                    failed.set()
+                    return
+
+    if threads == 1:
+        work(0)
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="dispatch") as pool:
+            list(pool.map(work, range(threads)))
+    if not errors:
+        return None
+    return errors[0], [a for a, done in zip(assignments, tried, strict=True) if not done]
 
 
 def sweep_runs(
