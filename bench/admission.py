@@ -415,7 +415,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{current.first_round_ms:.0f} ms with {queued} waiting, "
                     f"{current.last_round_ms:.0f} ms with ~{slots} waiting; "
                     f"{current.sending_seconds / current.seconds:.0%} of the time sending tasks "
-                    f"(8 threads); {found['index']}; "
+                    f"(one batched pipeline per round); {found['index']}; "
                     f"{load}"
                 ),
             }
