@@ -15,6 +15,20 @@ WORKERS = f"{PREFIX}:workers"
 # Refreshed by the scheduler on every sweep; /readyz checks it.
 SCHEDULER_ALIVE = f"{PREFIX}:scheduler:alive"
 
+# Scheduler leadership (scheduler/leadership.py). The lease: "<token> <scheduler name>",
+# set NX with a TTL by the one scheduler that admits and runs the watchdog, renewed by it
+# alone. Its token comes from INCR of the fence counter on each acquisition, so a later
+# leader always holds a higher token (the database fence refuses lower ones).
+SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
+SCHEDULER_FENCE = f"{PREFIX}:scheduler:fence"
+
+
+def scheduler_alive(host: str) -> str:
+    """Refreshed by every scheduler, leader or not, under its host name (a pod's, a
+    container's): what its liveness probe checks."""
+    return f"{PREFIX}:scheduler:alive:{host}"
+
+
 # A run's claim and cancel marks outlive the broker's visibility timeout (30 days), so a
 # message redelivered that late still finds the run claimed and cannot start it again.
 RUN_KEY_TTL = 31 * 24 * 3600

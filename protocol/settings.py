@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     ingest_reclaim_after: float = Field(30.0, gt=0)
     # How often the scheduler runs its safety-net sweep (dispatch, watchdog, reclaim).
     sweep_interval: float = Field(1.0, gt=0)
+    # Scheduler leadership: the leader's lease in Redis lasts this long unless renewed; it
+    # is renewed, and followers try to take it, every leader_renew_seconds. A killed leader
+    # is replaced within lease + renew seconds.
+    leader_lease_seconds: float = Field(3.0, gt=0)
+    leader_renew_seconds: float = Field(1.0, gt=0)
 
     # Per-run tracking limits enforced at ingest (the SDK checks the same in the run).
     limit_metric_names: int = Field(TrackingLimits.metric_names, ge=1)
@@ -129,6 +134,15 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"not a rate limit like '120/minute': {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> Settings:
+        if self.leader_renew_seconds >= self.leader_lease_seconds:
+            raise ValueError(
+                "leader_renew_seconds must be shorter than leader_lease_seconds "
+                "(a leader renews its lease before it runs out)"
+            )
+        return self
 
     @cached_property
     def signing_key(self) -> bytes:

@@ -9,9 +9,11 @@ heartbeats, never by peeking into the broker.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from typing import Any
 
 from celery import Celery
-from sqlmodel import Session, col, update
+from sqlmodel import Session, col, select, update
 
 from protocol import keys
 from protocol.celery_app import TASK_EXECUTE_RUN
@@ -75,42 +77,78 @@ def admit(session: Session, cluster_name: str, workers: list[WorkerInfo]) -> lis
     """Mark as many waiting runs handed over as the cluster has free slots, and return
     their assignments, first to start first. Nothing is committed or sent here: the
     scheduler commits, then sends each (``scheduler.service.dispatch_cluster``), so a run
-    is recorded as handed over before its task exists."""
+    is recorded as handed over before its task exists.
+
+    A decision costs the same whatever the queue's length: the cluster is read once, the
+    free slots' worth of runs from the head of the queue (an index in queue order), their
+    experiments' names in one query, and one conditional update marks them all."""
     cluster = session.get(Cluster, cluster_name)
     if cluster is None:
         return []
     free = capacity(session, cluster, workers).free
     if free == 0:
         return []
-    admitted = []
-    for run in waiting_runs(session, cluster_name, limit=free):
+    runs = waiting_runs(session, cluster_name, limit=free)
+    names = experiment_names(session, runs)
+    candidates: dict[str, RunAssignment] = {}
+    for run in runs:
         attempt = run.attempt + 1  # each hand-over to a worker is a new attempt
-        assignment = _startable(session, run, cluster.name, attempt)
-        if assignment is None:
-            continue
-        # Conditional on the run still waiting: a cancel that committed first wins.
-        result = session.execute(
-            update(Run)
-            .where(
-                Run.id == run.id,
-                Run.status == RunStatus.QUEUED,
-                col(Run.dispatched_at).is_(None),
-            )
-            .values(dispatched_at=utcnow(), attempt=attempt)
+        assignment = _startable(session, run, cluster, names, attempt)
+        if assignment is not None:
+            candidates[run.id] = assignment
+    if not candidates:
+        return []
+    # Conditional on each run still waiting: a cancel (or a priority change that took it
+    # elsewhere) that committed first wins; such a run is simply not returned.
+    marked = session.execute(
+        update(Run)
+        .where(
+            col(Run.id).in_(list(candidates)),
+            Run.status == RunStatus.QUEUED,
+            col(Run.dispatched_at).is_(None),
         )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            admitted.append(assignment)
+        .values(dispatched_at=utcnow(), attempt=Run.attempt + 1)
+        .returning(Run.id, Run.attempt)
+        .execution_options(synchronize_session=False)
+    )
+    attempts = dict(marked.all())
+    admitted = []
+    for run_id, assignment in candidates.items():  # queue order
+        if run_id not in attempts:
+            continue
+        if attempts[run_id] != assignment.attempt:  # changed between read and update
+            assignment = replace(assignment, attempt=attempts[run_id])
+        admitted.append(assignment)
     return admitted
 
 
-def _startable(session: Session, run: Run, cluster_name: str, attempt: int) -> RunAssignment | None:
+def experiment_names(session: Session, runs: list[Run]) -> dict[int, str]:
+    """The names of the runs' experiments, in one query."""
+    ids = {run.experiment_id for run in runs}
+    if not ids:
+        return {}
+    rows = session.exec(select(Experiment.id, Experiment.name).where(col(Experiment.id).in_(ids)))
+    return {experiment_id: name for experiment_id, name in rows if experiment_id is not None}
+
+
+def _startable(
+    session: Session,
+    run: Run,
+    cluster: Cluster | None,
+    names: dict[int, str] | None,
+    attempt: int,
+) -> RunAssignment | None:
     """The run's assignment for ``attempt``; or, when the run can never start as recorded
     (its cluster changed or went away, its record is malformed), None once the run is failed
     with the reason: one unrunnable record never holds a slot, stalls the queue behind it or
-    undoes the rest of its caller's unit of work."""
+    undoes the rest of its caller's unit of work. ``cluster`` and ``names`` are what the
+    caller already read (None: read them here)."""
     try:
-        cluster = get_cluster(session, cluster_name)
-        return assignment_for(run, cluster, _experiment_name(session, run), attempt)
+        if cluster is None:
+            cluster = get_cluster(session, run.cluster or "")
+        if names is None:
+            names = experiment_names(session, [run])
+        return assignment_for(run, cluster, names.get(run.experiment_id, "default"), attempt)
     except UNRUNNABLE as exc:
         log.warning("cannot start %s: %s", run.id, exc)
         _refuse(session, run, attempt, f"cannot start: {exc}")
@@ -138,7 +176,9 @@ def shown(assignment: RunAssignment) -> str:
     return f"[run {assignment.run_id} attempt {assignment.attempt} on {assignment.cluster}]"
 
 
-def send(celery: Celery, assignment: RunAssignment) -> None:
+def send(celery: Celery, assignment: RunAssignment, producer: Any = None) -> None:
+    """Send the run's task; ``producer`` (one a caller holds for a whole batch) saves a
+    broker connection and channel per task."""
     celery.send_task(
         TASK_EXECUTE_RUN,
         args=[assignment.encode()],
@@ -150,6 +190,7 @@ def send(celery: Celery, assignment: RunAssignment) -> None:
         kwargsrepr="{}",
         queue=keys.cluster_queue(assignment.cluster),
         task_id=f"{assignment.run_id}.{utcnow().timestamp():.6f}",
+        producer=producer,
     )
     log.info("dispatched %s to %s", assignment.run_id, keys.cluster_queue(assignment.cluster))
 
@@ -158,7 +199,7 @@ def resend(session: Session, run: Run) -> RunAssignment | None:
     """A handed-over run that no worker claimed (its message was lost): marked handed over
     anew, and its assignment returned for the caller to send again once it has committed
     (None: it can no longer start, and failed)."""
-    assignment = _startable(session, run, run.cluster or "", run.attempt)
+    assignment = _startable(session, run, None, None, run.attempt)
     if assignment is None:
         return None
     session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=utcnow()))
@@ -179,8 +220,3 @@ def take_back(session: Session, assignments: list[RunAssignment]) -> None:
             )
             .values(dispatched_at=None, attempt=assignment.attempt - 1)
         )
-
-
-def _experiment_name(session: Session, run: Run) -> str:
-    experiment = session.get(Experiment, run.experiment_id)
-    return experiment.name if experiment else "default"

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from api.auth import current_actor
 from api.deps import Services, ServicesDep
 from protocol import keys
+from protocol.leader import current_leader
 from runyard.errors import Forbidden
 from store.db import ping
 
@@ -33,13 +34,23 @@ def _reader_unless_public(request: Request, services: ServicesDep) -> None:
 
 @router.get("/readyz", operation_id="readyz", dependencies=[Depends(_reader_unless_public)])
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Ready: the database and Redis answer, and a scheduler has swept recently."""
+    """Ready: the database and Redis answer, and a scheduler has swept recently. Also says
+    which scheduler leads (admits and runs the watchdog) and with which fencing token."""
     checks = await asyncio.to_thread(_checks, services)
     ready = all(v == "ok" for v in checks.values())
+    leader = await asyncio.to_thread(_leader, services)
     return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        {"status": "ok" if ready else "unavailable", "checks": checks, "leader": leader},
         status_code=200 if ready else 503,
     )
+
+
+def _leader(services: Services) -> dict[str, object] | None:
+    try:
+        found = current_leader(services.redis)
+    except Exception:
+        return None
+    return None if found is None else {"scheduler": found.name, "token": found.token}
 
 
 def _checks(services: Services) -> dict[str, str]:

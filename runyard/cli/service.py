@@ -95,7 +95,8 @@ def scheduler(
     redis_url: RedisOpt = None,
     clusters_file: ClustersOpt = None,
 ) -> None:
-    """Run the scheduler: admission, ingest of worker reports, watchdog."""
+    """Run a scheduler: ingest of worker reports, admission, watchdog. Several may run;
+    one leads (a lease in Redis) and the others take over if it dies."""
     from scheduler.service import Scheduler
 
     _logging()

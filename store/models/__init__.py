@@ -12,6 +12,7 @@ this package registers every table on ``SQLModel.metadata`` (what Alembic compar
 - ``tracking``: metrics, their points and rollups, tags, properties; events in, reads out
 - ``tokens``: API tokens and sessions, roles
 - ``audit``: the audit log
+- ``scheduler``: the fence of the scheduler that leads (one row)
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from store.models.runs import (
     RunsPublic,
     RunTokenRequest,
 )
+from store.models.scheduler import SchedulerFence
 from store.models.tokens import (
     ApiToken,
     TokenCreate,
@@ -143,6 +145,7 @@ __all__ = [
     "RunTag",
     "RunTokenRequest",
     "RunsPublic",
+    "SchedulerFence",
     "TokenCreate",
     "TokenCreated",
     "TokenPublic",

@@ -119,12 +119,15 @@ def test_compose_has_the_stores_the_services_and_a_worker_per_cluster(
         "postgres",
         "api",
         "scheduler",
+        "scheduler-2",
         "worker-cpu",
         "worker-gpu",
         "flower",
     }
     assert services["api"]["command"] == ["runyard", "api", "--host", "0.0.0.0", "--port", "8642"]
+    # Two schedulers, the same but for their names: one leads, the other stands by.
     assert services["scheduler"]["command"][-1].endswith("exec runyard scheduler")
+    assert services["scheduler-2"] == services["scheduler"]
     assert services["flower"]["command"][:2] == ["runyard", "flower"]
     assert "5555" in services["flower"]["command"]
     workers = {name: s for name, s in services.items() if name.startswith("worker-")}
@@ -175,7 +178,7 @@ def test_compose_redis_requires_a_password(compose: dict[str, Any]) -> None:
 
 def test_compose_wires_settings_the_way_the_code_reads_them(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("api", "scheduler"):
+    for name in ("api", "scheduler", "scheduler-2"):
         env = services[name]["environment"]
         assert env["RUNYARD_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["RUNYARD_REDIS_URL"] == REDIS_URL
@@ -214,7 +217,11 @@ def test_compose_gives_each_secret_only_to_the_services_that_use_it(
     assert workers
     for name, env in workers.items():
         assert not {"RUNYARD_DATABASE_URL", "RUNYARD_SECRET_KEY"} & set(env), name
-    assert {n for n, env in envs.items() if "RUNYARD_DATABASE_URL" in env} == {"api", "scheduler"}
+    assert {n for n, env in envs.items() if "RUNYARD_DATABASE_URL" in env} == {
+        "api",
+        "scheduler",
+        "scheduler-2",
+    }
     # No secret value anywhere outside the environment of those who use it.
     tokens = ("RUNYARD_SECRET_KEY", "RUNYARD_ADMIN_TOKEN", *WORKER_TOKENS.values())
     for name, service in services.items():
@@ -634,9 +641,14 @@ def test_helm_bundles_redis_and_postgresql_and_keeps_urls_in_a_secret(helm: str)
     # The probes' redis-cli authenticates through REDISCLI_AUTH.
     assert "REDISCLI_AUTH" in env
     assert redis["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+    # Two schedulers (one leads), replaced one at a time, preferring different nodes.
     scheduler = named(docs, "Deployment", "-scheduler")
-    assert scheduler["spec"]["replicas"] == 1
-    assert scheduler["spec"]["strategy"]["type"] == "Recreate"
+    assert scheduler["spec"]["replicas"] == 2
+    assert scheduler["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert scheduler["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
+    spread = scheduler["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = spread["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
 
 
 def test_helm_gives_each_secret_only_to_the_workloads_that_use_it(
@@ -974,3 +986,29 @@ def test_the_grafana_dashboard_charts_only_metrics_the_api_exports() -> None:
     base = {next((u[: -len(s)] for s in suffixes if u.endswith(s)), u) for u in used}
     assert base <= exported, base - exported
     assert {"runyard_queue_depth", "runyard_ingest_lag", "runyard_slots"} <= base
+
+
+def test_the_scheduler_and_worker_probes_run_against_the_real_keys(
+    compose: dict[str, Any], rendered: tuple[str, list[Any]]
+) -> None:
+    """Each probe's Python is run here against a Redis holding nothing: it must fail on the
+    missing key (AssertionError), never on an import or a name that does not exist."""
+    _, docs = rendered
+    scripts = [
+        service["healthcheck"]["test"][-1]
+        for name, service in compose["services"].items()
+        if name.startswith(("scheduler", "worker-"))
+    ]
+    for workload in kind(docs, "Deployment"):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            command = container.get("livenessProbe", {}).get("exec", {}).get("command", [])
+            if command[:2] == ["python", "-I"]:
+                scripts.append(command[-1])
+    assert len(scripts) >= 5, scripts
+    for script in scripts:
+        env = {**os.environ, "RUNYARD_REDIS_URL": "redis://127.0.0.1:1/0", "POD_NAME": "p"}
+        probe = f"import redis\nredis.Redis.exists = lambda self, key: 0\n{script}"
+        result = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False
+        )
+        assert "AssertionError" in result.stderr, (script, result.stderr)

@@ -1,0 +1,198 @@
+"""Scheduler leadership (``scheduler/leadership.py``, ``store/fence.py``): one lease in the
+real Redis, a fencing token the database checks, so only the current leader's admission and
+watchdog decisions ever commit; every scheduler consumes ingest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from protocol import keys
+from protocol.messages import LogChunk, Wake
+from protocol.replies import as_text
+from protocol.settings import Settings
+from protocol.streams import send_to_ingest
+from protocol.workers import live_workers
+from scheduler.leadership import Lease, NotLeader, current_leader
+from scheduler.service import Scheduler, dispatch_cluster, sweep_runs
+from store import fence
+from store.models import Run
+from tests.support.database import (
+    CLUSTER,
+    fast_watchdog,
+    heartbeat,
+    log_rows,
+    make_cluster,
+    queue_run,
+    reload,
+)
+from tests.support.services import RedisServer
+
+# Long enough that no lease here runs out by itself on a loaded machine: tests end leases
+# by deleting the key, as its expiry would.
+LEASE = 600
+
+
+def test_one_scheduler_holds_the_lease_and_the_other_follows(client: redis.Redis) -> None:
+    first, second = Lease(client, "s1", LEASE), Lease(client, "s2", LEASE)
+
+    assert first.tick() and not second.tick()
+    assert first.tick()  # renewed
+    assert not second.tick()
+
+    leader = current_leader(client)
+    assert leader is not None and (leader.name, leader.token) == ("s1", first.token)
+    assert second.token is None and not second.held()
+
+
+def test_a_lapsed_lease_goes_to_the_next_scheduler_with_a_higher_token(
+    client: redis.Redis,
+) -> None:
+    old, new = Lease(client, "s1", LEASE), Lease(client, "s2", LEASE)
+    assert old.tick()
+    old_token = old.token
+    client.delete(keys.SCHEDULER_LEADER)  # the lease ran out (the leader was paused)
+
+    assert new.tick()
+    assert new.token is not None and old_token is not None and new.token > old_token
+    # The old leader wakes: its renewal finds another's lease, and it follows.
+    assert not old.tick()
+    assert old.token is None and not old.held()
+    assert current_leader(client).name == "s2"  # type: ignore[union-attr]
+
+
+def test_stepping_down_hands_the_lease_over_but_never_removes_another_leaders(
+    client: redis.Redis,
+) -> None:
+    first, second = Lease(client, "s1", LEASE), Lease(client, "s2", LEASE)
+    assert first.tick()
+    first.step_down()
+    assert current_leader(client) is None
+    assert second.tick()
+
+    stale = Lease(client, "s1", LEASE)
+    stale.token = first.token if first.token is not None else 1  # an old token, remembered
+    stale.step_down()
+    assert current_leader(client).name == "s2"  # type: ignore[union-attr]
+
+
+def test_the_fence_admits_the_latest_token_and_refuses_an_older_one(engine: Engine) -> None:
+    with Session(engine) as session:
+        assert fence.current(session) is None
+        assert fence.hold(session, 5)  # the row is created
+        session.commit()
+    with Session(engine) as session:
+        assert fence.hold(session, 5)  # the same leader again
+        assert not fence.hold(session, 4)
+        session.rollback()
+    with Session(engine) as session:
+        assert fence.hold(session, 9)
+        session.commit()
+        assert not fence.hold(session, 5)
+        session.rollback()
+        assert fence.current(session) == 9
+
+
+def test_a_paused_leader_can_neither_dispatch_nor_sweep_after_a_later_one_wrote(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session, nodes=4)
+    heartbeat(client, CLUSTER, slots=4)
+    ids = [queue_run(session) for _ in range(3)]
+    old, new = Lease(client, "old", LEASE), Lease(client, "new", LEASE)
+    assert old.tick()
+    client.delete(keys.SCHEDULER_LEADER)  # old is paused past its lease
+    assert new.tick()
+    assert new.token is not None and old.token is not None
+
+    # The new leader's first fenced unit of work records its token.
+    sweep_runs(session, client, celery, fast_watchdog(), new.token)
+    # The old one wakes and tries to admit, then to sweep: refused, nothing written or sent.
+    with pytest.raises(NotLeader):
+        dispatch_cluster(session, celery, CLUSTER, live_workers(client), old.token)
+    with pytest.raises(NotLeader):
+        sweep_runs(session, client, celery, fast_watchdog(), old.token)
+    assert all(reload(engine, run_id).dispatched_at is None for run_id in ids)
+    assert client.llen(keys.cluster_queue(CLUSTER)) == 0
+
+    sent = dispatch_cluster(session, celery, CLUSTER, live_workers(client), new.token)
+    assert sent == ids
+    assert [reload(engine, run_id).attempt for run_id in ids] == [1, 1, 1]
+    assert fence.current(session) == new.token
+
+
+def scheduler(redis_service: RedisServer, engine: Engine, name: str) -> Scheduler:
+    settings = Settings(
+        redis_url=redis_service.url,
+        database_url=engine.url.render_as_string(hide_password=False),
+        sweep_interval=60,  # only what a test asks for happens
+        leader_lease_seconds=LEASE,
+    )
+    service = Scheduler(settings, name=name)
+    service.prepare()
+    return service
+
+
+@pytest.fixture
+def pair(redis_service: RedisServer, engine: Engine, client: redis.Redis) -> Iterator[list]:
+    """Two schedulers on the same Redis and database; the first leads."""
+    services = [scheduler(redis_service, engine, n) for n in ("sched-a", "sched-b")]
+    services[0].tick()
+    services[1].tick()
+    try:
+        yield services
+    finally:
+        for service in services:
+            service.leave()
+            service.engine.dispose()
+
+
+def test_only_the_leader_consumes_ingest_and_admits(
+    engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
+) -> None:
+    leader, follower = pair
+    assert leader.lease.held() and not follower.lease.held()
+    make_cluster(session, nodes=2)
+    heartbeat(client, CLUSTER, slots=2)
+    run_id = queue_run(session)
+    send_to_ingest(client, [Wake(cluster=CLUSTER)])
+
+    follower.next_sweep = follower.next_tick = time.monotonic() + LEASE
+    follower.stopping.set()  # its wait for the next tick returns at once
+    follower.step()
+    assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
+    assert reload(engine, run_id).dispatched_at is None
+
+    leader.next_sweep = leader.next_tick = time.monotonic() + LEASE
+    leader.step()  # reads the submit's wake and admits
+    assert reload(engine, run_id).dispatched_at is not None
+    assert client.llen(keys.cluster_queue(CLUSTER)) == 1
+
+
+def test_a_new_leader_applies_what_the_old_one_left_pending_before_anything_newer(
+    engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
+) -> None:
+    make_cluster(session)
+    run_id = queue_run(session)
+    old, new = pair
+    send_to_ingest(client, [LogChunk(run_id=run_id, seq=1, text="first\n")])
+    assert len(old.ingest.read(block_ms=100)) == 1  # read, then the leader is killed
+    send_to_ingest(client, [LogChunk(run_id=run_id, seq=2, text="second\n")])
+    client.delete(keys.SCHEDULER_LEADER)  # its lease runs out
+
+    new.tick()  # takes the lease, and first the old leader's pending entries
+    assert new.lease.held()
+    assert log_rows(engine, run_id) == [(1, "first\n")]
+    names = {as_text(c["name"]) for c in client.xinfo_consumers(keys.INGEST_STREAM, "ingest")}
+    assert "sched-a" not in names
+    new.next_sweep = new.next_tick = time.monotonic() + LEASE
+    new.step()
+    assert log_rows(engine, run_id) == [(1, "first\n"), (2, "second\n")]
+    assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
+    assert session.exec(select(Run.id)).all() == [run_id]
