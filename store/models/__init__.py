@@ -8,6 +8,7 @@ this package registers every table on ``SQLModel.metadata`` (what Alembic compar
 - ``environment_builds``: what a client asks to build ahead of any run
 - ``experiments``: the experiment table, experiments and an experiment's runs as shown
 - ``environments``: registered environments, one row per version
+- ``counters``: run counts and timing histograms the database maintains (0012)
 - ``runs``: a submitted spec, the run table and its changes, its log and files
 - ``tracking``: metrics, their points and rollups, tags, properties; events in, reads out
 - ``tokens``: API tokens and sessions, roles
@@ -28,6 +29,12 @@ from store.models.clusters import (
     ClusterUpdate,
     WorkerPublic,
     WorkersPublic,
+)
+from store.models.counters import (
+    ClusterCancelCount,
+    ExperimentRunCount,
+    RunCount,
+    RunTimingBucket,
 )
 from store.models.environment_builds import EnvironmentBuildSpec
 from store.models.environments import (
@@ -99,6 +106,7 @@ __all__ = [
     "CancelResult",
     "CancelResults",
     "Cluster",
+    "ClusterCancelCount",
     "ClusterCreate",
     "ClusterPublic",
     "ClusterUpdate",
@@ -108,6 +116,7 @@ __all__ = [
     "EventsAccepted",
     "Experiment",
     "ExperimentPublic",
+    "ExperimentRunCount",
     "ExperimentRunPublic",
     "ExperimentRunsPublic",
     "ExperimentsPublic",
@@ -127,6 +136,7 @@ __all__ = [
     "RegisteredEnvironmentsPublic",
     "Run",
     "RunChange",
+    "RunCount",
     "RunDetails",
     "RunFile",
     "RunFilePublic",
@@ -137,6 +147,7 @@ __all__ = [
     "RunPublic",
     "RunSpec",
     "RunTag",
+    "RunTimingBucket",
     "RunTokenRequest",
     "RunsPublic",
     "TokenCreate",
