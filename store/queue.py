@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import ColumnElement, Select, literal, tuple_
 from sqlmodel import Session, col, func, select
 
 from protocol.workers import WorkerInfo, workers_serving
@@ -90,25 +90,21 @@ def waiting_runs(session: Session, cluster: str, limit: int | None = None) -> li
 
 
 def position_of(session: Session, run: Run) -> int:
-    """1-based place of a waiting run in its cluster's queue (one count, no listing)."""
-    ahead = (
-        (col(Run.priority) > run.priority)
-        | ((Run.priority == run.priority) & (col(Run.created_at) < run.created_at))
-        | (
-            (Run.priority == run.priority)
-            & (Run.created_at == run.created_at)
-            & (col(Run.id) < run.id)
-        )
+    """1-based place of a waiting run in its cluster's queue: two counts, each a range of
+    the queue index (higher priorities; the same priority, submitted before it)."""
+    waiting = (
+        Run.cluster == run.cluster,
+        Run.status == RunStatus.QUEUED,
+        col(Run.dispatched_at).is_(None),
     )
-    count = session.exec(
-        select(func.count()).where(
-            Run.cluster == run.cluster,
-            Run.status == RunStatus.QUEUED,
-            col(Run.dispatched_at).is_(None),
-            ahead,
-        )
-    ).one()
-    return count + 1
+    higher = select(func.count()).where(*waiting, col(Run.priority) > run.priority)
+    same = select(func.count()).where(
+        *waiting,
+        Run.priority == run.priority,
+        tuple_(col(Run.created_at), col(Run.id))
+        < tuple_(literal(run.created_at, col(Run.created_at).type), literal(run.id)),
+    )
+    return session.exec(higher).one() + session.exec(same).one() + 1
 
 
 def pending_reason(cluster: Cluster, cap: Capacity, serving: int, position: int) -> str:

@@ -203,9 +203,22 @@ class RunDetails(RunPublic):
     )
 
 
+NEXT_CURSOR = (
+    "Send as cursor= for the next page, in the same list with the same filters; null on "
+    "the last page"
+)
+
+
 class RunsPublic(SQLModel):
+    """A page of runs (``store.paging``)."""
+
     data: list[RunPublic]
-    count: int
+    count: int | None = Field(
+        description="Runs matching in all (from maintained counters); null where that "
+        "would take a scan of every run: tag or property filters, or a cluster and an "
+        "experiment together"
+    )
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
 
 
 class CancelResult(SQLModel):

@@ -108,34 +108,100 @@ COUNTED = (
 )
 
 
+def _statement_changes(parts: list[tuple[str, str]]) -> list[str]:
+    """PostgreSQL: statements applying what the rows of transition tables ``parts``
+    (``(table, sign)``) count for, summed per counter row first, so a statement that
+    inserts or moves 10,000 runs updates each counter row once (row by row, one
+    transaction's updates of one row would pile up versions to walk), in key order (two
+    writers lock counter rows in the same order)."""
+    dialect = "postgresql"
+
+    def union(select: str, where: str = "true") -> str:
+        return " UNION ALL ".join(
+            f"SELECT {select.format(r='r', sign=sign)} FROM {table} r WHERE {where.format(r='r')}"
+            for table, sign in parts
+        )
+
+    top = "(r.parent_run_id IS NULL)"
+    wait = _micros(dialect, "r.queued_at", "r.preparing_at")
+    ran = _micros(dialect, "r.running_at", ENDED.format(r="r"))
+    timing = " UNION ALL ".join(
+        [
+            union(
+                f"r.cluster, 'wait' AS kind, {_bucket(wait, WAIT_BOUNDS)} AS bucket, "
+                f"{{sign}}1 AS d, {{sign}}{wait} AS v",
+                "r.cluster IS NOT NULL AND r.queued_at IS NOT NULL AND r.preparing_at IS NOT NULL",
+            ),
+            union(
+                f"r.cluster, 'duration', {_bucket(ran, DURATION_BOUNDS)}, {{sign}}1, {{sign}}{ran}",
+                f"r.cluster IS NOT NULL AND r.running_at IS NOT NULL "
+                f"AND {ENDED.format(r='r')} IS NOT NULL",
+            ),
+        ]
+    )
+    return [
+        "INSERT INTO runcount (cluster, status, top_level, n) "
+        "SELECT cluster, status, top_level, sum(d) FROM ("
+        + union(f"coalesce(r.cluster, '') AS cluster, r.status, {top} AS top_level, {{sign}}1 AS d")
+        + ") t GROUP BY cluster, status, top_level HAVING sum(d) <> 0 "
+        "ORDER BY cluster, status, top_level "
+        "ON CONFLICT (cluster, status, top_level) DO UPDATE SET n = runcount.n + excluded.n",
+        "INSERT INTO experimentruncount (experiment_id, status, top_level, n) "
+        "SELECT experiment_id, status, top_level, sum(d) FROM ("
+        + union(f"r.experiment_id, r.status, {top} AS top_level, {{sign}}1 AS d")
+        + ") t GROUP BY experiment_id, status, top_level HAVING sum(d) <> 0 "
+        "ORDER BY experiment_id, status, top_level "
+        "ON CONFLICT (experiment_id, status, top_level) "
+        "DO UPDATE SET n = experimentruncount.n + excluded.n",
+        "INSERT INTO clustercancelcount (cluster, n) SELECT cluster, sum(d) FROM ("
+        + union(
+            "r.cluster, {sign}1 AS d",
+            f"r.cluster IS NOT NULL AND r.canceled_at IS NOT NULL AND {top}",
+        )
+        + ") t GROUP BY cluster HAVING sum(d) <> 0 ORDER BY cluster "
+        "ON CONFLICT (cluster) DO UPDATE SET n = clustercancelcount.n + excluded.n",
+        "INSERT INTO runtimingbucket (cluster, kind, bucket, n, sum_us) "
+        f"SELECT cluster, kind, bucket, sum(d), sum(v) FROM ({timing}) t "
+        "GROUP BY cluster, kind, bucket HAVING sum(d) <> 0 OR sum(v) <> 0 "
+        "ORDER BY cluster, kind, bucket "
+        "ON CONFLICT (cluster, kind, bucket) DO UPDATE SET n = runtimingbucket.n + "
+        "excluded.n, sum_us = runtimingbucket.sum_us + excluded.sum_us",
+    ]
+
+
 def create_triggers(dialect: str) -> None:
-    """Triggers on ``run`` keeping every counter table equal to a recount of the runs."""
+    """Triggers on ``run`` keeping every counter table equal to a recount of the runs:
+    on PostgreSQL one per statement over its transition tables, on SQLite one per row."""
     if dialect == "postgresql":
-        minus = ";\n    ".join(_changes(dialect, "OLD", "-"))
-        plus = ";\n    ".join(_changes(dialect, "NEW", "+"))
+
+        def block(parts: list[tuple[str, str]]) -> str:
+            return ";\n    ".join(_statement_changes(parts))
+
         op.execute(
             f"""
 CREATE OR REPLACE FUNCTION run_counters() RETURNS trigger AS $$
 BEGIN
-  IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    {minus};
-  END IF;
-  IF TG_OP IN ('INSERT', 'UPDATE') THEN
-    {plus};
+  IF TG_OP = 'INSERT' THEN
+    {block([("new_rows", "+")])};
+  ELSIF TG_OP = 'DELETE' THEN
+    {block([("old_rows", "-")])};
+  ELSE
+    {block([("old_rows", "-"), ("new_rows", "+")])};
   END IF;
   RETURN NULL;
 END;
 $$ LANGUAGE plpgsql
 """
         )
-        op.execute(
-            "CREATE TRIGGER run_counters_insert AFTER INSERT OR DELETE ON run "
-            "FOR EACH ROW EXECUTE FUNCTION run_counters()"
-        )
-        op.execute(
-            f"CREATE TRIGGER run_counters_update AFTER UPDATE OF {COUNTED} ON run "
-            "FOR EACH ROW EXECUTE FUNCTION run_counters()"
-        )
+        for name, event, tables in (
+            ("run_counters_insert", "INSERT", "NEW TABLE AS new_rows"),
+            ("run_counters_update", "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+            ("run_counters_delete", "DELETE", "OLD TABLE AS old_rows"),
+        ):
+            op.execute(
+                f"CREATE TRIGGER {name} AFTER {event} ON run REFERENCING {tables} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION run_counters()"
+            )
         return
     minus = ";\n  ".join(_changes(dialect, "OLD", "-"))
     plus = ";\n  ".join(_changes(dialect, "NEW", "+"))
@@ -149,8 +215,8 @@ $$ LANGUAGE plpgsql
 
 def drop_triggers(dialect: str) -> None:
     if dialect == "postgresql":
-        op.execute("DROP TRIGGER IF EXISTS run_counters_insert ON run")
-        op.execute("DROP TRIGGER IF EXISTS run_counters_update ON run")
+        for name in TRIGGERS:
+            op.execute(f"DROP TRIGGER IF EXISTS {name} ON run")
         op.execute("DROP FUNCTION IF EXISTS run_counters()")
         return
     for name in TRIGGERS:
