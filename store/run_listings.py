@@ -221,8 +221,8 @@ def _queue_places(
     """Position and pending reason of the queued ones among ``runs`` (all of one cluster).
     Positions count from the head of the whole queue: the first waiting one's is counted
     along the index, and the others' found by walking the queue from there. Slots held are
-    counted without the runs this page read as waiting: one the scheduler hands over meanwhile is shown
-    waiting, never also as holding the very slot it waits for."""
+    counted without the runs this page read as waiting: one the scheduler hands over
+    meanwhile is shown waiting, never also as holding the very slot it waits for."""
     queued = [r for r in runs if r.status == RunStatus.QUEUED and r.cluster == cluster_name]
     if not queued:
         return {}
