@@ -50,8 +50,11 @@ class Client(Transport):
         ``next_cursor`` (None on the last page), for ``cursor=`` of the next call."""
         return self.json("GET", path, params={k: v for k, v in params.items() if v is not None})
 
-    def pages(self, path: str, page: int = 500, **params: Any) -> Iterator[Dict[str, Any]]:
-        """Every row of a list, reading a page only when the one before is used up."""
+    def pages(
+        self, path: str, page: Optional[int] = None, **params: Any
+    ) -> Iterator[Dict[str, Any]]:
+        """Every row of a list, reading a page (``page`` rows; None: the service's default)
+        only when the one before is used up."""
         cursor = params.pop("cursor", None)
         while True:
             found = self.page(path, limit=page, cursor=cursor, **params)
@@ -83,7 +86,9 @@ class Client(Transport):
     ) -> List[Dict[str, Any]]:
         """The cluster's runs in queue order (queued, then active): every one, or the first
         ``limit``; a page at a time either way."""
-        found = self.pages(paths.cluster_runs(name), page=min(limit or 500, 500), status=status)
+        found = self.pages(
+            paths.cluster_runs(name), page=min(limit, 500) if limit else 500, status=status
+        )
         return list(islice(found, limit)) if limit else list(found)
 
     def cluster_runs_page(
