@@ -190,8 +190,8 @@ def read_page(
     next page exists (so the last page says so, instead of a next one coming back empty)."""
     want = limit + 1
     found: list[tuple[int, Any]] = []
-    if cursor is not None:
-        start, after = decode(name, cursor, [s.keys for s in sections])
+    if cursor is not None or offset == 0:
+        start, after = decode(name, cursor, [s.keys for s in sections]) if cursor else (0, None)
         for index in range(start, len(sections)):
             section = sections[index]
             rows = rows_after(
