@@ -661,7 +661,7 @@ def test_a_clusters_history_refuses_bad_input_in_plain_words(stack: Stack) -> No
     missing = httpx.get(f"{stack.url}/api/v1/clusters/nope-{unique('x')}/history", headers=headers)
     assert missing.status_code == 404 and "no cluster" in missing.json()["detail"]
     too_many = httpx.get(f"{stack.url}/api/v1/clusters/any/history?limit=5000", headers=headers)
-    assert too_many.status_code == 422 and "less than or equal to 100" in too_many.json()["detail"]
+    assert too_many.status_code == 422 and "less than or equal to 500" in too_many.json()["detail"]
 
 
 def test_the_run_page_shows_the_environment_the_run_ran_with(
