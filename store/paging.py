@@ -102,6 +102,11 @@ def _ordered(keys: Sequence[Key]) -> list[Any]:
     return [k.expression.desc() if k.descending else k.expression for k in keys]
 
 
+def _select(entity: Any) -> Any:
+    """A select of one entity, or of a tuple of columns (a walk that needs only keys)."""
+    return select(*entity) if isinstance(entity, tuple) else select(entity)
+
+
 def rows_after(
     session: Session,
     entity: Any,
@@ -119,7 +124,7 @@ def rows_after(
     no query ever sorts more than the rows it returns."""
     rest = keys[1:]
     if all(k.descending == keys[0].descending for k in keys):
-        query = select(entity).where(*where)
+        query = _select(entity).where(*where)
         if after is not None:
             query = query.where(_after(keys, after))
         return list(session.exec(query.order_by(*_ordered(keys)).limit(limit)))
@@ -132,7 +137,7 @@ def rows_after(
     else:
         level, rest_after = after[0], after[1:]
     while level is not None and len(rows) < limit:
-        query = select(entity).where(*where, group.expression == _bound(group, level))
+        query = _select(entity).where(*where, group.expression == _bound(group, level))
         if rest_after is not None:
             query = query.where(_after(rest, rest_after))
         rows += session.exec(query.order_by(*_ordered(rest)).limit(limit - len(rows)))

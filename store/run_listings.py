@@ -165,7 +165,7 @@ def cluster_runs(
         offset=offset,
     )
     runs: list[Run] = [run for _, run in page.rows]
-    places = _queue_places(session, client, cluster_name, runs, cluster=cluster)
+    places = _queue_places(session, client, cluster_name, runs, cluster=cluster, consecutive=True)
     names = experiment_names(session, {r.experiment_id for r in runs})
     data = [
         public(r, names.get(r.experiment_id, ""), *places.get(r.id, (None, None))) for r in runs
@@ -217,19 +217,22 @@ def _queue_places(
     *,
     cluster: Any = None,
     workers: list[WorkerInfo] | None = None,
+    consecutive: bool = False,
 ) -> dict[str, tuple[int | None, str]]:
     """Position and pending reason of the queued ones among ``runs`` (all of one cluster).
     Positions count from the head of the whole queue: the first waiting one's is counted
     along the index, and the others' found by walking the queue from there. Slots held are
     counted without the runs this page read as waiting: one the scheduler hands over
-    meanwhile is shown waiting, never also as holding the very slot it waits for."""
+    meanwhile is shown waiting, never also as holding the very slot it waits for.
+    ``consecutive``: the waiting ones are a run of the queue read in its order (a page of
+    it), so each one's position is the one before's plus one."""
     queued = [r for r in runs if r.status == RunStatus.QUEUED and r.cluster == cluster_name]
     if not queued:
         return {}
     cluster = cluster or get_cluster(session, cluster_name)
     workers = live_workers(client) if workers is None else workers
     read_waiting = [r.id for r in queued if r.dispatched_at is None]
-    held_query = slots_held(cluster_name).where(col(Run.id).not_in(read_waiting))
+    held_query = slots_held(cluster_name, read_waiting)
     cap = capacity_of(cluster, workers, session.exec(held_query).one())
     serving = len(workers_serving(workers, cluster_name))
     places: dict[str, tuple[int | None, str]] = {
@@ -247,8 +250,18 @@ def _queue_places(
     after: list[Any] | None = [first.priority, as_utc(first.created_at), first.id]
     places[first.id] = (position, pending_reason(cluster, cap, serving, position))
     wanted.discard(first.id)
+    if consecutive:
+        for offset, run in enumerate(waiting[1:], start=1):
+            places[run.id] = (
+                position + offset,
+                pending_reason(cluster, cap, serving, position + offset),
+            )
+        return places
+    keys_only = (col(Run.id), col(Run.priority), col(Run.created_at))
     while wanted and after is not None:
-        ids = rows_after(session, Run, waiting_where(cluster_name, False), QUEUE_KEYS, after, 500)
+        ids = rows_after(
+            session, keys_only, waiting_where(cluster_name, False), QUEUE_KEYS, after, 500
+        )
         for run in ids:
             position += 1
             if run.id in wanted:

@@ -149,6 +149,9 @@ def test_cancel_queued_cancels_the_whole_queue_not_one_page(api: Stack) -> None:
     assert client.cluster_runs_page(cluster, "queued")["count"] == 0
     history = client.page(f"/clusters/{cluster}/history", limit=500)
     assert history["count"] == QUEUED and history["next_cursor"] is None
+    cancels = list(client.pages("/audit", page=100, action="run.cancel"))
+    assert {e["target"] for e in cancels} >= set(ordered)
+    assert len({e["id"] for e in cancels}) == len(cancels)  # each event once, across pages
 
 
 def test_every_list_follows_its_cursor_to_the_end(api: Stack) -> None:
