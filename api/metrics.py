@@ -2,12 +2,12 @@
 
 Everything here is derived from the source of truth on each scrape (queue depth, runs by
 status, waits and durations, workers and slots, ingest lag), so several API replicas
-report the same numbers and nothing is lost when one restarts.
+report the same numbers and nothing is lost when one restarts. The database's part is read
+from the counter rows it maintains (``store.counters``), never by scanning runs.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -26,9 +26,7 @@ from protocol.replies import as_text
 from protocol.workers import live_workers, workers_serving
 from runyard.status import WAITING
 from store import statistics
-
-WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
-DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 24 * 3600)
+from store.counters import DURATION_BUCKETS, WAIT_BUCKETS
 
 
 class RunyardCollector(Collector):
@@ -39,17 +37,18 @@ class RunyardCollector(Collector):
         with Session(self.services.engine) as session:
             clusters = statistics.cluster_names(session)
             yield from self._runs(session, clusters)
-            found = statistics.timings(session)
+            waits = statistics.wait_buckets(session)
+            durations = statistics.duration_buckets(session)
         yield _histogram(
             "runyard_queue_wait_seconds",
             "Time from submit until a node took the run",
-            found.waits,
+            waits,
             WAIT_BUCKETS,
         )
         yield _histogram(
             "runyard_run_duration_seconds",
             "Time a run spent running",
-            found.durations,
+            durations,
             DURATION_BUCKETS,
         )
         yield from self._workers(clusters)
@@ -116,12 +115,18 @@ class RunyardCollector(Collector):
 
 
 def _histogram(
-    name: str, help_text: str, values: dict[str, list[float]], buckets: tuple[float, ...]
+    name: str,
+    help_text: str,
+    found: dict[str, tuple[list[int], int]],
+    buckets: tuple[float, ...],
 ) -> Metric:
+    """A histogram from counter rows: per cluster, the count in each bucket (not
+    cumulative, the last one +Inf) and the sum in microseconds."""
     family = HistogramMetricFamily(name, help_text, labels=["cluster"])
-    for cluster, seconds in values.items():
-        ordered = sorted(seconds)
-        counts = [(str(b), bisect.bisect_right(ordered, b)) for b in buckets]
-        counts.append(("+Inf", len(ordered)))
-        family.add_metric([cluster], counts, sum_value=sum(ordered))
+    for cluster, (per_bucket, sum_us) in sorted(found.items()):
+        cumulative, counts = 0, []
+        for bound, n in zip((*map(str, buckets), "+Inf"), per_bucket, strict=True):
+            cumulative += n
+            counts.append((bound, cumulative))
+        family.add_metric([cluster], counts, sum_value=sum_us / 1_000_000)
     return family

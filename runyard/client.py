@@ -7,6 +7,7 @@ syntax: a run's own SDK uses it inside any run image.
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -42,13 +43,34 @@ class Client(Transport):
     def audit(self, **filters: Any) -> List[Dict[str, Any]]:
         return self.json("GET", paths.AUDIT, params=filters)["data"]
 
+    # --- pages ------------------------------------------------------------------------------
+
+    def page(self, path: str, **params: Any) -> Dict[str, Any]:
+        """One page of a list: ``data``, ``count`` (None where a total needs a scan) and
+        ``next_cursor`` (None on the last page), for ``cursor=`` of the next call."""
+        return self.json("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def pages(
+        self, path: str, page: Optional[int] = None, **params: Any
+    ) -> Iterator[Dict[str, Any]]:
+        """Every row of a list, reading a page (``page`` rows; None: the service's default)
+        only when the one before is used up."""
+        cursor = params.pop("cursor", None)
+        while True:
+            found = self.page(path, limit=page, cursor=cursor, **params)
+            yield from found["data"]
+            cursor = found.get("next_cursor")
+            if not cursor or not found["data"]:
+                return
+
     # --- clusters and workers ---------------------------------------------------------------
 
     def create_cluster(self, name: str, **settings: Any) -> Dict[str, Any]:
         return self.json("POST", paths.CLUSTERS, json={"name": name, **settings})
 
     def list_clusters(self) -> List[Dict[str, Any]]:
-        return self.json("GET", paths.CLUSTERS)["data"]
+        """Every cluster (page after page)."""
+        return list(self.pages(paths.CLUSTERS))
 
     def get_cluster(self, name: str) -> Dict[str, Any]:
         return self.json("GET", paths.cluster(name))
@@ -59,14 +81,32 @@ class Client(Transport):
     def delete_cluster(self, name: str, force: bool = False) -> Dict[str, Any]:
         return self.json("DELETE", paths.cluster(name), params={"force": force})
 
-    def cluster_runs(self, name: str, status: str = "all") -> List[Dict[str, Any]]:
-        return self.json("GET", paths.cluster_runs(name), params={"status": status})["data"]
+    def cluster_runs(
+        self, name: str, status: str = "all", limit: Optional[int] = None
+    ) -> List[Dict[str, Any]]:
+        """The cluster's runs in queue order (queued, then active): every one, or the first
+        ``limit``; a page at a time either way."""
+        found = self.pages(
+            paths.cluster_runs(name), page=min(limit, 500) if limit else 500, status=status
+        )
+        return list(islice(found, limit)) if limit else list(found)
+
+    def cluster_runs_page(
+        self,
+        name: str,
+        status: str = "all",
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """One page of the cluster's runs, with ``count`` and ``next_cursor``."""
+        return self.page(paths.cluster_runs(name), status=status, limit=limit, cursor=cursor)
 
     def cancel_queued(self, name: str) -> List[Dict[str, Any]]:
         return self.json("POST", paths.cluster_cancel_queued(name))["data"]
 
     def list_workers(self) -> List[Dict[str, Any]]:
-        return self.json("GET", paths.WORKERS)["data"]
+        """Every live worker (page after page)."""
+        return list(self.pages(paths.WORKERS))
 
     def drain_worker(self, worker_id: str) -> Dict[str, Any]:
         """The worker finishes its runs and takes no new ones."""
@@ -148,21 +188,21 @@ class Client(Transport):
         return self.json("GET", paths.run(run_id), params=params)
 
     def list_runs(self, **filters: Any) -> List[Dict[str, Any]]:
+        """One page of runs (``limit``, default 100; ``cursor`` for a later page)."""
         return self.json("GET", paths.RUNS, params=filters)["data"]
+
+    def runs_page(self, **filters: Any) -> Dict[str, Any]:
+        """One page of runs with ``count`` and ``next_cursor``."""
+        return self.page(paths.RUNS, **filters)
 
     def count_runs(self, **filters: Any) -> int:
         """How many runs the filters match (one page of one run is read)."""
         return self.json("GET", paths.RUNS, params={**filters, "limit": 1})["count"]
 
-    def iter_runs(self, page: int = 500, **filters: Any) -> Iterator[Dict[str, Any]]:
-        """Every run the filters match, a page at a time."""
-        offset = 0
-        while True:
-            data = self.list_runs(limit=page, offset=offset, **filters)
-            yield from data
-            if len(data) < page:
-                return
-            offset += len(data)
+    def iter_runs(self, page: int = 100, **filters: Any) -> Iterator[Dict[str, Any]]:
+        """Every run the filters match, following cursors: a page is read only when the
+        one before is used up (what ``Experiment.get_runs`` and ``get_children`` yield)."""
+        return self.pages(paths.RUNS, page=page, **filters)
 
     def build_environment(
         self, environment: Dict[str, Any], cluster: Optional[str] = None

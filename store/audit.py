@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col
 
 from store.models import AuditEvent, CancelResult
+from store.paging import Key, Section, read_page
 from store.tokens import Actor
 
 
@@ -34,15 +35,20 @@ def list_events(
     action: str | None,
     since: datetime | None,
     limit: int,
-    offset: int,
-) -> tuple[list[AuditEvent], int]:
-    query = select(AuditEvent)
+    offset: int = 0,
+    cursor: str | None = None,
+) -> tuple[list[AuditEvent], str | None]:
+    """A page of the audit log, newest first, and the cursor of the next page. No total:
+    the log grows with everything done, and counting it would read all of it."""
+    where: list[Any] = []
     if actor:
-        query = query.where(AuditEvent.actor == actor)
+        where.append(AuditEvent.actor == actor)
     if action:
-        query = query.where(AuditEvent.action == action)
+        where.append(AuditEvent.action == action)
     if since:
-        query = query.where(col(AuditEvent.at) >= since)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(query.order_by(col(AuditEvent.id).desc()).offset(offset).limit(limit))
-    return list(rows), total
+        where.append(col(AuditEvent.at) >= since)
+    section = Section(where, (Key(col(AuditEvent.id), int, descending=True),), ("id",))
+    page = read_page(
+        session, "audit", AuditEvent, [section], limit=limit, cursor=cursor, offset=offset
+    )
+    return [row for _, row in page.rows], page.next_cursor

@@ -14,17 +14,21 @@ from sqlmodel import Session, col, func, select, update
 from protocol.environments import NO_IMAGE, Executor, has_image, wants_container
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput, NotSupported
-from runyard.status import ACTIVE, WAITING
+from runyard.status import ACTIVE, WAITING, RunStatus
 from store.db import as_utc
 from store.models import (
     Cluster,
     ClusterCreate,
     ClusterPublic,
+    ClustersPublic,
     ClusterUpdate,
     Run,
+    RunCount,
     WorkerPublic,
     utcnow,
 )
+from store.models.counters import NO_CLUSTER
+from store.paging import DEFAULT_PAGE, Key, Section, read_page
 
 
 def get_cluster(session: Session, name: str) -> Cluster:
@@ -137,17 +141,19 @@ def finish_delete(session: Session, name: str) -> None:
     session.flush()
 
 
-def run_counts(session: Session) -> dict[str, dict[str, int]]:
-    """Queued and active run counts per cluster, in one query."""
-    query = (
-        select(Run.cluster, Run.status, func.count())
-        .where(col(Run.status).in_((*WAITING, *ACTIVE)))
-        .group_by(Run.cluster, Run.status)
+def run_counts(session: Session, name: str | None = None) -> dict[str, dict[str, int]]:
+    """Queued and active run counts per cluster (or of the one ``name``), read from the
+    counters the database maintains (``store.counters``): a few rows, whatever the history."""
+    query = select(RunCount.cluster, RunCount.status, func.sum(RunCount.n)).where(
+        col(RunCount.status).in_([s.value for s in (*WAITING, *ACTIVE)]),
+        RunCount.cluster != NO_CLUSTER,
     )
+    if name is not None:
+        query = query.where(RunCount.cluster == name)
     counts: dict[str, dict[str, int]] = {}
-    for cluster, status, n in session.exec(query):
+    for cluster, status, n in session.exec(query.group_by(RunCount.cluster, RunCount.status)):
         bucket = counts.setdefault(cluster, {"queued": 0, "active": 0})
-        bucket["queued" if status in WAITING else "active"] += n
+        bucket["queued" if RunStatus(status) in WAITING else "active"] += int(n)
     return counts
 
 
@@ -182,11 +188,24 @@ def worker_public(info: WorkerInfo) -> WorkerPublic:
     )
 
 
-def list_clusters(session: Session, client: redis.Redis) -> list[ClusterPublic]:
+def list_clusters(
+    session: Session,
+    client: redis.Redis,
+    *,
+    limit: int = DEFAULT_PAGE,
+    cursor: str | None = None,
+    offset: int = 0,
+) -> ClustersPublic:
+    """A page of clusters by name, with their workers and queued/active counts (counters)."""
+    section = Section([], (Key(col(Cluster.name), str),), ("name",))
+    page = read_page(
+        session, "clusters", Cluster, [section], limit=limit, cursor=cursor, offset=offset
+    )
     workers = live_workers(client)
     counts = run_counts(session)
-    clusters = session.exec(select(Cluster).order_by(Cluster.name))
-    return [public_view(c, workers, counts.get(c.name)) for c in clusters]
+    total = session.exec(select(func.count()).select_from(Cluster)).one()
+    data = [public_view(c, workers, counts.get(c.name)) for _, c in page.rows]
+    return ClustersPublic(data=data, count=total, next_cursor=page.next_cursor)
 
 
 def apply_config_file(session: Session, path: Path) -> list[str]:

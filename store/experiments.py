@@ -1,5 +1,6 @@
-"""Experiments as the API lists them: with their run counts, and an experiment's runs as
-its table in the Studio shows them (tags and the latest value of chosen series)."""
+"""Experiments as the API lists them: with their run counts (maintained counters), and a
+page of an experiment's runs as its table in the Studio shows them (tags and the latest
+value of chosen series)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import NotFound
-from store import run_listings
+from store import counters, run_listings
 from store.db import as_utc
 from store.models import (
     Experiment,
@@ -19,16 +20,8 @@ from store.models import (
     Run,
     RunTag,
 )
+from store.paging import Key, Section, read_page
 from store.tracking import reads
-
-
-def _with_run_counts():  # type: ignore[no-untyped-def]
-    return (
-        select(Experiment, func.count(col(Run.id)))
-        .join(Run, isouter=True)
-        .group_by(col(Experiment.id))
-        .order_by(col(Experiment.name))
-    )
 
 
 def _public(experiment: Experiment, runs: int) -> ExperimentPublic:
@@ -37,18 +30,27 @@ def _public(experiment: Experiment, runs: int) -> ExperimentPublic:
     )
 
 
-def list_experiments(session: Session, limit: int, offset: int) -> ExperimentsPublic:
-    """A page of experiments by name, and how many there are in all."""
+def list_experiments(
+    session: Session, limit: int, offset: int = 0, cursor: str | None = None
+) -> ExperimentsPublic:
+    """A page of experiments by name, each with its run count (from the counters), and how
+    many experiments there are in all."""
+    section = Section([], (Key(col(Experiment.name), str),), ("name",))
+    page = read_page(
+        session, "experiments", Experiment, [section], limit=limit, cursor=cursor, offset=offset
+    )
+    experiments = [e for _, e in page.rows]
+    runs = counters.experiment_totals(session, [e.id for e in experiments if e.id is not None])
     total = session.exec(select(func.count(col(Experiment.id)))).one()
-    rows = session.exec(_with_run_counts().offset(offset).limit(limit))
-    return ExperimentsPublic(data=[_public(e, n) for e, n in rows], count=total)
+    data = [_public(e, runs.get(e.id or 0, 0)) for e in experiments]
+    return ExperimentsPublic(data=data, count=total, next_cursor=page.next_cursor)
 
 
 def get_experiment(session: Session, name: str) -> ExperimentPublic:
-    row = session.exec(_with_run_counts().where(Experiment.name == name)).first()
-    if row is None:
+    experiment = session.exec(select(Experiment).where(Experiment.name == name)).first()
+    if experiment is None or experiment.id is None:
         raise NotFound(f"no experiment named {name!r}")
-    return _public(*row)
+    return _public(experiment, counters.experiment_total(session, experiment.id))
 
 
 def experiment_runs(
@@ -58,7 +60,8 @@ def experiment_runs(
     *,
     include_children: bool,
     limit: int,
-    offset: int,
+    offset: int = 0,
+    cursor: str | None = None,
 ) -> ExperimentRunsPublic:
     """The experiment's runs, newest first, each with its tags and the latest value of the
     series in ``metrics``; and the series names there are to choose from. The values are
@@ -66,12 +69,23 @@ def experiment_runs(
     experiment = session.exec(select(Experiment).where(Experiment.name == name)).first()
     if experiment is None:
         raise NotFound(f"no experiment named {name!r}")
-    query = select(Run).where(Run.experiment_id == experiment.id)
+    assert experiment.id is not None
+    where: list[Any] = [Run.experiment_id == experiment.id]
     if not include_children:
-        query = query.where(col(Run.parent_run_id).is_(None))
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    runs = list(
-        session.exec(query.order_by(col(Run.created_at).desc()).offset(offset).limit(limit))
+        where.append(col(Run.parent_run_id).is_(None))
+    section = Section(where, run_listings.NEWEST_FIRST, run_listings.BY_CREATION)
+    page = read_page(
+        session,
+        f"experiment:{name}:{int(include_children)}",
+        Run,
+        [section],
+        limit=limit,
+        cursor=cursor,
+        offset=offset,
+    )
+    runs = [run for _, run in page.rows]
+    total = counters.experiment_total(
+        session, experiment.id, top_level=None if include_children else True
     )
     ids = [r.id for r in runs]
     tags: dict[str, dict[str, str | None]] = {}
@@ -89,4 +103,6 @@ def experiment_runs(
         for run in runs
     ]
     names = reads.series_names(session, ids)
-    return ExperimentRunsPublic(data=data, count=total, metric_names=names)
+    return ExperimentRunsPublic(
+        data=data, count=total, metric_names=names, next_cursor=page.next_cursor
+    )

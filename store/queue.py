@@ -3,9 +3,10 @@ place and the reason it has not started. Read by the API's listings and by admis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import ColumnElement, Select, literal, tuple_
 from sqlmodel import Session, col, func, select
 
 from protocol.workers import WorkerInfo, workers_serving
@@ -44,10 +45,21 @@ def holding_a_slot() -> ColumnElement[bool]:
     return col(Run.status).in_(ACTIVE) | handed_to_broker()
 
 
-def slots_held(cluster_name: str) -> Select:
-    """How many of the cluster's runs hold a slot (``holding_a_slot``). A count query, so
-    it can stand alone or inside another read."""
-    return select(func.count()).where(Run.cluster == cluster_name, holding_a_slot())
+def slots_held(cluster_name: str, besides: Sequence[str] = ()) -> Select:
+    """How many of the cluster's runs hold a slot (``holding_a_slot``), leaving out the
+    runs ``besides``. A count query, so it can stand alone or inside another read: the
+    sum of two counts, each a range of the queue index (active statuses; queued and
+    handed over), so it never reads the cluster's history."""
+
+    def count(*where: ColumnElement[bool]) -> ColumnElement[int]:
+        query = select(func.count()).where(Run.cluster == cluster_name, *where)
+        if besides:
+            query = query.where(col(Run.id).not_in(list(besides)))
+        return query.scalar_subquery()
+
+    active = count(col(Run.status).in_(ACTIVE))
+    handed = count(handed_to_broker())
+    return select(active + handed)
 
 
 def capacity(
@@ -58,9 +70,7 @@ def capacity(
     read and this count; counted then, it would hold the very slot it waits for ("all 1
     node(s) busy" on an idle cluster). A whole queue is read with its count in one
     statement instead (``store.runs``), so no list of ids is ever needed."""
-    holding = slots_held(cluster.name)
-    if besides is not None:
-        holding = holding.where(Run.id != besides)
+    holding = slots_held(cluster.name, () if besides is None else (besides,))
     return capacity_of(cluster, workers, session.exec(holding).one())
 
 
@@ -90,25 +100,21 @@ def waiting_runs(session: Session, cluster: str, limit: int | None = None) -> li
 
 
 def position_of(session: Session, run: Run) -> int:
-    """1-based place of a waiting run in its cluster's queue (one count, no listing)."""
-    ahead = (
-        (col(Run.priority) > run.priority)
-        | ((Run.priority == run.priority) & (col(Run.created_at) < run.created_at))
-        | (
-            (Run.priority == run.priority)
-            & (Run.created_at == run.created_at)
-            & (col(Run.id) < run.id)
-        )
+    """1-based place of a waiting run in its cluster's queue: two counts, each a range of
+    the queue index (higher priorities; the same priority, submitted before it)."""
+    waiting = (
+        Run.cluster == run.cluster,
+        Run.status == RunStatus.QUEUED,
+        col(Run.dispatched_at).is_(None),
     )
-    count = session.exec(
-        select(func.count()).where(
-            Run.cluster == run.cluster,
-            Run.status == RunStatus.QUEUED,
-            col(Run.dispatched_at).is_(None),
-            ahead,
-        )
-    ).one()
-    return count + 1
+    higher = select(func.count()).where(*waiting, col(Run.priority) > run.priority)
+    same = select(func.count()).where(
+        *waiting,
+        Run.priority == run.priority,
+        tuple_(col(Run.created_at), col(Run.id))
+        < tuple_(literal(run.created_at, col(Run.created_at).type), literal(run.id)),
+    )
+    return session.exec(higher).one() + session.exec(same).one() + 1
 
 
 def pending_reason(cluster: Cluster, cap: Capacity, serving: int, position: int) -> str:

@@ -1,26 +1,31 @@
-"""Runs as the API shows them: one run with its queue place, a cluster's queue, active and
-recent runs, and the filtered, paged listing. Reads only."""
+"""Runs as the API shows them: one run with its queue place, and every listing of runs a
+page at a time (``store.paging``): a cluster's queue (handed over, then waiting in start
+order with each run's position and pending reason, then active), its history by end time,
+and the filtered listing. Reads only; each page reads along an index, never the history."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
 
 import redis
 from sqlmodel import Session, col, func, select
 
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.status import ACTIVE, TERMINAL, WAITING, RunStatus
+from store import counters
 from store.clusters import get_cluster
 from store.db import as_utc
 from store.models import Experiment, Run, RunDetails, RunProperty, RunPublic, RunTag
+from store.paging import Key, Section, read_page, rows_after
 from store.queue import (
     HANDED_OVER,
-    annotate_queue,
     capacity,
     capacity_of,
     pending_reason,
     position_of,
-    queue_order,
     slots_held,
 )
 
@@ -72,71 +77,248 @@ def _placed(session: Session, client: redis.Redis, run: Run) -> RunPublic:
     return public(run, experiment, position, reason)
 
 
-def queued_runs(session: Session, client: redis.Redis, cluster_name: str) -> list[RunPublic]:
-    annotated = _annotated_queue(session, cluster_name, live_workers(client))
-    names = experiment_names(session, {run.experiment_id for run, _, _ in annotated})
+@dataclass(frozen=True)
+class RunPage:
+    """A page of runs, the total where it is cheap to know (None where it would take a
+    scan: tag and property filters, a cluster and an experiment together) and the cursor
+    of the next page (None at the end)."""
+
+    data: list[RunPublic]
+    count: int | None
+    next_cursor: str | None
+
+
+# --- orders ---------------------------------------------------------------------------------
+
+ENDED = func.coalesce(Run.completed_at, Run.failed_at, Run.canceled_at)
+STARTED = func.coalesce(Run.preparing_at, Run.created_at)
+
+QUEUE_KEYS = (
+    Key(col(Run.priority), int, descending=True),
+    Key(col(Run.created_at), datetime),
+    Key(col(Run.id), str),
+)
+QUEUE_ATTRIBUTES = ("priority", "created_at", "id")
+NEWEST_FIRST = (
+    Key(col(Run.created_at), datetime, descending=True),
+    Key(col(Run.id), str, descending=True),
+)
+OLDEST_FIRST = (Key(col(Run.created_at), datetime), Key(col(Run.id), str))
+BY_CREATION = ("created_at", "id")
+
+
+def _ended(run: Run) -> datetime | None:
+    return run.completed_at or run.failed_at or run.canceled_at
+
+
+def _started(run: Run) -> datetime:
+    return run.preparing_at or run.created_at
+
+
+def waiting_where(cluster: str, handed: bool) -> list[Any]:
+    """A cluster's queued runs already handed to the broker (``handed``), or still waiting."""
+    dispatched = col(Run.dispatched_at)
     return [
-        public(run, names.get(run.experiment_id, ""), position, reason)
-        for run, position, reason in annotated
+        Run.cluster == cluster,
+        Run.status == RunStatus.QUEUED,
+        dispatched.is_not(None) if handed else dispatched.is_(None),
     ]
 
 
-def _annotated_queue(
-    session: Session, cluster_name: str, workers: list[WorkerInfo]
-) -> list[tuple[Run, int | None, str]]:
-    """The cluster's queue with positions and reasons. The runs and the count of slots held
-    are read in one statement, so both see the same moment: a run the scheduler hands over
-    meanwhile is either waiting in the list or counted, never both (it would hold the very
-    slot it waits for)."""
+def _cluster_sections(cluster: str, which: str) -> list[Section]:
+    handed = Section(waiting_where(cluster, True), QUEUE_KEYS, QUEUE_ATTRIBUTES)
+    waiting = Section(waiting_where(cluster, False), QUEUE_KEYS, QUEUE_ATTRIBUTES)
+    active = Section(
+        [Run.cluster == cluster, col(Run.status).in_(ACTIVE)],
+        (Key(STARTED, datetime), Key(col(Run.id), str)),
+        (_started, "id"),
+    )
+    return {"queued": [handed, waiting], "active": [active]}.get(which, [handed, waiting, active])
+
+
+# --- a cluster's queue ------------------------------------------------------------------------
+
+ClusterRuns = Literal["queued", "active", "all"]
+
+
+def cluster_runs(
+    session: Session,
+    client: redis.Redis,
+    cluster_name: str,
+    which: ClusterRuns = "all",
+    *,
+    limit: int,
+    cursor: str | None = None,
+    offset: int = 0,
+) -> RunPage:
+    """A page of the cluster's runs: those handed to a worker, then the waiting ones in the
+    order they will start (each with its position, counted from the head of the whole
+    queue, and pending reason), then the active ones. The total comes from the counters."""
     cluster = get_cluster(session, cluster_name)
-    held = slots_held(cluster_name).scalar_subquery()
-    rows = session.exec(
-        select(Run, held)
-        .where(Run.cluster == cluster_name, col(Run.status).in_(WAITING))
-        .order_by(col(Run.dispatched_at).is_(None), *queue_order())
-    ).all()
-    runs = [run for run, _ in rows]
-    cap = capacity_of(cluster, workers, rows[0][1] if rows else 0)
-    return annotate_queue(runs, cluster, cap, workers)
+    page = read_page(
+        session,
+        f"cluster:{cluster_name}:{which}",
+        Run,
+        _cluster_sections(cluster_name, which),
+        limit=limit,
+        cursor=cursor,
+        offset=offset,
+    )
+    runs: list[Run] = [run for _, run in page.rows]
+    places = _queue_places(session, client, cluster_name, runs, cluster=cluster, consecutive=True)
+    names = experiment_names(session, {r.experiment_id for r in runs})
+    data = [
+        public(r, names.get(r.experiment_id, ""), *places.get(r.id, (None, None))) for r in runs
+    ]
+    statuses: list[RunStatus] = []
+    if which in ("queued", "all"):
+        statuses.append(RunStatus.QUEUED)
+    if which in ("active", "all"):
+        statuses += sorted(ACTIVE)
+    total = counters.run_total(session, cluster=cluster_name, statuses=statuses)
+    return RunPage(data=data, count=total, next_cursor=page.next_cursor)
+
+
+def queued_runs(session: Session, client: redis.Redis, cluster_name: str) -> list[RunPublic]:
+    """Every queued run of the cluster in start order (page after page): for tests and
+    small tools; a request reads one page (``cluster_runs``)."""
+    found: list[RunPublic] = []
+    cursor = None
+    while True:
+        page = cluster_runs(session, client, cluster_name, "queued", limit=500, cursor=cursor)
+        found += page.data
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
+
+
+def queued_run_ids(session: Session, cluster_name: str, batch: int = 500) -> Iterator[list[str]]:
+    """The ids of the cluster's queued runs, a batch at a time in start order (what a
+    cancel of the whole queue walks: ids only, never every run at once)."""
+    get_cluster(session, cluster_name)
+    for handed in (True, False):
+        after: list[Any] | None = None
+        while True:
+            runs = rows_after(
+                session, Run, waiting_where(cluster_name, handed), QUEUE_KEYS, after, batch
+            )
+            if not runs:
+                break
+            yield [r.id for r in runs]
+            last = runs[-1]
+            after = [last.priority, as_utc(last.created_at), last.id]
+
+
+def _queue_places(
+    session: Session,
+    client: redis.Redis,
+    cluster_name: str,
+    runs: Sequence[Run],
+    *,
+    cluster: Any = None,
+    workers: list[WorkerInfo] | None = None,
+    consecutive: bool = False,
+) -> dict[str, tuple[int | None, str]]:
+    """Position and pending reason of the queued ones among ``runs`` (all of one cluster).
+    Positions count from the head of the whole queue: the first waiting one's is counted
+    along the index, and the others' found by walking the queue from there. Slots held are
+    counted without the runs this page read as waiting: one the scheduler hands over
+    meanwhile is shown waiting, never also as holding the very slot it waits for.
+    ``consecutive``: the waiting ones are a run of the queue read in its order (a page of
+    it), so each one's position is the one before's plus one."""
+    queued = [r for r in runs if r.status == RunStatus.QUEUED and r.cluster == cluster_name]
+    if not queued:
+        return {}
+    cluster = cluster or get_cluster(session, cluster_name)
+    workers = live_workers(client) if workers is None else workers
+    read_waiting = [r.id for r in queued if r.dispatched_at is None]
+    held_query = slots_held(cluster_name, read_waiting)
+    cap = capacity_of(cluster, workers, session.exec(held_query).one())
+    serving = len(workers_serving(workers, cluster_name))
+    places: dict[str, tuple[int | None, str]] = {
+        r.id: (None, HANDED_OVER) for r in queued if r.dispatched_at is not None
+    }
+    waiting = sorted(
+        (r for r in queued if r.dispatched_at is None),
+        key=lambda r: (-r.priority, as_utc(r.created_at), r.id),
+    )
+    if not waiting:
+        return places
+    wanted = {r.id for r in waiting}
+    first = waiting[0]
+    position = position_of(session, first)
+    after: list[Any] | None = [first.priority, as_utc(first.created_at), first.id]
+    places[first.id] = (position, pending_reason(cluster, cap, serving, position))
+    wanted.discard(first.id)
+    if consecutive:
+        for offset, run in enumerate(waiting[1:], start=1):
+            places[run.id] = (
+                position + offset,
+                pending_reason(cluster, cap, serving, position + offset),
+            )
+        return places
+    keys_only = (col(Run.id), col(Run.priority), col(Run.created_at))
+    while wanted and after is not None:
+        ids = rows_after(
+            session, keys_only, waiting_where(cluster_name, False), QUEUE_KEYS, after, 500
+        )
+        for run in ids:
+            position += 1
+            if run.id in wanted:
+                places[run.id] = (position, pending_reason(cluster, cap, serving, position))
+                wanted.discard(run.id)
+                if not wanted:
+                    break
+        last = ids[-1] if ids else None
+        after = None if last is None else [last.priority, as_utc(last.created_at), last.id]
+    return places
 
 
 def queue_places(
     session: Session, client: redis.Redis, runs: Sequence[Run]
 ) -> dict[str, tuple[int | None, str]]:
-    """Position and pending reason of the waiting ones among ``runs``: one pass over each
-    of their clusters' queues, so a listing reads them as ``describe`` does one run."""
-    clusters = {r.cluster for r in runs if r.status in WAITING and r.cluster}
+    """Position and pending reason of the waiting ones among ``runs``, per cluster."""
+    clusters = sorted({r.cluster for r in runs if r.status in WAITING and r.cluster})
     if not clusters:
         return {}
     workers = live_workers(client)
-    return {
-        run.id: (position, reason)
-        for name in sorted(clusters)
-        for run, position, reason in _annotated_queue(session, name, workers)
-    }
+    places: dict[str, tuple[int | None, str]] = {}
+    for name in clusters:
+        mine = [r for r in runs if r.cluster == name]
+        places.update(_queue_places(session, client, name, mine, workers=workers))
+    return places
 
 
-def cluster_active(session: Session, cluster_name: str) -> list[RunPublic]:
+def cluster_history(
+    session: Session,
+    cluster_name: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    offset: int = 0,
+) -> RunPage:
+    """The cluster's ended runs, the latest ending first: what it did lately (a page)."""
     get_cluster(session, cluster_name)
-    runs = session.exec(
-        select(Run)
-        .where(Run.cluster == cluster_name, col(Run.status).in_(ACTIVE))
-        .order_by(col(Run.preparing_at), col(Run.id))
+    section = Section(
+        [Run.cluster == cluster_name, ENDED.is_not(None)],
+        (Key(ENDED, datetime, descending=True), Key(col(Run.id), str, descending=True)),
+        (_ended, "id"),
     )
-    return public_runs(session, list(runs))
+    page = read_page(
+        session,
+        f"history:{cluster_name}",
+        Run,
+        [section],
+        limit=limit,
+        cursor=cursor,
+        offset=offset,
+    )
+    runs = [run for _, run in page.rows]
+    total = counters.run_total(session, cluster=cluster_name, statuses=TERMINAL)
+    return RunPage(data=public_runs(session, runs), count=total, next_cursor=page.next_cursor)
 
 
-def cluster_history(session: Session, cluster_name: str, limit: int = 10) -> list[RunPublic]:
-    """The cluster's last ``limit`` ended runs, the latest ending first: what it did lately."""
-    get_cluster(session, cluster_name)
-    ended = func.coalesce(Run.completed_at, Run.failed_at, Run.canceled_at)
-    runs = session.exec(
-        select(Run)
-        .where(Run.cluster == cluster_name, col(Run.status).in_(TERMINAL))
-        .order_by(ended.desc(), col(Run.id))
-        .limit(limit)
-    )
-    return public_runs(session, list(runs))
+# --- every run, filtered ----------------------------------------------------------------------
 
 
 def list_runs(
@@ -150,41 +332,90 @@ def list_runs(
     properties: dict[str, str | None] | None = None,
     top_level: bool = False,
     limit: int = 100,
+    cursor: str | None = None,
     offset: int = 0,
     client: redis.Redis | None = None,
-) -> tuple[list[RunPublic], int]:
-    """Runs matching every filter. ``tags`` / ``properties``: each key must be set, to the
-    given value unless that is None (Azure's ``get_runs(tags=...)``). With ``client``,
-    waiting runs carry their queue position and pending reason."""
-    query = select(Run)
+) -> RunPage:
+    """A page of the runs matching every filter: newest first, a run's children in the
+    order they were made. ``tags`` / ``properties``: each key must be set, to the given
+    value unless that is None (Azure's ``get_runs(tags=...)``). With ``client``, waiting
+    runs carry their queue position and pending reason."""
+    where: list[Any] = []
+    experiment_id: int | None = None
     if cluster is not None:
         get_cluster(session, cluster)
-        query = query.where(Run.cluster == cluster)
+        where.append(Run.cluster == cluster)
     if experiment is not None:
-        query = query.join(Experiment).where(Experiment.name == experiment)
+        experiment_id = session.exec(
+            select(Experiment.id).where(Experiment.name == experiment)
+        ).first()
+        if experiment_id is None:
+            return RunPage(data=[], count=0, next_cursor=None)
+        where.append(Run.experiment_id == experiment_id)
     if parent is not None:
-        query = query.where(Run.parent_run_id == parent)
+        where.append(Run.parent_run_id == parent)
     if top_level:
-        query = query.where(col(Run.parent_run_id).is_(None))
+        where.append(col(Run.parent_run_id).is_(None))
     if statuses:
-        query = query.where(col(Run.status).in_(statuses))
+        where.append(col(Run.status).in_(statuses))
     for table, wanted in ((RunTag, tags), (RunProperty, properties)):
         for key, value in (wanted or {}).items():
             match = select(table.run_id).where(table.key == key)  # type: ignore[attr-defined]
             if value is not None:
                 match = match.where(table.value == value)  # type: ignore[attr-defined]
-            query = query.where(col(Run.id).in_(match))
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    # Children in the order they were made; everything else newest first.
-    order = (
-        (col(Run.created_at), col(Run.id)) if parent else (col(Run.created_at).desc(), col(Run.id))
+            where.append(col(Run.id).in_(match))
+    keys = OLDEST_FIRST if parent else NEWEST_FIRST
+    page = read_page(
+        session,
+        "runs",
+        Run,
+        [Section(where, keys, BY_CREATION)],
+        limit=limit,
+        cursor=cursor,
+        offset=offset,
     )
-    runs = list(session.exec(query.order_by(*order).offset(offset).limit(limit)))
-    if client is None:
-        return public_runs(session, runs), total
-    places = queue_places(session, client, runs)
+    runs = [run for _, run in page.rows]
+    places = queue_places(session, client, runs) if client is not None else {}
     names = experiment_names(session, {r.experiment_id for r in runs})
     data = [
         public(r, names.get(r.experiment_id, ""), *places.get(r.id, (None, None))) for r in runs
     ]
-    return data, total
+    total = _total(
+        session,
+        cluster=cluster,
+        experiment_id=experiment_id,
+        parent=parent,
+        statuses=statuses,
+        top_level=top_level,
+        filtered=bool(tags or properties),
+    )
+    return RunPage(data=data, count=total, next_cursor=page.next_cursor)
+
+
+def _total(
+    session: Session,
+    *,
+    cluster: str | None,
+    experiment_id: int | None,
+    parent: str | None,
+    statuses: Sequence[RunStatus] | None,
+    top_level: bool,
+    filtered: bool,
+) -> int | None:
+    """How many runs match, where the counters (or one run's children) tell it cheaply;
+    None where only a scan would (tags, properties, a cluster and an experiment both)."""
+    if filtered or (cluster is not None and experiment_id is not None):
+        return None
+    if parent is not None:
+        query = select(func.count()).select_from(Run).where(Run.parent_run_id == parent)
+        if statuses:
+            query = query.where(col(Run.status).in_(statuses))
+        return (
+            None if cluster is not None or experiment_id is not None else session.exec(query).one()
+        )
+    top = True if top_level else None
+    if experiment_id is not None:
+        return counters.experiment_total(
+            session, experiment_id, statuses=statuses or None, top_level=top
+        )
+    return counters.run_total(session, cluster=cluster, statuses=statuses or None, top_level=top)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.auth import ALLOW
 from api.deps import SessionDep
+from api.paging import DEFAULT_PAGE, Cursor, Limit, Offset
 from store import audit
 from store.models import AuditEventsPublic
 
@@ -21,10 +22,18 @@ def list_audit_events(
     actor: str | None = None,
     action: Annotated[str | None, Query(description="e.g. run.submit, token.revoke")] = None,
     since: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> AuditEventsPublic:
-    rows, total = audit.list_events(
-        session, actor=actor, action=action, since=since, limit=limit, offset=offset
+    """A page of the audit log, newest first (``count`` is null: the log is history)."""
+    rows, next_cursor = audit.list_events(
+        session,
+        actor=actor,
+        action=action,
+        since=since,
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
     )
-    return AuditEventsPublic(data=rows, count=total)
+    return AuditEventsPublic(data=rows, next_cursor=next_cursor)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Query, status
 
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
+from api.paging import DEFAULT_PAGE, Cursor, Limit, Offset
 from protocol.workers import live_workers
 from store import audit, run_listings
 from store import clusters as cluster_service
@@ -27,22 +28,22 @@ router = APIRouter(prefix="/clusters", tags=["clusters"])
 
 def _view(session: SessionDep, services: ServicesDep, name: str) -> ClusterPublic:
     cluster = cluster_service.get_cluster(session, name)
-    counts = cluster_service.run_counts(session).get(name)
+    counts = cluster_service.run_counts(session, name).get(name)
     return cluster_service.public_view(cluster, live_workers(services.redis), counts)
-
-
-MAX_PAGE = 500
 
 
 @router.get("", operation_id="list_clusters", dependencies=[ALLOW.read])
 def list_clusters(
     session: SessionDep,
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> ClustersPublic:
-    data = cluster_service.list_clusters(session, services.redis)
-    return ClustersPublic(data=data[offset : offset + limit], count=len(data))
+    """A page of clusters by name, each with its workers and its queued and active counts."""
+    return cluster_service.list_clusters(
+        session, services.redis, limit=limit, cursor=cursor, offset=offset
+    )
 
 
 @router.post(
@@ -101,31 +102,30 @@ def list_cluster_runs(
     session: SessionDep,
     services: ServicesDep,
     status: Literal["queued", "active", "all"] = "all",
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> RunsPublic:
-    """Queued runs (in start order, with position and pending reason), then active runs."""
-    data = []
-    if status in ("queued", "all"):
-        data += run_listings.queued_runs(session, services.redis, name)
-    if status in ("active", "all"):
-        data += run_listings.cluster_active(session, name)
-    return RunsPublic(data=data[offset : offset + limit], count=len(data))
-
-
-HISTORY_LIMIT = 100
+    """A page of the cluster's runs: queued ones in start order (each with its position in
+    the whole queue and its pending reason), then active ones; ``count`` is all of them."""
+    page = run_listings.cluster_runs(
+        session, services.redis, name, status, limit=limit, cursor=cursor, offset=offset
+    )
+    return RunsPublic(data=page.data, count=page.count, next_cursor=page.next_cursor)
 
 
 @router.get("/{name}/history", operation_id="list_cluster_history", dependencies=[ALLOW.read])
 def list_cluster_history(
     name: str,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=HISTORY_LIMIT)] = 10,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> RunsPublic:
-    """The cluster's recent history: its last ``limit`` ended runs, the latest ending first,
-    each with its status, reason and times."""
-    data = run_listings.cluster_history(session, name, limit)
-    return RunsPublic(data=data, count=len(data))
+    """The cluster's history a page at a time: its ended runs, the latest ending first,
+    each with its status, reason and times; ``count`` is every ended run of the cluster."""
+    page = run_listings.cluster_history(session, name, limit=limit, cursor=cursor, offset=offset)
+    return RunsPublic(data=page.data, count=page.count, next_cursor=page.next_cursor)
 
 
 @router.post(
@@ -134,9 +134,11 @@ def list_cluster_history(
 def cancel_queued(
     name: str, session: SessionDep, services: ServicesDep, actor: ActorDep
 ) -> CancelResults:
-    queued = [r.id for r in run_listings.queued_runs(session, services.redis, name)]
+    """Cancel every queued run of the cluster (the whole queue, read a batch at a time)."""
     news = Announcements()
-    results = run_service.cancel_many(session, services.redis, queued, news)
+    results = []
+    for batch in run_listings.queued_run_ids(session, name):
+        results += run_service.cancel_many(session, services.redis, batch, news)
     audit.record_cancels(session, actor, results)
     session.commit()
     news.send(services.redis)

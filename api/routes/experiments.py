@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from api.auth import ALLOW
 from api.deps import SessionDep
 from api.live import json_safe
+from api.paging import DEFAULT_PAGE, Cursor, Limit, Offset
 from store import experiments as experiment_service
 from store.models import ExperimentPublic, ExperimentRunsPublic, ExperimentsPublic
 
@@ -18,10 +19,12 @@ router = APIRouter(prefix="/experiments", tags=["experiments"])
 @router.get("", operation_id="list_experiments", dependencies=[ALLOW.read])
 def list_experiments(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> ExperimentsPublic:
-    return experiment_service.list_experiments(session, limit, offset)
+    """A page of experiments by name, each with its run count."""
+    return experiment_service.list_experiments(session, limit, offset, cursor)
 
 
 @router.get("/{name}", operation_id="get_experiment", dependencies=[ALLOW.read])
@@ -35,13 +38,21 @@ def list_experiment_runs(
     session: SessionDep,
     metric: Annotated[list[str], Query(max_length=20, description="Latest values of")] = [],  # noqa: B006
     include_children: bool = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> ExperimentRunsPublic:
-    """The experiment's runs, newest first, each with its tags and the latest value of the
-    chosen series; and the series names there are to choose from (the Studio's table)."""
+    """A page of the experiment's runs, newest first, each with its tags and the latest
+    value of the chosen series; and the series names there are to choose from (the
+    Studio's table)."""
     page = experiment_service.experiment_runs(
-        session, name, metric, include_children=include_children, limit=limit, offset=offset
+        session,
+        name,
+        metric,
+        include_children=include_children,
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
     )
     for run in page.data:
         run.metrics = json_safe(run.metrics)  # a browser's JSON has no NaN

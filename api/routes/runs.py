@@ -15,6 +15,7 @@ from sqlmodel import Session
 from api.auth import ALLOW, ActorDep
 from api.deps import Services, ServicesDep, SessionDep
 from api.errors import validate_json
+from api.paging import DEFAULT_PAGE, Cursor, Limit, Offset
 from protocol import barriers
 from protocol.roles import Role
 from protocol.streams import send_to_ingest
@@ -44,8 +45,6 @@ from store.run_tree import in_tree
 from store.tokens import Actor
 
 router = APIRouter(prefix="/runs", tags=["runs"])
-
-MAX_PAGE = 500
 
 
 @router.post(
@@ -172,10 +171,14 @@ def list_runs(
     tags: KeyFilter = None,
     properties: KeyFilter = None,
     top_level: Annotated[bool, Query(description="Only runs that are not children")] = False,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> RunsPublic:
-    data, total = run_listings.list_runs(
+    """A page of runs, newest first (a run's children: in the order they were made).
+    ``count`` is null with tag or property filters, or a cluster and an experiment
+    together, where a total would need a scan; follow ``next_cursor`` for more."""
+    page = run_listings.list_runs(
         session,
         cluster=cluster,
         experiment=experiment,
@@ -185,10 +188,11 @@ def list_runs(
         properties=_key_filter("properties", properties),
         top_level=top_level,
         limit=limit,
+        cursor=cursor,
         offset=offset,
         client=services.redis,  # waiting runs: their position and pending reason
     )
-    return RunsPublic(data=data, count=total)
+    return RunsPublic(data=page.data, count=page.count, next_cursor=page.next_cursor)
 
 
 def _key_filter(name: str, raw: str | None) -> dict[str, str | None] | None:

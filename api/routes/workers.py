@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep
+from api.paging import Cursor, Offset
 from protocol.workers import live_workers, request_drain
 from runyard.errors import NotFound
-from store import audit
+from store import audit, paging
 from store.clusters import worker_public
 from store.db import session_scope
 from store.models import WorkerPublic, WorkersPublic
@@ -22,10 +23,25 @@ router = APIRouter(prefix="/workers", tags=["workers"])
 def list_workers(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> WorkersPublic:
-    data = [worker_public(w) for w in live_workers(services.redis)]
-    return WorkersPublic(data=data[offset : offset + limit], count=len(data))
+    """A page of live workers by id (their heartbeats, from Redis: as many as are alive,
+    not a history)."""
+    every = sorted(live_workers(services.redis), key=lambda w: w.id)
+    workers = every
+    if cursor is not None:
+        _, (after,) = paging.decode("workers", cursor, [[paging.Key(None, str)]])
+        workers = [w for w in workers if w.id > after]
+    else:
+        workers = workers[offset:]
+    page, more = workers[:limit], len(workers) > limit
+    next_cursor = paging.encode("workers", 0, [page[-1].id]) if more else None
+    return WorkersPublic(
+        data=[worker_public(w) for w in page],
+        count=len(every),
+        next_cursor=next_cursor,
+    )
 
 
 @router.post("/{worker_id}/drain", operation_id="drain_worker", dependencies=[ALLOW.admin])

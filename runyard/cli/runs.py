@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.text import Text
 
+from runyard import api_paths
 from runyard.cli import environment_file, environment_used, outcome, output
 from runyard.cli.context import client
 from runyard.client import Client
@@ -134,26 +135,46 @@ def runs(
     cluster: Annotated[Optional[str], typer.Option("--cluster", "-c")] = None,
     status: Annotated[str, typer.Option(help="queued, active or all")] = "all",
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500, help="Page size")] = 100,
+    cursor: Annotated[
+        Optional[str], typer.Option(help="Show the page after this one (the cursor printed)")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every page, one after another")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs: a cluster's queued runs (with position and reason) and active runs, or
-    (without --cluster) the latest runs of every cluster."""
+    """List runs a page at a time: a cluster's queued runs (with position and reason) and
+    active runs, or (without --cluster) the latest runs of every cluster. Prints how to
+    see the next page; --all reads every page."""
     if status not in ("queued", "active", "all"):
         raise InvalidInput("--status must be queued, active or all")
     api = client()
     if cluster:
-        data = api.cluster_runs(cluster, status)
-        if experiment:
-            data = [r for r in data if r.get("experiment") == experiment]
+        path, params = api_paths.cluster_runs(cluster), {"status": status}
     else:
         if status != "all":
             raise InvalidInput("--status needs --cluster")
-        data = api.list_runs(experiment=experiment)
+        path, params = api_paths.RUNS, {"experiment": experiment}
+    if every:
+        data = list(api.pages(path, page=limit, cursor=cursor, **params))
+        page: dict = {"data": data, "count": len(data), "next_cursor": None}
+    else:
+        page = api.page(path, limit=limit, cursor=cursor, **params)
+        data = page["data"]
+    if cluster and experiment:
+        data = [r for r in data if r.get("experiment") == experiment]
     if as_json:
         output.emit_json(data)
         return
     columns = RUN_COLUMNS if cluster else ALL_RUN_COLUMNS
     output.table(data, columns, empty=_no_runs(cluster, status, experiment))
+    if page.get("next_cursor"):
+        total = f" of {page['count']}" if page.get("count") is not None else ""
+        output.console.print(
+            f"showing {len(page['data'])}{total}; next page: --cursor {page['next_cursor']} "
+            "(or --all)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _no_runs(cluster: str | None, status: str, experiment: str | None) -> str:

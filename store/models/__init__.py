@@ -8,6 +8,7 @@ this package registers every table on ``SQLModel.metadata`` (what Alembic compar
 - ``environment_builds``: what a client asks to build ahead of any run
 - ``experiments``: the experiment table, experiments and an experiment's runs as shown
 - ``environments``: registered environments, one row per version
+- ``counters``: run counts and timing histograms the database maintains (0012)
 - ``runs``: a submitted spec, the run table and its changes, its log and files
 - ``tracking``: metrics, their points and rollups, tags, properties; events in, reads out
 - ``tokens``: API tokens and sessions, roles
@@ -29,6 +30,12 @@ from store.models.clusters import (
     ClusterUpdate,
     WorkerPublic,
     WorkersPublic,
+)
+from store.models.counters import (
+    ClusterCancelCount,
+    ExperimentRunCount,
+    RunCount,
+    RunTimingBucket,
 )
 from store.models.environment_builds import EnvironmentBuildSpec
 from store.models.environments import (
@@ -103,6 +110,7 @@ __all__ = [
     "CancelResult",
     "CancelResults",
     "Cluster",
+    "ClusterCancelCount",
     "ClusterCreate",
     "ClusterPublic",
     "ClusterUpdate",
@@ -112,6 +120,7 @@ __all__ = [
     "EventsAccepted",
     "Experiment",
     "ExperimentPublic",
+    "ExperimentRunCount",
     "ExperimentRunPublic",
     "ExperimentRunsPublic",
     "ExperimentsPublic",
@@ -133,6 +142,7 @@ __all__ = [
     "RunArrayPublic",
     "RunArraySpec",
     "RunChange",
+    "RunCount",
     "RunDetails",
     "RunFile",
     "RunFilePublic",
@@ -143,6 +153,7 @@ __all__ = [
     "RunPublic",
     "RunSpec",
     "RunTag",
+    "RunTimingBucket",
     "RunTokenRequest",
     "RunsPublic",
     "SchedulerFence",

@@ -24,5 +24,12 @@ class AuditEvent(SQLModel, table=True):
 
 
 class AuditEventsPublic(SQLModel):
+    """A page of the audit log, newest first."""
+
     data: list[AuditEvent]
-    count: int
+    count: int | None = Field(
+        default=None, description="Always null: a total would read the whole log"
+    )
+    next_cursor: str | None = Field(
+        default=None, description="Send as cursor= for the next page; null on the last"
+    )

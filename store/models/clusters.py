@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 from protocol.budgets import check_budgets
 from protocol.environments import EXECUTORS, Executor, check_container, check_environment
 from store.models.names import check_cluster_name, creation_timestamp
+from store.models.runs import NEXT_CURSOR
 
 
 class ClusterSettings(SQLModel):
@@ -155,8 +156,10 @@ class ClusterPublic(ClusterSettings):
 class ClustersPublic(SQLModel):
     data: list[ClusterPublic]
     count: int
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
 
 
 class WorkersPublic(SQLModel):
     data: list[WorkerPublic]
     count: int
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)

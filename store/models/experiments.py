@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Field, SQLModel
 
 from store.models.names import creation_timestamp
-from store.models.runs import RunPublic
+from store.models.runs import NEXT_CURSOR, RunPublic
 
 
 class Experiment(SQLModel, table=True):
@@ -26,6 +26,7 @@ class ExperimentPublic(SQLModel):
 class ExperimentsPublic(SQLModel):
     data: list[ExperimentPublic]
     count: int
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
 
 
 class ExperimentRunPublic(RunPublic):
@@ -39,4 +40,5 @@ class ExperimentRunPublic(RunPublic):
 class ExperimentRunsPublic(SQLModel):
     data: list[ExperimentRunPublic]
     count: int
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
     metric_names: list[str]  # the single-column series these runs logged, to choose from

@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, field_validator, model_validator
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
+from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
 from protocol.environment_used import EnvironmentUsed
@@ -199,7 +200,31 @@ class RunBase(SQLModel):
     canceled_at: datetime | None = optional_timestamp()
 
 
+# When a run ended: the one terminal timestamp it has (None while it has not ended).
+ENDED_AT = "coalesce(completed_at, failed_at, canceled_at)"
+
+
 class Run(RunBase, table=True):
+    # Every listing walks one of these in its own order, a page at a time (migration 0012):
+    # the queue in start order, a cluster's history by end, runs newest first by each
+    # filter, a run's children in the order they were made.
+    __table_args__ = (
+        Index("ix_run_queue", "cluster", "status", "dispatched_at", "priority", "created_at", "id"),
+        Index("ix_run_cluster_ended", "cluster", sql_text(ENDED_AT), "id"),
+        Index("ix_run_created", "created_at", "id"),
+        Index("ix_run_cluster_created", "cluster", "created_at", "id"),
+        Index("ix_run_status_created", "status", "created_at", "id"),
+        Index("ix_run_parent_created", "parent_run_id", "created_at", "id"),
+        Index("ix_run_experiment_created", "experiment_id", "created_at", "id"),
+        Index(
+            "ix_run_experiment_parent_created",
+            "experiment_id",
+            "parent_run_id",
+            "created_at",
+            "id",
+        ),
+    )
+
     id: str = Field(primary_key=True, max_length=300)
     experiment_id: int = Field(foreign_key="experiment.id", index=True)
     # Interactive runs: the token that started them. Its run token dies with it, since the
@@ -230,9 +255,22 @@ class RunDetails(RunPublic):
     )
 
 
+NEXT_CURSOR = (
+    "Send as cursor= for the next page, in the same list with the same filters; null on "
+    "the last page"
+)
+
+
 class RunsPublic(SQLModel):
+    """A page of runs (``store.paging``)."""
+
     data: list[RunPublic]
-    count: int
+    count: int | None = Field(
+        description="Runs matching in all (from maintained counters); null where that "
+        "would take a scan of every run: tag or property filters, or a cluster and an "
+        "experiment together"
+    )
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
 
 
 class CancelResult(SQLModel):

@@ -110,7 +110,7 @@ def test_one_run_shows_its_environment_and_a_listing_leaves_it_out(
     run = builds.latest_recorded(session, "sklearn", "3")
 
     shown = run_listings.describe(session, client, run).model_dump()
-    [listed] = run_listings.list_runs(session)[0]
+    [listed] = run_listings.list_runs(session).data
 
     assert shown["environment_used"]["packages"] == ["p==a"]
     assert "environment_used" not in listed.model_dump()

@@ -19,15 +19,16 @@ from tests.support.database import CLUSTER, four_runs, heartbeat, make_cluster, 
 
 
 def queued_in_bulk(session: Session, count: int) -> list[str]:
-    """``count`` more waiting runs like one submitted run, inserted in one statement (as a
+    """``count`` more waiting runs like one submitted run, inserted in a few statements (as a
     busy cluster's queue holds them), in queue order after it."""
     first = reload(session.get_bind(), queue_run(session))  # type: ignore[arg-type]
     row = first.model_dump()
     ids = [f"{first.id}-{i:05d}" for i in range(count)]
-    session.execute(
-        sqlalchemy.insert(Run),
-        [{**row, "id": run_id, "created_at": first.created_at} for run_id in ids],
-    )
+    rows = [{**row, "id": run_id, "created_at": first.created_at} for run_id in ids]
+    # Multi-row statements: the database's counters are kept per statement on PostgreSQL
+    # (migration 0012), so a bulk writer writes rows in statements, not one at a time.
+    for start in range(0, len(rows), 500):
+        session.execute(sqlalchemy.insert(Run).values(rows[start : start + 500]))
     session.commit()
     return [first.id, *ids]
 

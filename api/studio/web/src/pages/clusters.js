@@ -1,6 +1,7 @@
 // Every cluster: its nodes (workers, busy and idle slots), its queue and its active runs,
 // with cancel (one or many), change priority and move to front; and its recent history (the
-// last runs that ended there: status, reason, duration, when).
+// last runs that ended there: status, reason, duration, when). A queue is shown a page at a
+// time (the API's cursors): Next / Previous walk it; positions count from the head.
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { html } from '../html.js';
@@ -9,11 +10,14 @@ import { duration, runDuration, seconds, when } from '../util.js';
 
 const POLL_MS = 1500;
 const HISTORY = 10; // ended runs shown per cluster
+const QUEUE_PAGE = 100; // queued runs per page
 
 export function Clusters({ me }) {
   const [clusters, setClusters] = useState(null);
   const [runs, setRuns] = useState({});
   const [history, setHistory] = useState({});
+  const [pages, setPages] = useState({}); // cluster -> {count, next_cursor} of its queue page
+  const [cursors, setCursors] = useState({}); // cluster -> cursors of the pages before this one
   const [error, setError] = useState('');
   const [tick, setTick] = useState(0);
 
@@ -24,14 +28,20 @@ export function Clusters({ me }) {
         const list = (await api('/clusters', { params: { limit: 500 } })).data;
         const byCluster = {};
         const ended = {};
+        const queuePages = {};
         await Promise.all(
           list.map(async (c) => {
             const name = encodeURIComponent(c.name);
-            const [current, past] = await Promise.all([
-              api(`/clusters/${name}/runs`),
+            const stack = cursors[c.name] || [];
+            const queueParams = { status: 'queued', limit: QUEUE_PAGE };
+            if (stack.length) queueParams.cursor = stack[stack.length - 1];
+            const [queue, active, past] = await Promise.all([
+              api(`/clusters/${name}/runs`, { params: queueParams }),
+              api(`/clusters/${name}/runs`, { params: { status: 'active', limit: 500 } }),
               api(`/clusters/${name}/history`, { params: { limit: HISTORY } }),
             ]);
-            byCluster[c.name] = current.data;
+            byCluster[c.name] = [...queue.data, ...active.data];
+            queuePages[c.name] = { count: queue.count, next_cursor: queue.next_cursor, page: stack.length };
             ended[c.name] = past.data;
           }),
         );
@@ -39,6 +49,7 @@ export function Clusters({ me }) {
         setClusters(list);
         setRuns(byCluster);
         setHistory(ended);
+        setPages(queuePages);
         setError('');
       } catch (err) {
         if (alive) setError(err.message);
@@ -50,9 +61,15 @@ export function Clusters({ me }) {
       alive = false;
       clearInterval(timer);
     };
-  }, [tick]);
+  }, [tick, cursors]);
 
   const refresh = () => setTick((t) => t + 1);
+  // Next: remember the cursor that reads the next page; Previous: forget the last one.
+  const turn = (name, cursor) =>
+    setCursors((all) => {
+      const stack = all[name] || [];
+      return { ...all, [name]: cursor ? [...stack, cursor] : stack.slice(0, -1) };
+    });
   if (!clusters) return html`<main><h1>Clusters</h1>${error ? html`<p class="error">${error}</p>` : html`<p>Loading…</p>`}</main>`;
   const canAct = me && (me.role === 'admin' || me.role === 'member');
   return html`<main>
@@ -60,11 +77,11 @@ export function Clusters({ me }) {
     ${error && html`<p class="error" role="alert">${error}</p>`}
     ${clusters.length === 0 && html`<p>No clusters yet: <code>runyard cluster create NAME</code>.</p>`}
     ${clusters.map((c) => html`<${ClusterCard} key=${c.name} cluster=${c} runs=${runs[c.name] || []} history=${history[c.name] || []}
-        canAct=${canAct} onChange=${refresh} />`)}
+        page=${pages[c.name] || {}} onTurn=${(cursor) => turn(c.name, cursor)} canAct=${canAct} onChange=${refresh} />`)}
   </main>`;
 }
 
-function ClusterCard({ cluster, runs, history, canAct, onChange }) {
+function ClusterCard({ cluster, runs, history, page, onTurn, canAct, onChange }) {
   const [selected, setSelected] = useState(new Set());
   const [message, setMessage] = useState('');
   const queued = runs.filter((r) => r.status === 'Queued' || r.status === 'NotStarted');
@@ -132,7 +149,9 @@ function ClusterCard({ cluster, runs, history, canAct, onChange }) {
       <tbody>${cluster.workers.map((w) => html`<tr key=${w.id}><td>${w.id}${w.draining ? ' (draining)' : ''}</td>
         <td>${w.hostname}</td><td>${w.slots}</td><td>${w.busy}</td><td>${w.runs.join(', ') || '–'}</td></tr>`)}</tbody></table>`}
     ${canAct && selected.size > 0 && html`<p><button class="danger" onClick=${cancelSelected}>Cancel selected (${selected.size})</button></p>`}
-    <table data-testid="queue"><caption>Queue (${queued.length})</caption>
+    <table data-testid="queue"><caption>Queue (${page.count ?? queued.length})${queued.length > 0 && (page.page || page.next_cursor)
+        ? html` <span class="hint" data-testid="queue-range">positions ${queued.find((r) => r.position)?.position ?? '–'}–${[...queued].reverse().find((r) => r.position)?.position ?? '–'}</span>`
+        : ''}</caption>
       <thead><tr>${canAct && html`<th><span class="sr">Select</span></th>`}<th>#</th><th>Run</th><th>Priority</th>
         <th>Pending reason</th><th>Waiting</th><th>Submitter</th>${canAct && html`<th><span class="sr">Actions</span></th><th></th>`}</tr></thead>
       <tbody>${queued.map((r) => html`<tr key=${r.id} data-run=${r.id}>${check(r)}
@@ -143,6 +162,10 @@ function ClusterCard({ cluster, runs, history, canAct, onChange }) {
         <td>${r.submitted_by || '–'}</td>
         ${canAct && html`<td><button onClick=${() => toFront(r)} aria-label=${`move ${r.id} to front`}>To front</button></td>`}
         ${cancelButton(r)}</tr>`)}</tbody></table>
+    ${(page.page > 0 || page.next_cursor) && html`<p class="pager" data-testid="queue-pager">
+      <button disabled=${!page.page} onClick=${() => onTurn(null)} aria-label=${`previous page of ${cluster.name}'s queue`}>Previous</button>
+      ${' '}<span>page ${(page.page || 0) + 1}</span>${' '}
+      <button disabled=${!page.next_cursor} onClick=${() => onTurn(page.next_cursor)} aria-label=${`next page of ${cluster.name}'s queue`}>Next</button></p>`}
     <table data-testid="active"><caption>Active (${active.length})</caption>
       <thead><tr>${canAct && html`<th><span class="sr">Select</span></th>`}<th>Run</th><th>Status</th><th>Node</th>
         <th>Duration</th><th>Submitter</th>${canAct && html`<th><span class="sr">Actions</span></th>`}</tr></thead>
