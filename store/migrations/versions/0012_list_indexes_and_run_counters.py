@@ -45,14 +45,16 @@ INDEXES = {
 
 def _micros(dialect: str, start: str, end: str) -> str:
     """SQL for the microseconds from ``start`` to ``end`` (never below 0), exact on both
-    databases (SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' text)."""
+    databases (SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' text). The whole seconds are read
+    from the text without its fraction: SQLite's date functions keep milliseconds, so
+    '…:54.999700' would count as second 55, and its fraction again on top."""
     if dialect == "postgresql":
         return f"GREATEST(0, (EXTRACT(EPOCH FROM ({end} - {start})) * 1000000)::bigint)"
 
     def stamp(x: str) -> str:
         fraction = f"CAST(substr(substr({x}, 21) || '000000', 1, 6) AS INTEGER)"
         return (
-            f"(CAST(strftime('%s', {x}) AS INTEGER) * 1000000"
+            f"(CAST(strftime('%s', substr({x}, 1, 19)) AS INTEGER) * 1000000"
             f" + CASE WHEN substr({x}, 20, 1) = '.' THEN {fraction} ELSE 0 END)"
         )
 
@@ -310,6 +312,8 @@ def downgrade() -> None:
     drop_triggers(op.get_bind().dialect.name)
     for table in ("runtimingbucket", "clustercancelcount", "experimentruncount", "runcount"):
         op.drop_table(table)
-    op.drop_index("ix_run_cluster_ended", table_name="run")
+    # A later downgrade that rebuilt run on SQLite (batch mode) could not carry this
+    # expression index over: it may be gone already.
+    op.execute("DROP INDEX IF EXISTS ix_run_cluster_ended")
     for name in reversed(list(INDEXES)):
         op.drop_index(name, table_name="run")
