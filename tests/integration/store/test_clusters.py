@@ -80,8 +80,10 @@ def test_listing_clusters_shows_them_by_name_with_workers_and_counts(
     heartbeat(client, "zeta", slots=3)
     queue_run(session, "zeta")
 
-    listed = clusters.list_clusters(session, client)
+    page = clusters.list_clusters(session, client)
 
+    assert page.count == 2 and page.next_cursor is None
+    listed = page.data
     assert [c.name for c in listed] == ["alpha", "zeta"]
     alpha, zeta = listed
     assert (alpha.slots, alpha.capacity, alpha.queued, alpha.workers) == (0, 0, 0, [])

@@ -19,6 +19,7 @@ from runyard.status import RunStatus
 from scheduler.ingest import Ingest
 from scheduler.service import sweep_runs
 from store.lifecycle import transition
+from store.models import utcnow
 from tests.support.database import (
     ago,
     fast_watchdog,
@@ -106,11 +107,17 @@ def test_a_malformed_report_is_dropped_whole_and_its_state_still_applies(
     assert "dropping the environment reported" in warning and said in warning
 
 
+def handed_out_again(session: Session, run_id: str, attempt: int) -> None:
+    """The run (back in its queue) was handed to a worker as ``attempt``."""
+    set_columns(session, run_id, status=RunStatus.QUEUED, attempt=attempt, dispatched_at=utcnow())
+
+
 def test_a_malformed_report_leaves_an_earlier_good_one_as_it_was(
     engine: Engine, session: Session, client: redis.Redis, ingest: Ingest, queued_run: str
 ) -> None:
+    handed_out_again(session, queued_run, attempt=1)
     report(client, ingest, queued_run, BUILT, attempt=1)
-    set_columns(session, queued_run, status=RunStatus.QUEUED, attempt=2)
+    handed_out_again(session, queued_run, attempt=2)
 
     report(client, ingest, queued_run, {**BUILT, "packages": ["x" * 513]}, attempt=2)
 
@@ -120,10 +127,10 @@ def test_a_malformed_report_leaves_an_earlier_good_one_as_it_was(
 def test_a_later_attempts_report_replaces_the_earlier_one_and_a_superseded_one_is_ignored(
     engine: Engine, session: Session, client: redis.Redis, ingest: Ingest, queued_run: str
 ) -> None:
-    set_columns(session, queued_run, attempt=1)
+    handed_out_again(session, queued_run, attempt=1)
     report(client, ingest, queued_run, BUILT, attempt=1)
     # Requeued (its node was lost): the second attempt gets a rebuilt environment.
-    set_columns(session, queued_run, status=RunStatus.QUEUED, attempt=2)
+    handed_out_again(session, queued_run, attempt=2)
     rebuilt = {**BUILT, "cached": True, "build_seconds": 0.0, "packages": ["numpy==2.1.3"]}
 
     report(client, ingest, queued_run, rebuilt, attempt=2)
