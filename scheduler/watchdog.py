@@ -72,7 +72,10 @@ def sweep(
                 lost.append(assignment)
         elif not alive:
             # Claimed by a worker that died before it reported anything: it never started.
+            # One only cut off from Redis may still start it: superseded, it stops as soon as
+            # it hears Redis again, instead of running on unseen beside the next attempt.
             log.warning("worker of %s vanished before starting it; back to the queue", run.id)
+            control.supersede(client, run.id, run.attempt)
             client.delete(keys.run_claim(run.id, run.attempt))
             session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=None))
     return lost

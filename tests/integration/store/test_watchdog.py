@@ -189,3 +189,20 @@ def test_liveness_is_judged_by_redis_clock_when_the_scheduler_host_is_off(
     later["by"] = 5.5  # not_responding_after and dispatch_timeout passed, in Redis' clock
     assert sweep_once() == [unclaimed]
     assert reload(engine, started).status == RunStatus.NOT_RESPONDING
+
+
+def test_a_claim_whose_worker_vanished_is_superseded_before_the_run_waits_again(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """A worker only cut off from Redis must not start the attempt it claimed once the
+    run went back to the queue: the attempt is superseded, as a worker checks."""
+    make_cluster(session)
+    run_id = queue_run(session)
+    set_columns(session, run_id, dispatched_at=ago(61), attempt=1)
+    assert control.claim_run(client, run_id, "w-cut-off", 1) == control.ClaimResult.CLAIMED
+
+    sweep_runs(session, client, celery, fast_watchdog(dispatch_timeout=5))
+
+    assert reload(engine, run_id).dispatched_at is None
+    assert not control.is_claimed(client, run_id, 1)
+    assert control.is_cancel_requested(client, run_id, 1)
