@@ -95,7 +95,7 @@ class Heartbeat:
                 publish_heartbeat(self.redis, self._info(), self.ttl)  # its slots, withdrawn
                 for callback in self.on_drain:
                     callback()
-        except redis.RedisError as exc:
+        except Exception as exc:  # any failure of the connection: the next beat tries again
             log.warning("heartbeat failed: %s", exc)
             return
         now = time.monotonic()
@@ -135,14 +135,16 @@ class Heartbeat:
 
 def own_connection(client: redis.Redis, timeout: float) -> redis.Redis:
     """A client of the same server as ``client`` (same address, password, TLS) with a pool
-    of its own whose calls give up after ``timeout`` seconds."""
+    of its own whose calls give up after ``timeout`` seconds. TCP connections also get
+    keepalive; a unix socket has no such option (its connection class refuses it)."""
     pool = client.connection_pool
     kwargs = {
         **pool.connection_kwargs,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
-        "socket_keepalive": True,
     }
+    if issubclass(pool.connection_class, redis.Connection):  # TCP, and TLS over it
+        kwargs["socket_keepalive"] = True
     return redis.Redis(
         connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     )
