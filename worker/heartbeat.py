@@ -88,16 +88,17 @@ class Heartbeat:
 
     def beat(self) -> None:
         try:
+            # Asked to drain, the worker is announced draining (its slots withdrawn) by this
+            # same beat: Redis checks the request before it writes (``publish_heartbeat``).
             drain = publish_heartbeat(self.redis, self._info(), self.ttl)
-            if drain and not self.draining:
-                self.draining = True
-                log.info("draining: finishing %d run(s), taking no new ones", len(self.runs))
-                publish_heartbeat(self.redis, self._info(), self.ttl)  # its slots, withdrawn
-                for callback in self.on_drain:
-                    callback()
         except Exception as exc:  # any failure of the connection: the next beat tries again
             log.warning("heartbeat failed: %s", exc)
             return
+        if drain and not self.draining:
+            self.draining = True
+            log.info("draining: finishing %d run(s), taking no new ones", len(self.runs))
+            for callback in self.on_drain:
+                callback()
         now = time.monotonic()
         if self.last_beat is not None and now - self.last_beat > self.ttl / 2:
             log.warning(

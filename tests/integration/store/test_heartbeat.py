@@ -1,5 +1,6 @@
 """The worker's heartbeat (``worker/heartbeat.py``, ``protocol/workers.py``) against a real
-Redis: reached over a unix socket as over TCP."""
+Redis: reached over a unix socket as over TCP, and a drain request withdraws the worker's
+slots in the very beat that first sees it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from protocol.workers import live_workers
+from protocol.workers import WorkerInfo, live_workers, publish_heartbeat, request_drain
 from tests.support.services import RedisServer, free_port
 from worker.heartbeat import Heartbeat, own_connection
 
@@ -68,3 +69,32 @@ def test_a_beat_that_fails_in_any_way_is_logged_and_skipped(
     heartbeat.beat()  # does not raise
 
     assert heartbeat.last_beat is None
+
+
+def test_a_worker_asked_to_drain_is_never_announced_with_free_slots_again(
+    client: redis.Redis,
+) -> None:
+    info = WorkerInfo(id="w-1", hostname="node-1", clusters=["c"], slots=2)
+    publish_heartbeat(client, info, ttl=60)
+    request_drain(client, "w-1")
+
+    # The worker does not know yet: it still describes itself as taking runs.
+    assert publish_heartbeat(client, info, ttl=60) is True
+
+    [worker] = live_workers(client)
+    assert worker.draining
+
+
+def test_the_heartbeat_drains_once_and_tells_the_worker(client: redis.Redis) -> None:
+    heartbeat = Heartbeat(client, "w-1", ["c"], slots=2, interval=1.0, ttl=60.0)
+    told: list[bool] = []
+    heartbeat.on_drain.append(lambda: told.append(True))
+    heartbeat.beat()
+    assert not live_workers(client)[0].draining
+
+    request_drain(client, "w-1")
+    heartbeat.beat()
+    heartbeat.beat()
+
+    assert heartbeat.draining and told == [True]
+    assert live_workers(client)[0].draining
