@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 import redis
@@ -33,20 +33,37 @@ class WorkerInfo:
         return len(self.runs)
 
 
+# One heartbeat, atomically: the drain request is read before the worker's info is written,
+# and decides which of the two versions is written, so a worker asked to drain is never
+# announced with free slots after the request exists (the scheduler could admit onto it).
+_HEARTBEAT = """
+local drain = redis.call('EXISTS', KEYS[3])
+local info = ARGV[1]
+if drain == 1 then info = ARGV[2] end
+redis.call('SET', KEYS[1], info, 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[3]) end
+return drain
+"""
+
+
 def publish_heartbeat(client: redis.Redis, info: WorkerInfo, ttl: float) -> bool:
     """Announce the worker and keep each of its runs' alive keys fresh, in one round trip;
-    returns whether an operator asked the worker to drain (read in the same trip).
+    returns whether an operator asked the worker to drain. Where one has, the worker is
+    announced draining in that same trip, whatever ``info`` says.
 
     The keys expire by Redis' clock: whether a run is alive never compares two hosts' clocks.
     """
     ttl_ms = max(int(ttl * 1000), 1)
-    pipe = client.pipeline(transaction=False)
-    pipe.set(keys.worker(info.id), json.dumps(asdict(info)), px=ttl_ms)
-    pipe.sadd(keys.WORKERS, info.id)
-    for run_id in info.runs:
-        pipe.set(keys.run_alive(run_id), info.id, px=ttl_ms)
-    pipe.exists(keys.worker_drain(info.id))
-    return bool(pipe.execute()[-1])
+    as_is = json.dumps(asdict(info))
+    draining = as_is if info.draining else json.dumps(asdict(replace(info, draining=True)))
+    run_keys = [keys.run_alive(run_id) for run_id in info.runs]
+    script = client.register_script(_HEARTBEAT)
+    found = script(
+        keys=[keys.worker(info.id), keys.WORKERS, keys.worker_drain(info.id), *run_keys],
+        args=[as_is, draining, ttl_ms, info.id],
+    )
+    return bool(found)
 
 
 def server_time(client: redis.Redis) -> datetime:

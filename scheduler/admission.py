@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -73,11 +74,20 @@ def executor_for(environment: dict, cluster: Cluster) -> str:
     return Executor.DOCKER if wants_container(environment) else Executor.LOCAL
 
 
-def admit(session: Session, cluster_name: str, workers: list[WorkerInfo]) -> list[RunAssignment]:
+def admit(
+    session: Session,
+    cluster_name: str,
+    workers: list[WorkerInfo],
+    now: datetime | None = None,
+) -> list[RunAssignment]:
     """Mark as many waiting runs handed over as the cluster has free slots, and return
     their assignments, first to start first. Nothing is committed or sent here: the
     scheduler commits, then sends each (``scheduler.service.dispatch_cluster``), so a run
     is recorded as handed over before its task exists.
+
+    ``now`` stamps ``dispatched_at``: the scheduler passes Redis' time (``server_time``),
+    the clock the watchdog measures a hand-over's age by; the host's clock only where no
+    watchdog compares it (benches, tests of admission alone).
 
     A decision costs the same whatever the queue's length: the cluster is read once, the
     free slots' worth of runs from the head of the queue (an index in queue order), their
@@ -107,7 +117,7 @@ def admit(session: Session, cluster_name: str, workers: list[WorkerInfo]) -> lis
             Run.status == RunStatus.QUEUED,
             col(Run.dispatched_at).is_(None),
         )
-        .values(dispatched_at=utcnow(), attempt=Run.attempt + 1)
+        .values(dispatched_at=now or utcnow(), attempt=Run.attempt + 1)
         .returning(Run.id, Run.attempt)
         .execution_options(synchronize_session=False)
     )
@@ -195,14 +205,14 @@ def send(celery: Celery, assignment: RunAssignment, producer: Any = None) -> Non
     log.info("dispatched %s to %s", assignment.run_id, keys.cluster_queue(assignment.cluster))
 
 
-def resend(session: Session, run: Run) -> RunAssignment | None:
+def resend(session: Session, run: Run, now: datetime) -> RunAssignment | None:
     """A handed-over run that no worker claimed (its message was lost): marked handed over
-    anew, and its assignment returned for the caller to send again once it has committed
-    (None: it can no longer start, and failed)."""
+    anew at ``now`` (the watchdog's Redis time), and its assignment returned for the caller
+    to send again once it has committed (None: it can no longer start, and failed)."""
     assignment = _startable(session, run, None, None, run.attempt)
     if assignment is None:
         return None
-    session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=utcnow()))
+    session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=now))
     return assignment
 
 

@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from datetime import datetime
 
 import redis
 from celery import Celery
@@ -32,7 +33,7 @@ from protocol.celery_app import make_celery
 from protocol.messages import RunAssignment
 from protocol.replies import as_text
 from protocol.settings import Settings
-from protocol.workers import WorkerInfo, live_workers
+from protocol.workers import WorkerInfo, live_workers, server_time
 from scheduler import admission, watchdog
 from scheduler.ingest import Ingest
 from scheduler.leadership import Lease, NotLeader
@@ -154,7 +155,9 @@ class Scheduler:
         workers = live_workers(self.redis)
         with Session(self.engine) as session:
             for name in sorted(clusters):
-                dispatch_cluster(session, self.celery, name, workers, self.fence())
+                # Stamped by Redis' clock, the one the watchdog measures silence by.
+                now = server_time(self.redis)
+                dispatch_cluster(session, self.celery, name, workers, self.fence(), now=now)
 
     def fence(self) -> int:
         """The token this scheduler's transactions carry; NotLeader once the lease lapsed."""
@@ -180,14 +183,17 @@ def dispatch_cluster(
     cluster: str,
     workers: list[WorkerInfo],
     fence: int | None = None,
+    *,
+    now: datetime | None = None,
 ) -> list[str]:
     """Hand as many waiting runs to the cluster's queue as it has free slots; returns
     their ids. Each run is recorded as handed over (committed) before its task is sent: a
     cancel that committed first wins (admission marks only runs still waiting), and a
     worker never holds a task whose run the database shows waiting. With ``fence`` (the
-    leader's token) nothing is decided unless the fence still admits it (``hold_fence``)."""
+    leader's token) nothing is decided unless the fence still admits it (``hold_fence``).
+    ``now`` (Redis' time, read once per admission) stamps the runs handed over."""
     hold_fence(session, fence)
-    assignments = admission.admit(session, cluster, workers)
+    assignments = admission.admit(session, cluster, workers, now)
     session.commit()
     failure = send_all(celery, assignments)
     if failure is not None:

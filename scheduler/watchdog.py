@@ -5,9 +5,10 @@ becomes NotResponding, and Failed (or requeued, where its cluster asks for it) o
 stayed silent for ``failed_after`` more seconds. A run handed to the broker that no worker
 claimed in time is sent again.
 
-Silence is measured by Redis' clock alone: keys expire by it, and the sweep reads ``now``
-from it (``TIME``) and stamps ``not_responding_at`` with it, so neither a scheduler host
-whose clock is off nor two schedulers on different hosts take a live run for a lost one.
+Silence is measured by Redis' clock alone: keys expire by it, the sweep reads ``now`` from
+it (``TIME``) and stamps ``not_responding_at`` with it, and admission stamps
+``dispatched_at`` with it (``scheduler.service``), so neither a scheduler host whose clock
+is off nor two schedulers on different hosts take a live run for a lost one.
 """
 
 from __future__ import annotations
@@ -66,12 +67,15 @@ def sweep(
                 run.id,
                 settings.dispatch_timeout,
             )
-            assignment = resend(session, run)
+            assignment = resend(session, run, now)
             if assignment is not None:
                 lost.append(assignment)
         elif not alive:
             # Claimed by a worker that died before it reported anything: it never started.
+            # One only cut off from Redis may still start it: superseded, it stops as soon as
+            # it hears Redis again, instead of running on unseen beside the next attempt.
             log.warning("worker of %s vanished before starting it; back to the queue", run.id)
+            control.supersede(client, run.id, run.attempt)
             client.delete(keys.run_claim(run.id, run.attempt))
             session.execute(update(Run).where(Run.id == run.id).values(dispatched_at=None))
     return lost

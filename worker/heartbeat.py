@@ -88,16 +88,17 @@ class Heartbeat:
 
     def beat(self) -> None:
         try:
+            # Asked to drain, the worker is announced draining (its slots withdrawn) by this
+            # same beat: Redis checks the request before it writes (``publish_heartbeat``).
             drain = publish_heartbeat(self.redis, self._info(), self.ttl)
-            if drain and not self.draining:
-                self.draining = True
-                log.info("draining: finishing %d run(s), taking no new ones", len(self.runs))
-                publish_heartbeat(self.redis, self._info(), self.ttl)  # its slots, withdrawn
-                for callback in self.on_drain:
-                    callback()
-        except redis.RedisError as exc:
+        except Exception as exc:  # any failure of the connection: the next beat tries again
             log.warning("heartbeat failed: %s", exc)
             return
+        if drain and not self.draining:
+            self.draining = True
+            log.info("draining: finishing %d run(s), taking no new ones", len(self.runs))
+            for callback in self.on_drain:
+                callback()
         now = time.monotonic()
         if self.last_beat is not None and now - self.last_beat > self.ttl / 2:
             log.warning(
@@ -135,14 +136,16 @@ class Heartbeat:
 
 def own_connection(client: redis.Redis, timeout: float) -> redis.Redis:
     """A client of the same server as ``client`` (same address, password, TLS) with a pool
-    of its own whose calls give up after ``timeout`` seconds."""
+    of its own whose calls give up after ``timeout`` seconds. TCP connections also get
+    keepalive; a unix socket has no such option (its connection class refuses it)."""
     pool = client.connection_pool
     kwargs = {
         **pool.connection_kwargs,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
-        "socket_keepalive": True,
     }
+    if issubclass(pool.connection_class, redis.Connection):  # TCP, and TLS over it
+        kwargs["socket_keepalive"] = True
     return redis.Redis(
         connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     )

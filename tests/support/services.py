@@ -112,6 +112,12 @@ class RedisServer:
     bind: str = "127.0.0.1"  # add addresses for clients on other (namespace) hosts
     password: str = REDIS_PASSWORD
     tls: TlsFiles | None = None  # serve TLS only (rediss://), with these files
+    unixsocket: Path | None = None  # also listen on this unix socket (``unix_url``)
+
+    @property
+    def unix_url(self) -> str:
+        assert self.unixsocket is not None
+        return f"unix://:{self.password}@{self.unixsocket}?db=0"
 
     @property
     def url(self) -> str:
@@ -124,6 +130,8 @@ class RedisServer:
         return f"rediss://:{self.password}@{host}:{self.port}/0?{query}"
 
     def _listen_args(self) -> list[str]:
+        if self.unixsocket is not None:
+            return ["--port", str(self.port), "--unixsocket", str(self.unixsocket)]
         if self.tls is None:
             return ["--port", str(self.port)]
         return [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
@@ -22,7 +23,7 @@ from protocol.workers import live_workers
 from scheduler.leadership import Lease, NotLeader, current_leader
 from scheduler.service import Scheduler, dispatch_cluster, sweep_runs
 from store import fence
-from store.models import Run
+from store.models import Run, utcnow
 from tests.support.database import (
     CLUSTER,
     fast_watchdog,
@@ -31,6 +32,7 @@ from tests.support.database import (
     make_cluster,
     queue_run,
     reload,
+    same_instant,
 )
 from tests.support.services import RedisServer
 
@@ -196,3 +198,25 @@ def test_a_new_leader_applies_what_the_old_one_left_pending_before_anything_newe
     assert log_rows(engine, run_id) == [(1, "first\n"), (2, "second\n")]
     assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
     assert session.exec(select(Run.id)).all() == [run_id]
+
+
+def test_the_leader_stamps_hand_overs_by_redis_clock(
+    engine: Engine,
+    session: Session,
+    client: redis.Redis,
+    pair: list[Scheduler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchdog measures a hand-over's age by Redis' clock, so admission stamps it by
+    the same clock, not the scheduler host's (here 6 s behind Redis)."""
+    leader, _ = pair
+    redis_now = utcnow() + timedelta(seconds=6)
+    monkeypatch.setattr("scheduler.service.server_time", lambda _client: redis_now)
+    make_cluster(session)
+    heartbeat(client, CLUSTER, slots=1)
+    run_id = queue_run(session)
+
+    leader.dispatch({CLUSTER})
+
+    dispatched_at = reload(engine, run_id).dispatched_at
+    assert dispatched_at is not None and same_instant(dispatched_at, redis_now)

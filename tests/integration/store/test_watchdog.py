@@ -3,18 +3,27 @@ NotResponding, then Failed; a run still heard from is left alone."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+import pytest
 import redis
 from celery import Celery
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from protocol import keys
+from protocol import control, keys
+from protocol.workers import live_workers
 from runyard.status import RunStatus
-from scheduler.service import sweep_runs
+from scheduler import watchdog
+from scheduler.service import dispatch_cluster, sweep_runs
+from store.announcements import Announcements
 from store.lifecycle import transition
+from store.models import utcnow
 from tests.support.database import (
+    CLUSTER,
     ago,
     fast_watchdog,
+    heartbeat,
     make_cluster,
     queue_run,
     reload,
@@ -139,3 +148,61 @@ def test_runs_no_worker_holds_are_not_watched(
     sweep_runs(session, client, celery, fast_watchdog())
 
     assert reload(engine, run_id).status == RunStatus.RUNNING
+
+
+@pytest.mark.parametrize("skew", [6.0, -6.0], ids=["redis-ahead", "redis-behind"])
+def test_liveness_is_judged_by_redis_clock_when_the_scheduler_host_is_off(
+    engine: Engine,
+    session: Session,
+    client: redis.Redis,
+    celery: Celery,
+    monkeypatch: pytest.MonkeyPatch,
+    skew: float,
+) -> None:
+    """Redis' clock reads the host's + ``skew``: a just-dispatched run is judged by the
+    time it was handed over in that clock, never the host's."""
+    base = utcnow() + timedelta(seconds=skew)  # a frozen Redis clock
+    later = {"by": 0.0}
+
+    def redis_now(_client: redis.Redis) -> datetime:
+        return base + timedelta(seconds=later["by"])
+
+    monkeypatch.setattr(watchdog, "server_time", redis_now)
+    make_cluster(session, nodes=2)
+    heartbeat(client, CLUSTER, slots=2)
+    unclaimed, started = queue_run(session), queue_run(session)
+    sent = dispatch_cluster(session, celery, CLUSTER, live_workers(client), now=redis_now(client))
+    assert sorted(sent) == sorted([unclaimed, started])
+    attempt = reload(engine, started).attempt
+    assert control.claim_run(client, started, "w-1", attempt) == control.ClaimResult.CLAIMED
+    walk(session, started, RunStatus.PREPARING)
+    settings = fast_watchdog(not_responding_after=5, dispatch_timeout=5)
+
+    def sweep_once() -> list[str]:
+        lost = watchdog.sweep(session, client, settings, Announcements())
+        session.commit()
+        return [a.run_id for a in lost]
+
+    assert sweep_once() == []  # not re-sent early
+    assert reload(engine, started).status == RunStatus.PREPARING
+
+    later["by"] = 5.5  # not_responding_after and dispatch_timeout passed, in Redis' clock
+    assert sweep_once() == [unclaimed]
+    assert reload(engine, started).status == RunStatus.NOT_RESPONDING
+
+
+def test_a_claim_whose_worker_vanished_is_superseded_before_the_run_waits_again(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """A worker only cut off from Redis must not start the attempt it claimed once the
+    run went back to the queue: the attempt is superseded, as a worker checks."""
+    make_cluster(session)
+    run_id = queue_run(session)
+    set_columns(session, run_id, dispatched_at=ago(61), attempt=1)
+    assert control.claim_run(client, run_id, "w-cut-off", 1) == control.ClaimResult.CLAIMED
+
+    sweep_runs(session, client, celery, fast_watchdog(dispatch_timeout=5))
+
+    assert reload(engine, run_id).dispatched_at is None
+    assert not control.is_claimed(client, run_id, 1)
+    assert control.is_cancel_requested(client, run_id, 1)
