@@ -732,3 +732,82 @@ def test_a_queue_longer_than_a_page_pages_through_with_positions_from_the_head(
     page.screenshot(path=str(ARTIFACTS / "queue-pages.png"))
     assert page.console_errors == []  # type: ignore[attr-defined]
     stack.client().cancel_queued(cluster)
+
+
+def uploaded(stack: Stack, tmp_path: Path, experiment: str) -> tuple[str, dict[str, Any], Client]:
+    """One run queued on a new cluster without workers (so runs there stay put), the spec
+    that submits more like it without another upload, and a client with its own budget."""
+    cluster = unique("pages")
+    stack.client().create_cluster(cluster, nodes=1)
+    folder = write(tmp_path / "src", {"a.py": "print(1)\n"})
+    first = submit(stack.url, folder, "a.py", cluster, experiment=experiment)
+    digest = stack.client().get_run(first.id)["snapshot_digest"]
+    spec = {
+        "experiment": experiment,
+        "cluster": cluster,
+        "script": "a.py",
+        "snapshot_digest": digest,
+    }
+    return first.id, spec, Client(stack.url, stack.make_token("member"))
+
+
+def shown_runs(table: Any) -> list[str]:
+    """The run ids a runs table shows, read off its rows' select boxes."""
+    labels = table.locator("tbody tr input[type=checkbox]").evaluate_all(
+        "boxes => boxes.map(b => b.getAttribute('aria-label'))"
+    )
+    return [label.removeprefix("select ") for label in labels]
+
+
+def test_an_experiment_with_more_runs_than_a_page_pages_through_every_run_once(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """105 runs: the experiment's table shows 100 (1-100 of 105), Next shows the other 5,
+    every run exactly once, and Previous goes back to the first page."""
+    experiment = unique("paged")
+    first_id, spec, own = uploaded(stack, tmp_path, experiment)
+    ids = [first_id] + [own.submit(spec)["id"] for _ in range(104)]
+    page.goto(f"{stack.url}/experiments/{quote(experiment)}")
+    table = page.get_by_test_id("runs")
+    expect(table.locator("tbody tr")).to_have_count(100)
+    expect(page.get_by_test_id("runs-pager-range")).to_have_text("showing 1\u2013100 of 105")
+    first = shown_runs(table)
+
+    page.get_by_role("button", name=f"next page of {experiment}'s runs").click()
+
+    expect(page.get_by_test_id("runs-pager-range")).to_have_text("showing 101\u2013105 of 105")
+    expect(table.locator("tbody tr")).to_have_count(5)
+    second = shown_runs(table)
+    assert len(first + second) == 105
+    assert sorted(first + second) == sorted(ids)
+    assert second == list(reversed(ids[:5]))  # newest first: the oldest five come last
+    expect(page.get_by_role("button", name=f"next page of {experiment}'s runs")).to_be_disabled()
+    screenshot(page, "experiment-pages")
+    page.get_by_role("button", name=f"previous page of {experiment}'s runs").click()
+    expect(page.get_by_test_id("runs-pager-range")).to_have_text("showing 1\u2013100 of 105")
+    assert shown_runs(table) == first
+    stack.client().cancel_queued(spec["cluster"])
+
+
+def test_a_run_with_more_children_than_a_page_pages_through_them(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """A parent with 102 child runs: its page lists 100 (1-100 of 102), Next the other 2,
+    each child once."""
+    experiment = unique("family")
+    parent, spec, own = uploaded(stack, tmp_path, experiment)
+    children = [own.submit({**spec, "parent_run_id": parent})["id"] for _ in range(102)]
+    page.goto(f"{stack.url}/runs/{quote(parent)}")
+    table = page.get_by_test_id("children")
+    expect(table.locator("tbody tr")).to_have_count(100)
+    expect(page.get_by_test_id("children-pager-range")).to_have_text("showing 1\u2013100 of 102")
+    first = table.locator("tbody tr a").evaluate_all("links => links.map(a => a.textContent)")
+
+    page.get_by_role("button", name="next page of child runs").click()
+
+    expect(page.get_by_test_id("children-pager-range")).to_have_text("showing 101\u2013102 of 102")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    second = table.locator("tbody tr a").evaluate_all("links => links.map(a => a.textContent)")
+    assert sorted(first + second) == sorted(children)
+    screenshot(page, "children-pages")
+    stack.client().cancel_queued(spec["cluster"])

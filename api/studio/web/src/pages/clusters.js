@@ -5,6 +5,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { html } from '../html.js';
+import { Pager, turn as turnStack } from '../pager.js';
 import { RunLink } from '../runlink.js';
 import { duration, runDuration, seconds, when } from '../util.js';
 
@@ -65,11 +66,7 @@ export function Clusters({ me }) {
 
   const refresh = () => setTick((t) => t + 1);
   // Next: remember the cursor that reads the next page; Previous: forget the last one.
-  const turn = (name, cursor) =>
-    setCursors((all) => {
-      const stack = all[name] || [];
-      return { ...all, [name]: cursor ? [...stack, cursor] : stack.slice(0, -1) };
-    });
+  const turn = (name, cursor) => setCursors((all) => ({ ...all, [name]: turnStack(all[name] || [], cursor) }));
   if (!clusters) return html`<main><h1>Clusters</h1>${error ? html`<p class="error">${error}</p>` : html`<p>Loading…</p>`}</main>`;
   const canAct = me && (me.role === 'admin' || me.role === 'member');
   return html`<main>
@@ -162,10 +159,8 @@ function ClusterCard({ cluster, runs, history, page, onTurn, canAct, onChange })
         <td>${r.submitted_by || '–'}</td>
         ${canAct && html`<td><button onClick=${() => toFront(r)} aria-label=${`move ${r.id} to front`}>To front</button></td>`}
         ${cancelButton(r)}</tr>`)}</tbody></table>
-    ${(page.page > 0 || page.next_cursor) && html`<p class="pager" data-testid="queue-pager">
-      <button disabled=${!page.page} onClick=${() => onTurn(null)} aria-label=${`previous page of ${cluster.name}'s queue`}>Previous</button>
-      ${' '}<span>page ${(page.page || 0) + 1}</span>${' '}
-      <button disabled=${!page.next_cursor} onClick=${() => onTurn(page.next_cursor)} aria-label=${`next page of ${cluster.name}'s queue`}>Next</button></p>`}
+    <${Pager} page=${page.page} size=${QUEUE_PAGE} rows=${queued.length} count=${page.count} nextCursor=${page.next_cursor}
+      onTurn=${onTurn} label=${`${cluster.name}'s queue`} testid="queue-pager" />
     <table data-testid="active"><caption>Active (${active.length})</caption>
       <thead><tr>${canAct && html`<th><span class="sr">Select</span></th>`}<th>Run</th><th>Status</th><th>Node</th>
         <th>Duration</th><th>Submitter</th>${canAct && html`<th><span class="sr">Actions</span></th>`}</tr></thead>

@@ -6,25 +6,31 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.js';
 import { html } from '../html.js';
+import { Pager, usePager } from '../pager.js';
 import { RunLink } from '../runlink.js';
 import { duration, follow, formatValue, navigate, runDuration, when } from '../util.js';
+
+const PAGE = 100; // rows per page of a table
 
 export function Experiments() {
   const [experiments, setExperiments] = useState(null);
   const [error, setError] = useState('');
+  const pager = usePager();
   useEffect(() => {
-    api('/experiments', { params: { limit: 500 } })
-      .then((r) => setExperiments(r.data))
+    api('/experiments', { params: { limit: PAGE, cursor: pager.cursor } })
+      .then((r) => setExperiments(r))
       .catch((err) => setError(err.message));
-  }, []);
+  }, [pager.cursor]);
   return html`<main>
     <h1>Experiments</h1>
     ${error && html`<p class="error" role="alert">${error}</p>`}
     ${!experiments ? html`<p>Loading…</p>` : html`<table>
       <thead><tr><th>Experiment</th><th>Runs</th><th>Created</th></tr></thead>
-      <tbody>${experiments.map((e) => html`<tr key=${e.name}>
+      <tbody>${experiments.data.map((e) => html`<tr key=${e.name}>
         <td><a href=${`/experiments/${encodeURIComponent(e.name)}`} onClick=${follow}>${e.name}</a></td>
-        <td>${e.run_count}</td><td>${when(e.created_at)}</td></tr>`)}</tbody></table>`}
+        <td>${e.run_count}</td><td>${when(e.created_at)}</td></tr>`)}</tbody></table>
+      <${Pager} page=${pager.page} size=${PAGE} rows=${experiments.data.length} count=${experiments.count}
+        nextCursor=${experiments.next_cursor} onTurn=${pager.onTurn} label="experiments" testid="experiments-pager" />`}
   </main>`;
 }
 
@@ -47,16 +53,21 @@ export function Experiment({ name }) {
   const [filters, setFilters] = useState({ status: '', tag: '', cluster: '' });
   const [sort, setSort] = useState({ key: 'created_at', descending: true });
   const [selected, setSelected] = useState(new Set());
+  const [page, setPage] = useState({ count: null, next_cursor: null });
+  const pager = usePager();
+
+  useEffect(() => pager.reset(), [name]);
 
   useEffect(() => {
     let alive = true;
     async function load() {
       try {
         const wanted = [...new Set([...(chosen || []), ...(charted ? [charted] : [])])];
-        const params = { limit: 500, metric: wanted };
+        const params = { limit: PAGE, cursor: pager.cursor, metric: wanted };
         const result = await api(`/experiments/${encodeURIComponent(name)}/runs`, { params });
         if (!alive) return;
         setRuns(result.data);
+        setPage({ count: result.count, next_cursor: result.next_cursor });
         setNames(result.metric_names);
         if (chosen === null) setChosen(result.metric_names.slice(0, 3));
         if (charted === null && result.metric_names.length) setCharted(result.metric_names[0]);
@@ -70,7 +81,7 @@ export function Experiment({ name }) {
       alive = false;
       clearInterval(timer);
     };
-  }, [name, (chosen || []).join('\u0000'), charted]);
+  }, [name, (chosen || []).join('\u0000'), charted, pager.cursor]);
 
   const columns = useMemo(
     () => [...BASE_COLUMNS, ...(chosen || []).map((m) => [`m:${m}`, m, (r) => r.metrics[m] ?? null])],
@@ -135,7 +146,9 @@ export function Experiment({ name }) {
         <td>${duration(runDuration(r))}</td><td>${r.submitted_by || '–'}</td><td>${when(r.created_at)}</td>
         <td>${Object.entries(r.tags).map(([k, v]) => html`<span class="tag">${v ? `${k}=${v}` : k}</span>`)}</td>
         ${(chosen || []).map((m) => html`<td class="num">${formatValue(r.metrics[m])}</td>`)}</tr>`)}</tbody></table>
-    <p class="hint">${shown.length} of ${runs.length} run(s) shown.</p>
+    <${Pager} page=${pager.page} size=${PAGE} rows=${runs.length} count=${page.count} nextCursor=${page.next_cursor}
+      onTurn=${pager.onTurn} label=${`${name}'s runs`} testid="runs-pager" />
+    <p class="hint">${shown.length} of ${runs.length} run(s) on this page shown.</p>
     ${names.length > 0 && html`<${AcrossRuns} runs=${shown} all=${runs} names=${names} metric=${charted} onChoose=${setCharted} />`}
   </main>`;
 }

@@ -5,6 +5,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.js';
 import { html } from '../html.js';
+import { Pager, usePager } from '../pager.js';
 import { RunLink } from '../runlink.js';
 import {
   TERMINAL,
@@ -22,6 +23,7 @@ import {
 const MAX_POINTS = 1200; // per chart: ~2 per pixel of a wide chart, extremes kept per bucket
 const LOG_LIMIT = 400_000;
 const TABLE_ROWS = 100; // rows of a logged row/table shown before "N more rows"
+const CHILD_PAGE = 100; // child runs per page
 const enc = encodeURIComponent;
 
 export function RunPage({ id, me }) {
@@ -31,7 +33,10 @@ export function RunPage({ id, me }) {
   const [tags, setTags] = useState({});
   const [properties, setProperties] = useState({});
   const [files, setFiles] = useState([]);
-  const [children, setChildren] = useState([]);
+  const [children, setChildren] = useState({ data: [], count: null, next_cursor: null });
+  const childPager = usePager();
+  const childCursor = useRef(undefined); // the page of children shown, for reloads from events
+  childCursor.current = childPager.cursor;
   const [log, setLog] = useState('');
   const [versions, setVersions] = useState({}); // metric name -> bump to refetch its series
   const pending = useRef({ names: new Set(), details: false, timer: null });
@@ -63,21 +68,34 @@ export function RunPage({ id, me }) {
       await new Promise((done) => setTimeout(done, 500));
     }
   }
+  async function loadChildren() {
+    setChildren(await api('/runs', { params: { parent: id, limit: CHILD_PAGE, cursor: childCursor.current } }));
+  }
   async function loadDetails() {
-    const [names, tagMap, props, fileList, kids] = await Promise.all([
+    const [names, tagMap, props, fileList] = await Promise.all([
       api(`/runs/${enc(id)}/metric-names`),
       api(`/runs/${enc(id)}/tags`),
       api(`/runs/${enc(id)}/properties`),
       api(`/runs/${enc(id)}/files`),
-      api('/runs', { params: { parent: id, limit: 500 } }),
+      loadChildren(),
     ]);
     setMetrics(names.data);
     known.current = new Set(names.data.map((m) => m.name));
     setTags(tagMap);
     setProperties(props);
     setFiles(fileList.data);
-    setChildren(kids.data);
   }
+
+  // Another page of children: read only that list again.
+  const firstChildPage = useRef(true);
+  useEffect(() => {
+    if (firstChildPage.current) {
+      firstChildPage.current = false;
+      return;
+    }
+    loadChildren().catch((err) => setError(err.message));
+  }, [childPager.cursor]);
+  useEffect(() => childPager.reset(), [id]);
 
   // Many events in a burst become one refetch per series touched; the run's other lists
   // are read again only when something besides known series changed.
@@ -194,10 +212,12 @@ export function RunPage({ id, me }) {
           <td><a href=${`/api/v1/runs/${enc(run.id)}/files/${f.name.split('/').map(enc).join('/')}`} download>${f.name}</a></td>
           <td class="num" title=${`${f.size} bytes`}>${bytes(f.size)}</td><td>${when(f.created_at)}</td></tr>`)}</tbody></table></div>`}
     </section>
-    ${children.length > 0 && html`<section aria-labelledby="children-h"><h2 id="children-h">Child runs</h2>
-      <table><thead><tr><th>Run</th><th>Status</th><th>Duration</th></tr></thead><tbody>
-      ${children.map((c) => html`<tr key=${c.id}><td><${RunLink} run=${c} /></td>
-        <td><span class=${`status s-${c.status}`}>${c.status}</span></td><td>${duration(runDuration(c))}</td></tr>`)}</tbody></table></section>`}
+    ${(children.data.length > 0 || childPager.page > 0) && html`<section aria-labelledby="children-h"><h2 id="children-h">Child runs${children.count === null ? '' : ` (${children.count})`}</h2>
+      <table data-testid="children"><thead><tr><th>Run</th><th>Status</th><th>Duration</th></tr></thead><tbody>
+      ${children.data.map((c) => html`<tr key=${c.id}><td><${RunLink} run=${c} /></td>
+        <td><span class=${`status s-${c.status}`}>${c.status}</span></td><td>${duration(runDuration(c))}</td></tr>`)}</tbody></table>
+      <${Pager} page=${childPager.page} size=${CHILD_PAGE} rows=${children.data.length} count=${children.count}
+        nextCursor=${children.next_cursor} onTurn=${childPager.onTurn} label="child runs" testid="children-pager" /></section>`}
   </main>`;
 }
 
