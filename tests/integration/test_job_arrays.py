@@ -228,6 +228,32 @@ def test_an_array_larger_than_the_whole_budget_says_to_split_it(stack: Stack) ->
     assert runs_of(stack, experiment) == 0
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"environment": {"environment_variables": {"BIG": "a" * 7000}}},
+        {"tags": {"a": "x" * 4000, "b": "y" * 4000}},
+    ],
+)
+def test_an_array_whose_copies_would_be_too_large_is_refused_and_says_to_split(
+    stack: Stack, fields: dict
+) -> None:
+    """Each run stores its own copy of environment, tags and arguments: 10,000 runs of a
+    7 KB environment would write 70 MB, over MAX_ARRAY_STORED_BYTES."""
+    cluster = unique("amp")
+    stack.client().create_cluster(cluster, nodes=1)
+    experiment = unique("amp")
+
+    response = post_array(
+        stack, stack.make_token("member"), array_spec(cluster, experiment, 10_000, **fields)
+    )
+
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "environment" in detail and "tags" in detail and "split the array" in detail
+    assert runs_of(stack, experiment) == 0
+
+
 def test_hostile_bodies_are_refused_before_any_work(stack: Stack) -> None:
     cluster = unique("hostile")
     stack.client().create_cluster(cluster, nodes=1)
