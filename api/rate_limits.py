@@ -35,8 +35,12 @@ class SubmitLimiter:
                 self._refuse(actor, item, "submit", key, "submission limit")
 
     def hit_array(self, actor: Actor, runs: int) -> None:
-        """One submission and ``runs`` array runs; nothing is counted when either is over
-        its limit (both are tested before either is taken)."""
+        """One submission and ``runs`` array runs. The array's runs are charged first, each
+        window in one atomic step (no gap between a test and its charge), and only then the
+        submission: a refused array takes no submission. The submission limit is tested
+        (not charged) beforehand, so an array refused for it costs no runs either; only
+        when another request takes the last submission between that test and the charge
+        does a refused array keep its runs charged."""
         key = actor.token_id or actor.name
         for item in self.array_items:
             if item.amount < runs:
@@ -44,15 +48,13 @@ class SubmitLimiter:
                     f"a job array of {runs} runs is over {actor.name!r}'s array run limit "
                     f"({item}) by itself; split it"
                 )
-            if not self.limiter.test(item, "array-runs", key, cost=runs):
-                self._refuse(actor, item, "array-runs", key, f"array run limit ({runs} asked)")
         for item in self.items:
             if not self.limiter.test(item, "submit", key):
                 self._refuse(actor, item, "submit", key, "submission limit")
-        self.hit(actor)
         for item in self.array_items:
             if not self.limiter.hit(item, "array-runs", key, cost=runs):
                 self._refuse(actor, item, "array-runs", key, f"array run limit ({runs} asked)")
+        self.hit(actor)
 
     def _refuse(self, actor: Actor, item: RateLimitItem, scope: str, key: str, what: str) -> None:
         reset, _ = self.limiter.get_window_stats(item, scope, key)

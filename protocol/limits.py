@@ -13,6 +13,7 @@ from runyard.tracking import events as ev
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_FILES",
+    "MAX_ARRAY_STORED_BYTES",
     "MAX_DISPLAY_NAME",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
@@ -32,6 +33,11 @@ MAX_DISPLAY_NAME = ev.MAX_DISPLAY_NAME
 NAME_LENGTH = ev.Limits.name_length  # of a metric name, a tag or property key
 TAG_KEY_LENGTH = NAME_LENGTH
 TAG_VALUE_LENGTH = ev.Limits.string_length
+
+# A job array copies its environment, its tags and an argument list into every run it
+# stores: count x (environment JSON + tags JSON + longest argument list JSON) may be at most
+# this many bytes, or a 1 MiB spec times 10,000 runs would write gigabytes.
+MAX_ARRAY_STORED_BYTES = 64 * 1024 * 1024
 
 # A snapshot's defaults (DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES) are runyard.snapshot's: the
 # client checks a folder against them before packing it, the API again on upload.

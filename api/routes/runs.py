@@ -65,8 +65,9 @@ def submit_run(
     if actor.role == Role.RUN:
         _check_child_of_own_tree(session, actor, run_spec)
     run_spec = run_service.check_submittable(session, run_spec)  # before anything is stored
+    digest, archive = _read_snapshot(services, run_spec, snapshot_file)  # refused: not charged
     services.submit_limiter.hit(actor)
-    digest = _store_snapshot(services, run_spec, snapshot_file)
+    _keep_snapshot(services, digest, archive)
     run = run_service.submit(session, run_spec, digest, submitted_by=actor.name)
     audit.record(session, actor, "run.submit", run.id, cluster=run_spec.cluster)
     session.commit()
@@ -98,10 +99,10 @@ def submit_run_array(
         )
     array_spec = run_service.check_submittable(session, array_spec)  # before anything is stored
     count = len(array_spec.arguments_list)
-    if snapshot_file is None:  # a refused array takes nothing from the token's budgets
-        _store_snapshot(services, array_spec, None)
+    # A snapshot refused (missing, too large, not matching) takes nothing from the budgets.
+    digest, archive = _read_snapshot(services, array_spec, snapshot_file)
     services.submit_limiter.hit_array(actor, count)
-    digest = _store_snapshot(services, array_spec, snapshot_file)
+    _keep_snapshot(services, digest, archive)
     array_id, cluster, ids = run_service.submit_array(
         session, array_spec, digest, submitted_by=actor.name
     )
@@ -128,13 +129,17 @@ def _check_child_of_own_tree(session: Session, actor: Actor, spec: RunSpec) -> N
         )
 
 
-def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None) -> str:
+def _read_snapshot(
+    services: Services, spec: RunSpec, upload: UploadFile | None
+) -> tuple[str, bytes | None]:
+    """The snapshot's digest, and the archive when one was sent: the cheap refusals (none
+    given, unknown digest, too large, digest not matching), before the token is charged."""
     limits = services.settings.snapshot_limits
     if upload is None:
         if spec.snapshot_digest is None:
             raise InvalidInput("send a snapshot archive or a snapshot_digest", field="snapshot")
         services.snapshots.require(spec.snapshot_digest)
-        return spec.snapshot_digest
+        return spec.snapshot_digest, None
     if upload.size is not None and upload.size > limits.max_bytes:
         raise SnapshotTooLarge(
             f"snapshot archive is {upload.size} bytes; the limit is {limits.max_bytes}"
@@ -145,10 +150,14 @@ def _store_snapshot(services: Services, spec: RunSpec, upload: UploadFile | None
     digest = snapshot.digest_of(archive)
     if spec.snapshot_digest and spec.snapshot_digest != digest:
         raise InvalidInput("snapshot_digest does not match the archive sent", field="snapshot")
-    if not services.snapshots.exists(digest):
-        snapshot.inspect_archive(archive, limits)
+    return digest, archive
+
+
+def _keep_snapshot(services: Services, digest: str, archive: bytes | None) -> None:
+    """Store an archive sent (once its contents pass inspection), after the charge."""
+    if archive is not None and not services.snapshots.exists(digest):
+        snapshot.inspect_archive(archive, services.settings.snapshot_limits)
         services.snapshots.put(digest, archive)
-    return digest
 
 
 KeyFilter = Annotated[

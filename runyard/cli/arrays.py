@@ -27,7 +27,13 @@ def submit_array(
     script: Annotated[str, typer.Option("--script", "-s", help="Entry script, inside DIR")],
     arguments: Annotated[
         Optional[list[str]],
-        typer.Argument(help="Arguments of every run, after --; {index} is the run's index"),
+        typer.Argument(
+            help=(
+                "Arguments of every run, after --; {index} is the run's index as given to"
+                " --array (Slurm's SLURM_ARRAY_TASK_ID); the run's array_index is its"
+                " 0-based position in the array"
+            )
+        ),
     ] = None,
     array: Annotated[
         Optional[str],
@@ -35,7 +41,10 @@ def submit_array(
             "--array",
             "-a",
             metavar="RANGE",
-            help="Indexes, as Slurm's --array: 0-99, 1,3,5, 0-99:10 (one run each)",
+            help=(
+                "Indexes, as Slurm's --array: 0-99, 1,3,5, 0-99:10 (one run each, in this"
+                " order); {index} is the given index, array_index the 0-based position"
+            ),
         ),
     ] = None,
     array_args: Annotated[

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from typing import IO, Any, Deque, Dict, List, Union
 
 from runyard.errors import RefusedBatch, RetryBatch, RunyardError, ServiceUnavailable
@@ -53,6 +54,23 @@ class Sink:
         self._room = threading.Event()  # set each time a batch left the buffer
         self._flowing = True  # the last write went through (False while the service is away)
         self._closed = False
+        self._pid = os.getpid()  # a forked child inherits the sink but not its flusher
+        self._thread = threading.Thread(target=self._loop, name="runyard-flush", daemon=True)
+        self._thread.start()
+        _LIVE.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child inherits this sink without its flusher thread and possibly with
+        the lock held by a thread that no longer exists: give it fresh ones. The events
+        already buffered belong to the parent, which sends them; the child drops its copy
+        so nothing is stored twice."""
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._room = threading.Event()
+        self._buffer.clear()
+        self._pid = os.getpid()
+        if self._closed:
+            return
         self._thread = threading.Thread(target=self._loop, name="runyard-flush", daemon=True)
         self._thread.start()
 
@@ -73,6 +91,8 @@ class Sink:
         if threading.current_thread() is self._thread:
             return
         while len(self._buffer) >= MAX_PENDING and self._flowing and not self._closed:
+            if self._pid != os.getpid() or not self._thread.is_alive():
+                return  # nobody would ever make room: never wait on a flusher that is gone
             self._room.clear()
             self._wake.set()
             self._room.wait(0.05)
@@ -170,6 +190,18 @@ class Sink:
                 time.sleep(0.5)
         self._closed = True
         self._wake.set()
+
+
+_LIVE: "weakref.WeakSet[Sink]" = weakref.WeakSet()
+
+
+def _reset_sinks_in_child() -> None:
+    for sink in list(_LIVE):
+        sink._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_sinks_in_child)
 
 
 class ChannelSink(Sink):

@@ -3,6 +3,7 @@ and what it leaves behind (its log and its output files)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from sqlmodel import Field, SQLModel
 from protocol.environment_used import EnvironmentUsed
 from protocol.environments import check_environment
 from protocol.limits import (
+    MAX_ARRAY_STORED_BYTES,
     MAX_DISPLAY_NAME,
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -134,7 +136,30 @@ class RunArraySpec(RunSpec):
             raise ValueError("a job array takes arguments_list, not arguments")
         if self.parent_run_id is not None:
             raise ValueError("a job array is top-level: parent_run_id is not allowed")
+        self._bounded_copies()
         return self
+
+    def _bounded_copies(self) -> None:
+        """Every run of the array stores its own copy of the environment, the tags and an
+        argument list: refuse, before anything is stored, an array whose copies would
+        together exceed MAX_ARRAY_STORED_BYTES."""
+        count = len(self.arguments_list)
+        environment = _json_bytes(self.environment)
+        tags = _json_bytes(self.tags)
+        arguments = max(_json_bytes(a) for a in self.arguments_list)
+        total = count * (environment + tags + arguments)
+        if total > MAX_ARRAY_STORED_BYTES:
+            raise ValueError(
+                f"a job array stores environment, tags and an argument list in each of its "
+                f"{count} runs: {count} x ({environment} environment + {tags} tags + "
+                f"{arguments} longest arguments_list entry) = {total} bytes, over the "
+                f"{MAX_ARRAY_STORED_BYTES} byte limit; shrink the environment or tags, or "
+                f"split the array"
+            )
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())
 
 
 class RunArrayPublic(SQLModel):

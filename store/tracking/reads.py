@@ -63,38 +63,54 @@ def metrics_of(session: Session, run_ids: list[str], name: str | None = None) ->
             f"{total} points in one read (the limit is {MAX_POINTS_PER_READ}); name one "
             "metric, or read long series from /runs/{id}/metrics/{name}/history"
         )
-    points = {(m.run_id, m.name): _series_points(session, m.run_id, m.name) for m in metrics}
+    points = _series_points(session, sorted({m.run_id for m in metrics}), name)
     for m in metrics:
         result[m.run_id][m.name] = {
             "kind": m.kind,
             "description": m.description,
             "count": m.count,
-            "points": points[(m.run_id, m.name)],
+            "points": points.get((m.run_id, m.name), []),
         }
     return {"runs": result}
 
 
+RUNS_PER_QUERY = 500  # run ids bound in one points query (far below any driver's limit)
 SERIES_POINTS = (
-    'SELECT idx, "column", value, text, vtype FROM metricpoint '
-    "WHERE run_id = {p} AND name = {p} ORDER BY idx, sub"
+    'SELECT run_id, name, idx, "column", value, text, vtype FROM metricpoint '
+    "WHERE run_id IN ({runs}){named} ORDER BY run_id, name, idx, sub"
 )
 
 
-def _series_points(session: Session, run_id: str, name: str) -> list[list[Any]]:
-    """Every point of one series as ``[idx, column, value]``, through the driver's cursor:
-    a read of a million points spends its time in the database, not in building rows."""
+def _series_points(
+    session: Session, run_ids: list[str], name: str | None
+) -> dict[tuple[str, str], list[list[Any]]]:
+    """Every point of these runs' series (or of the one named) as ``[idx, column, value]``
+    per ``(run_id, name)``: one query per RUNS_PER_QUERY runs, however many series they
+    have, read through the driver's cursor so that a read of a million points spends its
+    time in the database, not in building rows."""
     connection = session.connection()
     marker = "%s" if connection.dialect.name == "postgresql" else "?"
+    found: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(SERIES_POINTS.format(p=marker), (run_id, name))
-        rows = cursor.fetchall()
+        for start in range(0, len(run_ids), RUNS_PER_QUERY):
+            chunk = run_ids[start : start + RUNS_PER_QUERY]
+            sql = SERIES_POINTS.format(
+                runs=", ".join([marker] * len(chunk)),
+                named=f" AND name = {marker}" if name is not None else "",
+            )
+            cursor.execute(sql, (*chunk, name) if name is not None else tuple(chunk))
+            for run_id, series, idx, column, value, text, vtype in cursor.fetchall():
+                found[(run_id, series)].append(
+                    [
+                        idx,
+                        column,
+                        value if vtype == "f" and value is not None else decode(value, text, vtype),
+                    ]
+                )
     finally:
         cursor.close()
-    return [
-        [idx, column, value if vtype == "f" and value is not None else decode(value, text, vtype)]
-        for idx, column, value, text, vtype in rows
-    ]
+    return found
 
 
 @dataclass(frozen=True)

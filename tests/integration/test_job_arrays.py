@@ -228,6 +228,58 @@ def test_an_array_larger_than_the_whole_budget_says_to_split_it(stack: Stack) ->
     assert runs_of(stack, experiment) == 0
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"environment": {"environment_variables": {"BIG": "a" * 7000}}},
+        {"tags": {"a": "x" * 4000, "b": "y" * 4000}},
+    ],
+)
+def test_an_array_whose_copies_would_be_too_large_is_refused_and_says_to_split(
+    stack: Stack, fields: dict
+) -> None:
+    """Each run stores its own copy of environment, tags and arguments: 10,000 runs of a
+    7 KB environment would write 70 MB, over MAX_ARRAY_STORED_BYTES."""
+    cluster = unique("amp")
+    stack.client().create_cluster(cluster, nodes=1)
+    experiment = unique("amp")
+
+    response = post_array(
+        stack, stack.make_token("member"), array_spec(cluster, experiment, 10_000, **fields)
+    )
+
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "environment" in detail and "tags" in detail and "split the array" in detail
+    assert runs_of(stack, experiment) == 0
+
+
+def test_a_snapshot_refused_as_too_large_takes_no_submission(stack: Stack) -> None:
+    cluster = unique("toolarge")
+    stack.client().create_cluster(cluster, nodes=1)
+    experiment = unique("toolarge")
+    token = stack.make_token("member")
+    too_large = os.urandom(1024 * 1024 + 1)
+    single = {"experiment": experiment, "cluster": cluster, "script": "t.py"}
+
+    with httpx.Client(
+        base_url=stack.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as http:
+        for i in range(SUBMISSIONS):  # as many refusals as the token has submissions
+            if i % 2:
+                response = post_array(
+                    stack, token, array_spec(cluster, experiment, 2), archive=too_large
+                )
+            else:
+                files = {"snapshot": ("s.tar.gz", too_large, "application/gzip")}
+                response = http.post("/api/v1/runs", data={"spec": json.dumps(single)}, files=files)
+            assert response.status_code == 413, response.text
+
+    accepted = post_array(stack, token, array_spec(cluster, experiment, 2))
+    assert accepted.status_code == 201, accepted.text  # the refusals were not charged
+    assert runs_of(stack, experiment) == 2
+
+
 def test_hostile_bodies_are_refused_before_any_work(stack: Stack) -> None:
     cluster = unique("hostile")
     stack.client().create_cluster(cluster, nodes=1)

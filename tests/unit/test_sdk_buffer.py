@@ -4,6 +4,9 @@ waits (training goes on) and nothing is lost up to ``MAX_BUFFERED``."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import threading
 from typing import Any
 
@@ -69,5 +72,40 @@ def test_while_the_service_is_away_logging_does_not_wait_and_keeps_what_it_logge
         for i in range(200):  # four times MAX_PENDING: returns, not blocked on the flusher
             sink.emit(event(i))
         assert sink.buffered() + 10 >= 200  # at most the batch in flight is out of the deque
+    finally:
+        sink.close(timeout=0)
+
+
+class Fast:
+    """A client that takes every batch at once."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send_events(self, run_id: str, batch: dict, timeout: float | None = None) -> Any:
+        self.sent += len(batch["events"])
+        return {"accepted": len(batch["events"]), "stored": False}
+
+
+@pytest.mark.usefixtures("small")
+def test_a_forked_child_logging_past_max_pending_does_not_hang() -> None:
+    """The child inherits the sink but not its flusher thread: it must still log freely."""
+    sink = HttpSink(Fast(), "run-1")
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: any exception or hang must end in a non-zero exit
+            code = 1
+            try:
+                signal.alarm(30)  # failure guard only: a hang is killed, never a pass
+                for i in range(sinks.MAX_PENDING + 10):
+                    sink.emit(event(i))
+                sink.close(timeout=0)
+                code = 0
+            except BaseException as exc:  # the parent's assertion shows the exit code
+                sys.stderr.write(f"child failed: {exc!r}\n")
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         sink.close(timeout=0)
