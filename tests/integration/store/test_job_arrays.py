@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import ClusterNotFound
@@ -54,6 +54,36 @@ def test_an_array_queues_one_run_per_argument_list_in_index_order(
         assert fresh.exec(select(func.count()).select_from(RunTag)).one() == 100
         shown = run_listings.public(first, "sweep")
         assert (shown.array_id, shown.array_index) == (array_id, 0)
+
+
+def test_an_array_is_written_a_few_hundred_runs_to_a_statement(
+    engine: Engine, session: Session
+) -> None:
+    # The run counters' trigger runs per statement: a row per statement would update one
+    # counter row thousands of times in one transaction (quadratic on PostgreSQL).
+    make_cluster(session)
+    spec = RunArraySpec(
+        experiment="sweep",
+        cluster=CLUSTER,
+        script="train.py",
+        arguments_list=[[str(i)] for i in range(1200)],
+        tags={"sweep": "wide"},
+    )
+    inserts: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith(("INSERT INTO RUN ", "INSERT INTO RUNTAG ")):
+            inserts.append(statement.split("(")[0].split()[2].lower())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        runs.submit_array(session, spec, DIGEST, submitted_by=None)
+        session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+    assert inserts == ["run"] * 3 + ["runtag"] * 3
+    assert count_runs(engine) == 1200
 
 
 def test_a_refused_array_stores_nothing(engine: Engine, session: Session) -> None:
