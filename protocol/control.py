@@ -41,6 +41,18 @@ def mark_canceled(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:
     return bool(client.eval(_MARK_CANCELED, 2, claim, cancel, keys.RUN_KEY_TTL))
 
 
+def mark_canceled_many(client: redis.Redis, runs: list[tuple[str, int]]) -> list[bool]:
+    """``mark_canceled`` for many (run id, attempt) pairs in one round trip: the same
+    script for each, so each mark is as atomic against its run's claim as one alone."""
+    if not runs:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for run_id, attempt in runs:
+        claim, cancel = keys.run_claim(run_id, attempt), keys.run_cancel(run_id)
+        pipe.eval(_MARK_CANCELED, 2, claim, cancel, keys.RUN_KEY_TTL)
+    return [bool(claimed) for claimed in pipe.execute()]
+
+
 def is_cancel_requested(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:
     """Cancelled, or (for ``attempt``) superseded by a later attempt of the run."""
     return bool(client.exists(keys.run_cancel(run_id), keys.run_superseded(run_id, attempt)))

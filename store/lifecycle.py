@@ -7,10 +7,12 @@ decided from; losing that race re-reads the row and decides again.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import null
+from sqlalchemy import ColumnElement, func, null
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select, update
 
 from runyard.errors import IllegalTransition, RunFinished, RunNotFound
@@ -18,6 +20,18 @@ from runyard.status import ACTIVE, REENTRANT, TIMESTAMP_FIELD, RunStatus
 from store.models import Run, utcnow
 
 _RETRIES = 5
+
+# Rows per statement of a bulk write. The run counters' PostgreSQL trigger (migration 0012)
+# runs once per statement and updates one counter row; thousands of single-row statements
+# in one transaction make PostgreSQL walk past every earlier version of that row, a cost
+# quadratic in their number. 500 rows stay well under both databases' bound-parameter limits.
+ROWS_PER_STATEMENT = 500
+
+
+def chunks(items: Sequence[Any], size: int = ROWS_PER_STATEMENT) -> Iterator[Sequence[Any]]:
+    """``items`` a statement's worth at a time."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def transition(
@@ -58,18 +72,71 @@ def transition(
     raise IllegalTransition(f"run {run_id} kept changing; try again")
 
 
+def transition_many(
+    session: Session,
+    run_ids: Iterable[str],
+    new: RunStatus,
+    *,
+    at: datetime | None = None,
+    only_from: Collection[RunStatus] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
+    **values: Any,
+) -> list[str]:
+    """Move many runs to ``new`` at once: one conditional UPDATE per ``ROWS_PER_STATEMENT``
+    runs, never one per run (see ``ROWS_PER_STATEMENT``). The rules are ``transition``'s: a
+    run moves only from a status that may become ``new`` (and, with ``only_from``, only
+    from those: the statuses the caller decided from), and its time of first getting there
+    is stamped. A run that changed meanwhile, or fails ``where``, is left as it is. Returns
+    the ids moved; the caller decides again for the others, as ``transition`` re-reads."""
+    at = at or utcnow()
+    allowed = {s for s in RunStatus if s.can_become(new)}
+    if only_from is not None:
+        allowed &= set(only_from)
+    ids = list(dict.fromkeys(run_ids))
+    if not allowed or not ids:
+        return []
+    stamp = TIMESTAMP_FIELD[new]
+    column = getattr(Run, stamp)
+    changes: dict[str, Any] = {
+        "status": new,
+        stamp: at if new in REENTRANT else func.coalesce(column, at),
+        **values,
+    }
+    moved: list[str] = []
+    for chunk in chunks(ids):
+        result = session.execute(
+            update(Run)
+            .where(col(Run.id).in_(chunk), col(Run.status).in_(allowed), *where)
+            .values(**changes)
+            .returning(Run.id)
+            .execution_options(synchronize_session=False)
+        )
+        moved += result.scalars().all()
+    forget(session, moved)
+    return moved
+
+
+def forget(session: Session, run_ids: Iterable[str]) -> None:
+    """Runs this session has loaded are read again on next use: a bulk UPDATE changed them
+    behind the ORM's back (only those in the session are looked at, never all of them)."""
+    for run_id in run_ids:
+        loaded = session.identity_map.get(identity_key(Run, run_id))
+        if loaded is not None:
+            session.expire(loaded)
+
+
+# What a requeue clears: what the lost attempt recorded of its node goes with it, the worker
+# and the environment it ran with (the next attempt, perhaps on another node, reports its own).
+REQUEUED = {
+    "dispatched_at": None,
+    "worker_id": None,
+    "environment_used": null(),  # SQL NULL, as a run that never reported one has
+}
+
+
 def requeue(session: Session, run_id: str) -> Run:
-    """Send a run whose node was lost back to its queue for another attempt. What the lost
-    attempt recorded of its node goes with it: the worker, and the environment it ran with
-    (the next attempt, perhaps on another node, reports its own)."""
-    return transition(
-        session,
-        run_id,
-        RunStatus.QUEUED,
-        dispatched_at=None,
-        worker_id=None,
-        environment_used=null(),  # SQL NULL, as a run that never reported one has
-    )
+    """Send a run whose node was lost back to its queue for another attempt."""
+    return transition(session, run_id, RunStatus.QUEUED, **REQUEUED)
 
 
 def end_children(session: Session, parent_id: str, parent_status: RunStatus) -> None:
@@ -77,18 +144,25 @@ def end_children(session: Session, parent_id: str, parent_status: RunStatus) -> 
     process). A completed parent completes them. A submitted child (``submit_child``) has a
     process of its own, which reports its end: it is left alone here (a cancel of its
     parent cancels it through its worker, ``store.runs.cancel``)."""
-    children = session.exec(
-        select(Run.id).where(
-            Run.parent_run_id == parent_id,
-            col(Run.status).in_(ACTIVE),
-            col(Run.snapshot_digest).is_(None),
-        )
-    )
-    for child_id in list(children):
-        reason = None if parent_status == RunStatus.COMPLETED else f"parent {parent_status.value}"
-        values = {"failure_reason": reason} if reason else {}
-        try:
-            transition(session, child_id, parent_status, **values)
-        except IllegalTransition:
-            continue
-        end_children(session, child_id, parent_status)
+    end_children_of(session, [parent_id], parent_status)
+
+
+def end_children_of(session: Session, parent_ids: Iterable[str], parent_status: RunStatus) -> None:
+    """``end_children`` of many parents that ended alike, a generation at a time: one query
+    and one UPDATE per ``ROWS_PER_STATEMENT`` parents or children, however many there are
+    (a job array's or a sweep's thousands of children end in a handful of statements)."""
+    reason = None if parent_status == RunStatus.COMPLETED else f"parent {parent_status.value}"
+    values = {"failure_reason": reason} if reason else {}
+    parents = list(parent_ids)
+    while parents:
+        children: list[str] = []
+        for chunk in chunks(parents):
+            children += session.exec(
+                select(Run.id).where(
+                    col(Run.parent_run_id).in_(chunk),
+                    col(Run.status).in_(ACTIVE),
+                    col(Run.snapshot_digest).is_(None),
+                )
+            ).all()
+        # One that changed meanwhile keeps its own end, and its children are left to it.
+        parents = transition_many(session, children, parent_status, only_from=ACTIVE, **values)

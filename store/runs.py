@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -18,6 +18,7 @@ from protocol.environments import merge_environments
 from protocol.limits import MAX_PRIORITY
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
 from runyard.status import TERMINAL, WAITING, RunStatus
+from store import run_listings
 from store.announcements import Announcements
 from store.clusters import (
     check_image,
@@ -25,7 +26,7 @@ from store.clusters import (
     resolve_cluster,
 )
 from store.db import insert_ignoring
-from store.lifecycle import end_children, transition
+from store.lifecycle import chunks, end_children, transition, transition_many
 from store.models import (
     CancelResult,
     Cluster,
@@ -91,22 +92,45 @@ def _root_of(session: Session, parent_id: str | None) -> str | None:
     return parent.root_run_id or parent.id
 
 
+def _spec_fields(spec: RunSpec, snapshot_digest: str) -> dict[str, Any]:
+    """The run columns a submitted spec sets, alike for a single run and each run of an
+    array (an array's own arguments, parent and root are set per run, or not at all)."""
+    return {
+        "cluster": spec.cluster,
+        "priority": spec.priority,
+        "script": spec.script,
+        "environment": spec.environment,
+        "snapshot_digest": snapshot_digest,
+        "display_name": spec.display_name,
+        "max_run_duration_seconds": spec.max_run_duration_seconds,
+    }
+
+
+def _queued(experiment: Experiment, submitted_by: str | None, run_id: str, **fields: Any) -> Run:
+    """A new run of ``experiment``, Queued now, with ``fields`` (checked by the caller)."""
+    now = utcnow()
+    return Run(
+        id=run_id,
+        experiment_id=experiment.id,  # type: ignore[arg-type]
+        status=RunStatus.QUEUED,
+        submitted_by=submitted_by,
+        created_at=now,
+        not_started_at=now,
+        queued_at=now,
+        **fields,
+    )
+
+
 def submit(session: Session, spec: RunSpec, snapshot_digest: str, submitted_by: str | None) -> Run:
     spec = check_submittable(session, spec)
     run = queue_run(
         session,
         spec.experiment,
         submitted_by,
-        cluster=spec.cluster,
-        priority=spec.priority,
-        script=spec.script,
+        **_spec_fields(spec, snapshot_digest),
         arguments=spec.arguments,
-        environment=spec.environment,
-        snapshot_digest=snapshot_digest,
-        display_name=spec.display_name,
         parent_run_id=spec.parent_run_id,
         root_run_id=_root_of(session, spec.parent_run_id),
-        max_run_duration_seconds=spec.max_run_duration_seconds,
     )
     for key, value in spec.tags.items():
         session.add(RunTag(run_id=run.id, key=key, value=value))
@@ -125,25 +149,9 @@ def submit_array(
     assert spec.cluster is not None  # check_submittable resolves it
     record = get_or_create_experiment(session, spec.experiment)
     array_id = new_run_id(spec.experiment)
-    now = utcnow()
     # Every column as a single submit would set it (the model's defaults included), once.
-    template = Run(
-        id=array_id,
-        experiment_id=record.id,  # type: ignore[arg-type]
-        status=RunStatus.QUEUED,
-        submitted_by=submitted_by,
-        created_at=now,
-        not_started_at=now,
-        queued_at=now,
-        cluster=spec.cluster,
-        priority=spec.priority,
-        script=spec.script,
-        environment=spec.environment,
-        snapshot_digest=snapshot_digest,
-        display_name=spec.display_name,
-        max_run_duration_seconds=spec.max_run_duration_seconds,
-        array_id=array_id,
-    ).model_dump()
+    fields = _spec_fields(spec, snapshot_digest)
+    template = _queued(record, submitted_by, array_id, **fields, array_id=array_id).model_dump()
     # Zero-padded: one array's runs share their submit time, so the queue (priority, then
     # submit time, then id) takes them in index order only if their ids sort that way.
     width = len(str(len(spec.arguments_list) - 1))
@@ -163,34 +171,18 @@ def submit_array(
     return array_id, spec.cluster, ids
 
 
-# Rows per INSERT statement of a bulk write: the run counters' PostgreSQL trigger runs once
-# per statement, and one counter row updated by thousands of statements in one transaction
-# costs time quadratic in their number (migration 0012). 500 rows of a run stay well under
-# both databases' limits on bound parameters.
-ROWS_PER_STATEMENT = 500
-
-
 def insert_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` a few hundred to a statement (multi-row VALUES), never one by one."""
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        session.execute(insert(table).values(rows[start : start + ROWS_PER_STATEMENT]))
+    """Insert ``rows`` a few hundred to a statement (multi-row VALUES), never one by one
+    (``store.lifecycle.ROWS_PER_STATEMENT`` says why)."""
+    for chunk in chunks(rows):
+        session.execute(insert(table).values(list(chunk)))
 
 
 def queue_run(session: Session, experiment: str, submitted_by: str | None, **fields: Any) -> Run:
     """A new run of ``experiment`` (made on first use), Queued now, with ``fields`` (the
     caller has checked them)."""
     record = get_or_create_experiment(session, experiment)
-    now = utcnow()
-    run = Run(
-        id=new_run_id(experiment),
-        experiment_id=record.id,  # type: ignore[arg-type]
-        status=RunStatus.QUEUED,
-        submitted_by=submitted_by,
-        created_at=now,
-        not_started_at=now,
-        queued_at=now,
-        **fields,
-    )
+    run = _queued(record, submitted_by, new_run_id(experiment), **fields)
     session.add(run)
     session.flush()
     return run
@@ -312,15 +304,20 @@ def _end_from_outside(
     ``news``. ``ended`` collects the ids of those children."""
     before = get_run(session, run_id).status
     run = end()
-    changed = [(run, before), *cancel_submitted_children(session, client, run_id)]
+    children = cancel_submitted_children(session, client, run_id)
     if ended is not None:
-        ended.update(r.id for r, _ in changed[1:])
+        ended.update(r.id for r, _ in children)
+    _tell([(run, before), *children], news)
+    return run
+
+
+def _tell(changed: list[tuple[Run, RunStatus]], news: Announcements) -> None:
+    """Live followers of each run that changed hear of it; the scheduler, of each slot freed."""
     for r, was in changed:
         if r.status != was:
             news.status(r.id, r.status)
         if r.status.is_terminal and r.cluster:
             news.wake(r.cluster)
-    return run
 
 
 def cancel_submitted_children(
@@ -353,19 +350,97 @@ def cancel_many(
 ) -> list[CancelResult]:
     """Cancel each run on its own; a run that cannot be cancelled reports why (a refused
     cancel writes nothing, so the others stand). A run already cancelled with its parent,
-    earlier in this call, counts as cancelled."""
+    earlier in this call, counts as cancelled.
+
+    Waiting runs, what a bulk cancel mostly meets (a queue, a job array), end together:
+    ``cancel_waiting``, a few statements per ``ROWS_PER_STATEMENT`` runs. The rest, and
+    any waiting run that changed meanwhile, take ``cancel``'s path one by one."""
     results = []
     ended: set[str] = set()
-    for run_id in run_ids:
-        if run_id in ended:
-            results.append(CancelResult(id=run_id, status=get_run(session, run_id).status))
-            continue
-        try:
-            cancel_now = partial(cancel, session, client, run_id)
-            run = _end_from_outside(session, client, run_id, cancel_now, news, ended)
-            results.append(CancelResult(id=run_id, status=run.status))
-        except RunyardError as exc:
-            results.append(CancelResult(id=run_id, error=exc.message))
+    for chunk in chunks(run_ids):
+        together = cancel_waiting(session, client, chunk, news, ended)
+        for run_id in chunk:
+            if run_id in together:
+                together.discard(run_id)  # named twice: the second time it has ended
+                results.append(CancelResult(id=run_id, status=RunStatus.CANCELED))
+                continue
+            if run_id in ended:
+                results.append(CancelResult(id=run_id, status=get_run(session, run_id).status))
+                continue
+            try:
+                cancel_now = partial(cancel, session, client, run_id)
+                run = _end_from_outside(session, client, run_id, cancel_now, news, ended)
+                results.append(CancelResult(id=run_id, status=run.status))
+            except RunyardError as exc:
+                results.append(CancelResult(id=run_id, error=exc.message))
+    return results
+
+
+def cancel_waiting(
+    session: Session,
+    client: redis.Redis,
+    run_ids: Sequence[str],
+    news: Announcements,
+    ended: set[str] | None = None,
+) -> set[str]:
+    """``cancel`` of the waiting runs among ``run_ids`` (at most ``ROWS_PER_STATEMENT``),
+    set-based: their cancel marks in one Redis round trip, then one conditional UPDATE per
+    status and attempt they were read with. As in ``cancel``, the mark lands first, so a
+    worker can no longer start a run that was not claimed yet; one that was claimed, or
+    that moved between the read and the UPDATE (admitted again, started, ended), is not
+    touched here: returned without it, it takes ``cancel``'s path. Returns the ids it
+    ended Canceled; their submitted children go with them, as ``cancel_many``'s do."""
+    rows = session.exec(
+        select(Run.id, Run.status, Run.attempt).where(
+            col(Run.id).in_(run_ids), col(Run.status).in_(WAITING)
+        )
+    ).all()
+    claimed = control.mark_canceled_many(client, [(run_id, attempt) for run_id, _, attempt in rows])
+    groups: dict[tuple[RunStatus, int], list[str]] = {}
+    for (run_id, status, attempt), taken in zip(rows, claimed, strict=True):
+        if not taken:
+            groups.setdefault((RunStatus(status), attempt), []).append(run_id)
+    canceled: list[str] = []
+    for (status, attempt), ids in groups.items():
+        canceled += transition_many(
+            session, ids, RunStatus.CANCELED, only_from={status}, where=[Run.attempt == attempt]
+        )
+    if not canceled:
+        return set()
+    clusters = session.exec(
+        select(Run.cluster)
+        .where(col(Run.id).in_(canceled), col(Run.cluster).is_not(None))
+        .distinct()
+    )
+    for cluster in clusters:
+        news.wake(cluster)
+    for run_id in canceled:
+        news.status(run_id, RunStatus.CANCELED)
+    parents = session.exec(
+        select(Run.parent_run_id)
+        .where(
+            col(Run.parent_run_id).in_(canceled),
+            col(Run.status).not_in(TERMINAL),
+            col(Run.snapshot_digest).is_not(None),
+        )
+        .distinct()
+    )
+    for parent in list(parents):  # rare: a run requeued after its first attempt submitted some
+        children = cancel_submitted_children(session, client, parent)
+        if ended is not None:
+            ended.update(r.id for r, _ in children)
+        _tell(children, news)
+    return set(canceled)
+
+
+def cancel_queue(
+    session: Session, client: redis.Redis, cluster: str, news: Announcements
+) -> list[CancelResult]:
+    """Cancel every queued run of ``cluster``: the whole queue, read and ended a batch at a
+    time (``cancel_many``)."""
+    results: list[CancelResult] = []
+    for batch in run_listings.queued_run_ids(session, cluster):
+        results += cancel_many(session, client, batch, news)
     return results
 
 

@@ -136,9 +136,7 @@ def cancel_queued(
 ) -> CancelResults:
     """Cancel every queued run of the cluster (the whole queue, read a batch at a time)."""
     news = Announcements()
-    results = []
-    for batch in run_listings.queued_run_ids(session, name):
-        results += run_service.cancel_many(session, services.redis, batch, news)
+    results = run_service.cancel_queue(session, services.redis, name, news)
     audit.record_cancels(session, actor, results)
     session.commit()
     news.send(services.redis)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -244,6 +245,20 @@ def postgres_server(
         )
 
 
+@contextmanager
+def throwaway_postgres(prefix: str = "runyard-pg-") -> Iterator[str]:
+    """``postgres_server`` in a fresh temporary folder, removed afterwards; yields its URL.
+    Not under pytest's (or any private) temporary folder: those are 0700 root, and the
+    server runs as the postgres user."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    try:
+        with postgres_server(folder / "server") as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _pg_binary(name: str) -> str | None:
     for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
         return str(candidate)
@@ -313,10 +328,14 @@ class Stack:
         return sorted(self.root.glob("*.log"))
 
     def start(self) -> None:
+        self.start_api()
+        self.start_scheduler()
+
+    def start_api(self) -> None:
+        """The API alone, once it answers (no scheduler: what is queued stays queued)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._spawn(runyard("api", "--host", self.host, "--port", str(self.port)), "api.log")
         wait_until(self._healthy, 30, 0.1, what="the API")
-        self.start_scheduler()
 
     def start_scheduler(self) -> subprocess.Popen:  # type: ignore[type-arg]
         return self._spawn(runyard("scheduler"), "scheduler.log")
