@@ -14,6 +14,7 @@ is off nor two schedulers on different hosts take a live run for a lost one.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import redis
@@ -23,12 +24,11 @@ from protocol import control, keys
 from protocol.messages import RunAssignment
 from protocol.settings import Settings
 from protocol.workers import server_time
-from runyard.errors import IllegalTransition
 from runyard.status import ACTIVE, RunStatus
 from scheduler.admission import resend
 from store.announcements import Announcements
 from store.db import as_utc
-from store.lifecycle import end_children, requeue, transition
+from store.lifecycle import REQUEUED, end_children_of, transition_many
 from store.models import Cluster, Run
 from store.queue import handed_to_broker
 
@@ -48,12 +48,25 @@ def sweep(
             select(Run).where(col(Run.status).in_(ACTIVE), col(Run.dispatched_at).is_not(None))
         )
     )
+    # Decided run by run, written together: the runs of a lost node move in a few
+    # statements, not one each (``store.lifecycle.ROWS_PER_STATEMENT`` says why).
+    moves: dict[Move, list[str]] = {}
     for run, alive in zip(active, _alive(client, active), strict=True):
-        changed = _check(session, client, run, alive, now, settings)
-        if changed is not None:
-            if changed.status.is_terminal:
-                end_children(session, run.id, changed.status)
-            news.status(run.id, changed.status)
+        move = _check(session, client, run, alive, now, settings)
+        if move is not None:
+            moves.setdefault(move, []).append(run.id)
+    for move, ids in moves.items():
+        values = REQUEUED if move.new == RunStatus.QUEUED else {}
+        if move.reason is not None:
+            values = {**values, "failure_reason": move.reason}
+        # As ``transition`` would: a run that changed meanwhile moves only if it still may
+        # (and is still on a node); the others are left to the next sweep.
+        at = now if move.new == RunStatus.NOT_RESPONDING else None
+        moved = transition_many(session, ids, move.new, at=at, only_from=ACTIVE, **values)
+        if move.new.is_terminal:
+            end_children_of(session, moved, move.new)
+        for run_id in moved:
+            news.status(run_id, move.new)
 
     stale = now - timedelta(seconds=settings.dispatch_timeout)
     handed_over = list(
@@ -90,50 +103,48 @@ def _alive(client: redis.Redis, runs: list[Run]) -> list[bool]:
     return [bool(found) for found in pipe.execute()]
 
 
+@dataclass(frozen=True)
+class Move:
+    """A state change the sweep decided for a run, and why."""
+
+    new: RunStatus
+    reason: str | None = None
+
+
 def _check(
     session: Session, client: redis.Redis, run: Run, alive: bool, now: datetime, settings: Settings
-) -> Run | None:
-    try:
-        if run.status == RunStatus.NOT_RESPONDING:
-            if alive:
-                return transition(session, run.id, RunStatus.RUNNING)
-            since = as_utc(run.not_responding_at) or now
-            if (now - since).total_seconds() >= settings.failed_after:
-                silent = settings.not_responding_after + settings.failed_after
-                cluster = session.get(Cluster, run.cluster) if run.cluster else None
-                if cluster and cluster.requeue_on_node_loss and run.attempt < cluster.max_attempts:
-                    log.warning("run %s lost its node (attempt %d); requeued", run.id, run.attempt)
-                    control.supersede(client, run.id, run.attempt)
-                    return requeue(session, run.id)
-                # The attempt is over either way: a worker only cut off stops the run as soon
-                # as it hears Redis again, rather than running on for nothing.
-                control.supersede(client, run.id, run.attempt)
-                return transition(
-                    session,
-                    run.id,
-                    RunStatus.FAILED,
-                    failure_reason=(
-                        f"node lost: worker {run.worker_id or '?'} sent no heartbeat "
-                        f"for {silent:.0f}s"
-                    ),
-                )
-            return None
+) -> Move | None:
+    if run.status == RunStatus.NOT_RESPONDING:
         if alive:
-            return None
-        # A just-claimed run may be reported before its first heartbeat lands: give it the
-        # same grace a heartbeat has, counted from when it was handed to the broker.
-        handed = (
-            as_utc(
-                run.dispatched_at
-                or run.preparing_at
-                or run.starting_at
-                or run.running_at
-                or run.cancel_requested_at
-            )
-            or now
-        )
-        if (now - handed).total_seconds() < settings.not_responding_after:
-            return None
-        return transition(session, run.id, RunStatus.NOT_RESPONDING, at=now)
-    except IllegalTransition:
+            return Move(RunStatus.RUNNING)
+        since = as_utc(run.not_responding_at) or now
+        if (now - since).total_seconds() >= settings.failed_after:
+            silent = settings.not_responding_after + settings.failed_after
+            cluster = session.get(Cluster, run.cluster) if run.cluster else None
+            if cluster and cluster.requeue_on_node_loss and run.attempt < cluster.max_attempts:
+                log.warning("run %s lost its node (attempt %d); requeued", run.id, run.attempt)
+                control.supersede(client, run.id, run.attempt)
+                return Move(RunStatus.QUEUED)
+            # The attempt is over either way: a worker only cut off stops the run as soon
+            # as it hears Redis again, rather than running on for nothing.
+            control.supersede(client, run.id, run.attempt)
+            reason = f"node lost: worker {run.worker_id or '?'} sent no heartbeat for {silent:.0f}s"
+            return Move(RunStatus.FAILED, reason)
         return None
+    if alive:
+        return None
+    # A just-claimed run may be reported before its first heartbeat lands: give it the
+    # same grace a heartbeat has, counted from when it was handed to the broker.
+    handed = (
+        as_utc(
+            run.dispatched_at
+            or run.preparing_at
+            or run.starting_at
+            or run.running_at
+            or run.cancel_requested_at
+        )
+        or now
+    )
+    if (now - handed).total_seconds() < settings.not_responding_after:
+        return None
+    return Move(RunStatus.NOT_RESPONDING)

@@ -9,18 +9,21 @@ import pytest
 import redis
 from celery import Celery
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select, update
 
 from protocol import control, keys
+from protocol.messages import StateChanged, decode
 from protocol.workers import live_workers
 from runyard.status import RunStatus
 from scheduler import watchdog
 from scheduler.service import dispatch_cluster, sweep_runs
+from store import counters, runs
 from store.announcements import Announcements
 from store.lifecycle import transition
-from store.models import utcnow
+from store.models import Run, RunArraySpec, utcnow
 from tests.support.database import (
     CLUSTER,
+    DIGEST,
     ago,
     fast_watchdog,
     heartbeat,
@@ -206,3 +209,75 @@ def test_a_claim_whose_worker_vanished_is_superseded_before_the_run_waits_again(
     assert reload(engine, run_id).dispatched_at is None
     assert not control.is_claimed(client, run_id, 1)
     assert control.is_cancel_requested(client, run_id, 1)
+
+
+def test_a_lost_node_with_many_runs_is_handled_in_one_sweep_each_step(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """Runs of one lost node move together (a few statements, not one per run), each as it
+    would alone: NotResponding, then requeued where its cluster asks for it and Failed
+    with the reason elsewhere; their children end with them; the counters stay exact."""
+    make_cluster(session, "requeues", requeue_on_node_loss=True, max_attempts=3)
+    make_cluster(session, "fails")
+    spec = {"experiment": "sweep", "script": "t.py", "arguments_list": [[]] * 600}
+    _, _, requeued = runs.submit_array(
+        session, RunArraySpec(cluster="requeues", **spec), DIGEST, None
+    )
+    _, _, failed = runs.submit_array(session, RunArraySpec(cluster="fails", **spec), DIGEST, None)
+    everything = [*requeued, *failed]
+    for chunk in (everything[:600], everything[600:]):
+        session.execute(
+            update(Run)
+            .where(col(Run.id).in_(chunk))
+            .values(
+                status=RunStatus.RUNNING,
+                worker_id="w-lost",
+                attempt=1,
+                dispatched_at=ago(61),
+                preparing_at=ago(60),
+                running_at=ago(60),
+            )
+        )
+    session.commit()
+    parent = reload(engine, failed[0])
+    child = f"{failed[0]}_child"  # an in-process child of a failed run: it fails with it
+    fields = ("experiment_id", "cluster", "script", "created_at", "not_started_at", "running_at")
+    row = {name: getattr(parent, name) for name in fields}
+    row.update(id=child, parent_run_id=parent.id, root_run_id=parent.id, status=RunStatus.RUNNING)
+    runs.insert_rows(session, Run, [row])
+    session.commit()
+    settings = fast_watchdog()
+
+    sweep_runs(session, client, celery, settings)
+
+    assert {reload(engine, r).status for r in everything} == {RunStatus.NOT_RESPONDING}
+    session.execute(
+        update(Run).where(col(Run.id).in_(everything[:600])).values(not_responding_at=ago(30))
+    )
+    session.execute(
+        update(Run).where(col(Run.id).in_(everything[600:])).values(not_responding_at=ago(30))
+    )
+    session.commit()
+
+    sweep_runs(session, client, celery, settings)
+
+    with Session(engine) as fresh:
+        stored = {r.id: r for r in fresh.exec(select(Run).where(col(Run.id).in_(everything)))}
+        assert counters.read(fresh) == counters.recount(fresh)
+    back = [stored[r] for r in requeued]
+    assert {(r.status, r.dispatched_at, r.worker_id) for r in back} == {
+        (RunStatus.QUEUED, None, None)
+    }
+    assert all(control.is_cancel_requested(client, r, 1) for r in requeued)  # superseded
+    ended = [stored[r] for r in failed]
+    assert {r.status for r in ended} == {RunStatus.FAILED}
+    assert {r.failure_reason for r in ended} == {
+        "node lost: worker w-lost sent no heartbeat for 2s"
+    }
+    assert reload(engine, child).status == RunStatus.FAILED
+    assert reload(engine, child).failure_reason == "parent Failed"
+    follower = [decode(f) for _, f in client.xrange(keys.run_live(requeued[-1]))]
+    assert [e.status for e in follower if isinstance(e, StateChanged)] == [
+        RunStatus.NOT_RESPONDING,
+        RunStatus.QUEUED,
+    ]
