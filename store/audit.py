@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col
 
-from store.models import AuditEvent, CancelResult
+from store.models import AuditEvent, CancelResult, utcnow
 from store.paging import Key, Section, read_page
 from store.tokens import Actor
 
@@ -22,10 +23,24 @@ def record(session: Session, actor: Actor, action: str, target: str, **detail: A
 
 
 def record_cancels(session: Session, actor: Actor, results: list[CancelResult]) -> None:
-    """A ``run.cancel`` record for each run a bulk cancel ended (none for those it refused)."""
-    for result in results:
-        if result.error is None:
-            record(session, actor, "run.cancel", result.id)
+    """A ``run.cancel`` record for each run a bulk cancel ended (none for those it refused),
+    all in one executemany: a whole queue's cancel records thousands (no trigger on the
+    audit log, so the driver's batches serve; built as ORM objects they took seconds)."""
+    at = utcnow()
+    rows = [
+        {
+            "at": at,
+            "actor": actor.name,
+            "token_id": actor.token_id,
+            "action": "run.cancel",
+            "target": result.id,
+            "detail": {},
+        }
+        for result in results
+        if result.error is None
+    ]
+    if rows:
+        session.execute(insert(AuditEvent), rows)
 
 
 def list_events(
