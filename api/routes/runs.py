@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from sqlmodel import Session
@@ -64,10 +66,8 @@ def submit_run(
     run_spec = validate_json(RunSpec, spec, field="spec")
     if actor.role == Role.RUN:
         _check_child_of_own_tree(session, actor, run_spec)
-    run_spec = run_service.check_submittable(session, run_spec)  # before anything is stored
-    digest, archive = _read_snapshot(services, run_spec, snapshot_file)  # refused: not charged
-    services.submit_limiter.hit(actor)
-    _keep_snapshot(services, digest, archive)
+    charge = partial(services.submit_limiter.hit, actor)
+    run_spec, digest = _accept_submission(session, services, run_spec, snapshot_file, charge)
     run = run_service.submit(session, run_spec, digest, submitted_by=actor.name)
     audit.record(session, actor, "run.submit", run.id, cluster=run_spec.cluster)
     session.commit()
@@ -97,12 +97,9 @@ def submit_run_array(
             f"{actor.role} token {actor.name!r} submits only child runs (run.submit_child), "
             "not job arrays"
         )
-    array_spec = run_service.check_submittable(session, array_spec)  # before anything is stored
     count = len(array_spec.arguments_list)
-    # A snapshot refused (missing, too large, not matching) takes nothing from the budgets.
-    digest, archive = _read_snapshot(services, array_spec, snapshot_file)
-    services.submit_limiter.hit_array(actor, count)
-    _keep_snapshot(services, digest, archive)
+    charge = partial(services.submit_limiter.hit_array, actor, count)
+    array_spec, digest = _accept_submission(session, services, array_spec, snapshot_file, charge)
     array_id, cluster, ids = run_service.submit_array(
         session, array_spec, digest, submitted_by=actor.name
     )
@@ -127,6 +124,27 @@ def _check_child_of_own_tree(session: Session, actor: Actor, spec: RunSpec) -> N
             f"{actor.role} token {actor.name!r} submits only child runs of its own tree "
             "(run.submit_child)"
         )
+
+
+Spec = TypeVar("Spec", bound=RunSpec)
+
+
+def _accept_submission(
+    session: Session,
+    services: Services,
+    spec: Spec,
+    upload: UploadFile | None,
+    charge: Callable[[], None],
+) -> tuple[Spec, str]:
+    """What a submit, single or array, does before it stores runs, in this order: the spec
+    checked against the database (its cluster resolved), the snapshot's cheap refusals, the
+    token's budgets charged (``charge``: a refused submit takes nothing from them), and an
+    archive sent inspected and kept. Returns the checked spec and the snapshot's digest."""
+    spec = run_service.check_submittable(session, spec)  # type: ignore[assignment]
+    digest, archive = _read_snapshot(services, spec, upload)
+    charge()
+    _keep_snapshot(services, digest, archive)
+    return spec, digest
 
 
 def _read_snapshot(
