@@ -12,9 +12,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from runyard.cli import environment_file, output
+from runyard.cli import output
+from runyard.cli import submit_options as opts
 from runyard.cli.context import client
-from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from runyard.core import Experiment, ScriptRunConfig
 from runyard.errors import InvalidInput
 
 # What one request may queue (the service refuses more; this says so before packing).
@@ -23,8 +24,8 @@ RANGE_ITEM = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
 
 
 def submit_array(
-    directory: Annotated[str, typer.Argument(help="Folder to snapshot", metavar="DIR")],
-    script: Annotated[str, typer.Option("--script", "-s", help="Entry script, inside DIR")],
+    directory: opts.Directory,
+    script: opts.Script,
     arguments: Annotated[
         Optional[list[str]],
         typer.Argument(
@@ -56,24 +57,12 @@ def submit_array(
             "'-' reads standard input",
         ),
     ] = None,
-    cluster: Annotated[
-        Optional[str],
-        typer.Option("--cluster", "-c", help="Cluster to run on (none: the default cluster)"),
-    ] = None,
-    experiment: Annotated[str, typer.Option("--experiment", "-e")] = "default",
-    priority: Annotated[int, typer.Option("--priority", "-p", help="Higher starts first")] = 0,
-    image: Annotated[
-        Optional[str],
-        typer.Option(help="Docker image to run in (environment.docker.base_image)"),
-    ] = None,
-    env_file: Annotated[
-        Optional[str],
-        typer.Option("--env-file", metavar="FILE", help="Environment as JSON or YAML"),
-    ] = None,
-    interpreter: Annotated[
-        Optional[str],
-        typer.Option(help="Python to run with (user-managed environment)"),
-    ] = None,
+    cluster: opts.Cluster = None,
+    experiment: opts.ExperimentName = "default",
+    priority: opts.Priority = 0,
+    image: opts.Image = None,
+    env_file: opts.EnvFile = None,
+    interpreter: opts.Interpreter = None,
     tag: Annotated[
         Optional[list[str]],
         typer.Option("--tag", "-t", help="KEY=VALUE (or KEY) on every run, repeatable"),
@@ -81,32 +70,23 @@ def submit_array(
     display_name: Annotated[
         Optional[str], typer.Option("--display-name", "-n", help="A name for every run")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    as_json: opts.JsonOpt = False,
 ) -> None:
     """Snapshot DIR once and queue SCRIPT once per index or argument line: a job array.
 
     Example: runyard submit-array ./src -s train.py --array 0-4999 -- --seed {index}
     """
     arguments_list = array_arguments(arguments or [], array, array_args)
-    environment = environment_file.load(env_file) if env_file else Environment("cli")
-    if interpreter:
-        environment.python.user_managed_dependencies = True
-        environment.python.interpreter_path = interpreter
-    if image:
-        environment.docker.base_image = image
     config = ScriptRunConfig(
         source_directory=directory,
         script=script,
         compute_target=cluster,
-        environment=environment,
+        environment=opts.environment(env_file, interpreter, image),
         priority=priority,
     )
     api = client()
-    workspace = Workspace(url=api.base_url)
-    workspace._client = api
-    tags = dict(t.split("=", 1) if "=" in t else (t, None) for t in tag or [])
-    runs = Experiment(workspace, experiment).submit_array(
-        config, arguments_list, tags=tags or None, display_name=display_name
+    runs = Experiment(opts.workspace(api), experiment).submit_array(
+        config, arguments_list, tags=opts.tags(tag), display_name=display_name
     )
     if as_json:
         output.emit_json({"array_id": runs.array_id, "run_ids": [r.id for r in runs]})

@@ -9,14 +9,15 @@ import typer
 from rich.text import Text
 
 from runyard import api_paths
-from runyard.cli import environment_file, environment_used, outcome, output
+from runyard.cli import environment_used, outcome, output
+from runyard.cli import submit_options as opts
 from runyard.cli.context import client
 from runyard.client import Client
-from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
+from runyard.core import Experiment, ScriptRunConfig
 from runyard.errors import InvalidInput
 from runyard.status import UNSUCCESSFUL, WAITING
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+JsonOpt = opts.JsonOpt
 
 WORKER_COLUMNS = [
     ("id", "WORKER"),
@@ -54,33 +55,17 @@ ALL_RUN_COLUMNS = [
 
 
 def submit(
-    directory: Annotated[str, typer.Argument(help="Folder to snapshot", metavar="DIR")],
-    script: Annotated[str, typer.Option("--script", "-s", help="Entry script, inside DIR")],
-    cluster: Annotated[
-        Optional[str],
-        typer.Option("--cluster", "-c", help="Cluster to run on (none: the default cluster)"),
-    ] = None,
+    directory: opts.Directory,
+    script: opts.Script,
+    cluster: opts.Cluster = None,
     arguments: Annotated[
         Optional[list[str]], typer.Argument(help="Script arguments, after --")
     ] = None,
-    experiment: Annotated[str, typer.Option("--experiment", "-e")] = "default",
-    priority: Annotated[int, typer.Option("--priority", "-p", help="Higher starts first")] = 0,
-    image: Annotated[
-        Optional[str],
-        typer.Option(help="Docker image to run in (environment.docker.base_image)"),
-    ] = None,
-    env_file: Annotated[
-        Optional[str],
-        typer.Option(
-            "--env-file",
-            metavar="FILE",
-            help="Environment as JSON or YAML (name, python, docker, environment_variables)",
-        ),
-    ] = None,
-    interpreter: Annotated[
-        Optional[str],
-        typer.Option(help="Python to run with (user-managed environment)"),
-    ] = None,
+    experiment: opts.ExperimentName = "default",
+    priority: opts.Priority = 0,
+    image: opts.Image = None,
+    env_file: opts.EnvFile = None,
+    interpreter: opts.Interpreter = None,
     follow: Annotated[
         bool,
         typer.Option(
@@ -100,26 +85,17 @@ def submit(
 
     Example: runyard submit ./src -s train.py -c gpu -- --lr 0.1
     """
-    environment = environment_file.load(env_file) if env_file else Environment("cli")
-    if interpreter:
-        environment.python.user_managed_dependencies = True
-        environment.python.interpreter_path = interpreter
-    if image:
-        environment.docker.base_image = image
     config = ScriptRunConfig(
         source_directory=directory,
         script=script,
         arguments=arguments or [],
         compute_target=cluster,
-        environment=environment,
+        environment=opts.environment(env_file, interpreter, image),
         priority=priority,
     )
     api = client()
-    workspace = Workspace(url=api.base_url)
-    workspace._client = api
-    tags = dict(t.split("=", 1) if "=" in t else (t, None) for t in tag or [])
-    run = Experiment(workspace, experiment).submit(
-        config, tags=tags or None, display_name=display_name
+    run = Experiment(opts.workspace(api), experiment).submit(
+        config, tags=opts.tags(tag), display_name=display_name
     )
     data = run._details or {}
     if as_json:
