@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,19 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runyard.core import Environment, Experiment, ScriptRunConfig, Workspace
-from tests.support.services import Stack, postgres_server, redis_server
+from bench.core import config
+from runyard.core import Experiment, Workspace
+from tests.support.services import Stack, redis_server, throwaway_postgres
 
 DEFAULT_LIMIT_PER_MINUTE = 120  # protocol/settings.py submit_rate_limit
-
-
-def config(folder: Path, cluster: str) -> ScriptRunConfig:
-    env = Environment("bench")
-    env.python.user_managed_dependencies = True
-    env.python.interpreter_path = sys.executable
-    return ScriptRunConfig(
-        source_directory=folder, script="noop.py", compute_target=cluster, environment=env
-    )
 
 
 @contextmanager
@@ -47,14 +37,8 @@ def database(kind: str) -> Iterator[str]:
     if kind == "sqlite":
         yield ""
         return
-    # Not under a private temporary folder: the server runs as the postgres user.
-    folder = Path(tempfile.mkdtemp(prefix="runyard-bench-pg-"))
-    folder.chmod(0o755)
-    try:
-        with postgres_server(folder / "server") as url:
-            yield url
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with throwaway_postgres("runyard-bench-pg-") as url:
+        yield url
 
 
 def measure(runs: int, singles: int, kind: str = "sqlite") -> dict[str, float]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,9 +16,9 @@ from tests.support.services import (
     Stack,
     docker_engine,
     ensure_run_image,
-    postgres_server,
     redis_server,
     stop_process,
+    throwaway_postgres,
 )
 
 
@@ -41,14 +39,8 @@ def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    # Not under tmp_path: pytest's folders are 0700 root, and the server runs as postgres.
-    folder = Path(tempfile.mkdtemp(prefix="runyard-test-pg-"))
-    folder.chmod(0o755)
-    try:
-        with postgres_server(folder / "server") as url:
-            yield url
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with throwaway_postgres("runyard-test-pg-") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
