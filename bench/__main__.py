@@ -33,6 +33,7 @@ BENCHMARKS: tuple[tuple[str, str, str], ...] = (
     ("tracking", "bench.tracking", "Redis; mlflow for its anchor"),
     ("admission", "bench.admission", "Redis"),
     ("bulk_submit", "bench.bulk_submit", "Redis"),
+    ("bulk_cancel", "bench.bulk_cancel", "Redis (PostgreSQL server binaries)"),
     ("node_loss", "bench.node_loss", "Redis"),
     ("studio", "bench.studio", "Redis, Chromium"),
     ("docker", "bench.docker", "a Docker engine and the run image"),
