@@ -231,3 +231,28 @@ def test_the_cli_cancels_a_whole_queue(api: Stack, engine: Engine) -> None:
     assert {r["status"] for r in results} == {"Canceled"}
     assert {r.status for r in stored(engine, ids).values()} == {RunStatus.CANCELED}
     assert counters_agree(engine)
+
+
+def test_deleting_a_cluster_by_force_cancels_its_queue_and_keeps_its_history(
+    api: Stack, engine: Engine
+) -> None:
+    cluster, ids = array_of(api, engine, 700)
+    done = ids[:100]  # history: runs that ended before the delete
+    with Session(engine) as session:
+        session.execute(
+            update(Run)
+            .where(col(Run.id).in_(done))
+            .values(status=RunStatus.COMPLETED, completed_at=utcnow())
+        )
+        session.commit()
+
+    answer = api.client().delete_cluster(cluster, force=True)
+
+    assert sorted(r["id"] for r in answer["data"]) == sorted(ids[100:])
+    assert {r["status"] for r in answer["data"]} == {"Canceled"}
+    after = stored(engine, ids)
+    assert {r.cluster for r in after.values()} == {None}
+    assert {after[i].status for i in done} == {RunStatus.COMPLETED}
+    assert {after[i].status for i in ids[100:]} == {RunStatus.CANCELED}
+    assert counters_agree(engine)
+    assert cluster not in [c["name"] for c in api.client().list_clusters()]
