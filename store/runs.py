@@ -17,7 +17,7 @@ from protocol import control
 from protocol.environments import merge_environments
 from protocol.limits import MAX_PRIORITY
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
-from runyard.status import TERMINAL, WAITING, RunStatus
+from runyard.status import TERMINAL, TIMESTAMP_FIELD, WAITING, RunStatus
 from store import run_listings
 from store.announcements import Announcements
 from store.clusters import (
@@ -106,17 +106,23 @@ def _spec_fields(spec: RunSpec, snapshot_digest: str) -> dict[str, Any]:
     }
 
 
-def _queued(experiment: Experiment, submitted_by: str | None, run_id: str, **fields: Any) -> Run:
-    """A new run of ``experiment``, Queued now, with ``fields`` (checked by the caller)."""
+def _new_run(
+    experiment: Experiment,
+    submitted_by: str | None,
+    run_id: str,
+    status: RunStatus = RunStatus.QUEUED,
+    **fields: Any,
+) -> Run:
+    """A new run of ``experiment``, in ``status`` since now (Queued: a submit; Running: an
+    interactive run), with ``fields`` (checked by the caller)."""
     now = utcnow()
+    stamps = {"created_at": now, "not_started_at": now, TIMESTAMP_FIELD[status]: now}
     return Run(
         id=run_id,
         experiment_id=experiment.id,  # type: ignore[arg-type]
-        status=RunStatus.QUEUED,
+        status=status,
         submitted_by=submitted_by,
-        created_at=now,
-        not_started_at=now,
-        queued_at=now,
+        **stamps,
         **fields,
     )
 
@@ -151,7 +157,7 @@ def submit_array(
     array_id = new_run_id(spec.experiment)
     # Every column as a single submit would set it (the model's defaults included), once.
     fields = _spec_fields(spec, snapshot_digest)
-    template = _queued(record, submitted_by, array_id, **fields, array_id=array_id).model_dump()
+    template = _new_run(record, submitted_by, array_id, **fields, array_id=array_id).model_dump()
     # Zero-padded: one array's runs share their submit time, so the queue (priority, then
     # submit time, then id) takes them in index order only if their ids sort that way.
     width = len(str(len(spec.arguments_list) - 1))
@@ -182,7 +188,7 @@ def queue_run(session: Session, experiment: str, submitted_by: str | None, **fie
     """A new run of ``experiment`` (made on first use), Queued now, with ``fields`` (the
     caller has checked them)."""
     record = get_or_create_experiment(session, experiment)
-    run = _queued(record, submitted_by, new_run_id(experiment), **fields)
+    run = _new_run(record, submitted_by, new_run_id(experiment), **fields)
     session.add(run)
     session.flush()
     return run
@@ -198,17 +204,13 @@ def start_interactive(
     """``Experiment.start_logging()``: a run with no cluster and no worker, Running at once;
     it ends when its client calls complete() or fail()."""
     record = get_or_create_experiment(session, experiment)
-    now = utcnow()
-    run = Run(
-        id=new_run_id(experiment),
-        experiment_id=record.id,  # type: ignore[arg-type]
-        status=RunStatus.RUNNING,
+    run = _new_run(
+        record,
+        submitted_by,
+        new_run_id(experiment),
+        RunStatus.RUNNING,
         display_name=display_name,
-        submitted_by=submitted_by,
         issued_by_token=issued_by_token,
-        created_at=now,
-        not_started_at=now,
-        running_at=now,
     )
     session.add(run)
     session.flush()

@@ -48,6 +48,9 @@ from store.tokens import Actor
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
+# The archive a submit may send (multipart part "snapshot"); none when the spec names one.
+SnapshotUpload = Annotated[UploadFile | None, File(alias="snapshot")]
+
 
 @router.post(
     "",
@@ -60,7 +63,7 @@ def submit_run(
     services: ServicesDep,
     actor: ActorDep,
     spec: Annotated[str, Form(description="RunSpec as JSON")],
-    snapshot_file: Annotated[UploadFile | None, File(alias="snapshot")] = None,
+    snapshot_file: SnapshotUpload = None,
 ) -> RunDetails:
     """Queue a run. Send the snapshot archive, or name one already stored by its digest."""
     run_spec = validate_json(RunSpec, spec, field="spec")
@@ -86,7 +89,7 @@ def submit_run_array(
     services: ServicesDep,
     actor: ActorDep,
     spec: Annotated[str, Form(description="RunArraySpec as JSON")],
-    snapshot_file: Annotated[UploadFile | None, File(alias="snapshot")] = None,
+    snapshot_file: SnapshotUpload = None,
 ) -> RunArrayPublic:
     """Queue a job array: one run per entry of ``arguments_list``, with one snapshot and one
     environment, in one transaction (a bad entry refuses them all). Counts as one
