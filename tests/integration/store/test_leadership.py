@@ -1,6 +1,6 @@
 """Scheduler leadership (``scheduler/leadership.py``, ``store/fence.py``): one lease in the
 real Redis, a fencing token the database checks, so only the current leader's admission and
-watchdog decisions ever commit; every scheduler consumes ingest."""
+watchdog decisions ever commit; every scheduler consumes its share of the ingest shards."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from protocol import keys
 from protocol.messages import LogChunk, Wake
 from protocol.replies import as_text
 from protocol.settings import Settings
-from protocol.streams import send_to_ingest
+from protocol.streams import send_to_ingest, shard_of
 from protocol.workers import live_workers
 from scheduler.leadership import Lease, NotLeader, current_leader
 from scheduler.service import Scheduler, dispatch_cluster, sweep_runs
@@ -30,6 +30,7 @@ from tests.support.database import (
     heartbeat,
     log_rows,
     make_cluster,
+    pending_count,
     queue_run,
     reload,
     same_instant,
@@ -155,7 +156,7 @@ def pair(redis_service: RedisServer, engine: Engine, client: redis.Redis) -> Ite
             service.engine.dispose()
 
 
-def test_only_the_leader_consumes_ingest_and_admits(
+def test_only_the_leader_reads_wakes_and_admits(
     engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
 ) -> None:
     leader, follower = pair
@@ -168,7 +169,7 @@ def test_only_the_leader_consumes_ingest_and_admits(
     follower.next_sweep = follower.next_tick = time.monotonic() + LEASE
     follower.stopping.set()  # its wait for the next tick returns at once
     follower.step()
-    assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
+    assert pending_count(client) == 0
     assert reload(engine, run_id).dispatched_at is None
 
     leader.next_sweep = leader.next_tick = time.monotonic() + LEASE
@@ -177,26 +178,29 @@ def test_only_the_leader_consumes_ingest_and_admits(
     assert client.llen(keys.cluster_queue(CLUSTER)) == 1
 
 
-def test_a_new_leader_applies_what_the_old_one_left_pending_before_anything_newer(
+def test_a_new_holder_applies_what_the_old_one_left_pending_before_anything_newer(
     engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
 ) -> None:
     make_cluster(session)
     run_id = queue_run(session)
     old, new = pair
+    stream = keys.ingest_shard(shard_of(run_id, old.settings.ingest_shards))
     send_to_ingest(client, [LogChunk(run_id=run_id, seq=1, text="first\n")])
-    assert len(old.ingest.read(block_ms=100)) == 1  # read, then the leader is killed
+    assert len(old.ingest.read(block_ms=100)) == 1  # read, then the scheduler is killed
     send_to_ingest(client, [LogChunk(run_id=run_id, seq=2, text="second\n")])
-    client.delete(keys.SCHEDULER_LEADER)  # its lease runs out
+    # Its leases run out, and it is no longer counted among the live schedulers.
+    client.delete(keys.SCHEDULER_LEADER, *map(keys.ingest_shard_lease, range(8)))
+    client.zrem(keys.SCHEDULER_MEMBERS, old.name)
 
-    new.tick()  # takes the lease, and first the old leader's pending entries
-    assert new.lease.held()
+    new.tick()  # takes the lease and every shard, and first the old one's pending entries
+    assert new.lease.held() and sorted(new.shards.held()) == list(range(8))
     assert log_rows(engine, run_id) == [(1, "first\n")]
-    names = {as_text(c["name"]) for c in client.xinfo_consumers(keys.INGEST_STREAM, "ingest")}
+    names = {as_text(c["name"]) for c in client.xinfo_consumers(stream, "ingest")}
     assert "sched-a" not in names
     new.next_sweep = new.next_tick = time.monotonic() + LEASE
     new.step()
     assert log_rows(engine, run_id) == [(1, "first\n"), (2, "second\n")]
-    assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
+    assert pending_count(client) == 0
     assert session.exec(select(Run.id)).all() == [run_id]
 
 
