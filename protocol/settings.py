@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     failed_after: float = Field(10.0, gt=0)
     # A run handed to the broker that no worker has claimed after this long is re-sent.
     dispatch_timeout: float = Field(60.0, gt=0)
-    # Ingest entries read but not acknowledged for this long belong to a consumer that died.
+    # Unused since the ingest is sharded (a shard's next holder takes what its previous one
+    # left pending at once); kept so configurations that set it still start.
     ingest_reclaim_after: float = Field(30.0, gt=0)
     # How often the scheduler runs its safety-net sweep (dispatch, watchdog, reclaim).
     sweep_interval: float = Field(1.0, gt=0)

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session
 
 from protocol import keys
@@ -307,6 +308,18 @@ def test_both_schedulers_apply_the_runs_on_their_own_shards(
         consumers = broker.xinfo_consumers(stream, keys.INGEST_GROUP)
         assert [int(as_text(c["name"]).rsplit("-", 1)[1]) for c in consumers] == [owners[shard]]
         assert broker.xpending(stream, keys.INGEST_GROUP)["pending"] == 0
+
+    # What an operator sees: the lag per shard, and summed.
+    client.get_run(ids[0], fresh=True)  # every shard has passed a barrier behind them all
+    text = httpx.get(f"{stack.url}/metrics", headers=ADMIN, timeout=10).text
+    lag = {
+        sample.labels.get("stream", ""): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name in ("runyard_ingest_lag", "runyard_ingest_stream_lag")
+        for sample in family.samples
+    }
+    assert [lag[keys.ingest_shard(shard)] for shard in range(SHARDS)] == [0] * SHARDS
+    assert lag[""] == sum(lag[stream] for stream in lag if stream)
 
 
 def leave_pending_with_holder(
