@@ -23,6 +23,7 @@ from sqlmodel import Session
 
 from protocol import keys
 from protocol.replies import as_text
+from protocol.streams import ingest_shards
 from protocol.workers import live_workers, workers_serving
 from runyard.status import WAITING
 from store import statistics
@@ -109,7 +110,8 @@ class RunyardCollector(Collector):
             "Ingest entries not yet in the database, per stream (shard, wakes, old stream)",
             labels=["stream"],
         )
-        streams = keys.ingest_streams(self.services.settings.ingest_shards)
+        # The count this process's producers append with (``RUNYARD_INGEST_SHARDS``).
+        streams = keys.ingest_streams(ingest_shards())
         pipe = self.services.redis.pipeline(transaction=False)
         for stream in streams:
             pipe.xinfo_groups(stream)
