@@ -62,6 +62,15 @@ def prepare_database(url: str, runs: int) -> list[str]:
         engine.dispose()
 
 
+def stored_points(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM metricpoint").scalar_one())
+    finally:
+        engine.dispose()
+
+
 def lag(client: redis.Redis) -> int:
     pipe = client.pipeline(transaction=False)
     for stream in keys.ingest_streams(ingest_shards()):
@@ -115,6 +124,9 @@ def measure(
         pipe.execute()
         wait_until(lambda: lag(client) == 0, 600, 0.02, what="the ingest to drain")
         elapsed = time.perf_counter() - started
+        stored = stored_points(database_url)
+        if stored != len(entries) * args.events:
+            progress(f"only {stored} of {len(entries) * args.events} points were stored")
         return len(entries) * args.events / elapsed
     finally:
         stack.stop()
@@ -156,6 +168,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as folder:
         root = Path(folder)
+        root.chmod(0o755)  # PostgreSQL's server runs as its own user
         with redis_server(root / "redis") as server, databases(root, not args.no_postgres) as dbs:
             for name, fresh in dbs:
                 rate = {}

@@ -47,8 +47,8 @@ class Settings(BaseSettings):
     failed_after: float = Field(10.0, gt=0)
     # A run handed to the broker that no worker has claimed after this long is re-sent.
     dispatch_timeout: float = Field(60.0, gt=0)
-    # Unused since the ingest is sharded (a shard's next holder takes what its previous one
-    # left pending at once); kept so configurations that set it still start.
+    # Ingest entries a scheduler read from its own shard but left unacknowledged this long
+    # are applied again (a shard's next holder takes its predecessor's at once).
     ingest_reclaim_after: float = Field(30.0, gt=0)
     # How often the scheduler runs its safety-net sweep (dispatch, watchdog, reclaim).
     sweep_interval: float = Field(1.0, gt=0)

@@ -188,16 +188,19 @@ class Ingest:
                     return  # the database is away: read("0") applies them when it is back
             self._forget_idle_consumers(stream)
 
-    def claim_strays(self, stream: str) -> None:
-        """Apply at once what another consumer read from a stream this one holds (one
+    def claim_strays(self, stream: str, min_idle_ms: int) -> None:
+        """On a stream this consumer holds: apply at once what another consumer read (one
         paused between its lease check and its read takes a batch after it lost the
-        stream)."""
+        stream), and what this one left pending for ``min_idle_ms`` (an acknowledgement
+        that never reached Redis)."""
         summary = self.redis.xpending(stream, keys.INGEST_GROUP)
-        others = [
-            c for c in (summary or {}).get("consumers") or [] if as_text(c["name"]) != self.consumer
-        ]
-        if others:
+        if not summary or not summary.get("pending"):
+            return
+        consumers = [as_text(c["name"]) for c in summary.get("consumers") or []]
+        if any(name != self.consumer for name in consumers):
             self.take_over([stream])
+        elif not self.backlog:  # after an outage, read("0") applies them in order
+            self.process(self.reclaim(min_idle_ms, stream))
 
     def _forget_idle_consumers(self, stream: str) -> None:
         for consumer in self.redis.xinfo_consumers(stream, keys.INGEST_GROUP):

@@ -184,13 +184,8 @@ class Scheduler:
         self.ingest.take_over(taken_streams)  # what its earlier holder left, before anything
         for stream in self.ingest.streams:
             if stream not in taken_streams:
-                self.ingest.claim_strays(stream)
+                self.ingest.claim_strays(stream, int(self.settings.ingest_reclaim_after * 1000))
         self.ingest.trim(self.ingest.streams)
-
-    def take_over(self) -> None:
-        """Apply every entry earlier holders of this scheduler's streams read but never
-        acknowledged (killed, or paused and replaced), oldest first, before anything newer."""
-        self.ingest.take_over(self.streams())
 
     def sweep(self) -> set[str]:
         """The leader's safety net: watch heartbeats, look at every cluster."""

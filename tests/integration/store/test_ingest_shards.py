@@ -185,6 +185,24 @@ def test_a_paused_holders_late_batch_changes_nothing(
     assert pending_count(client) == 0
 
 
+def test_what_another_consumer_read_from_a_held_shard_is_applied_at_the_next_renewal(
+    engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
+) -> None:
+    """A scheduler paused between its lease check and its read reads from a shard it has
+    lost: the holder applies that batch at its next renewal, not after an idle time."""
+    a, _ = pair
+    make_cluster(session)
+    run_id = runs_on_each(session, [a])[0]
+    stray = Ingest(engine, client, "paused-one", shards=SHARDS)
+    stray.read_from([keys.ingest_shard(shard_of(run_id, SHARDS))])
+    send_to_ingest(client, [LogChunk(run_id=run_id, seq=0, text="x\n")], shards=SHARDS)
+    assert len(stray.read(block_ms=100)) == 1
+
+    a.tick()
+    assert log_rows(engine, run_id) == [(0, "x\n")]
+    assert pending_count(client) == 0
+
+
 def test_a_follower_that_applies_a_runs_end_wakes_the_leader(
     engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
 ) -> None:
