@@ -55,6 +55,21 @@ class Applied:
     barriers: list[str] = field(default_factory=list)  # waiters to release after the commit
 
 
+_FORGET_IDLE = """
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, pending
+  for i = 1, #consumer, 2 do
+    if consumer[i] == 'name' then name = consumer[i + 1] end
+    if consumer[i] == 'pending' then pending = consumer[i + 1] end
+  end
+  if name ~= ARGV[2] and pending == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+  end
+end
+return 0
+"""
+
+
 class Batch(list[RawEntry]):
     """Entries read from one stream (ids are only unique within it): what ``process``
     applies and acknowledges there."""
@@ -203,10 +218,12 @@ class Ingest:
             self.process(self.reclaim(min_idle_ms, stream))
 
     def _forget_idle_consumers(self, stream: str) -> None:
-        for consumer in self.redis.xinfo_consumers(stream, keys.INGEST_GROUP):
-            name = as_text(consumer["name"])
-            if name != self.consumer and not int(consumer["pending"]):
-                self.redis.xgroup_delconsumer(stream, keys.INGEST_GROUP, name)
+        """Drop the other consumers with nothing pending, checked and dropped in one script:
+        an old holder that wakes and reads in between keeps what it read (dropping a
+        consumer drops its pending entries)."""
+        self.redis.register_script(_FORGET_IDLE)(
+            keys=[stream], args=[keys.INGEST_GROUP, self.consumer]
+        )
 
     def trim(self, streams: list[str] | None = None) -> None:
         """Drop entries every consumer has acknowledged, so the streams do not grow forever."""
