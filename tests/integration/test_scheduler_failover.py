@@ -11,6 +11,7 @@ fencing token), and the database's fence row is read back at the end.
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -396,16 +397,15 @@ def test_a_paused_shard_holder_replays_harmlessly_and_stops_reading_the_shards_i
     with signalled(holder, signal.SIGSTOP):  # it is stopped already: this wakes it after
         survivor_holds_every_shard(broker, survivor)
         check_applied_in_order(stack, run_id)
+        before = len(log.read_bytes())  # what it logged before it was paused
 
-    shard = shard_of(run_id, SHARDS)
-    wait_until(
-        lambda: "lets go of ingest shards" in log.read_text(),
-        30,
-        0.1,
-        what="the woken scheduler to let go of its shards",
-    )
-    lost = next(line for line in log.read_text().splitlines() if "lets go of ingest" in line)
-    assert str(shard) in lost.split("shards", 1)[1]
+    def let_go() -> list[int] | None:
+        woken = log.read_bytes()[before:].decode()
+        lines = [line for line in woken.splitlines() if "lets go of ingest shards" in line]
+        return ast.literal_eval(lines[0].rsplit("shards", 1)[1].strip()) if lines else None
+
+    lost = wait_until(let_go, 30, 0.1, what="the woken scheduler to let go of its shards")
+    assert isinstance(lost, list) and shard_of(run_id, SHARDS) in lost
     check_applied_in_order(stack, run_id)  # whatever it did on waking changed nothing
     assert holder.poll() is None  # it runs on, with its share of the shards again
     wait_until(lambda: balanced(broker, set(processes)), 30, 0.1, what="the shards to be shared")
