@@ -17,6 +17,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -375,29 +376,47 @@ def check_applied_in_order(stack: Stack, run_id: str) -> None:
     assert stack.client().logs(run_id) == "0\n1\n2\n"
 
 
+@dataclass
+class Held:
+    """A run whose entries were left pending with its shard's holder, which was then
+    killed or paused; the other scheduler has taken every shard and applied them."""
+
+    run_id: str
+    stream: str
+    holder: Process
+    log: Path
+    processes: dict[int, tuple[Process, Path]]
+    logged_before: int  # bytes of the holder's log before it was signalled
+
+
+@contextmanager
+def shard_holder_signalled(stack: Stack, broker: redis.Redis, how: Signal) -> Iterator[Held]:
+    """Two schedulers; entries left pending with one's shard (``leave_pending_with_holder``);
+    that one SIGKILLed or kept SIGSTOPped (woken on leaving); the other takes every shard
+    within the lease and has applied the run's entries in order when this yields."""
+    processes = schedulers(stack)
+    run_id, stream, holder, log = leave_pending_with_holder(stack, broker, processes)
+    (survivor,) = set(processes) - {holder.pid}
+    logged_before = len(log.read_bytes())
+    with signalled(holder, how):  # for SIGSTOP: it is stopped already; this wakes it after
+        survivor_holds_every_shard(broker, survivor)
+        check_applied_in_order(stack, run_id)
+        yield Held(run_id, stream, holder, log, processes, logged_before)
+
+
 def test_killing_a_shard_holder_its_pending_entries_are_applied_first_by_the_other(
     stack: Stack, broker: redis.Redis
 ) -> None:
-    processes = schedulers(stack)
-    run_id, stream, holder, _ = leave_pending_with_holder(stack, broker, processes)
-    (survivor,) = set(processes) - {holder.pid}
-    with signalled(holder, signal.SIGKILL):
-        pass
-    survivor_holds_every_shard(broker, survivor)
-    check_applied_in_order(stack, run_id)
-    assert broker.xpending(stream, keys.INGEST_GROUP)["pending"] == 0
+    with shard_holder_signalled(stack, broker, signal.SIGKILL) as held:
+        assert broker.xpending(held.stream, keys.INGEST_GROUP)["pending"] == 0
 
 
 def test_a_paused_shard_holder_replays_harmlessly_and_stops_reading_the_shards_it_lost(
     stack: Stack, broker: redis.Redis
 ) -> None:
-    processes = schedulers(stack)
-    run_id, _, holder, log = leave_pending_with_holder(stack, broker, processes)
-    (survivor,) = set(processes) - {holder.pid}
-    with signalled(holder, signal.SIGSTOP):  # it is stopped already: this wakes it after
-        survivor_holds_every_shard(broker, survivor)
-        check_applied_in_order(stack, run_id)
-        before = len(log.read_bytes())  # what it logged before it was paused
+    with shard_holder_signalled(stack, broker, signal.SIGSTOP) as held:
+        pass
+    run_id, log, before, processes = held.run_id, held.log, held.logged_before, held.processes
 
     def let_go() -> list[int] | None:
         woken = log.read_bytes()[before:].decode()
@@ -407,7 +426,7 @@ def test_a_paused_shard_holder_replays_harmlessly_and_stops_reading_the_shards_i
     lost = wait_until(let_go, 30, 0.1, what="the woken scheduler to let go of its shards")
     assert isinstance(lost, list) and shard_of(run_id, SHARDS) in lost
     check_applied_in_order(stack, run_id)  # whatever it did on waking changed nothing
-    assert holder.poll() is None  # it runs on, with its share of the shards again
+    assert held.holder.poll() is None  # it runs on, with its share of the shards again
     wait_until(lambda: balanced(broker, set(processes)), 30, 0.1, what="the shards to be shared")
     send_to_ingest(broker, [LogChunk(run_id=run_id, seq=3, text="3\n")])
     stack.client().get_run(run_id, fresh=True)
