@@ -23,6 +23,7 @@ from sqlmodel import Session
 
 from protocol import keys
 from protocol.replies import as_text
+from protocol.streams import ingest_shards
 from protocol.workers import live_workers, workers_serving
 from runyard.status import WAITING
 from store import statistics
@@ -52,7 +53,7 @@ class RunyardCollector(Collector):
             DURATION_BUCKETS,
         )
         yield from self._workers(clusters)
-        yield self._ingest_lag()
+        yield from self._ingest_lag()
 
     def _runs(self, session: Session, clusters: list[str]) -> Iterator[Metric]:
         by_status = GaugeMetricFamily(
@@ -98,20 +99,39 @@ class RunyardCollector(Collector):
             slots.add_metric([name, "free"], max(total - busy, 0))
         yield from (online, slots)
 
-    def _ingest_lag(self) -> Metric:
-        """Entries on the ingest stream not yet written to the database."""
+    def _ingest_lag(self) -> Iterator[Metric]:
+        """Entries on the ingest streams not yet written to the database: in all (what to
+        alert on) and per stream (a shard whose holder is stuck stands out). One round trip."""
         lag = GaugeMetricFamily(
             "runyard_ingest_lag", "Ingest stream entries not yet in the database"
         )
-        client = self.services.redis
+        per_stream = GaugeMetricFamily(
+            "runyard_ingest_stream_lag",
+            "Ingest entries not yet in the database, per stream (shard, wakes, old stream)",
+            labels=["stream"],
+        )
+        # The count this process's producers append with (``RUNYARD_INGEST_SHARDS``).
+        streams = keys.ingest_streams(ingest_shards())
+        pipe = self.services.redis.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xinfo_groups(stream)
         try:
-            groups = client.xinfo_groups(keys.INGEST_STREAM)
+            answers = pipe.execute(raise_on_error=False)
         except Exception:
-            return lag
-        for group in groups:
-            if as_text(group["name"]) == keys.INGEST_GROUP:
-                lag.add_metric([], int(group.get("lag") or 0) + int(group.get("pending") or 0))
-        return lag
+            yield lag
+            return
+        total = 0
+        for stream, groups in zip(streams, answers, strict=True):
+            if isinstance(groups, Exception):  # no such stream yet: nothing waits there
+                continue
+            for group in groups:
+                if as_text(group["name"]) == keys.INGEST_GROUP:
+                    waiting = int(group.get("lag") or 0) + int(group.get("pending") or 0)
+                    total += waiting
+                    per_stream.add_metric([stream], waiting)
+        lag.add_metric([], total)
+        yield lag
+        yield per_stream
 
 
 def _histogram(

@@ -4,9 +4,42 @@ from __future__ import annotations
 
 PREFIX = "runyard"
 
-# Stream every producer (workers, API) appends to; the scheduler's ingest group reads it.
+# Before ingest was sharded, the one stream every producer appended to. Nothing appends
+# to it any more; the leader applies what an upgrade left in it, first (scheduler.service).
 INGEST_STREAM = f"{PREFIX}:ingest"
+# The consumer group every ingest stream (shards, wakes, the old stream) is read through.
 INGEST_GROUP = "ingest"
+# Wake entries (a submit, a worker coming up, a run ending): read by the leader alone, in
+# the same blocking read as its shards, so admission acts on them at once.
+INGEST_WAKE_STREAM = f"{PREFIX}:ingest:wake"
+# How many ingest shards there are unless ``RUNYARD_INGEST_SHARDS`` says otherwise.
+DEFAULT_INGEST_SHARDS = 8
+
+
+def ingest_shard(shard: int) -> str:
+    """One shard of the ingest: every entry about a run goes to the shard its id hashes to
+    (``protocol.streams.shard_of``), so one consumer applies a run's entries in order."""
+    return f"{PREFIX}:ingest:{shard}"
+
+
+def ingest_shard_lease(shard: int) -> str:
+    """The lease a scheduler holds while it alone consumes the shard ("<token> <name>")."""
+    return f"{PREFIX}:ingest:{shard}:lease"
+
+
+def ingest_shard_fence(shard: int) -> str:
+    """Counter the shard's lease tokens are drawn from (each take of the shard a higher one)."""
+    return f"{PREFIX}:ingest:{shard}:fence"
+
+
+def ingest_streams(shards: int) -> list[str]:
+    """Every stream an ingest consumer group reads: the shards, the wakes, the old stream."""
+    return [*(ingest_shard(s) for s in range(shards)), INGEST_WAKE_STREAM, INGEST_STREAM]
+
+
+# Sorted set of live schedulers by name, each scored with the Redis time (ms) its
+# announcement runs out: how many share the ingest shards.
+SCHEDULER_MEMBERS = f"{PREFIX}:scheduler:members"
 
 # Set of worker ids that have announced themselves; each has a key of its own (``worker``)
 # holding its heartbeat as a JSON string, which expires unless refreshed.
@@ -46,6 +79,17 @@ def barrier(waiter: str) -> str:
     """A list the ingest pushes to once every entry before a ``Barrier`` is committed: what a
     synchronous write (``complete()``, ``tag()``, ``flush()``...) blocks on."""
     return f"{PREFIX}:barrier:{waiter}"
+
+
+def barrier_parts(waiter: str) -> str:
+    """How many shards a barrier was sent to (each holds a copy behind the entries before
+    it); the waiter is released once every one of them has passed its copy."""
+    return f"{PREFIX}:barrier:{waiter}:parts"
+
+
+def barrier_passed(waiter: str) -> str:
+    """Set of the shards (stream names) whose copy of the barrier is committed."""
+    return f"{PREFIX}:barrier:{waiter}:passed"
 
 
 def live_streams(token: str) -> str:

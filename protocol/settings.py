@@ -14,6 +14,7 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol import keys
 from protocol.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, TrackingLimits
 from runyard.snapshot import SnapshotLimits
 
@@ -46,7 +47,8 @@ class Settings(BaseSettings):
     failed_after: float = Field(10.0, gt=0)
     # A run handed to the broker that no worker has claimed after this long is re-sent.
     dispatch_timeout: float = Field(60.0, gt=0)
-    # Ingest entries read but not acknowledged for this long belong to a consumer that died.
+    # Ingest entries a scheduler read from its own shard but left unacknowledged this long
+    # are applied again (a shard's next holder takes its predecessor's at once).
     ingest_reclaim_after: float = Field(30.0, gt=0)
     # How often the scheduler runs its safety-net sweep (dispatch, watchdog, reclaim).
     sweep_interval: float = Field(1.0, gt=0)
@@ -55,6 +57,11 @@ class Settings(BaseSettings):
     # is replaced within lease + renew seconds.
     leader_lease_seconds: float = Field(3.0, gt=0)
     leader_renew_seconds: float = Field(1.0, gt=0)
+    # How many streams the ingest is sharded into by run id (each consumed by one scheduler
+    # at a time, under a lease renewed like the leader's). The API, every worker and every
+    # scheduler must use the same number (producers choose the shard): change it only with
+    # all of them stopped and the ingest drained (runyard_ingest_lag 0).
+    ingest_shards: int = Field(keys.DEFAULT_INGEST_SHARDS, ge=1, le=1024)
 
     # Per-run tracking limits enforced at ingest (the SDK checks the same in the run).
     limit_metric_names: int = Field(TrackingLimits.metric_names, ge=1)

@@ -1,6 +1,7 @@
 """The ingest consumer: Redis stream entries from workers and the API into the database.
 
-A consumer group reads the ingest stream; a batch is written in one transaction and only
+A consumer group reads the ingest streams (one per shard of run ids, the wakes, and the
+stream from before sharding); a batch of one stream is written in one transaction and only
 then acknowledged, so a crash replays it. Replays are harmless: log chunks are unique per
 (run, seq) and reporting a status a run already has changes nothing. Entries left pending
 by a consumer that died are reclaimed after ``min_idle``.
@@ -9,6 +10,7 @@ by a consumer that died are reclaimed after ``min_idle``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,7 @@ from protocol.messages import (
     decode,
 )
 from protocol.replies import as_text
+from protocol.streams import ingest_shards
 from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import UNSUCCESSFUL, WAITING, RunStatus
 from store.db import insert_ignoring, session_scope
@@ -52,7 +55,58 @@ class Applied:
     barriers: list[str] = field(default_factory=list)  # waiters to release after the commit
 
 
+_FORGET_IDLE = """
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, pending
+  for i = 1, #consumer, 2 do
+    if consumer[i] == 'name' then name = consumer[i + 1] end
+    if consumer[i] == 'pending' then pending = consumer[i + 1] end
+  end
+  if name ~= ARGV[2] and pending == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+  end
+end
+return 0
+"""
+
+
+class Batch(list[RawEntry]):
+    """Entries read from one stream (ids are only unique within it): what ``process``
+    applies and acknowledges there."""
+
+    def __init__(self, stream: str, entries: Iterable[RawEntry] = ()) -> None:
+        super().__init__(entries)
+        self.stream = stream
+
+
+class Reads(list[RawEntry]):
+    """What one read returned from several streams: ``parts``, one batch per stream, each
+    in its stream's order (as a list, every entry). ``process`` applies part by part."""
+
+    def __init__(self, parts: Iterable[Batch] = ()) -> None:
+        self.parts = [part for part in parts if part]
+        super().__init__(entry for part in self.parts for entry in part)
+
+    def only(self, streams: Iterable[str]) -> Reads:
+        """The parts read from these streams (the others stay pending for their holder)."""
+        keep = set(streams)
+        return Reads(part for part in self.parts if part.stream in keep)
+
+
+def merge(results: Iterable[Applied]) -> Applied:
+    """What several batches changed, as one."""
+    total = Applied()
+    for applied in results:
+        total.clusters |= applied.clusters
+        total.wake_all = total.wake_all or applied.wake_all
+        total.barriers += applied.barriers
+    return total
+
+
 class Ingest:
+    """One consumer of the ingest group on the streams it is given (``streams``; all of
+    them unless the scheduler narrows it to the shards it holds)."""
+
     def __init__(
         self,
         engine: Any,
@@ -60,24 +114,35 @@ class Ingest:
         consumer: str,
         batch: int = 500,
         limits: TrackingLimits | None = None,
+        shards: int = 0,
     ) -> None:
         self.engine = engine
         self.limits = limits or TrackingLimits()
         self.redis = client
         self.consumer = consumer
         self.batch = batch
+        self.shards = shards or ingest_shards()
+        self.streams: list[str] = keys.ingest_streams(self.shards)
         # After a database outage, this consumer's pending entries go first, so a run's
         # terminal state can never be applied before the log lines that preceded it.
         self.backlog = False
 
     def ensure_group(self) -> None:
-        try:
-            self.redis.xgroup_create(keys.INGEST_STREAM, keys.INGEST_GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in keys.ingest_streams(self.shards):
+            try:
+                self.redis.xgroup_create(stream, keys.INGEST_GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
-    def read(self, block_ms: int) -> list[RawEntry]:
+    def read_from(self, streams: list[str]) -> None:
+        """Read these streams from now on (a shard taken or let go); what was read from
+        the others and not applied stays pending for their new holder."""
+        self.streams = list(streams)
+
+    def read(self, block_ms: int) -> Reads:
+        """New entries of this consumer's streams, blocking up to ``block_ms`` for any of
+        them; after a database outage, its own pending entries first."""
         if self.backlog:
             pending = self._read("0", None)
             if pending:
@@ -85,12 +150,14 @@ class Ingest:
             self.backlog = False
         return self._read(">", block_ms)
 
-    def _read(self, start: str, block_ms: int | None) -> list[RawEntry]:
+    def _read(self, start: str, block_ms: int | None) -> Reads:
+        if not self.streams:
+            return Reads()
         try:
             response = self.redis.xreadgroup(
                 keys.INGEST_GROUP,
                 self.consumer,
-                {keys.INGEST_STREAM: start},
+                dict.fromkeys(self.streams, start),
                 count=self.batch,
                 block=block_ms,
             )
@@ -98,48 +165,88 @@ class Ingest:
             if "NOGROUP" not in str(exc):
                 raise
             self.ensure_group()
-            return []
-        return [(as_text(i), f) for _, entries in response or [] for i, f in entries]
-
-    def reclaim(self, min_idle_ms: int) -> list[RawEntry]:
-        """Take over entries another consumer read but never acknowledged."""
-        _, claimed, *_ = self.redis.xautoclaim(
-            keys.INGEST_STREAM,
-            keys.INGEST_GROUP,
-            self.consumer,
-            min_idle_time=min_idle_ms,
-            start_id="0-0",
-            count=self.batch,
+            return Reads()
+        return Reads(
+            Batch(as_text(stream), ((as_text(i), f) for i, f in entries))
+            for stream, entries in response or []
         )
-        return [(as_text(i), f) for i, f in claimed if f]
 
-    def take_over(self) -> None:
-        """At start: entries an earlier consumer read but never acknowledged (it was killed)
-        are older than anything still undelivered, so apply them first and every run's
-        points and log lines keep their order. (One scheduler runs at a time.)"""
-        while True:
-            entries = self.reclaim(0)
-            if not entries:
-                return
-            self.process(entries)
+    def reclaim(self, min_idle_ms: int, stream: str | None = None) -> Batch:
+        """Take over entries another consumer read but never acknowledged, oldest first:
+        on ``stream``, or the first of this consumer's streams that has any."""
+        for name in [stream] if stream else self.streams:
+            _, claimed, *_ = self.redis.xautoclaim(
+                name,
+                keys.INGEST_GROUP,
+                self.consumer,
+                min_idle_time=min_idle_ms,
+                start_id="0-0",
+                count=self.batch,
+            )
+            found = Batch(name, ((as_text(i), f) for i, f in claimed if f))
+            if found:
+                return found
+        return Batch(stream or "")
 
-    def trim(self) -> None:
-        """Drop entries every consumer has acknowledged, so the stream does not grow forever."""
-        summary = self.redis.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)
-        if summary and summary.get("pending"):
-            oldest = as_text(summary["min"])
-        else:
-            groups = self.redis.xinfo_groups(keys.INGEST_STREAM)
-            delivered = [
-                g["last-delivered-id"] for g in groups if as_text(g["name"]) == keys.INGEST_GROUP
-            ]
-            if not delivered:
-                return
-            oldest = as_text(delivered[0])
-        self.redis.xtrim(keys.INGEST_STREAM, minid=oldest)
+    def take_over(self, streams: list[str] | None = None) -> None:
+        """On taking streams (a shard, the wakes, the old stream): entries an earlier holder
+        read but never acknowledged (it was killed, or paused and replaced) are older than
+        anything still undelivered there, so apply them first and every run's points, log
+        lines and reports keep their order; then forget the consumers with nothing left."""
+        for stream in streams if streams is not None else self.streams:
+            while True:
+                entries = self.reclaim(0, stream)
+                if not entries:
+                    break
+                self.process(entries)
+                if self.backlog:
+                    return  # the database is away: read("0") applies them when it is back
+            self._forget_idle_consumers(stream)
+
+    def claim_strays(self, stream: str, min_idle_ms: int) -> None:
+        """On a stream this consumer holds: apply at once what another consumer read (one
+        paused between its lease check and its read takes a batch after it lost the
+        stream), and what this one left pending for ``min_idle_ms`` (an acknowledgement
+        that never reached Redis)."""
+        summary = self.redis.xpending(stream, keys.INGEST_GROUP)
+        if not summary or not summary.get("pending"):
+            return
+        consumers = [as_text(c["name"]) for c in summary.get("consumers") or []]
+        if any(name != self.consumer for name in consumers):
+            self.take_over([stream])
+        elif not self.backlog:  # after an outage, read("0") applies them in order
+            self.process(self.reclaim(min_idle_ms, stream))
+
+    def _forget_idle_consumers(self, stream: str) -> None:
+        """Drop the other consumers with nothing pending, checked and dropped in one script:
+        an old holder that wakes and reads in between keeps what it read (dropping a
+        consumer drops its pending entries)."""
+        self.redis.register_script(_FORGET_IDLE)(
+            keys=[stream], args=[keys.INGEST_GROUP, self.consumer]
+        )
+
+    def trim(self, streams: list[str] | None = None) -> None:
+        """Drop entries every consumer has acknowledged, so the streams do not grow forever."""
+        for stream in streams if streams is not None else self.streams:
+            summary = self.redis.xpending(stream, keys.INGEST_GROUP)
+            if summary and summary.get("pending"):
+                oldest = as_text(summary["min"])
+            else:
+                groups = self.redis.xinfo_groups(stream)
+                delivered = [
+                    g["last-delivered-id"]
+                    for g in groups
+                    if as_text(g["name"]) == keys.INGEST_GROUP
+                ]
+                if not delivered:
+                    continue
+                oldest = as_text(delivered[0])
+            self.redis.xtrim(stream, minid=oldest)
 
     def process(self, raw: list[RawEntry]) -> Applied:
         """Apply and acknowledge a batch; on a database outage leave it pending for a retry."""
+        if isinstance(raw, Reads):  # several streams' entries: each stream's on its own
+            return merge(self.process(part) for part in raw.parts)
         applied = Applied()
         if not raw:
             return applied
@@ -160,9 +267,10 @@ class Ingest:
         except Exception:
             # One bad entry must not block the stream: apply them one by one, drop the bad.
             applied = self._apply_one_by_one(entries)
-        self.redis.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *[i for i, _ in raw])
+        stream = getattr(raw, "stream", keys.INGEST_STREAM)  # a Batch says where it was read
+        self.redis.xack(stream, keys.INGEST_GROUP, *[i for i, _ in raw])
         if applied.barriers:
-            barriers.release(self.redis, applied.barriers)
+            barriers.release(self.redis, applied.barriers, stream)
         return applied
 
     def _apply_one_by_one(self, entries: list[tuple[str, Entry]]) -> Applied:

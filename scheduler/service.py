@@ -1,17 +1,24 @@
-"""The scheduler process. Any number may run (``scheduler.leadership``); the one that
-leads consumes ingest, admits and runs the watchdog, the others stand by.
+"""The scheduler process. Any number may run (``scheduler.leadership``): every one consumes
+a share of the ingest; the one that leads also admits and runs the watchdog.
 
-The leader blocks on the ingest stream, so a submit, a worker coming up or a run ending
-(each an entry on that stream) is acted on at once; a sweep every ``sweep_interval``
-seconds is the safety net (heartbeats expiring, entries left pending). Every
-``leader_renew_seconds`` each scheduler renews, or tries to take, the lease.
+The ingest is sharded by run id (``protocol.streams``, ``Settings.ingest_shards``): every
+entry about a run goes to one shard, and each shard is consumed by one scheduler at a time,
+under a lease of its own renewed with the leader's every ``leader_renew_seconds``. A run's
+reports must be applied in the order its worker sent them (Preparing before Running before
+Completed; a report that arrives before the one it follows is refused for good), and one
+consumer per shard keeps that order. Each live scheduler holds about ceil(shards / live
+schedulers) shards; one holding more gives the surplus back at renewal for a newcomer. On
+taking a shard, a scheduler first applies every entry an earlier holder read but never
+acknowledged, oldest first, then reads on. One that loses a shard (paused past its lease)
+stops reading it; a batch it applies again on waking changes nothing (replays are
+harmless: log chunks unique per (run, seq), reports refused if illegal, tracking events
+numbered per producer).
 
-Why only the leader consumes ingest: a run's reports must be applied in the order its
-worker sent them (Preparing before Running before Completed); two consumers of one group
-apply neighbouring entries concurrently and out of order, and a report that arrives before
-the one it follows is refused for good (seen: a run left Running after it completed). A new
-leader therefore first applies every entry its predecessors left pending, oldest first,
-then reads on.
+Wakes (a submit, a worker coming up) go to a stream only the leader reads, in the same
+blocking read as its shards, so admission acts on them at once; a scheduler that applies a
+run's end while not leading forwards a wake there. A sweep every ``sweep_interval`` seconds
+is the leader's safety net (heartbeats expiring, entries left pending). Entries left in the
+single stream of before sharding (``keys.INGEST_STREAM``) are applied by the leader, first.
 """
 
 from __future__ import annotations
@@ -30,13 +37,13 @@ from sqlmodel import Session, select
 
 from protocol import keys
 from protocol.celery_app import make_celery
-from protocol.messages import RunAssignment
-from protocol.replies import as_text
+from protocol.messages import RunAssignment, Wake
 from protocol.settings import Settings
+from protocol.streams import send_to_ingest
 from protocol.workers import WorkerInfo, live_workers, server_time
 from scheduler import admission, watchdog
 from scheduler.ingest import Ingest
-from scheduler.leadership import Lease, NotLeader
+from scheduler.leadership import Lease, NotLeader, Shards, leave_members, live_schedulers
 from store import fence as db_fence
 from store.announcements import Announcements
 from store.clusters import apply_config_file
@@ -59,11 +66,21 @@ class Scheduler:
         self.engine = make_engine(settings.resolved_database_url)
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.celery = make_celery(settings.redis_url)
-        # One name per process, its ingest consumer's and its lease's: another scheduler,
+        # One name per process, its ingest consumer's and its leases': another scheduler,
         # on this host or another, never shares it.
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.ingest = Ingest(self.engine, self.redis, self.name, limits=settings.tracking_limits)
+        self.ingest = Ingest(
+            self.engine,
+            self.redis,
+            self.name,
+            limits=settings.tracking_limits,
+            shards=settings.ingest_shards,
+        )
         self.lease = Lease(self.redis, self.name, settings.leader_lease_seconds)
+        self.shards = Shards(
+            self.redis, self.name, settings.ingest_shards, settings.leader_lease_seconds
+        )
+        self.ingest.read_from([])  # nothing until a shard's lease is taken
         self.stopping = threading.Event()
         self.next_tick = 0.0
         self.next_sweep = 0.0
@@ -89,6 +106,7 @@ class Scheduler:
                 except NotLeader:
                     log.warning("scheduler %s: a later leader wrote; %s", self.name, STEPPED_DOWN)
                     self.lease.step_down()
+                    self.ingest.read_from(self.streams())
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     log.warning("redis unavailable (%s); retrying", exc)
                     self.stopping.wait(1.0)
@@ -99,44 +117,75 @@ class Scheduler:
         finally:
             self.leave()
 
+    def streams(self) -> list[str]:
+        """What this scheduler reads now: its shards; the leader also the wakes, and the
+        stream of before sharding."""
+        streams = [keys.ingest_shard(shard) for shard in self.shards.held()]
+        if self.lease.held():
+            streams += [keys.INGEST_WAKE_STREAM, keys.INGEST_STREAM]
+        return streams
+
     def step(self) -> None:
         if time.monotonic() >= self.next_tick:
             self.next_tick = time.monotonic() + self.settings.leader_renew_seconds
             self.tick()
-        until = min(self.next_tick, self.next_sweep) - time.monotonic()
-        if not self.lease.held():
+        leading = self.lease.held()
+        until = (min(self.next_tick, self.next_sweep) if leading else self.next_tick) - (
+            time.monotonic()
+        )
+        if not self.ingest.streams:
             self.stopping.wait(max(self.next_tick - time.monotonic(), 0))
             return
-        applied = self.ingest.process(self.ingest.read(block_ms=max(int(until * 1000), 1)))
-        clusters = set(applied.clusters)
-        if applied.wake_all or time.monotonic() >= self.next_sweep:
+        reads = self.ingest.read(block_ms=max(int(until * 1000), 1))
+        # A scheduler paused past a lease between its read and now leaves what it read
+        # from that stream pending; the stream's new holder applies it.
+        applied = self.ingest.process(reads.only(self.streams()))
+        clusters, wake_all = set(applied.clusters), applied.wake_all
+        if not self.lease.held():
+            if clusters or wake_all:  # runs ended: the leader admits in their place
+                self.forward_wakes(clusters, wake_all)
+            return
+        if wake_all or time.monotonic() >= self.next_sweep:
             clusters |= self.sweep()
             self.next_sweep = time.monotonic() + self.settings.sweep_interval
         if clusters:
             self.dispatch(clusters)
 
+    def forward_wakes(self, clusters: set[str], wake_all: bool) -> None:
+        wakes = [Wake(cluster=c) for c in sorted(clusters)] + ([Wake()] if wake_all else [])
+        send_to_ingest(self.redis, wakes, shards=self.settings.ingest_shards)
+
     def tick(self) -> None:
         """Say this scheduler is alive; renew or take the lease, and on taking it apply what
-        earlier leaders left pending."""
+        earlier leaders left pending; renew, balance and take ingest shards likewise."""
         alive_ms = int(max(self.settings.leader_lease_seconds * 5, 15) * 1000)
         self.redis.set(keys.scheduler_alive(socket.gethostname()), self.name, px=alive_ms)
         was = self.lease.token
         if self.lease.tick() and self.lease.token != was:
             log.info("scheduler %s leads (fencing token %d)", self.name, self.lease.token)
-            self.take_over()
+            # Before any shard: what the upgrade left in the old stream, then the wakes.
+            self.ingest.take_over([keys.INGEST_STREAM, keys.INGEST_WAKE_STREAM])
             self.next_sweep = 0.0  # look at everything at once
         elif was is not None and self.lease.token is None:
             log.warning("scheduler %s lost the lease; %s", self.name, STEPPED_DOWN)
+        self.balance()
 
-    def take_over(self) -> None:
-        """Apply every entry earlier leaders read but never acknowledged (killed, or paused
-        and replaced), oldest first, before anything newer; then forget those consumers.
-        (A paused one that wakes may apply its batch again: replays change nothing.)"""
-        self.ingest.take_over()
-        for consumer in self.redis.xinfo_consumers(keys.INGEST_STREAM, keys.INGEST_GROUP):
-            name = as_text(consumer["name"])
-            if name != self.name and not int(consumer["pending"]):
-                self.redis.xgroup_delconsumer(keys.INGEST_STREAM, keys.INGEST_GROUP, name)
+    def balance(self) -> None:
+        """Renew this scheduler's shards, give back its surplus, take its share; apply what a
+        shard's earlier holder left pending before reading it."""
+        live = live_schedulers(self.redis, self.name, self.settings.leader_lease_seconds)
+        taken, let_go = self.shards.tick(live)
+        if let_go:
+            log.info("scheduler %s lets go of ingest shards %s", self.name, let_go)
+        if taken:
+            log.info("scheduler %s takes ingest shards %s", self.name, taken)
+        taken_streams = [keys.ingest_shard(shard) for shard in taken]
+        self.ingest.read_from(self.streams())  # a shard let go is read no more
+        self.ingest.take_over(taken_streams)  # what its earlier holder left, before anything
+        for stream in self.ingest.streams:
+            if stream not in taken_streams:
+                self.ingest.claim_strays(stream, int(self.settings.ingest_reclaim_after * 1000))
+        self.ingest.trim(self.ingest.streams)
 
     def sweep(self) -> set[str]:
         """The leader's safety net: watch heartbeats, look at every cluster."""
@@ -145,8 +194,6 @@ class Scheduler:
             self.name,
             px=int(max(self.settings.sweep_interval * 5, 5) * 1000),
         )
-        self.ingest.process(self.ingest.reclaim(int(self.settings.ingest_reclaim_after * 1000)))
-        self.ingest.trim()
         with Session(self.engine) as session:
             sweep_runs(session, self.redis, self.celery, self.settings, self.fence())
             return set(session.exec(select(Cluster.name)))
@@ -169,9 +216,12 @@ class Scheduler:
         self.stopping.set()
 
     def leave(self) -> None:
-        """On a clean stop: hand the lease over at once."""
+        """On a clean stop: hand the lease and the shards over at once."""
         with contextlib.suppress(redis.RedisError):
             self.lease.step_down()
+        with contextlib.suppress(redis.RedisError):
+            self.shards.release()
+            leave_members(self.redis, self.name)
 
 
 # The loop's units of work: each commits once, then acts on other processes.

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select, update
 
 from protocol import keys
 from protocol.settings import Settings
+from protocol.streams import ingest_shards
 from protocol.workers import WorkerInfo, publish_heartbeat
 from runyard.status import RunStatus
 from store import clusters, runs
@@ -102,7 +103,9 @@ def heartbeat(client: redis.Redis, *served: str, slots: int, worker: str = "w-1"
 
 
 def pending_count(client: redis.Redis) -> int:
-    return int(client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"])
+    """Ingest entries read and not yet acknowledged, over every ingest stream."""
+    streams = keys.ingest_streams(ingest_shards())
+    return sum(int(client.xpending(s, keys.INGEST_GROUP)["pending"]) for s in streams)
 
 
 def fast_watchdog(**overrides: Any) -> Settings:

@@ -1,6 +1,8 @@
 """Scheduler leadership (``scheduler/leadership.py``, ``store/fence.py``): one lease in the
 real Redis, a fencing token the database checks, so only the current leader's admission and
-watchdog decisions ever commit; every scheduler consumes ingest."""
+watchdog decisions ever commit; every scheduler consumes its share of the ingest shards
+(a lease per shard, balanced; barriers across shards; a paused holder's replay; the single
+stream of before sharding applied after an upgrade)."""
 
 from __future__ import annotations
 
@@ -14,31 +16,38 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from protocol import keys
-from protocol.messages import LogChunk, Wake
+from protocol import barriers, keys
+from protocol.messages import LogChunk, StateChanged, TrackingBatch, Wake
 from protocol.replies import as_text
 from protocol.settings import Settings
-from protocol.streams import send_to_ingest
+from protocol.streams import send_to_ingest, shard_of
 from protocol.workers import live_workers
+from runyard.status import RunStatus
+from scheduler.ingest import Ingest
 from scheduler.leadership import Lease, NotLeader, current_leader
 from scheduler.service import Scheduler, dispatch_cluster, sweep_runs
 from store import fence
 from store.models import Run, utcnow
+from store.tracking import reads
 from tests.support.database import (
     CLUSTER,
+    HAPPY_PATH,
     fast_watchdog,
     heartbeat,
     log_rows,
     make_cluster,
+    pending_count,
     queue_run,
     reload,
     same_instant,
+    walk,
 )
 from tests.support.services import RedisServer
 
 # Long enough that no lease here runs out by itself on a loaded machine: tests end leases
 # by deleting the key, as its expiry would.
 LEASE = 600
+SHARDS = keys.DEFAULT_INGEST_SHARDS
 
 
 def test_one_scheduler_holds_the_lease_and_the_other_follows(client: redis.Redis) -> None:
@@ -155,7 +164,7 @@ def pair(redis_service: RedisServer, engine: Engine, client: redis.Redis) -> Ite
             service.engine.dispose()
 
 
-def test_only_the_leader_consumes_ingest_and_admits(
+def test_only_the_leader_reads_wakes_and_admits(
     engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
 ) -> None:
     leader, follower = pair
@@ -168,7 +177,7 @@ def test_only_the_leader_consumes_ingest_and_admits(
     follower.next_sweep = follower.next_tick = time.monotonic() + LEASE
     follower.stopping.set()  # its wait for the next tick returns at once
     follower.step()
-    assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
+    assert pending_count(client) == 0
     assert reload(engine, run_id).dispatched_at is None
 
     leader.next_sweep = leader.next_tick = time.monotonic() + LEASE
@@ -177,26 +186,29 @@ def test_only_the_leader_consumes_ingest_and_admits(
     assert client.llen(keys.cluster_queue(CLUSTER)) == 1
 
 
-def test_a_new_leader_applies_what_the_old_one_left_pending_before_anything_newer(
+def test_a_new_holder_applies_what_the_old_one_left_pending_before_anything_newer(
     engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
 ) -> None:
     make_cluster(session)
     run_id = queue_run(session)
     old, new = pair
+    stream = keys.ingest_shard(shard_of(run_id, old.settings.ingest_shards))
     send_to_ingest(client, [LogChunk(run_id=run_id, seq=1, text="first\n")])
-    assert len(old.ingest.read(block_ms=100)) == 1  # read, then the leader is killed
+    assert len(old.ingest.read(block_ms=100)) == 1  # read, then the scheduler is killed
     send_to_ingest(client, [LogChunk(run_id=run_id, seq=2, text="second\n")])
-    client.delete(keys.SCHEDULER_LEADER)  # its lease runs out
+    # Its leases run out, and it is no longer counted among the live schedulers.
+    client.delete(keys.SCHEDULER_LEADER, *map(keys.ingest_shard_lease, range(8)))
+    client.zrem(keys.SCHEDULER_MEMBERS, old.name)
 
-    new.tick()  # takes the lease, and first the old leader's pending entries
-    assert new.lease.held()
+    new.tick()  # takes the lease and every shard, and first the old one's pending entries
+    assert new.lease.held() and sorted(new.shards.held()) == list(range(8))
     assert log_rows(engine, run_id) == [(1, "first\n")]
-    names = {as_text(c["name"]) for c in client.xinfo_consumers(keys.INGEST_STREAM, "ingest")}
+    names = {as_text(c["name"]) for c in client.xinfo_consumers(stream, "ingest")}
     assert "sched-a" not in names
     new.next_sweep = new.next_tick = time.monotonic() + LEASE
     new.step()
     assert log_rows(engine, run_id) == [(1, "first\n"), (2, "second\n")]
-    assert client.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
+    assert pending_count(client) == 0
     assert session.exec(select(Run.id)).all() == [run_id]
 
 
@@ -220,3 +232,194 @@ def test_the_leader_stamps_hand_overs_by_redis_clock(
 
     dispatched_at = reload(engine, run_id).dispatched_at
     assert dispatched_at is not None and same_instant(dispatched_at, redis_now)
+
+
+# Sharded ingest: the schedulers share the shards, each applies its own.
+
+
+@pytest.fixture
+def shared(pair: list[Scheduler]) -> list[Scheduler]:
+    """The pair once they share the shards four and four (the first, alone at first, took
+    every shard; it gives back its surplus at its next renewal and the second takes it)."""
+    first, second = pair
+    first.tick()
+    second.tick()
+    return pair
+
+
+def step(service: Scheduler) -> None:
+    """One read-and-apply, no tick, no sweep."""
+    service.next_sweep = service.next_tick = time.monotonic() + LEASE
+    service.step()
+
+
+def runs_on_each(session: Session, holders: list[Scheduler]) -> list[str]:
+    """A queued run on a shard of each holder."""
+    wanted = [set(h.shards.held()) for h in holders]
+    found: list[str] = []
+    while len(found) < len(holders):
+        run_id = queue_run(session)
+        shard = shard_of(run_id, SHARDS)
+        if shard in wanted[len(found)]:
+            found.append(run_id)
+    return found
+
+
+def test_two_schedulers_each_apply_the_runs_on_their_own_shards(
+    engine: Engine, session: Session, client: redis.Redis, shared: list[Scheduler]
+) -> None:
+    a, b = shared
+    assert len(a.shards.held()) == len(b.shards.held()) == SHARDS // 2
+    assert set(a.shards.held()).isdisjoint(b.shards.held())
+    owners = {
+        s: as_text(client.get(keys.ingest_shard_lease(s))).split(" ", 1)[1] for s in range(SHARDS)
+    }
+    assert sorted(owners.values()) == ["sched-a"] * 4 + ["sched-b"] * 4
+    make_cluster(session)
+    run_a, run_b = runs_on_each(session, [a, b])
+    for run_id in (run_a, run_b):
+        send_to_ingest(
+            client,
+            [LogChunk(run_id=run_id, seq=n, text=f"{n}\n") for n in range(3)],
+            shards=SHARDS,
+        )
+
+    step(a)
+    assert [seq for seq, _ in log_rows(engine, run_a)] == [0, 1, 2]
+    assert log_rows(engine, run_b) == []  # not a's to apply
+    step(b)
+    assert [seq for seq, _ in log_rows(engine, run_b)] == [0, 1, 2]
+    assert pending_count(client) == 0
+
+
+def test_a_barrier_returns_once_every_shard_has_stored_what_came_before_it(
+    engine: Engine, session: Session, client: redis.Redis, shared: list[Scheduler]
+) -> None:
+    a, b = shared
+    make_cluster(session)
+    run_a, run_b = runs_on_each(session, [a, b])
+    barrier = barriers.new()
+    send_to_ingest(
+        client,
+        [
+            LogChunk(run_id=run_a, seq=0, text="a\n"),
+            LogChunk(run_id=run_b, seq=0, text="b\n"),
+            barrier,
+        ],
+        shards=SHARDS,
+    )
+
+    step(a)  # a's shards passed their copies; b's have not
+    assert log_rows(engine, run_b) == []
+    assert not barriers.wait(client, barrier, timeout=0.01)
+    step(b)
+    assert barriers.wait(client, barrier, timeout=0.01)
+    assert log_rows(engine, run_a) == [(0, "a\n")] and log_rows(engine, run_b) == [(0, "b\n")]
+
+
+def test_a_paused_holders_late_batch_changes_nothing(
+    engine: Engine, session: Session, client: redis.Redis, shared: list[Scheduler]
+) -> None:
+    """The holder reads a run's reports, its metrics and its end, then pauses past its
+    lease; the other takes the shard and applies them; the old one wakes and applies its
+    batch again (as if it had passed its lease check just before it paused)."""
+    a, b = shared
+    make_cluster(session)
+    run_id = runs_on_each(session, [a])[0]
+    walk(session, run_id, *HAPPY_PATH[:-2])  # handed over and starting
+    points = TrackingBatch(
+        run_id=run_id,
+        origin=run_id,
+        producer="p",
+        events=[[n, {"r": run_id, "k": "m", "n": "loss", "v": float(n)}] for n in range(5)],
+    )
+    entries = [
+        StateChanged(run_id=run_id, status=RunStatus.RUNNING),
+        points,
+        LogChunk(run_id=run_id, seq=0, text="done\n"),
+        StateChanged(run_id=run_id, status=RunStatus.COMPLETED),
+    ]
+    send_to_ingest(client, entries, shards=SHARDS)
+    late = a.ingest.read(block_ms=100)  # read, then a pauses
+    assert len(late) == 4
+
+    client.delete(*map(keys.ingest_shard_lease, a.shards.held()))  # a's leases run out
+    client.zrem(keys.SCHEDULER_MEMBERS, a.name)
+    b.tick()  # b takes them, and first what a left pending
+    assert sorted(b.shards.held()) == list(range(SHARDS))
+    assert reload(engine, run_id).status == RunStatus.COMPLETED
+
+    # a wakes and applies its batch again: nothing changes.
+    a.ingest.process(late)
+    assert reload(engine, run_id).status == RunStatus.COMPLETED
+    with Session(engine) as fresh:
+        series = reads.metrics_of(fresh, [run_id])["runs"][run_id]["loss"]
+    assert series["count"] == 5
+    assert [(idx, value) for idx, _, value in series["points"]] == [(n, float(n)) for n in range(5)]
+    assert log_rows(engine, run_id) == [(0, "done\n")]
+    # Its next tick finds the shards gone: it reads none of them again.
+    a.tick()
+    shard_streams = {keys.ingest_shard(s) for s in range(SHARDS)}
+    assert a.shards.held() == [] and not shard_streams & set(a.ingest.streams)
+    assert pending_count(client) == 0
+
+
+def test_what_another_consumer_read_from_a_held_shard_is_applied_at_the_next_renewal(
+    engine: Engine, session: Session, client: redis.Redis, shared: list[Scheduler]
+) -> None:
+    """A scheduler paused between its lease check and its read reads from a shard it has
+    lost: the holder applies that batch at its next renewal, not after an idle time."""
+    a, _ = shared
+    make_cluster(session)
+    run_id = runs_on_each(session, [a])[0]
+    stray = Ingest(engine, client, "paused-one", shards=SHARDS)
+    stray.read_from([keys.ingest_shard(shard_of(run_id, SHARDS))])
+    send_to_ingest(client, [LogChunk(run_id=run_id, seq=0, text="x\n")], shards=SHARDS)
+    assert len(stray.read(block_ms=100)) == 1
+
+    a.tick()
+    assert log_rows(engine, run_id) == [(0, "x\n")]
+    assert pending_count(client) == 0
+
+
+def test_a_follower_that_applies_a_runs_end_wakes_the_leader(
+    engine: Engine, session: Session, client: redis.Redis, shared: list[Scheduler]
+) -> None:
+    a, b = shared
+    assert a.lease.held() and not b.lease.held()
+    make_cluster(session)
+    run_id = runs_on_each(session, [a, b])[1]
+    walk(session, run_id, *HAPPY_PATH[:-1])  # running
+    send_to_ingest(client, [StateChanged(run_id=run_id, status=RunStatus.COMPLETED)], shards=SHARDS)
+    step(b)
+    assert reload(engine, run_id).status == RunStatus.COMPLETED
+    wakes = client.xrange(keys.INGEST_WAKE_STREAM)
+    assert [as_text(f[b"type"]) for _, f in wakes] == ["wake"]
+    assert b'"cluster": "' in wakes[0][1][b"data"]
+
+
+def test_what_the_single_stream_held_before_the_upgrade_is_applied(
+    engine: Engine, session: Session, client: redis.Redis, redis_service: RedisServer
+) -> None:
+    """An old scheduler had read an entry (pending) and one more waited; old workers wrote
+    both to the one stream. The first new leader applies both, the pending one first."""
+    make_cluster(session)
+    run_id = queue_run(session)
+    old = Ingest(engine, client, "old-scheduler", shards=SHARDS)
+    old.ensure_group()
+    old.read_from([keys.INGEST_STREAM])
+    for seq in (1, 2):
+        client.xadd(keys.INGEST_STREAM, LogChunk(run_id=run_id, seq=seq, text=f"{seq}\n").encode())
+    assert len(old.read(block_ms=100)) == 2
+    client.xadd(keys.INGEST_STREAM, LogChunk(run_id=run_id, seq=3, text="3\n").encode())
+
+    new = scheduler(redis_service, engine, "new")
+    try:
+        new.tick()  # leads: first the old stream's pending entries
+        assert [seq for seq, _ in log_rows(engine, run_id)] == [1, 2]
+        step(new)
+        assert [seq for seq, _ in log_rows(engine, run_id)] == [1, 2, 3]
+        assert pending_count(client) == 0
+    finally:
+        new.leave()
+        new.engine.dispose()
