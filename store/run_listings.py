@@ -26,6 +26,7 @@ from store.queue import (
     capacity_of,
     pending_reason,
     position_of,
+    positions,
     slots_held,
 )
 
@@ -221,7 +222,8 @@ def _queue_places(
 ) -> dict[str, tuple[int | None, str]]:
     """Position and pending reason of the queued ones among ``runs`` (all of one cluster).
     Positions count from the head of the whole queue: the first waiting one's is counted
-    along the index, and the others' found by walking the queue from there. Slots held are
+    along the index, and each next one's by counting the waiting runs between the two
+    (``store.queue.positions``), never by reading the queue's runs. Slots held are
     counted without the runs this page read as waiting: one the scheduler hands over
     meanwhile is shown waiting, never also as holding the very slot it waits for.
     ``consecutive``: the waiting ones are a run of the queue read in its order (a page of
@@ -244,33 +246,17 @@ def _queue_places(
     )
     if not waiting:
         return places
-    wanted = {r.id for r in waiting}
-    first = waiting[0]
-    position = position_of(session, first)
-    after: list[Any] | None = [first.priority, as_utc(first.created_at), first.id]
-    places[first.id] = (position, pending_reason(cluster, cap, serving, position))
-    wanted.discard(first.id)
     if consecutive:
-        for offset, run in enumerate(waiting[1:], start=1):
+        first = waiting[0]
+        position = position_of(session, first)
+        for offset, run in enumerate(waiting):
             places[run.id] = (
                 position + offset,
                 pending_reason(cluster, cap, serving, position + offset),
             )
         return places
-    keys_only = (col(Run.id), col(Run.priority), col(Run.created_at))
-    while wanted and after is not None:
-        ids = rows_after(
-            session, keys_only, waiting_where(cluster_name, False), QUEUE_KEYS, after, 500
-        )
-        for run in ids:
-            position += 1
-            if run.id in wanted:
-                places[run.id] = (position, pending_reason(cluster, cap, serving, position))
-                wanted.discard(run.id)
-                if not wanted:
-                    break
-        last = ids[-1] if ids else None
-        after = None if last is None else [last.priority, as_utc(last.created_at), last.id]
+    for run_id, position in positions(session, cluster_name, waiting).items():
+        places[run_id] = (position, pending_reason(cluster, cap, serving, position))
     return places
 
 

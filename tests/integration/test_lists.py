@@ -109,6 +109,24 @@ def test_paging_a_queue_gives_every_run_once_in_start_order_with_its_place(api: 
     assert seen[100]["position"] == 101  # the first run of page 2
 
 
+def test_runs_pages_newest_first_give_each_waiting_run_its_place_in_the_whole_queue(
+    api: Stack,
+) -> None:
+    """GET /runs lists newest first, so a page holds waiting runs spread over the queue
+    (every tenth one jumped ahead by priority): each still shows its place in the whole
+    queue and the reason it waits, page after page, filtered or not."""
+    cluster, ordered = queue_of(api, QUEUED)
+    client = api.client()
+    place = {run_id: i + 1 for i, run_id in enumerate(ordered)}
+    for filters in ({"cluster": cluster}, {"cluster": cluster, "status": "Queued"}):
+        seen = list(client.pages("/runs", page=37, **filters))
+        assert sorted(r["id"] for r in seen) == sorted(ordered)
+        assert [r["position"] for r in seen] == [place[r["id"]] for r in seen]
+        assert [r["pending_reason"] for r in seen] == [reason(place[r["id"]]) for r in seen]
+    one = client.runs_page(cluster=cluster, limit=1)["data"][0]  # a single run on a page
+    assert (one["position"], one["pending_reason"]) == (QUEUED, reason(QUEUED))
+
+
 def test_runs_cancelled_or_reprioritised_between_pages_leave_the_others_once_each(
     api: Stack,
 ) -> None:
