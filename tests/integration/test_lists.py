@@ -21,7 +21,7 @@ from sqlmodel import Session
 from runyard import api_paths
 from runyard.errors import RunyardError
 from store.db import make_engine
-from store.models import Run
+from store.models import Run, RunProperty, RunTag
 from tests.support.database import heartbeat, make_cluster, queue_run
 from tests.support.services import (
     ADMIN_TOKEN,
@@ -125,6 +125,41 @@ def test_runs_pages_newest_first_give_each_waiting_run_its_place_in_the_whole_qu
         assert [r["pending_reason"] for r in seen] == [reason(place[r["id"]]) for r in seen]
     one = client.runs_page(cluster=cluster, limit=1)["data"][0]  # a single run on a page
     assert (one["position"], one["pending_reason"]) == (QUEUED, reason(QUEUED))
+
+
+def test_runs_filtered_by_tags_and_properties_are_exactly_those_set_page_after_page(
+    api: Stack,
+) -> None:
+    """A tag filter matches the whole value, past the 200 characters its index holds; two
+    filters together (one read from its index, one probed per run) match runs with both."""
+    cluster, ordered = queue_of(api, 120)
+    long_value = "x" * 250
+    engine = make_engine(api.database_url)
+    try:
+        with Session(engine) as session:
+            for i, run_id in enumerate(ordered):
+                value = long_value if i % 3 == 0 else long_value[:-1] + "y"
+                session.add(RunTag(run_id=run_id, key="sweep", value=value))
+                if i % 4 == 0:
+                    session.add(RunTag(run_id=run_id, key="best", value=None))
+                if i % 5 == 0:
+                    session.add(RunProperty(run_id=run_id, key="seed", value="7"))
+            session.commit()
+    finally:
+        engine.dispose()
+    client = api.client()
+
+    def listed(**filters: str) -> list[str]:
+        return [r["id"] for r in client.pages("/runs", page=7, cluster=cluster, **filters)]
+
+    exact = listed(tags=json.dumps({"sweep": long_value}))
+    assert sorted(exact) == sorted(ordered[::3])
+    both = listed(tags=json.dumps({"sweep": long_value, "best": None}))
+    assert sorted(both) == sorted(ordered[::12])
+    with_property = listed(tags=json.dumps({"best": None}), properties='{"seed": "7"}')
+    assert sorted(with_property) == sorted(ordered[::20])
+    page = client.runs_page(cluster=cluster, tags=json.dumps({"sweep": long_value}), limit=5)
+    assert page["count"] is None and len(page["data"]) == 5
 
 
 def test_runs_cancelled_or_reprioritised_between_pages_leave_the_others_once_each(
