@@ -225,6 +225,70 @@ def test_every_list_follows_its_cursor_to_the_end(api: Stack) -> None:
     assert cluster in [c["name"] for c in client.list_clusters()]
 
 
+def test_tokens_and_environments_page_by_cursor_over_rest_the_client_and_the_cli(
+    api: Stack,
+) -> None:
+    client = api.client()
+    prefix = unique("pg")[:20].lower().replace("_", "-")
+    made = [client.create_token(name=f"{prefix}-{i}", role="viewer")["id"] for i in range(5)]
+    client.revoke_token(made[1])
+    names = [f"{prefix}-env-{i}" for i in range(5)]
+    for name in names:
+        for version in range(1, 4 if name == names[2] else 2):
+            python = {"user_managed_dependencies": True, "interpreter_path": f"/py/{version}"}
+            client.register_environment(name, {"name": name, "python": python})
+
+    def every(path: str, **params: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = client.page(path, limit=2, cursor=cursor, **params)
+            assert len(page["data"]) <= 2
+            found += page["data"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return found
+
+    tokens = [t["id"] for t in every(api_paths.TOKENS) if t["name"].startswith(prefix)]
+    assert tokens == [made[0], *made[2:]]  # oldest first, the revoked one left out
+    revoked_too = every(api_paths.TOKENS, include_revoked="true")
+    assert [t["id"] for t in revoked_too if t["name"].startswith(prefix)] == made
+    assert [t["id"] for t in client.list_tokens(page=2) if t["name"].startswith(prefix)] == tokens
+    first = client.tokens_page(limit=1)
+    assert first["count"] == len(client.list_tokens()) and first["next_cursor"]
+
+    latest = [(e["name"], e["version"]) for e in every(api_paths.ENVIRONMENTS)]
+    assert [v for v in latest if v[0].startswith(prefix)] == [
+        (n, 3 if n == names[2] else 1) for n in names
+    ]
+    assert client.environments_page(limit=1)["count"] == len(latest)
+    versions = every(api_paths.environment_versions(names[2]))
+    assert [v["version"] for v in versions] == [3, 2, 1]
+    assert [v["version"] for v in client.environment_versions(names[2], page=1)] == [3, 2, 1]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env.update(RUNYARD_URL=api.url, RUNYARD_TOKEN=ADMIN_TOKEN, COLUMNS="400")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            runyard(*args), env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    shown = cli("env", "list", "--limit", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert f"showing 1 of {len(latest)}; next page: --cursor " in shown.stdout
+    cursor = shown.stdout.split("--cursor ")[1].split()[0]
+    rest = cli("env", "list", "--limit", "500", "--cursor", cursor, "--json")
+    assert rest.returncode == 0, rest.stderr
+    assert [e["name"] for e in json.loads(rest.stdout)] == [n for n, _ in latest[1:]]
+    listed = cli("token", "list", "--all", "--json")
+    assert [t["id"] for t in json.loads(listed.stdout) if t["name"].startswith(prefix)] == made
+    one = cli("token", "list", "-n", "1")
+    assert one.returncode == 0 and "next page: --cursor " in one.stdout
+    bad = cli("token", "list", "--cursor", "nonsense")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "cursor" in bad.stderr
+
+
 @pytest.mark.parametrize(
     "cursor",
     ["not-a-cursor!", "WyJydW5zIiwwXQ", "WyJleHBlcmltZW50cyIsMCwiYSJd", "WyJydW5zIiw5LCJ4Il0"],
