@@ -734,6 +734,38 @@ def test_a_queue_longer_than_a_page_pages_through_with_positions_from_the_head(
     stack.client().cancel_queued(cluster)
 
 
+def test_the_clusters_page_pages_through_the_clusters(page: Page, stack: Stack) -> None:
+    """More clusters than a page (50): the clusters page shows one page of them by name,
+    Next reaches the last one and Previous goes back. These sort after every other test's
+    clusters ("zz-"), so no other card moves off the first page."""
+    prefix = unique("zz")
+    made = [f"{prefix}-{i:02d}" for i in range(51)]
+    client = stack.client()
+    for name in made:
+        client.create_cluster(name, nodes=1)
+    names = sorted(c["name"] for c in client.list_clusters())
+    last_page = names.index(made[-1]) // 50
+    try:
+        page.goto(f"{stack.url}/clusters")
+        cards = page.locator("section.cluster")
+        range_ = page.get_by_test_id("clusters-pager-range")
+        expect(range_).to_have_text(f"showing 1\u2013{min(50, len(names))} of {len(names)}")
+        expect(cards).to_have_count(50)
+        for turn in range(1, last_page + 1):
+            page.get_by_role("button", name="next page of clusters").click()
+            shown = f"showing {turn * 50 + 1}\u2013{min((turn + 1) * 50, len(names))}"
+            expect(range_).to_have_text(f"{shown} of {len(names)}")
+        expect(page.locator(f'section[data-cluster="{made[-1]}"]')).to_be_visible()
+        expect(page.get_by_role("button", name="next page of clusters")).to_be_disabled()
+        page.get_by_role("button", name="previous page of clusters").click()
+        expect(cards).to_have_count(50)
+        assert page.console_errors == []  # type: ignore[attr-defined]
+    finally:
+        page.goto("about:blank")  # stop its polling before its clusters go
+        for name in made:
+            client.delete_cluster(name)
+
+
 def uploaded(stack: Stack, tmp_path: Path, experiment: str) -> tuple[str, dict[str, Any], Client]:
     """One run queued on a new cluster without workers (so runs there stay put), the spec
     that submits more like it without another upload, and a client with its own budget."""
