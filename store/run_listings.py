@@ -347,7 +347,7 @@ def list_runs(
         where.append(col(Run.parent_run_id).is_(None))
     if statuses:
         where.append(col(Run.status).in_(statuses))
-    where += _key_filters(session, tags or {}, properties or {})
+    where += key_filters(session, tags or {}, properties or {})
     keys = OLDEST_FIRST if parent else NEWEST_FIRST
     page = read_page(
         session,
@@ -391,7 +391,7 @@ def _key_match(table: Any, key: str, value: str | None, exact: bool = True) -> l
     return found
 
 
-def _key_filters(
+def key_filters(
     session: Session, tags: dict[str, str | None], properties: dict[str, str | None]
 ) -> list[Any]:
     """Conditions for tag and property filters. A page is newest first, along a run index;

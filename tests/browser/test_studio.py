@@ -821,6 +821,32 @@ def test_an_experiment_with_more_runs_than_a_page_pages_through_every_run_once(
     stack.client().cancel_queued(spec["cluster"])
 
 
+def test_an_experiments_filters_find_runs_beyond_the_page_shown(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """105 runs, the 3 oldest canceled (not on the first page): filtering the table by
+    status asks the API, so it shows those 3 and the pager counts the matches."""
+    experiment = unique("filtered")
+    first_id, spec, own = uploaded(stack, tmp_path, experiment)
+    ids = [first_id] + [own.submit(spec)["id"] for _ in range(104)]
+    for run_id in ids[:3]:
+        stack.client().cancel(run_id)
+    page.goto(f"{stack.url}/experiments/{quote(experiment)}")
+    table = page.get_by_test_id("runs")
+    expect(page.get_by_test_id("runs-pager-range")).to_have_text("showing 1\u2013100 of 105")
+    assert not set(ids[:3]) & set(shown_runs(table))
+
+    page.get_by_label("Status").select_option("Canceled")
+
+    expect(table.locator("tbody tr")).to_have_count(3)
+    assert sorted(shown_runs(table)) == sorted(ids[:3])
+    expect(page.get_by_test_id("runs-pager")).to_have_count(0)  # all on one page
+    page.get_by_label("Status").select_option("")
+    expect(table.locator("tbody tr")).to_have_count(100)
+    assert page.console_errors == []  # type: ignore[attr-defined]
+    stack.client().cancel_queued(spec["cluster"])
+
+
 def test_a_run_with_more_children_than_a_page_pages_through_them(
     page: Page, stack: Stack, tmp_path: Path
 ) -> None:

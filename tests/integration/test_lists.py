@@ -162,6 +162,46 @@ def test_runs_filtered_by_tags_and_properties_are_exactly_those_set_page_after_p
     assert page["count"] is None and len(page["data"]) == 5
 
 
+def test_an_experiments_runs_filter_over_the_whole_experiment_page_after_page(
+    api: Stack,
+) -> None:
+    """GET /experiments/{e}/runs?status=&cluster=&tags=: what matches anywhere in the
+    experiment, newest first and a page at a time (the Studio's table filters)."""
+    cluster, ordered = queue_of(api, 60)
+    engine = make_engine(api.database_url)
+    try:
+        with Session(engine) as session:
+            for run_id in ordered[:7]:
+                session.add(RunTag(run_id=run_id, key="best", value="yes"))
+            session.commit()
+    finally:
+        engine.dispose()
+    client = api.client()
+    client.cancel(ordered[3])
+    path = "/experiments/mnist/runs"
+
+    mine = list(client.pages(path, page=9, cluster=cluster))
+    assert sorted(r["id"] for r in mine) == sorted(ordered)
+    created = [r["created_at"] for r in mine]
+    assert created == sorted(created, reverse=True)
+    queued = client.page(path, limit=500, cluster=cluster, status="Queued")
+    assert sorted(r["id"] for r in queued["data"]) == sorted(set(ordered) - {ordered[3]})
+    assert queued["count"] is None  # a cluster filter: no counter holds it
+    best = list(client.pages(path, page=2, cluster=cluster, tags='{"best": "yes"}'))
+    assert sorted(r["id"] for r in best) == sorted(ordered[:7])
+    assert all(r["tags"] == {"best": "yes"} for r in best)
+    canceled = client.page(path, status="Canceled", cluster=cluster)
+    assert [r["id"] for r in canceled["data"]] == [ordered[3]]
+    by_status = client.page(path, status="Canceled", limit=1)
+    assert by_status["count"] is not None and by_status["count"] >= 1  # from the counters
+    bad = httpx.get(
+        f"{api.url}/api/v1{path}",
+        params={"tags": "[1]"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert bad.status_code == 422 and "tags must be a JSON object" in bad.text
+
+
 def test_runs_cancelled_or_reprioritised_between_pages_leave_the_others_once_each(
     api: Stack,
 ) -> None:
