@@ -173,6 +173,21 @@ def positions(session: Session, cluster: str, waiting: Sequence[Run]) -> dict[st
         return found
     connection = session.connection()
     dialect = connection.dialect
+    if dialect.name == "postgresql":
+        counted = _postgres_gaps(connection, cluster, ordered)
+    else:
+        counted = _gaps(connection, cluster, ordered)
+    position = found[first.id]
+    for run, gap in zip(ordered[1:], counted, strict=True):
+        position += gap
+        found[run.id] = position
+    return found
+
+
+def _gaps(connection: Any, cluster: str, ordered: Sequence[Run]) -> Sequence[int]:
+    """The waiting runs between each two of ``ordered`` (in queue order), up to the later
+    one: one scalar subquery per gap in one statement (SQLite plans that in no time)."""
+    dialect = connection.dialect
     stamp = col(Run.created_at).type.bind_processor(dialect) or (lambda value: value)
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     gaps: list[str] = []
@@ -183,12 +198,47 @@ def positions(session: Session, cluster: str, waiting: Sequence[Run]) -> dict[st
         for values in ranges:
             params += [cluster, RunStatus.QUEUED.value]
             params += [stamp(v) if isinstance(v, datetime) else v for v in values]
-    counted = connection.exec_driver_sql("SELECT " + ", ".join(gaps), tuple(params)).one()
-    position = found[first.id]
-    for run, gap in zip(ordered[1:], counted, strict=True):
-        position += gap
-        found[run.id] = position
-    return found
+    return connection.exec_driver_sql("SELECT " + ", ".join(gaps), tuple(params)).one()
+
+
+_WAITING = "cluster = %(cluster)s AND status = %(queued)s AND dispatched_at IS NULL"
+_POSTGRES_GAPS = f"""
+SELECT (SELECT count(*) FROM run WHERE {_WAITING} AND priority = g.ap
+            AND (created_at, id) > (g.ac, g.ai) AND (created_at, id) <= (g.uc, g.ui))
+     + (SELECT count(*) FROM run WHERE {_WAITING} AND priority < g.ap AND priority > g.bp)
+     + (SELECT count(*) FROM run WHERE {_WAITING} AND priority = g.tp
+            AND (created_at, id) <= (g.bc, g.bi))
+FROM unnest(%(ap)s::int[], %(ac)s::timestamptz[], %(ai)s::text[], %(uc)s::timestamptz[],
+            %(ui)s::text[], %(bp)s::int[], %(tp)s::int[], %(bc)s::timestamptz[], %(bi)s::text[])
+     WITH ORDINALITY AS g(ap, ac, ai, uc, ui, bp, tp, bc, bi, n)
+ORDER BY g.n"""
+
+
+def _postgres_gaps(connection: Any, cluster: str, ordered: Sequence[Run]) -> list[int]:
+    """As ``_gaps``, as one statement over arrays (the gaps' bounds) on PostgreSQL, which
+    would otherwise plan a hundred subqueries per page. Each gap is the same three ranges
+    of ``ix_run_queue``: for runs of one priority the first range ends at the later run
+    and the third is none (priority NULL); across priorities the first runs to the end
+    of its priority (a bound of infinity)."""
+    columns: dict[str, list[Any]] = {k: [] for k in ("ap", "ac", "ai", "uc", "ui")}
+    columns.update({k: [] for k in ("bp", "tp", "bc", "bi")})
+    for before, run in pairwise(ordered):
+        same = before.priority == run.priority
+        after, upto = as_utc(before.created_at).isoformat(), as_utc(run.created_at).isoformat()
+        for key, value in (
+            ("ap", before.priority),
+            ("ac", after),
+            ("ai", before.id),
+            ("uc", upto if same else "infinity"),
+            ("ui", run.id if same else ""),
+            ("bp", run.priority),
+            ("tp", None if same else run.priority),
+            ("bc", upto),
+            ("bi", run.id),
+        ):
+            columns[key].append(value)
+    params = {"cluster": cluster, "queued": RunStatus.QUEUED.value, **columns}
+    return [row[0] for row in connection.exec_driver_sql(_POSTGRES_GAPS, params)]
 
 
 def pending_reason(cluster: Cluster, cap: Capacity, serving: int, position: int) -> str:
