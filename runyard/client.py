@@ -121,9 +121,20 @@ class Client(Transport):
     def create_token(self, **spec: Any) -> Dict[str, Any]:
         return self.json("POST", paths.TOKENS, json=spec)
 
-    def list_tokens(self, include_revoked: bool = False) -> List[Dict[str, Any]]:
-        params = {"include_revoked": include_revoked}
-        return self.json("GET", paths.TOKENS, params=params)["data"]
+    def list_tokens(
+        self, include_revoked: bool = False, page: Optional[int] = None
+    ) -> List[Dict[str, Any]]:
+        """Every token, oldest first, read ``page`` at a time (``tokens_page`` for one)."""
+        return list(self.pages(paths.TOKENS, page=page, include_revoked=include_revoked))
+
+    def tokens_page(
+        self,
+        include_revoked: bool = False,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """One page of tokens with ``count`` and ``next_cursor``."""
+        return self.page(paths.TOKENS, include_revoked=include_revoked, limit=limit, cursor=cursor)
 
     def revoke_token(self, token_id: str) -> Dict[str, Any]:
         return self.json("POST", paths.token_revoke(token_id))
@@ -140,12 +151,20 @@ class Client(Transport):
         params = {"version": version} if version is not None else None
         return self.json("GET", paths.environment(name), params=params)
 
-    def list_environments(self) -> List[Dict[str, Any]]:
-        """The latest version of each registered environment."""
-        return self.json("GET", paths.ENVIRONMENTS)["data"]
+    def list_environments(self, page: Optional[int] = None) -> List[Dict[str, Any]]:
+        """The latest version of each registered environment, by name, read ``page`` at a
+        time (``environments_page`` for one)."""
+        return list(self.pages(paths.ENVIRONMENTS, page=page))
 
-    def environment_versions(self, name: str) -> List[Dict[str, Any]]:
-        return self.json("GET", paths.environment_versions(name))["data"]
+    def environments_page(
+        self, limit: Optional[int] = None, cursor: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """One page of the latest environments with ``count`` and ``next_cursor``."""
+        return self.page(paths.ENVIRONMENTS, limit=limit, cursor=cursor)
+
+    def environment_versions(self, name: str, page: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Every version of ``name``, newest first."""
+        return list(self.pages(paths.environment_versions(name), page=page))
 
     # --- experiments and runs ---------------------------------------------------------------
 

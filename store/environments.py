@@ -13,8 +13,10 @@ is still one version, and a different one becomes the next.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, select
 
 from protocol.build_specs import build_spec
@@ -26,6 +28,7 @@ from store.models import (
     RegisteredEnvironmentPublic,
     check_environment_name,
 )
+from store.paging import MAX_PAGE, Key, Section, read_page
 
 _ATTEMPTS = 5  # registers of other specs that may win the race in a row before giving up
 
@@ -80,40 +83,67 @@ def get(session: Session, name: str, version: int | None = None) -> RegisteredEn
     raise NotFound(f"environment {name!r} has no version {version} (latest: {latest.version})")
 
 
-def versions(session: Session, name: str) -> list[RegisteredEnvironment]:
-    """Every version of ``name``, newest first."""
-    rows = list(
-        session.exec(
-            select(RegisteredEnvironment)
-            .where(RegisteredEnvironment.name == name)
-            .order_by(col(RegisteredEnvironment.version).desc())
-        )
-    )
-    if not rows:
+@dataclass(frozen=True)
+class EnvironmentPage:
+    rows: list[RegisteredEnvironment]
+    count: int
+    next_cursor: str | None
+
+
+def versions(
+    session: Session,
+    name: str,
+    *,
+    limit: int = MAX_PAGE,
+    cursor: str | None = None,
+    offset: int = 0,
+) -> EnvironmentPage:
+    """A page of the versions of ``name``, newest first (``store.paging``)."""
+    where = [RegisteredEnvironment.name == name]
+    total = session.exec(
+        select(func.count()).select_from(RegisteredEnvironment).where(*where)
+    ).one()
+    if not total:
         raise NotFound(f"no environment named {name!r} is registered")
-    return rows
+    keys = (Key(col(RegisteredEnvironment.version), int, descending=True),)
+    page = read_page(
+        session,
+        f"environment-versions:{name}",
+        RegisteredEnvironment,
+        [Section(where, keys, ("version",))],
+        limit=limit,
+        cursor=cursor,
+        offset=offset,
+    )
+    return EnvironmentPage([row for _, row in page.rows], total, page.next_cursor)
 
 
-def list_latest(session: Session) -> list[RegisteredEnvironment]:
-    """The latest version of each registered environment, by name."""
+def list_latest(
+    session: Session, *, limit: int = MAX_PAGE, cursor: str | None = None, offset: int = 0
+) -> EnvironmentPage:
+    """A page of the latest version of each registered environment, by name: read along
+    the (name, version) unique index, each row checked to be its name's highest version."""
+    other = aliased(RegisteredEnvironment)
     newest = (
-        select(
-            RegisteredEnvironment.name,
-            func.max(RegisteredEnvironment.version).label("version"),
-        )
-        .group_by(col(RegisteredEnvironment.name))
-        .subquery()
+        select(func.max(other.version))
+        .where(other.name == RegisteredEnvironment.name)
+        .correlate(RegisteredEnvironment)
+        .scalar_subquery()
     )
-    query = (
-        select(RegisteredEnvironment)
-        .join(
-            newest,
-            (col(RegisteredEnvironment.name) == newest.c.name)
-            & (col(RegisteredEnvironment.version) == newest.c.version),
-        )
-        .order_by(col(RegisteredEnvironment.name))
+    where = [RegisteredEnvironment.version == newest]
+    names = select(func.count(func.distinct(RegisteredEnvironment.name)))
+    page = read_page(
+        session,
+        "environments",
+        RegisteredEnvironment,
+        [Section(where, (Key(col(RegisteredEnvironment.name), str),), ("name",))],
+        limit=limit,
+        cursor=cursor,
+        offset=offset,
     )
-    return list(session.exec(query))
+    return EnvironmentPage(
+        [row for _, row in page.rows], session.exec(names).one(), page.next_cursor
+    )
 
 
 def public(row: RegisteredEnvironment) -> RegisteredEnvironmentPublic:

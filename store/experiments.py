@@ -4,11 +4,13 @@ value of chosen series)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlmodel import Session, col, func, select
 
 from runyard.errors import NotFound
+from runyard.status import RunStatus
 from store import counters, run_listings
 from store.db import as_utc
 from store.models import (
@@ -62,10 +64,16 @@ def experiment_runs(
     limit: int,
     offset: int = 0,
     cursor: str | None = None,
+    statuses: Sequence[RunStatus] | None = None,
+    cluster: str | None = None,
+    tags: dict[str, str | None] | None = None,
 ) -> ExperimentRunsPublic:
     """The experiment's runs, newest first, each with its tags and the latest value of the
     series in ``metrics``; and the series names there are to choose from. The values are
-    as logged (NaN included): the API makes them browser-safe."""
+    as logged (NaN included): the API makes them browser-safe. ``statuses``, ``cluster``
+    and ``tags`` filter the whole experiment (the Studio's table filters), read along the
+    experiment's index; the count stays exact for a status filter alone (counters) and is
+    None with a cluster or tag filter."""
     experiment = session.exec(select(Experiment).where(Experiment.name == name)).first()
     if experiment is None:
         raise NotFound(f"no experiment named {name!r}")
@@ -73,6 +81,11 @@ def experiment_runs(
     where: list[Any] = [Run.experiment_id == experiment.id]
     if not include_children:
         where.append(col(Run.parent_run_id).is_(None))
+    if statuses:
+        where.append(col(Run.status).in_(statuses))
+    if cluster:
+        where.append(Run.cluster == cluster)
+    where += run_listings.key_filters(session, tags or {}, {})
     section = Section(where, run_listings.NEWEST_FIRST, run_listings.BY_CREATION)
     page = read_page(
         session,
@@ -84,9 +97,14 @@ def experiment_runs(
         offset=offset,
     )
     runs = [run for _, run in page.rows]
-    total = counters.experiment_total(
-        session, experiment.id, top_level=None if include_children else True
-    )
+    total: int | None = None
+    if not cluster and not tags:
+        total = counters.experiment_total(
+            session,
+            experiment.id,
+            statuses=statuses or None,
+            top_level=None if include_children else True,
+        )
     ids = [r.id for r in runs]
     tags: dict[str, dict[str, str | None]] = {}
     for run_id, key, value in session.exec(

@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from math import isqrt
 from typing import Any, Literal
 
 import redis
+from sqlalchemy import exists, literal_column
 from sqlmodel import Session, col, func, select
 
 from protocol.workers import WorkerInfo, live_workers, workers_serving
@@ -19,6 +21,7 @@ from store import counters
 from store.clusters import get_cluster
 from store.db import as_utc
 from store.models import Experiment, Run, RunDetails, RunProperty, RunPublic, RunTag
+from store.models.tracking import VALUE_PREFIX_LENGTH
 from store.paging import Key, Section, read_page, rows_after
 from store.queue import (
     HANDED_OVER,
@@ -26,6 +29,7 @@ from store.queue import (
     capacity_of,
     pending_reason,
     position_of,
+    positions,
     slots_held,
 )
 
@@ -221,7 +225,8 @@ def _queue_places(
 ) -> dict[str, tuple[int | None, str]]:
     """Position and pending reason of the queued ones among ``runs`` (all of one cluster).
     Positions count from the head of the whole queue: the first waiting one's is counted
-    along the index, and the others' found by walking the queue from there. Slots held are
+    along the index, and each next one's by counting the waiting runs between the two
+    (``store.queue.positions``), never by reading the queue's runs. Slots held are
     counted without the runs this page read as waiting: one the scheduler hands over
     meanwhile is shown waiting, never also as holding the very slot it waits for.
     ``consecutive``: the waiting ones are a run of the queue read in its order (a page of
@@ -244,33 +249,17 @@ def _queue_places(
     )
     if not waiting:
         return places
-    wanted = {r.id for r in waiting}
-    first = waiting[0]
-    position = position_of(session, first)
-    after: list[Any] | None = [first.priority, as_utc(first.created_at), first.id]
-    places[first.id] = (position, pending_reason(cluster, cap, serving, position))
-    wanted.discard(first.id)
     if consecutive:
-        for offset, run in enumerate(waiting[1:], start=1):
+        first = waiting[0]
+        position = position_of(session, first)
+        for offset, run in enumerate(waiting):
             places[run.id] = (
                 position + offset,
                 pending_reason(cluster, cap, serving, position + offset),
             )
         return places
-    keys_only = (col(Run.id), col(Run.priority), col(Run.created_at))
-    while wanted and after is not None:
-        ids = rows_after(
-            session, keys_only, waiting_where(cluster_name, False), QUEUE_KEYS, after, 500
-        )
-        for run in ids:
-            position += 1
-            if run.id in wanted:
-                places[run.id] = (position, pending_reason(cluster, cap, serving, position))
-                wanted.discard(run.id)
-                if not wanted:
-                    break
-        last = ids[-1] if ids else None
-        after = None if last is None else [last.priority, as_utc(last.created_at), last.id]
+    for run_id, position in positions(session, cluster_name, waiting).items():
+        places[run_id] = (position, pending_reason(cluster, cap, serving, position))
     return places
 
 
@@ -358,12 +347,7 @@ def list_runs(
         where.append(col(Run.parent_run_id).is_(None))
     if statuses:
         where.append(col(Run.status).in_(statuses))
-    for table, wanted in ((RunTag, tags), (RunProperty, properties)):
-        for key, value in (wanted or {}).items():
-            match = select(table.run_id).where(table.key == key)  # type: ignore[attr-defined]
-            if value is not None:
-                match = match.where(table.value == value)  # type: ignore[attr-defined]
-            where.append(col(Run.id).in_(match))
+    where += key_filters(session, tags or {}, properties or {})
     keys = OLDEST_FIRST if parent else NEWEST_FIRST
     page = read_page(
         session,
@@ -390,6 +374,57 @@ def list_runs(
         filtered=bool(tags or properties),
     )
     return RunPage(data=data, count=total, next_cursor=page.next_cursor)
+
+
+def _key_match(table: Any, key: str, value: str | None, exact: bool = True) -> list[Any]:
+    """``table`` (tags or properties) rows of ``key`` set to ``value`` (any value for
+    None), along its key/value index (key, first 200 characters of the value, run).
+    ``exact`` False: the prefix only, read inside the index (an upper bound)."""
+    found = [table.key == key]
+    if value is not None:
+        prefix = literal_column(f"substr({table.__tablename__}.value, 1, {VALUE_PREFIX_LENGTH})")
+        found.append(prefix == value[:VALUE_PREFIX_LENGTH])
+        if exact:
+            # ``|| ''``: SQLite would otherwise fold ``value = ?`` into the prefix term
+            # above and no longer see that it matches the index.
+            found.append(table.value.concat("") == value)
+    return found
+
+
+def key_filters(
+    session: Session, tags: dict[str, str | None], properties: dict[str, str | None]
+) -> list[Any]:
+    """Conditions for tag and property filters. A page is newest first, along a run index;
+    each filter is either probed per run read (EXISTS on the table's primary key), or, for
+    the rarest one when it is rare enough, the source of the runs (their ids from the
+    key/value index, sorted by the run's order). Rare means at most ``sqrt(100 * runs)``
+    rows: walking newest first then finds a page within about that many runs, and sorting
+    the rare ones costs no more, so either way a page costs about the square root of the
+    history, never all of it. Each filter's size is counted inside the index, up to that
+    bound."""
+    filters = [
+        (table, key, value)
+        for table, wanted in ((RunTag, tags), (RunProperty, properties))
+        for key, value in wanted.items()
+    ]
+    if not filters:
+        return []
+    bound = max(1_000, isqrt(100 * counters.run_total(session)))
+    sizes = []
+    for table, key, value in filters:
+        within = (
+            select(table.run_id).where(*_key_match(table, key, value, exact=False)).limit(bound + 1)
+        )
+        sizes.append(session.exec(select(func.count()).select_from(within.subquery())).one())
+    rarest = min(range(len(filters)), key=sizes.__getitem__)
+    where: list[Any] = []
+    for index, (table, key, value) in enumerate(filters):
+        match = _key_match(table, key, value)
+        if index == rarest and sizes[index] <= bound:
+            where.append(col(Run.id).in_(select(table.run_id).where(*match)))
+        else:
+            where.append(exists().where(table.run_id == Run.id, *match))
+    return where
 
 
 def _total(

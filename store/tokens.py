@@ -19,6 +19,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, col, func, select
 
@@ -27,6 +28,7 @@ from runyard.errors import Forbidden, NotFound, Unauthorized
 from runyard.status import RunStatus
 from store.db import as_utc
 from store.models import ApiToken, Run, TokenCreate, TokenPublic, utcnow
+from store.paging import Key, Section, read_page
 
 TOKEN_PREFIX = "ryt_"
 SESSION_PREFIX = "rys_"
@@ -128,15 +130,33 @@ def live_bootstrap_tokens(session: Session, name: str) -> list[ApiToken]:
     return list(session.exec(query))
 
 
+TOKEN_ORDER = (Key(col(ApiToken.created_at), datetime), Key(col(ApiToken.id), str))
+
+
 def list_tokens(
-    session: Session, *, include_revoked: bool, limit: int, offset: int
-) -> tuple[list[ApiToken], int]:
-    query = select(ApiToken).where(ApiToken.kind == "token")
+    session: Session,
+    *,
+    include_revoked: bool,
+    limit: int,
+    offset: int = 0,
+    cursor: str | None = None,
+) -> tuple[list[ApiToken], int, str | None]:
+    """A page of tokens, oldest first (``store.paging``), how many there are, and the
+    cursor of the next page (None at the end)."""
+    where: list[Any] = [ApiToken.kind == "token"]
     if not include_revoked:
-        query = query.where(col(ApiToken.revoked_at).is_(None))
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(query.order_by(col(ApiToken.created_at)).offset(offset).limit(limit))
-    return list(rows), total
+        where.append(col(ApiToken.revoked_at).is_(None))
+    total = session.exec(select(func.count()).select_from(ApiToken).where(*where)).one()
+    page = read_page(
+        session,
+        f"tokens:{int(include_revoked)}",
+        ApiToken,
+        [Section(where, TOKEN_ORDER, ("created_at", "id"))],
+        limit=limit,
+        cursor=cursor,
+        offset=offset,
+    )
+    return [row for _, row in page.rows], total, page.next_cursor
 
 
 def revoke(session: Session, token_id: str) -> ApiToken:

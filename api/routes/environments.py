@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from api.auth import ALLOW, ActorDep
 from api.deps import SessionDep
+from api.paging import DEFAULT_PAGE, Cursor, Limit, Offset
 from protocol.environments import EnvironmentSpec
 from store import audit
 from store import environments as environment_service
@@ -18,11 +19,20 @@ router = APIRouter(prefix="/environments", tags=["environments"])
 
 
 @router.get("", operation_id="list_environments", dependencies=[ALLOW.read])
-def list_environments(session: SessionDep) -> RegisteredEnvironmentsPublic:
-    """The latest version of each registered environment, by name."""
-    rows = environment_service.list_latest(session)
+def list_environments(
+    session: SessionDep, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None, offset: Offset = 0
+) -> RegisteredEnvironmentsPublic:
+    """A page of the latest version of each registered environment, by name; follow
+    ``next_cursor`` for more."""
+    page = environment_service.list_latest(session, limit=limit, cursor=cursor, offset=offset)
+    return _page(page)
+
+
+def _page(page: environment_service.EnvironmentPage) -> RegisteredEnvironmentsPublic:
     return RegisteredEnvironmentsPublic(
-        data=[environment_service.public(r) for r in rows], count=len(rows)
+        data=[environment_service.public(r) for r in page.rows],
+        count=page.count,
+        next_cursor=page.next_cursor,
     )
 
 
@@ -50,9 +60,13 @@ def get_environment(
 
 
 @router.get("/{name}/versions", operation_id="list_environment_versions", dependencies=[ALLOW.read])
-def list_environment_versions(name: str, session: SessionDep) -> RegisteredEnvironmentsPublic:
-    """Every version of the environment, newest first."""
-    rows = environment_service.versions(session, name)
-    return RegisteredEnvironmentsPublic(
-        data=[environment_service.public(r) for r in rows], count=len(rows)
-    )
+def list_environment_versions(
+    name: str,
+    session: SessionDep,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
+) -> RegisteredEnvironmentsPublic:
+    """A page of the environment's versions, newest first; follow ``next_cursor``."""
+    page = environment_service.versions(session, name, limit=limit, cursor=cursor, offset=offset)
+    return _page(page)

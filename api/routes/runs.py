@@ -6,7 +6,6 @@ and run tokens in ``interactive``."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, TypeVar
@@ -17,7 +16,7 @@ from sqlmodel import Session
 from api.auth import ALLOW, ActorDep
 from api.deps import Services, ServicesDep, SessionDep
 from api.errors import validate_json
-from api.paging import DEFAULT_PAGE, Cursor, Limit, Offset
+from api.paging import DEFAULT_PAGE, Cursor, KeyFilter, Limit, Offset, key_filter
 from protocol import barriers
 from protocol.roles import Role
 from protocol.streams import send_to_ingest
@@ -181,15 +180,6 @@ def _keep_snapshot(services: Services, digest: str, archive: bytes | None) -> No
         services.snapshots.put(digest, archive)
 
 
-KeyFilter = Annotated[
-    str | None,
-    Query(
-        description='JSON object of keys and values, e.g. {"quality": "great", "reviewed": '
-        "null}: each key must be set, to the value unless it is null"
-    ),
-]
-
-
 @router.get("", operation_id="list_runs", dependencies=[ALLOW.read])
 def list_runs(
     session: SessionDep,
@@ -214,8 +204,8 @@ def list_runs(
         experiment=experiment,
         parent=parent,
         statuses=status,
-        tags=_key_filter("tags", tags),
-        properties=_key_filter("properties", properties),
+        tags=key_filter("tags", tags),
+        properties=key_filter("properties", properties),
         top_level=top_level,
         limit=limit,
         cursor=cursor,
@@ -223,23 +213,6 @@ def list_runs(
         client=services.redis,  # waiting runs: their position and pending reason
     )
     return RunsPublic(data=page.data, count=page.count, next_cursor=page.next_cursor)
-
-
-def _key_filter(name: str, raw: str | None) -> dict[str, str | None] | None:
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
-    ):
-        raise InvalidInput(
-            f"{name} must be a JSON object of string keys and string (or null) values",
-            field=name,
-        )
-    return value
 
 
 @router.post("/cancel", operation_id="cancel_runs", dependencies=[ALLOW.submit])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 
 from api.auth import ALLOW, ActorDep
 from api.deps import SessionDep
+from api.paging import DEFAULT_PAGE, Cursor, Limit, Offset
 from store import audit, tokens
 from store.models import TokenCreate, TokenCreated, TokenPublic, TokensPublic
 
@@ -39,13 +38,15 @@ def create_token(body: TokenCreate, session: SessionDep, actor: ActorDep) -> Tok
 def list_tokens(
     session: SessionDep,
     include_revoked: bool = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+    offset: Offset = 0,
 ) -> TokensPublic:
-    rows, total = tokens.list_tokens(
-        session, include_revoked=include_revoked, limit=limit, offset=offset
+    """A page of tokens, oldest first; follow ``next_cursor`` for more."""
+    rows, total, next_cursor = tokens.list_tokens(
+        session, include_revoked=include_revoked, limit=limit, offset=offset, cursor=cursor
     )
-    return TokensPublic(data=[tokens.public(t) for t in rows], count=total)
+    return TokensPublic(data=[tokens.public(t) for t in rows], count=total, next_cursor=next_cursor)
 
 
 @router.post("/{token_id}/revoke", operation_id="revoke_token", dependencies=[ALLOW.admin])

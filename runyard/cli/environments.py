@@ -15,6 +15,7 @@ from rich.text import Text
 from runyard.cli import output
 from runyard.cli.context import client
 from runyard.cli.help import Command, Group
+from runyard.cli.paging import PageCursor, PageLimit, next_page_hint
 
 env_app = typer.Typer(
     cls=Group,
@@ -33,13 +34,23 @@ LIST_COLUMNS = [
 
 
 @env_app.command("list", cls=Command)
-def list_environments(as_json: JsonOpt = False) -> None:
-    """List registered environments: the latest version of each, its spec hash, when."""
-    environments = client().list_environments()
+def list_environments(
+    limit: PageLimit = None, cursor: PageCursor = None, as_json: JsonOpt = False
+) -> None:
+    """List registered environments: the latest version of each, its spec hash, when.
+    Every page, or with --limit or --cursor one page and how to see the next."""
+    api = client()
+    if limit is None and cursor is None:
+        environments = api.list_environments()
+        page: dict = {"data": environments, "next_cursor": None}
+    else:
+        page = api.environments_page(limit=limit, cursor=cursor)
+        environments = page["data"]
     if as_json:
         output.emit_json(environments)
-    else:
-        output.table(environments, LIST_COLUMNS, empty="no registered environments")
+        return
+    output.table(environments, LIST_COLUMNS, empty="no registered environments")
+    next_page_hint(page)
 
 
 @env_app.command("show", cls=Command)

@@ -11,6 +11,7 @@ from protocol.roles import ROLES
 from runyard.cli import output
 from runyard.cli.context import client
 from runyard.cli.help import Command, Group
+from runyard.cli.paging import PageCursor, PageLimit, next_page_hint
 from runyard.errors import InvalidInput
 
 app = typer.Typer(
@@ -79,14 +80,24 @@ def create(
 @app.command("list", cls=Command)
 def list_tokens(
     include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked")] = False,
+    limit: PageLimit = None,
+    cursor: PageCursor = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List tokens (never their secrets)."""
-    rows = client().list_tokens(include_revoked=include_revoked)
+    """List tokens (never their secrets), oldest first: every page, or with --limit or
+    --cursor one page and how to see the next."""
+    api = client()
+    if limit is None and cursor is None:
+        rows = api.list_tokens(include_revoked=include_revoked)
+        page: dict = {"data": rows, "next_cursor": None}
+    else:
+        page = api.tokens_page(include_revoked=include_revoked, limit=limit, cursor=cursor)
+        rows = page["data"]
     if as_json:
         output.emit_json(rows)
-    else:
-        output.table(rows, TOKEN_COLUMNS, empty="no tokens")
+        return
+    output.table(rows, TOKEN_COLUMNS, empty="no tokens")
+    next_page_hint(page)
 
 
 @app.command("revoke", cls=Command)

@@ -54,3 +54,4 @@ class RegisteredEnvironmentPublic(SQLModel):
 class RegisteredEnvironmentsPublic(SQLModel):
     data: list[RegisteredEnvironmentPublic]
     count: int
+    next_cursor: str | None = None  # of the next page (store.paging); None at the end

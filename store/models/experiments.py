@@ -39,6 +39,8 @@ class ExperimentRunPublic(RunPublic):
 
 class ExperimentRunsPublic(SQLModel):
     data: list[ExperimentRunPublic]
-    count: int
+    count: int | None = Field(
+        description="Runs matching in all; null with a cluster or tag filter (a scan)"
+    )
     next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
     metric_names: list[str]  # the single-column series these runs logged, to choose from

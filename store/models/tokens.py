@@ -88,3 +88,4 @@ class TokenCreated(TokenPublic):
 class TokensPublic(SQLModel):
     data: list[TokenPublic]
     count: int
+    next_cursor: str | None = None  # of the next page (store.paging); None at the end

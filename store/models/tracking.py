@@ -13,10 +13,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlalchemy import BigInteger, Column, Double, Index, Text, UniqueConstraint
+from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 from typing_extensions import TypedDict  # pydantic reads only this one before 3.12
 
 MAX_EVENTS = 10_000  # per batch a client sends
+
+# A tag's or property's value as its key/value index holds it: the first 200 characters,
+# so an index row stays under PostgreSQL's B-tree row limit for any value (migration 0016).
+VALUE_PREFIX = "substr(value, 1, 200)"
+VALUE_PREFIX_LENGTH = 200
 
 
 class Metric(SQLModel, table=True):
@@ -79,6 +85,9 @@ ROLLUP_SPAN = 1024
 class RunTag(SQLModel, table=True):
     """A tag changes freely; one set without a value (``run.tag("key")``) holds NULL."""
 
+    # The runs with a tag (and value): ``GET /runs?tags=`` (migration 0016).
+    __table_args__ = (Index("ix_runtag_key_value", "key", sql_text(VALUE_PREFIX), "run_id"),)
+
     run_id: str = Field(foreign_key="run.id", primary_key=True)
     key: str = Field(primary_key=True, max_length=255)
     value: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -86,6 +95,8 @@ class RunTag(SQLModel, table=True):
 
 class RunProperty(SQLModel, table=True):
     """Set once: a property, unlike a tag, never changes."""
+
+    __table_args__ = (Index("ix_runproperty_key_value", "key", sql_text(VALUE_PREFIX), "run_id"),)
 
     run_id: str = Field(foreign_key="run.id", primary_key=True)
     key: str = Field(primary_key=True, max_length=255)

@@ -734,6 +734,38 @@ def test_a_queue_longer_than_a_page_pages_through_with_positions_from_the_head(
     stack.client().cancel_queued(cluster)
 
 
+def test_the_clusters_page_pages_through_the_clusters(page: Page, stack: Stack) -> None:
+    """More clusters than a page (50): the clusters page shows one page of them by name,
+    Next reaches the last one and Previous goes back. These sort after every other test's
+    clusters ("zz-"), so no other card moves off the first page."""
+    prefix = unique("zz")
+    made = [f"{prefix}-{i:02d}" for i in range(51)]
+    client = stack.client()
+    for name in made:
+        client.create_cluster(name, nodes=1)
+    names = sorted(c["name"] for c in client.list_clusters())
+    last_page = names.index(made[-1]) // 50
+    try:
+        page.goto(f"{stack.url}/clusters")
+        cards = page.locator("section.cluster")
+        range_ = page.get_by_test_id("clusters-pager-range")
+        expect(range_).to_have_text(f"showing 1\u2013{min(50, len(names))} of {len(names)}")
+        expect(cards).to_have_count(50)
+        for turn in range(1, last_page + 1):
+            page.get_by_role("button", name="next page of clusters").click()
+            shown = f"showing {turn * 50 + 1}\u2013{min((turn + 1) * 50, len(names))}"
+            expect(range_).to_have_text(f"{shown} of {len(names)}")
+        expect(page.locator(f'section[data-cluster="{made[-1]}"]')).to_be_visible()
+        expect(page.get_by_role("button", name="next page of clusters")).to_be_disabled()
+        page.get_by_role("button", name="previous page of clusters").click()
+        expect(cards).to_have_count(50)
+        assert page.console_errors == []  # type: ignore[attr-defined]
+    finally:
+        page.goto("about:blank")  # stop its polling before its clusters go
+        for name in made:
+            client.delete_cluster(name)
+
+
 def uploaded(stack: Stack, tmp_path: Path, experiment: str) -> tuple[str, dict[str, Any], Client]:
     """One run queued on a new cluster without workers (so runs there stay put), the spec
     that submits more like it without another upload, and a client with its own budget."""
@@ -786,6 +818,32 @@ def test_an_experiment_with_more_runs_than_a_page_pages_through_every_run_once(
     page.get_by_role("button", name=f"previous page of {experiment}'s runs").click()
     expect(page.get_by_test_id("runs-pager-range")).to_have_text("showing 1\u2013100 of 105")
     assert shown_runs(table) == first
+    stack.client().cancel_queued(spec["cluster"])
+
+
+def test_an_experiments_filters_find_runs_beyond_the_page_shown(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """105 runs, the 3 oldest canceled (not on the first page): filtering the table by
+    status asks the API, so it shows those 3 and the pager counts the matches."""
+    experiment = unique("filtered")
+    first_id, spec, own = uploaded(stack, tmp_path, experiment)
+    ids = [first_id] + [own.submit(spec)["id"] for _ in range(104)]
+    for run_id in ids[:3]:
+        stack.client().cancel(run_id)
+    page.goto(f"{stack.url}/experiments/{quote(experiment)}")
+    table = page.get_by_test_id("runs")
+    expect(page.get_by_test_id("runs-pager-range")).to_have_text("showing 1\u2013100 of 105")
+    assert not set(ids[:3]) & set(shown_runs(table))
+
+    page.get_by_label("Status").select_option("Canceled")
+
+    expect(table.locator("tbody tr")).to_have_count(3)
+    assert sorted(shown_runs(table)) == sorted(ids[:3])
+    expect(page.get_by_test_id("runs-pager")).to_have_count(0)  # all on one page
+    page.get_by_label("Status").select_option("")
+    expect(table.locator("tbody tr")).to_have_count(100)
+    assert page.console_errors == []  # type: ignore[attr-defined]
     stack.client().cancel_queued(spec["cluster"])
 
 

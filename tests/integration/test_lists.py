@@ -21,7 +21,7 @@ from sqlmodel import Session
 from runyard import api_paths
 from runyard.errors import RunyardError
 from store.db import make_engine
-from store.models import Run
+from store.models import Run, RunProperty, RunTag
 from tests.support.database import heartbeat, make_cluster, queue_run
 from tests.support.services import (
     ADMIN_TOKEN,
@@ -109,6 +109,99 @@ def test_paging_a_queue_gives_every_run_once_in_start_order_with_its_place(api: 
     assert seen[100]["position"] == 101  # the first run of page 2
 
 
+def test_runs_pages_newest_first_give_each_waiting_run_its_place_in_the_whole_queue(
+    api: Stack,
+) -> None:
+    """GET /runs lists newest first, so a page holds waiting runs spread over the queue
+    (every tenth one jumped ahead by priority): each still shows its place in the whole
+    queue and the reason it waits, page after page, filtered or not."""
+    cluster, ordered = queue_of(api, QUEUED)
+    client = api.client()
+    place = {run_id: i + 1 for i, run_id in enumerate(ordered)}
+    for filters in ({"cluster": cluster}, {"cluster": cluster, "status": "Queued"}):
+        seen = list(client.pages("/runs", page=37, **filters))
+        assert sorted(r["id"] for r in seen) == sorted(ordered)
+        assert [r["position"] for r in seen] == [place[r["id"]] for r in seen]
+        assert [r["pending_reason"] for r in seen] == [reason(place[r["id"]]) for r in seen]
+    one = client.runs_page(cluster=cluster, limit=1)["data"][0]  # a single run on a page
+    assert (one["position"], one["pending_reason"]) == (QUEUED, reason(QUEUED))
+
+
+def test_runs_filtered_by_tags_and_properties_are_exactly_those_set_page_after_page(
+    api: Stack,
+) -> None:
+    """A tag filter matches the whole value, past the 200 characters its index holds; two
+    filters together (one read from its index, one probed per run) match runs with both."""
+    cluster, ordered = queue_of(api, 120)
+    long_value = "x" * 250
+    engine = make_engine(api.database_url)
+    try:
+        with Session(engine) as session:
+            for i, run_id in enumerate(ordered):
+                value = long_value if i % 3 == 0 else long_value[:-1] + "y"
+                session.add(RunTag(run_id=run_id, key="sweep", value=value))
+                if i % 4 == 0:
+                    session.add(RunTag(run_id=run_id, key="best", value=None))
+                if i % 5 == 0:
+                    session.add(RunProperty(run_id=run_id, key="seed", value="7"))
+            session.commit()
+    finally:
+        engine.dispose()
+    client = api.client()
+
+    def listed(**filters: str) -> list[str]:
+        return [r["id"] for r in client.pages("/runs", page=7, cluster=cluster, **filters)]
+
+    exact = listed(tags=json.dumps({"sweep": long_value}))
+    assert sorted(exact) == sorted(ordered[::3])
+    both = listed(tags=json.dumps({"sweep": long_value, "best": None}))
+    assert sorted(both) == sorted(ordered[::12])
+    with_property = listed(tags=json.dumps({"best": None}), properties='{"seed": "7"}')
+    assert sorted(with_property) == sorted(ordered[::20])
+    page = client.runs_page(cluster=cluster, tags=json.dumps({"sweep": long_value}), limit=5)
+    assert page["count"] is None and len(page["data"]) == 5
+
+
+def test_an_experiments_runs_filter_over_the_whole_experiment_page_after_page(
+    api: Stack,
+) -> None:
+    """GET /experiments/{e}/runs?status=&cluster=&tags=: what matches anywhere in the
+    experiment, newest first and a page at a time (the Studio's table filters)."""
+    cluster, ordered = queue_of(api, 60)
+    engine = make_engine(api.database_url)
+    try:
+        with Session(engine) as session:
+            for run_id in ordered[:7]:
+                session.add(RunTag(run_id=run_id, key="best", value="yes"))
+            session.commit()
+    finally:
+        engine.dispose()
+    client = api.client()
+    client.cancel(ordered[3])
+    path = "/experiments/mnist/runs"
+
+    mine = list(client.pages(path, page=9, cluster=cluster))
+    assert sorted(r["id"] for r in mine) == sorted(ordered)
+    created = [r["created_at"] for r in mine]
+    assert created == sorted(created, reverse=True)
+    queued = client.page(path, limit=500, cluster=cluster, status="Queued")
+    assert sorted(r["id"] for r in queued["data"]) == sorted(set(ordered) - {ordered[3]})
+    assert queued["count"] is None  # a cluster filter: no counter holds it
+    best = list(client.pages(path, page=2, cluster=cluster, tags='{"best": "yes"}'))
+    assert sorted(r["id"] for r in best) == sorted(ordered[:7])
+    assert all(r["tags"] == {"best": "yes"} for r in best)
+    canceled = client.page(path, status="Canceled", cluster=cluster)
+    assert [r["id"] for r in canceled["data"]] == [ordered[3]]
+    by_status = client.page(path, status="Canceled", limit=1)
+    assert by_status["count"] is not None and by_status["count"] >= 1  # from the counters
+    bad = httpx.get(
+        f"{api.url}/api/v1{path}",
+        params={"tags": "[1]"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert bad.status_code == 422 and "tags must be a JSON object" in bad.text
+
+
 def test_runs_cancelled_or_reprioritised_between_pages_leave_the_others_once_each(
     api: Stack,
 ) -> None:
@@ -170,6 +263,70 @@ def test_every_list_follows_its_cursor_to_the_end(api: Stack) -> None:
     exp_runs = client.page("/experiments/mnist/runs", limit=10)
     assert exp_runs["count"] >= 120 and len(exp_runs["data"]) == 10
     assert cluster in [c["name"] for c in client.list_clusters()]
+
+
+def test_tokens_and_environments_page_by_cursor_over_rest_the_client_and_the_cli(
+    api: Stack,
+) -> None:
+    client = api.client()
+    prefix = unique("pg")[:20].lower().replace("_", "-")
+    made = [client.create_token(name=f"{prefix}-{i}", role="viewer")["id"] for i in range(5)]
+    client.revoke_token(made[1])
+    names = [f"{prefix}-env-{i}" for i in range(5)]
+    for name in names:
+        for version in range(1, 4 if name == names[2] else 2):
+            python = {"user_managed_dependencies": True, "interpreter_path": f"/py/{version}"}
+            client.register_environment(name, {"name": name, "python": python})
+
+    def every(path: str, **params: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = client.page(path, limit=2, cursor=cursor, **params)
+            assert len(page["data"]) <= 2
+            found += page["data"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return found
+
+    tokens = [t["id"] for t in every(api_paths.TOKENS) if t["name"].startswith(prefix)]
+    assert tokens == [made[0], *made[2:]]  # oldest first, the revoked one left out
+    revoked_too = every(api_paths.TOKENS, include_revoked="true")
+    assert [t["id"] for t in revoked_too if t["name"].startswith(prefix)] == made
+    assert [t["id"] for t in client.list_tokens(page=2) if t["name"].startswith(prefix)] == tokens
+    first = client.tokens_page(limit=1)
+    assert first["count"] == len(client.list_tokens()) and first["next_cursor"]
+
+    latest = [(e["name"], e["version"]) for e in every(api_paths.ENVIRONMENTS)]
+    assert [v for v in latest if v[0].startswith(prefix)] == [
+        (n, 3 if n == names[2] else 1) for n in names
+    ]
+    assert client.environments_page(limit=1)["count"] == len(latest)
+    versions = every(api_paths.environment_versions(names[2]))
+    assert [v["version"] for v in versions] == [3, 2, 1]
+    assert [v["version"] for v in client.environment_versions(names[2], page=1)] == [3, 2, 1]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env.update(RUNYARD_URL=api.url, RUNYARD_TOKEN=ADMIN_TOKEN, COLUMNS="400")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            runyard(*args), env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    shown = cli("env", "list", "--limit", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert f"showing 1 of {len(latest)}; next page: --cursor " in shown.stdout
+    cursor = shown.stdout.split("--cursor ")[1].split()[0]
+    rest = cli("env", "list", "--limit", "500", "--cursor", cursor, "--json")
+    assert rest.returncode == 0, rest.stderr
+    assert [e["name"] for e in json.loads(rest.stdout)] == [n for n, _ in latest[1:]]
+    listed = cli("token", "list", "--all", "--json")
+    assert [t["id"] for t in json.loads(listed.stdout) if t["name"].startswith(prefix)] == made
+    one = cli("token", "list", "-n", "1")
+    assert one.returncode == 0 and "next page: --cursor " in one.stdout
+    bad = cli("token", "list", "--cursor", "nonsense")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "cursor" in bad.stderr
 
 
 @pytest.mark.parametrize(

@@ -28,11 +28,11 @@ def test_versions_by_name_and_the_latest_of_each(session: Session) -> None:
     two, _ = environments.register(session, "train", spec("numpy", "pandas"), created_by="bob")
     other, _ = environments.register(session, "eval", spec(), created_by="ann")
     session.commit()
-    assert [(r.name, r.version) for r in environments.list_latest(session)] == [
+    assert [(r.name, r.version) for r in environments.list_latest(session).rows] == [
         ("eval", 1),
         ("train", 2),
     ]
-    assert [r.version for r in environments.versions(session, "train")] == [2, 1]
+    assert [r.version for r in environments.versions(session, "train").rows] == [2, 1]
     assert environments.get(session, "train", 1).spec["python"]["conda_dependencies"] == {
         "pip_packages": ["numpy"]
     }
@@ -77,7 +77,7 @@ def test_the_same_spec_registered_twice_at_once_is_one_version(
     session.commit()
 
     assert (row.version, row.created_by, created) == (1, "bob", False)
-    assert [r.version for r in environments.versions(session, "train")] == [1]
+    assert [r.version for r in environments.versions(session, "train").rows] == [1]
 
 
 def test_a_different_spec_registered_at_the_same_time_becomes_the_next_version(
@@ -88,7 +88,7 @@ def test_a_different_spec_registered_at_the_same_time_becomes_the_next_version(
     session.commit()
 
     assert (row.version, row.created_by, created) == (2, "ann", True)
-    assert [(r.version, r.created_by) for r in environments.versions(session, "train")] == [
+    assert [(r.version, r.created_by) for r in environments.versions(session, "train").rows] == [
         (2, "ann"),
         (1, "bob"),
     ]

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from runyard.status import RunStatus
 from store import experiments, run_listings
+from store.models import RunProperty, RunTag
 from tests.support.database import heartbeat, make_cluster, queue_run, walk
 
 
@@ -97,3 +98,26 @@ def test_each_page_query_reads_along_an_index(
         if "FROM run " in statement + " " and not small:
             assert "TEMP B-TREE" not in found, (statement, found)
         assert not re.search(r"\bSCAN run\b(?! USING)", found), (statement, found)
+
+
+def test_a_tag_filter_reads_the_tag_index_not_the_tag_table(
+    engine: Engine, session: Session, client: redis.Redis
+) -> None:
+    """GET /runs?tags= and ?properties=: the runs with a key (and value) come from the
+    key/value index (migration 0016), whichever way the page is read."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's query plans; PostgreSQL picks plans by statistics")
+    make_cluster(session, "gpu-a", nodes=1)
+    ids = [queue_run(session, "gpu-a") for _ in range(6)]
+    for run_id in ids[:3]:
+        session.add(RunTag(run_id=run_id, key="sweep", value="a" * 300))
+        session.add(RunProperty(run_id=run_id, key="seed", value="1"))
+    session.commit()
+    with statements(engine) as seen:
+        page = run_listings.list_runs(
+            session, tags={"sweep": "a" * 300}, properties={"seed": None}, limit=2
+        )
+    assert sorted(r.id for r in page.data) == sorted(ids[1:3])
+    plans = "\n".join(plan(engine, s, p) for s, p in seen)
+    assert "ix_runtag_key_value" in plans and "ix_runproperty_key_value" in plans, plans
+    assert not re.search(r"\bSCAN (runtag|runproperty)\b", plans), plans

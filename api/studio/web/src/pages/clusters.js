@@ -1,17 +1,20 @@
 // Every cluster: its nodes (workers, busy and idle slots), its queue and its active runs,
 // with cancel (one or many), change priority and move to front; and its recent history (the
 // last runs that ended there: status, reason, duration, when). A queue is shown a page at a
-// time (the API's cursors): Next / Previous walk it; positions count from the head.
+// time (the API's cursors): Next / Previous walk it; positions count from the head. The
+// clusters themselves, and each cluster's active runs, are pages too.
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { html } from '../html.js';
-import { Pager, turn as turnStack } from '../pager.js';
+import { Pager, turn as turnStack, usePager } from '../pager.js';
 import { RunLink } from '../runlink.js';
 import { duration, runDuration, seconds, when } from '../util.js';
 
 const POLL_MS = 1500;
 const HISTORY = 10; // ended runs shown per cluster
 const QUEUE_PAGE = 100; // queued runs per page
+const ACTIVE_PAGE = 100; // active runs per page
+const CLUSTER_PAGE = 50; // clusters per page
 
 export function Clusters({ me }) {
   const [clusters, setClusters] = useState(null);
@@ -19,6 +22,10 @@ export function Clusters({ me }) {
   const [history, setHistory] = useState({});
   const [pages, setPages] = useState({}); // cluster -> {count, next_cursor} of its queue page
   const [cursors, setCursors] = useState({}); // cluster -> cursors of the pages before this one
+  const [activePages, setActivePages] = useState({}); // cluster -> {count, next_cursor, page}
+  const [activeCursors, setActiveCursors] = useState({}); // as cursors, for the active runs
+  const [listPage, setListPage] = useState({}); // {count, next_cursor} of the clusters page
+  const clusterPager = usePager();
   const [error, setError] = useState('');
   const [tick, setTick] = useState(0);
 
@@ -26,23 +33,31 @@ export function Clusters({ me }) {
     let alive = true;
     async function load() {
       try {
-        const list = (await api('/clusters', { params: { limit: 500 } })).data;
+        const listParams = { limit: CLUSTER_PAGE };
+        if (clusterPager.cursor) listParams.cursor = clusterPager.cursor;
+        const listed = await api('/clusters', { params: listParams });
+        const list = listed.data;
         const byCluster = {};
         const ended = {};
         const queuePages = {};
+        const runningPages = {};
         await Promise.all(
           list.map(async (c) => {
             const name = encodeURIComponent(c.name);
             const stack = cursors[c.name] || [];
             const queueParams = { status: 'queued', limit: QUEUE_PAGE };
             if (stack.length) queueParams.cursor = stack[stack.length - 1];
+            const activeStack = activeCursors[c.name] || [];
+            const activeParams = { status: 'active', limit: ACTIVE_PAGE };
+            if (activeStack.length) activeParams.cursor = activeStack[activeStack.length - 1];
             const [queue, active, past] = await Promise.all([
               api(`/clusters/${name}/runs`, { params: queueParams }),
-              api(`/clusters/${name}/runs`, { params: { status: 'active', limit: 500 } }),
+              api(`/clusters/${name}/runs`, { params: activeParams }),
               api(`/clusters/${name}/history`, { params: { limit: HISTORY } }),
             ]);
             byCluster[c.name] = [...queue.data, ...active.data];
             queuePages[c.name] = { count: queue.count, next_cursor: queue.next_cursor, page: stack.length };
+            runningPages[c.name] = { count: active.count, next_cursor: active.next_cursor, page: activeStack.length };
             ended[c.name] = past.data;
           }),
         );
@@ -51,6 +66,8 @@ export function Clusters({ me }) {
         setRuns(byCluster);
         setHistory(ended);
         setPages(queuePages);
+        setActivePages(runningPages);
+        setListPage({ count: listed.count, next_cursor: listed.next_cursor });
         setError('');
       } catch (err) {
         if (alive) setError(err.message);
@@ -62,11 +79,13 @@ export function Clusters({ me }) {
       alive = false;
       clearInterval(timer);
     };
-  }, [tick, cursors]);
+  }, [tick, cursors, activeCursors, clusterPager.cursor]);
 
   const refresh = () => setTick((t) => t + 1);
   // Next: remember the cursor that reads the next page; Previous: forget the last one.
   const turn = (name, cursor) => setCursors((all) => ({ ...all, [name]: turnStack(all[name] || [], cursor) }));
+  const turnActive = (name, cursor) =>
+    setActiveCursors((all) => ({ ...all, [name]: turnStack(all[name] || [], cursor) }));
   if (!clusters) return html`<main><h1>Clusters</h1>${error ? html`<p class="error">${error}</p>` : html`<p>Loading…</p>`}</main>`;
   const canAct = me && (me.role === 'admin' || me.role === 'member');
   return html`<main>
@@ -74,11 +93,15 @@ export function Clusters({ me }) {
     ${error && html`<p class="error" role="alert">${error}</p>`}
     ${clusters.length === 0 && html`<p>No clusters yet: <code>runyard cluster create NAME</code>.</p>`}
     ${clusters.map((c) => html`<${ClusterCard} key=${c.name} cluster=${c} runs=${runs[c.name] || []} history=${history[c.name] || []}
-        page=${pages[c.name] || {}} onTurn=${(cursor) => turn(c.name, cursor)} canAct=${canAct} onChange=${refresh} />`)}
+        page=${pages[c.name] || {}} onTurn=${(cursor) => turn(c.name, cursor)}
+        activePage=${activePages[c.name] || {}} onActiveTurn=${(cursor) => turnActive(c.name, cursor)}
+        canAct=${canAct} onChange=${refresh} />`)}
+    <${Pager} page=${clusterPager.page} size=${CLUSTER_PAGE} rows=${clusters.length} count=${listPage.count}
+      nextCursor=${listPage.next_cursor} onTurn=${clusterPager.onTurn} label="clusters" testid="clusters-pager" />
   </main>`;
 }
 
-function ClusterCard({ cluster, runs, history, page, onTurn, canAct, onChange }) {
+function ClusterCard({ cluster, runs, history, page, onTurn, activePage, onActiveTurn, canAct, onChange }) {
   const [selected, setSelected] = useState(new Set());
   const [message, setMessage] = useState('');
   const queued = runs.filter((r) => r.status === 'Queued' || r.status === 'NotStarted');
@@ -161,13 +184,15 @@ function ClusterCard({ cluster, runs, history, page, onTurn, canAct, onChange })
         ${cancelButton(r)}</tr>`)}</tbody></table>
     <${Pager} page=${page.page} size=${QUEUE_PAGE} rows=${queued.length} count=${page.count} nextCursor=${page.next_cursor}
       onTurn=${onTurn} label=${`${cluster.name}'s queue`} testid="queue-pager" />
-    <table data-testid="active"><caption>Active (${active.length})</caption>
+    <table data-testid="active"><caption>Active (${activePage.count ?? active.length})</caption>
       <thead><tr>${canAct && html`<th><span class="sr">Select</span></th>`}<th>Run</th><th>Status</th><th>Node</th>
         <th>Duration</th><th>Submitter</th>${canAct && html`<th><span class="sr">Actions</span></th>`}</tr></thead>
       <tbody>${active.map((r) => html`<tr key=${r.id} data-run=${r.id}>${check(r)}
         <td><${RunLink} run=${r} /></td>
         <td><span class=${`status s-${r.status}`}>${r.status}</span></td><td>${r.worker_id || '–'}</td>
         <td>${duration(runDuration(r))}</td><td>${r.submitted_by || '–'}</td>${cancelButton(r)}</tr>`)}</tbody></table>
+    <${Pager} page=${activePage.page} size=${ACTIVE_PAGE} rows=${active.length} count=${activePage.count}
+      nextCursor=${activePage.next_cursor} onTurn=${onActiveTurn} label=${`${cluster.name}'s active runs`} testid="active-pager" />
     <table data-testid="history"><caption>Recent history (${history.length})</caption>
       <thead><tr><th>Run</th><th>Status</th><th>Reason</th><th>Duration</th><th>Ended</th><th>Submitter</th></tr></thead>
       <tbody>${history.length === 0 && html`<tr><td colspan="6" class="hint">No run has ended here yet.</td></tr>`}

@@ -1,7 +1,8 @@
 // Experiments, and one experiment's runs: status, cluster, duration, tags and the latest
-// value of chosen series; filter by status, tag and cluster; sort by any column; and a chart
-// of one chosen metric across the runs shown (its latest value per run, by run number in
-// submission order, as Azure ML's experiment charts draw it).
+// value of chosen series; filter by status, tag and cluster (the API filters the whole
+// experiment, and the pager walks what matches); sort the page shown by any column; and a
+// chart of one chosen metric across the runs shown (its latest value per run, by run number
+// in submission order, as Azure ML's experiment charts draw it).
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.js';
@@ -44,6 +45,22 @@ const BASE_COLUMNS = [
   ['tags', 'Tags', (r) => Object.entries(r.tags).map(([k, v]) => (v ? `${k}=${v}` : k)).join(' ')],
 ];
 
+const STATUSES = ['NotStarted', 'Queued', 'Preparing', 'Starting', 'Running', 'Finalizing',
+  'CancelRequested', 'NotResponding', 'Completed', 'Failed', 'Canceled'];
+
+// The API's query for the table's filters: a status, a cluster, a tag ("key" or "key=value").
+export function filterParams(filters) {
+  const params = {};
+  if (filters.status) params.status = filters.status;
+  if (filters.cluster) params.cluster = filters.cluster;
+  const tag = filters.tag.trim();
+  if (tag) {
+    const at = tag.indexOf('=');
+    params.tags = JSON.stringify(at < 0 ? { [tag]: null } : { [tag.slice(0, at)]: tag.slice(at + 1) });
+  }
+  return params;
+}
+
 export function Experiment({ name }) {
   const [runs, setRuns] = useState(null);
   const [names, setNames] = useState([]);
@@ -56,14 +73,16 @@ export function Experiment({ name }) {
   const [page, setPage] = useState({ count: null, next_cursor: null });
   const pager = usePager();
 
-  useEffect(() => pager.reset(), [name]);
+  const query = filterParams(filters);
+  const queryKey = JSON.stringify(query);
+  useEffect(() => pager.reset(), [name, queryKey]);
 
   useEffect(() => {
     let alive = true;
     async function load() {
       try {
         const wanted = [...new Set([...(chosen || []), ...(charted ? [charted] : [])])];
-        const params = { limit: PAGE, cursor: pager.cursor, metric: wanted };
+        const params = { ...query, limit: PAGE, cursor: pager.cursor, metric: wanted };
         const result = await api(`/experiments/${encodeURIComponent(name)}/runs`, { params });
         if (!alive) return;
         setRuns(result.data);
@@ -81,7 +100,7 @@ export function Experiment({ name }) {
       alive = false;
       clearInterval(timer);
     };
-  }, [name, (chosen || []).join('\u0000'), charted, pager.cursor]);
+  }, [name, (chosen || []).join('\u0000'), charted, pager.cursor, queryKey]);
 
   const columns = useMemo(
     () => [...BASE_COLUMNS, ...(chosen || []).map((m) => [`m:${m}`, m, (r) => r.metrics[m] ?? null])],
@@ -89,13 +108,7 @@ export function Experiment({ name }) {
   );
   const shown = useMemo(() => {
     if (!runs) return [];
-    const [tagKey, tagValue] = filters.tag.split('=');
-    const rows = runs.filter(
-      (r) =>
-        (!filters.status || r.status === filters.status) &&
-        (!filters.cluster || r.cluster === filters.cluster) &&
-        (!tagKey || (tagKey in r.tags && (tagValue === undefined || r.tags[tagKey] === tagValue))),
-    );
+    const rows = [...runs]; // filtered by the API already
     const column = columns.find(([key]) => key === sort.key) || columns[0];
     const value = column[2];
     rows.sort((a, b) => {
@@ -108,12 +121,12 @@ export function Experiment({ name }) {
       return sort.descending ? -order : order;
     });
     return rows;
-  }, [runs, filters, sort, columns]);
+  }, [runs, sort, columns]);
 
   if (error) return html`<main><h1>${name}</h1><p class="error" role="alert">${error}</p></main>`;
   if (!runs) return html`<main><h1>${name}</h1><p>Loading…</p></main>`;
-  const statuses = [...new Set(runs.map((r) => r.status))].sort();
-  const clusters = [...new Set(runs.map((r) => r.cluster).filter(Boolean))].sort();
+  const statuses = STATUSES;
+  const clusters = [...new Set([...runs.map((r) => r.cluster), filters.cluster].filter(Boolean))].sort();
   const toggle = (id) => {
     const next = new Set(selected);
     next.has(id) ? next.delete(id) : next.add(id);
