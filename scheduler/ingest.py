@@ -151,7 +151,7 @@ class Ingest:
                 log.warning("dropping ingest entry %s: %s", entry_id, exc)
         try:
             with session_scope(self.engine) as session:
-                for _, entry in entries:
+                for entry in joined(entries):
                     self._apply(session, entry, applied)
         except OperationalError:
             log.exception("database unavailable; %d entries stay pending", len(raw))
@@ -191,6 +191,47 @@ class Ingest:
                 applied.clusters.add(entry.cluster)
             else:
                 applied.wake_all = True
+
+
+def joined(entries: list[tuple[str, Entry]]) -> list[Entry]:
+    """The batch's entries with each run's tracking batches joined into one per producer,
+    so a batch of hundreds of small entries costs a few queries per run, not per entry.
+
+    A batch is joined into an earlier one of the same (run, origin, producer) only while
+    nothing else about that run tree came between them (another producer's batch, a state
+    report): every run's events keep their order, and those of different runs never
+    depended on each other. Log chunks, wakes and barriers (released after the commit)
+    order nothing here. A redelivered batch joined to its first delivery is skipped like
+    one applied after it (``store.tracking.writes._not_yet_stored``)."""
+    out: list[Entry] = []
+    made: list[tuple[int, list[TrackingBatch]]] = []  # (its slot in out, its parts)
+    open_: dict[str, list[TrackingBatch]] = {}  # by origin: the group still taking parts
+    for _, entry in entries:
+        if isinstance(entry, TrackingBatch):
+            parts = open_.get(entry.origin)
+            if parts is not None and (parts[0].run_id, parts[0].producer) == (
+                entry.run_id,
+                entry.producer,
+            ):
+                parts.append(entry)
+                continue
+            open_[entry.origin] = parts = [entry]
+            made.append((len(out), parts))
+        elif isinstance(entry, StateChanged):
+            for origin in [o for o, p in open_.items() if entry.run_id in (o, p[0].run_id)]:
+                del open_[origin]
+        out.append(entry)
+    for slot, parts in made:
+        if len(parts) > 1:
+            first = parts[0]
+            out[slot] = TrackingBatch(
+                run_id=first.run_id,
+                origin=first.origin,
+                producer=first.producer,
+                events=[pair for part in parts for pair in part.events],
+                checked=all(part.checked for part in parts),
+            )
+    return out
 
 
 def insert_log(session: Session, chunk: LogChunk) -> None:

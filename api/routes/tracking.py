@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
@@ -42,6 +44,9 @@ class JSONWithNaN(JSONResponse):
     (A JSONResponse, so the OpenAPI schema shows the route's ``response_model``.)"""
 
     def render(self, content: Any) -> bytes:
+        if getattr(content, "finite", False):  # reads.Points says there is nothing orjson
+            with contextlib.suppress(orjson.JSONEncodeError):  # would change (NaN, inf...)
+                return orjson.dumps(content)  # (what it still refuses: a lone surrogate)
         return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
 
 
@@ -57,22 +62,24 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
     the answer comes once it is in the database, with everything sent before it."""
     body = await request.body()  # its size is capped by api.body_limits
     batch = validate_json(EventBatch, body)
-    by_target: dict[str, list[list[Any]]] = {}
-    for offset, event in enumerate(batch.events):
-        target = event.get("r")
-        if not ev.well_formed(event) or event["k"] not in KINDS:
-            raise InvalidInput(f"events[{offset}] is not a Runyard event", field="events")
-        if not ev.is_descendant(target, run_id):
-            raise InvalidInput(
-                f"events[{offset}] targets {target!r}, which is not {run_id} or its child",
-                field="events",
-            )
-        by_target.setdefault(target, []).append([batch.first_seq + offset, event])
+    targets = _checked_targets(run_id, batch.events)
     await asyncio.to_thread(_check_batch, services, run_id, batch.events)
-    entries: list[Entry] = [
-        TrackingBatch(run_id=target, origin=run_id, producer=batch.producer, events=events)
-        for target, events in by_target.items()
-    ]
+    entries: list[Entry] = []
+    if targets == {run_id}:
+        # The usual batch (every event for the run itself) goes on the stream as the body
+        # that arrived: nothing is numbered or encoded again here (TrackingBatch.body).
+        entries.append(
+            TrackingBatch(run_id=run_id, origin=run_id, producer=batch.producer, events=[],
+                          body=body)
+        )  # fmt: skip
+    elif targets:
+        by_target: dict[str, list[list[Any]]] = {target: [] for target in targets}
+        for offset, event in enumerate(batch.events):
+            by_target[event["r"]].append([batch.first_seq + offset, event])
+        entries += [
+            TrackingBatch(run_id=target, origin=run_id, producer=batch.producer, events=events)
+            for target, events in by_target.items()
+        ]
     barrier = barriers.new() if batch.wait else None
     if barrier is not None:
         entries.append(barrier)
@@ -84,6 +91,24 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
             "(is the scheduler running?); send the batch again to wait again"
         )
     return EventsAccepted(accepted=len(batch.events), stored=barrier is not None)
+
+
+def _checked_targets(run_id: str, events: list[dict[str, Any]]) -> set[str]:
+    """The runs the events are for, once every event is one the SDK writes, of a kind a
+    client may send, for ``run_id`` or a child of it; else the batch is refused whole."""
+    targets: set[str] = set()
+    well_formed, is_descendant = ev.well_formed, ev.is_descendant
+    for offset, event in enumerate(events):
+        if not well_formed(event) or event["k"] not in KINDS:
+            raise InvalidInput(f"events[{offset}] is not a Runyard event", field="events")
+        target = event["r"]
+        if target != run_id and not is_descendant(target, run_id):
+            raise InvalidInput(
+                f"events[{offset}] targets {target!r}, which is not {run_id} or its child",
+                field="events",
+            )
+        targets.add(target)
+    return targets
 
 
 def _check_batch(services: Services, run_id: str, events: list[dict[str, Any]]) -> None:

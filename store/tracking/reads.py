@@ -56,14 +56,14 @@ def metrics_of(session: Session, run_ids: list[str], name: str | None = None) ->
     result: dict[str, dict[str, MetricSeriesPublic]] = {rid: {} for rid in run_ids}
     metrics = list(session.exec(query))
     if not metrics:
-        return {"runs": result}
+        return Points(runs=result, finite=True)
     total = sum(m.count for m in metrics)
     if total > MAX_POINTS_PER_READ:
         raise InvalidInput(
             f"{total} points in one read (the limit is {MAX_POINTS_PER_READ}); name one "
             "metric, or read long series from /runs/{id}/metrics/{name}/history"
         )
-    points = _series_points(session, sorted({m.run_id for m in metrics}), name)
+    points, finite = _series_points(session, sorted({m.run_id for m in metrics}), name)
     for m in metrics:
         result[m.run_id][m.name] = {
             "kind": m.kind,
@@ -71,7 +71,17 @@ def metrics_of(session: Session, run_ids: list[str], name: str | None = None) ->
             "count": m.count,
             "points": points.get((m.run_id, m.name), []),
         }
-    return {"runs": result}
+    return Points(runs=result, finite=finite)
+
+
+class Points(dict):  # type: ignore[type-arg]
+    """What ``metrics_of`` returns (a ``RunMetricsPublic``), saying whether every number
+    in it is finite: then a JSON encoder that has no NaN (orjson) may send it
+    (``api.routes.tracking.JSONWithNaN``)."""
+
+    def __init__(self, *, runs: dict[str, Any], finite: bool) -> None:
+        super().__init__(runs=runs)
+        self.finite = finite
 
 
 RUNS_PER_QUERY = 500  # run ids bound in one points query (far below any driver's limit)
@@ -83,7 +93,7 @@ SERIES_POINTS = (
 
 def _series_points(
     session: Session, run_ids: list[str], name: str | None
-) -> dict[tuple[str, str], list[list[Any]]]:
+) -> tuple[dict[tuple[str, str], list[list[Any]]], bool]:
     """Every point of these runs' series (or of the one named) as ``[idx, column, value]``
     per ``(run_id, name)``: one query per RUNS_PER_QUERY runs, however many series they
     have, read through the driver's cursor so that a read of a million points spends its
@@ -91,6 +101,7 @@ def _series_points(
     connection = session.connection()
     marker = "%s" if connection.dialect.name == "postgresql" else "?"
     found: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
+    finite = True  # NaN and infinities are floats stored as text (store.tracking.values)
     cursor = connection.connection.cursor()
     try:
         for start in range(0, len(run_ids), RUNS_PER_QUERY):
@@ -100,17 +111,21 @@ def _series_points(
                 named=f" AND name = {marker}" if name is not None else "",
             )
             cursor.execute(sql, (*chunk, name) if name is not None else tuple(chunk))
+            last: tuple[str, str] | None = None
+            append: Any = None
             for run_id, series, idx, column, value, text, vtype in cursor.fetchall():
-                found[(run_id, series)].append(
-                    [
-                        idx,
-                        column,
-                        value if vtype == "f" and value is not None else decode(value, text, vtype),
-                    ]
-                )
+                if (run_id, series) != last:  # rows come series by series
+                    last = (run_id, series)
+                    append = found[last].append
+                if vtype == "f" and value is not None:
+                    append([idx, column, value])
+                    continue
+                if vtype == "f" or (vtype == "i" and text is not None):
+                    finite = False  # NaN, infinities, integers past 64 bits: Python's JSON
+                append([idx, column, decode(value, text, vtype)])
     finally:
         cursor.close()
-    return found
+    return found, finite
 
 
 @dataclass(frozen=True)

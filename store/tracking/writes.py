@@ -41,7 +41,9 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
     if not in_tree(session, run.id, batch.origin):  # an id prefix alone can be chosen
         log.warning("dropping batch: %s is not below %s", batch.run_id, batch.origin)
         return
-    fresh = [(seq, e) for seq, e in _not_yet_stored(session, batch) if ev.well_formed(e)]
+    fresh = _not_yet_stored(session, batch)
+    if not batch.checked:  # a body the API passed through was checked there, event by event
+        fresh = [(seq, e) for seq, e in fresh if ev.well_formed(e)]
     metrics: list[tuple[int, dict[str, Any]]] = []
     trees: dict[str, int] = {}  # runs per tree, counted once per batch (create_children(N))
     for seq, event in fresh:
@@ -69,8 +71,11 @@ def _not_yet_stored(session: Session, batch: TrackingBatch) -> list[tuple[int, d
     pairs = [(int(seq), event) for seq, event in batch.events]
     if not pairs:
         return []
-    if any(pairs[i][0] > pairs[i + 1][0] for i in range(len(pairs) - 1)):
-        pairs.sort(key=itemgetter(0))  # producers number in order; a forged batch may not
+    if any(pairs[i][0] >= pairs[i + 1][0] for i in range(len(pairs) - 1)):
+        # Producers number in order, once; a forged batch may not, and batches the ingest
+        # joined (scheduler.ingest) may hold a redelivery of one another: first one wins.
+        pairs.sort(key=itemgetter(0))
+        pairs = [p for i, p in enumerate(pairs) if i == 0 or pairs[i - 1][0] != p[0]]
     stored = set(
         session.exec(
             select(MetricPoint.seq).where(
