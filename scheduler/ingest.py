@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import redis
@@ -229,7 +230,14 @@ def joined(entries: list[tuple[str, Entry]]) -> list[Entry]:
                 origin=first.origin,
                 producer=first.producer,
                 events=[pair for part in parts for pair in part.events],
-                checked=all(part.checked for part in parts),
+                # Checked and in order only if every part is and they follow each other
+                # (a redelivery joined to its first delivery is not in order).
+                checked=all(part.checked for part in parts)
+                and all(
+                    a.events[-1][0] < b.events[0][0]
+                    for a, b in pairwise(parts)
+                    if a.events and b.events
+                ),
             )
     return out
 
