@@ -37,6 +37,7 @@ from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, transition
 from store.models import Run, RunLog
 from store.runs import record_environment_used
+from store.tracking import collector
 from store.tracking.writes import apply_batch
 
 log = logging.getLogger(__name__)
@@ -145,13 +146,14 @@ class Ingest:
         if not raw:
             return applied
         entries: list[tuple[str, Entry]] = []
-        for entry_id, fields in raw:
-            try:
-                entries.append((entry_id, decode(fields)))
-            except MessageError as exc:
-                log.warning("dropping ingest entry %s: %s", entry_id, exc)
+        with collector.held_off():
+            for entry_id, fields in raw:
+                try:
+                    entries.append((entry_id, decode(fields)))
+                except MessageError as exc:
+                    log.warning("dropping ingest entry %s: %s", entry_id, exc)
         try:
-            with session_scope(self.engine) as session:
+            with session_scope(self.engine) as session, collector.held_off():
                 for entry in joined(entries):
                     self._apply(session, entry, applied)
         except OperationalError:

@@ -31,7 +31,7 @@ from store.models import (
     MetricNamesPublic,
     RunMetricsPublic,
 )
-from store.tracking import reads
+from store.tracking import collector, reads
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
 
@@ -61,8 +61,9 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
     on the ingest stream (durable); it is in the database a moment later. With ``wait``
     the answer comes once it is in the database, with everything sent before it."""
     body = await request.body()  # its size is capped by api.body_limits
-    batch = validate_json(EventBatch, body)
-    targets = _checked_targets(run_id, batch.events)
+    with collector.held_off():  # no await inside: nothing else runs on this loop meanwhile
+        batch = validate_json(EventBatch, body)
+        targets = _checked_targets(run_id, batch.events)
     await asyncio.to_thread(_check_batch, services, run_id, batch.events)
     entries: list[Entry] = []
     if targets == {run_id}:

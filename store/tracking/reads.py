@@ -30,7 +30,7 @@ from store.models import (
     RunProperty,
     RunTag,
 )
-from store.tracking import rollups
+from store.tracking import collector, rollups
 from store.tracking.values import decode_value
 
 decode = decode_value
@@ -63,7 +63,8 @@ def metrics_of(session: Session, run_ids: list[str], name: str | None = None) ->
             f"{total} points in one read (the limit is {MAX_POINTS_PER_READ}); name one "
             "metric, or read long series from /runs/{id}/metrics/{name}/history"
         )
-    points, finite = _series_points(session, sorted({m.run_id for m in metrics}), name)
+    with collector.held_off():
+        points, finite = _series_points(session, sorted({m.run_id for m in metrics}), name)
     for m in metrics:
         result[m.run_id][m.name] = {
             "kind": m.kind,
@@ -85,6 +86,7 @@ class Points(dict):  # type: ignore[type-arg]
 
 
 RUNS_PER_QUERY = 500  # run ids bound in one points query (far below any driver's limit)
+FETCH_ROWS = 10_000  # rows taken from the driver at a time
 SERIES_POINTS = (
     'SELECT run_id, name, idx, "column", value, text, vtype FROM metricpoint '
     "WHERE run_id IN ({runs}){named} ORDER BY run_id, name, idx, sub"
@@ -113,16 +115,17 @@ def _series_points(
             cursor.execute(sql, (*chunk, name) if name is not None else tuple(chunk))
             last: tuple[str, str] | None = None
             append: Any = None
-            for run_id, series, idx, column, value, text, vtype in cursor.fetchall():
-                if (run_id, series) != last:  # rows come series by series
-                    last = (run_id, series)
-                    append = found[last].append
-                if vtype == "f" and value is not None:
-                    append([idx, column, value])
-                    continue
-                if vtype == "f" or (vtype == "i" and text is not None):
-                    finite = False  # NaN, infinities, integers past 64 bits: Python's JSON
-                append([idx, column, decode(value, text, vtype)])
+            while rows := cursor.fetchmany(FETCH_ROWS):  # streamed: never every row at once
+                for run_id, series, idx, column, value, text, vtype in rows:
+                    if (run_id, series) != last:  # rows come series by series
+                        last = (run_id, series)
+                        append = found[last].append
+                    if vtype == "f" and value is not None:
+                        append([idx, column, value])
+                        continue
+                    if vtype == "f" or (vtype == "i" and text is not None):
+                        finite = False  # NaN, infinities, integers past 64 bits
+                    append([idx, column, decode(value, text, vtype)])
     finally:
         cursor.close()
     return found, finite

@@ -10,6 +10,7 @@ import pytest
 
 from protocol.messages import LogChunk, MessageError, StateChanged, TrackingBatch, decode
 from runyard.status import RunStatus
+from runyard.tracking import events as ev
 from scheduler.ingest import joined
 
 
@@ -19,7 +20,7 @@ def as_redis(fields: dict) -> dict:
 
 
 def test_a_passed_through_body_decodes_to_the_numbered_batch_the_api_built_before() -> None:
-    events = [{"r": "r1", "k": "s", "n": "loss", "v": v, "t": 1.0} for v in (0.5, 7, "x")]
+    events = [{"r": "r1", "k": ev.SCALAR, "n": "loss", "v": v, "t": 1.0} for v in (0.5, 7, "x")]
     body = json.dumps({"producer": "abc", "first_seq": 40, "events": events, "wait": True})
     entry = TrackingBatch(run_id="r1", origin="r1", producer="abc", events=[],
                           body=body.encode())  # fmt: skip
@@ -32,7 +33,7 @@ def test_a_passed_through_body_decodes_to_the_numbered_batch_the_api_built_befor
 
 
 def test_nan_infinities_and_huge_integers_read_back_as_logged() -> None:
-    events = [{"r": "r1", "k": "s", "n": "m", "v": v} for v in (math.nan, -math.inf, 2**70)]
+    events = [{"r": "r1", "k": ev.SCALAR, "n": "m", "v": v} for v in (math.nan, -math.inf, 2**70)]
     body = json.dumps({"producer": "p", "first_seq": 0, "events": events}).encode()
     entry = TrackingBatch(run_id="r1", origin="r1", producer="p", events=[], body=body)
     numbered = TrackingBatch(
@@ -55,7 +56,7 @@ def test_a_malformed_body_is_a_message_error(body: bytes) -> None:
 
 
 def batch(run_id: str, seqs: range, producer: str = "p", origin: str = "") -> TrackingBatch:
-    events = [[s, {"r": run_id, "k": "s", "n": "x", "v": float(s)}] for s in seqs]
+    events = [[s, {"r": run_id, "k": ev.SCALAR, "n": "x", "v": float(s)}] for s in seqs]
     return TrackingBatch(run_id=run_id, origin=origin or run_id, producer=producer, events=events)
 
 

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from protocol.messages import Entry, TrackingBatch
 from protocol.streams import send_to_ingest
+from runyard.tracking import events as ev
 from scheduler.ingest import Ingest
 from store.models import Cluster, Metric, MetricPoint, MetricRollup, RunTag
 from store.tracking import reads
@@ -22,20 +23,23 @@ from tests.support.database import CLUSTER, make_cluster, pending_count, queue_r
 def logged(run_id: str, producer: str = "p") -> list[Entry]:
     """A run's tracking in several small batches of every kind, as a client sends them."""
     batches: list[list[dict[str, Any]]] = [
-        [{"r": run_id, "k": "s", "n": "loss", "v": 1.0 / (i + 1), "t": 1.0} for i in range(5)],
         [
-            {"r": run_id, "k": "l", "n": "acc", "v": [0.1, 0.2, math.nan]},
-            {"r": run_id, "k": "tag", "n": "phase", "v": "warmup"},
+            {"r": run_id, "k": ev.SCALAR, "n": "loss", "v": 1.0 / (i + 1), "t": 1.0}
+            for i in range(5)
         ],
         [
-            {"r": run_id, "k": "row", "n": "pr", "v": {"p": 0.5, "r": 0.25}},
-            {"r": run_id, "k": "s", "n": "loss", "v": math.inf, "t": 2.0},
-            {"r": run_id, "k": "s", "n": "step", "v": 7, "s": 40},
+            {"r": run_id, "k": ev.LIST, "n": "acc", "v": [0.1, 0.2, math.nan]},
+            {"r": run_id, "k": ev.TAG, "n": "phase", "v": "warmup"},
         ],
         [
-            {"r": run_id, "k": "tab", "n": "curve", "v": {"x": [1, 2], "y": [3, 4]}},
-            {"r": run_id, "k": "tag", "n": "phase", "v": "train"},
-            {"r": run_id, "k": "s", "n": "loss", "v": "diverged"},
+            {"r": run_id, "k": ev.ROW, "n": "pr", "v": {"p": 0.5, "r": 0.25}},
+            {"r": run_id, "k": ev.SCALAR, "n": "loss", "v": math.inf, "t": 2.0},
+            {"r": run_id, "k": ev.SCALAR, "n": "step", "v": 7, "s": 40},
+        ],
+        [
+            {"r": run_id, "k": ev.TABLE, "n": "curve", "v": {"x": [1, 2], "y": [3, 4]}},
+            {"r": run_id, "k": ev.TAG, "n": "phase", "v": "train"},
+            {"r": run_id, "k": ev.SCALAR, "n": "loss", "v": "diverged"},
         ],
     ]
     entries: list[Entry] = []
@@ -107,7 +111,11 @@ def test_batches_of_many_runs_applied_together_store_what_one_by_one_stores(
             ingest.process(ingest.read(block_ms=100))
 
     expected = stored(engine, one_by_one[0])
-    assert expected["points"] and expected["tags"] == [("phase", "train")]
+    assert [(m[0], m[1], m[2]) for m in expected["metrics"]] == [
+        ("acc", "list", 3), ("curve", "table", 2), ("loss", "scalar", 7),
+        ("pr", "row", 1), ("step", "scalar", 1),
+    ]  # fmt: skip
+    assert expected["tags"] == [("phase", "train")]
     assert all(stored(engine, r) == expected for r in together + one_by_one[1:])
     assert pending_count(client) == 0
 
