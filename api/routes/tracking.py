@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from typing import Annotated, Any
 
 import orjson
@@ -31,6 +32,7 @@ from store.models import (
     MetricNamesPublic,
     RunMetricsPublic,
 )
+from store.models.tracking import MAX_EVENTS
 from store.tracking import collector, reads
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
@@ -62,7 +64,7 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
     the answer comes once it is in the database, with everything sent before it."""
     body = await request.body()  # its size is capped by api.body_limits
     with collector.held_off():  # no await inside: nothing else runs on this loop meanwhile
-        batch = validate_json(EventBatch, body)
+        batch = _plain_batch(body) or validate_json(EventBatch, body)
         targets = _checked_targets(run_id, batch.events)
     await asyncio.to_thread(_check_batch, services, run_id, batch.events)
     entries: list[Entry] = []
@@ -92,6 +94,36 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
             "(is the scheduler running?); send the batch again to wait again"
         )
     return EventsAccepted(accepted=len(batch.events), stored=barrier is not None)
+
+
+PRODUCER = re.compile(EventBatch.model_fields["producer"].metadata[-1].pattern)
+BATCH_KEYS = frozenset(EventBatch.model_fields)
+
+
+def _plain_batch(body: bytes) -> EventBatch | None:
+    """The batch read by orjson when it is plainly valid (what the SDK sends), built without
+    a second walk over its events; anything else (NaN, a missing or wrong field) is left to
+    the model's own validation, which refuses it with the usual reason."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict or not data.keys() <= BATCH_KEYS:
+        return None
+    producer, first, events = data.get("producer"), data.get("first_seq"), data.get("events")
+    if (
+        type(producer) is not str
+        or not 1 <= len(producer) <= 64
+        or not PRODUCER.fullmatch(producer)
+        or type(first) is not int
+        or first < 0
+        or type(events) is not list
+        or len(events) > MAX_EVENTS
+        or type(data.get("wait", False)) is not bool
+        or not all(type(event) is dict for event in events)
+    ):
+        return None
+    return EventBatch.model_construct(**data)  # events are checked one by one next
 
 
 def _checked_targets(run_id: str, events: list[dict[str, Any]]) -> set[str]:

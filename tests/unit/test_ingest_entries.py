@@ -90,3 +90,38 @@ def test_a_state_report_or_another_producer_ends_a_join() -> None:
 
     # Nothing moves past the state reports, the other producer or the child's batches.
     assert out == entries
+
+
+GOOD = [
+    b'{"producer": "ab:1", "first_seq": 3, "events": [{"r": "x"}], "wait": true}',
+    b'{"producer": "p", "first_seq": 0, "events": []}',
+]
+REFUSED = [
+    b'{"producer": "a b", "first_seq": 3, "events": []}',
+    b'{"producer": "", "first_seq": 3, "events": []}',
+    b'{"producer": "ab", "first_seq": -1, "events": []}',
+    b'{"producer": "ab", "first_seq": true, "events": []}',
+    b'{"producer": "ab", "first_seq": 1, "events": [], "extra": 1}',
+    b'{"producer": "ab", "first_seq": 1, "events": [], "wait": 1}',
+    b'{"producer": "ab", "first_seq": 1}',
+    b'{"producer": "ab", "first_seq": 1, "events": [1]}',
+    b"[]",
+]
+
+
+@pytest.mark.parametrize("body", GOOD)
+def test_the_api_reads_a_plain_batch_as_its_model_does(body: bytes) -> None:
+    from api.errors import validate_json
+    from api.routes.tracking import _plain_batch
+    from store.models import EventBatch
+
+    assert _plain_batch(body) == validate_json(EventBatch, body)
+
+
+@pytest.mark.parametrize("body", [*REFUSED, b'{"producer": "p", "first_seq": 0, "events": [NaN]}'])
+def test_what_is_not_plainly_valid_goes_to_the_model(body: bytes) -> None:
+    """The model decides (a 4xx with its usual reason, or NaN read as Python reads it);
+    a batch refused here was never a shortcut past validation."""
+    from api.routes.tracking import _plain_batch
+
+    assert _plain_batch(body) is None
