@@ -165,3 +165,51 @@ def test_a_bad_entry_in_a_joined_batch_drops_only_itself(
     assert stored(engine, good) == stored(engine, alone)
     assert stored(engine, hurt) == stored(engine, alone)
     assert pending_count(client) == 0
+
+
+def test_points_stored_before_the_producer_marks_are_not_stored_again_on_a_replay(
+    engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
+) -> None:
+    """Migration 0015 gives each (run, producer) of the points already stored its mark, so
+    a batch redelivered across the upgrade is still recognised; its downgrade brings the
+    unique index back."""
+    run_id = three_runs(session)[0]
+    session.close()
+    _alembic(engine, "downgrade", "0014")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO metric (run_id, name, kind, description, count, next_idx) "
+            f"VALUES ('{run_id}', 'loss', 'scalar', '', 2, 2)"
+        )
+        conn.exec_driver_sql(
+            'INSERT INTO metricpoint (run_id, name, "column", producer, seq, sub, idx, value, '
+            f"vtype, logged_at) VALUES ('{run_id}', 'loss', '', 'p', 0, 0, 0, 1.0, 'f', 1.0), "
+            f"('{run_id}', 'loss', '', 'p', 1, 0, 1, 0.5, 'f', 1.0)"
+        )
+    _alembic(engine, "upgrade", "head")
+
+    events = [[i, {"r": run_id, "k": ev.SCALAR, "n": "loss", "v": v}] for i, v in
+              enumerate([1.0, 0.5, 0.25])]  # fmt: skip
+    send_to_ingest(client, [TrackingBatch(run_id=run_id, origin=run_id, producer="p",
+                                          events=events)])  # fmt: skip
+    ingest.process(ingest.read(block_ms=100))
+
+    with Session(engine) as fresh:
+        found = reads.metrics_of(fresh, [run_id])["runs"][run_id]["loss"]
+    assert (found["count"], found["points"]) == (
+        3,
+        [[0, "", 1.0], [1, "", 0.5], [2, "", 0.25]],
+    )
+
+
+def _alembic(engine: Engine, what: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from store.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, what)(config, revision)
