@@ -34,6 +34,7 @@ RATE = 200  # py-spy samples per second
 IDLE = {
     "select (selectors.py",
     "wait (threading.py",
+    "Condition.wait (threading.py",
     "_worker (thread.py",
     "Runner.run (runners.py",
 }
