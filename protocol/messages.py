@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import orjson
+
 from protocol.environments import Executor
 from protocol.replies import as_text
 from runyard.errors import MessageError
@@ -75,6 +77,12 @@ class TrackingBatch(Entry):
     ``origin`` is the run whose channel (or interactive client) produced it: the ingest
     accepts only ``run_id`` equal to it or one of its descendants. ``events`` are
     ``[seq, event]`` pairs numbered by ``producer``, so a replay is recognised.
+
+    ``body`` (API side only): the client's ``EventBatch`` JSON exactly as it arrived, once
+    the API has checked it and every event targets ``run_id`` (the usual case). It goes on
+    the stream as it is, so the API neither builds the pairs nor encodes thousands of
+    events again; ``decode`` numbers them from ``first_seq``. Such a batch was checked
+    event by event by the API (``checked``), so the ingest does not walk it again.
     """
 
     type: ClassVar[str] = "track"
@@ -82,6 +90,43 @@ class TrackingBatch(Entry):
     origin: str
     producer: str
     events: list[list[Any]]
+    body: bytes | None = field(default=None, repr=False, compare=False)
+    checked: bool = field(default=False, repr=False, compare=False)
+
+    def encode(self) -> dict[str, Any]:
+        if self.body is not None:
+            return {
+                "v": VERSION,
+                "type": self.type,
+                "run_id": self.run_id,
+                "origin": self.origin,
+                "body": self.body,
+            }
+        data = {
+            "run_id": self.run_id,
+            "origin": self.origin,
+            "producer": self.producer,
+            "events": self.events,
+        }
+        return {"v": VERSION, "type": self.type, "data": dumps(data)}
+
+    @classmethod
+    def from_body(cls, fields_: dict[str, Any]) -> TrackingBatch:
+        """The batch a ``body`` entry carries, its events numbered as the API numbered them
+        before (``first_seq + offset``)."""
+        batch = loads(fields_["body"])
+        if not isinstance(batch, dict):
+            raise ValueError("the body is not an event batch")
+        producer, first, events = batch["producer"], batch["first_seq"], batch["events"]
+        if type(producer) is not str or type(first) is not int or type(events) is not list:
+            raise ValueError("the body is not an event batch")
+        return cls(
+            run_id=as_text(fields_["run_id"]),
+            origin=as_text(fields_["origin"]),
+            producer=producer,
+            events=[[first + offset, e] for offset, e in enumerate(events)],
+            checked=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -107,17 +152,38 @@ ENTRY_TYPES: dict[str, type[Entry]] = {
 
 
 def decode(raw: dict[Any, Any]) -> Entry:
-    fields_ = {as_text(k): as_text(v) for k, v in raw.items()}
-    if fields_.get("v") != VERSION:
-        raise MessageError(f"unsupported entry version {fields_.get('v')!r}")
-    cls = ENTRY_TYPES.get(fields_.get("type", ""))
+    # Field values stay bytes: a tracking body of thousands of events is parsed from its
+    # bytes once, never decoded to a str first.
+    fields_ = {as_text(k): v for k, v in raw.items()}
+    version, kind = as_text(fields_.get("v", "")), as_text(fields_.get("type", ""))
+    if version != VERSION:
+        raise MessageError(f"unsupported entry version {version!r}")
+    cls = ENTRY_TYPES.get(kind)
     if cls is None:
-        raise MessageError(f"unknown entry type {fields_.get('type')!r}")
+        raise MessageError(f"unknown entry type {kind!r}")
     try:
-        data = json.loads(fields_["data"])
-        return _build(cls, data)
+        if cls is TrackingBatch and "body" in fields_:
+            return TrackingBatch.from_body(fields_)
+        return _build(cls, loads(fields_["data"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageError(f"malformed {cls.type} entry: {exc}") from exc
+
+
+def loads(data: str | bytes) -> Any:
+    """JSON as ``json.loads`` reads it, at orjson's speed. orjson refuses what Python's
+    reader takes (NaN and infinities, integers past 64 bits, lone surrogates): those
+    entries are read again by ``json``, so every value comes back exactly as logged."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def dumps(data: Any) -> str:
+    """JSON for the stream. Python's encoder, because orjson writes NaN and infinities as
+    null and a metric must read back as logged; a body the API passes through (see
+    ``TrackingBatch.body``) skips encoding altogether."""
+    return json.dumps(data, default=_json_default, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

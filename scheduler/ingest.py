@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import redis
@@ -39,6 +40,7 @@ from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, transition
 from store.models import Run, RunLog
 from store.runs import record_environment_used
+from store.tracking import collector
 from store.tracking.writes import apply_batch
 
 log = logging.getLogger(__name__)
@@ -251,14 +253,15 @@ class Ingest:
         if not raw:
             return applied
         entries: list[tuple[str, Entry]] = []
-        for entry_id, fields in raw:
-            try:
-                entries.append((entry_id, decode(fields)))
-            except MessageError as exc:
-                log.warning("dropping ingest entry %s: %s", entry_id, exc)
+        with collector.held_off():
+            for entry_id, fields in raw:
+                try:
+                    entries.append((entry_id, decode(fields)))
+                except MessageError as exc:
+                    log.warning("dropping ingest entry %s: %s", entry_id, exc)
         try:
-            with session_scope(self.engine) as session:
-                for _, entry in entries:
+            with session_scope(self.engine) as session, collector.held_off():
+                for entry in joined(entries):
                     self._apply(session, entry, applied)
         except OperationalError:
             log.exception("database unavailable; %d entries stay pending", len(raw))
@@ -299,6 +302,54 @@ class Ingest:
                 applied.clusters.add(entry.cluster)
             else:
                 applied.wake_all = True
+
+
+def joined(entries: list[tuple[str, Entry]]) -> list[Entry]:
+    """The batch's entries with each run's tracking batches joined into one per producer,
+    so a batch of hundreds of small entries costs a few queries per run, not per entry.
+
+    A batch is joined into an earlier one of the same (run, origin, producer) only while
+    nothing else about that run tree came between them (another producer's batch, a state
+    report): every run's events keep their order, and those of different runs never
+    depended on each other. Log chunks, wakes and barriers (released after the commit)
+    order nothing here. A redelivered batch joined to its first delivery is skipped like
+    one applied after it (``store.tracking.writes._not_yet_stored``)."""
+    out: list[Entry] = []
+    made: list[tuple[int, list[TrackingBatch]]] = []  # (its slot in out, its parts)
+    open_: dict[str, list[TrackingBatch]] = {}  # by origin: the group still taking parts
+    for _, entry in entries:
+        if isinstance(entry, TrackingBatch):
+            parts = open_.get(entry.origin)
+            if parts is not None and (parts[0].run_id, parts[0].producer) == (
+                entry.run_id,
+                entry.producer,
+            ):
+                parts.append(entry)
+                continue
+            open_[entry.origin] = parts = [entry]
+            made.append((len(out), parts))
+        elif isinstance(entry, StateChanged):
+            for origin in [o for o, p in open_.items() if entry.run_id in (o, p[0].run_id)]:
+                del open_[origin]
+        out.append(entry)
+    for slot, parts in made:
+        if len(parts) > 1:
+            first = parts[0]
+            out[slot] = TrackingBatch(
+                run_id=first.run_id,
+                origin=first.origin,
+                producer=first.producer,
+                events=[pair for part in parts for pair in part.events],
+                # Checked and in order only if every part is and they follow each other
+                # (a redelivery joined to its first delivery is not in order).
+                checked=all(part.checked for part in parts)
+                and all(
+                    a.events[-1][0] < b.events[0][0]
+                    for a, b in pairwise(parts)
+                    if a.events and b.events
+                ),
+            )
+    return out
 
 
 def insert_log(session: Session, chunk: LogChunk) -> None:

@@ -29,7 +29,12 @@ def make_engine(url: str) -> Engine:
             # WAL lets the API read while the scheduler writes; several processes share it.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            # Under WAL, NORMAL is durable against a process crash (a commit is in the WAL
+            # before it returns); a power cut may lose the last commits, never corrupt.
             cur.execute("PRAGMA synchronous=NORMAL")
+            # 64 MiB of page cache (the default is 2 MiB): the points' indexes of a busy
+            # ingest stay in memory instead of being read back between batches.
+            cur.execute("PRAGMA cache_size=-65536")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
@@ -29,7 +32,8 @@ from store.models import (
     MetricNamesPublic,
     RunMetricsPublic,
 )
-from store.tracking import reads
+from store.models.tracking import MAX_EVENTS
+from store.tracking import collector, reads
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
 
@@ -42,6 +46,9 @@ class JSONWithNaN(JSONResponse):
     (A JSONResponse, so the OpenAPI schema shows the route's ``response_model``.)"""
 
     def render(self, content: Any) -> bytes:
+        if getattr(content, "finite", False):  # reads.Points says there is nothing orjson
+            with contextlib.suppress(orjson.JSONEncodeError):  # would change (NaN, inf...)
+                return orjson.dumps(content)  # (what it still refuses: a lone surrogate)
         return json.dumps(content, allow_nan=True, separators=(",", ":")).encode()
 
 
@@ -56,23 +63,26 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
     on the ingest stream (durable); it is in the database a moment later. With ``wait``
     the answer comes once it is in the database, with everything sent before it."""
     body = await request.body()  # its size is capped by api.body_limits
-    batch = validate_json(EventBatch, body)
-    by_target: dict[str, list[list[Any]]] = {}
-    for offset, event in enumerate(batch.events):
-        target = event.get("r")
-        if not ev.well_formed(event) or event["k"] not in KINDS:
-            raise InvalidInput(f"events[{offset}] is not a Runyard event", field="events")
-        if not ev.is_descendant(target, run_id):
-            raise InvalidInput(
-                f"events[{offset}] targets {target!r}, which is not {run_id} or its child",
-                field="events",
-            )
-        by_target.setdefault(target, []).append([batch.first_seq + offset, event])
+    with collector.held_off():  # no await inside: nothing else runs on this loop meanwhile
+        batch = _plain_batch(body) or validate_json(EventBatch, body)
+        targets = _checked_targets(run_id, batch.events)
     await asyncio.to_thread(_check_batch, services, run_id, batch.events)
-    entries: list[Entry] = [
-        TrackingBatch(run_id=target, origin=run_id, producer=batch.producer, events=events)
-        for target, events in by_target.items()
-    ]
+    entries: list[Entry] = []
+    if targets == {run_id}:
+        # The usual batch (every event for the run itself) goes on the stream as the body
+        # that arrived: nothing is numbered or encoded again here (TrackingBatch.body).
+        entries.append(
+            TrackingBatch(run_id=run_id, origin=run_id, producer=batch.producer, events=[],
+                          body=body)
+        )  # fmt: skip
+    elif targets:
+        by_target: dict[str, list[list[Any]]] = {target: [] for target in targets}
+        for offset, event in enumerate(batch.events):
+            by_target[event["r"]].append([batch.first_seq + offset, event])
+        entries += [
+            TrackingBatch(run_id=target, origin=run_id, producer=batch.producer, events=events)
+            for target, events in by_target.items()
+        ]
     barrier = barriers.new() if batch.wait else None
     if barrier is not None:
         entries.append(barrier)
@@ -84,6 +94,54 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
             "(is the scheduler running?); send the batch again to wait again"
         )
     return EventsAccepted(accepted=len(batch.events), stored=barrier is not None)
+
+
+PRODUCER = re.compile(EventBatch.model_fields["producer"].metadata[-1].pattern)
+BATCH_KEYS = frozenset(EventBatch.model_fields)
+
+
+def _plain_batch(body: bytes) -> EventBatch | None:
+    """The batch read by orjson when it is plainly valid (what the SDK sends), built without
+    a second walk over its events; anything else (NaN, a missing or wrong field) is left to
+    the model's own validation, which refuses it with the usual reason."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict or not data.keys() <= BATCH_KEYS:
+        return None
+    producer, first, events = data.get("producer"), data.get("first_seq"), data.get("events")
+    if (
+        type(producer) is not str
+        or not 1 <= len(producer) <= 64
+        or not PRODUCER.fullmatch(producer)
+        or type(first) is not int
+        or first < 0
+        or type(events) is not list
+        or len(events) > MAX_EVENTS
+        or type(data.get("wait", False)) is not bool
+        or not all(type(event) is dict for event in events)
+    ):
+        return None
+    return EventBatch.model_construct(**data)  # events are checked one by one next
+
+
+def _checked_targets(run_id: str, events: list[dict[str, Any]]) -> set[str]:
+    """The runs the events are for, once every event is one the SDK writes, of a kind a
+    client may send, for ``run_id`` or a child of it; else the batch is refused whole."""
+    targets: set[str] = set()
+    well_formed, is_descendant = ev.well_formed, ev.is_descendant
+    for offset, event in enumerate(events):
+        if not well_formed(event) or event["k"] not in KINDS:
+            raise InvalidInput(f"events[{offset}] is not a Runyard event", field="events")
+        target = event["r"]
+        if target != run_id and not is_descendant(target, run_id):
+            raise InvalidInput(
+                f"events[{offset}] targets {target!r}, which is not {run_id} or its child",
+                field="events",
+            )
+        targets.add(target)
+    return targets
 
 
 def _check_batch(services: Services, run_id: str, events: list[dict[str, Any]]) -> None:

@@ -304,6 +304,14 @@ class HttpSink(Sink):
         self._warned = False
         super().__init__()
 
+    def _after_fork_in_child(self) -> None:
+        """A forked child is a producer of its own: numbering on from the parent's seq
+        under the parent's id, its events and the parent's would pass for redeliveries of
+        each other (the ingest skips what is at or below a producer's last stored seq)."""
+        self.producer = uuid.uuid4().hex[:16]
+        self._seq = 0
+        super()._after_fork_in_child()
+
     def write(self, events: List[Dict[str, Any]], wait: bool = False) -> None:
         payload: Dict[str, Any] = {"producer": self.producer, "first_seq": self._seq}
         payload["events"] = events

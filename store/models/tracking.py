@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
-from sqlalchemy import BigInteger, Column, Double, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Double, Index, Text
 from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 from typing_extensions import TypedDict  # pydantic reads only this one before 3.12
@@ -40,12 +40,11 @@ class Metric(SQLModel, table=True):
 
 class MetricPoint(SQLModel, table=True):
     """One value of a series. ``producer``/``seq``/``sub`` identify the logging call that
-    made it (a replayed batch is recognised); ``idx`` is its position in the series."""
+    made it; ``idx`` is its position in the series. A replayed batch is recognised by
+    ``MetricProducer`` (one row per producer), not by a unique index over every point:
+    that index cost more than the point itself on every insert."""
 
-    __table_args__ = (
-        UniqueConstraint("run_id", "producer", "seq", "sub"),
-        Index("ix_metricpoint_series", "run_id", "name", "column", "idx"),
-    )
+    __table_args__ = (Index("ix_metricpoint_series", "run_id", "name", "column", "idx"),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="run.id")
@@ -61,6 +60,17 @@ class MetricPoint(SQLModel, table=True):
     text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     vtype: str = Field(default="f", max_length=1)
     logged_at: float = Field(sa_column=Column(Double, nullable=False))
+
+
+class MetricProducer(SQLModel, table=True):
+    """How far a producer's events for a run are stored: the highest ``seq`` applied. A
+    producer numbers its events in order and the ingest applies each run's entries in
+    stream order, so an event at or below it is a redelivery and is skipped (the row is
+    written in the transaction that stores the events)."""
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    producer: str = Field(primary_key=True, max_length=64)
+    last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class MetricRollup(SQLModel, table=True):

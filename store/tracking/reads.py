@@ -30,7 +30,7 @@ from store.models import (
     RunProperty,
     RunTag,
 )
-from store.tracking import rollups
+from store.tracking import collector, rollups
 from store.tracking.values import decode_value
 
 decode = decode_value
@@ -56,14 +56,15 @@ def metrics_of(session: Session, run_ids: list[str], name: str | None = None) ->
     result: dict[str, dict[str, MetricSeriesPublic]] = {rid: {} for rid in run_ids}
     metrics = list(session.exec(query))
     if not metrics:
-        return {"runs": result}
+        return Points(runs=result, finite=True)
     total = sum(m.count for m in metrics)
     if total > MAX_POINTS_PER_READ:
         raise InvalidInput(
             f"{total} points in one read (the limit is {MAX_POINTS_PER_READ}); name one "
             "metric, or read long series from /runs/{id}/metrics/{name}/history"
         )
-    points = _series_points(session, sorted({m.run_id for m in metrics}), name)
+    with collector.held_off():
+        points, finite = _series_points(session, sorted({m.run_id for m in metrics}), name)
     for m in metrics:
         result[m.run_id][m.name] = {
             "kind": m.kind,
@@ -71,10 +72,21 @@ def metrics_of(session: Session, run_ids: list[str], name: str | None = None) ->
             "count": m.count,
             "points": points.get((m.run_id, m.name), []),
         }
-    return {"runs": result}
+    return Points(runs=result, finite=finite)
+
+
+class Points(dict):  # type: ignore[type-arg]
+    """What ``metrics_of`` returns (a ``RunMetricsPublic``), saying whether every number
+    in it is finite: then a JSON encoder that has no NaN (orjson) may send it
+    (``api.routes.tracking.JSONWithNaN``)."""
+
+    def __init__(self, *, runs: dict[str, Any], finite: bool) -> None:
+        super().__init__(runs=runs)
+        self.finite = finite
 
 
 RUNS_PER_QUERY = 500  # run ids bound in one points query (far below any driver's limit)
+FETCH_ROWS = 10_000  # rows taken from the driver at a time
 SERIES_POINTS = (
     'SELECT run_id, name, idx, "column", value, text, vtype FROM metricpoint '
     "WHERE run_id IN ({runs}){named} ORDER BY run_id, name, idx, sub"
@@ -83,7 +95,7 @@ SERIES_POINTS = (
 
 def _series_points(
     session: Session, run_ids: list[str], name: str | None
-) -> dict[tuple[str, str], list[list[Any]]]:
+) -> tuple[dict[tuple[str, str], list[list[Any]]], bool]:
     """Every point of these runs' series (or of the one named) as ``[idx, column, value]``
     per ``(run_id, name)``: one query per RUNS_PER_QUERY runs, however many series they
     have, read through the driver's cursor so that a read of a million points spends its
@@ -91,6 +103,7 @@ def _series_points(
     connection = session.connection()
     marker = "%s" if connection.dialect.name == "postgresql" else "?"
     found: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
+    finite = True  # NaN and infinities are floats stored as text (store.tracking.values)
     cursor = connection.connection.cursor()
     try:
         for start in range(0, len(run_ids), RUNS_PER_QUERY):
@@ -100,17 +113,22 @@ def _series_points(
                 named=f" AND name = {marker}" if name is not None else "",
             )
             cursor.execute(sql, (*chunk, name) if name is not None else tuple(chunk))
-            for run_id, series, idx, column, value, text, vtype in cursor.fetchall():
-                found[(run_id, series)].append(
-                    [
-                        idx,
-                        column,
-                        value if vtype == "f" and value is not None else decode(value, text, vtype),
-                    ]
-                )
+            last: tuple[str, str] | None = None
+            append: Any = None
+            while rows := cursor.fetchmany(FETCH_ROWS):  # streamed: never every row at once
+                for run_id, series, idx, column, value, text, vtype in rows:
+                    if (run_id, series) != last:  # rows come series by series
+                        last = (run_id, series)
+                        append = found[last].append
+                    if vtype == "f" and value is not None:
+                        append([idx, column, value])
+                        continue
+                    if vtype == "f" or (vtype == "i" and text is not None):
+                        finite = False  # NaN, infinities, integers past 64 bits
+                    append([idx, column, decode(value, text, vtype)])
     finally:
         cursor.close()
-    return found
+    return found, finite
 
 
 @dataclass(frozen=True)

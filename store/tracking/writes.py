@@ -22,7 +22,7 @@ from runyard.status import TERMINAL, RunStatus
 from runyard.tracking import events as ev
 from store.db import insert_ignoring
 from store.lifecycle import end_children, transition
-from store.models import Metric, MetricPoint, Run, RunProperty, RunTag, utcnow
+from store.models import Metric, MetricProducer, Run, RunProperty, RunTag, utcnow
 from store.run_tree import child_refusal, in_tree
 from store.tracking import rollups
 from store.tracking.values import encode_value
@@ -41,48 +41,60 @@ def apply_batch(session: Session, batch: TrackingBatch, limits: TrackingLimits) 
     if not in_tree(session, run.id, batch.origin):  # an id prefix alone can be chosen
         log.warning("dropping batch: %s is not below %s", batch.run_id, batch.origin)
         return
-    fresh = [(seq, e) for seq, e in _not_yet_stored(session, batch) if ev.well_formed(e)]
-    metrics: list[tuple[int, dict[str, Any]]] = []
-    trees: dict[str, int] = {}  # runs per tree, counted once per batch (create_children(N))
-    for seq, event in fresh:
-        kind = event.get("k")
-        if kind in ev.METRIC_KINDS:
-            metrics.append((seq, event))
-        elif kind == ev.CHILD:
-            _create_child(session, run, event, trees)
-        elif kind == ev.TAG:
-            _set_tag(session, run, event, limits)
-        elif kind == ev.PROPERTY:
-            _add_properties(session, run, event, limits)
-        elif kind == ev.STATUS:
-            _finish(session, run, batch.origin, event)
-        elif kind == ev.NAME:
-            run.display_name = event["v"]
-            session.add(run)
+    fresh = _not_yet_stored(session, batch)
+    if not batch.checked:  # a body the API passed through was checked there, event by event
+        fresh = [(seq, e) for seq, e in fresh if ev.well_formed(e)]
+    metric_kinds = ev.METRIC_KINDS
+    metrics = [pair for pair in fresh if pair[1].get("k") in metric_kinds]
+    if len(metrics) < len(fresh):
+        trees: dict[str, int] = {}  # runs per tree, counted once per batch (create_children)
+        for _, event in fresh:
+            kind = event.get("k")
+            if kind == ev.CHILD:
+                _create_child(session, run, event, trees)
+            elif kind == ev.TAG:
+                _set_tag(session, run, event, limits)
+            elif kind == ev.PROPERTY:
+                _add_properties(session, run, event, limits)
+            elif kind == ev.STATUS:
+                _finish(session, run, batch.origin, event)
+            elif kind == ev.NAME:
+                run.display_name = event["v"]
+                session.add(run)
     if metrics:
         _insert_points(session, run, batch.producer, metrics, limits)
 
 
-def _not_yet_stored(session: Session, batch: TrackingBatch) -> list[tuple[int, dict[str, Any]]]:
-    """Events of a redelivered batch that were already stored are skipped: metric points by
-    (producer, seq); the other kinds are idempotent by themselves."""
-    pairs = [(int(seq), event) for seq, event in batch.events]
+def _not_yet_stored(session: Session, batch: TrackingBatch) -> list[Any]:
+    """The ``(seq, event)`` pairs of the batch not stored yet, in seq order, once each.
+
+    A producer numbers its events in order and each run's entries are applied in stream
+    order, so everything at or below the producer's ``MetricProducer.last_seq`` is a
+    redelivery: skipped whole (metric points would be doubled; tags, properties and the
+    rest are idempotent anyway). The mark moves to the batch's last seq in the same
+    transaction as its events."""
+    pairs: list[Any] = batch.events
     if not pairs:
         return []
-    if any(pairs[i][0] > pairs[i + 1][0] for i in range(len(pairs) - 1)):
-        pairs.sort(key=itemgetter(0))  # producers number in order; a forged batch may not
-    stored = set(
-        session.exec(
-            select(MetricPoint.seq).where(
-                MetricPoint.run_id == batch.run_id,
-                MetricPoint.producer == batch.producer,
-                col(MetricPoint.seq).between(pairs[0][0], pairs[-1][0]),
-            )
-        )
-    )
-    if not stored:  # the usual case: a batch delivered once
+    if not batch.checked:  # a body the API numbered is in order already (TrackingBatch)
+        pairs = [(int(seq), event) for seq, event in pairs]
+        if any(pairs[i][0] >= pairs[i + 1][0] for i in range(len(pairs) - 1)):
+            # A forged batch may be out of order, and batches the ingest joined
+            # (scheduler.ingest) may hold a redelivery of one another: first one wins.
+            pairs.sort(key=itemgetter(0))
+            pairs = [p for i, p in enumerate(pairs) if i == 0 or pairs[i - 1][0] != p[0]]
+    mark = session.get(MetricProducer, (batch.run_id, batch.producer))
+    last = pairs[-1][0]
+    if mark is None:
+        session.add(MetricProducer(run_id=batch.run_id, producer=batch.producer, last_seq=last))
         return pairs
-    return [(seq, event) for seq, event in pairs if seq not in stored]
+    stored = mark.last_seq
+    if last > stored:
+        mark.last_seq = last
+        session.add(mark)
+    if pairs[0][0] > stored:  # the usual case: a batch delivered once
+        return pairs
+    return [pair for pair in pairs if pair[0] > stored]
 
 
 def _create_child(
@@ -172,26 +184,15 @@ def _finish(session: Session, run: Run, origin: str, event: dict[str, Any]) -> N
 
 
 # The columns of a point, in the order the rows below are built; inserted through the
-# driver's own executemany (no per-row SQLAlchemy parameter processing), skipping what an
-# earlier delivery stored (the unique producer + seq + sub) as the ORM insert did.
+# driver's own executemany (no per-row SQLAlchemy parameter processing) or COPY.
 POINT_COLUMNS = (
     "run_id", "name", "column", "producer", "seq", "sub", "idx", "value", "text", "vtype",
     "logged_at",
 )  # fmt: skip
-_SCALAR_NAME, _LIST_NAME = ev.KIND_NAMES[ev.SCALAR], ev.KIND_NAMES[ev.LIST]
-
-
-def _insert_sql(dialect: str) -> str:
-    marker = "%s" if dialect == "postgresql" else "?"
-    names = ", ".join(f'"{c}"' for c in POINT_COLUMNS)
-    values = ", ".join([marker] * len(POINT_COLUMNS))
-    return (
-        f"INSERT INTO metricpoint ({names}) VALUES ({values}) "
-        "ON CONFLICT (run_id, producer, seq, sub) DO NOTHING"
-    )
-
-
-INSERT_POINTS = {d: _insert_sql(d) for d in ("sqlite", "postgresql")}
+_SCALAR, _SCALAR_NAME, _LIST_NAME = ev.SCALAR, ev.KIND_NAMES[ev.SCALAR], ev.KIND_NAMES[ev.LIST]
+_NAMES = ", ".join(f'"{c}"' for c in POINT_COLUMNS)
+# What is inserted is fresh (_not_yet_stored): no conflict to look for, no unique index.
+INSERT_POINTS = f"INSERT INTO metricpoint ({_NAMES}) VALUES ({', '.join('?' * 11)})"
 
 
 def _insert_points(
@@ -265,20 +266,29 @@ def _insert_points(
                 metric.kind = _LIST_NAME
         logged_at = float(event.get("t") or 0.0)
         start = event.get("s", state[1])  # log(..., step=) places the point
-        if code == ev.SCALAR:  # most events by far: one point, no list to build
-            number, text, vtype = encode_value(event.get("v"))
-            append((run_id, name, "", producer, seq, 0, start, number, text, vtype, logged_at))
-            length, low, high = 1, start, start
-            _widen(spans, name, "", low, high)
-        else:
-            points = _points(event, start)
-            for sub, idx, column, value in points:
+        if code == _SCALAR:  # most events by far: one point, no list to build
+            value = event.get("v")
+            if type(value) is float and value - value == 0.0:  # finite (not NaN nor inf)
+                append((run_id, name, "", producer, seq, 0, start, value, None, "f", logged_at))
+            else:
                 number, text, vtype = encode_value(value)
-                append(
-                    (run_id, name, column, producer, seq, sub, idx, number, text, vtype, logged_at)
-                )
-                _widen(spans, name, column, idx, idx)
-            length = _length(event)
+                append((run_id, name, "", producer, seq, 0, start, number, text, vtype, logged_at))
+            span = spans.get((name, ""))
+            if span is None:
+                spans[(name, "")] = [start, start]
+            elif start > span[1]:
+                span[1] = start
+            elif start < span[0]:
+                span[0] = start
+            state[0] += 1
+            if start >= state[1]:
+                state[1] = start + 1
+            continue
+        for sub, idx, column, value in _points(event, start):
+            number, text, vtype = encode_value(value)
+            append((run_id, name, column, producer, seq, sub, idx, number, text, vtype, logged_at))
+            _widen(spans, name, column, idx, idx)
+        length = _length(event)
         state[0] += length
         if start + length > state[1]:
             state[1] = start + length
@@ -293,36 +303,14 @@ def _insert_points(
         cursor = connection.connection.cursor()  # this transaction's own DBAPI connection
         try:
             if dialect == "postgresql":
-                _copy_points(cursor, rows)
+                with cursor.copy(f"COPY metricpoint ({_NAMES}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
             else:
-                cursor.executemany(INSERT_POINTS[dialect], rows)
+                cursor.executemany(INSERT_POINTS, rows)
         finally:
             cursor.close()
         rollups.refresh(session, run_id, {k: (v[0], v[1]) for k, v in spans.items()})
-
-
-# PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
-# skips what is stored already (COPY itself cannot skip a duplicate).
-STAGE = "metricpoint_in"
-CREATE_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (run_id varchar, name varchar, "
-    '"column" varchar, producer varchar, seq bigint, sub integer, idx bigint, '
-    "value double precision, text text, vtype varchar, logged_at double precision) "
-    "ON COMMIT DELETE ROWS"
-)
-_NAMES = ", ".join(f'"{c}"' for c in POINT_COLUMNS)
-
-
-def _copy_points(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
-    cursor.execute(CREATE_STAGE)
-    with cursor.copy(f"COPY {STAGE} ({_NAMES}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-    cursor.execute(
-        f"INSERT INTO metricpoint ({_NAMES}) SELECT {_NAMES} FROM {STAGE} "
-        "ON CONFLICT (run_id, producer, seq, sub) DO NOTHING"
-    )
-    cursor.execute(f"DELETE FROM {STAGE}")  # a transaction may apply several batches
 
 
 def _widen(

@@ -109,3 +109,47 @@ def test_a_forked_child_logging_past_max_pending_does_not_hang() -> None:
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         sink.close(timeout=0)
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.batches: list[dict[str, Any]] = []
+
+    def send_events(self, run_id: str, batch: dict, timeout: float | None = None) -> Any:
+        self.batches.append(dict(batch))
+        return {"accepted": len(batch["events"]), "stored": False}
+
+
+def test_a_forked_child_numbers_its_events_as_a_producer_of_its_own() -> None:
+    """The ingest skips what is at or below a producer's last stored seq: a child numbering
+    on under its parent's id would have its points (or the parent's) taken for replays."""
+    import json
+
+    client = Recording()
+    sink = HttpSink(client, "run-1")
+    try:
+        sink.emit(event(0))
+        sink.flush()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: any exception or hang must end in a non-zero exit
+            code = 1
+            try:
+                signal.alarm(30)  # failure guard only: a hang is killed, never a pass
+                sink.emit(event(1))
+                sink.flush()
+                sent = client.batches[-1]
+                os.write(write, json.dumps([sent["producer"], sent["first_seq"]]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        answer = os.read(read, 1000)
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        producer, first_seq = json.loads(answer)
+        assert (producer != sink.producer, first_seq) == (True, 0)
+        assert [(b["producer"], b["first_seq"]) for b in client.batches] == [(sink.producer, 0)]
+    finally:
+        sink.close(timeout=0)
