@@ -2,11 +2,12 @@
 stream.
 
 The ingest is sharded by run id: every entry about a run goes to the shard its id hashes
-to, and one scheduler at a time consumes a shard, so a run's entries are applied in the
-order they were sent. Wakes go to the stream only the leader reads. A barrier is copied
-to every shard behind the entries sent before it (in one MULTI), and its waiter is
-released once every shard has passed its copy (``protocol.barriers``): a barrier promises
-"everything sent before me", whatever runs that was about.
+to (what a run logged, to the shard of the run whose channel sent it: ``ordered_by``), and
+one scheduler at a time consumes a shard, so a run's entries are applied in the order they
+were sent. Wakes go to the stream only the leader reads. A barrier is copied to every shard
+behind the entries sent before it (in one MULTI), and its waiter is released once every
+shard has passed its copy (``protocol.barriers``): a barrier promises "everything sent
+before me", whatever runs that was about.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def shard_of(run_id: str, shards: int) -> int:
     return zlib.crc32(run_id.encode()) % shards
 
 
+def ordered_by(entry: LogChunk | StateChanged | TrackingBatch) -> str:
+    """The run whose shard an entry goes to. What a run logged goes with the run whose
+    channel sent it (``origin``): a parent's batch that creates a child and the batches
+    with the child's own events after it are split per run by the API, and must still be
+    applied in the order they were sent, so they share the parent's shard. A submitted
+    run's reports and logs are its own, and its channel is the origin of what it logs."""
+    return entry.origin if isinstance(entry, TrackingBatch) else entry.run_id
+
+
 def append(pipe: Any, entries: list[Entry], *, ingest: bool = True, shards: int = 0) -> None:
     """Queue XADDs on a Redis pipeline (the caller executes it; a MULTI one keeps a
     barrier's copies behind the entries before it on every shard).
@@ -54,7 +64,7 @@ def append(pipe: Any, entries: list[Entry], *, ingest: bool = True, shards: int 
             elif isinstance(entry, Wake):
                 pipe.xadd(keys.INGEST_WAKE_STREAM, fields)
             elif isinstance(entry, LogChunk | StateChanged | TrackingBatch):
-                pipe.xadd(keys.ingest_shard(shard_of(entry.run_id, shards)), fields)
+                pipe.xadd(keys.ingest_shard(shard_of(ordered_by(entry), shards)), fields)
             else:  # an entry type about no run: shard 0 keeps it in order with itself
                 pipe.xadd(keys.ingest_shard(0), fields)
         if isinstance(entry, LogChunk | StateChanged | TrackingBatch):

@@ -68,7 +68,7 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
         targets = _checked_targets(run_id, batch.events)
     await asyncio.to_thread(_check_batch, services, run_id, batch.events)
     entries: list[Entry] = []
-    if targets == {run_id}:
+    if targets == [run_id]:
         # The usual batch (every event for the run itself) goes on the stream as the body
         # that arrived: nothing is numbered or encoded again here (TrackingBatch.body).
         entries.append(
@@ -126,10 +126,12 @@ def _plain_batch(body: bytes) -> EventBatch | None:
     return EventBatch.model_construct(**data)  # events are checked one by one next
 
 
-def _checked_targets(run_id: str, events: list[dict[str, Any]]) -> set[str]:
-    """The runs the events are for, once every event is one the SDK writes, of a kind a
-    client may send, for ``run_id`` or a child of it; else the batch is refused whole."""
-    targets: set[str] = set()
+def _checked_targets(run_id: str, events: list[dict[str, Any]]) -> list[str]:
+    """The runs the events are for, in the order each first appears (a child's creation,
+    in its parent's events, comes before the child's own: their entries must keep that
+    order), once every event is one the SDK writes, of a kind a client may send, for
+    ``run_id`` or a child of it; else the batch is refused whole."""
+    targets: dict[str, None] = {}
     well_formed, is_descendant = ev.well_formed, ev.is_descendant
     for offset, event in enumerate(events):
         if not well_formed(event) or event["k"] not in KINDS:
@@ -140,8 +142,8 @@ def _checked_targets(run_id: str, events: list[dict[str, Any]]) -> set[str]:
                 f"events[{offset}] targets {target!r}, which is not {run_id} or its child",
                 field="events",
             )
-        targets.add(target)
-    return targets
+        targets[target] = None
+    return list(targets)
 
 
 def _check_batch(services: Services, run_id: str, events: list[dict[str, Any]]) -> None:

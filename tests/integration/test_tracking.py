@@ -422,6 +422,23 @@ def test_the_history_of_a_long_series_is_downsampled_keeping_its_extremes(stack:
     json.dumps(small)  # plain JSON (finite values)
 
 
+def test_children_created_and_logged_in_one_batch_all_keep_their_metrics(stack: Stack) -> None:
+    """One batch creates each child (an event of the parent) and then logs in it: the API
+    splits it per run, and each child's part must be applied after the part creating it."""
+    client = stack.client()
+    parent = client.json("POST", "/runs/interactive", json={"experiment": "one-batch"})["id"]
+    children = [f"{parent}_{n}" for n in range(1, 31)]
+    events: list[dict[str, Any]] = []
+    for n, child in enumerate(children):
+        events.append({"r": parent, "k": "child", "c": child, "t": 1.0})
+        events.append({"r": child, "k": "m", "n": "loss", "v": n, "t": 1.0})
+    batch = {"producer": "tree", "first_seq": 0, "events": events, "wait": True}
+    assert client.json("POST", f"/runs/{parent}/events", json=batch)["stored"] is True
+    for n, child in enumerate(children):
+        stored = client.json("GET", f"/runs/{child}/metrics")["runs"][child]
+        assert [p[2] for p in stored["loss"]["points"]] == [n], child
+
+
 def test_malformed_or_forged_channel_lines_are_dropped_without_blocking_anything(
     stack: Stack, workers, tmp_path: Path
 ) -> None:

@@ -86,6 +86,23 @@ def test_each_entry_goes_to_its_runs_shard_and_a_barrier_to_every_shard_behind_t
     assert pipe.calls.index(("set", keys.barrier_parts("w1"), 4)) < first_copy
 
 
+def test_what_a_parent_logs_for_its_children_goes_to_the_parents_shard() -> None:
+    """The API splits a tree's batch per run; the child is created by the parent's part, so
+    the child's part must be applied after it: both on the shard of the channel's run."""
+    parent = "exp_1_aaaa"
+    children = [f"{parent}_{n}" for n in range(16)]
+    assert {shard_of(c, 8) for c in children} != {shard_of(parent, 8)}  # spread by their ids
+    pipe = Pipe()
+    append(
+        pipe,
+        [TrackingBatch(run_id=parent, origin=parent, producer="p", events=[])]
+        + [TrackingBatch(run_id=c, origin=parent, producer="p", events=[]) for c in children],
+        shards=8,
+    )
+    ingest = {stream for op, stream, _ in pipe.calls if op == "xadd" and "live" not in stream}
+    assert ingest == {keys.ingest_shard(shard_of(parent, 8))}
+
+
 def test_share_is_enough_for_every_shard_to_be_held() -> None:
     assert [share(8, live) for live in (0, 1, 2, 3, 4, 8, 9)] == [8, 8, 4, 3, 2, 1, 1]
 
