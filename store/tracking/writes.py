@@ -12,7 +12,7 @@ import logging
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from protocol.limits import MAX_DISPLAY_NAME, NAME_LENGTH, TrackingLimits
@@ -83,18 +83,36 @@ def _not_yet_stored(session: Session, batch: TrackingBatch) -> list[Any]:
             # (scheduler.ingest) may hold a redelivery of one another: first one wins.
             pairs.sort(key=itemgetter(0))
             pairs = [p for i, p in enumerate(pairs) if i == 0 or pairs[i - 1][0] != p[0]]
-    mark = session.get(MetricProducer, (batch.run_id, batch.producer))
     last = pairs[-1][0]
-    if mark is None:
-        session.add(MetricProducer(run_id=batch.run_id, producer=batch.producer, last_seq=last))
-        return pairs
-    stored = mark.last_seq
+    stored = _hold_mark(session, batch.run_id, batch.producer)
     if last > stored:
-        mark.last_seq = last
-        session.add(mark)
+        session.execute(
+            update(MetricProducer)
+            .where(col(MetricProducer.run_id) == batch.run_id)
+            .where(col(MetricProducer.producer) == batch.producer)
+            .values(last_seq=last)
+        )
     if pairs[0][0] > stored:  # the usual case: a batch delivered once
         return pairs
     return [pair for pair in pairs if pair[0] > stored]
+
+
+def _hold_mark(session: Session, run_id: str, producer: str) -> int:
+    """The producer's mark (-1: nothing stored), locked until the commit. Two holders of a
+    shard can apply one batch at once (the old one paused past its lease): the mark's row
+    is written first (SQLite: the write lock; PostgreSQL: the row), so the second reads
+    the mark only once the first has committed, and skips what it stored."""
+    session.execute(
+        insert_ignoring(session, MetricProducer)
+        .values(run_id=run_id, producer=producer, last_seq=-1)
+        .on_conflict_do_nothing(index_elements=["run_id", "producer"])
+    )
+    return session.execute(
+        select(MetricProducer.last_seq)
+        .where(col(MetricProducer.run_id) == run_id)
+        .where(col(MetricProducer.producer) == producer)
+        .with_for_update()
+    ).scalar_one()
 
 
 def _create_child(

@@ -5,6 +5,7 @@ applying them one entry at a time stores; replays and bad entries behave as befo
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import redis
@@ -213,3 +214,50 @@ def _alembic(engine: Engine, what: str, revision: str) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         getattr(command, what)(config, revision)
+
+
+def test_one_batch_applied_by_two_holders_at_once_is_stored_once(
+    engine: Engine, session: Session
+) -> None:
+    """An old shard holder paused inside its transaction and the new holder apply the same
+    batch at once: the producer's mark is held until the first commits, so the second
+    sees it and skips the batch (no unique index over points would catch a double)."""
+    from protocol.limits import TrackingLimits
+    from store import runs as run_service
+    from store.tracking.writes import apply_batch
+
+    def scalars(run_id: str, first: int) -> TrackingBatch:
+        events = [[first + i, {"r": run_id, "k": ev.SCALAR, "n": "loss", "v": float(i),
+                               "t": 1.0}] for i in range(10)]  # fmt: skip
+        return TrackingBatch(run_id=run_id, origin=run_id, producer="p", events=events)
+
+    run = run_service.start_interactive(session, "exp", None, None, None)
+    session.commit()
+    with Session(engine) as first:
+        apply_batch(first, scalars(run.id, 0), TrackingLimits())
+        first.commit()
+    again = scalars(run.id, 10)
+    old_holder = Session(engine)
+    apply_batch(old_holder, again, TrackingLimits())
+    old_holder.flush()  # its writes are made, its commit not yet
+
+    failures: list[BaseException] = []
+
+    def new_holder() -> None:
+        try:
+            with Session(engine) as new:
+                apply_batch(new, again, TrackingLimits())
+                new.commit()
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=new_holder)
+    thread.start()
+    thread.join(1.0)  # gives it the chance to reach the mark while the old one holds it
+    old_holder.commit()
+    old_holder.close()
+    thread.join()
+    assert not failures
+    with Session(engine) as check:
+        points = check.exec(select(MetricPoint.seq).where(MetricPoint.run_id == run.id)).all()
+    assert sorted(points) == list(range(20))
