@@ -269,7 +269,14 @@ class Ingest:
             return Applied()
         except Exception:
             # One bad entry must not block the stream: apply them one by one, drop the bad.
-            applied = self._apply_one_by_one(entries)
+            try:
+                applied = self._apply_one_by_one(entries)
+            except OperationalError:
+                # The database went away meanwhile: as above, these go first once it is
+                # back (read past, the producer's mark would skip them as replays).
+                log.exception("database unavailable; %d entries stay pending", len(raw))
+                self.backlog = True
+                return Applied()
         stream = getattr(raw, "stream", keys.INGEST_STREAM)  # a Batch says where it was read
         self.redis.xack(stream, keys.INGEST_GROUP, *[i for i, _ in raw])
         if applied.barriers:
@@ -319,6 +326,11 @@ def joined(entries: list[tuple[str, Entry]]) -> list[Entry]:
     open_: dict[str, list[TrackingBatch]] = {}  # by origin: the group still taking parts
     for _, entry in entries:
         if isinstance(entry, TrackingBatch):
+            # Another channel's batch for a run closes the groups of that run it is not
+            # part of: what comes after it must not be joined ahead of it.
+            for origin in [o for o, p in open_.items() if o != entry.origin
+                           and p[0].run_id == entry.run_id]:  # fmt: skip
+                del open_[origin]
             parts = open_.get(entry.origin)
             if parts is not None and (parts[0].run_id, parts[0].producer) == (
                 entry.run_id,

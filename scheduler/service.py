@@ -119,10 +119,11 @@ class Scheduler:
 
     def streams(self) -> list[str]:
         """What this scheduler reads now: its shards; the leader also the wakes, and the
-        stream of before sharding."""
+        stream of before sharding (first: what an older producer still put there was sent
+        before what the same read finds on the shards)."""
         streams = [keys.ingest_shard(shard) for shard in self.shards.held()]
         if self.lease.held():
-            streams += [keys.INGEST_WAKE_STREAM, keys.INGEST_STREAM]
+            streams = [keys.INGEST_STREAM, *streams, keys.INGEST_WAKE_STREAM]
         return streams
 
     def step(self) -> None:

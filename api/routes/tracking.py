@@ -32,7 +32,7 @@ from store.models import (
     MetricNamesPublic,
     RunMetricsPublic,
 )
-from store.models.tracking import MAX_EVENTS
+from store.models.tracking import MAX_EVENTS, MAX_SEQ
 from store.tracking import collector, reads
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
@@ -64,13 +64,16 @@ async def log_events(run_id: str, request: Request, services: ServicesDep) -> Ev
     the answer comes once it is in the database, with everything sent before it."""
     body = await request.body()  # its size is capped by api.body_limits
     with collector.held_off():  # no await inside: nothing else runs on this loop meanwhile
-        batch = _plain_batch(body) or validate_json(EventBatch, body)
+        plain = _plain_batch(body)
+        batch = plain or validate_json(EventBatch, body)
         targets = _checked_targets(run_id, batch.events)
     await asyncio.to_thread(_check_batch, services, run_id, batch.events)
     entries: list[Entry] = []
-    if targets == [run_id]:
+    if plain is not None and targets == [run_id]:
         # The usual batch (every event for the run itself) goes on the stream as the body
-        # that arrived: nothing is numbered or encoded again here (TrackingBatch.body).
+        # that arrived: nothing is numbered or encoded again here (TrackingBatch.body). Only
+        # a plainly valid one: a body the model accepted by coercing it ("first_seq": "5")
+        # is built again from the model, as the ingest reads only the plain form.
         entries.append(
             TrackingBatch(run_id=run_id, origin=run_id, producer=batch.producer, events=[],
                           body=body)
@@ -116,7 +119,7 @@ def _plain_batch(body: bytes) -> EventBatch | None:
         or not 1 <= len(producer) <= 64
         or not PRODUCER.fullmatch(producer)
         or type(first) is not int
-        or first < 0
+        or not 0 <= first <= MAX_SEQ
         or type(events) is not list
         or len(events) > MAX_EVENTS
         or type(data.get("wait", False)) is not bool

@@ -116,13 +116,18 @@ class RunProperty(SQLModel, table=True):
 # --- in: what a client sends ----------------------------------------------------------------
 
 
+# A producer's numbers stay far inside a database BIGINT (and a JSON double), whatever
+# ``first_seq`` a client sends.
+MAX_SEQ = 2**53
+
+
 class EventBatch(BaseModel):
     """What a client (``start_logging``, or a fetched ``Run``) sends: events it numbered."""
 
     model_config = ConfigDict(extra="forbid")
 
     producer: str = PydanticField(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    first_seq: int = PydanticField(ge=0)
+    first_seq: int = PydanticField(ge=0, le=MAX_SEQ)
     events: list[dict[str, Any]] = PydanticField(max_length=MAX_EVENTS)
     wait: bool = PydanticField(
         default=False,

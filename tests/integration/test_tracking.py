@@ -498,7 +498,25 @@ def test_the_api_refuses_malformed_events_with_a_reason(stack: Stack) -> None:
                 f"/runs/{run.id}/events",
                 json={"producer": "p", "first_seq": 0, "events": [event]},
             )
+    with pytest.raises(InvalidInput, match="first_seq"):
+        client.json(
+            "POST",
+            f"/runs/{run.id}/events",
+            json={"producer": "p", "first_seq": 2**63, "events": []},
+        )
     run.complete()
+
+
+def test_a_batch_the_api_accepts_by_coercing_it_is_stored(stack: Stack) -> None:
+    """``"first_seq": "5"`` is accepted (the model reads it as 5): what was accepted and
+    said stored must be stored."""
+    client = stack.client()
+    run = client.json("POST", "/runs/interactive", json={"experiment": "coerced"})["id"]
+    batch = {"producer": "p", "first_seq": "5", "wait": True,
+             "events": [{"r": run, "k": "m", "n": "loss", "v": 0.5, "t": 1.0}]}  # fmt: skip
+    assert client.json("POST", f"/runs/{run}/events", json=batch)["stored"] is True
+    stored = client.json("GET", f"/runs/{run}/metrics")["runs"][run]
+    assert [p[2] for p in stored["loss"]["points"]] == [0.5]
 
 
 def browser_json(text: str) -> Any:

@@ -92,6 +92,20 @@ def test_a_state_report_or_another_producer_ends_a_join() -> None:
     assert out == entries
 
 
+def test_another_channels_batch_for_a_run_ends_a_join_of_that_run() -> None:
+    """A parent's channel tags its child, the child's own channel tags it, the parent's
+    again: the last tag must stay last (joining the third into the first would not)."""
+    entries = [
+        batch("a_1", range(0, 1), origin="a"),
+        batch("a_1", range(0, 1), producer="own"),
+        batch("a_1", range(1, 2), origin="a"),
+    ]
+
+    out = joined([(str(i), e) for i, e in enumerate(entries)])
+
+    assert out == entries
+
+
 GOOD = [
     b'{"producer": "ab:1", "first_seq": 3, "events": [{"r": "x"}], "wait": true}',
     b'{"producer": "p", "first_seq": 0, "events": []}',
