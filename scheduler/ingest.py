@@ -150,7 +150,39 @@ class Ingest:
             if pending:
                 return pending
             self.backlog = False
-        return self._read(">", block_ms)
+        return self._with_strays(self._read(">", block_ms))
+
+    def _with_strays(self, reads: Reads) -> Reads:
+        """Each stream's new entries, or, where another consumer holds entries read there
+        and not applied (an old holder paused between its lease check and its read took
+        them after this one took the stream), every entry pending there, oldest first:
+        applied after newer ones, a producer's mark would skip them as replays."""
+        if not reads.parts:
+            return reads
+        pipe = self.redis.pipeline(transaction=False)
+        for part in reads.parts:
+            pipe.xpending(part.stream, keys.INGEST_GROUP)
+        parts = []
+        for part, summary in zip(reads.parts, pipe.execute(), strict=True):
+            holders = [as_text(c["name"]) for c in (summary or {}).get("consumers") or []]
+            strays = any(name != self.consumer for name in holders)
+            parts.append(self._all_pending(part.stream) if strays else part)
+        return Reads(parts)
+
+    def _all_pending(self, stream: str) -> Batch:
+        """Every entry read on ``stream`` and not acknowledged, whoever read it, claimed by
+        this consumer in stream order."""
+        entries: list[RawEntry] = []
+        start = "0-0"
+        while True:
+            after, claimed, *_ = self.redis.xautoclaim(
+                stream, keys.INGEST_GROUP, self.consumer, min_idle_time=0,
+                start_id=start, count=self.batch,
+            )  # fmt: skip
+            entries += [(as_text(i), f) for i, f in claimed if f]
+            start = as_text(after)
+            if start == "0-0":
+                return Batch(stream, entries)
 
     def _read(self, start: str, block_ms: int | None) -> Reads:
         if not self.streams:

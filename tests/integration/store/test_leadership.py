@@ -317,6 +317,38 @@ def test_a_barrier_returns_once_every_shard_has_stored_what_came_before_it(
     assert log_rows(engine, run_a) == [(0, "a\n")] and log_rows(engine, run_b) == [(0, "b\n")]
 
 
+def test_what_a_stale_holder_reads_after_losing_a_shard_is_applied_before_anything_newer(
+    engine: Engine, session: Session, client: redis.Redis, shared: list[Scheduler]
+) -> None:
+    """The old holder passed its lease check, paused, lost the shard, woke and read (its
+    list of streams not yet renewed): the new holder applies those entries before the ones
+    it reads next, or the producer's mark would skip them as replays."""
+    a, b = shared
+    make_cluster(session)
+    run_id = runs_on_each(session, [a])[0]
+    walk(session, run_id, *HAPPY_PATH[:-2])
+
+    def points(first: int) -> TrackingBatch:
+        events = [[n, {"r": run_id, "k": "m", "n": "loss", "v": float(n)}]
+                  for n in range(first, first + 3)]  # fmt: skip
+        return TrackingBatch(run_id=run_id, origin=run_id, producer="p", events=events)
+
+    client.delete(*map(keys.ingest_shard_lease, a.shards.held()))  # a's leases run out
+    client.zrem(keys.SCHEDULER_MEMBERS, a.name)
+    b.tick()  # b holds every shard
+    send_to_ingest(client, [points(0)], shards=SHARDS)
+    stale = a.ingest.read(block_ms=100)  # a, not yet renewed, reads the shard it lost
+    assert len(stale) == 1
+    send_to_ingest(client, [points(3)], shards=SHARDS)
+
+    b.ingest.process(b.ingest.read(block_ms=100))
+
+    with Session(engine) as fresh:
+        series = reads.metrics_of(fresh, [run_id])["runs"][run_id]["loss"]
+    assert [value for _, _, value in series["points"]] == [float(n) for n in range(6)]
+    assert pending_count(client) == 0
+
+
 def test_a_paused_holders_late_batch_changes_nothing(
     engine: Engine, session: Session, client: redis.Redis, shared: list[Scheduler]
 ) -> None:
