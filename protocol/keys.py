@@ -14,6 +14,9 @@ INGEST_GROUP = "ingest"
 INGEST_WAKE_STREAM = f"{PREFIX}:ingest:wake"
 # How many ingest shards there are unless ``RUNYARD_INGEST_SHARDS`` says otherwise.
 DEFAULT_INGEST_SHARDS = 8
+# The shard count this Runyard's ingest was set up with, recorded by the first process to
+# start (``protocol.streams.agree_on_shards``); no expiry.
+INGEST_SHARD_COUNT = f"{PREFIX}:ingest:shards"
 
 
 def ingest_shard(shard: int) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from protocol import keys
 from protocol.messages import Barrier, Entry, LogChunk, StateChanged, TrackingBatch, Wake
+from runyard.errors import ConfigurationError
 
 SHARDS_VARIABLE = "RUNYARD_INGEST_SHARDS"  # Settings.ingest_shards reads the same
 
@@ -31,6 +32,22 @@ def ingest_shards() -> int:
     if not 1 <= count <= 1024:
         raise ValueError(f"{SHARDS_VARIABLE} must be between 1 and 1024, not {count}")
     return count
+
+
+def agree_on_shards(client: Any, shards: int = 0) -> None:
+    """Refuse to start with another shard count than the rest of this Runyard: a run's
+    entries would go to shards nobody reads, and every barrier would wait for copies that
+    never pass. The first process to start records its count in Redis."""
+    shards = shards or ingest_shards()
+    client.set(keys.INGEST_SHARD_COUNT, shards, nx=True)
+    recorded = int(client.get(keys.INGEST_SHARD_COUNT))
+    if recorded != shards:
+        raise ConfigurationError(
+            f"{SHARDS_VARIABLE} is {shards} here but this Runyard's ingest has {recorded} "
+            "shards: give the API, every scheduler and every worker the same value (to "
+            "change it, stop them all, let the ingest drain, then delete the Redis key "
+            f"{keys.INGEST_SHARD_COUNT})"
+        )
 
 
 def shard_of(run_id: str, shards: int) -> int:

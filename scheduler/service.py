@@ -39,7 +39,7 @@ from protocol import keys
 from protocol.celery_app import make_celery
 from protocol.messages import RunAssignment, Wake
 from protocol.settings import Settings
-from protocol.streams import send_to_ingest
+from protocol.streams import agree_on_shards, send_to_ingest
 from protocol.workers import WorkerInfo, live_workers, server_time
 from scheduler import admission, watchdog
 from scheduler.ingest import Ingest
@@ -87,6 +87,7 @@ class Scheduler:
 
     def prepare(self) -> None:
         # Schedulers starting together migrate and apply the clusters file one at a time.
+        agree_on_shards(self.redis, self.settings.ingest_shards)
         with self.redis.lock(f"{keys.PREFIX}:scheduler:prepare", timeout=300):
             migrate(self.engine)
             if self.settings.clusters_file:

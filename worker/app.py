@@ -27,7 +27,7 @@ from protocol.celery_app import TASK_EXECUTE_RUN, make_celery
 from protocol.environments import EXECUTORS
 from protocol.messages import RunAssignment, Wake
 from protocol.settings import Settings
-from protocol.streams import send_to_ingest
+from protocol.streams import agree_on_shards, send_to_ingest
 from runyard.client import Client
 from runyard.config import redact_url
 from worker.environments.config import BuildConfig
@@ -108,6 +108,7 @@ def run_worker(
     hide_task_arguments()
     worker_id = worker_id or default_worker_id()
     client = redis.Redis.from_url(settings.redis_url)
+    agree_on_shards(client)
     root = settings.worker_dir / worker_id
     workspace = Workspace(root, Client(settings.api_url))
     node = Node(

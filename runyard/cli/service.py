@@ -87,7 +87,24 @@ def api(
     from api.app import create_app
 
     settings = _settings(data_dir=data_dir, redis_url=redis_url, clusters_file=clusters_file)
+    _agree_on_shards(settings.redis_url)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+
+
+def _agree_on_shards(url: str) -> None:
+    """The API's entries go to the same shards as everyone's (``agree_on_shards``). Redis
+    may come up after the API, which starts without it: then the schedulers check."""
+    import redis
+
+    from protocol.streams import agree_on_shards
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        agree_on_shards(client)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
 
 
 def scheduler(
