@@ -64,3 +64,12 @@ def supersede(client: redis.Redis, run_id: str, attempt: int) -> None:
 
 def is_claimed(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:
     return bool(client.exists(keys.run_claim(run_id, attempt)))
+
+
+def request_preemption(client: redis.Redis, run_id: str, attempt: int) -> None:
+    """Ask the worker holding the attempt to stop it as preempted (``keys.run_preempt``)."""
+    client.set(keys.run_preempt(run_id, attempt), "1", ex=keys.RUN_KEY_TTL)
+
+
+def is_preemption_requested(client: redis.Redis, run_id: str, attempt: int) -> bool:
+    return bool(client.exists(keys.run_preempt(run_id, attempt)))

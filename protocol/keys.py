@@ -125,6 +125,13 @@ def run_cancel(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:cancel"
 
 
+def run_preempt(run_id: str, attempt: int) -> str:
+    """Set by the leading scheduler when it preempts the attempt (``scheduler.policy``): its
+    worker stops it with the cluster's grace period, keeps its outputs and checkpoints and
+    reports it preempted, and the run waits again for its next attempt."""
+    return f"{PREFIX}:run:{run_id}:preempt:{attempt}"
+
+
 def run_superseded(run_id: str, attempt: int) -> str:
     """Set when an attempt was given up (its node went silent and the run was requeued):
     should that node come back, its worker stops the attempt."""

@@ -53,6 +53,8 @@ class StateChanged(Entry):
     attempt: int = 0  # which hand-over of the run this report is about (0: not known)
     # With STARTING: the environment the run got (``protocol.build_specs.EnvironmentUsed``).
     environment: dict[str, Any] | None = None
+    # With QUEUED: the attempt stopped because it was preempted; the run waits again.
+    preempted: bool = False
 
 
 LOG_SEQ_STRIDE = 10_000_000  # chunk numbers reserved per attempt of a run
@@ -205,6 +207,10 @@ class RunAssignment:
     max_run_duration_seconds: float | None = None  # the worker ends it (Failed) past this
     budgets: dict[str, Any] = field(default_factory=dict)  # the cluster's (RunBudgets)
     build_only: bool = False  # build the run's environment, then end: no script runs
+    # Teams: the team charged, and whether the attempt before this one was preempted (the
+    # worker puts that attempt's outputs/ and checkpoints/ back before the script starts).
+    team: str | None = None
+    previous_attempt_preempted: bool = False
     v: str = VERSION
 
     def encode(self) -> dict[str, Any]:

@@ -15,6 +15,9 @@ EXPERIMENT = "RUNYARD_EXPERIMENT"  # the run's experiment
 URL = "RUNYARD_URL"  # the API the run's own SDK calls (also read from a user's shell)
 TOKEN = "RUNYARD_TOKEN"  # the run's own token: its tree, while this attempt runs
 TRACKING_DIR = "RUNYARD_TRACKING_DIR"  # the channel folder (below) the worker tails
+ATTEMPT = "RUNYARD_ATTEMPT"  # which attempt of the run this is (1, then 2 after a requeue)
+# "1" when the attempt before this one was preempted (its checkpoints are back in place)
+PREVIOUS_ATTEMPT_PREEMPTED = "RUNYARD_PREVIOUS_ATTEMPT_PREEMPTED"
 
 # --- the channel folder (RUNYARD_TRACKING_DIR) -------------------------------------------
 
@@ -25,3 +28,6 @@ SYNC_SOCKET = "sync.sock"  # where the worker confirms a ``sync`` line is stored
 # --- the run's working folder ---------------------------------------------------------------
 
 OUTPUTS_DIR = "outputs"  # ./outputs: stored in the run record when the run ends (as Azure)
+# ./checkpoints: stored like outputs when an attempt ends; with outputs, put back in place
+# before a requeued run's next attempt starts, so a training loop can resume
+CHECKPOINTS_DIR = "checkpoints"

@@ -11,6 +11,7 @@ this package registers every table on ``SQLModel.metadata`` (what Alembic compar
 - ``counters``: run counts and timing histograms the database maintains (0012)
 - ``runs``: a submitted spec, the run table and its changes, its log and files
 - ``tracking``: metrics, their points and rollups, tags, properties; events in, reads out
+- ``teams``: teams, their members and quotas per cluster, usage and run attempts
 - ``tokens``: API tokens and sessions, roles
 - ``audit``: the audit log
 - ``scheduler``: the fence of the scheduler that leads (one row)
@@ -77,6 +78,20 @@ from store.models.runs import (
     RunTokenRequest,
 )
 from store.models.scheduler import SchedulerFence
+from store.models.teams import (
+    NO_TEAM,
+    QuotaPublic,
+    QuotaSettings,
+    RunAttempt,
+    Team,
+    TeamCreate,
+    TeamMember,
+    TeamPublic,
+    TeamQuota,
+    TeamsPublic,
+    TeamUsage,
+    check_team_name,
+)
 from store.models.tokens import (
     ApiToken,
     TokenCreate,
@@ -103,6 +118,7 @@ from store.models.tracking import (
 )
 
 __all__ = [
+    "NO_TEAM",
     "ROLLUP_SPAN",
     "ApiToken",
     "AuditEvent",
@@ -137,12 +153,15 @@ __all__ = [
     "MetricProducer",
     "MetricRollup",
     "MetricSeriesPublic",
+    "QuotaPublic",
+    "QuotaSettings",
     "RegisteredEnvironment",
     "RegisteredEnvironmentPublic",
     "RegisteredEnvironmentsPublic",
     "Run",
     "RunArrayPublic",
     "RunArraySpec",
+    "RunAttempt",
     "RunChange",
     "RunCount",
     "RunDetails",
@@ -159,6 +178,13 @@ __all__ = [
     "RunTokenRequest",
     "RunsPublic",
     "SchedulerFence",
+    "Team",
+    "TeamCreate",
+    "TeamMember",
+    "TeamPublic",
+    "TeamQuota",
+    "TeamUsage",
+    "TeamsPublic",
     "TokenCreate",
     "TokenCreated",
     "TokenPublic",
@@ -167,5 +193,6 @@ __all__ = [
     "WorkersPublic",
     "check_cluster_name",
     "check_environment_name",
+    "check_team_name",
     "utcnow",
 ]

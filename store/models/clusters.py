@@ -52,6 +52,24 @@ class ClusterSettings(SQLModel):
         default=False,
         description="Where runs without a compute target go (at most one cluster)",
     )
+    # Teams (scheduler.policy): used only once the cluster has team quotas.
+    priority_preemption: bool = Field(
+        default=False,
+        description="A waiting run may preempt a lower-priority run of its own team, or of a "
+        "team over its quota",
+    )
+    preemption_min_runtime_seconds: float = Field(
+        default=60.0, ge=0, le=7 * 86400, description="A run is never preempted before this"
+    )
+    fair_share_half_life_hours: float = Field(
+        default=168.0, gt=0, le=100 * 365 * 24, description="Past usage halves every this long"
+    )
+    priority_aging_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=365 * 86400,
+        description="A waiting run gains one priority step per this long waited",
+    )
 
     @field_validator("container")
     @classmethod
@@ -101,6 +119,10 @@ class ClusterUpdate(SQLModel):
     container_runs: bool | None = None
     is_default: bool | None = None
     budgets: dict[str, Any] | None = None
+    priority_preemption: bool | None = None
+    preemption_min_runtime_seconds: float | None = Field(default=None, ge=0, le=7 * 86400)
+    fair_share_half_life_hours: float | None = Field(default=None, gt=0, le=100 * 365 * 24)
+    priority_aging_seconds: float | None = Field(default=None, gt=0, le=365 * 86400)
 
     @field_validator("budgets")
     @classmethod

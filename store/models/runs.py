@@ -60,6 +60,16 @@ class RunSpec(SQLModel):
     max_run_duration_seconds: float | None = Field(
         default=None, gt=0, description="Ended (Failed) when it runs longer than this"
     )
+    team: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Team charged for the run (one the token belongs to); none: the "
+        "token's default team",
+    )
+    preemptible: bool = Field(
+        default=True,
+        description="False: never preempted, and so limited to its team's nominal quota",
+    )
 
     @field_validator("experiment")
     @classmethod
@@ -209,6 +219,15 @@ class RunBase(SQLModel):
     array_index: int | None = None
     exit_code: int | None = None
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
+    # Teams (``scheduler.policy``): who is charged, whether it may be preempted, and what
+    # its preemptions were (the latest's by whom and why stays after its requeue).
+    team: str | None = Field(default=None, max_length=32)
+    preemptible: bool = True
+    preemptions: int = 0
+    previous_attempt_preempted: bool = False
+    preempt_requested_at: datetime | None = optional_timestamp()
+    preempted_by: str | None = Field(default=None, sa_column=Column(Text))
+    preemption_reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = creation_timestamp()
     dispatched_at: datetime | None = optional_timestamp()
     # One timestamp per state reached (named by runyard.status.TIMESTAMP_FIELD).
@@ -235,6 +254,17 @@ class Run(RunBase, table=True):
     # filter, a run's children in the order they were made.
     __table_args__ = (
         Index("ix_run_queue", "cluster", "status", "dispatched_at", "priority", "created_at", "id"),
+        # A team's own queue on a cluster (admission reads the head of each team's).
+        Index(
+            "ix_run_team_queue",
+            "cluster",
+            "team",
+            "status",
+            "dispatched_at",
+            "priority",
+            "created_at",
+            "id",
+        ),
         Index("ix_run_cluster_ended", "cluster", sql_text(ENDED_AT), "id"),
         Index("ix_run_created", "created_at", "id"),
         Index("ix_run_cluster_created", "cluster", "created_at", "id"),
