@@ -38,6 +38,7 @@ from api.routes import (
     runs,
     session,
     snapshots,
+    teams,
     tokens,
     tracking,
     workers,
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         environments,
         workers,
         tokens,
+        teams,
         audit,
     )
     for module in routers:

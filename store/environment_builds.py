@@ -31,9 +31,14 @@ def build_name(environment: dict[str, Any]) -> str:
     return shown[:MAX_DISPLAY_NAME]
 
 
-def submit_build(session: Session, spec: EnvironmentBuildSpec, submitted_by: str | None) -> Run:
+def submit_build(
+    session: Session,
+    spec: EnvironmentBuildSpec,
+    submitted_by: str | None,
+    team: str | None = None,
+) -> Run:
     """Queue a build of ``spec.environment`` on its cluster (raises before any write when
-    the cluster cannot run it)."""
+    the cluster cannot run it), charged to ``team`` (the token's default team)."""
     cluster = check_placement(session, spec.cluster, spec.environment)
     return queue_run(
         session,
@@ -43,6 +48,7 @@ def submit_build(session: Session, spec: EnvironmentBuildSpec, submitted_by: str
         environment=spec.environment,
         display_name=build_name(spec.environment),
         build_only=True,
+        team=team,
     )
 
 

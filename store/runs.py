@@ -103,6 +103,9 @@ def _spec_fields(spec: RunSpec, snapshot_digest: str) -> dict[str, Any]:
         "snapshot_digest": snapshot_digest,
         "display_name": spec.display_name,
         "max_run_duration_seconds": spec.max_run_duration_seconds,
+        # The team is the one charged (``store.teams.charge``, done by the caller).
+        "team": spec.team,
+        "preemptible": spec.preemptible,
     }
 
 

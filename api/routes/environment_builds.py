@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
-from store import audit, run_listings
+from store import audit, run_listings, teams
 from store import environment_builds as builds
 from store.announcements import wake
 from store.models import EnvironmentBuildSpec, RunDetails
@@ -29,7 +29,8 @@ def build_environment(
     """Queue a build of the environment on a cluster's worker, ahead of any run: a run of
     its own (experiment ``environment-builds``) whose log is the build log."""
     services.submit_limiter.hit(actor)
-    run = builds.submit_build(session, spec, submitted_by=actor.name)
+    team = teams.team_for(session, actor, None)
+    run = builds.submit_build(session, spec, submitted_by=actor.name, team=team)
     audit.record(session, actor, "environment.build", run.id, cluster=run.cluster)
     session.commit()
     wake(services.redis, run.cluster)

@@ -28,7 +28,7 @@ from runyard.errors import (
     SnapshotTooLarge,
 )
 from runyard.status import RunStatus
-from store import audit, run_listings
+from store import audit, run_listings, teams
 from store import runs as run_service
 from store.announcements import Announcements, wake
 from store.models import (
@@ -68,10 +68,11 @@ def submit_run(
     run_spec = validate_json(RunSpec, spec, field="spec")
     if actor.role == Role.RUN:
         _check_child_of_own_tree(session, actor, run_spec)
+    run_spec = teams.charge(session, actor, run_spec)
     charge = partial(services.submit_limiter.hit, actor)
     run_spec, digest = _accept_submission(session, services, run_spec, snapshot_file, charge)
     run = run_service.submit(session, run_spec, digest, submitted_by=actor.name)
-    audit.record(session, actor, "run.submit", run.id, cluster=run_spec.cluster)
+    audit.record(session, actor, "run.submit", run.id, cluster=run_spec.cluster, team=run.team)
     session.commit()
     wake(services.redis, run_spec.cluster)
     return run_listings.describe(session, services.redis, run)
@@ -99,13 +100,22 @@ def submit_run_array(
             f"{actor.role} token {actor.name!r} submits only child runs (run.submit_child), "
             "not job arrays"
         )
+    array_spec = teams.charge(session, actor, array_spec)
     count = len(array_spec.arguments_list)
     charge = partial(services.submit_limiter.hit_array, actor, count)
     array_spec, digest = _accept_submission(session, services, array_spec, snapshot_file, charge)
     array_id, cluster, ids = run_service.submit_array(
         session, array_spec, digest, submitted_by=actor.name
     )
-    audit.record(session, actor, "run.submit_array", array_id, cluster=cluster, count=count)
+    audit.record(
+        session,
+        actor,
+        "run.submit_array",
+        array_id,
+        cluster=cluster,
+        count=count,
+        team=array_spec.team,
+    )
     session.commit()
     wake(services.redis, cluster)
     return RunArrayPublic(

@@ -156,3 +156,10 @@ class TeamPublic(SQLModel):
 class TeamsPublic(SQLModel):
     data: list[TeamPublic]
     count: int
+
+
+class QuotasPublic(SQLModel):
+    """``GET /clusters/{cluster}/quotas``: every team's quota on one cluster, by team."""
+
+    data: list[QuotaPublic]
+    count: int
