@@ -17,6 +17,7 @@ AUDIT = "/audit"
 CLUSTERS = "/clusters"
 WORKERS = "/workers"
 TOKENS = "/tokens"
+TEAMS = "/teams"
 EXPERIMENTS = "/experiments"
 RUNS = "/runs"
 RUN_ARRAY = "/runs/array"  # a job array: many runs in one submit
@@ -41,6 +42,25 @@ def cluster_runs(name: str) -> str:
 
 def cluster_cancel_queued(name: str) -> str:
     return f"{cluster(name)}/cancel-queued"
+
+
+def cluster_quotas(name: str) -> str:
+    """Every team's quota on the cluster."""
+    return f"{cluster(name)}/quotas"
+
+
+def team(name: str) -> str:
+    return f"{TEAMS}/{_q(name)}"
+
+
+def team_member(name: str, token: str) -> str:
+    """A token (id or name) in a team: PUT adds it, DELETE removes it."""
+    return f"{team(name)}/members/{_q(token)}"
+
+
+def team_quota(name: str, cluster_name: str) -> str:
+    """A team's quota on a cluster: PUT sets it, DELETE clears it."""
+    return f"{team(name)}/quotas/{_q(cluster_name)}"
 
 
 def worker_drain(worker_id: str) -> str:

@@ -139,6 +139,42 @@ class Client(Transport):
     def revoke_token(self, token_id: str) -> Dict[str, Any]:
         return self.json("POST", paths.token_revoke(token_id))
 
+    # --- teams ------------------------------------------------------------------------------
+
+    def create_team(self, name: str, description: str = "") -> Dict[str, Any]:
+        return self.json("POST", paths.TEAMS, json={"name": name, "description": description})
+
+    def list_teams(self) -> List[Dict[str, Any]]:
+        return self.json("GET", paths.TEAMS)["data"]
+
+    def get_team(self, name: str) -> Dict[str, Any]:
+        return self.json("GET", paths.team(name))
+
+    def delete_team(self, name: str) -> Dict[str, Any]:
+        return self.json("DELETE", paths.team(name))
+
+    def add_team_member(
+        self, team: str, token: str, default: Optional[bool] = None
+    ) -> Dict[str, Any]:
+        """Put a token (its id, or its name) in a team; ``default``: make it the token's
+        default team (its runs naming no team are charged to it)."""
+        body = None if default is None else {"default": default}
+        return self.json("PUT", paths.team_member(team, token), json=body)
+
+    def remove_team_member(self, team: str, token: str) -> Dict[str, Any]:
+        return self.json("DELETE", paths.team_member(team, token))
+
+    def set_team_quota(self, team: str, cluster: str, **settings: Any) -> Dict[str, Any]:
+        """Set a team's quota on a cluster: slots, gpus, borrowing_slots, borrowing_gpus,
+        lending_slots, lending_gpus (omitted: 0 slots, the rest no limit)."""
+        return self.json("PUT", paths.team_quota(team, cluster), json=settings)
+
+    def clear_team_quota(self, team: str, cluster: str) -> Dict[str, Any]:
+        return self.json("DELETE", paths.team_quota(team, cluster))
+
+    def cluster_quotas(self, cluster: str) -> List[Dict[str, Any]]:
+        return self.json("GET", paths.cluster_quotas(cluster))["data"]
+
     # --- registered environments ----------------------------------------------------------
 
     def register_environment(self, name: str, spec: Dict[str, Any]) -> Dict[str, Any]:

@@ -211,17 +211,24 @@ def list_clusters(
 def apply_config_file(session: Session, path: Path) -> list[str]:
     """Create or update the clusters declared in a TOML file; returns their names.
 
-    ``[[clusters]]`` tables take the same fields as ``runyard cluster create``.
+    ``[[clusters]]`` tables take the same fields as ``runyard cluster create``, and
+    ``quotas``: each team's quota on the cluster, ``{team = {slots = 4, ...}}`` (the teams
+    are made if missing; quotas the file does not name are left as they are).
     """
+    from store.teams import apply_quotas  # store.teams reads clusters: imported on use
+
     try:
         document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInput(f"cannot read clusters file {path}: {exc}") from exc
     names = []
     for entry in document.get("clusters", []):
-        if isinstance(entry, dict) and "default" in entry:  # the file says default = true
-            entry = {**entry, "is_default": entry["default"]}
-            del entry["default"]
+        quotas = None
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            quotas = entry.pop("quotas", None)
+            if "default" in entry:  # the file says default = true
+                entry["is_default"] = entry.pop("default")
         try:
             data = ClusterCreate.model_validate(entry)
         except ValidationError as exc:
@@ -231,5 +238,7 @@ def apply_config_file(session: Session, path: Path) -> list[str]:
         else:
             given = data.model_dump(exclude_unset=True, exclude={"name"})
             update_cluster(session, data.name, ClusterUpdate(**given))
+        if quotas is not None:
+            apply_quotas(session, data.name, quotas, str(path))
         names.append(data.name)
     return names

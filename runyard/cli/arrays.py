@@ -60,6 +60,8 @@ def submit_array(
     cluster: opts.Cluster = None,
     experiment: opts.ExperimentName = "default",
     priority: opts.Priority = 0,
+    team: opts.Team = None,
+    non_preemptible: opts.NonPreemptible = False,
     image: opts.Image = None,
     env_file: opts.EnvFile = None,
     interpreter: opts.Interpreter = None,
@@ -83,6 +85,8 @@ def submit_array(
         compute_target=cluster,
         environment=opts.environment(env_file, interpreter, image),
         priority=priority,
+        team=team,
+        preemptible=not non_preemptible,
     )
     api = client()
     runs = Experiment(opts.workspace(api), experiment).submit_array(

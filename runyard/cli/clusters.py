@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Optional
 
 import typer
@@ -58,6 +59,7 @@ def _settings(
     default: bool | None = None,
     container_runs: bool | None = None,
     budgets: str | None = None,
+    teams: TeamSettings | None = None,
 ) -> dict[str, Any]:
     values: dict[str, Any] = {
         "nodes": nodes,
@@ -66,6 +68,7 @@ def _settings(
         "description": description,
         "is_default": default,
         "container_runs": container_runs,
+        **(teams.as_settings() if teams is not None else {}),
     }
     for option, text in (("environment", environment), ("budgets", budgets)):
         if text is not None:
@@ -111,6 +114,54 @@ ContainerRunsOpt = Annotated[
 ]
 
 
+PriorityPreemptionOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--priority-preemption/--no-priority-preemption",
+        help="Teams: a waiting run may preempt a lower-priority run of its own team, or of a "
+        "team over its quota",
+    ),
+]
+MinRuntimeOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--preemption-min-runtime",
+        min=0,
+        metavar="SECONDS",
+        help="Teams: a run is never preempted before it ran this long (default 60)",
+    ),
+]
+HalfLifeOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--fair-share-half-life",
+        metavar="HOURS",
+        help="Teams: past usage counts half after this long (default 168, a week)",
+    ),
+]
+AgingOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--priority-aging",
+        metavar="SECONDS",
+        help="A waiting run gains one priority step per this long waited (default 3600)",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class TeamSettings:
+    """The cluster settings of the team scheduler (used once it has team quotas)."""
+
+    priority_preemption: bool | None = None
+    preemption_min_runtime_seconds: float | None = None
+    fair_share_half_life_hours: float | None = None
+    priority_aging_seconds: float | None = None
+
+    def as_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 @app.command("create", cls=Command)
 def create(
     name: str,
@@ -123,14 +174,21 @@ def create(
     default: DefaultOpt = None,
     container_runs: ContainerRunsOpt = None,
     budgets: BudgetsOpt = None,
+    priority_preemption: PriorityPreemptionOpt = None,
+    preemption_min_runtime: MinRuntimeOpt = None,
+    fair_share_half_life: HalfLifeOpt = None,
+    priority_aging: AgingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a cluster.
 
     Example: runyard cluster create gpu --nodes 4 --executor docker --image my/train:1
     """
+    teams = TeamSettings(
+        priority_preemption, preemption_min_runtime, fair_share_half_life, priority_aging
+    )
     settings = _settings(
-        nodes, executor, grace, description, environment, default, container_runs, budgets
+        nodes, executor, grace, description, environment, default, container_runs, budgets, teams
     )
     if image is not None:
         settings["container"] = {"image": image}
@@ -156,11 +214,18 @@ def update(
     default: DefaultOpt = None,
     container_runs: ContainerRunsOpt = None,
     budgets: BudgetsOpt = None,
+    priority_preemption: PriorityPreemptionOpt = None,
+    preemption_min_runtime: MinRuntimeOpt = None,
+    fair_share_half_life: HalfLifeOpt = None,
+    priority_aging: AgingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a cluster's node limit, executor, image or defaults."""
+    """Change a cluster's node limit, executor, image, defaults or team scheduling."""
+    teams = TeamSettings(
+        priority_preemption, preemption_min_runtime, fair_share_half_life, priority_aging
+    )
     changes = _settings(
-        nodes, executor, grace, description, environment, default, container_runs, budgets
+        nodes, executor, grace, description, environment, default, container_runs, budgets, teams
     )
     api = client()
     if image is not None:

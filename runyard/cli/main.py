@@ -16,6 +16,7 @@ from runyard.cli import (
     output,
     runs,
     service,
+    teams,
     tokens,
 )
 from runyard.cli.context import set_url
@@ -66,6 +67,7 @@ app.command("wait", cls=Command)(runs.wait)
 app.command("cancel", cls=Command)(runs.cancel)
 app.command("workers", cls=Command)(runs.workers)
 app.add_typer(tokens.app, name="token")
+app.add_typer(teams.app, name="team")
 env_app.command("build", cls=Command)(environment_builds.build)
 env_app.command("prune", cls=Command)(environment_cache.prune)
 app.add_typer(env_app, name="env")

@@ -63,6 +63,8 @@ def submit(
     ] = None,
     experiment: opts.ExperimentName = "default",
     priority: opts.Priority = 0,
+    team: opts.Team = None,
+    non_preemptible: opts.NonPreemptible = False,
     image: opts.Image = None,
     env_file: opts.EnvFile = None,
     interpreter: opts.Interpreter = None,
@@ -92,6 +94,8 @@ def submit(
         compute_target=cluster,
         environment=opts.environment(env_file, interpreter, image),
         priority=priority,
+        team=team,
+        preemptible=not non_preemptible,
     )
     api = client()
     run = Experiment(opts.workspace(api), experiment).submit(

@@ -20,6 +20,17 @@ Cluster = Annotated[
 ]
 ExperimentName = Annotated[str, typer.Option("--experiment", "-e")]
 Priority = Annotated[int, typer.Option("--priority", "-p", help="Higher starts first")]
+Team = Annotated[
+    Optional[str],
+    typer.Option("--team", help="Team charged for the runs (none: your token's default team)"),
+]
+NonPreemptible = Annotated[
+    bool,
+    typer.Option(
+        "--non-preemptible",
+        help="Never preempted (then it runs only within its team's quota, never borrowing)",
+    ),
+]
 Image = Annotated[
     Optional[str], typer.Option(help="Docker image to run in (environment.docker.base_image)")
 ]

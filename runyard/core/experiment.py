@@ -127,6 +127,11 @@ class Experiment:
         }
         if config.max_run_duration_seconds is not None:
             spec["max_run_duration_seconds"] = config.max_run_duration_seconds
+        # Sent only when set: a service without teams refuses no spec it did before.
+        if config.team is not None:
+            spec["team"] = str(config.team)
+        if not config.preemptible:
+            spec["preemptible"] = False
         if tags:
             spec["tags"] = {str(k): None if v is None else str(v) for k, v in tags.items()}
         if display_name is not None:

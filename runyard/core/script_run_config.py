@@ -32,6 +32,8 @@ class ScriptRunConfig:
         docker_runtime_config: Optional[DockerConfiguration] = None,
         *,
         priority: int = 0,
+        team: Optional[str] = None,
+        preemptible: bool = True,
     ) -> None:
         unsupported = {
             "distributed_job_config": distributed_job_config is not None,
@@ -59,6 +61,10 @@ class ScriptRunConfig:
         if docker_runtime_config is not None:
             self.run_config.docker = docker_runtime_config
         self.priority = priority  # a Runyard extension: higher starts first on its cluster
+        # Runyard extensions: the team charged (none: the token's default team), and
+        # whether the run may be preempted (False: never, but only within its team's quota).
+        self.team = team
+        self.preemptible = preemptible
 
     @property
     def script(self) -> Optional[str]:
