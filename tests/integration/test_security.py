@@ -173,6 +173,29 @@ def _fresh_token(world: World) -> str:
     return world.stack.client().create_token(name=unique("victim"), role="viewer")["id"]
 
 
+def _fresh_team(world: World) -> str:
+    name = unique("sec-team")
+    world.stack.client().create_team(name)
+    return name
+
+
+def _fresh_member(world: World) -> str:
+    return world.stack.client().create_token(name=unique("joiner"), role="member")["id"]
+
+
+def _team_with_member(world: World) -> tuple[str, str]:
+    team, token = _fresh_team(world), _fresh_member(world)
+    world.stack.client().add_team_member(team, token)
+    return team, token
+
+
+def _team_with_quota(world: World) -> tuple[str, str]:
+    """A team with a quota on a cluster of its own (no other test's cluster gets quotas)."""
+    team, cluster = _fresh_team(world), _fresh_cluster(world)
+    world.stack.client().set_team_quota(team, cluster, slots=1)
+    return team, cluster
+
+
 def _built_environment(world: World) -> str:
     """The name of an environment a completed run of cluster A recorded (as its worker would
     report it; no worker runs here)."""
@@ -376,6 +399,37 @@ ROUTES: dict[str, tuple[set[str], Builder]] = {
         lambda w: ("POST", f"/api/v1/tokens/{_fresh_token(w)}/revoke", {}),
     ),
     "list_audit_events": (ADMINS, lambda w: ("GET", "/api/v1/audit", {})),
+    "list_teams": (READERS, lambda w: ("GET", "/api/v1/teams", {})),
+    "create_team": (
+        ADMINS,
+        lambda w: ("POST", "/api/v1/teams", {"json": {"name": unique("sec-team")}}),
+    ),
+    "get_team": (READERS, lambda w: ("GET", f"/api/v1/teams/{_fresh_team(w)}", {})),
+    "delete_team": (ADMINS, lambda w: ("DELETE", f"/api/v1/teams/{_fresh_team(w)}", {})),
+    "add_team_member": (
+        ADMINS,
+        lambda w: ("PUT", f"/api/v1/teams/{_fresh_team(w)}/members/{_fresh_member(w)}", {}),
+    ),
+    "remove_team_member": (
+        ADMINS,
+        lambda w: ("DELETE", "/api/v1/teams/{}/members/{}".format(*_team_with_member(w)), {}),
+    ),
+    "set_team_quota": (
+        ADMINS,
+        lambda w: (
+            "PUT",
+            f"/api/v1/teams/{_fresh_team(w)}/quotas/{_fresh_cluster(w)}",
+            {"json": {"slots": 1}},
+        ),
+    ),
+    "clear_team_quota": (
+        ADMINS,
+        lambda w: ("DELETE", "/api/v1/teams/{}/quotas/{}".format(*_team_with_quota(w)), {}),
+    ),
+    "list_cluster_quotas": (
+        READERS,
+        lambda w: ("GET", f"/api/v1/clusters/{w.cluster_a}/quotas", {}),
+    ),
     "sign_in": (READERS, lambda w: ("POST", "/api/v1/session", {})),
     "sign_out": (EVERYONE, lambda w: ("DELETE", "/api/v1/session", {})),
     "whoami": (EVERYONE, lambda w: ("GET", "/api/v1/whoami", {})),
