@@ -4,7 +4,6 @@ change them; any person's token reads them (a submitter sees which team it may n
 from __future__ import annotations
 
 from fastapi import APIRouter, Body, status
-from pydantic import BaseModel, ConfigDict
 
 from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
@@ -16,20 +15,12 @@ from store.models.teams import (
     QuotaSettings,
     QuotasPublic,
     TeamCreate,
+    TeamMembership,
     TeamPublic,
     TeamsPublic,
 )
 
 router = APIRouter(tags=["teams"])
-
-
-class Membership(BaseModel):
-    """``PUT /teams/{team}/members/{token}``: whether this team becomes the token's default
-    (its runs that name no team are charged to it). Omitted: its first team is."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    default: bool | None = None
 
 
 def _view(session: SessionDep, name: str) -> TeamPublic:
@@ -83,7 +74,7 @@ def add_member(
     token: str,
     session: SessionDep,
     actor: ActorDep,
-    body: Membership | None = Body(default=None),
+    body: TeamMembership | None = Body(default=None),
 ) -> TeamPublic:
     """Put a token (by id, or by name when one live token has it) in the team."""
     default = body.default if body is not None else None

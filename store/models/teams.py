@@ -140,6 +140,15 @@ class QuotaSettings(SQLModel):
     lending_gpus: int | None = Field(default=None, ge=0, le=100_000)
 
 
+class TeamMembership(SQLModel):
+    """``PUT /teams/{team}/members/{token}``: whether this team becomes the token's default
+    (its runs that name no team are charged to it). Omitted: its first team is."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    default: bool | None = None
+
+
 class QuotaPublic(QuotaSettings):
     cluster: str
     team: str

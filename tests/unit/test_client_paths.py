@@ -18,7 +18,7 @@ from runyard.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINTS = {"runs", "experiments", "clusters", "snapshots", "tokens", "workers", "whoami"}
-ENDPOINTS |= {"audit", "healthz", "readyz", "environments", "environment-builds"}
+ENDPOINTS |= {"audit", "healthz", "readyz", "environments", "environment-builds", "teams"}
 
 
 class Called(Exception):
@@ -57,6 +57,15 @@ CALLS = {
     "list_tokens": lambda c: c.list_tokens(),
     "tokens_page": lambda c: c.tokens_page(limit=10, cursor="abc"),
     "revoke_token": lambda c: c.revoke_token("t1"),
+    "create_team": lambda c: c.create_team("vision"),
+    "list_teams": lambda c: c.list_teams(),
+    "get_team": lambda c: c.get_team("vision"),
+    "delete_team": lambda c: c.delete_team("vision"),
+    "add_team_member": lambda c: c.add_team_member("vision", "alice", default=True),
+    "remove_team_member": lambda c: c.remove_team_member("vision", "alice"),
+    "set_team_quota": lambda c: c.set_team_quota("vision", "gpu", slots=4),
+    "clear_team_quota": lambda c: c.clear_team_quota("vision", "gpu"),
+    "cluster_quotas": lambda c: c.cluster_quotas("gpu"),
     "list_experiments": lambda c: c.list_experiments(),
     "register_environment": lambda c: c.register_environment("train", {"name": "train"}),
     "get_environment": lambda c: c.get_environment("train", version=2),

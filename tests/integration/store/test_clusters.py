@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
-from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound
+from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput
 from runyard.status import RunStatus
-from store import clusters
+from store import clusters, teams
 from store.db import as_utc
 from store.models import Cluster, ClusterCreate, ClusterUpdate
 from tests.support.database import CLUSTER, heartbeat, make_cluster, queue_run, reload, walk
@@ -183,3 +183,34 @@ def test_a_clusters_file_creates_then_updates_clusters(
         assert (cpu.nodes, cpu.description) == (8, "bigger")
         assert clusters.get_cluster(fresh, "gpu").nodes == 1
         assert fresh.exec(select(func.count()).select_from(Cluster)).one() == 2
+
+
+def test_a_clusters_file_sets_team_scheduling_and_quotas(
+    engine: Engine, session: Session, tmp_path: Path
+) -> None:
+    path = tmp_path / "clusters.toml"
+    path.write_text(
+        '[[clusters]]\nname = "gpu"\nnodes = 8\npriority_preemption = true\n'
+        "fair_share_half_life_hours = 24\n\n"
+        "[clusters.quotas.vision]\nslots = 4\nborrowing_slots = 4\n\n"
+        '[[clusters]]\nname = "cpu"\nquotas = { nlp = { slots = 2, lending_slots = 1 } }\n'
+    )
+    assert clusters.apply_config_file(session, path) == ["gpu", "cpu"]
+    session.commit()
+    with Session(engine) as fresh:
+        gpu = clusters.get_cluster(fresh, "gpu")
+        assert (gpu.priority_preemption, gpu.fair_share_half_life_hours) == (True, 24)
+        assert [
+            (q.team, q.slots, q.borrowing_slots) for q in teams.cluster_quotas(fresh, "gpu")
+        ] == [("vision", 4, 4)]
+        assert [(q.team, q.lending_slots) for q in teams.cluster_quotas(fresh, "cpu")] == [
+            ("nlp", 1)
+        ]
+        assert {t.name for t in teams.list_teams(fresh).data} == {"vision", "nlp"}
+
+    path.write_text('[[clusters]]\nname = "gpu"\nquotas = { vision = { slots = -1 } }\n')
+    with pytest.raises(InvalidInput, match="quota of 'vision'"):
+        clusters.apply_config_file(session, path)
+    path.write_text('[[clusters]]\nname = "gpu"\nquotas = { "Bad Team" = { slots = 1 } }\n')
+    with pytest.raises(InvalidInput, match="team names are"):
+        clusters.apply_config_file(session, path)
