@@ -15,12 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlmodel import Session
 
-from store.db import make_engine
-from store.models import RunAttempt
-from tests.support.database import DIGEST
 from tests.support.services import ADMIN, ADMIN_TOKEN, Stack, runyard, unique
+from tests.support.usage import seed_attempts
 
 API = "/api/v1"
 # Ten days ago at midnight: the period is a whole day and the next (since, until).
@@ -28,51 +25,12 @@ DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - tim
 SINCE, UNTIL = DAY.isoformat(), (DAY + timedelta(days=2)).isoformat()
 
 
-def at(day: int, hour: float) -> datetime:
-    return DAY + timedelta(days=day, hours=hour)
-
-
 @pytest.fixture(scope="module")
 def cluster(stack: Stack) -> str:
-    """A cluster (no workers) whose runs' attempts are, in the API's database:
-    - vision (ada), requeued: 10:00-11:00 and 12:00-14:00 on the first day, 2 GPUs
-    - nlp (bob): 22:00 the first day to 03:00 the next, 1 GPU
-    - no team (ada): since 06:00 the second day and still running (counted to ``UNTIL``)"""
-    from store import runs
-    from store.models import RunSpec
-
+    """A cluster (no workers) with the attempts of ``seed_attempts`` from ``DAY``."""
     name = unique("usage")
     stack.client().create_cluster(name, nodes=1)
-    engine = make_engine(f"sqlite:///{stack.root / 'data' / 'runyard.db'}")
-    with Session(engine) as session:
-        ids = [
-            runs.submit(
-                session, RunSpec(experiment="usage", cluster=name, script="a.py"), DIGEST, None
-            ).id
-            for _ in range(3)
-        ]
-        rows = [
-            (ids[0], 1, "vision", "ada", 2, at(0, 10), at(0, 11)),
-            (ids[0], 2, "vision", "ada", 2, at(0, 12), at(0, 14)),
-            (ids[1], 1, "nlp", "bob", 1, at(0, 22), at(1, 3)),
-            (ids[2], 1, "", "ada", 0, at(1, 6), None),
-        ]
-        for run_id, attempt, team, user, gpus, started, ended in rows:
-            session.add(
-                RunAttempt(
-                    run_id=run_id,
-                    attempt=attempt,
-                    cluster=name,
-                    team=team,
-                    submitted_by=user,
-                    gpus=gpus,
-                    started_at=started,
-                    ended_at=ended,
-                    outcome=None if ended is None else "completed",
-                )
-            )
-        session.commit()
-    engine.dispose()
+    seed_attempts(stack, name, DAY)
     return name
 
 
