@@ -12,10 +12,12 @@ import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.runs import submit, write
 from tests.support.services import ADMIN, ADMIN_TOKEN, Stack, runyard, unique
 from tests.support.usage import seed_attempts
 
@@ -168,3 +170,27 @@ def test_cli_bad_input_is_one_line_and_exit_2(stack: Stack, args: list[str], wor
     assert "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and words in line
+
+
+# --- real runs -------------------------------------------------------------------------------
+
+
+def test_a_run_a_worker_ran_is_counted_from_its_first_report_to_its_end(
+    stack: Stack, workers, http: httpx.Client, tmp_path: Path
+) -> None:
+    name = unique("usage-real")
+    stack.client().create_cluster(name, nodes=1)
+    workers.start(name)
+    folder = write(tmp_path / "src", {"train.py": "import time\ntime.sleep(1)\n"})
+    run = submit(stack.url, folder, "train.py", name, experiment="usage")
+    run.wait_for_completion()
+    details = stack.client().get_run(run.id)
+    first_report = datetime.fromisoformat(details["preparing_at"] or details["starting_at"])
+    held = (datetime.fromisoformat(details["completed_at"]) - first_report).total_seconds()
+
+    report = http.get(f"{API}/usage", params={"since": "1d", "by": "user", "cluster": name}).json()
+
+    [row] = report["data"]
+    assert (row["user"], row["attempts"]) == (details["submitted_by"], 1)
+    assert row["slot_seconds"] == pytest.approx(held, abs=0.01)
+    assert held >= 1  # the script slept a second in it
