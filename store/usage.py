@@ -37,10 +37,12 @@ def parse_moment(text: str, now: datetime, name: str = "since") -> datetime:
     ``2w``), an ISO date (midnight UTC) or an ISO date and time (UTC unless it says)."""
     value = text.strip()
     age = _AGE.match(value)
-    if age is not None:
-        return now - timedelta(seconds=float(age[1]) * _UNIT_SECONDS[age[2]])
     try:
+        if age is not None:
+            return now - timedelta(seconds=float(age[1]) * _UNIT_SECONDS[age[2]])
         moment = datetime.fromisoformat(value)
+    except OverflowError:
+        raise InvalidInput(f"{name} {text!r} is too long ago", field=name) from None
     except ValueError:
         raise InvalidInput(
             f"{name} must be an age (30d, 12h, 90m, 2w), a date (2026-11-01) or a date "

@@ -40,6 +40,11 @@ def test_anything_else_is_refused_with_what_is_accepted(text: str) -> None:
     assert refused.value.message.startswith("until must be an age (30d, 12h, 90m, 2w)")
 
 
+def test_an_age_before_the_calendar_is_refused_not_an_error() -> None:
+    with pytest.raises(InvalidInput, match="since '99999999d' is too long ago"):
+        parse_moment("99999999d", NOW)
+
+
 def test_groups_comma_separated_or_repeated_in_the_order_asked() -> None:
     assert parse_groups(["team,day", "User", "team"]) == ["team", "day", "user"]
     assert parse_groups([""]) == []
