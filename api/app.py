@@ -41,6 +41,7 @@ from api.routes import (
     teams,
     tokens,
     tracking,
+    usage,
     workers,
 )
 from api.storage import RunFileStore, SnapshotStore
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokens,
         teams,
         audit,
+        usage,
     )
     for module in routers:
         api.include_router(module.router)
