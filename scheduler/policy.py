@@ -101,6 +101,7 @@ class Decision:
 
 # --- the decision -------------------------------------------------------------------------
 
+_EPSILON = 1e-9
 TIMES = "\u00d7"  # the multiplication sign of "usage 1.8x its share"
 
 
@@ -127,6 +128,37 @@ def effective_priority(run: Pending, now: float, aging_seconds: float) -> int:
     if aging_seconds <= 0:
         return run.priority
     return run.priority + max(math.floor((now - run.submitted) / aging_seconds), 0)
+
+
+def water_fill(
+    wanted: dict[str, float], weights: dict[str, float], capacity: float
+) -> dict[str, float]:
+    """Max-min fair shares of ``capacity`` by weight: each team gets capacity in proportion
+    to its weight, never more than it wants; what one leaves goes to the others. Teams of
+    weight 0 share (equally) only what the weighted ones leave."""
+    share = dict.fromkeys(wanted, 0.0)
+    left = capacity
+    for group in (
+        {t for t in wanted if weights.get(t, 0) > 0},
+        {t for t in wanted if weights.get(t, 0) <= 0},
+    ):
+        active = {t for t in group if wanted[t] > 0}
+        while active and left > _EPSILON:
+            weight = {t: weights.get(t, 0) or 1.0 for t in active}
+            total = sum(weight.values())
+            sated = {
+                t for t in active if wanted[t] - share[t] <= left * weight[t] / total + _EPSILON
+            }
+            if not sated:
+                for t in active:
+                    share[t] += left * weight[t] / total
+                left = 0.0
+                break
+            for t in sated:
+                left -= wanted[t] - share[t]
+                share[t] = wanted[t]
+            active -= sated
+    return share
 
 
 class _Book:
@@ -301,11 +333,13 @@ class _Decider:
         # Capacity already on its way back: runs being preempted, not yet stopped.
         self.incoming = sorted((r for r in running if r.preempting), key=lambda r: r.started)
         self.wake: list[float] = []
+        self.fair = self.fair_shares()
 
     def run(self) -> Decision:
         self.guaranteed()
         self.reclaim()
         self.borrow()
+        self.fair_reclaim()
         if self.state.priority_preemption:
             self.by_priority()
         self.explain()
@@ -429,7 +463,8 @@ class _Decider:
         """Phase 3: capacity left over goes to runs beyond their team's quota that may
         borrow, teams in fair-share order; a non-preemptible run never borrows."""
         book = self.book
-        heap = self.heap([t for t in self.queues if t not in self.reclaiming])
+        heap = [(self.borrow_key(t), t) for t in self.queues if t not in self.reclaiming]
+        heapq.heapify(heap)
         while heap:
             _, team = heapq.heappop(heap)
             runs = self.queues[team]
@@ -441,12 +476,97 @@ class _Decider:
                 self.wait(run, f"non-preemptible: limited to {_label(team)}'s quota "
                           f"({book.held(team)})")  # fmt: skip
                 self.next[team] += 1
-                heapq.heappush(heap, (book.key(team), team))
+                heapq.heappush(heap, (self.borrow_key(team), team))
                 continue
             if demand.fits_in(book.free()) and book.may_borrow(team, demand):
                 self.admit(run)
                 self.taker = team
-                heapq.heappush(heap, (book.key(team), team))
+                heapq.heappush(heap, (self.borrow_key(team), team))
+
+    def borrow_key(self, team: str) -> tuple[bool, tuple[int, float, str]]:
+        """Idle capacity goes first to teams below their fair share of the cluster now,
+        then to the others; each group in fair-share (usage) order."""
+        return (self.book.used_by(team).slots >= self.fair.get(team, 0.0) - _EPSILON,
+                self.book.key(team))  # fmt: skip
+
+    def fair_shares(self) -> dict[str, float]:
+        """Each team's fair share of the cluster's slots now: capacity spread in proportion
+        to the nominal quotas among the teams that want it, no team given more than it
+        wants (what it holds, plus its waiting runs: non-preemptible ones only within its
+        quota; within its borrowing limit), what one leaves spread over the others; teams
+        without a quota share only what the others leave."""
+        book = self.book
+        wanted: dict[str, float] = {}
+        for team in set(self.queues) | set(book.used):
+            held, nominal = book.used_by(team).slots, book.nominal_of(team).slots
+            runs = self.queues.get(team, [])
+            free = sum(r.demand.slots for r in runs if r.preemptible)
+            fixed = sum(r.demand.slots for r in runs if not r.preemptible)
+            want = held + free + min(fixed, max(nominal - held, 0))
+            quota = book.quotas.get(team)
+            if quota and quota.borrowing_limit is not None:
+                want = min(want, max(nominal + quota.borrowing_limit.slots, held))
+            wanted[team] = float(want)
+        weights = {t: float(book.nominal_of(t).slots) for t in wanted}
+        share = water_fill(wanted, weights, float(book.capacity.slots))
+        return share
+
+    def fair_reclaim(self) -> None:
+        """Phase 4: a team below its fair share whose runs may borrow takes capacity back
+        from borrowers above theirs (never below their fair share or nominal quota): one
+        team's long runs on capacity another lent do not keep a third team out of its
+        share once that team's work arrives. Whole slots only, so two teams never take
+        the same slot back and forth."""
+        book = self.book
+        for team in sorted(self.queues, key=book.key):
+            if team in self.reclaiming:
+                continue
+            runs = self.queues[team]
+            target = math.floor(self.fair.get(team, 0.0) + _EPSILON)
+            held = book.used_by(team).slots
+            while self.next[team] < len(runs):
+                run = runs[self.next[team]]
+                demand = self.demand(run)
+                if not run.preemptible or held + demand.slots > target:
+                    break
+                if not (self.from_incoming(run, demand) or self.from_above_share(run)):
+                    break
+                held += demand.slots
+                self.next[team] += 1
+
+    def from_above_share(self, run: Pending) -> bool:
+        book = self.book
+        for victim in self.victims.runs:
+            if victim.run_id in self.victims.taken or victim.team == run.team:
+                continue
+            freed = book.norm(victim.demand)
+            left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
+            after = left - freed
+            floor_share = math.ceil(self.fair.get(victim.team, 0.0) - _EPSILON)
+            if after.slots < floor_share or not book.nominal_of(victim.team).fits_in(after):
+                continue
+            if not self.starts_without(victim, run):
+                continue
+            fair = self.fair.get(run.team, 0.0)
+            reason = (f"reclaimed by team {run.team} for its fair share "
+                      f"({book.used_by(run.team).slots} of {fair:.1f} slots in use)")  # fmt: skip
+            self.choose(victim, run, reason, "reclaim")
+            return True
+        return False
+
+    def starts_without(self, victim: Running, run: Pending) -> bool:
+        """Would ``run`` start once ``victim`` is gone (quotas and capacity)?"""
+        book = self.book
+        demand, freed = self.demand(run), book.norm(victim.demand)
+        book.used[victim.team] = book.used_by(victim.team) - freed
+        book.total -= freed
+        fits = demand.fits_in(book.free()) and (
+            book.within_nominal(run.team, demand)
+            or (run.preemptible and book.may_borrow(run.team, demand))
+        )
+        book.used[victim.team] = book.used_by(victim.team) + freed
+        book.total += freed
+        return fits
 
     def by_priority(self) -> None:
         """Where the cluster enables it: a waiting run preempts a running one of strictly
@@ -462,26 +582,16 @@ class _Decider:
 
     def priority_victim(self, run: Pending) -> bool:
         book = self.book
-        demand = self.demand(run)
         for victim in self.victims.runs:
             if victim.priority >= run.priority:
                 return False
             if victim.run_id in self.victims.taken:
                 continue
-            freed = book.norm(victim.demand)
             left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
-            if victim.team != run.team and not book.nominal_of(victim.team).fits_in(left - freed):
+            after = left - book.norm(victim.demand)
+            if victim.team != run.team and not book.nominal_of(victim.team).fits_in(after):
                 continue
-            # Would the waiting run start once the victim is gone?
-            book.used[victim.team] = book.used_by(victim.team) - freed
-            book.total -= freed
-            fits = demand.fits_in(book.free()) and (
-                book.within_nominal(run.team, demand)
-                or (run.preemptible and book.may_borrow(run.team, demand))
-            )
-            book.used[victim.team] = book.used_by(victim.team) + freed
-            book.total += freed
-            if not fits:
+            if not self.starts_without(victim, run):
                 continue
             reason = (f"preempted by run {run.run_id} of {_label(run.team)} (priority "
                       f"{run.priority} > {victim.priority})")  # fmt: skip
