@@ -172,6 +172,7 @@ class _Book:
         self.nominal = {t: self.norm(q.nominal) for t, q in state.quotas.items()}
         self.used: dict[str, Resources] = {}
         self.leaving: dict[str, Resources] = {}  # held by runs already being preempted
+        self.fixed: dict[str, Resources] = {}  # held by non-preemptible runs
         self.total = Resources()
         for run in running:
             demand = self.norm(run.demand)
@@ -179,6 +180,8 @@ class _Book:
             self.total += demand
             if run.preempting:
                 self.leaving[run.team] = self.leaving.get(run.team, Resources()) + demand
+            if not run.preemptible:
+                self.fixed[run.team] = self.fixed.get(run.team, Resources()) + demand
         nominal_sum = sum(self.nominal.values(), Resources())
         self.unquoted = _floor0(self.norm(state.capacity) - nominal_sum)
         self.weight = state.allocation_weight_seconds
@@ -198,9 +201,27 @@ class _Book:
     def free(self) -> Resources:
         return self.norm(self.capacity) - self.total
 
-    def take(self, team: str, demand: Resources) -> None:
+    def take(self, team: str, demand: Resources, preemptible: bool = True) -> None:
         self.used[team] = self.used_by(team) + demand
         self.total += demand
+        if not preemptible:
+            self.fixed[team] = self.fixed.get(team, Resources()) + demand
+
+    def may_hold(self, team: str, run: Pending) -> bool:
+        """A non-preemptible run only where the team's non-preemptible runs together stay
+        within its nominal quota: whatever the team holds beyond it can then always be
+        taken back (from its preemptible runs)."""
+        if run.preemptible:
+            return True
+        demand = self.norm(run.demand)
+        return (self.fixed.get(team, Resources()) + demand).fits_in(self.nominal_of(team))
+
+    def held_fixed(self, team: str) -> str:
+        fixed, nominal = self.fixed.get(team, Resources()), self.nominal_of(team)
+        text = f"{fixed.slots}/{nominal.slots} slots"
+        if self.gpus:
+            text += f", {fixed.gpus}/{nominal.gpus} GPUs"
+        return text + " held by its non-preemptible runs"
 
     def within_nominal(self, team: str, demand: Resources) -> bool:
         return (self.used_by(team) + demand).fits_in(self.nominal_of(team))
@@ -351,7 +372,7 @@ class _Decider:
         return self.book.norm(run.demand)
 
     def admit(self, run: Pending) -> None:
-        self.book.take(run.team, self.demand(run))
+        self.book.take(run.team, self.demand(run), run.preemptible)
         self.decision.admit.append(run.run_id)
         self.next[run.team] += 1
 
@@ -461,7 +482,8 @@ class _Decider:
 
     def borrow(self) -> None:
         """Phase 3: capacity left over goes to runs beyond their team's quota that may
-        borrow, teams in fair-share order; a non-preemptible run never borrows."""
+        borrow, teams in fair-share order; non-preemptible runs of a team together stay
+        within its quota."""
         book = self.book
         heap = [(self.borrow_key(t), t) for t in self.queues if t not in self.reclaiming]
         heapq.heapify(heap)
@@ -472,9 +494,9 @@ class _Decider:
                 continue
             run = runs[self.next[team]]
             demand = self.demand(run)
-            if not run.preemptible and not book.within_nominal(team, demand):
+            if not book.may_hold(team, run):
                 self.wait(run, f"non-preemptible: limited to {_label(team)}'s quota "
-                          f"({book.held(team)})")  # fmt: skip
+                          f"({book.held_fixed(team)})")  # fmt: skip
                 self.next[team] += 1
                 heapq.heappush(heap, (self.borrow_key(team), team))
                 continue
@@ -502,7 +524,8 @@ class _Decider:
             runs = self.queues.get(team, [])
             free = sum(r.demand.slots for r in runs if r.preemptible)
             fixed = sum(r.demand.slots for r in runs if not r.preemptible)
-            want = held + free + min(fixed, max(nominal - held, 0))
+            fixed_held = book.fixed.get(team, Resources()).slots
+            want = held + free + min(fixed, max(nominal - fixed_held, 0))
             quota = book.quotas.get(team)
             if quota and quota.borrowing_limit is not None:
                 want = min(want, max(nominal + quota.borrowing_limit.slots, held))
@@ -527,7 +550,7 @@ class _Decider:
             while self.next[team] < len(runs):
                 run = runs[self.next[team]]
                 demand = self.demand(run)
-                if not run.preemptible or held + demand.slots > target:
+                if not book.may_hold(team, run) or held + demand.slots > target:
                     break
                 if not (self.from_incoming(run, demand) or self.from_above_share(run)):
                     break
@@ -562,7 +585,7 @@ class _Decider:
         book.total -= freed
         fits = demand.fits_in(book.free()) and (
             book.within_nominal(run.team, demand)
-            or (run.preemptible and book.may_borrow(run.team, demand))
+            or (book.may_hold(run.team, run) and book.may_borrow(run.team, demand))
         )
         book.used[victim.team] = book.used_by(victim.team) + freed
         book.total += freed
@@ -627,9 +650,9 @@ class _Decider:
                 full = not demand.fits_in(book.free())
                 if book.within_nominal(team, demand):
                     reason = f"all {slots} slot(s) busy"
-                elif not run.preemptible:
+                elif not book.may_hold(team, run):
                     reason = (f"non-preemptible: limited to {_label(team)}'s quota "
-                              f"({book.held(team)})")  # fmt: skip
+                              f"({book.held_fixed(team)})")  # fmt: skip
                 elif block == "limit":
                     reason = f"{_label(team)} at quota ({book.held(team)})"
                     if book.used_by(team).slots > book.nominal_of(team).slots:

@@ -120,8 +120,23 @@ def test_a_non_preemptible_run_stays_within_its_teams_quota_and_others_pass_it()
     decision = decide(two_teams(), [], pending, NOW)
     assert decision.admit == ["vision0", "vision1", "vision2", "vision3", "late"]
     assert decision.reasons == {
-        "vision4": "non-preemptible: limited to team vision's quota (4/4 slots)"
+        "vision4": (
+            "non-preemptible: limited to team vision's quota "
+            "(4/4 slots held by its non-preemptible runs)"
+        )
     }
+
+
+def test_a_non_preemptible_run_starts_while_its_team_borrows_with_preemptible_ones() -> None:
+    # vision holds 6 (4 of its quota, 2 borrowed), all preemptible: a non-preemptible run
+    # still starts, since the team's preemptible runs are what may be taken back.
+    running = holding("vision", 6)
+    pending = waiting("vision", 1, prefix="fixed", preemptible=False)
+    assert decide(two_teams(), running, pending, NOW).admit == ["fixed0"]
+    running = [Running(f"np{i}", "vision", 0, NOW - 60, ONE, preemptible=False) for i in range(4)]
+    decision = decide(two_teams(), running, pending, NOW)
+    assert decision.admit == []
+    assert decision.reasons["fixed0"].startswith("non-preemptible: limited to team vision's quota")
 
 
 def test_runs_of_no_team_only_borrow() -> None:
