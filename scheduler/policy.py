@@ -512,11 +512,11 @@ class _Decider:
                 self.book.key(team))  # fmt: skip
 
     def fair_shares(self) -> dict[str, float]:
-        """Each team's fair share of the cluster's slots now: capacity spread in proportion
-        to the nominal quotas among the teams that want it, no team given more than it
-        wants (what it holds, plus its waiting runs: non-preemptible ones only within its
-        quota; within its borrowing limit), what one leaves spread over the others; teams
-        without a quota share only what the others leave."""
+        """Each team's fair share of the cluster's slots now, in whole slots: capacity
+        spread in proportion to the nominal quotas among the teams that want it, no team
+        given more than it wants (what it holds, plus its waiting runs: non-preemptible
+        ones only within its quota; within its borrowing limit), what one leaves spread
+        over the others; teams without a quota share only what the others leave."""
         book = self.book
         wanted: dict[str, float] = {}
         for team in set(self.queues) | set(book.used):
@@ -532,7 +532,17 @@ class _Decider:
             wanted[team] = float(want)
         weights = {t: float(book.nominal_of(t).slots) for t in wanted}
         share = water_fill(wanted, weights, float(book.capacity.slots))
-        return share
+        # Whole slots: each team its share rounded down, the slots left over one each to
+        # the largest remainders (ties: fair-share order, so usage decides).
+        whole = {t: math.floor(v + _EPSILON) for t, v in share.items()}
+        left = book.capacity.slots - sum(whole.values())
+        order = sorted(
+            (t for t in share if share[t] - whole[t] > _EPSILON),
+            key=lambda t: (-(share[t] - whole[t]), book.key(t)),
+        )
+        for team in order[: max(left, 0)]:
+            whole[team] += 1
+        return {t: float(v) for t, v in whole.items()}
 
     def fair_reclaim(self) -> None:
         """Phase 4: a team below its fair share whose runs may borrow takes capacity back
@@ -545,7 +555,7 @@ class _Decider:
             if team in self.reclaiming:
                 continue
             runs = self.queues[team]
-            target = math.floor(self.fair.get(team, 0.0) + _EPSILON)
+            target = self.fair.get(team, 0.0)
             held = book.used_by(team).slots
             while self.next[team] < len(runs):
                 run = runs[self.next[team]]
@@ -565,14 +575,14 @@ class _Decider:
             freed = book.norm(victim.demand)
             left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
             after = left - freed
-            floor_share = math.ceil(self.fair.get(victim.team, 0.0) - _EPSILON)
+            floor_share = self.fair.get(victim.team, 0.0)
             if after.slots < floor_share or not book.nominal_of(victim.team).fits_in(after):
                 continue
             if not self.starts_without(victim, run):
                 continue
             fair = self.fair.get(run.team, 0.0)
             reason = (f"reclaimed by team {run.team} for its fair share "
-                      f"({book.used_by(run.team).slots} of {fair:.1f} slots in use)")  # fmt: skip
+                      f"({book.used_by(run.team).slots} of {fair:.0f} slots in use)")  # fmt: skip
             self.choose(victim, run, reason, "reclaim")
             return True
         return False

@@ -218,7 +218,7 @@ def test_a_team_below_its_fair_share_takes_back_from_one_above_it() -> None:
     assert len(decision.preempt) == 2
     assert {p.by_team for p in decision.preempt} == {"vision"}
     assert decision.preempt[0].reason == (
-        "reclaimed by team vision for its fair share (4 of 6.0 slots in use)"
+        "reclaimed by team vision for its fair share (4 of 6 slots in use)"
     )
     assert decision.reasons["vision0"].startswith("will reclaim 1 slot(s) from team nlp")
     assert decision.reasons["vision2"] == "all 12 slot(s) busy"
