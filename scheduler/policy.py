@@ -442,17 +442,24 @@ class _Decider:
         return True
 
     def from_borrower(self, run: Pending, need: Resources) -> bool:
-        """A victim among borrowers for one waiting run of a team below its quota."""
+        """A victim among borrowers for one waiting run of a team below its quota: first
+        among teams that stay at or above their fair share without it (else a team
+        pushed below its share would take a slot back from a third one at once), then
+        among any borrower."""
         book = self.book
-        for victim in self.victims.runs:
-            if victim.run_id in self.victims.taken or victim.team == run.team:
-                continue
-            left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
-            if not book.nominal_of(victim.team).fits_in(left - book.norm(victim.demand)):
-                continue
-            self.choose(victim, run, f"reclaimed by team {run.team} ({book.held(run.team)} "
-                        "of its quota in use)", "reclaim")  # fmt: skip
-            return True
+        for beyond_share in (True, False):
+            for victim in self.victims.runs:
+                if victim.run_id in self.victims.taken or victim.team == run.team:
+                    continue
+                left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
+                after = left - book.norm(victim.demand)
+                if not book.nominal_of(victim.team).fits_in(after):
+                    continue
+                if beyond_share and after.slots < self.fair.get(victim.team, 0.0):
+                    continue
+                self.choose(victim, run, f"reclaimed by team {run.team} ({book.held(run.team)} "
+                            "of its quota in use)", "reclaim")  # fmt: skip
+                return True
         return False
 
     def choose(self, victim: Running, run: Pending, reason: str, kind: str) -> None:
