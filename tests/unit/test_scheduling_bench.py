@@ -42,3 +42,9 @@ def test_water_filling_spreads_what_idle_teams_leave() -> None:
     assert share == pytest.approx({"a": 32 * 16 / 24, "b": 32 * 8 / 24, "c": 0})
     share = scheduling.water_fill({"a": 2, "b": 100}, {"a": 16, "b": 16}, 32)
     assert share == pytest.approx({"a": 2, "b": 30})
+
+
+def test_figures_for_the_bench_table() -> None:
+    rows = scheduling.figures(quick=True)
+    assert [row.anchor for row in rows] == ["fifo"] * len(rows)
+    assert rows[0].name == "scheduling: utilization while demand > capacity"
