@@ -303,9 +303,11 @@ def decide(
     state: ClusterState, running: list[Running], pending: list[Pending], now: float
 ) -> Decision:
     """Admit what fits, in fair-share order; preempt borrowers for a team below its
-    nominal quota (and lower priorities, where the cluster enables it); say why each run
-    of ``pending`` not admitted waits. ``pending`` may be only the head of each team's
-    queue (the caller bounds it); order within it does not matter."""
+    nominal quota or its fair share (and lower priorities, where the cluster enables it);
+    say why each run of ``pending`` not admitted waits. ``pending`` may be only the head
+    of each team's queue (the caller bounds it: at least ``capacity.slots`` runs per team);
+    order within it does not matter. A cluster without quotas admits as today: priority,
+    then submit time, never preempting."""
     if not state.quotas:
         return _fifo(state, running, pending)
     return _Decider(state, running, pending, now).run()
