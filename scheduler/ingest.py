@@ -9,9 +9,11 @@ by a consumer that died are reclaimed after ``min_idle``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
@@ -36,8 +38,9 @@ from protocol.replies import as_text
 from protocol.streams import ingest_shards
 from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import UNSUCCESSFUL, WAITING, RunStatus
+from store import attempts
 from store.db import insert_ignoring, session_scope
-from store.lifecycle import end_children, transition
+from store.lifecycle import end_children, requeue_preempted, transition
 from store.models import Run, RunLog
 from store.runs import record_environment_used
 from store.tracking import collector
@@ -406,6 +409,9 @@ def insert_log(session: Session, chunk: LogChunk) -> None:
 
 
 def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None:
+    if entry.status == RunStatus.QUEUED:
+        apply_preempted(session, entry, applied)
+        return
     values: dict[str, Any] = {}
     if entry.worker_id:
         values["worker_id"] = entry.worker_id
@@ -434,6 +440,47 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
         end_children(session, run.id, run.status)
         if run.cluster:
             applied.clusters.add(run.cluster)
+
+
+def apply_preempted(session: Session, entry: StateChanged, applied: Applied) -> None:
+    """A worker's only report of Queued: it stopped the run's current attempt because the
+    scheduler preempted it (``store.preemption``). The run waits again for its next
+    attempt, and its cluster's admission is woken. A cancel that came meanwhile wins: the
+    run ends Canceled. Any other report of Queued (not preempted, of another attempt, of
+    a run nobody preempted) is refused: only the scheduler requeues runs otherwise."""
+    run = session.get(Run, entry.run_id)
+    if run is None or not entry.preempted:
+        log.info("ignoring report for %s: a worker reports Queued only as preempted", entry.run_id)
+        return
+    if entry.attempt != run.attempt or stale_attempt(run, entry.attempt):
+        log.info("ignoring preemption of %s: attempt %d is over", run.id, entry.attempt)
+        return
+    requeued = None
+    if run.status != RunStatus.CANCEL_REQUESTED:
+        with contextlib.suppress(IllegalTransition):  # it changed meanwhile: read again
+            requeued = requeue_preempted(session, run.id, entry.at)
+    if requeued is None:
+        run = session.get(Run, entry.run_id, populate_existing=True) or run
+        if run.status == RunStatus.CANCEL_REQUESTED:  # the cancel wins: the attempt is over
+            reason = "canceled by request"
+            apply_state(session, replace(entry, status=RunStatus.CANCELED, reason=reason), applied)
+        else:
+            log.info("ignoring preemption of %s: none is asked of it (%s)", run.id, run.status)
+        return
+    _attempt_ended(session, run.id, entry.attempt, entry.at, requeued.preempted_by)
+    if requeued.cluster:
+        applied.clusters.add(requeued.cluster)
+
+
+def _attempt_ended(
+    session: Session, run_id: str, attempt: int, at: datetime, preempted_by: str | None
+) -> None:
+    """The preempted attempt's usage is closed (``store.attempts``). Until usage accounting
+    is merged, the interface only raises NotImplementedError: a requeue goes on without it."""
+    try:
+        attempts.attempt_ended(session, run_id, attempt, at, attempts.PREEMPTED, preempted_by)
+    except NotImplementedError:
+        log.debug("attempts are not accounted yet: %s attempt %d not closed", run_id, attempt)
 
 
 def stale_attempt(run: Run, attempt: int) -> bool:
