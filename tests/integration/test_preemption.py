@@ -130,7 +130,9 @@ def resumes_after_preemption(
     cluster: str,
     tmp_path: Path,
     environment: object = None,
-) -> None:
+) -> str:
+    """Preempt a training run at its third step; it completes on its second attempt.
+    Returns its log."""
     client = stack.client()
     folder = write(tmp_path / "src", {"train.py": TRAIN})
     run = submit(stack.url, folder, "train.py", cluster, environment=environment)  # type: ignore[arg-type]
@@ -155,9 +157,9 @@ def resumes_after_preemption(
     assert log.index("got SIGTERM") < log.index("attempt 2 preempted before")
     # Attempt 2's files replaced attempt 1's.
     assert stored(client, run.id, "checkpoints/step.txt", tmp_path) == str(saved + 5)
-    assert (
-        stored(client, run.id, "outputs/result.txt", tmp_path) == f"attempt 2 at step {saved + 5}"
-    )
+    result = stored(client, run.id, "outputs/result.txt", tmp_path)
+    assert result == f"attempt 2 at step {saved + 5}"
+    return log
 
 
 def test_a_preempted_run_gets_sigterm_is_requeued_and_resumes_from_its_checkpoint(
@@ -242,4 +244,10 @@ def test_a_preempted_container_run_resumes_from_its_checkpoint(
         container={"image": run_image, "memory_mib": 256},
     )
     workers.start(cluster)
-    resumes_after_preemption(stack, database, broker, cluster, tmp_path, CLUSTERS_OWN)
+    log = resumes_after_preemption(stack, database, broker, cluster, tmp_path, CLUSTERS_OWN)
+    containers = [
+        s
+        for s in service_lines(log)
+        if s.startswith("[runyard] Container ") and s.endswith(" started")
+    ]
+    assert len(containers) == 2  # one per attempt
