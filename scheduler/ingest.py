@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
@@ -37,7 +36,7 @@ from protocol.messages import (
 from protocol.replies import as_text
 from protocol.streams import ingest_shards
 from runyard.errors import IllegalTransition, RunNotFound
-from runyard.status import UNSUCCESSFUL, WAITING, RunStatus
+from runyard.status import ACTIVE, UNSUCCESSFUL, WAITING, RunStatus
 from store import attempts
 from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, requeue_preempted, transition
@@ -423,12 +422,15 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
     if current is not None and entry.attempt and stale_attempt(current, entry.attempt):
         log.info("ignoring report for %s: attempt %d was superseded", entry.run_id, entry.attempt)
         return
+    before = current.status if current is not None else None
     try:
         # transition() checks before it writes, so a refused report leaves nothing behind.
         run = transition(session, entry.run_id, entry.status, at=entry.at, **values)
     except (IllegalTransition, RunNotFound) as exc:
         log.info("ignoring report for %s: %s", entry.run_id, exc)
         return
+    if run.status != before:
+        record_attempt(session, run, entry)
     if entry.status == RunStatus.STARTING and run.status == RunStatus.STARTING:
         # Only once the run has started with it: a report the lifecycle refused (the run
         # ended, or went on without this worker) says nothing of what the run ran with. A
@@ -467,20 +469,35 @@ def apply_preempted(session: Session, entry: StateChanged, applied: Applied) -> 
         else:
             log.info("ignoring preemption of %s: none is asked of it (%s)", run.id, run.status)
         return
-    _attempt_ended(session, run.id, entry.attempt, entry.at, requeued.preempted_by)
+    attempts.attempt_ended(
+        session, run.id, entry.attempt, entry.at, attempts.PREEMPTED, requeued.preempted_by
+    )
     if requeued.cluster:
         applied.clusters.add(requeued.cluster)
 
 
-def _attempt_ended(
-    session: Session, run_id: str, attempt: int, at: datetime, preempted_by: str | None
-) -> None:
-    """The preempted attempt's usage is closed (``store.attempts``). Until usage accounting
-    is merged, the interface only raises NotImplementedError: a requeue goes on without it."""
-    try:
-        attempts.attempt_ended(session, run_id, attempt, at, attempts.PREEMPTED, preempted_by)
-    except NotImplementedError:
-        log.debug("attempts are not accounted yet: %s attempt %d not closed", run_id, attempt)
+# A run its worker reports in one of these holds a slot of its node.
+ON_A_NODE = ACTIVE - {RunStatus.NOT_RESPONDING}
+# The attempt that ended with a terminal report, by the status it reported.
+_OUTCOMES = {
+    RunStatus.COMPLETED: attempts.COMPLETED,
+    RunStatus.FAILED: attempts.FAILED,
+    RunStatus.CANCELED: attempts.CANCELED,
+}
+
+
+def record_attempt(session: Session, run: Run, entry: StateChanged) -> None:
+    """The attempt's row follows the run its worker moved: opened by the first report that
+    puts the run on a node (straight to an end, too: a script that ended before it was
+    seen running held its slot all the same), closed by the report that ends it. Replays
+    change nothing (``store.attempts`` is idempotent). A preempted attempt's requeue
+    (``StateChanged.preempted``) closes it with ``attempts.PREEMPTED``, where the ingest
+    applies it."""
+    attempt = entry.attempt or run.attempt
+    if run.status in ON_A_NODE or run.status.is_terminal:
+        attempts.attempt_started(session, run, attempt, entry.at)
+    if run.status.is_terminal:
+        attempts.attempt_ended(session, run.id, attempt, entry.at, _OUTCOMES[run.status])
 
 
 def stale_attempt(run: Run, attempt: int) -> bool:
