@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import redis
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from protocol import control
 from protocol.messages import StateChanged
@@ -18,12 +18,14 @@ from runyard.status import RunStatus
 from scheduler.admission import admit
 from scheduler.ingest import Ingest
 from store import preemption, runs
+from store.attempts import PREEMPTED
+from store.models import RunAttempt
 from tests.support.database import CLUSTER, heartbeat, make_cluster, queue_run, reload, walk
 
 REASON = "team vision reclaims 1 slot lent to team nlp"
 
 
-def running(session: Session, client: redis.Redis) -> str:
+def running(session: Session, client: redis.Redis, ingest: Ingest) -> str:
     """A run handed out (attempt 1) and reported Running by its worker."""
     make_cluster(session)
     heartbeat(client, CLUSTER, slots=1)
@@ -32,7 +34,9 @@ def running(session: Session, client: redis.Redis) -> str:
     session.commit()
     assert assignment.attempt == 1
     control.claim_run(client, run_id, "w-1", 1)
-    walk(session, run_id, RunStatus.PREPARING, RunStatus.RUNNING)
+    for status in (RunStatus.PREPARING, RunStatus.RUNNING):
+        report(client, ingest, StateChanged(run_id=run_id, status=status, attempt=1))
+    session.expire_all()
     return run_id
 
 
@@ -64,7 +68,7 @@ def preempted(run_id: str, attempt: int = 1, **fields: object) -> StateChanged:
 def test_a_preempted_attempt_requeues_the_same_run_for_its_next_attempt(
     engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
 ) -> None:
-    run_id = running(session, client)
+    run_id = running(session, client, ingest)
     preempt(session, client, run_id)
     assert control.preemption_reason(client, run_id, 1) == REASON
     marked = reload(engine, run_id)
@@ -80,6 +84,10 @@ def test_a_preempted_attempt_requeues_the_same_run_for_its_next_attempt(
     assert run.preempt_requested_at is None
     assert (run.preempted_by, run.preemption_reason) == ("team vision", REASON)
     assert run.attempt == 1 and run.failure_reason is None
+    with Session(engine) as fresh:
+        [first] = fresh.exec(select(RunAttempt).where(RunAttempt.run_id == run_id)).all()
+    assert (first.attempt, first.outcome, first.preempted_by) == (1, PREEMPTED, "team vision")
+    assert first.ended_at is not None
 
     session.expire_all()
     [again] = admit(session, CLUSTER, live_workers(client))
@@ -90,7 +98,7 @@ def test_a_preempted_attempt_requeues_the_same_run_for_its_next_attempt(
 def test_a_replayed_or_late_preemption_report_changes_nothing(
     engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
 ) -> None:
-    run_id = running(session, client)
+    run_id = running(session, client, ingest)
     preempt(session, client, run_id)
     report(client, ingest, preempted(run_id))
 
@@ -107,7 +115,7 @@ def test_a_replayed_or_late_preemption_report_changes_nothing(
 def test_a_queued_report_nobody_asked_for_is_refused(
     engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
 ) -> None:
-    run_id = running(session, client)
+    run_id = running(session, client, ingest)
     plain = StateChanged(run_id=run_id, status=RunStatus.QUEUED, worker_id="w-1", attempt=1)
     assert report(client, ingest, plain) == set()  # not as preempted
     assert report(client, ingest, preempted(run_id)) == set()  # no preemption was asked
@@ -120,9 +128,9 @@ def test_a_queued_report_nobody_asked_for_is_refused(
 
 
 def test_only_a_run_a_worker_executes_is_preempted_and_only_once(
-    session: Session, client: redis.Redis
+    session: Session, client: redis.Redis, ingest: Ingest
 ) -> None:
-    run_id = running(session, client)
+    run_id = running(session, client, ingest)
     waiting = queue_run(session)
     assert preemption.request_preemption(session, waiting, "x", "y") is None
     first = preemption.request_preemption(session, run_id, "team vision", REASON)
@@ -137,7 +145,7 @@ def test_only_a_run_a_worker_executes_is_preempted_and_only_once(
 def test_a_cancel_during_preemption_wins(
     engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
 ) -> None:
-    run_id = running(session, client)
+    run_id = running(session, client, ingest)
     preempt(session, client, run_id)
     runs.cancel(session, client, run_id)
     session.commit()
@@ -159,7 +167,7 @@ def test_a_requeued_run_is_cancelled_at_once_although_its_last_attempt_was_claim
 ) -> None:
     """The claim of attempt 1 outlives it in Redis: a cancel of the waiting run must not
     take it for a worker holding the run (nobody would ever end it)."""
-    run_id = running(session, client)
+    run_id = running(session, client, ingest)
     preempt(session, client, run_id)
     report(client, ingest, preempted(run_id))
 
