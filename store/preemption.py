@@ -37,8 +37,9 @@ def request_preemption(
     session: Session, run_id: str, by: str, reason: str, at: datetime | None = None
 ) -> Requested | None:
     """Record that ``run_id`` is preempted ``by`` (a team, or a run) for ``reason``:
-    conditional on the run being executed by a worker and not already being preempted, so
-    a run that ended, or was cancelled, meanwhile is left alone (None is returned)."""
+    conditional on the run being executed by a worker, preemptible, and not already being
+    preempted, so a run that ended, or was cancelled, meanwhile is left alone (None is
+    returned)."""
     marked = session.execute(
         update(Run)
         .where(
@@ -46,6 +47,7 @@ def request_preemption(
             col(Run.status).in_(PREEMPTIBLE_STATES),
             col(Run.dispatched_at).is_not(None),
             col(Run.preempt_requested_at).is_(None),
+            col(Run.preemptible).is_(True),  # its submitter opted out: never, whoever asks
         )
         .values(preempt_requested_at=at or utcnow(), preempted_by=by, preemption_reason=reason)
         .returning(Run.attempt)

@@ -20,7 +20,15 @@ from scheduler.ingest import Ingest
 from store import preemption, runs
 from store.attempts import PREEMPTED
 from store.models import RunAttempt
-from tests.support.database import CLUSTER, heartbeat, make_cluster, queue_run, reload, walk
+from tests.support.database import (
+    CLUSTER,
+    heartbeat,
+    make_cluster,
+    queue_run,
+    reload,
+    set_columns,
+    walk,
+)
 
 REASON = "team vision reclaims 1 slot lent to team nlp"
 
@@ -140,6 +148,16 @@ def test_only_a_run_a_worker_executes_is_preempted_and_only_once(
     ended = queue_run(session)
     walk(session, ended, RunStatus.CANCELED)
     assert preemption.request_preemption(session, ended, "x", "y") is None
+
+
+def test_a_run_that_opted_out_is_never_preempted(
+    engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
+) -> None:
+    run_id = running(session, client, ingest)
+    set_columns(session, run_id, preemptible=False)
+    assert preemption.request_preemption(session, run_id, "team vision", REASON) is None
+    session.commit()
+    assert reload(engine, run_id).preempt_requested_at is None
 
 
 def test_a_cancel_during_preemption_wins(
