@@ -193,3 +193,22 @@ def test_a_requeued_run_is_cancelled_at_once_although_its_last_attempt_was_claim
     session.commit()
 
     assert reload(engine, run_id).status == RunStatus.CANCELED
+
+
+def test_a_preempted_attempt_reported_after_its_worker_was_silent_is_requeued(
+    engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
+) -> None:
+    """The worker stopped the run while cut off from Redis long enough to be found
+    NotResponding; its report, once it reaches the ingest, still requeues the run."""
+    run_id = running(session, client, ingest)
+    preempt(session, client, run_id)
+    walk(session, run_id, RunStatus.NOT_RESPONDING)
+
+    assert report(client, ingest, preempted(run_id)) == {CLUSTER}
+
+    run = reload(engine, run_id)
+    assert (run.status, run.preemptions, run.previous_attempt_preempted) == (
+        RunStatus.QUEUED,
+        1,
+        True,
+    )
