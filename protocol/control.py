@@ -66,10 +66,19 @@ def is_claimed(client: redis.Redis, run_id: str, attempt: int = 0) -> bool:
     return bool(client.exists(keys.run_claim(run_id, attempt)))
 
 
-def request_preemption(client: redis.Redis, run_id: str, attempt: int) -> None:
-    """Ask the worker holding the attempt to stop it as preempted (``keys.run_preempt``)."""
-    client.set(keys.run_preempt(run_id, attempt), "1", ex=keys.RUN_KEY_TTL)
+def request_preemption(client: redis.Redis, run_id: str, attempt: int, reason: str = "") -> None:
+    """Ask the worker holding the attempt to stop it as preempted (``keys.run_preempt``).
+    The mark holds ``reason``: the worker has no database, and says why in the run's log."""
+    client.set(keys.run_preempt(run_id, attempt), reason, ex=keys.RUN_KEY_TTL)
 
 
 def is_preemption_requested(client: redis.Redis, run_id: str, attempt: int) -> bool:
     return bool(client.exists(keys.run_preempt(run_id, attempt)))
+
+
+def preemption_reason(client: redis.Redis, run_id: str, attempt: int) -> str | None:
+    """Why the attempt is preempted ("" when the scheduler gave no reason); None: it is not."""
+    value = client.get(keys.run_preempt(run_id, attempt))
+    if value is None:
+        return None
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)

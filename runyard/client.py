@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, ContextManager, Dict, Iterator, List, Optional, Tuple, Union
 
 from runyard import api_paths as paths
 from runyard.errors import RunyardError
@@ -356,3 +356,8 @@ class Client(Transport):
 
     def download_file(self, run_id: str, name: str, destination: Path) -> None:
         self.download(paths.run_file(run_id, name), destination)
+
+    def read_file(self, run_id: str, name: str) -> ContextManager[IO[bytes]]:
+        """A stored file of the run, to read from inside ``with``: for a caller that writes
+        it where it decides (a worker, into a run's folder through descriptors)."""
+        return self.stream("GET", paths.run_file(run_id, name))

@@ -58,7 +58,11 @@ _ON_A_NODE = ACTIVE - {RunStatus.NOT_RESPONDING}
 
 # Every allowed move, next to the enum. Anything else is refused.
 # A run may skip intermediate states (a fast script can end before Running is reported),
-# but never goes backwards, except NotResponding recovering when its worker is heard again.
+# but never goes backwards, except NotResponding recovering when its worker is heard again,
+# and a run back to Queued: its node lost (from NotResponding), or its attempt preempted
+# (from Preparing, Starting or Running: only the ingest makes that move, on its worker's
+# report, ``store.lifecycle.requeue_preempted``).
+_PREEMPTED = frozenset({RunStatus.QUEUED})
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.NOT_STARTED: frozenset({RunStatus.QUEUED, RunStatus.FAILED, RunStatus.CANCELED}),
     RunStatus.QUEUED: frozenset(
@@ -80,6 +84,7 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
             RunStatus.NOT_RESPONDING,
         }
         | TERMINAL
+        | _PREEMPTED
     ),
     RunStatus.STARTING: frozenset(
         {
@@ -89,9 +94,12 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
             RunStatus.NOT_RESPONDING,
         }
         | TERMINAL
+        | _PREEMPTED
     ),
     RunStatus.RUNNING: frozenset(
-        {RunStatus.FINALIZING, RunStatus.CANCEL_REQUESTED, RunStatus.NOT_RESPONDING} | TERMINAL
+        {RunStatus.FINALIZING, RunStatus.CANCEL_REQUESTED, RunStatus.NOT_RESPONDING}
+        | TERMINAL
+        | _PREEMPTED
     ),
     RunStatus.FINALIZING: frozenset(
         {RunStatus.CANCEL_REQUESTED, RunStatus.NOT_RESPONDING} | TERMINAL

@@ -59,6 +59,8 @@ def assignment_for(
         max_run_duration_seconds=run.max_run_duration_seconds,
         budgets=dict(cluster.budgets or {}),
         build_only=bool(run.build_only),
+        team=run.team,
+        previous_attempt_preempted=bool(run.previous_attempt_preempted),
     )
 
 

@@ -9,9 +9,10 @@ by a consumer that died are reclaimed after ``min_idle``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
@@ -38,7 +39,7 @@ from runyard.errors import IllegalTransition, RunNotFound
 from runyard.status import ACTIVE, UNSUCCESSFUL, WAITING, RunStatus
 from store import attempts
 from store.db import insert_ignoring, session_scope
-from store.lifecycle import end_children, transition
+from store.lifecycle import end_children, requeue_preempted, transition
 from store.models import Run, RunLog
 from store.runs import record_environment_used
 from store.tracking import collector
@@ -407,6 +408,9 @@ def insert_log(session: Session, chunk: LogChunk) -> None:
 
 
 def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None:
+    if entry.status == RunStatus.QUEUED:
+        apply_preempted(session, entry, applied)
+        return
     values: dict[str, Any] = {}
     if entry.worker_id:
         values["worker_id"] = entry.worker_id
@@ -438,6 +442,38 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
         end_children(session, run.id, run.status)
         if run.cluster:
             applied.clusters.add(run.cluster)
+
+
+def apply_preempted(session: Session, entry: StateChanged, applied: Applied) -> None:
+    """A worker's only report of Queued: it stopped the run's current attempt because the
+    scheduler preempted it (``store.preemption``). The run waits again for its next
+    attempt, and its cluster's admission is woken. A cancel that came meanwhile wins: the
+    run ends Canceled. Any other report of Queued (not preempted, of another attempt, of
+    a run nobody preempted) is refused: only the scheduler requeues runs otherwise."""
+    run = session.get(Run, entry.run_id)
+    if run is None or not entry.preempted:
+        log.info("ignoring report for %s: a worker reports Queued only as preempted", entry.run_id)
+        return
+    if entry.attempt != run.attempt or stale_attempt(run, entry.attempt):
+        log.info("ignoring preemption of %s: attempt %d is over", run.id, entry.attempt)
+        return
+    requeued = None
+    if run.status != RunStatus.CANCEL_REQUESTED:
+        with contextlib.suppress(IllegalTransition):  # it changed meanwhile: read again
+            requeued = requeue_preempted(session, run.id, entry.at)
+    if requeued is None:
+        run = session.get(Run, entry.run_id, populate_existing=True) or run
+        if run.status == RunStatus.CANCEL_REQUESTED:  # the cancel wins: the attempt is over
+            reason = "canceled by request"
+            apply_state(session, replace(entry, status=RunStatus.CANCELED, reason=reason), applied)
+        else:
+            log.info("ignoring preemption of %s: none is asked of it (%s)", run.id, run.status)
+        return
+    attempts.attempt_ended(
+        session, run.id, entry.attempt, entry.at, attempts.PREEMPTED, requeued.preempted_by
+    )
+    if requeued.cluster:
+        applied.clusters.add(requeued.cluster)
 
 
 # A run its worker reports in one of these holds a slot of its node.

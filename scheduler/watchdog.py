@@ -64,7 +64,10 @@ def sweep(
         # As ``transition`` would: a run that changed meanwhile moves only if it still may
         # (and is still on a node); the others are left to the next sweep.
         at = now if move.new == RunStatus.NOT_RESPONDING else None
-        moved = transition_many(session, ids, move.new, at=at, only_from=ACTIVE, **values)
+        # A requeue is decided of a NotResponding run only (a Running one may go back to
+        # Queued too, but only as preempted, on its worker's report).
+        only_from = {RunStatus.NOT_RESPONDING} if move.new == RunStatus.QUEUED else ACTIVE
+        moved = transition_many(session, ids, move.new, at=at, only_from=only_from, **values)
         if move.new.is_terminal:
             end_children_of(session, moved, move.new)
         if move.new.is_terminal or move.new == RunStatus.QUEUED:

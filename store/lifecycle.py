@@ -127,16 +127,44 @@ def forget(session: Session, run_ids: Iterable[str]) -> None:
 
 # What a requeue clears: what the lost attempt recorded of its node goes with it, the worker
 # and the environment it ran with (the next attempt, perhaps on another node, reports its own).
+# A preemption asked of it is over (the attempt is); the next attempt's was not preempted,
+# unless the requeue is a preemption's (``requeue_preempted``).
 REQUEUED = {
     "dispatched_at": None,
     "worker_id": None,
     "environment_used": null(),  # SQL NULL, as a run that never reported one has
+    "preempt_requested_at": None,
+    "previous_attempt_preempted": False,
 }
+
+# Where a preempted attempt may be reported from: on a node (its worker stopped it), or
+# NotResponding (its worker was silent a while, then reported).
+PREEMPTED_FROM = frozenset(
+    {RunStatus.PREPARING, RunStatus.STARTING, RunStatus.RUNNING, RunStatus.NOT_RESPONDING}
+)
 
 
 def requeue(session: Session, run_id: str) -> Run:
     """Send a run whose node was lost back to its queue for another attempt."""
     return transition(session, run_id, RunStatus.QUEUED, **REQUEUED)
+
+
+def requeue_preempted(session: Session, run_id: str, at: datetime | None = None) -> Run | None:
+    """Send a run its worker stopped as preempted back to its queue: the same run, waiting
+    for its next attempt, which finds this one's outputs and checkpoints. Only while the
+    preemption is still asked (``store.preemption``) and the run is on its node; else None
+    and nothing changes. Who preempted it and why stay on the record."""
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is None or run.preempt_requested_at is None or run.status not in PREEMPTED_FROM:
+        return None
+    return transition(
+        session,
+        run_id,
+        RunStatus.QUEUED,
+        at=at,
+        **{**REQUEUED, "previous_attempt_preempted": True},
+        preemptions=Run.preemptions + 1,
+    )
 
 
 def end_children(session: Session, parent_id: str, parent_status: RunStatus) -> None:

@@ -246,7 +246,12 @@ def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
         ended = transition(session, run_id, RunStatus.CANCELED)
         end_children(session, run_id, RunStatus.CANCELED)
         return ended
-    claimed = control.mark_canceled(client, run_id, run.attempt)
+    # A run back in its queue (requeued: preempted, or its node lost) keeps its last
+    # attempt's number, and that attempt's claim, until admission hands it out again: the
+    # claim that matters then is its next attempt's.
+    requeued = run.dispatched_at is None and run.attempt > 0
+    attempt = run.attempt + 1 if requeued else run.attempt
+    claimed = control.mark_canceled(client, run_id, attempt)
     if run.status in WAITING and not claimed:
         # The cancel mark landed before any worker claimed it: no worker will ever start it.
         return transition(session, run_id, RunStatus.CANCELED)

@@ -113,9 +113,11 @@ class RunReporter:
         exit_code: int | None = None,
         reason: str | None = None,
         environment: dict[str, Any] | None = None,
+        preempted: bool = False,
     ) -> None:
         """Flush pending output, then report the state (in that order, on one stream).
-        ``environment``: with STARTING, what the run got (``worker.environments.used``)."""
+        ``environment``: with STARTING, what the run got (``worker.environments.used``);
+        ``preempted``: with QUEUED, the attempt was preempted (``worker.preemption``)."""
         self.flush()
         with self._send_lock:
             delivery.send(
@@ -129,6 +131,7 @@ class RunReporter:
                         reason=reason,
                         attempt=self.attempt,
                         environment=environment,
+                        preempted=preempted,
                     )
                 ],
             )

@@ -4,10 +4,11 @@ controls.
 The worker makes a run's working folder and channel before the run starts, while they are
 its own, and opens them then (``O_DIRECTORY|O_NOFOLLOW``): the channel file and the staging
 folder for files the SDK uploads are made and opened too. Everything it reads afterwards
-(channel lines, staged files, ``./outputs``) goes through those descriptors, one name at a
-time, each opened ``O_NOFOLLOW|O_NONBLOCK`` and checked by ``fstat`` to be a regular file or
-a folder. A run that swaps a folder for a link, or a file for a FIFO or a device, loses its
-own data and nothing else: the worker never follows, never blocks, never reads outside.
+(channel lines, staged files, ``./outputs``, ``./checkpoints``) goes through those
+descriptors, one name at a time, each opened ``O_NOFOLLOW|O_NONBLOCK`` and checked by
+``fstat`` to be a regular file or a folder. A run that swaps a folder for a link, or a file
+for a FIFO or a device, loses its own data and nothing else: the worker never follows,
+never blocks, never reads outside.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from runyard.errors import UnsafeEntry
-from runyard.tracking.contract import CHANNEL_FILE, OUTPUTS_DIR, STAGING_DIR
+from runyard.tracking.contract import CHANNEL_FILE, CHECKPOINTS_DIR, OUTPUTS_DIR, STAGING_DIR
 
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 REGULAR = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 ENTRY_BYTES = 4096  # what one entry of a folder costs at least (an inode, a block)
+# The folders of the working folder whose files are stored in the run record when an
+# attempt ends (``RunFolder.outputs``), and put back before a requeued run's next one.
+KEPT_FOLDERS = (OUTPUTS_DIR, CHECKPOINTS_DIR)
 
 
 def open_folder(name: str | Path, dir_fd: int | None = None) -> int:
@@ -116,13 +120,18 @@ class RunFolder:
                 os.unlink(name, dir_fd=self.staging)
 
     def outputs(self) -> Iterator[tuple[str, BinaryIO]]:
-        """Each regular file under ``./outputs`` as (name in the run record, open file),
-        in name order. Links, FIFOs and devices are passed over; so is ``outputs`` itself
-        when it is not a plain folder."""
+        """Each regular file under ``./outputs``, then under ``./checkpoints`` (stored
+        alike, and put back for a requeued run's next attempt), as (name in the run record,
+        open file), in name order. Links, FIFOs and devices are passed over; so is either
+        folder itself when it is not a plain folder."""
+        for top in KEPT_FOLDERS:
+            yield from self._files_under(top)
+
+    def _files_under(self, top_name: str) -> Iterator[tuple[str, BinaryIO]]:
         if self.workdir is None:
             return
         try:
-            top = open_folder(OUTPUTS_DIR, self.workdir)
+            top = open_folder(top_name, self.workdir)
         except UnsafeEntry:
             return
         try:
@@ -130,7 +139,7 @@ class RunFolder:
                 ".", dir_fd=top, follow_symlinks=False
             ):
                 dirnames.sort()  # os.fwalk does not descend into links (it compares stats)
-                prefix = OUTPUTS_DIR if folder == "." else f"{OUTPUTS_DIR}/{folder[2:]}"
+                prefix = top_name if folder == "." else f"{top_name}/{folder[2:]}"
                 for filename in sorted(filenames):
                     try:
                         content = open_regular(folder_fd, filename)

@@ -28,7 +28,7 @@ from runyard.client import Client
 from runyard.errors import RequestTooLarge, RunyardError
 from runyard.status import RunStatus
 from runyard.tracking import contract
-from worker import delivery
+from worker import delivery, preemption
 from worker.channel import ChannelForwarder
 from worker.environments.build_log import RUN_FILE as BUILD_LOG
 from worker.environments.config import config_of
@@ -106,6 +106,9 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             ctx.redis, ctx.api, run_id, folder, assignment.attempt, budgets, note=reporter.note
         )
         channel.listen()
+        run_token = ctx.api.run_token(run_id, assignment.attempt)
+        if assignment.attempt > 1:
+            preemption.put_back(ctx.api.base_url, run_token, folder, reporter, budgets)
         request = ExecutionRequest(
             run_id=run_id,
             script=assignment.script,
@@ -118,24 +121,31 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
                 contract.CLUSTER: assignment.cluster,
                 contract.EXPERIMENT: assignment.experiment,
                 contract.URL: ctx.api.base_url,
-                contract.TOKEN: ctx.api.run_token(run_id, assignment.attempt),
+                contract.TOKEN: run_token,
+                contract.ATTEMPT: str(assignment.attempt),
+                contract.PREVIOUS_ATTEMPT_PREEMPTED: (
+                    "1" if assignment.previous_attempt_preempted else "0"
+                ),
             },
             container=assignment.container,
             gpu_ids=ctx.slots.gpus(slot),
             note=reporter.note,
-            canceled=lambda: _cancel_requested(ctx, run_id, assignment.attempt),
+            canceled=lambda: _stop_asked(ctx, run_id, assignment.attempt),
         )
         try:
             executor.prepare(request)
         except RunyardError:
-            if not _cancel_requested(ctx, run_id, assignment.attempt):
+            if not _stop_asked(ctx, run_id, assignment.attempt):
                 raise
-            # else: stopped by the cancel (an environment's build, say): it ends below
+            # else: stopped by the cancel or the preemption (a build, say): it ends below
         finally:
             _keep_build_log(ctx, executor, run_id)
         if control.is_cancel_requested(ctx.redis, run_id, assignment.attempt):
             reporter.note("Canceled before the script started")
             reporter.state(RunStatus.CANCELED, reason="canceled before it started")
+            return
+        if _preemption(ctx, run_id, assignment.attempt) is not None:
+            preemption.report_requeue(ctx.redis, reporter, assignment, "before the script started")
             return
         if ctx.stopping.is_set():
             _end_stopped(ctx, active, None)
@@ -162,6 +172,12 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
             channel.stop()  # every event the run wrote is on its way before it ends
         if stopped == SERVICE_STOPPED and assignment.requeue_on_node_loss:
             _end_stopped(ctx, active, exit_code)  # requeued: this attempt's outputs are moot
+            return
+        if stopped == PREEMPTED:
+            # Its next attempt resumes from what this one stored: outputs and checkpoints.
+            _upload_outputs(ctx, folder, run_id, reporter)
+            execution.cleanup()
+            preemption.report_requeue(ctx.redis, reporter, assignment)
             return
         over_budget = watch.breach()  # also what its last output took it over
         if stopped is None and over_budget is not None:
@@ -260,6 +276,7 @@ def _remove_orphan_containers(ctx: WorkerContext) -> None:
 CANCELED = "canceled"
 TIMED_OUT = "timed out"
 SERVICE_STOPPED = "service stopped"  # the worker itself is stopping (SIGTERM)
+PREEMPTED = "preempted"  # the scheduler preempted the attempt: the run is requeued
 OVER_BUDGET = "over budget"  # it went over one of its budgets (protocol.budgets)
 
 
@@ -375,8 +392,10 @@ def _supervise(
     assignment: RunAssignment,
     over_budget: Callable[[], str | None],
 ) -> tuple[int, str | None]:
-    """Pump output while the process runs; stop it if a cancel arrives, the worker stops,
-    it goes over a budget, or it runs past its ``max_run_duration_seconds``."""
+    """Pump output while the process runs; stop it if a cancel arrives, the scheduler
+    preempts it, the worker stops, it goes over a budget, or it runs past its
+    ``max_run_duration_seconds``. Each stop is the same: SIGTERM, the cluster's grace
+    period, SIGKILL."""
     pump = threading.Thread(
         target=lambda: [reporter.write(text) for text in execution.output()],
         name=f"pump-{assignment.run_id}",
@@ -398,6 +417,8 @@ def _supervise(
                 break
             if _cancel_requested(ctx, assignment.run_id, assignment.attempt):
                 stopped = CANCELED
+            elif _preemption(ctx, assignment.run_id, assignment.attempt) is not None:
+                stopped = PREEMPTED
             elif ctx.stopping.is_set():
                 stopped = SERVICE_STOPPED
             elif over_budget() is not None:
@@ -418,6 +439,15 @@ def _cancel_requested(ctx: WorkerContext, run_id: str, attempt: int) -> bool:
         return control.is_cancel_requested(ctx.redis, run_id, attempt)
     except redis.RedisError:
         return False  # keep training through a Redis outage
+
+
+def _preemption(ctx: WorkerContext, run_id: str, attempt: int) -> str | None:
+    return preemption.reason(ctx.redis, run_id, attempt)
+
+
+def _stop_asked(ctx: WorkerContext, run_id: str, attempt: int) -> bool:
+    """A cancel or a preemption: what stops an environment's build before the script."""
+    return _cancel_requested(ctx, run_id, attempt) or _preemption(ctx, run_id, attempt) is not None
 
 
 def _upload_outputs(

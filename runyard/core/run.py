@@ -67,6 +67,9 @@ class Run:
         self._sink: Optional[Sink] = kwargs.get("_sink")
         self._parent: Optional[Run] = kwargs.get("_parent")
         self._outputs: Optional[str] = kwargs.get("_outputs")  # collected on completion
+        # Which attempt of the run this process is, as its worker said (the context run).
+        self._attempt: Optional[int] = kwargs.get("_attempt")
+        self._previous_preempted: Optional[bool] = kwargs.get("_previous_attempt_preempted")
         self._limits = ev.RunLimits()
         self._children = 0
         self._images: Dict[str, int] = {}
@@ -457,6 +460,26 @@ class Run:
     @property
     def status(self) -> str:
         return self.get_status()
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt of the run this is: 1, then 2 and on after the run was requeued
+        (preempted, or its node lost). An offline run is on its first."""
+        if self._attempt is not None:
+            return self._attempt
+        if isinstance(self._sink, OfflineSink):
+            return 1
+        return int((self._details or self._refresh()).get("attempt") or 1)
+
+    @property
+    def previous_attempt_preempted(self) -> bool:
+        """Whether the attempt before this one was preempted: its ./outputs and
+        ./checkpoints are back in the working folder, for a training loop to resume from."""
+        if self._previous_preempted is not None:
+            return self._previous_preempted
+        if isinstance(self._sink, OfflineSink):
+            return False
+        return bool((self._details or self._refresh()).get("previous_attempt_preempted"))
 
     @property
     def display_name(self) -> str:

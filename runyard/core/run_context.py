@@ -49,10 +49,24 @@ def _make_context(allow_offline: bool) -> Run:
         experiment = Experiment(workspace, os.environ.get(contract.EXPERIMENT, "default"))
         sink = ChannelSink(channel, run_id)
         close_at_exit(sink)
-        return Run(experiment, run_id, _sink=sink)
+        return Run(
+            experiment,
+            run_id,
+            _sink=sink,
+            _attempt=_attempt(os.environ.get(contract.ATTEMPT)),
+            _previous_attempt_preempted=os.environ.get(contract.PREVIOUS_ATTEMPT_PREEMPTED) == "1",
+        )
     if not allow_offline:
         raise InvalidInput(f"not inside a Runyard run ({contract.RUN_ID} is not set)")
     return _offline_run()
+
+
+def _attempt(value: Optional[str]) -> Optional[int]:
+    """The attempt the worker set; None (read from the run's record) if it set none."""
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
 
 
 def _offline_run() -> Run:

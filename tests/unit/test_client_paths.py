@@ -104,6 +104,7 @@ CALLS = {
     "upload_file": lambda c: c.upload_file("r1", "outputs/model.pt", b"weights"),
     "list_files": lambda c: c.list_files("r1"),
     "download_file": lambda c: c.download_file("r1", "outputs/m.pt", Path("/nonexistent/m")),
+    "read_file": lambda c: c.read_file("r1", "checkpoints/step.txt").__enter__(),
 }
 
 

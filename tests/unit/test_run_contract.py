@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,3 +75,62 @@ def test_a_script_the_worker_starts_logs_through_the_channel_it_was_given(
     staged = next(e for e in events if e["k"] == "file")
     assert staged["n"] == "model.txt"
     assert (channel / contract.STAGING_DIR / staged["f"]).read_text() == "weights"
+
+
+def _attempt_seen(tmp_path: Path, context_env: dict[str, str]) -> str:
+    """What ``Run.get_context()`` says of its attempt, in a script started with these
+    variables (none: outside Runyard)."""
+    workdir, channel = tmp_path / "work", tmp_path / "tracking"
+    workdir.mkdir()
+    channel.mkdir()
+    (workdir / "train.py").write_text(
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "print('seen', run.attempt, run.previous_attempt_preempted)\n"
+    )
+    request = ExecutionRequest(
+        run_id="run-8",
+        script="train.py",
+        arguments=[],
+        environment={"python": {"interpreter_path": sys.executable}},
+        working_dir=workdir,
+        tracking_dir=channel,
+        context_env=context_env,
+    )
+    execution = executor_named("local", Node(worker_id="w1", executors=("local",))).start(request)
+    output = "".join(execution.output())
+    assert execution.wait() == 0, output
+    execution.cleanup()
+    return next(line for line in output.splitlines() if line.startswith("seen"))
+
+
+def test_a_script_knows_its_attempt_and_whether_the_one_before_was_preempted(
+    tmp_path: Path,
+) -> None:
+    seen = _attempt_seen(
+        tmp_path,
+        {
+            contract.RUN_ID: "run-8",
+            contract.EXPERIMENT: "mnist",
+            contract.URL: "http://runyard.example:8642",
+            contract.ATTEMPT: "3",
+            contract.PREVIOUS_ATTEMPT_PREEMPTED: "1",
+        },
+    )
+    assert seen == "seen 3 True"
+
+
+def test_an_offline_run_is_on_its_first_attempt(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    for name in (contract.RUN_ID, contract.TRACKING_DIR, contract.ATTEMPT):
+        monkeypatch.delenv(name, raising=False)
+    workdir = tmp_path / "offline"
+    workdir.mkdir()
+    (workdir / "train.py").write_text(
+        "from runyard.core import Run\n"
+        "run = Run.get_context()\n"
+        "print('seen', run.attempt, run.previous_attempt_preempted)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "train.py"], cwd=workdir, capture_output=True, text=True, check=True
+    )
+    assert "seen 1 False" in done.stdout

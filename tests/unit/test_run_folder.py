@@ -102,3 +102,30 @@ def test_a_restarted_worker_reads_only_plain_folders_of_a_leftover_run(run) -> N
         assert recovered.tracking is None and recovered.read_channel(0, 100) == b""
     finally:
         recovered.close()
+
+
+def test_checkpoints_are_kept_like_outputs_and_never_through_links(run) -> None:  # type: ignore[no-untyped-def]
+    """A preempted run's ./checkpoints is stored for its next attempt: a link or a FIFO
+    put there by the run reads nothing of the host and blocks nothing."""
+    folder, run_dir, secret = run
+    checkpoints = run_dir / "workdir" / "checkpoints"
+    (checkpoints / "deep").mkdir(parents=True)
+    (checkpoints / "step.txt").write_text("41")
+    (checkpoints / "deep" / "opt.bin").write_bytes(b"adam")
+    os.symlink(secret, checkpoints / "leak")
+    os.symlink(secret.parent, checkpoints / "hostdir")
+    os.mkfifo(checkpoints / "fifo")
+    (run_dir / "workdir" / "outputs").mkdir()
+    (run_dir / "workdir" / "outputs" / "model.bin").write_bytes(b"model")
+    found = {name: content.read() for name, content in folder.outputs()}
+    assert found == {
+        "outputs/model.bin": b"model",
+        "checkpoints/deep/opt.bin": b"adam",
+        "checkpoints/step.txt": b"41",
+    }
+
+
+def test_a_checkpoints_folder_that_is_a_link_yields_nothing(run) -> None:  # type: ignore[no-untyped-def]
+    folder, run_dir, secret = run
+    os.symlink(secret.parent, run_dir / "workdir" / "checkpoints")
+    assert list(folder.outputs()) == []
