@@ -35,7 +35,7 @@ import redis
 from celery import Celery
 from sqlmodel import Session, select
 
-from protocol import keys
+from protocol import control, keys, pending_reasons
 from protocol.celery_app import make_celery
 from protocol.messages import RunAssignment, Wake
 from protocol.settings import Settings
@@ -206,7 +206,9 @@ class Scheduler:
             for name in sorted(clusters):
                 # Stamped by Redis' clock, the one the watchdog measures silence by.
                 now = server_time(self.redis)
-                dispatch_cluster(session, self.celery, name, workers, self.fence(), now=now)
+                dispatch_cluster(
+                    session, self.celery, name, workers, self.fence(), now=now, client=self.redis
+                )
 
     def fence(self) -> int:
         """The token this scheduler's transactions carry; NotLeader once the lease lapsed."""
@@ -237,16 +239,25 @@ def dispatch_cluster(
     fence: int | None = None,
     *,
     now: datetime | None = None,
+    client: redis.Redis | None = None,
 ) -> list[str]:
     """Hand as many waiting runs to the cluster's queue as it has free slots; returns
     their ids. Each run is recorded as handed over (committed) before its task is sent: a
     cancel that committed first wins (admission marks only runs still waiting), and a
     worker never holds a task whose run the database shows waiting. With ``fence`` (the
     leader's token) nothing is decided unless the fence still admits it (``hold_fence``).
-    ``now`` (Redis' time, read once per admission) stamps the runs handed over."""
+    ``now`` (Redis' time, read once per admission) stamps the runs handed over.
+
+    On a cluster with team quotas, the runs the admission preempts are recorded in the
+    same commit; then ``client`` (the scheduler's Redis) tells their workers and records
+    why each waiting run waits (``protocol.pending_reasons``). Without ``client`` (tests
+    of admission alone) the preemptions stay recorded, unsignalled."""
     hold_fence(session, fence)
-    assignments = admission.admit(session, cluster, workers, now)
+    decided = admission.admit_cluster(session, cluster, workers, now)
+    assignments = decided.assignments
     session.commit()
+    if client is not None:
+        signal(client, cluster, decided)
     failure = send_all(celery, assignments)
     if failure is not None:
         # The broker failed: the runs not yet tried wait again at once. One whose send
@@ -258,6 +269,21 @@ def dispatch_cluster(
         session.commit()
         raise error
     return [a.run_id for a in assignments]
+
+
+def signal(client: redis.Redis, cluster: str, decided: admission.Admission) -> None:
+    """After the commit: ask the preempted runs' workers to stop them, and replace the
+    cluster's pending reasons, in one round trip."""
+    if decided.reasons is None and not decided.preemptions:
+        return  # a cluster without quotas: nothing to tell
+    pipe = client.pipeline(transaction=True)
+    for preemption in decided.preemptions:
+        control.request_preemption(pipe, preemption.run_id, preemption.attempt)  # type: ignore[arg-type]
+    if decided.reasons is not None:
+        pending_reasons.publish(pipe, cluster, decided.reasons)
+    pipe.execute()
+    for preemption in decided.preemptions:
+        log.info("preempting %s on %s: %s", preemption.run_id, cluster, preemption.reason)
 
 
 def send_all(

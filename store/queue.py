@@ -272,3 +272,87 @@ def annotate_queue(
         position += 1
         annotated.append((run, position, pending_reason(cluster, cap, serving, position)))
     return annotated
+
+
+# --- the queue per team (clusters with team quotas: ``scheduler.admission``) ----------------
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """A run holding a slot of its cluster, as the team scheduler needs to know it."""
+
+    id: str
+    team: str | None
+    priority: int
+    started: datetime  # its attempt's hand-over to a worker
+    preemptible: bool
+    preempting: bool  # already asked to give its slot back
+    attempt: int
+
+
+def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
+    """The cluster's runs holding a slot (``holding_a_slot``): two ranges of the queue
+    index, as ``slots_held`` counts them, so it never reads the cluster's history."""
+    columns = (
+        Run.id,
+        Run.team,
+        Run.priority,
+        Run.dispatched_at,
+        Run.preparing_at,
+        Run.created_at,
+        Run.preemptible,
+        Run.preempt_requested_at,
+        Run.attempt,
+    )
+    found: list[SlotHolder] = []
+    for where in (col(Run.status).in_(ACTIVE), handed_to_broker()):
+        rows = session.exec(select(*columns).where(Run.cluster == cluster, where))
+        for run_id, team, priority, dispatched, preparing, created, preemptible, asked, n in rows:
+            found.append(
+                SlotHolder(
+                    id=run_id,
+                    team=team,
+                    priority=priority,
+                    started=as_utc(dispatched or preparing or created),
+                    preemptible=bool(preemptible),
+                    preempting=asked is not None,
+                    attempt=n,
+                )
+            )
+    return found
+
+
+def _team_is(team: str | None) -> ColumnElement[bool]:
+    return col(Run.team).is_(None) if team is None else Run.team == team
+
+
+def team_heads(
+    session: Session, cluster: str, teams: Sequence[str | None], limit: int
+) -> list[Run]:
+    """The first ``limit`` waiting runs of each of ``teams`` (None: runs of no team), each
+    team's in its queue order: one range of ``ix_run_team_queue`` per team, so the read
+    costs the same whatever the queue's length."""
+    found: list[Run] = []
+    for team in teams:
+        query = (
+            select(Run)
+            .where(*_waiting_in(cluster), _team_is(team))
+            .order_by(*queue_order())
+            .limit(limit)
+        )
+        found.extend(session.exec(query))
+    return found
+
+
+def team_position_of(session: Session, run: Run) -> int:
+    """1-based place of a waiting run in its team's own queue on its cluster: two counts,
+    each a range of ``ix_run_team_queue`` (as ``position_of`` on the whole queue)."""
+    waiting = (*_waiting_in(run.cluster or ""), _team_is(run.team))
+    higher = select(func.count()).where(*waiting, col(Run.priority) > run.priority)
+    same = select(func.count()).where(
+        *waiting,
+        Run.priority == run.priority,
+        tuple_(col(Run.created_at), col(Run.id))
+        < tuple_(literal(run.created_at, col(Run.created_at).type), literal(run.id)),
+    )
+    return session.exec(higher).one() + session.exec(same).one() + 1

@@ -29,6 +29,7 @@ from store.models.clusters import (
     ClusterPublic,
     ClustersPublic,
     ClusterUpdate,
+    TeamUsagePublic,
     WorkerPublic,
     WorkersPublic,
 )
@@ -184,6 +185,7 @@ __all__ = [
     "TeamPublic",
     "TeamQuota",
     "TeamUsage",
+    "TeamUsagePublic",
     "TeamsPublic",
     "TokenCreate",
     "TokenCreated",
