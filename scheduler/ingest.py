@@ -35,7 +35,8 @@ from protocol.messages import (
 from protocol.replies import as_text
 from protocol.streams import ingest_shards
 from runyard.errors import IllegalTransition, RunNotFound
-from runyard.status import UNSUCCESSFUL, WAITING, RunStatus
+from runyard.status import ACTIVE, UNSUCCESSFUL, WAITING, RunStatus
+from store import attempts
 from store.db import insert_ignoring, session_scope
 from store.lifecycle import end_children, transition
 from store.models import Run, RunLog
@@ -417,12 +418,15 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
     if current is not None and entry.attempt and stale_attempt(current, entry.attempt):
         log.info("ignoring report for %s: attempt %d was superseded", entry.run_id, entry.attempt)
         return
+    before = current.status if current is not None else None
     try:
         # transition() checks before it writes, so a refused report leaves nothing behind.
         run = transition(session, entry.run_id, entry.status, at=entry.at, **values)
     except (IllegalTransition, RunNotFound) as exc:
         log.info("ignoring report for %s: %s", entry.run_id, exc)
         return
+    if run.status != before:
+        record_attempt(session, run, entry)
     if entry.status == RunStatus.STARTING and run.status == RunStatus.STARTING:
         # Only once the run has started with it: a report the lifecycle refused (the run
         # ended, or went on without this worker) says nothing of what the run ran with. A
@@ -434,6 +438,30 @@ def apply_state(session: Session, entry: StateChanged, applied: Applied) -> None
         end_children(session, run.id, run.status)
         if run.cluster:
             applied.clusters.add(run.cluster)
+
+
+# A run its worker reports in one of these holds a slot of its node.
+ON_A_NODE = ACTIVE - {RunStatus.NOT_RESPONDING}
+# The attempt that ended with a terminal report, by the status it reported.
+_OUTCOMES = {
+    RunStatus.COMPLETED: attempts.COMPLETED,
+    RunStatus.FAILED: attempts.FAILED,
+    RunStatus.CANCELED: attempts.CANCELED,
+}
+
+
+def record_attempt(session: Session, run: Run, entry: StateChanged) -> None:
+    """The attempt's row follows the run its worker moved: opened by the first report that
+    puts the run on a node (straight to an end, too: a script that ended before it was
+    seen running held its slot all the same), closed by the report that ends it. Replays
+    change nothing (``store.attempts`` is idempotent). A preempted attempt's requeue
+    (``StateChanged.preempted``) closes it with ``attempts.PREEMPTED``, where the ingest
+    applies it."""
+    attempt = entry.attempt or run.attempt
+    if run.status in ON_A_NODE or run.status.is_terminal:
+        attempts.attempt_started(session, run, attempt, entry.at)
+    if run.status.is_terminal:
+        attempts.attempt_ended(session, run.id, attempt, entry.at, _OUTCOMES[run.status])
 
 
 def stale_attempt(run: Run, attempt: int) -> bool:

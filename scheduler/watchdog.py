@@ -26,6 +26,7 @@ from protocol.settings import Settings
 from protocol.workers import server_time
 from runyard.status import ACTIVE, RunStatus
 from scheduler.admission import resend
+from store import attempts
 from store.announcements import Announcements
 from store.db import as_utc
 from store.lifecycle import REQUEUED, end_children_of, transition_many
@@ -51,6 +52,7 @@ def sweep(
     # Decided run by run, written together: the runs of a lost node move in a few
     # statements, not one each (``store.lifecycle.ROWS_PER_STATEMENT`` says why).
     moves: dict[Move, list[str]] = {}
+    attempt_of = {run.id: run.attempt for run in active}  # read before the moves expire them
     for run, alive in zip(active, _alive(client, active), strict=True):
         move = _check(session, client, run, alive, now, settings)
         if move is not None:
@@ -65,6 +67,10 @@ def sweep(
         moved = transition_many(session, ids, move.new, at=at, only_from=ACTIVE, **values)
         if move.new.is_terminal:
             end_children_of(session, moved, move.new)
+        if move.new.is_terminal or move.new == RunStatus.QUEUED:
+            # Failed or requeued, its node lost: the attempt held its slot until now.
+            for run_id in moved:
+                attempts.attempt_ended(session, run_id, attempt_of[run_id], now, attempts.LOST)
         for run_id in moved:
             news.status(run_id, move.new)
 

@@ -18,7 +18,7 @@ from protocol.environments import merge_environments
 from protocol.limits import MAX_PRIORITY
 from runyard.errors import Conflict, IllegalTransition, RunFinished, RunNotFound, RunyardError
 from runyard.status import TERMINAL, TIMESTAMP_FIELD, WAITING, RunStatus
-from store import run_listings
+from store import attempts, run_listings
 from store.announcements import Announcements
 from store.clusters import (
     check_image,
@@ -251,6 +251,7 @@ def cancel(session: Session, client: redis.Redis, run_id: str) -> Run:
         # Its worker is silent; nobody else will report the end, so record it now.
         ended = transition(session, run_id, RunStatus.CANCELED)
         end_children(session, run_id, RunStatus.CANCELED)
+        attempts.close_open_attempt(session, ended, utcnow(), attempts.CANCELED)
         return ended
     try:
         return transition(session, run_id, RunStatus.CANCEL_REQUESTED)
@@ -273,6 +274,9 @@ def fail(session: Session, client: redis.Redis, run_id: str, reason: str) -> Run
         control.mark_canceled(client, run_id, run.attempt)
     ended = transition(session, run_id, RunStatus.FAILED, failure_reason=reason)
     end_children(session, run_id, RunStatus.FAILED)
+    # Its worker's later report is refused (the run has ended): the slot is counted as
+    # released now, when the run ended.
+    attempts.close_open_attempt(session, ended, utcnow(), attempts.FAILED)
     return ended
 
 
