@@ -88,6 +88,9 @@ class Admission:
     assignments: list[RunAssignment] = field(default_factory=list)
     preemptions: list[PreemptionRequest] = field(default_factory=list)
     reasons: dict[str, str] | None = None  # None: a cluster without quotas
+    # When to decide again even if nothing happens (the policy's clock: ``now``'s epoch
+    # seconds): a waiting run's victim reaches the cluster's minimum runtime then.
+    wake_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -310,7 +313,7 @@ def _admit_by_teams(
     reasons = dict(decision.reasons)
     for assignment in admitted:
         reasons.pop(assignment.run_id, None)
-    return Admission(assignments=admitted, preemptions=preemptions, reasons=reasons)
+    return Admission(admitted, preemptions, reasons, decision.wake_at)
 
 
 def experiment_names(session: Session, runs: list[Run]) -> dict[int, str]:

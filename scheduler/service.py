@@ -84,6 +84,9 @@ class Scheduler:
         self.stopping = threading.Event()
         self.next_tick = 0.0
         self.next_sweep = 0.0
+        # Clusters to admit again at a time (monotonic) even if nothing happens: a run
+        # waits for a victim to reach the cluster's minimum runtime (``Admission.wake_at``).
+        self.wake_at: dict[str, float] = {}
 
     def prepare(self) -> None:
         # Schedulers starting together migrate and apply the clusters file one at a time.
@@ -132,9 +135,8 @@ class Scheduler:
             self.next_tick = time.monotonic() + self.settings.leader_renew_seconds
             self.tick()
         leading = self.lease.held()
-        until = (min(self.next_tick, self.next_sweep) if leading else self.next_tick) - (
-            time.monotonic()
-        )
+        soonest = min([self.next_sweep, *self.wake_at.values()])
+        until = (min(self.next_tick, soonest) if leading else self.next_tick) - (time.monotonic())
         if not self.ingest.streams:
             self.stopping.wait(max(self.next_tick - time.monotonic(), 0))
             return
@@ -150,6 +152,7 @@ class Scheduler:
         if wake_all or time.monotonic() >= self.next_sweep:
             clusters |= self.sweep()
             self.next_sweep = time.monotonic() + self.settings.sweep_interval
+        clusters |= {c for c, at in self.wake_at.items() if at <= time.monotonic()}
         if clusters:
             self.dispatch(clusters)
 
@@ -206,9 +209,13 @@ class Scheduler:
             for name in sorted(clusters):
                 # Stamped by Redis' clock, the one the watchdog measures silence by.
                 now = server_time(self.redis)
-                dispatch_cluster(
+                self.wake_at.pop(name, None)
+                decided = admit_and_send(
                     session, self.celery, name, workers, self.fence(), now=now, client=self.redis
                 )
+                if decided.wake_at is not None:
+                    delay = max(decided.wake_at - now.timestamp(), 0.0)
+                    self.wake_at[name] = time.monotonic() + delay
 
     def fence(self) -> int:
         """The token this scheduler's transactions carry; NotLeader once the lease lapsed."""
@@ -252,6 +259,26 @@ def dispatch_cluster(
     same commit; then ``client`` (the scheduler's Redis) tells their workers and records
     why each waiting run waits (``protocol.pending_reasons``). Without ``client`` (tests
     of admission alone) the preemptions stay recorded, unsignalled."""
+    return [
+        a.run_id
+        for a in admit_and_send(
+            session, celery, cluster, workers, fence, now=now, client=client
+        ).assignments
+    ]
+
+
+def admit_and_send(
+    session: Session,
+    celery: Celery,
+    cluster: str,
+    workers: list[WorkerInfo],
+    fence: int | None = None,
+    *,
+    now: datetime | None = None,
+    client: redis.Redis | None = None,
+) -> admission.Admission:
+    """``dispatch_cluster``, returning the whole admission (the scheduler's loop reads
+    when to decide again)."""
     hold_fence(session, fence)
     decided = admission.admit_cluster(session, cluster, workers, now)
     assignments = decided.assignments
@@ -268,7 +295,7 @@ def dispatch_cluster(
         admission.take_back(session, untried)
         session.commit()
         raise error
-    return [a.run_id for a in assignments]
+    return decided
 
 
 def signal(client: redis.Redis, cluster: str, decided: admission.Admission) -> None:

@@ -85,19 +85,28 @@ def preemptions_by_team(session: Session, cluster: str) -> dict[str, int]:
     return {team_of(t): int(n) for t, n in session.exec(query.group_by(col(RunAttempt.team)))}
 
 
-def fair_share_ratios(usage: dict[str, float], quotas: list[TeamQuota]) -> dict[str, float]:
-    """Each team's share of the cluster's recent usage over its share of the nominal
-    quotas (1: exactly its entitlement; docs/scheduling.md). Teams with no quota have none."""
-    nominal = sum(q.slots for q in quotas)
-    used = sum(max(u, 0.0) for u in usage.values())
-    if nominal <= 0:
-        return {}
-    ratios = {}
-    for q in quotas:
-        entitled = q.slots / nominal
-        if entitled > 0:
-            ratios[q.team] = (max(usage.get(q.team, 0.0), 0.0) / used if used else 0.0) / entitled
-    return ratios
+# As ``scheduler.policy.ClusterState.allocation_weight_seconds`` (the default admission
+# uses): fair share counts each slot a team holds now as this many seconds of usage.
+ALLOCATION_WEIGHT_SECONDS = 3600.0
+
+
+def fair_share_ratios(
+    usage: dict[str, float], used: dict[str, int], quotas: list[TeamQuota]
+) -> dict[str, float]:
+    """Each team's share of the cluster's recent usage (decayed, plus its current
+    allocation) over its share of the nominal quotas: 1 is exactly its entitlement. The
+    ratio the policy's "behind team X by fair share (usage 1.8x its share)" names
+    (docs/scheduling.md). Teams with no quota have none."""
+    nominal = {q.team: q.slots for q in quotas}
+    nominal_sum = sum(nominal.values())
+
+    def weighed(team: str) -> float:
+        return max(usage.get(team, 0.0), 0.0) + ALLOCATION_WEIGHT_SECONDS * used.get(team, 0)
+
+    total = sum(weighed(t) for t in set(usage) | set(used) | set(nominal))
+    if total <= 0 or nominal_sum <= 0:
+        return {t: 0.0 for t, n in nominal.items() if n > 0}
+    return {t: (weighed(t) / total) / (n / nominal_sum) for t, n in nominal.items() if n > 0}
 
 
 def team_status(
@@ -113,7 +122,7 @@ def team_status(
     waiting = waiting_by_team(session, cluster.name)
     usage = decayed_usage(session, cluster, now)
     preempted = preemptions_by_team(session, cluster.name)
-    ratios = fair_share_ratios(usage, quotas)
+    ratios = fair_share_ratios(usage, used, quotas)
     nominal = {q.team: q.slots for q in quotas}
     teams = sorted(
         set(nominal) | {t for t, n in used.items() if n} | {t for t, n in waiting.items() if n}
