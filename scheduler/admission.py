@@ -31,8 +31,15 @@ from store.lifecycle import transition
 from store.models import Cluster, Experiment, Run, RunLog, TeamQuota, utcnow
 from store.models.teams import NO_TEAM
 from store.preemption import request_preemption
-from store.queue import capacity, capacity_of, slot_holders, team_heads, waiting_runs
-from store.team_status import cluster_quotas, gpus_per_slot, team_names, team_of
+from store.queue import (
+    capacity,
+    capacity_of,
+    queue_teams,
+    slot_holders,
+    team_heads,
+    waiting_runs,
+)
+from store.team_status import cluster_quotas, gpus_per_slot, team_of
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +245,14 @@ def team_state(
             priority=h.priority,
             started=h.started.timestamp(),
             demand=demand,
-            preemptible=h.preemptible,
+            # A run no worker has taken yet cannot be asked to stop (``store.preemption``):
+            # never chosen until it is on a node.
+            preemptible=h.preemptible and h.active,
             preempting=h.preempting,
         )
         for h in holders
     ]
-    teams = sorted({*team_names(session), *(q.team for q in quotas)})
+    teams = sorted({*queue_teams(session, cluster.name), *(q.team for q in quotas)})
     heads = team_heads(session, cluster.name, [None, NO_TEAM, *teams], cap.limit + HEAD_SPARE)
     return TeamView(
         state=state,

@@ -9,7 +9,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, literal, tuple_
+from sqlalchemy import ColumnElement, Select, literal, text, tuple_
 from sqlmodel import Session, col, func, select
 
 from protocol.workers import WorkerInfo, workers_serving
@@ -288,6 +288,7 @@ class SlotHolder:
     preemptible: bool
     preempting: bool  # already asked to give its slot back
     attempt: int
+    active: bool  # on a node; False: handed to the broker, no worker has it yet
 
 
 def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
@@ -305,7 +306,7 @@ def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
         Run.attempt,
     )
     found: list[SlotHolder] = []
-    for where in (col(Run.status).in_(ACTIVE), handed_to_broker()):
+    for active, where in ((True, col(Run.status).in_(ACTIVE)), (False, handed_to_broker())):
         rows = session.exec(select(*columns).where(Run.cluster == cluster, where))
         for run_id, team, priority, dispatched, preparing, created, preemptible, asked, n in rows:
             found.append(
@@ -317,6 +318,7 @@ def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
                     preemptible=bool(preemptible),
                     preempting=asked is not None,
                     attempt=n,
+                    active=active,
                 )
             )
     return found
@@ -324,6 +326,25 @@ def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
 
 def _team_is(team: str | None) -> ColumnElement[bool]:
     return col(Run.team).is_(None) if team is None else Run.team == team
+
+
+_QUEUE_TEAMS = text(
+    """
+WITH RECURSIVE teams(team) AS (
+    SELECT min(team) FROM run WHERE cluster = :cluster
+    UNION ALL
+    SELECT (SELECT min(r.team) FROM run r WHERE r.cluster = :cluster AND r.team > teams.team)
+    FROM teams WHERE teams.team IS NOT NULL
+)
+SELECT team FROM teams WHERE team IS NOT NULL"""
+)
+
+
+def queue_teams(session: Session, cluster: str) -> list[str]:
+    """Every team any run of the cluster was charged to (runs of no team aside): a loose
+    scan of ``ix_run_team_queue``, one probe per team, however many runs each has. A
+    team whose record went while its runs wait is found too."""
+    return [team for (team,) in session.execute(_QUEUE_TEAMS, {"cluster": cluster})]
 
 
 def team_heads(

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, func, select
 from protocol.workers import WorkerInfo, workers_serving
 from runyard.status import ACTIVE, RunStatus
 from store.attempts import PREEMPTED, decayed_usage
-from store.models import Cluster, Run, RunAttempt, Team, TeamQuota, TeamUsagePublic
+from store.models import Cluster, Run, RunAttempt, TeamQuota, TeamUsagePublic
 from store.models.teams import NO_TEAM
 from store.queue import handed_to_broker
 
@@ -37,11 +37,6 @@ def team_label(team: str | None) -> str:
 
 def clusters_with_quotas(session: Session) -> set[str]:
     return set(session.exec(select(TeamQuota.cluster).distinct()))
-
-
-def team_names(session: Session) -> list[str]:
-    """Every team (a handful): whose queues admission reads on a cluster with quotas."""
-    return list(session.exec(select(Team.name).order_by(col(Team.name))))
 
 
 def gpus_per_slot(workers: list[WorkerInfo], cluster: str) -> int:

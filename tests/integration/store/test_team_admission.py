@@ -285,3 +285,33 @@ def test_a_run_needs_the_gpus_of_one_slot(
 
 def get(session: Session) -> Cluster:
     return get_cluster(session, CLUSTER)
+
+
+def test_runs_of_a_team_with_no_record_or_quota_are_seen_and_borrow(
+    session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """A run charged to a team the cluster has no quota for (its record even gone) is
+    found by admission all the same: it borrows idle capacity like runs of no team."""
+    make_cluster(session, nodes=2)
+    heartbeat(client, CLUSTER, slots=2)
+    teams(session, vision={"slots": 1})
+    ids = submit(session, "ghost", 3)
+
+    assert dispatch(session, client, celery) == ids[:2]  # idle: vision's and no one's
+    assert reasons(session, client)[ids[2]]
+
+
+def test_a_run_handed_over_but_not_yet_on_a_node_is_not_chosen_as_a_victim(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session, nodes=2, preemption_min_runtime_seconds=0)
+    heartbeat(client, CLUSTER, slots=2)
+    teams(session, vision={"slots": 1}, nlp={"slots": 1})
+    borrowers = submit(session, "vision", 2)
+    assert dispatch(session, client, celery) == borrowers  # handed over, not claimed
+    submit(session, "nlp", 1, start=5)
+
+    decided = admit_and_send(session, celery, CLUSTER, live_workers(client), client=client)
+
+    assert decided.preemptions == []
+    assert all(reload(engine, r).preempt_requested_at is None for r in borrowers)
