@@ -129,3 +129,12 @@ def test_the_queue_the_cluster_and_the_preempted_run_explain_the_team_scheduler(
     }
     assert lines["preempted_by"] == theirs[0]
     assert lines["preemption_reason"] == victim["preemption_reason"]
+    shown_cli = subprocess.run(
+        runyard("cluster", "show", cluster), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert shown_cli.returncode == 0, shown_cli.stderr
+    vision = next(
+        line for line in shown_cli.stdout.splitlines() if line.strip().startswith("vision")
+    )
+    cells = [c for c in vision.split() if c != "\u2502"]
+    assert cells[:5] == ["vision", "1", "2", "1", "0"]  # quota, used, borrowed, lent
