@@ -351,17 +351,31 @@ def team_heads(
     session: Session, cluster: str, teams: Sequence[str | None], limit: int
 ) -> list[Run]:
     """The first ``limit`` waiting runs of each of ``teams`` (None: runs of no team), each
-    team's in its queue order: one range of ``ix_run_team_queue`` per team, so the read
-    costs the same whatever the queue's length."""
+    team's in its queue order, whatever the queue's length: ``ix_run_team_queue`` holds
+    priorities ascending and the queue wants them descending, so each team's head is read
+    one priority at a time, highest first (its top priority is one index probe; its runs
+    there a range in submit order), never sorting the team's whole queue."""
     found: list[Run] = []
     for team in teams:
-        query = (
-            select(Run)
-            .where(*_waiting_in(cluster), _team_is(team))
-            .order_by(*queue_order())
-            .limit(limit)
-        )
-        found.extend(session.exec(query))
+        waiting = (*_waiting_in(cluster), _team_is(team))
+        taken, below = 0, None
+        while taken < limit:
+            top = select(func.max(Run.priority)).where(*waiting)
+            if below is not None:
+                top = top.where(col(Run.priority) < below)
+            below = session.exec(top).one()
+            if below is None:
+                break
+            runs = list(
+                session.exec(
+                    select(Run)
+                    .where(*waiting, Run.priority == below)
+                    .order_by(col(Run.created_at), col(Run.id))
+                    .limit(limit - taken)
+                )
+            )
+            found += runs
+            taken += len(runs)
     return found
 
 
