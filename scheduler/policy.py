@@ -101,6 +101,7 @@ class Decision:
 
 # --- the decision -------------------------------------------------------------------------
 
+_EPSILON = 1e-9
 TIMES = "\u00d7"  # the multiplication sign of "usage 1.8x its share"
 
 
@@ -129,6 +130,37 @@ def effective_priority(run: Pending, now: float, aging_seconds: float) -> int:
     return run.priority + max(math.floor((now - run.submitted) / aging_seconds), 0)
 
 
+def water_fill(
+    wanted: dict[str, float], weights: dict[str, float], capacity: float
+) -> dict[str, float]:
+    """Max-min fair shares of ``capacity`` by weight: each team gets capacity in proportion
+    to its weight, never more than it wants; what one leaves goes to the others. Teams of
+    weight 0 share (equally) only what the weighted ones leave."""
+    share = dict.fromkeys(wanted, 0.0)
+    left = capacity
+    for group in (
+        {t for t in wanted if weights.get(t, 0) > 0},
+        {t for t in wanted if weights.get(t, 0) <= 0},
+    ):
+        active = {t for t in group if wanted[t] > 0}
+        while active and left > _EPSILON:
+            weight = {t: weights.get(t, 0) or 1.0 for t in active}
+            total = sum(weight.values())
+            sated = {
+                t for t in active if wanted[t] - share[t] <= left * weight[t] / total + _EPSILON
+            }
+            if not sated:
+                for t in active:
+                    share[t] += left * weight[t] / total
+                left = 0.0
+                break
+            for t in sated:
+                left -= wanted[t] - share[t]
+                share[t] = wanted[t]
+            active -= sated
+    return share
+
+
 class _Book:
     """The cluster's accounts during one decision: what each team holds, its quota, and
     its fair-share weight; changed as runs are admitted or chosen as victims."""
@@ -140,6 +172,7 @@ class _Book:
         self.nominal = {t: self.norm(q.nominal) for t, q in state.quotas.items()}
         self.used: dict[str, Resources] = {}
         self.leaving: dict[str, Resources] = {}  # held by runs already being preempted
+        self.fixed: dict[str, Resources] = {}  # held by non-preemptible runs
         self.total = Resources()
         for run in running:
             demand = self.norm(run.demand)
@@ -147,6 +180,8 @@ class _Book:
             self.total += demand
             if run.preempting:
                 self.leaving[run.team] = self.leaving.get(run.team, Resources()) + demand
+            if not run.preemptible:
+                self.fixed[run.team] = self.fixed.get(run.team, Resources()) + demand
         nominal_sum = sum(self.nominal.values(), Resources())
         self.unquoted = _floor0(self.norm(state.capacity) - nominal_sum)
         self.weight = state.allocation_weight_seconds
@@ -166,9 +201,27 @@ class _Book:
     def free(self) -> Resources:
         return self.norm(self.capacity) - self.total
 
-    def take(self, team: str, demand: Resources) -> None:
+    def take(self, team: str, demand: Resources, preemptible: bool = True) -> None:
         self.used[team] = self.used_by(team) + demand
         self.total += demand
+        if not preemptible:
+            self.fixed[team] = self.fixed.get(team, Resources()) + demand
+
+    def may_hold(self, team: str, run: Pending) -> bool:
+        """A non-preemptible run only where the team's non-preemptible runs together stay
+        within its nominal quota: whatever the team holds beyond it can then always be
+        taken back (from its preemptible runs)."""
+        if run.preemptible:
+            return True
+        demand = self.norm(run.demand)
+        return (self.fixed.get(team, Resources()) + demand).fits_in(self.nominal_of(team))
+
+    def held_fixed(self, team: str) -> str:
+        fixed, nominal = self.fixed.get(team, Resources()), self.nominal_of(team)
+        text = f"{fixed.slots}/{nominal.slots} slots"
+        if self.gpus:
+            text += f", {fixed.gpus}/{nominal.gpus} GPUs"
+        return text + " held by its non-preemptible runs"
 
     def within_nominal(self, team: str, demand: Resources) -> bool:
         return (self.used_by(team) + demand).fits_in(self.nominal_of(team))
@@ -250,9 +303,11 @@ def decide(
     state: ClusterState, running: list[Running], pending: list[Pending], now: float
 ) -> Decision:
     """Admit what fits, in fair-share order; preempt borrowers for a team below its
-    nominal quota (and lower priorities, where the cluster enables it); say why each run
-    of ``pending`` not admitted waits. ``pending`` may be only the head of each team's
-    queue (the caller bounds it); order within it does not matter."""
+    nominal quota or its fair share (and lower priorities, where the cluster enables it);
+    say why each run of ``pending`` not admitted waits. ``pending`` may be only the head
+    of each team's queue (the caller bounds it: at least ``capacity.slots`` runs per team);
+    order within it does not matter. A cluster without quotas admits as today: priority,
+    then submit time, never preempting."""
     if not state.quotas:
         return _fifo(state, running, pending)
     return _Decider(state, running, pending, now).run()
@@ -301,11 +356,13 @@ class _Decider:
         # Capacity already on its way back: runs being preempted, not yet stopped.
         self.incoming = sorted((r for r in running if r.preempting), key=lambda r: r.started)
         self.wake: list[float] = []
+        self.fair = self.fair_shares()
 
     def run(self) -> Decision:
         self.guaranteed()
         self.reclaim()
         self.borrow()
+        self.fair_reclaim()
         if self.state.priority_preemption:
             self.by_priority()
         self.explain()
@@ -317,7 +374,7 @@ class _Decider:
         return self.book.norm(run.demand)
 
     def admit(self, run: Pending) -> None:
-        self.book.take(run.team, self.demand(run))
+        self.book.take(run.team, self.demand(run), run.preemptible)
         self.decision.admit.append(run.run_id)
         self.next[run.team] += 1
 
@@ -387,17 +444,24 @@ class _Decider:
         return True
 
     def from_borrower(self, run: Pending, need: Resources) -> bool:
-        """A victim among borrowers for one waiting run of a team below its quota."""
+        """A victim among borrowers for one waiting run of a team below its quota: first
+        among teams that stay at or above their fair share without it (else a team
+        pushed below its share would take a slot back from a third one at once), then
+        among any borrower."""
         book = self.book
-        for victim in self.victims.runs:
-            if victim.run_id in self.victims.taken or victim.team == run.team:
-                continue
-            left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
-            if not book.nominal_of(victim.team).fits_in(left - book.norm(victim.demand)):
-                continue
-            self.choose(victim, run, f"reclaimed by team {run.team} ({book.held(run.team)} "
-                        "of its quota in use)", "reclaim")  # fmt: skip
-            return True
+        for beyond_share in (True, False):
+            for victim in self.victims.runs:
+                if victim.run_id in self.victims.taken or victim.team == run.team:
+                    continue
+                left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
+                after = left - book.norm(victim.demand)
+                if not book.nominal_of(victim.team).fits_in(after):
+                    continue
+                if beyond_share and after.slots < self.fair.get(victim.team, 0.0):
+                    continue
+                self.choose(victim, run, f"reclaimed by team {run.team} ({book.held(run.team)} "
+                            "of its quota in use)", "reclaim")  # fmt: skip
+                return True
         return False
 
     def choose(self, victim: Running, run: Pending, reason: str, kind: str) -> None:
@@ -427,9 +491,11 @@ class _Decider:
 
     def borrow(self) -> None:
         """Phase 3: capacity left over goes to runs beyond their team's quota that may
-        borrow, teams in fair-share order; a non-preemptible run never borrows."""
+        borrow, teams in fair-share order; non-preemptible runs of a team together stay
+        within its quota."""
         book = self.book
-        heap = self.heap([t for t in self.queues if t not in self.reclaiming])
+        heap = [(self.borrow_key(t), t) for t in self.queues if t not in self.reclaiming]
+        heapq.heapify(heap)
         while heap:
             _, team = heapq.heappop(heap)
             runs = self.queues[team]
@@ -437,16 +503,112 @@ class _Decider:
                 continue
             run = runs[self.next[team]]
             demand = self.demand(run)
-            if not run.preemptible and not book.within_nominal(team, demand):
+            if not book.may_hold(team, run):
                 self.wait(run, f"non-preemptible: limited to {_label(team)}'s quota "
-                          f"({book.held(team)})")  # fmt: skip
+                          f"({book.held_fixed(team)})")  # fmt: skip
                 self.next[team] += 1
-                heapq.heappush(heap, (book.key(team), team))
+                heapq.heappush(heap, (self.borrow_key(team), team))
                 continue
             if demand.fits_in(book.free()) and book.may_borrow(team, demand):
                 self.admit(run)
                 self.taker = team
-                heapq.heappush(heap, (book.key(team), team))
+                heapq.heappush(heap, (self.borrow_key(team), team))
+
+    def borrow_key(self, team: str) -> tuple[bool, tuple[int, float, str]]:
+        """Idle capacity goes first to teams below their fair share of the cluster now,
+        then to the others; each group in fair-share (usage) order."""
+        return (self.book.used_by(team).slots >= self.fair.get(team, 0.0) - _EPSILON,
+                self.book.key(team))  # fmt: skip
+
+    def fair_shares(self) -> dict[str, float]:
+        """Each team's fair share of the cluster's slots now, in whole slots: capacity
+        spread in proportion to the nominal quotas among the teams that want it, no team
+        given more than it wants (what it holds, plus its waiting runs: non-preemptible
+        ones only within its quota; within its borrowing limit), what one leaves spread
+        over the others; teams without a quota share only what the others leave."""
+        book = self.book
+        wanted: dict[str, float] = {}
+        for team in set(self.queues) | set(book.used):
+            held, nominal = book.used_by(team).slots, book.nominal_of(team).slots
+            runs = self.queues.get(team, [])
+            free = sum(r.demand.slots for r in runs if r.preemptible)
+            fixed = sum(r.demand.slots for r in runs if not r.preemptible)
+            fixed_held = book.fixed.get(team, Resources()).slots
+            want = held + free + min(fixed, max(nominal - fixed_held, 0))
+            quota = book.quotas.get(team)
+            if quota and quota.borrowing_limit is not None:
+                want = min(want, max(nominal + quota.borrowing_limit.slots, held))
+            wanted[team] = float(want)
+        weights = {t: float(book.nominal_of(t).slots) for t in wanted}
+        share = water_fill(wanted, weights, float(book.capacity.slots))
+        # Whole slots: each team its share rounded down, the slots left over one each to
+        # the largest remainders (ties: fair-share order, so usage decides).
+        whole = {t: math.floor(v + _EPSILON) for t, v in share.items()}
+        left = book.capacity.slots - sum(whole.values())
+        order = sorted(
+            (t for t in share if share[t] - whole[t] > _EPSILON),
+            key=lambda t: (-(share[t] - whole[t]), book.key(t)),
+        )
+        for team in order[: max(left, 0)]:
+            whole[team] += 1
+        return {t: float(v) for t, v in whole.items()}
+
+    def fair_reclaim(self) -> None:
+        """Phase 4: a team below its fair share whose runs may borrow takes capacity back
+        from borrowers above theirs (never below their fair share or nominal quota): one
+        team's long runs on capacity another lent do not keep a third team out of its
+        share once that team's work arrives. Whole slots only, so two teams never take
+        the same slot back and forth."""
+        book = self.book
+        for team in sorted(self.queues, key=book.key):
+            if team in self.reclaiming:
+                continue
+            runs = self.queues[team]
+            target = self.fair.get(team, 0.0)
+            held = book.used_by(team).slots
+            while self.next[team] < len(runs):
+                run = runs[self.next[team]]
+                demand = self.demand(run)
+                if not book.may_hold(team, run) or held + demand.slots > target:
+                    break
+                if not (self.from_incoming(run, demand) or self.from_above_share(run)):
+                    break
+                held += demand.slots
+                self.next[team] += 1
+
+    def from_above_share(self, run: Pending) -> bool:
+        book = self.book
+        for victim in self.victims.runs:
+            if victim.run_id in self.victims.taken or victim.team == run.team:
+                continue
+            freed = book.norm(victim.demand)
+            left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
+            after = left - freed
+            floor_share = self.fair.get(victim.team, 0.0)
+            if after.slots < floor_share or not book.nominal_of(victim.team).fits_in(after):
+                continue
+            if not self.starts_without(victim, run):
+                continue
+            fair = self.fair.get(run.team, 0.0)
+            reason = (f"reclaimed by team {run.team} for its fair share "
+                      f"({book.used_by(run.team).slots} of {fair:.0f} slots in use)")  # fmt: skip
+            self.choose(victim, run, reason, "reclaim")
+            return True
+        return False
+
+    def starts_without(self, victim: Running, run: Pending) -> bool:
+        """Would ``run`` start once ``victim`` is gone (quotas and capacity)?"""
+        book = self.book
+        demand, freed = self.demand(run), book.norm(victim.demand)
+        book.used[victim.team] = book.used_by(victim.team) - freed
+        book.total -= freed
+        fits = demand.fits_in(book.free()) and (
+            book.within_nominal(run.team, demand)
+            or (book.may_hold(run.team, run) and book.may_borrow(run.team, demand))
+        )
+        book.used[victim.team] = book.used_by(victim.team) + freed
+        book.total += freed
+        return fits
 
     def by_priority(self) -> None:
         """Where the cluster enables it: a waiting run preempts a running one of strictly
@@ -462,26 +624,16 @@ class _Decider:
 
     def priority_victim(self, run: Pending) -> bool:
         book = self.book
-        demand = self.demand(run)
         for victim in self.victims.runs:
             if victim.priority >= run.priority:
                 return False
             if victim.run_id in self.victims.taken:
                 continue
-            freed = book.norm(victim.demand)
             left = book.used_by(victim.team) - book.leaving.get(victim.team, Resources())
-            if victim.team != run.team and not book.nominal_of(victim.team).fits_in(left - freed):
+            after = left - book.norm(victim.demand)
+            if victim.team != run.team and not book.nominal_of(victim.team).fits_in(after):
                 continue
-            # Would the waiting run start once the victim is gone?
-            book.used[victim.team] = book.used_by(victim.team) - freed
-            book.total -= freed
-            fits = demand.fits_in(book.free()) and (
-                book.within_nominal(run.team, demand)
-                or (run.preemptible and book.may_borrow(run.team, demand))
-            )
-            book.used[victim.team] = book.used_by(victim.team) + freed
-            book.total += freed
-            if not fits:
+            if not self.starts_without(victim, run):
                 continue
             reason = (f"preempted by run {run.run_id} of {_label(run.team)} (priority "
                       f"{run.priority} > {victim.priority})")  # fmt: skip
@@ -517,9 +669,9 @@ class _Decider:
                 full = not demand.fits_in(book.free())
                 if book.within_nominal(team, demand):
                     reason = f"all {slots} slot(s) busy"
-                elif not run.preemptible:
+                elif not book.may_hold(team, run):
                     reason = (f"non-preemptible: limited to {_label(team)}'s quota "
-                              f"({book.held(team)})")  # fmt: skip
+                              f"({book.held_fixed(team)})")  # fmt: skip
                 elif block == "limit":
                     reason = f"{_label(team)} at quota ({book.held(team)})"
                     if book.used_by(team).slots > book.nominal_of(team).slots:

@@ -120,8 +120,23 @@ def test_a_non_preemptible_run_stays_within_its_teams_quota_and_others_pass_it()
     decision = decide(two_teams(), [], pending, NOW)
     assert decision.admit == ["vision0", "vision1", "vision2", "vision3", "late"]
     assert decision.reasons == {
-        "vision4": "non-preemptible: limited to team vision's quota (4/4 slots)"
+        "vision4": (
+            "non-preemptible: limited to team vision's quota "
+            "(4/4 slots held by its non-preemptible runs)"
+        )
     }
+
+
+def test_a_non_preemptible_run_starts_while_its_team_borrows_with_preemptible_ones() -> None:
+    # vision holds 6 (4 of its quota, 2 borrowed), all preemptible: a non-preemptible run
+    # still starts, since the team's preemptible runs are what may be taken back.
+    running = holding("vision", 6)
+    pending = waiting("vision", 1, prefix="fixed", preemptible=False)
+    assert decide(two_teams(), running, pending, NOW).admit == ["fixed0"]
+    running = [Running(f"np{i}", "vision", 0, NOW - 60, ONE, preemptible=False) for i in range(4)]
+    decision = decide(two_teams(), running, pending, NOW)
+    assert decision.admit == []
+    assert decision.reasons["fixed0"].startswith("non-preemptible: limited to team vision's quota")
 
 
 def test_runs_of_no_team_only_borrow() -> None:
@@ -175,13 +190,43 @@ def test_idle_capacity_is_spread_between_teams_not_given_to_one() -> None:
 
 def test_after_a_burst_the_team_that_used_less_goes_first() -> None:
     usage = {"nlp": 50 * 3600.0, "vision": 10 * 3600.0}
-    state = cluster(quota("vision", 2), quota("nlp", 2), slots=6, usage=usage)
+    state = cluster(quota("vision", 2), quota("nlp", 2), slots=5, usage=usage)
     decision = decide(state, [], waiting("nlp", 6) + waiting("vision", 6), NOW)
-    # Each gets its quota first; the 2 idle slots go to vision, which used less.
-    assert sorted(decision.admit) == ["nlp0", "nlp1"] + [f"vision{i}" for i in range(4)]
+    # Each gets its quota first (vision first); the idle slot goes to vision, which used less.
+    assert decision.admit == ["vision0", "vision1", "nlp0", "nlp1", "vision2"]
     assert decision.reasons["nlp2"].startswith("behind team vision by fair share (usage ")
     assert decision.reasons["nlp2"].endswith("\u00d7 its share)")
     assert decision.reasons["nlp3"] == "waiting behind 1 run(s) of team nlp"
+
+
+def test_idle_capacity_goes_to_teams_below_their_fair_share_first() -> None:
+    # vision used far less, but already holds its fair share of what both want now.
+    usage = {"nlp": 50 * 3600.0, "vision": 0.0}
+    state = cluster(quota("vision", 2), quota("nlp", 2), slots=8, usage=usage)
+    running = holding("vision", 4) + holding("nlp", 2)
+    decision = decide(state, running, waiting("nlp", 4) + waiting("vision", 4), NOW)
+    assert decision.admit == ["nlp0", "nlp1"]
+
+
+def test_a_team_below_its_fair_share_takes_back_from_one_above_it() -> None:
+    # audio lent its idle quota; nlp borrowed all of it; vision's work arrives: vision is
+    # at its quota but below its fair share (6 of 12), nlp above (10 of 8): one each way
+    # until both hold their share, nlp never below it.
+    state = cluster(quota("vision", 4), quota("nlp", 4), quota("audio", 4), slots=12)
+    running = holding("vision", 4) + holding("nlp", 8)
+    decision = decide(state, running, waiting("vision", 6) + waiting("nlp", 2), NOW)
+    assert len(decision.preempt) == 2
+    assert {p.by_team for p in decision.preempt} == {"vision"}
+    assert decision.preempt[0].reason == (
+        "reclaimed by team vision for its fair share (4 of 6 slots in use)"
+    )
+    assert decision.reasons["vision0"].startswith("will reclaim 1 slot(s) from team nlp")
+    assert decision.reasons["vision2"] == "all 12 slot(s) busy"
+    assert decision.reasons["vision3"] == "waiting behind 3 run(s) of team vision"
+    # Once shares are even, nobody takes from anybody.
+    running = holding("vision", 6) + holding("nlp", 6)
+    decision = decide(state, running, waiting("vision", 6) + waiting("nlp", 2), NOW)
+    assert decision.preempt == []
 
 
 def test_fair_share_ratio_in_the_reason() -> None:
