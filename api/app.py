@@ -40,6 +40,7 @@ from api.routes import (
     snapshots,
     tokens,
     tracking,
+    usage,
     workers,
 )
 from api.storage import RunFileStore, SnapshotStore
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers,
         tokens,
         audit,
+        usage,
     )
     for module in routers:
         api.include_router(module.router)

@@ -25,6 +25,7 @@ INTERACTIVE_RUNS = "/runs/interactive"  # Experiment.start_logging()
 ENVIRONMENTS = "/environments"  # registered: the latest version of each
 ENVIRONMENT_BUILDS = "/environment-builds"  # env.build(ws): a run that builds and ends
 LATEST_ENVIRONMENT_BUILD = "/environment-builds/latest"  # env.get_image_details(ws)
+USAGE = "/usage"  # slot- and GPU-hours per team, user, cluster, day
 
 
 def _q(value: str, safe: str = "") -> str:

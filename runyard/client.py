@@ -43,6 +43,23 @@ class Client(Transport):
     def audit(self, **filters: Any) -> List[Dict[str, Any]]:
         return self.json("GET", paths.AUDIT, params=filters)["data"]
 
+    def usage(
+        self,
+        since: str = "30d",
+        until: Optional[str] = None,
+        by: Optional[List[str]] = None,
+        **filters: Optional[str],
+    ) -> Dict[str, Any]:
+        """Slot- and GPU-hours of the runs' attempts per group of ``by`` (team, user,
+        cluster, day; none: team) within ``since``..``until`` (an age such as ``30d``, a
+        date, or a date and time); ``cluster``, ``team``, ``user`` narrow it."""
+        params: Dict[str, Any] = {"since": since, "until": until, **filters}
+        if by is not None:
+            params["by"] = ",".join(by)
+        return self.json(
+            "GET", paths.USAGE, params={k: v for k, v in params.items() if v is not None}
+        )
+
     # --- pages ------------------------------------------------------------------------------
 
     def page(self, path: str, **params: Any) -> Dict[str, Any]:

@@ -15,7 +15,15 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).parent / "static"
-PAGES = ("/login", "/clusters", "/experiments", "/experiments/{name}", "/runs/{run_id}", "/compare")
+PAGES = (
+    "/login",
+    "/clusters",
+    "/experiments",
+    "/experiments/{name}",
+    "/runs/{run_id}",
+    "/compare",
+    "/usage",
+)
 
 PUBLIC_PATHS = frozenset({*PAGES, "/"})
 

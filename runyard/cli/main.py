@@ -17,6 +17,7 @@ from runyard.cli import (
     runs,
     service,
     tokens,
+    usage,
 )
 from runyard.cli.context import set_url
 from runyard.cli.environments import env_app
@@ -71,6 +72,7 @@ env_app.command("prune", cls=Command)(environment_cache.prune)
 app.add_typer(env_app, name="env")
 app.command("whoami", cls=Command)(tokens.whoami)
 app.command("audit", cls=Command)(tokens.audit)
+app.command("usage", cls=Command)(usage.usage)
 
 
 def main() -> None:

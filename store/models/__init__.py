@@ -12,6 +12,7 @@ this package registers every table on ``SQLModel.metadata`` (what Alembic compar
 - ``runs``: a submitted spec, the run table and its changes, its log and files
 - ``tracking``: metrics, their points and rollups, tags, properties; events in, reads out
 - ``teams``: teams, their members and quotas per cluster, usage and run attempts
+- ``usage``: usage accounting as shown (slot- and GPU-seconds per team, user, cluster, day)
 - ``tokens``: API tokens and sessions, roles
 - ``audit``: the audit log
 - ``scheduler``: the fence of the scheduler that leads (one row)
@@ -117,10 +118,12 @@ from store.models.tracking import (
     RunProperty,
     RunTag,
 )
+from store.models.usage import USAGE_GROUPS, UsageReport, UsageRow
 
 __all__ = [
     "NO_TEAM",
     "ROLLUP_SPAN",
+    "USAGE_GROUPS",
     "ApiToken",
     "AuditEvent",
     "AuditEventsPublic",
@@ -191,6 +194,8 @@ __all__ = [
     "TokenCreated",
     "TokenPublic",
     "TokensPublic",
+    "UsageReport",
+    "UsageRow",
     "WorkerPublic",
     "WorkersPublic",
     "check_cluster_name",

@@ -68,6 +68,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: st
         ["env", "show"],
         ["env", "build"],
         ["env", "prune"],
+        ["usage"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
@@ -660,7 +661,9 @@ def test_tables_print_yes_no_and_readable_details(stack: Stack, workers) -> None
     ok(stack, "cluster", "update", name, "--no-default")
 
 
-@pytest.mark.parametrize("command", [["submit"], ["cluster", "create"], ["logs"], ["runs"]])
+@pytest.mark.parametrize(
+    "command", [["submit"], ["cluster", "create"], ["logs"], ["runs"], ["usage"]]
+)
 def test_help_shows_no_type_after_plain_flags(command: list[str]) -> None:
     result = cli(None, *command, "--help")
     assert result.returncode == 0, result.stderr

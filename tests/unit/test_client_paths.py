@@ -18,7 +18,7 @@ from runyard.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINTS = {"runs", "experiments", "clusters", "snapshots", "tokens", "workers", "whoami"}
-ENDPOINTS |= {"audit", "healthz", "readyz", "environments", "environment-builds"}
+ENDPOINTS |= {"audit", "healthz", "readyz", "environments", "environment-builds", "usage"}
 
 
 class Called(Exception):
@@ -43,6 +43,7 @@ CALLS = {
     "health": lambda c: c.health(),
     "whoami": lambda c: c.whoami(),
     "audit": lambda c: c.audit(actor="ann"),
+    "usage": lambda c: c.usage(since="7d", by=["team", "day"], cluster="gpu"),
     "create_cluster": lambda c: c.create_cluster("gpu"),
     "list_clusters": lambda c: c.list_clusters(),
     "get_cluster": lambda c: c.get_cluster("gpu"),

@@ -8,6 +8,7 @@ import { Compare } from './pages/compare.js';
 import { Experiment, Experiments } from './pages/experiments.js';
 import { Login } from './pages/login.js';
 import { RunPage } from './pages/run.js';
+import { Usage } from './pages/usage.js';
 import { follow, navigate } from './util.js';
 
 function usePath() {
@@ -26,6 +27,7 @@ function page(pathname, me) {
   if ((match = pathname.match(/^\/experiments\/([^/]+)$/))) return html`<${Experiment} name=${decodeURIComponent(match[1])} />`;
   if (pathname === '/experiments') return html`<${Experiments} />`;
   if (pathname === '/compare') return html`<${Compare} />`;
+  if (pathname === '/usage') return html`<${Usage} key=${location.search} />`;
   if (pathname === '/clusters' || pathname === '/') return html`<${Clusters} me=${me} />`;
   return html`<main><h1>Not found</h1><p>No page at ${pathname}.</p></main>`;
 }
@@ -50,7 +52,7 @@ function App() {
       aria-current=${pathname.startsWith(href) ? 'page' : undefined}>${label}</a>`;
   return html`${!embedded && html`<nav class="top" aria-label="main">
       <a class="brand" href="/clusters" onClick=${follow}>Runyard</a>
-      ${link('/clusters', 'Clusters')}${link('/experiments', 'Experiments')}${link('/compare', 'Compare')}
+      ${link('/clusters', 'Clusters')}${link('/experiments', 'Experiments')}${link('/compare', 'Compare')}${link('/usage', 'Usage')}
       <span class="me">${me ? `${me.name} (${me.role})` : ''}</span>
       ${me && html`<button class="link" onClick=${signOut}>Sign out</button>`}</nav>`}
     ${page(pathname, me)}`;
