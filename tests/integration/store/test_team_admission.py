@@ -183,18 +183,20 @@ def test_a_non_preemptible_run_stays_within_its_quota_and_is_never_preempted(
 def test_after_a_burst_the_team_that_used_less_goes_first(
     session: Session, client: redis.Redis, celery: Celery
 ) -> None:
-    make_cluster(session, nodes=4)
-    heartbeat(client, CLUSTER, slots=4)
+    """Equal quotas, one slot beyond them: it goes to the team that used the cluster less
+    lately, though the other's burst was submitted first (FIFO would give it all three)."""
+    make_cluster(session, nodes=3)
+    heartbeat(client, CLUSTER, slots=3)
     teams(session, vision={"slots": 1}, nlp={"slots": 1})
     session.add(TeamUsage(cluster=CLUSTER, team="vision", slot_seconds=10 * 86400, as_of=utcnow()))
     session.commit()
-    burst = submit(session, "vision", 4, start=900)  # submitted first: FIFO would take all 4
+    burst = submit(session, "vision", 4, start=900)
     later = submit(session, "nlp", 4, start=60)
 
     sent = dispatch(session, client, celery)
 
-    assert set(sent) == {burst[0], *later[:3]}  # each its quota, then nlp borrows
-    assert reasons(session, client)[burst[1]].startswith("behind team nlp by fair share (usage ")
+    assert set(sent) == {burst[0], *later[:2]}
+    assert "fair share" in reasons(session, client)[burst[1]]
 
 
 def test_runs_of_no_team_only_borrow(session: Session, client: redis.Redis, celery: Celery) -> None:
