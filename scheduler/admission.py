@@ -30,7 +30,7 @@ from store.db import as_utc, insert_ignoring
 from store.lifecycle import transition
 from store.models import Cluster, Experiment, Run, RunLog, TeamQuota, utcnow
 from store.models.teams import NO_TEAM
-from store.preemption import request_preemption
+from store.preemption import PREEMPTIBLE_STATES, request_preemption
 from store.queue import (
     capacity,
     capacity_of,
@@ -245,9 +245,9 @@ def team_state(
             priority=h.priority,
             started=h.started.timestamp(),
             demand=demand,
-            # A run no worker has taken yet cannot be asked to stop (``store.preemption``):
-            # never chosen until it is on a node.
-            preemptible=h.preemptible and h.active,
+            # Only a run a worker executes can be asked to stop (``store.preemption``): one
+            # handed over but not yet taken, ending, or silent is never chosen.
+            preemptible=h.preemptible and h.status in PREEMPTIBLE_STATES,
             preempting=h.preempting,
         )
         for h in holders

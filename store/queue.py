@@ -288,7 +288,7 @@ class SlotHolder:
     preemptible: bool
     preempting: bool  # already asked to give its slot back
     attempt: int
-    active: bool  # on a node; False: handed to the broker, no worker has it yet
+    status: RunStatus  # Queued: handed to the broker, no worker has it yet
 
 
 def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
@@ -304,11 +304,13 @@ def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
         Run.preemptible,
         Run.preempt_requested_at,
         Run.attempt,
+        Run.status,
     )
     found: list[SlotHolder] = []
-    for active, where in ((True, col(Run.status).in_(ACTIVE)), (False, handed_to_broker())):
+    for where in (col(Run.status).in_(ACTIVE), handed_to_broker()):
         rows = session.exec(select(*columns).where(Run.cluster == cluster, where))
-        for run_id, team, priority, dispatched, preparing, created, preemptible, asked, n in rows:
+        for row in rows:
+            run_id, team, priority, dispatched, preparing, created, preemptible, asked, n, st = row
             found.append(
                 SlotHolder(
                     id=run_id,
@@ -318,7 +320,7 @@ def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
                     preemptible=bool(preemptible),
                     preempting=asked is not None,
                     attempt=n,
-                    active=active,
+                    status=RunStatus(st),
                 )
             )
     return found
