@@ -94,6 +94,10 @@ class Admission:
 
     assignments: list[RunAssignment] = field(default_factory=list)
     preemptions: list[PreemptionRequest] = field(default_factory=list)
+    # Runs an earlier decision preempted that still hold their slot: their marks are set
+    # again (harmless if there), so one lost between that commit and Redis (a scheduler
+    # that died, Redis down) never leaves a run counted as stopping that nobody stops.
+    reminders: list[PreemptionRequest] = field(default_factory=list)
     reasons: dict[str, str] | None = None  # None: a cluster without quotas
     # When to decide again even if nothing happens (the policy's clock: ``now``'s epoch
     # seconds): a waiting run's victim reaches the cluster's minimum runtime then.
@@ -209,6 +213,7 @@ class TeamView:
     pending: list[policy.Pending]
     heads: list[Run]  # the waiting runs ``pending`` stands for
     attempts: dict[str, int]  # running run id -> the attempt its worker runs
+    stopping: list[PreemptionRequest]  # asked to stop by an earlier decision, still running
 
 
 def team_state(
@@ -260,6 +265,11 @@ def team_state(
         pending=pending_of(heads, per_slot),
         heads=heads,
         attempts={h.id: h.attempt for h in holders},
+        stopping=[
+            PreemptionRequest(h.id, h.attempt, h.preemption_reason or "")
+            for h in holders
+            if h.preempting and h.status in PREEMPTIBLE_STATES
+        ],
     )
 
 
@@ -322,7 +332,7 @@ def _admit_by_teams(
     reasons = dict(decision.reasons)
     for assignment in admitted:
         reasons.pop(assignment.run_id, None)
-    return Admission(admitted, preemptions, reasons, decision.wake_at)
+    return Admission(admitted, preemptions, view.stopping, reasons, decision.wake_at)
 
 
 def experiment_names(session: Session, runs: list[Run]) -> dict[int, str]:

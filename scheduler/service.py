@@ -299,12 +299,13 @@ def admit_and_send(
 
 
 def signal(client: redis.Redis, cluster: str, decided: admission.Admission) -> None:
-    """After the commit: ask the preempted runs' workers to stop them, and replace the
-    cluster's pending reasons, in one round trip."""
+    """After the commit: ask the preempted runs' workers to stop them (and again those
+    asked before that still run: ``Admission.reminders``), and replace the cluster's
+    pending reasons, in one round trip."""
     if decided.reasons is None and not decided.preemptions:
         return  # a cluster without quotas: nothing to tell
     pipe = client.pipeline(transaction=True)
-    for preemption in decided.preemptions:
+    for preemption in [*decided.reminders, *decided.preemptions]:
         control.request_preemption(pipe, preemption.run_id, preemption.attempt)  # type: ignore[arg-type]
     if decided.reasons is not None:
         pending_reasons.publish(pipe, cluster, decided.reasons)

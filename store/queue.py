@@ -287,6 +287,7 @@ class SlotHolder:
     started: datetime  # its attempt's hand-over to a worker
     preemptible: bool
     preempting: bool  # already asked to give its slot back
+    preemption_reason: str | None
     attempt: int
     status: RunStatus  # Queued: handed to the broker, no worker has it yet
 
@@ -303,24 +304,24 @@ def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
         Run.created_at,
         Run.preemptible,
         Run.preempt_requested_at,
+        Run.preemption_reason,
         Run.attempt,
         Run.status,
     )
     found: list[SlotHolder] = []
     for where in (col(Run.status).in_(ACTIVE), handed_to_broker()):
-        rows = session.exec(select(*columns).where(Run.cluster == cluster, where))
-        for row in rows:
-            run_id, team, priority, dispatched, preparing, created, preemptible, asked, n, st = row
+        for row in session.exec(select(*columns).where(Run.cluster == cluster, where)):
             found.append(
                 SlotHolder(
-                    id=run_id,
-                    team=team,
-                    priority=priority,
-                    started=as_utc(dispatched or preparing or created),
-                    preemptible=bool(preemptible),
-                    preempting=asked is not None,
-                    attempt=n,
-                    status=RunStatus(st),
+                    id=row.id,
+                    team=row.team,
+                    priority=row.priority,
+                    started=as_utc(row.dispatched_at or row.preparing_at or row.created_at),
+                    preemptible=bool(row.preemptible),
+                    preempting=row.preempt_requested_at is not None,
+                    preemption_reason=row.preemption_reason,
+                    attempt=row.attempt,
+                    status=RunStatus(row.status),
                 )
             )
     return found

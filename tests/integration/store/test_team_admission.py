@@ -130,8 +130,11 @@ def test_a_team_below_its_quota_reclaims_borrowed_slots_by_preemption(
         assert reload(engine, kept).preempt_requested_at is None
     why = reasons(session, client)
     assert why[theirs[0]].startswith("will reclaim 1 slot(s) from team vision (preempting run ")
-    # Decided again, the runs already stopping are counted, never preempted twice.
+    # Decided again, the runs already stopping are counted, never preempted twice; a mark
+    # lost between the commit and Redis is set again.
+    client.delete(keys.run_preempt(victims[0].id, victims[0].attempt))
     assert dispatch(session, client, celery) == []
+    assert control.is_preemption_requested(client, victims[0].id, victims[0].attempt)
     assert reasons(session, client)[theirs[0]].startswith("will reclaim 1 slot(s) from team")
     assert sum(reload(engine, r).preempt_requested_at is not None for r in borrowers) == 2
 
