@@ -320,3 +320,24 @@ def test_a_run_handed_over_but_not_yet_on_a_node_is_not_chosen_as_a_victim(
 
     assert decided.preemptions == []
     assert all(reload(engine, r).preempt_requested_at is None for r in borrowers)
+
+
+def test_where_the_cluster_enables_it_a_higher_priority_preempts_a_lower_one(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session, nodes=2, priority_preemption=True, preemption_min_runtime_seconds=0)
+    heartbeat(client, CLUSTER, slots=2)
+    teams(session, vision={"slots": 2})
+    low = submit(session, "vision", 2, start=900)
+    assert dispatch(session, client, celery) == low
+    running_since(session, low, 300)
+    (urgent,) = submit(session, "vision", 1, start=5)
+    set_columns(session, urgent, priority=5)
+
+    dispatch(session, client, celery)
+
+    chosen = [reload(engine, r) for r in low if reload(engine, r).preempt_requested_at]
+    assert [v.preempted_by for v in chosen] == [urgent]
+    assert (
+        chosen[0].preemption_reason == f"preempted by run {urgent} of team vision (priority 5 > 0)"
+    )
