@@ -24,10 +24,24 @@ from sqlmodel import Session
 from protocol import keys
 from protocol.replies import as_text
 from protocol.streams import ingest_shards
-from protocol.workers import live_workers, workers_serving
+from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.status import WAITING
-from store import statistics
+from store import statistics, team_status
 from store.counters import DURATION_BUCKETS, WAIT_BUCKETS
+from store.models import Cluster, utcnow
+
+# Per cluster and team (``store.models.TeamUsagePublic`` field, metric, help).
+TEAM_GAUGES = (
+    ("quota_slots", "runyard_team_quota_slots", "A team's nominal quota of a cluster's slots"),
+    ("used_slots", "runyard_team_used_slots", "Slots a team's runs hold"),
+    ("borrowed_slots", "runyard_team_borrowed_slots", "Slots a team holds beyond its quota"),
+    ("lent_slots", "runyard_team_lent_slots", "Slots of a team's idle quota others hold"),
+    ("waiting", "runyard_team_waiting_runs", "A team's runs waiting in a cluster's queue"),
+)
+TEAM_GPU_GAUGES = (
+    ("quota_gpus", "runyard_team_quota_gpus", "A team's nominal quota of a cluster's GPUs"),
+    ("used_gpus", "runyard_team_used_gpus", "GPUs a team's runs hold"),
+)
 
 
 class RunyardCollector(Collector):
@@ -35,9 +49,11 @@ class RunyardCollector(Collector):
         self.services = services
 
     def collect(self) -> Iterator[Metric]:
+        workers = live_workers(self.services.redis)
         with Session(self.services.engine) as session:
             clusters = statistics.cluster_names(session)
             yield from self._runs(session, clusters)
+            yield from self._teams(session, workers)
             waits = statistics.wait_buckets(session)
             durations = statistics.duration_buckets(session)
         yield _histogram(
@@ -52,7 +68,7 @@ class RunyardCollector(Collector):
             durations,
             DURATION_BUCKETS,
         )
-        yield from self._workers(clusters)
+        yield from self._workers(clusters, workers)
         yield from self._ingest_lag()
 
     def _runs(self, session: Session, clusters: list[str]) -> Iterator[Metric]:
@@ -80,7 +96,45 @@ class RunyardCollector(Collector):
             canceled.add_metric([name], canceled_by.get(name, 0))
         yield from (by_status, depth, submitted, canceled)
 
-    def _workers(self, clusters: list[str]) -> Iterator[Metric]:
+    def _teams(self, session: Session, workers: list[WorkerInfo]) -> Iterator[Metric]:
+        """Per cluster with quotas and team (``store.team_status``, as the cluster's page
+        shows it): quota, use, borrowing and lending, waiting runs, fair share, preemptions.
+        Runs of no team are labelled team="" ."""
+        labels = ["cluster", "team"]
+        gauges = {
+            field: GaugeMetricFamily(name, help_text, labels=labels)
+            for field, name, help_text in TEAM_GAUGES
+        }
+        gpu_gauges = {
+            field: GaugeMetricFamily(name, help_text, labels=labels)
+            for field, name, help_text in TEAM_GPU_GAUGES
+        }
+        ratio = GaugeMetricFamily(
+            "runyard_team_fair_share_ratio",
+            "A team's share of recent (decayed) usage over its share of the nominal quotas",
+            labels=labels,
+        )
+        preemptions = CounterMetricFamily(
+            "runyard_preemptions", "Runs of a team preempted on a cluster", labels=labels
+        )
+        now = utcnow()
+        for name in sorted(team_status.clusters_with_quotas(session)):
+            cluster = session.get(Cluster, name)
+            if cluster is None:
+                continue
+            for team in team_status.team_status(session, cluster, workers, now):
+                values = [name, team.team]
+                for field, gauge in gauges.items():
+                    gauge.add_metric(values, getattr(team, field))
+                for field, gauge in gpu_gauges.items():
+                    if getattr(team, field):
+                        gauge.add_metric(values, getattr(team, field))
+                if team.fair_share_ratio is not None:
+                    ratio.add_metric(values, team.fair_share_ratio)
+                preemptions.add_metric(values, team.preemptions)
+        yield from (*gauges.values(), *gpu_gauges.values(), ratio, preemptions)
+
+    def _workers(self, clusters: list[str], workers: list[WorkerInfo]) -> Iterator[Metric]:
         online = GaugeMetricFamily(
             "runyard_workers_online", "Live workers serving a cluster", labels=["cluster"]
         )
@@ -89,7 +143,6 @@ class RunyardCollector(Collector):
         )
         # As the workers report them (heartbeats): the slots they offer and the runs they
         # hold. Admission's count of runs holding a slot is store.queue.holding_a_slot.
-        workers = live_workers(self.services.redis)
         for name in clusters:
             serving = workers_serving(workers, name)
             online.add_metric([name], len(serving))

@@ -152,3 +152,9 @@ def environment_build(scope: str, build_hash: str) -> str:
     """The lock one build of an environment holds: ``scope`` is what shares built images
     (a Docker engine's id, or the cluster's registry), so two runs there build it once."""
     return f"{PREFIX}:envbuild:{scope}:{build_hash}"
+
+
+def cluster_reasons(cluster: str) -> str:
+    """Hash of why each waiting run of a cluster with team quotas waits (run id -> reason),
+    as the leader's last admission decided (``protocol.pending_reasons``)."""
+    return f"{PREFIX}:cluster:{cluster}:reasons"

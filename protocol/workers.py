@@ -27,6 +27,7 @@ class WorkerInfo:
     runs: list[str] = field(default_factory=list)
     last_heartbeat: float = field(default_factory=time.time)
     draining: bool = False  # finishing its runs, taking no new ones
+    gpus: int = 0  # its node's GPUs, split evenly between its slots
 
     @property
     def busy(self) -> int:

@@ -9,7 +9,7 @@ heartbeats, never by peeking into the broker.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,11 +23,23 @@ from protocol.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunA
 from protocol.workers import WorkerInfo
 from runyard.errors import ClusterNotFound, IllegalTransition, NotSupported
 from runyard.status import RunStatus
+from scheduler import policy
+from store.attempts import decayed_usage
 from store.clusters import check_isolation, get_cluster
-from store.db import insert_ignoring
+from store.db import as_utc, insert_ignoring
 from store.lifecycle import transition
-from store.models import Cluster, Experiment, Run, RunLog, utcnow
-from store.queue import capacity, waiting_runs
+from store.models import Cluster, Experiment, Run, RunLog, TeamQuota, utcnow
+from store.models.teams import NO_TEAM
+from store.preemption import PREEMPTIBLE_STATES, request_preemption
+from store.queue import (
+    capacity,
+    capacity_of,
+    queue_teams,
+    slot_holders,
+    team_heads,
+    waiting_runs,
+)
+from store.team_status import cluster_quotas, gpus_per_slot, team_of
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +88,31 @@ def executor_for(environment: dict, cluster: Cluster) -> str:
     return Executor.DOCKER if wants_container(environment) else Executor.LOCAL
 
 
+@dataclass
+class Admission:
+    """What one admission decided: the runs handed over (to send once committed), the
+    running runs asked to stop for them (their workers told once committed) and, on a
+    cluster with team quotas, why each waiting run it looked at waits."""
+
+    assignments: list[RunAssignment] = field(default_factory=list)
+    preemptions: list[PreemptionRequest] = field(default_factory=list)
+    # Runs an earlier decision preempted that still hold their slot: their marks are set
+    # again (harmless if there), so one lost between that commit and Redis (a scheduler
+    # that died, Redis down) never leaves a run counted as stopping that nobody stops.
+    reminders: list[PreemptionRequest] = field(default_factory=list)
+    reasons: dict[str, str] | None = None  # None: a cluster without quotas
+    # When to decide again even if nothing happens (the policy's clock: ``now``'s epoch
+    # seconds): a waiting run's victim reaches the cluster's minimum runtime then.
+    wake_at: float | None = None
+
+
+@dataclass(frozen=True)
+class PreemptionRequest:
+    run_id: str
+    attempt: int  # the attempt its worker runs: the one its Redis mark names
+    reason: str
+
+
 def admit(
     session: Session,
     cluster_name: str,
@@ -83,24 +120,54 @@ def admit(
     now: datetime | None = None,
 ) -> list[RunAssignment]:
     """Mark as many waiting runs handed over as the cluster has free slots, and return
+    their assignments, first to start first (``admit_cluster``, for callers that need
+    only the runs handed over)."""
+    return admit_cluster(session, cluster_name, workers, now).assignments
+
+
+def admit_cluster(
+    session: Session,
+    cluster_name: str,
+    workers: list[WorkerInfo],
+    now: datetime | None = None,
+) -> Admission:
+    """Mark as many waiting runs handed over as the cluster has free slots, and return
     their assignments, first to start first. Nothing is committed or sent here: the
     scheduler commits, then sends each (``scheduler.service.dispatch_cluster``), so a run
     is recorded as handed over before its task exists.
 
+    A cluster without team quotas admits by priority, then submit time. One with quotas
+    admits what ``scheduler.policy.decide`` decides, records its preemptions on their
+    victims (``store.preemption``) in the same transaction, and returns them to be
+    signalled after the commit.
+
     ``now`` stamps ``dispatched_at``: the scheduler passes Redis' time (``server_time``),
     the clock the watchdog measures a hand-over's age by; the host's clock only where no
-    watchdog compares it (benches, tests of admission alone).
+    watchdog compares it (benches, tests of admission alone). The policy's clock is the
+    same one, in seconds.
 
     A decision costs the same whatever the queue's length: the cluster is read once, the
-    free slots' worth of runs from the head of the queue (an index in queue order), their
-    experiments' names in one query, and one conditional update marks them all."""
+    free slots' worth of runs from the head of the queue (an index in queue order; with
+    quotas, the head of each team's), their experiments' names in one query, and one
+    conditional update marks them all."""
     cluster = session.get(Cluster, cluster_name)
     if cluster is None:
-        return []
+        return Admission()
+    quotas = cluster_quotas(session, cluster_name)
+    if quotas:
+        return _admit_by_teams(session, cluster, quotas, workers, now or utcnow())
     free = capacity(session, cluster, workers).free
     if free == 0:
-        return []
+        return Admission()
     runs = waiting_runs(session, cluster_name, limit=free)
+    return Admission(assignments=_hand_over(session, cluster, runs, now))
+
+
+def _hand_over(
+    session: Session, cluster: Cluster, runs: list[Run], now: datetime | None
+) -> list[RunAssignment]:
+    """Mark ``runs`` (in the order they start) handed over, and return the assignments of
+    those still waiting when marked."""
     names = experiment_names(session, runs)
     candidates: dict[str, RunAssignment] = {}
     for run in runs:
@@ -132,6 +199,142 @@ def admit(
             assignment = replace(assignment, attempt=attempts[run_id])
         admitted.append(assignment)
     return admitted
+
+
+# Waiting runs read per team beyond the cluster's capacity: enough that each team's next
+# run after those that fit gets a reason of its own.
+HEAD_SPARE = 2
+
+
+@dataclass(frozen=True)
+class TeamView:
+    """A cluster with quotas as ``policy.decide`` sees it, and the rows behind it."""
+
+    state: policy.ClusterState
+    running: list[policy.Running]
+    pending: list[policy.Pending]
+    heads: list[Run]  # the waiting runs ``pending`` stands for
+    attempts: dict[str, int]  # running run id -> the attempt its worker runs
+    stopping: list[PreemptionRequest]  # asked to stop by an earlier decision, still running
+
+
+def team_state(
+    session: Session,
+    cluster: Cluster,
+    quotas: list[TeamQuota],
+    workers: list[WorkerInfo],
+    now: datetime,
+) -> TeamView:
+    """What ``policy.decide`` needs of the cluster at ``now``: its capacity and knobs, its
+    quotas and decayed usage, the runs holding its slots, and the head of each team's
+    queue (at most capacity + ``HEAD_SPARE`` runs per team, whatever the queue's length).
+    A run needs one slot and the GPUs of one slot."""
+    holders = slot_holders(session, cluster.name)
+    cap = capacity_of(cluster, workers, len(holders))
+    per_slot = gpus_per_slot(workers, cluster.name)
+    # Runs a draining worker finishes hold its own withdrawn slots (``capacity_of``): the
+    # policy sees them running within a capacity that includes those slots.
+    slots = cap.limit + (len(holders) - cap.busy)
+    state = policy.ClusterState(
+        capacity=policy.Resources(slots, slots * per_slot),
+        quotas={q.team: _policy_quota(q, per_slot) for q in quotas},
+        usage=decayed_usage(session, cluster, now),
+        min_runtime=float(cluster.preemption_min_runtime_seconds),
+        grace=float(cluster.cancel_grace_seconds),
+        priority_preemption=bool(cluster.priority_preemption),
+        aging_seconds=float(cluster.priority_aging_seconds),
+    )
+    demand = policy.Resources(1, per_slot)
+    running = [
+        policy.Running(
+            run_id=h.id,
+            team=team_of(h.team),
+            priority=h.priority,
+            started=h.started.timestamp(),
+            demand=demand,
+            # Only a run a worker executes can be asked to stop (``store.preemption``): one
+            # handed over but not yet taken, ending, or silent is never chosen.
+            preemptible=h.preemptible and h.status in PREEMPTIBLE_STATES,
+            preempting=h.preempting,
+        )
+        for h in holders
+    ]
+    teams = sorted({*queue_teams(session, cluster.name), *(q.team for q in quotas)})
+    heads = team_heads(session, cluster.name, [None, NO_TEAM, *teams], cap.limit + HEAD_SPARE)
+    return TeamView(
+        state=state,
+        running=running,
+        pending=pending_of(heads, per_slot),
+        heads=heads,
+        attempts={h.id: h.attempt for h in holders},
+        stopping=[
+            PreemptionRequest(h.id, h.attempt, h.preemption_reason or "")
+            for h in holders
+            if h.preempting and h.status in PREEMPTIBLE_STATES
+        ],
+    )
+
+
+def _policy_quota(quota: TeamQuota, per_slot: int) -> policy.TeamQuota:
+    """A stored quota as the policy reads it: GPUs unset are the slots' own GPUs; a limit
+    set for one resource only leaves the other unlimited."""
+
+    def limit(slots: int | None, gpus: int | None) -> policy.Resources | None:
+        if slots is None and gpus is None:
+            return None
+        return policy.Resources(
+            UNLIMITED if slots is None else slots, UNLIMITED if gpus is None else gpus
+        )
+
+    nominal_gpus = quota.slots * per_slot if quota.gpus is None else quota.gpus
+    return policy.TeamQuota(
+        team=quota.team,
+        nominal=policy.Resources(quota.slots, nominal_gpus),
+        borrowing_limit=limit(quota.borrowing_slots, quota.borrowing_gpus),
+        lending_limit=limit(quota.lending_slots, quota.lending_gpus),
+    )
+
+
+UNLIMITED = 10**9
+
+
+def pending_of(runs: list[Run], per_slot: int) -> list[policy.Pending]:
+    demand = policy.Resources(1, per_slot)
+    return [
+        policy.Pending(
+            run_id=run.id,
+            team=team_of(run.team),
+            priority=run.priority,
+            submitted=as_utc(run.created_at).timestamp(),
+            demand=demand,
+            preemptible=bool(run.preemptible),
+        )
+        for run in runs
+    ]
+
+
+def _admit_by_teams(
+    session: Session,
+    cluster: Cluster,
+    quotas: list[TeamQuota],
+    workers: list[WorkerInfo],
+    now: datetime,
+) -> Admission:
+    """Admission on a cluster with team quotas (``scheduler.policy``)."""
+    view = team_state(session, cluster, quotas, workers, now)
+    decision = policy.decide(view.state, view.running, view.pending, now.timestamp())
+    by_id = {run.id: run for run in view.heads}
+    admitted = _hand_over(session, cluster, [by_id[i] for i in decision.admit if i in by_id], now)
+    preemptions = []
+    for p in decision.preempt:
+        if p.run_id not in view.attempts:
+            continue  # not one of the runs it was given: nothing to ask
+        if request_preemption(session, p.run_id, by=p.by_run, reason=p.reason, at=now):
+            preemptions.append(PreemptionRequest(p.run_id, view.attempts[p.run_id], p.reason))
+    reasons = dict(decision.reasons)
+    for assignment in admitted:
+        reasons.pop(assignment.run_id, None)
+    return Admission(admitted, preemptions, view.stopping, reasons, decision.wake_at)
 
 
 def experiment_names(session: Session, runs: list[Run]) -> dict[int, str]:

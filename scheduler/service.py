@@ -35,7 +35,7 @@ import redis
 from celery import Celery
 from sqlmodel import Session, select
 
-from protocol import keys
+from protocol import control, keys, pending_reasons
 from protocol.celery_app import make_celery
 from protocol.messages import RunAssignment, Wake
 from protocol.settings import Settings
@@ -84,6 +84,9 @@ class Scheduler:
         self.stopping = threading.Event()
         self.next_tick = 0.0
         self.next_sweep = 0.0
+        # Clusters to admit again at a time (monotonic) even if nothing happens: a run
+        # waits for a victim to reach the cluster's minimum runtime (``Admission.wake_at``).
+        self.wake_at: dict[str, float] = {}
 
     def prepare(self) -> None:
         # Schedulers starting together migrate and apply the clusters file one at a time.
@@ -132,9 +135,8 @@ class Scheduler:
             self.next_tick = time.monotonic() + self.settings.leader_renew_seconds
             self.tick()
         leading = self.lease.held()
-        until = (min(self.next_tick, self.next_sweep) if leading else self.next_tick) - (
-            time.monotonic()
-        )
+        soonest = min([self.next_sweep, *self.wake_at.values()])
+        until = (min(self.next_tick, soonest) if leading else self.next_tick) - (time.monotonic())
         if not self.ingest.streams:
             self.stopping.wait(max(self.next_tick - time.monotonic(), 0))
             return
@@ -150,6 +152,7 @@ class Scheduler:
         if wake_all or time.monotonic() >= self.next_sweep:
             clusters |= self.sweep()
             self.next_sweep = time.monotonic() + self.settings.sweep_interval
+        clusters |= {c for c, at in self.wake_at.items() if at <= time.monotonic()}
         if clusters:
             self.dispatch(clusters)
 
@@ -206,7 +209,13 @@ class Scheduler:
             for name in sorted(clusters):
                 # Stamped by Redis' clock, the one the watchdog measures silence by.
                 now = server_time(self.redis)
-                dispatch_cluster(session, self.celery, name, workers, self.fence(), now=now)
+                self.wake_at.pop(name, None)
+                decided = admit_and_send(
+                    session, self.celery, name, workers, self.fence(), now=now, client=self.redis
+                )
+                if decided.wake_at is not None:
+                    delay = max(decided.wake_at - now.timestamp(), 0.0)
+                    self.wake_at[name] = time.monotonic() + delay
 
     def fence(self) -> int:
         """The token this scheduler's transactions carry; NotLeader once the lease lapsed."""
@@ -237,16 +246,45 @@ def dispatch_cluster(
     fence: int | None = None,
     *,
     now: datetime | None = None,
+    client: redis.Redis | None = None,
 ) -> list[str]:
     """Hand as many waiting runs to the cluster's queue as it has free slots; returns
     their ids. Each run is recorded as handed over (committed) before its task is sent: a
     cancel that committed first wins (admission marks only runs still waiting), and a
     worker never holds a task whose run the database shows waiting. With ``fence`` (the
     leader's token) nothing is decided unless the fence still admits it (``hold_fence``).
-    ``now`` (Redis' time, read once per admission) stamps the runs handed over."""
+    ``now`` (Redis' time, read once per admission) stamps the runs handed over.
+
+    On a cluster with team quotas, the runs the admission preempts are recorded in the
+    same commit; then ``client`` (the scheduler's Redis) tells their workers and records
+    why each waiting run waits (``protocol.pending_reasons``). Without ``client`` (tests
+    of admission alone) the preemptions stay recorded, unsignalled."""
+    return [
+        a.run_id
+        for a in admit_and_send(
+            session, celery, cluster, workers, fence, now=now, client=client
+        ).assignments
+    ]
+
+
+def admit_and_send(
+    session: Session,
+    celery: Celery,
+    cluster: str,
+    workers: list[WorkerInfo],
+    fence: int | None = None,
+    *,
+    now: datetime | None = None,
+    client: redis.Redis | None = None,
+) -> admission.Admission:
+    """``dispatch_cluster``, returning the whole admission (the scheduler's loop reads
+    when to decide again)."""
     hold_fence(session, fence)
-    assignments = admission.admit(session, cluster, workers, now)
+    decided = admission.admit_cluster(session, cluster, workers, now)
+    assignments = decided.assignments
     session.commit()
+    if client is not None:
+        signal(client, cluster, decided)
     failure = send_all(celery, assignments)
     if failure is not None:
         # The broker failed: the runs not yet tried wait again at once. One whose send
@@ -257,7 +295,28 @@ def dispatch_cluster(
         admission.take_back(session, untried)
         session.commit()
         raise error
-    return [a.run_id for a in assignments]
+    return decided
+
+
+def signal(client: redis.Redis, cluster: str, decided: admission.Admission) -> None:
+    """After the commit: ask the preempted runs' workers to stop them (and again those
+    asked before that still run: ``Admission.reminders``), and replace the cluster's
+    pending reasons, in one round trip."""
+    if decided.reasons is None and not decided.preemptions:
+        return  # a cluster without quotas: nothing to tell
+    pipe = client.pipeline(transaction=True)
+    for preemption in [*decided.reminders, *decided.preemptions]:
+        control.request_preemption(
+            pipe,  # type: ignore[arg-type]
+            preemption.run_id,
+            preemption.attempt,
+            reason=preemption.reason,
+        )
+    if decided.reasons is not None:
+        pending_reasons.publish(pipe, cluster, decided.reasons)
+    pipe.execute()
+    for preemption in decided.preemptions:
+        log.info("preempting %s on %s: %s", preemption.run_id, cluster, preemption.reason)
 
 
 def send_all(

@@ -15,6 +15,7 @@ from protocol.environments import NO_IMAGE, Executor, has_image, wants_container
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.errors import AlreadyExists, ClusterBusy, ClusterNotFound, InvalidInput, NotSupported
 from runyard.status import ACTIVE, WAITING, RunStatus
+from store import team_status
 from store.db import as_utc
 from store.models import (
     Cluster,
@@ -24,6 +25,7 @@ from store.models import (
     ClusterUpdate,
     Run,
     RunCount,
+    TeamUsagePublic,
     WorkerPublic,
     utcnow,
 )
@@ -158,7 +160,10 @@ def run_counts(session: Session, name: str | None = None) -> dict[str, dict[str,
 
 
 def public_view(
-    cluster: Cluster, workers: list[WorkerInfo], counts: dict[str, int] | None = None
+    cluster: Cluster,
+    workers: list[WorkerInfo],
+    counts: dict[str, int] | None = None,
+    teams: list[TeamUsagePublic] | None = None,
 ) -> ClusterPublic:
     serving = workers_serving(workers, cluster.name, draining=True)
     slots = sum(w.slots for w in serving if not w.draining)
@@ -172,6 +177,7 @@ def public_view(
         capacity=min(cluster.nodes, slots),
         queued=counts["queued"],
         active=counts["active"],
+        teams=teams or [],
     )
 
 
@@ -185,6 +191,7 @@ def worker_public(info: WorkerInfo) -> WorkerPublic:
         runs=info.runs,
         draining=info.draining,
         last_heartbeat=datetime.fromtimestamp(info.last_heartbeat, UTC),
+        gpus=info.gpus,
     )
 
 
@@ -204,7 +211,17 @@ def list_clusters(
     workers = live_workers(client)
     counts = run_counts(session)
     total = session.exec(select(func.count()).select_from(Cluster)).one()
-    data = [public_view(c, workers, counts.get(c.name)) for _, c in page.rows]
+    with_quotas = team_status.clusters_with_quotas(session)
+    now = utcnow()
+    data = [
+        public_view(
+            c,
+            workers,
+            counts.get(c.name),
+            team_status.team_status(session, c, workers, now) if c.name in with_quotas else None,
+        )
+        for _, c in page.rows
+    ]
     return ClustersPublic(data=data, count=total, next_cursor=page.next_cursor)
 
 

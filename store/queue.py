@@ -9,7 +9,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, literal, tuple_
+from sqlalchemy import ColumnElement, Select, literal, text, tuple_
 from sqlmodel import Session, col, func, select
 
 from protocol.workers import WorkerInfo, workers_serving
@@ -272,3 +272,125 @@ def annotate_queue(
         position += 1
         annotated.append((run, position, pending_reason(cluster, cap, serving, position)))
     return annotated
+
+
+# --- the queue per team (clusters with team quotas: ``scheduler.admission``) ----------------
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """A run holding a slot of its cluster, as the team scheduler needs to know it."""
+
+    id: str
+    team: str | None
+    priority: int
+    started: datetime  # its attempt's hand-over to a worker
+    preemptible: bool
+    preempting: bool  # already asked to give its slot back
+    preemption_reason: str | None
+    attempt: int
+    status: RunStatus  # Queued: handed to the broker, no worker has it yet
+
+
+def slot_holders(session: Session, cluster: str) -> list[SlotHolder]:
+    """The cluster's runs holding a slot (``holding_a_slot``): two ranges of the queue
+    index, as ``slots_held`` counts them, so it never reads the cluster's history."""
+    columns = (
+        Run.id,
+        Run.team,
+        Run.priority,
+        Run.dispatched_at,
+        Run.preparing_at,
+        Run.created_at,
+        Run.preemptible,
+        Run.preempt_requested_at,
+        Run.preemption_reason,
+        Run.attempt,
+        Run.status,
+    )
+    found: list[SlotHolder] = []
+    for where in (col(Run.status).in_(ACTIVE), handed_to_broker()):
+        for row in session.exec(select(*columns).where(Run.cluster == cluster, where)):
+            found.append(
+                SlotHolder(
+                    id=row.id,
+                    team=row.team,
+                    priority=row.priority,
+                    started=as_utc(row.dispatched_at or row.preparing_at or row.created_at),
+                    preemptible=bool(row.preemptible),
+                    preempting=row.preempt_requested_at is not None,
+                    preemption_reason=row.preemption_reason,
+                    attempt=row.attempt,
+                    status=RunStatus(row.status),
+                )
+            )
+    return found
+
+
+def _team_is(team: str | None) -> ColumnElement[bool]:
+    return col(Run.team).is_(None) if team is None else Run.team == team
+
+
+_QUEUE_TEAMS = text(
+    """
+WITH RECURSIVE teams(team) AS (
+    SELECT min(team) FROM run WHERE cluster = :cluster
+    UNION ALL
+    SELECT (SELECT min(r.team) FROM run r WHERE r.cluster = :cluster AND r.team > teams.team)
+    FROM teams WHERE teams.team IS NOT NULL
+)
+SELECT team FROM teams WHERE team IS NOT NULL"""
+)
+
+
+def queue_teams(session: Session, cluster: str) -> list[str]:
+    """Every team any run of the cluster was charged to (runs of no team aside): a loose
+    scan of ``ix_run_team_queue``, one probe per team, however many runs each has. A
+    team whose record went while its runs wait is found too."""
+    return [team for (team,) in session.execute(_QUEUE_TEAMS, {"cluster": cluster})]
+
+
+def team_heads(
+    session: Session, cluster: str, teams: Sequence[str | None], limit: int
+) -> list[Run]:
+    """The first ``limit`` waiting runs of each of ``teams`` (None: runs of no team), each
+    team's in its queue order, whatever the queue's length: ``ix_run_team_queue`` holds
+    priorities ascending and the queue wants them descending, so each team's head is read
+    one priority at a time, highest first (its top priority is one index probe; its runs
+    there a range in submit order), never sorting the team's whole queue."""
+    found: list[Run] = []
+    for team in teams:
+        waiting = (*_waiting_in(cluster), _team_is(team))
+        taken, below = 0, None
+        while taken < limit:
+            top = select(func.max(Run.priority)).where(*waiting)
+            if below is not None:
+                top = top.where(col(Run.priority) < below)
+            below = session.exec(top).one()
+            if below is None:
+                break
+            runs = list(
+                session.exec(
+                    select(Run)
+                    .where(*waiting, Run.priority == below)
+                    .order_by(col(Run.created_at), col(Run.id))
+                    .limit(limit - taken)
+                )
+            )
+            found += runs
+            taken += len(runs)
+    return found
+
+
+def team_position_of(session: Session, run: Run) -> int:
+    """1-based place of a waiting run in its team's own queue on its cluster: two counts,
+    each a range of ``ix_run_team_queue`` (as ``position_of`` on the whole queue)."""
+    waiting = (*_waiting_in(run.cluster or ""), _team_is(run.team))
+    higher = select(func.count()).where(*waiting, col(Run.priority) > run.priority)
+    same = select(func.count()).where(
+        *waiting,
+        Run.priority == run.priority,
+        tuple_(col(Run.created_at), col(Run.id))
+        < tuple_(literal(run.created_at, col(Run.created_at).type), literal(run.id)),
+    )
+    return session.exec(higher).one() + session.exec(same).one() + 1

@@ -15,6 +15,7 @@ import redis
 from sqlalchemy import exists, literal_column
 from sqlmodel import Session, col, func, select
 
+from protocol import pending_reasons
 from protocol.workers import WorkerInfo, live_workers, workers_serving
 from runyard.status import ACTIVE, TERMINAL, WAITING, RunStatus
 from store import counters
@@ -31,7 +32,9 @@ from store.queue import (
     position_of,
     positions,
     slots_held,
+    team_position_of,
 )
+from store.team_status import has_quotas, team_label
 
 
 def experiment_names(session: Session, ids: set[int]) -> dict[int, str]:
@@ -78,7 +81,30 @@ def _placed(session: Session, client: redis.Redis, run: Run) -> RunPublic:
     serving = len(workers_serving(workers, cluster.name))
     cap = capacity(session, cluster, workers, besides=run.id)
     reason = pending_reason(cluster, cap, serving, position)
+    if serving and has_quotas(session, cluster.name):
+        reason = team_reasons(session, client, cluster.name, [run])[run.id]
     return public(run, experiment, position, reason)
+
+
+def team_reasons(
+    session: Session, client: redis.Redis, cluster: str, waiting: Sequence[Run]
+) -> dict[str, str]:
+    """Why each of ``waiting`` (runs of a cluster with team quotas) waits: as the leading
+    scheduler's last decision said (``protocol.pending_reasons``); for a run it did not
+    look at (beyond the head of its team's queue, or submitted since), how many runs of
+    its team are ahead of it (one count along ``ix_run_team_queue``)."""
+    reasons = pending_reasons.read(client, cluster, [r.id for r in waiting])
+    for run in waiting:
+        if run.id in reasons:
+            continue
+        ahead = team_position_of(session, run) - 1
+        team = team_label(run.team)
+        reasons[run.id] = (
+            f"waiting behind {ahead} run(s) of {team}"
+            if ahead
+            else "waiting for the scheduler's next decision"
+        )
+    return reasons
 
 
 @dataclass(frozen=True)
@@ -257,9 +283,12 @@ def _queue_places(
                 position + offset,
                 pending_reason(cluster, cap, serving, position + offset),
             )
-        return places
-    for run_id, position in positions(session, cluster_name, waiting).items():
-        places[run_id] = (position, pending_reason(cluster, cap, serving, position))
+    else:
+        for run_id, position in positions(session, cluster_name, waiting).items():
+            places[run_id] = (position, pending_reason(cluster, cap, serving, position))
+    if serving and has_quotas(session, cluster_name):
+        for run_id, reason in team_reasons(session, client, cluster_name, waiting).items():
+            places[run_id] = (places[run_id][0], reason)
     return places
 
 

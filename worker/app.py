@@ -126,6 +126,7 @@ def run_worker(
         slots,
         interval=settings.heartbeat_interval,
         ttl=settings.not_responding_after,
+        gpus=len(gpus or []),
     )
     ctx = WorkerContext(
         worker_id=worker_id,

@@ -46,11 +46,13 @@ class Heartbeat:
         slots: int,
         interval: float,
         ttl: float,
+        gpus: int = 0,
     ) -> None:
         self.redis = own_connection(client, timeout=max(interval, min(ttl / 2, 5.0)))
         self.worker_id = worker_id
         self.clusters = clusters
         self.slots = slots
+        self.gpus = gpus
         self.interval = interval
         self.ttl = ttl
         self._runs: set[str] = set()
@@ -84,6 +86,7 @@ class Heartbeat:
             slots=self.slots,
             runs=self.runs,
             draining=self.draining,
+            gpus=self.gpus,
         )
 
     def beat(self) -> None:

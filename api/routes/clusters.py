@@ -10,7 +10,7 @@ from api.auth import ALLOW, ActorDep
 from api.deps import ServicesDep, SessionDep
 from api.paging import DEFAULT_PAGE, Cursor, Limit, Offset
 from protocol.workers import live_workers
-from store import audit, run_listings
+from store import audit, run_listings, team_status
 from store import clusters as cluster_service
 from store import runs as run_service
 from store.announcements import Announcements, wake
@@ -21,6 +21,7 @@ from store.models import (
     ClustersPublic,
     ClusterUpdate,
     RunsPublic,
+    utcnow,
 )
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -29,7 +30,9 @@ router = APIRouter(prefix="/clusters", tags=["clusters"])
 def _view(session: SessionDep, services: ServicesDep, name: str) -> ClusterPublic:
     cluster = cluster_service.get_cluster(session, name)
     counts = cluster_service.run_counts(session, name).get(name)
-    return cluster_service.public_view(cluster, live_workers(services.redis), counts)
+    workers = live_workers(services.redis)
+    teams = team_status.team_status(session, cluster, workers, utcnow())
+    return cluster_service.public_view(cluster, workers, counts, teams)
 
 
 @router.get("", operation_id="list_clusters", dependencies=[ALLOW.read])

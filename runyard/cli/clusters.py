@@ -271,3 +271,20 @@ def _print(cluster: dict[str, Any], as_json: bool) -> None:
         ],
         empty=f"no workers serve {cluster['name']}",
     )
+    teams = cluster.get("teams") or []
+    if teams:  # a cluster shared by teams (one with quotas)
+        rows = [{**t, "team": t["team"] or "(no team)"} for t in teams]
+        output.table(rows, TEAM_COLUMNS)
+
+
+# A cluster's teams (``GET /clusters/{name}``: its quota, use, borrowing and lending).
+TEAM_COLUMNS = [
+    ("team", "TEAM"),
+    ("quota_slots", "QUOTA"),
+    ("used_slots", "USED"),
+    ("borrowed_slots", "BORROWED"),
+    ("lent_slots", "LENT"),
+    ("waiting", "WAITING"),
+    ("fair_share_ratio", "FAIR SHARE"),
+    ("preemptions", "PREEMPTIONS"),
+]

@@ -183,12 +183,18 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         "worker_id",
         "exit_code",
         "failure_reason",
+        "team",
+        "preemptions",
+        "preempted_by",
+        "preemption_reason",
         "created_at",
         "running_at",
         "ended_at",
         "snapshot_digest",
     ]
     for key in fields:
+        if key == "preemptions" and not data.get(key):
+            continue  # never preempted: nothing to say
         if data.get(key) not in (None, [], ""):
             line = Text(f"{key:16}", style="bold").append(f" {output.cell(data[key])}")
             output.console.print(line, highlight=False)

@@ -30,6 +30,7 @@ from store.models.clusters import (
     ClusterPublic,
     ClustersPublic,
     ClusterUpdate,
+    TeamUsagePublic,
     WorkerPublic,
     WorkersPublic,
 )
@@ -191,6 +192,7 @@ __all__ = [
     "TeamPublic",
     "TeamQuota",
     "TeamUsage",
+    "TeamUsagePublic",
     "TeamsPublic",
     "TokenCreate",
     "TokenCreated",

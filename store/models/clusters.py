@@ -162,6 +162,29 @@ class WorkerPublic(SQLModel):
     runs: list[str]
     draining: bool = False
     last_heartbeat: datetime
+    gpus: int = 0
+
+
+class TeamUsagePublic(SQLModel):
+    """A team's standing on a cluster with quotas (``store.team_status``): its nominal
+    quota, what it uses now, beyond its quota (borrowed) and of its quota by others (lent),
+    its waiting runs, and its recent usage against its entitlement."""
+
+    team: str = Field(description='Team name; "" for runs of no team')
+    quota_slots: int = 0
+    quota_gpus: int = 0
+    used_slots: int = 0
+    used_gpus: int = 0
+    borrowed_slots: int = 0
+    lent_slots: int = 0
+    waiting: int = 0
+    usage_slot_seconds: float = Field(default=0.0, description="Decayed (fair-share half-life)")
+    fair_share_ratio: float | None = Field(
+        default=None,
+        description="Share of recent usage / share of nominal quota (1: exactly its share); "
+        "null for a team with no quota",
+    )
+    preemptions: int = Field(default=0, description="Its runs' preemptions (requeues)")
 
 
 class ClusterPublic(ClusterSettings):
@@ -173,6 +196,9 @@ class ClusterPublic(ClusterSettings):
     capacity: int = 0
     queued: int = 0
     active: int = 0
+    teams: list[TeamUsagePublic] = Field(
+        default_factory=list, description="Per team, on a cluster with quotas"
+    )
 
 
 class ClustersPublic(SQLModel):

@@ -17,10 +17,14 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect
+from sqlmodel import Session, col, update
 
 from api.studio.routes import STATIC
 from runyard.client import Client
 from runyard.core import Environment, Experiment, Run, Workspace
+from store.db import make_engine
+from store.models import Run as RunRow
+from store.models import Team, TeamQuota
 from tests.support.browser import chart_data, sign_in
 from tests.support.environments import BUILT, report_as_a_worker
 from tests.support.runs import submit, write
@@ -700,6 +704,47 @@ def test_the_run_page_shows_the_environment_the_run_ran_with(
     expect(packages.locator("li")).to_have_text(BUILT["packages"])
     screenshot(page, "run-environment")
     stack.client().cancel(built.id)
+
+
+def test_a_cluster_shared_by_teams_shows_each_team_and_a_preempted_run_says_why(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """The clusters page shows a table per cluster with quotas: each team's use against its
+    quota, borrowed, lent and waiting; a preempted run's page says for whom and why."""
+    cluster = unique("teams")
+    stack.client().create_cluster(cluster, nodes=2)  # and no worker: the runs wait
+    run = submit(stack.url, write(tmp_path / "src", {"a.py": "print(1)\n"}), "a.py", cluster)
+    vision, nlp = unique("vision"), unique("nlp")
+    reason = f"reclaimed by team {nlp} (0/1 slots of its quota in use)"
+    engine = make_engine(f"sqlite:///{stack.root / 'data' / 'runyard.db'}")
+    try:
+        with Session(engine) as session:
+            for team in (vision, nlp):
+                session.add(Team(name=team))
+                session.flush()
+                session.add(TeamQuota(cluster=cluster, team=team, slots=1))
+            session.execute(
+                update(RunRow)
+                .where(col(RunRow.id) == run.id)
+                .values(
+                    team=vision, preemptions=1, preempted_by="mnist_1_x", preemption_reason=reason
+                )
+            )
+            session.commit()
+    finally:
+        engine.dispose()
+
+    page.goto(f"{stack.url}/clusters")
+    teams = page.locator(f'section[data-cluster="{cluster}"]').get_by_test_id("teams")
+    row = teams.locator(f'tr[data-team="{vision}"]')
+    expect(row.get_by_test_id("team-used")).to_have_text("0 / 1")
+    expect(row.get_by_test_id("team-waiting")).to_have_text("1")
+    expect(teams.locator(f'tr[data-team="{nlp}"]').get_by_test_id("team-lent")).to_have_text("0")
+    screenshot(page, "cluster-teams")
+    page.goto(f"{stack.url}/runs/{run.id}")
+    expect(page.get_by_test_id("team")).to_have_text(vision)
+    expect(page.get_by_test_id("preempted")).to_have_text(f"1 time(s) for run mnist_1_x: {reason}")
+    stack.client().cancel(run.id)
 
 
 def test_a_queue_longer_than_a_page_pages_through_with_positions_from_the_head(

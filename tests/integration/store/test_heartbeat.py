@@ -98,3 +98,13 @@ def test_the_heartbeat_drains_once_and_tells_the_worker(client: redis.Redis) -> 
 
     assert heartbeat.draining and told == [True]
     assert live_workers(client)[0].draining
+
+
+def test_a_worker_announces_its_nodes_gpus(client: redis.Redis) -> None:
+    """What admission on a cluster with quotas counts a slot's GPUs by (capacity.gpus)."""
+    heartbeat = Heartbeat(client, "w-gpu", ["c"], slots=2, interval=1.0, ttl=60.0, gpus=8)
+
+    heartbeat.beat()
+
+    [worker] = live_workers(client)
+    assert (worker.slots, worker.gpus) == (2, 8)

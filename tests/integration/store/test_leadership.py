@@ -27,7 +27,7 @@ from scheduler.ingest import Ingest
 from scheduler.leadership import Lease, NotLeader, current_leader
 from scheduler.service import Scheduler, dispatch_cluster, sweep_runs
 from store import fence
-from store.models import Run, utcnow
+from store.models import Run, Team, TeamQuota, utcnow
 from store.tracking import reads
 from tests.support.database import (
     CLUSTER,
@@ -40,6 +40,7 @@ from tests.support.database import (
     queue_run,
     reload,
     same_instant,
+    set_columns,
     walk,
 )
 from tests.support.services import RedisServer
@@ -455,3 +456,38 @@ def test_what_the_single_stream_held_before_the_upgrade_is_applied(
     finally:
         new.leave()
         new.engine.dispose()
+
+
+def test_the_leader_decides_again_when_a_victim_reaches_the_minimum_runtime(
+    engine: Engine, session: Session, client: redis.Redis, pair: list[Scheduler]
+) -> None:
+    """A team below its quota waits for a borrower that has not run the cluster's minimum
+    runtime yet: nothing else may happen meanwhile, so the leader itself admits again then,
+    and preempts it."""
+    leader, _ = pair
+    make_cluster(session, nodes=1, preemption_min_runtime_seconds=3600)
+    heartbeat(client, CLUSTER, slots=1)
+    for team in ("vision", "nlp"):
+        session.add(Team(name=team))
+        session.flush()
+        session.add(TeamQuota(cluster=CLUSTER, team=team, slots=0 if team == "vision" else 1))
+    session.commit()
+    borrower = queue_run(session)
+    set_columns(session, borrower, team="vision")
+    leader.dispatch({CLUSTER})
+    walk(session, borrower, RunStatus.PREPARING, RunStatus.STARTING, RunStatus.RUNNING)
+    set_columns(session, borrower, dispatched_at=utcnow() - timedelta(seconds=3000))
+    waiting = queue_run(session)
+    set_columns(session, waiting, team="nlp")
+
+    leader.dispatch({CLUSTER})
+
+    assert reload(engine, borrower).preempt_requested_at is None
+    due = leader.wake_at[CLUSTER] - time.monotonic()
+    assert 500 < due <= 600  # 3600 s minimum runtime, 3000 s run
+    set_columns(session, borrower, dispatched_at=utcnow() - timedelta(seconds=3600))
+    leader.wake_at[CLUSTER] = time.monotonic()  # that time has come
+    step(leader)
+
+    assert reload(engine, borrower).preempted_by == waiting
+    assert CLUSTER not in leader.wake_at

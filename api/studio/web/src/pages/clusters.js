@@ -1,4 +1,5 @@
-// Every cluster: its nodes (workers, busy and idle slots), its queue and its active runs,
+// Every cluster: its teams (on a cluster with quotas: each one's use against its quota,
+// what it borrows and lends, its waiting runs and fair share), its nodes (workers, busy and idle slots), its queue and its active runs,
 // with cancel (one or many), change priority and move to front; and its recent history (the
 // last runs that ended there: status, reason, duration, when). A queue is shown a page at a
 // time (the API's cursors): Next / Previous walk it; positions count from the head. The
@@ -168,6 +169,7 @@ function ClusterCard({ cluster, runs, history, page, onTurn, activePage, onActiv
       <thead><tr><th>Worker</th><th>Host</th><th>Slots</th><th>Busy</th><th>Runs</th></tr></thead>
       <tbody>${cluster.workers.map((w) => html`<tr key=${w.id}><td>${w.id}${w.draining ? ' (draining)' : ''}</td>
         <td>${w.hostname}</td><td>${w.slots}</td><td>${w.busy}</td><td>${w.runs.join(', ') || '–'}</td></tr>`)}</tbody></table>`}
+    ${cluster.teams && cluster.teams.length > 0 && html`<${Teams} teams=${cluster.teams} />`}
     ${canAct && selected.size > 0 && html`<p><button class="danger" onClick=${cancelSelected}>Cancel selected (${selected.size})</button></p>`}
     <table data-testid="queue"><caption>Queue (${page.count ?? queued.length})${queued.length > 0 && (page.page || page.next_cursor)
         ? html` <span class="hint" data-testid="queue-range">positions ${queued.find((r) => r.position)?.position ?? '–'}–${[...queued].reverse().find((r) => r.position)?.position ?? '–'}</span>`
@@ -201,4 +203,21 @@ function ClusterCard({ cluster, runs, history, page, onTurn, activePage, onActiv
         <td>${duration(runDuration(r))}</td><td title=${r.ended_at || ''}>${when(r.ended_at)}</td>
         <td>${r.submitted_by || '–'}</td></tr>`)}</tbody></table>
   </section>`;
+}
+
+// A cluster shared by teams: each team's use against its nominal quota, borrowed (used
+// beyond it), lent (of its idle quota, used by others), waiting runs, and its recent usage
+// against its entitlement (1.0: exactly its share), as GET /clusters/{name} gives them.
+function Teams({ teams }) {
+  const gpus = teams.some((t) => t.quota_gpus > 0 || t.used_gpus > 0);
+  const ratio = (t) => (t.fair_share_ratio === null || t.fair_share_ratio === undefined ? '–' : `${t.fair_share_ratio.toFixed(2)}×`);
+  return html`<table class="compact" data-testid="teams"><caption>Teams</caption>
+    <thead><tr><th>Team</th><th>Slots used / quota</th>${gpus && html`<th>GPUs used / quota</th>`}<th>Borrowed</th><th>Lent</th>
+      <th>Waiting</th><th>Fair share</th><th>Preemptions</th></tr></thead>
+    <tbody>${teams.map((t) => html`<tr key=${t.team} data-team=${t.team || '(no team)'}>
+      <td>${t.team || html`<span class="hint">no team</span>`}</td>
+      <td data-testid="team-used">${t.used_slots} / ${t.quota_slots}</td>${gpus && html`<td>${t.used_gpus} / ${t.quota_gpus}</td>`}
+      <td data-testid="team-borrowed">${t.borrowed_slots}</td><td data-testid="team-lent">${t.lent_slots}</td>
+      <td data-testid="team-waiting">${t.waiting}</td><td title="recent usage share / quota share">${ratio(t)}</td>
+      <td>${t.preemptions}</td></tr>`)}</tbody></table>`;
 }

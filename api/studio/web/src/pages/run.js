@@ -184,6 +184,10 @@ export function RunPage({ id, me }) {
       <dt>Experiment</dt><dd><a href=${`/experiments/${enc(run.experiment)}`} onClick=${follow}>${run.experiment}</a></dd>
       <dt>Cluster</dt><dd>${run.cluster || 'interactive'}</dd>
       <dt>Submitter</dt><dd>${run.submitted_by || '–'}</dd>
+      ${run.team && html`<dt>Team</dt><dd data-testid="team">${run.team}</dd>`}
+      ${(run.preemptions > 0 || run.preempt_requested_at) && html`<dt>Preempted</dt><dd data-testid="preempted">${
+        run.preempt_requested_at ? 'stopping now' : `${run.preemptions} time(s)`} for run ${run.preempted_by
+        ? html`<a href=${`/runs/${enc(run.preempted_by)}`} onClick=${follow}>${run.preempted_by}</a>` : '–'}: ${run.preemption_reason || 'no reason recorded'}</dd>`}
       <dt>Script</dt><dd>${run.build_only ? 'none: an environment build' : run.script || '–'} ${(run.arguments || []).join(' ')}</dd>
       <dt>Node</dt><dd>${run.worker_id || '–'}</dd>
       <dt>Duration</dt><dd>${duration(runDuration(run))}</dd>
