@@ -37,6 +37,7 @@ BENCHMARKS: tuple[tuple[str, str, str], ...] = (
     ("node_loss", "bench.node_loss", "Redis"),
     ("studio", "bench.studio", "Redis, Chromium"),
     ("docker", "bench.docker", "a Docker engine and the run image"),
+    ("scheduling", "bench.scheduling", "nothing (a simulated clock)"),
 )
 NAMES = [name for name, _, _ in BENCHMARKS]
 
