@@ -106,7 +106,11 @@ def waiting_runs(session: Session, cluster: str, limit: int | None = None) -> li
 def position_of(session: Session, run: Run) -> int:
     """1-based place of a waiting run in its cluster's queue: two counts, each a range of
     the queue index (higher priorities; the same priority, submitted before it)."""
-    waiting = _waiting_in(run.cluster or "")
+    return _place_among(session, run, _waiting_in(run.cluster or ""))
+
+
+def _place_among(session: Session, run: Run, waiting: tuple[ColumnElement[bool], ...]) -> int:
+    """1-based place of ``run`` among the runs ``waiting`` selects, in queue order."""
     higher = select(func.count()).where(*waiting, col(Run.priority) > run.priority)
     same = select(func.count()).where(
         *waiting,
@@ -385,12 +389,4 @@ def team_heads(
 def team_position_of(session: Session, run: Run) -> int:
     """1-based place of a waiting run in its team's own queue on its cluster: two counts,
     each a range of ``ix_run_team_queue`` (as ``position_of`` on the whole queue)."""
-    waiting = (*_waiting_in(run.cluster or ""), _team_is(run.team))
-    higher = select(func.count()).where(*waiting, col(Run.priority) > run.priority)
-    same = select(func.count()).where(
-        *waiting,
-        Run.priority == run.priority,
-        tuple_(col(Run.created_at), col(Run.id))
-        < tuple_(literal(run.created_at, col(Run.created_at).type), literal(run.id)),
-    )
-    return session.exec(higher).one() + session.exec(same).one() + 1
+    return _place_among(session, run, (*_waiting_in(run.cluster or ""), _team_is(run.team)))
