@@ -136,10 +136,11 @@ def admit_cluster(
     scheduler commits, then sends each (``scheduler.service.dispatch_cluster``), so a run
     is recorded as handed over before its task exists.
 
-    A cluster without team quotas admits by priority, then submit time. One with quotas
-    admits what ``scheduler.policy.decide`` decides, records its preemptions on their
-    victims (``store.preemption``) in the same transaction, and returns them to be
-    signalled after the commit.
+    A cluster without team quotas (or priority preemption) admits by priority, then submit
+    time. One with quotas (or that preempts by priority) admits what
+    ``scheduler.policy.decide`` decides, records its preemptions on their victims
+    (``store.preemption``) in the same transaction, and returns them to be signalled after
+    the commit.
 
     ``now`` stamps ``dispatched_at``: the scheduler passes Redis' time (``server_time``),
     the clock the watchdog measures a hand-over's age by; the host's clock only where no
@@ -154,7 +155,7 @@ def admit_cluster(
     if cluster is None:
         return Admission()
     quotas = cluster_quotas(session, cluster_name)
-    if quotas:
+    if quotas or cluster.priority_preemption:
         return _admit_by_teams(session, cluster, quotas, workers, now or utcnow())
     free = capacity(session, cluster, workers).free
     if free == 0:

@@ -122,6 +122,11 @@ def _label(team: str) -> str:
     return f"team {team}" if team else "runs of no team"
 
 
+def _whose(run_id: str, team: str) -> str:
+    """ "run X of team T" ("run X" for a run of no team)."""
+    return f"run {run_id} of team {team}" if team else f"run {run_id}"
+
+
 def effective_priority(run: Pending, now: float, aging_seconds: float) -> int:
     """A waiting run's priority raised one step per ``aging_seconds`` waited: no run waits
     forever behind a stream of higher priorities."""
@@ -307,8 +312,10 @@ def decide(
     say why each run of ``pending`` not admitted waits. ``pending`` may be only the head
     of each team's queue (the caller bounds it: at least ``capacity.slots`` runs per team);
     order within it does not matter. A cluster without quotas admits as today: priority,
-    then submit time, never preempting."""
-    if not state.quotas:
+    then submit time, never preempting, unless it enables priority preemption (then every
+    run is of a team with no quota: each may use what is idle, and a higher priority
+    preempts a lower one)."""
+    if not state.quotas and not state.priority_preemption:
         return _fifo(state, running, pending)
     return _Decider(state, running, pending, now).run()
 
@@ -477,7 +484,7 @@ class _Decider:
             text = (f"will reclaim {demand.slots} slot(s) from {_label(victim.team)} "
                     f"(preempting run {victim.run_id}{when})")  # fmt: skip
         else:
-            text = (f"will preempt run {victim.run_id} of {_label(victim.team)} (priority "
+            text = (f"will preempt {_whose(victim.run_id, victim.team)} (priority "
                     f"{victim.priority} < {run.priority}){when}")  # fmt: skip
         self.wait(run, text)
         if wait > 0:
@@ -635,7 +642,7 @@ class _Decider:
                 continue
             if not self.starts_without(victim, run):
                 continue
-            reason = (f"preempted by run {run.run_id} of {_label(run.team)} (priority "
+            reason = (f"preempted by {_whose(run.run_id, run.team)} (priority "
                       f"{run.priority} > {victim.priority})")  # fmt: skip
             self.choose(victim, run, reason, "priority")
             return True

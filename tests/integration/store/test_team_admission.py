@@ -341,3 +341,24 @@ def test_where_the_cluster_enables_it_a_higher_priority_preempts_a_lower_one(
     assert (
         chosen[0].preemption_reason == f"preempted by run {urgent} of team vision (priority 5 > 0)"
     )
+
+
+def test_a_cluster_without_quotas_that_enables_it_preempts_by_priority(
+    engine: Engine, session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session, nodes=1, priority_preemption=True, preemption_min_runtime_seconds=0)
+    heartbeat(client, CLUSTER, slots=1)
+    low = submit(session, None, 1, start=900)
+    assert dispatch(session, client, celery) == low
+    running_since(session, low, 300)
+    (urgent,) = submit(session, None, 1, start=5)
+    set_columns(session, urgent, priority=5)
+    (late,) = submit(session, None, 1, start=1)  # priority 0: never preempts its equal
+
+    assert dispatch(session, client, celery) == []  # the slot comes free once it stops
+
+    victim = reload(engine, low[0])
+    assert victim.preempted_by == urgent
+    assert victim.preemption_reason == f"preempted by run {urgent} (priority 5 > 0)"
+    assert control.is_preemption_requested(client, victim.id, victim.attempt)
+    assert reload(engine, late).preempt_requested_at is None
