@@ -12,6 +12,8 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+from store.models.teams import ALLOCATION_WEIGHT_SECONDS
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -79,7 +81,7 @@ class ClusterState:
     aging_seconds: float = 3600.0  # wait that raises a waiting run one priority step
     # Fair share counts a team's current allocation as this many seconds of usage per
     # slot held, so a burst spreads at once (docs/scheduling.md).
-    allocation_weight_seconds: float = 3600.0
+    allocation_weight_seconds: float = ALLOCATION_WEIGHT_SECONDS
 
 
 @dataclass(frozen=True)

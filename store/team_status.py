@@ -15,7 +15,7 @@ from protocol.workers import WorkerInfo, workers_serving
 from runyard.status import ACTIVE, RunStatus
 from store.attempts import PREEMPTED, decayed_usage
 from store.models import Cluster, Run, RunAttempt, TeamQuota, TeamUsagePublic
-from store.models.teams import NO_TEAM
+from store.models.teams import ALLOCATION_WEIGHT_SECONDS, NO_TEAM
 from store.queue import handed_to_broker
 
 
@@ -78,11 +78,6 @@ def preemptions_by_team(session: Session, cluster: str) -> dict[str, int]:
         RunAttempt.cluster == cluster, RunAttempt.outcome == PREEMPTED
     )
     return {team_of(t): int(n) for t, n in session.exec(query.group_by(col(RunAttempt.team)))}
-
-
-# As ``scheduler.policy.ClusterState.allocation_weight_seconds`` (the default admission
-# uses): fair share counts each slot a team holds now as this many seconds of usage.
-ALLOCATION_WEIGHT_SECONDS = 3600.0
 
 
 def fair_share_ratios(

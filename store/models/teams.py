@@ -22,6 +22,9 @@ TEAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 # What usage rows and metrics call the runs of no team (a token in none, on a cluster
 # with quotas: they may only borrow idle capacity).
 NO_TEAM = ""
+# Fair share counts each slot a team holds now as this many seconds of past usage, so a
+# burst spreads at once (docs/scheduling.md): the policy's and the figures' one value.
+ALLOCATION_WEIGHT_SECONDS = 3600.0
 
 
 def check_team_name(name: str) -> str:
@@ -93,6 +96,8 @@ class RunAttempt(SQLModel, table=True):
     __table_args__ = (
         Index("ix_run_attempt_started", "started_at"),
         Index("ix_run_attempt_open", "cluster", "ended_at"),
+        # Preemptions per team (``/metrics``): a range of preempted attempts alone.
+        Index("ix_run_attempt_outcome", "cluster", "outcome", "team"),
     )
 
     run_id: str = Field(foreign_key="run.id", primary_key=True, max_length=300)

@@ -88,6 +88,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_run_attempt_open", "run_attempt", ["cluster", "ended_at"], unique=False)
     op.create_index("ix_run_attempt_started", "run_attempt", ["started_at"], unique=False)
+    op.create_index(
+        "ix_run_attempt_outcome", "run_attempt", ["cluster", "outcome", "team"], unique=False
+    )
 
     # Plain ADD COLUMNs (no table rebuild: the run table's expression index stays).
     false = sa.false()
@@ -146,6 +149,7 @@ def downgrade() -> None:
     ):
         for name in names:
             op.drop_column(table, name)
+    op.drop_index("ix_run_attempt_outcome", table_name="run_attempt")
     op.drop_index("ix_run_attempt_started", table_name="run_attempt")
     op.drop_index("ix_run_attempt_open", table_name="run_attempt")
     op.drop_table("run_attempt")
