@@ -51,7 +51,10 @@ def parse_moment(text: str, now: datetime, name: str = "since") -> datetime:
         ) from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # a zone's offset past the calendar's end (9999-12-31T23:00-05:00)
+        raise InvalidInput(f"{name} {text!r} is outside the calendar", field=name) from None
 
 
 def parse_groups(by: Iterable[str]) -> list[str]:

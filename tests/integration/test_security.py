@@ -399,6 +399,7 @@ ROUTES: dict[str, tuple[set[str], Builder]] = {
         lambda w: ("POST", f"/api/v1/tokens/{_fresh_token(w)}/revoke", {}),
     ),
     "list_audit_events": (ADMINS, lambda w: ("GET", "/api/v1/audit", {})),
+    "get_usage": (READERS, lambda w: ("GET", "/api/v1/usage", {})),
     "list_teams": (READERS, lambda w: ("GET", "/api/v1/teams", {})),
     "create_team": (
         ADMINS,

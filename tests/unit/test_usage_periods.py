@@ -45,6 +45,11 @@ def test_an_age_before_the_calendar_is_refused_not_an_error() -> None:
         parse_moment("99999999d", NOW)
 
 
+def test_a_moment_whose_zone_takes_it_past_the_calendar_is_refused_not_an_error() -> None:
+    with pytest.raises(InvalidInput, match="is outside the calendar"):
+        parse_moment("9999-12-31T23:00:00-05:00", NOW)
+
+
 def test_groups_comma_separated_or_repeated_in_the_order_asked() -> None:
     assert parse_groups(["team,day", "User", "team"]) == ["team", "day", "user"]
     assert parse_groups([""]) == []
