@@ -34,6 +34,12 @@ def chunks(items: Sequence[Any], size: int = ROWS_PER_STATEMENT) -> Iterator[Seq
         yield items[start : start + size]
 
 
+def ended(new: RunStatus) -> dict[str, Any]:
+    """What a run's end clears: a preemption still pending (the run ended first, so nobody
+    is stopping it; its record keeps who asked and why)."""
+    return {"preempt_requested_at": None} if new.is_terminal else {}
+
+
 def transition(
     session: Session,
     run_id: str,
@@ -57,7 +63,7 @@ def transition(
         if not current.can_become(new):
             error = RunFinished if current.is_terminal else IllegalTransition
             raise error(f"run {run_id} is {current.value}; it cannot become {new.value}")
-        changes: dict[str, Any] = {"status": new, **values}
+        changes: dict[str, Any] = {"status": new, **ended(new), **values}
         stamp = TIMESTAMP_FIELD[new]
         if getattr(run, stamp) is None or new in REENTRANT:
             changes[stamp] = at
@@ -100,6 +106,7 @@ def transition_many(
     changes: dict[str, Any] = {
         "status": new,
         stamp: at if new in REENTRANT else func.coalesce(column, at),
+        **ended(new),
         **values,
     }
     moved: list[str] = []

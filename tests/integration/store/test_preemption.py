@@ -180,6 +180,24 @@ def test_a_cancel_during_preemption_wins(
     assert woken == {CLUSTER}
 
 
+def test_a_run_that_ends_before_its_worker_stops_it_is_no_longer_shown_stopping(
+    engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
+) -> None:
+    """Its script ended first: the preemption is over with it, but who asked stays."""
+    run_id = running(session, client, ingest)
+    preempt(session, client, run_id)
+
+    report(client, ingest, StateChanged(run_id=run_id, status=RunStatus.COMPLETED, attempt=1))
+
+    run = reload(engine, run_id)
+    assert (run.status, run.preempt_requested_at, run.preemptions) == (
+        RunStatus.COMPLETED,
+        None,
+        0,
+    )
+    assert (run.preempted_by, run.preemption_reason) == ("team vision", REASON)
+
+
 def test_a_requeued_run_is_cancelled_at_once_although_its_last_attempt_was_claimed(
     engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
 ) -> None:
