@@ -55,6 +55,7 @@ class StateChanged(Entry):
     environment: dict[str, Any] | None = None
     # With QUEUED: the attempt stopped because it was preempted; the run waits again.
     preempted: bool = False
+    gpus: int = 0  # the GPUs the attempt's slot holds (usage accounting's GPU-seconds)
 
 
 LOG_SEQ_STRIDE = 10_000_000  # chunk numbers reserved per attempt of a run

@@ -495,7 +495,7 @@ def record_attempt(session: Session, run: Run, entry: StateChanged) -> None:
     applies it."""
     attempt = entry.attempt or run.attempt
     if run.status in ON_A_NODE or run.status.is_terminal:
-        attempts.attempt_started(session, run, attempt, entry.at)
+        attempts.attempt_started(session, run, attempt, entry.at, gpus=entry.gpus)
     if run.status.is_terminal:
         attempts.attempt_ended(session, run.id, attempt, entry.at, _OUTCOMES[run.status])
 

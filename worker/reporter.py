@@ -38,6 +38,7 @@ class RunReporter:
         self.worker_id = worker_id
         self.attempt = attempt
         self.budgets = budgets or RunBudgets()
+        self.gpus = 0  # of the slot the run holds, once it has one (every report says so)
         self.written = 0  # bytes of output taken in (the log_bytes budget)
         self.over_budget: str | None = None  # why the run must be stopped
         # A requeued run logs again from its next attempt: its chunks number on from there.
@@ -132,6 +133,7 @@ class RunReporter:
                         attempt=self.attempt,
                         environment=environment,
                         preempted=preempted,
+                        gpus=self.gpus,
                     )
                 ],
             )

@@ -91,6 +91,7 @@ def execute(assignment: RunAssignment, ctx: WorkerContext) -> None:
     folder: RunFolder | None = None
     executor: ExecutorBase | None = None
     slot = ctx.slots.acquire()
+    reporter.gpus = len(ctx.slots.gpus(slot))
     try:
         reporter.state(RunStatus.PREPARING)
         reporter.note(

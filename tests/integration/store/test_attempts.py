@@ -108,6 +108,23 @@ def test_a_run_that_ends_at_its_first_report_still_held_a_slot(
     assert row.ended_at is not None
 
 
+def test_the_gpus_a_worker_reports_are_the_attempts(
+    engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
+) -> None:
+    make_cluster(session)
+    run_id = team_run(session, dispatched_at=ago(5), attempt=1)
+    reports = [
+        StateChanged(run_id=run_id, status=status, at=ago(age), attempt=1, gpus=2)
+        for status, age in ((RunStatus.PREPARING, 4), (RunStatus.COMPLETED, 1))
+    ]
+    send_to_ingest(client, reports)
+    ingest_all(ingest)
+
+    [row] = attempt_rows(engine, run_id)
+    assert (row.gpus, row.outcome) == (2, attempts.COMPLETED)
+    assert usage_row(engine).gpu_seconds == pytest.approx(2 * usage_row(engine).slot_seconds)
+
+
 def test_a_refused_report_opens_no_attempt(
     engine: Engine, session: Session, client: redis.Redis, ingest: Ingest
 ) -> None:
