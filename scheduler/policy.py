@@ -371,7 +371,8 @@ class _Decider:
         self.guaranteed()
         self.reclaim()
         self.borrow()
-        self.fair_reclaim()
+        if self.state.quotas:  # without quotas no team has a share to take back
+            self.fair_reclaim()
         if self.state.priority_preemption:
             self.by_priority()
         self.explain()
@@ -523,9 +524,18 @@ class _Decider:
                 self.taker = team
                 heapq.heappush(heap, (self.borrow_key(team), team))
 
-    def borrow_key(self, team: str) -> tuple[bool, tuple[int, float, str]]:
+    def borrow_key(self, team: str) -> tuple:
         """Idle capacity goes first to teams below their fair share of the cluster now,
-        then to the others; each group in fair-share (usage) order."""
+        then to the others; each group in fair-share (usage) order. Without quotas (a
+        cluster that only preempts by priority) it goes as it always has: to the next run
+        by priority, then submit time, whatever its team."""
+        if not self.state.quotas:
+            runs, at = self.queues[team], self.next[team]
+            if at >= len(runs):
+                return (0, 0.0, "")
+            run = runs[at]
+            return (-effective_priority(run, self.now, self.state.aging_seconds),
+                    run.submitted, run.run_id)  # fmt: skip
         return (self.book.used_by(team).slots >= self.fair.get(team, 0.0) - _EPSILON,
                 self.book.key(team))  # fmt: skip
 

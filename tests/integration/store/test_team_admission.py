@@ -362,3 +362,23 @@ def test_a_cluster_without_quotas_that_enables_it_preempts_by_priority(
     assert victim.preemption_reason == f"preempted by run {urgent} (priority 5 > 0)"
     assert control.is_preemption_requested(client, victim.id, victim.attempt)
     assert reload(engine, late).preempt_requested_at is None
+
+
+def test_without_quotas_priority_preemption_still_admits_by_priority_then_submit_time(
+    session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """Whatever the teams' past usage: without quotas no team has a share to favour."""
+    make_cluster(session, nodes=1, priority_preemption=True, preemption_min_runtime_seconds=0)
+    heartbeat(client, CLUSTER, slots=1)
+    for name in ("a", "b"):
+        session.add(Team(name=name))
+    session.flush()
+    session.add(
+        TeamUsage(cluster=CLUSTER, team="a", slot_seconds=1e6, gpu_seconds=0.0, as_of=utcnow())
+    )
+    session.commit()
+    (urgent,) = submit(session, "a", 1, start=900)
+    set_columns(session, urgent, priority=5)
+    submit(session, "b", 1, start=600)
+
+    assert dispatch(session, client, celery) == [urgent]
