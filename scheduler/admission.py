@@ -253,10 +253,11 @@ def team_state(
             priority=h.priority,
             started=h.started.timestamp(),
             demand=demand,
+            preemptible=h.preemptible,
+            preempting=h.preempting,
             # Only a run a worker executes can be asked to stop (``store.preemption``): one
             # handed over but not yet taken, ending, or silent is never chosen.
-            preemptible=h.preemptible and h.status in PREEMPTIBLE_STATES,
-            preempting=h.preempting,
+            stoppable=h.status in PREEMPTIBLE_STATES,
         )
         for h in holders
     ]

@@ -57,7 +57,9 @@ class Pending:
 @dataclass(frozen=True)
 class Running:
     """A run holding capacity. ``preempting``: already asked to stop (its capacity is on
-    its way back; never chosen again)."""
+    its way back; never chosen again). ``stoppable``: it can be asked to stop now (a
+    worker executes it); a preemptible run that cannot (handed over, ending, silent) still
+    counts as preemptible against its team's quota, it is only not chosen."""
 
     run_id: str
     team: str
@@ -66,6 +68,7 @@ class Running:
     demand: Resources
     preemptible: bool = True
     preempting: bool = False
+    stoppable: bool = True
 
 
 @dataclass(frozen=True)
@@ -299,7 +302,7 @@ class _Victims:
             ready = now - run.started >= min_runtime
             return (run.priority, not ready, -run.started if ready else run.started, run.run_id)
 
-        candidates = [r for r in running if r.preemptible and not r.preempting]
+        candidates = [r for r in running if r.preemptible and r.stoppable and not r.preempting]
         return cls(sorted(candidates, key=order), set(), now, min_runtime)
 
     def ready_in(self, run: Running) -> float:

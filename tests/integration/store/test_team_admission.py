@@ -382,3 +382,18 @@ def test_without_quotas_priority_preemption_still_admits_by_priority_then_submit
     submit(session, "b", 1, start=600)
 
     assert dispatch(session, client, celery) == [urgent]
+
+
+def test_a_handed_over_preemptible_run_does_not_use_its_teams_non_preemptible_allowance(
+    session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    make_cluster(session, nodes=4)
+    heartbeat(client, CLUSTER, slots=4)
+    teams(session, vision={"slots": 1})
+    first = submit(session, "vision", 1, start=900)
+    assert dispatch(session, client, celery) == first  # handed over: Queued, no report yet
+    fixed = submit(session, "vision", 1, start=600, preemptible=False)
+
+    # vision holds no non-preemptible run: this one fits its quota of 1 (its preemptible
+    # run borrows around it), and 3 slots are free.
+    assert dispatch(session, client, celery) == fixed
