@@ -28,9 +28,7 @@ from tests.support.services import (
     RedisServer,
     Stack,
     runyard,
-    stop_process,
     unique,
-    wait_until,
 )
 
 QUEUED = 250
@@ -45,13 +43,11 @@ def api(
     root = tmp_path_factory.mktemp("lists")
     url = database_url if database_url.startswith("postgresql") else f"sqlite:///{root}/db.sqlite"
     live = Stack(root=root, redis=redis_service, database_url=url)
-    live.root.mkdir(parents=True, exist_ok=True)
-    process = live._spawn(runyard("api", "--port", str(live.port)), "api.log")
+    live.start_api()
     try:
-        wait_until(live._healthy, 30, 0.1, what="the API")
         yield live
     finally:
-        stop_process(process)
+        live.stop()
 
 
 def queue_of(stack: Stack, count: int) -> tuple[str, list[str]]:
