@@ -13,6 +13,27 @@ from store.models import RunAttempt, RunSpec
 from tests.support.database import DIGEST
 from tests.support.services import Stack
 
+# (run id, attempt, cluster, team, user, GPUs, started, ended or None, outcome or None)
+AttemptRow = tuple[str, int, str, str, str, int, datetime, "datetime | None", "str | None"]
+
+
+def add_attempts(session: Session, rows: list[AttemptRow]) -> None:
+    """Attempt rows as given (the caller commits)."""
+    for run_id, attempt, cluster, team, user, gpus, started, ended, outcome in rows:
+        session.add(
+            RunAttempt(
+                run_id=run_id,
+                attempt=attempt,
+                cluster=cluster,
+                team=team,
+                submitted_by=user,
+                gpus=gpus,
+                started_at=started,
+                ended_at=ended,
+                outcome=outcome,
+            )
+        )
+
 
 def seed_attempts(stack: Stack, cluster: str, day: datetime) -> None:
     """On ``cluster`` (which must exist), from ``day`` (a UTC midnight):
@@ -36,19 +57,12 @@ def seed_attempts(stack: Stack, cluster: str, day: datetime) -> None:
             (ids[1], 1, "nlp", "bob", 1, at(0, 22), at(1, 3)),
             (ids[2], 1, "", "ada", 0, at(1, 6), None),
         ]
-        for run_id, attempt, team, user, gpus, started, ended in rows:
-            session.add(
-                RunAttempt(
-                    run_id=run_id,
-                    attempt=attempt,
-                    cluster=cluster,
-                    team=team,
-                    submitted_by=user,
-                    gpus=gpus,
-                    started_at=started,
-                    ended_at=ended,
-                    outcome=None if ended is None else "completed",
-                )
-            )
+        add_attempts(
+            session,
+            [
+                (run_id, attempt, cluster, team, user, gpus, started, ended, ended and "completed")
+                for run_id, attempt, team, user, gpus, started, ended in rows
+            ],
+        )
         session.commit()
     engine.dispose()

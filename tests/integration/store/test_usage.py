@@ -12,8 +12,9 @@ from sqlmodel import Session
 
 from runyard.errors import InvalidInput
 from store import usage
-from store.models import RunAttempt, UsageReport
+from store.models import UsageReport
 from tests.support.database import make_cluster, queue_run
+from tests.support.usage import add_attempts
 
 DAY = datetime(2026, 11, 10, tzinfo=UTC)
 NOW = DAY + timedelta(days=1, hours=8)
@@ -46,20 +47,7 @@ def attempts(session: Session) -> None:
         (running, 1, "cpu-b", "", "ada", 0, at(1, 6), None, None),
         (old, 1, "gpu-a", "vision", "ada", 4, at(-2, 10), at(-2, 11), "completed"),
     ]
-    for run_id, attempt, cluster, team, user, gpus, started, ended, outcome in rows:
-        session.add(
-            RunAttempt(
-                run_id=run_id,
-                attempt=attempt,
-                cluster=cluster,
-                team=team,
-                submitted_by=user,
-                gpus=gpus,
-                started_at=started,
-                ended_at=ended,
-                outcome=outcome,
-            )
-        )
+    add_attempts(session, rows)
     session.commit()
 
 
