@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 
 from bench.figures import Figure, quantile
 from scheduler.policy import ClusterState, Pending, Resources, Running, TeamQuota, decide
+from scheduler.queue_head import head
 
 ONE = Resources(1)
 HOUR = 3600.0
@@ -98,9 +99,9 @@ class Job:
 
 
 class Queue:
-    """One team's waiting runs (or the whole cluster's, for FIFO): per priority, a stream
-    in arrival order and the runs sent back by preemption (older, kept sorted), so the head
-    in (priority raised by waiting, submit time) order costs a merge of a few streams."""
+    """One team's waiting runs of one kind, preemptible or not (or the whole cluster's, for
+    FIFO): per priority, a stream in arrival order and the runs sent back by preemption
+    (older, kept sorted), so a priority's first runs cost a merge of two streams."""
 
     def __init__(self) -> None:
         self.fresh: dict[int, deque[Job]] = {}
@@ -131,19 +132,26 @@ class Queue:
         else:
             fresh.remove(job)
 
-    def head(self, count: int) -> Iterator[Job]:
-        """The first ``count`` by submit time within each priority; ``decide`` orders them
-        (aging included): any run it would admit is among them."""
-        streams: list[Iterator[Job]] = []
-        for priority, fresh in self.fresh.items():
-            streams.append(itertools.islice(fresh, count))
-            back = self.back.get(priority)
-            if back:
-                streams.append(e[2] for e in heapq.nsmallest(count, back))
-        for priority, back in self.back.items():
-            if priority not in self.fresh and back:
-                streams.append(e[2] for e in heapq.nsmallest(count, back))
-        return itertools.chain.from_iterable(streams)
+    # ``scheduler.queue_head.Levels``: the service's head selection reads it as it reads
+    # the database (``store.queue.TeamQueue``).
+
+    def priorities(self) -> Iterator[int]:
+        levels = {p for p, runs in self.fresh.items() if runs}
+        levels |= {p for p, runs in self.back.items() if runs}
+        return iter(sorted(levels, reverse=True))
+
+    def oldest(self) -> float | None:
+        firsts = [runs[0].submitted for runs in self.fresh.values() if runs]
+        firsts += [runs[0][0] for runs in self.back.values() if runs]
+        return min(firsts, default=None)
+
+    def first(self, priority: int, count: int) -> list[tuple[float, str, Job]]:
+        fresh = (
+            (j.submitted, j.id, j) for j in itertools.islice(self.fresh.get(priority, ()), count)
+        )
+        back = heapq.nsmallest(count, self.back.get(priority, []))
+        merged = heapq.merge(fresh, back, key=lambda entry: entry[:2])
+        return list(itertools.islice(merged, count))
 
 
 def generate(w: Workload) -> list[Job]:
@@ -216,7 +224,10 @@ class Simulator:
         self.nominal = dict(w.quotas)
         quotas = {t: TeamQuota(t, Resources(n)) for t, n in w.quotas} if teams else {}
         self.quotas = quotas
-        self.queues: dict[str, Queue] = {t: Queue() for t in self.names}
+        # Per team and kind (preemptible or not), as the service reads its queues.
+        self.queues: dict[tuple[str, bool], Queue] = {
+            (t, kind): Queue() for t in self.names for kind in (False, True)
+        }
         self.running: dict[str, Running] = {}
         self.events: list[tuple[float, int, str, str, int]] = []
         self.seq = itertools.count()
@@ -281,7 +292,9 @@ class Simulator:
         self.waiting_fixed[job.team] += not job.preemptible
 
     def queue_of(self, job: Job) -> Queue:
-        return self.queues[job.team] if self.teams else self.queues[self.names[0]]
+        if self.teams:
+            return self.queues[job.team, job.preemptible]
+        return self.queues[self.names[0], True]  # FIFO: one queue, both kinds
 
     def release(self, job: Job) -> None:
         del self.running[job.id]
@@ -290,7 +303,8 @@ class Simulator:
 
     def schedule(self, now: float) -> None:
         """One decision with what the service would pass: what runs, and the head of each
-        team's queue (the first ``slots`` of it, at most: more cannot start at once)."""
+        team's queue per kind (``scheduler.queue_head``: its first ``slots``; more cannot
+        start at once). FIFO reads by stored priority, as the service's plain queue."""
         if not any(self.waiting.values()):
             return
         state = ClusterState(
@@ -302,11 +316,12 @@ class Simulator:
             aging_seconds=self.w.aging_seconds,
             allocation_weight_seconds=self.w.allocation_weight_seconds,
         )
+        aging = self.w.aging_seconds if self.teams else 0.0
         pending = [
             Pending(j.id, j.team, j.priority, j.submitted, ONE, j.preemptible)
             for queue in self.queues.values()
             if queue.size
-            for j in queue.head(self.w.slots)
+            for j in head(queue, self.w.slots, now, aging)
         ]
         decision = decide(state, list(self.running.values()), pending, now)
         self.decisions += 1

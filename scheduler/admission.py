@@ -23,20 +23,21 @@ from protocol.messages import LOG_SEQ_STRIDE, SERVICE_PREFIX, MessageError, RunA
 from protocol.workers import WorkerInfo
 from runyard.errors import ClusterNotFound, IllegalTransition, NotSupported
 from runyard.status import RunStatus
-from scheduler import policy
+from scheduler import policy, queue_head
 from store.attempts import decayed_usage
 from store.clusters import check_isolation, get_cluster
-from store.db import as_utc, insert_ignoring
+from store.db import insert_ignoring
 from store.lifecycle import transition
 from store.models import Cluster, Experiment, Run, RunLog, TeamQuota, utcnow
 from store.models.teams import NO_TEAM
 from store.preemption import PREEMPTIBLE_STATES, request_preemption
 from store.queue import (
+    TeamQueue,
+    WaitingRun,
     capacity,
     capacity_of,
     queue_teams,
     slot_holders,
-    team_heads,
     waiting_runs,
 )
 from store.team_status import cluster_quotas, gpus_per_slot, team_of
@@ -213,8 +214,7 @@ class TeamView:
 
     state: policy.ClusterState
     running: list[policy.Running]
-    pending: list[policy.Pending]
-    heads: list[Run]  # the waiting runs ``pending`` stands for
+    pending: list[policy.Pending]  # the head of each team's queue, per kind
     attempts: dict[str, int]  # running run id -> the attempt its worker runs
     stopping: list[PreemptionRequest]  # asked to stop by an earlier decision, still running
 
@@ -228,8 +228,8 @@ def team_state(
 ) -> TeamView:
     """What ``policy.decide`` needs of the cluster at ``now``: its capacity and knobs, its
     quotas and decayed usage, the runs holding its slots, and the head of each team's
-    queue (at most capacity + ``HEAD_SPARE`` runs per team, whatever the queue's length).
-    A run needs one slot and the GPUs of one slot."""
+    queue per kind (``scheduler.queue_head``: at most capacity + ``HEAD_SPARE`` runs
+    each, whatever the queue's length). A run needs one slot and the GPUs of one slot."""
     holders = slot_holders(session, cluster.name)
     cap = capacity_of(cluster, workers, len(holders))
     per_slot = gpus_per_slot(workers, cluster.name)
@@ -262,12 +262,21 @@ def team_state(
         for h in holders
     ]
     teams = sorted({*queue_teams(session, cluster.name), *(q.team for q in quotas)})
-    heads = team_heads(session, cluster.name, [None, NO_TEAM, *teams], cap.limit + HEAD_SPARE)
+    heads = [
+        run
+        for team in (None, NO_TEAM, *teams)
+        for kind in (False, True)
+        for run in queue_head.head(
+            TeamQueue(session, cluster.name, team, kind),
+            cap.limit + HEAD_SPARE,
+            now.timestamp(),
+            state.aging_seconds,
+        )
+    ]
     return TeamView(
         state=state,
         running=running,
         pending=pending_of(heads, per_slot),
-        heads=heads,
         attempts={h.id: h.attempt for h in holders},
         stopping=[
             PreemptionRequest(h.id, h.attempt, h.preemption_reason or "")
@@ -300,16 +309,16 @@ def _policy_quota(quota: TeamQuota, per_slot: int) -> policy.TeamQuota:
 UNLIMITED = 10**9
 
 
-def pending_of(runs: list[Run], per_slot: int) -> list[policy.Pending]:
+def pending_of(runs: list[WaitingRun], per_slot: int) -> list[policy.Pending]:
     demand = policy.Resources(1, per_slot)
     return [
         policy.Pending(
             run_id=run.id,
             team=team_of(run.team),
             priority=run.priority,
-            submitted=as_utc(run.created_at).timestamp(),
+            submitted=run.submitted,
             demand=demand,
-            preemptible=bool(run.preemptible),
+            preemptible=run.preemptible,
         )
         for run in runs
     ]
@@ -325,8 +334,7 @@ def _admit_by_teams(
     """Admission on a cluster with team quotas (``scheduler.policy``)."""
     view = team_state(session, cluster, quotas, workers, now)
     decision = policy.decide(view.state, view.running, view.pending, now.timestamp())
-    by_id = {run.id: run for run in view.heads}
-    admitted = _hand_over(session, cluster, [by_id[i] for i in decision.admit if i in by_id], now)
+    admitted = _hand_over(session, cluster, _runs(session, decision.admit), now)
     preemptions = []
     for p in decision.preempt:
         if p.run_id not in view.attempts:
@@ -337,6 +345,14 @@ def _admit_by_teams(
     for assignment in admitted:
         reasons.pop(assignment.run_id, None)
     return Admission(admitted, preemptions, view.stopping, reasons, decision.wake_at)
+
+
+def _runs(session: Session, run_ids: list[str]) -> list[Run]:
+    """The records of ``run_ids``, in that order (one query)."""
+    if not run_ids:
+        return []
+    by_id = {run.id: run for run in session.exec(select(Run).where(col(Run.id).in_(run_ids)))}
+    return [by_id[i] for i in run_ids if i in by_id]
 
 
 def experiment_names(session: Session, runs: list[Run]) -> dict[int, str]:

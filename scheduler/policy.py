@@ -135,9 +135,14 @@ def _whose(run_id: str, team: str) -> str:
 def effective_priority(run: Pending, now: float, aging_seconds: float) -> int:
     """A waiting run's priority raised one step per ``aging_seconds`` waited: no run waits
     forever behind a stream of higher priorities."""
+    return raised_priority(run.priority, now - run.submitted, aging_seconds)
+
+
+def raised_priority(priority: int, waited: float, aging_seconds: float) -> int:
+    """``priority`` raised one step per ``aging_seconds`` of ``waited`` (0: no aging)."""
     if aging_seconds <= 0:
-        return run.priority
-    return run.priority + max(math.floor((now - run.submitted) / aging_seconds), 0)
+        return priority
+    return priority + max(math.floor(waited / aging_seconds), 0)
 
 
 def water_fill(

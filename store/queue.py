@@ -3,11 +3,11 @@ place and the reason it has not started. Read by the API's listings and by admis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, literal, text, tuple_
 from sqlmodel import Session, col, func, select
@@ -349,44 +349,85 @@ SELECT team FROM teams WHERE team IS NOT NULL"""
 
 def queue_teams(session: Session, cluster: str) -> list[str]:
     """Every team any run of the cluster was charged to (runs of no team aside): a loose
-    scan of ``ix_run_team_queue``, one probe per team, however many runs each has. A
+    scan of ``ix_run_team_kind_queue``, one probe per team, however many runs each has. A
     team whose record went while its runs wait is found too."""
     return [team for (team,) in session.execute(_QUEUE_TEAMS, {"cluster": cluster})]
 
 
-def team_heads(
-    session: Session, cluster: str, teams: Sequence[str | None], limit: int
-) -> list[Run]:
-    """The first ``limit`` waiting runs of each of ``teams`` (None: runs of no team), each
-    team's in its queue order, whatever the queue's length: ``ix_run_team_queue`` holds
-    priorities ascending and the queue wants them descending, so each team's head is read
-    one priority at a time, highest first (its top priority is one index probe; its runs
-    there a range in submit order), never sorting the team's whole queue."""
-    found: list[Run] = []
-    for team in teams:
-        waiting = (*_waiting_in(cluster), _team_is(team))
-        taken, below = 0, None
-        while taken < limit:
-            top = select(func.max(Run.priority)).where(*waiting)
+class WaitingRun(NamedTuple):
+    """A waiting run as the team scheduler ranks it: only the columns it needs, so
+    reading the head of every team's queue never loads whole run records."""
+
+    id: str
+    team: str | None
+    priority: int
+    submitted: float  # created_at, epoch seconds
+    preemptible: bool
+
+
+@dataclass(frozen=True)
+class TeamQueue:
+    """One team's waiting runs of one kind (preemptible or not) on a cluster, as
+    ``scheduler.queue_head`` reads them: along ``ix_run_team_kind_queue``, which holds
+    them by priority (ascending: each next priority down is one probe), then submit time,
+    so the head costs a few index ranges whatever the queue's length. ``team`` None: runs
+    of no team."""
+
+    session: Session
+    cluster: str
+    team: str | None
+    preemptible: bool
+
+    def _waiting(self) -> tuple[ColumnElement[bool], ...]:
+        return (
+            *_waiting_in(self.cluster),
+            _team_is(self.team),
+            Run.preemptible == self.preemptible,
+        )
+
+    def priorities(self) -> Iterator[int]:
+        below = None
+        while True:
+            top = select(func.max(Run.priority)).where(*self._waiting())
             if below is not None:
                 top = top.where(col(Run.priority) < below)
-            below = session.exec(top).one()
+            below = self.session.exec(top).one()
             if below is None:
-                break
-            runs = list(
-                session.exec(
-                    select(Run)
-                    .where(*waiting, Run.priority == below)
-                    .order_by(col(Run.created_at), col(Run.id))
-                    .limit(limit - taken)
-                )
-            )
-            found += runs
-            taken += len(runs)
-    return found
+                return
+            yield below
+
+    def oldest(self) -> float | None:
+        # Per priority, in the index's own order: a plain min() lets SQLite walk another
+        # index (every waiting run's, by submit time) to the first of this queue's.
+        firsts = self.session.exec(
+            select(func.min(Run.created_at))
+            .where(*self._waiting())
+            .group_by(col(Run.priority))
+            .order_by(col(Run.priority))
+        )
+        return min((as_utc(first).timestamp() for first in firsts), default=None)
+
+    def first(self, priority: int, count: int) -> list[tuple[float, str, WaitingRun]]:
+        rows = self.session.exec(
+            select(Run.id, Run.team, Run.created_at)
+            .where(*self._waiting(), Run.priority == priority)
+            .order_by(col(Run.created_at), col(Run.id))
+            .limit(count)
+        )
+        found = []
+        for run_id, team, created_at in rows:
+            submitted = as_utc(created_at).timestamp()
+            run = WaitingRun(run_id, team, priority, submitted, self.preemptible)
+            found.append((submitted, run_id, run))
+        return found
 
 
 def team_position_of(session: Session, run: Run) -> int:
-    """1-based place of a waiting run in its team's own queue on its cluster: two counts,
-    each a range of ``ix_run_team_queue`` (as ``position_of`` on the whole queue)."""
-    return _place_among(session, run, (*_waiting_in(run.cluster or ""), _team_is(run.team)))
+    """1-based place of a waiting run in its team's own queue on its cluster: for each
+    kind (preemptible or not) two counts, each a range of ``ix_run_team_kind_queue`` (as
+    ``position_of`` on the whole queue)."""
+    team = (*_waiting_in(run.cluster or ""), _team_is(run.team))
+    ahead = sum(
+        _place_among(session, run, (*team, Run.preemptible == kind)) - 1 for kind in (False, True)
+    )
+    return ahead + 1

@@ -92,7 +92,7 @@ def team_reasons(
     """Why each of ``waiting`` (runs of a cluster with team quotas) waits: as the leading
     scheduler's last decision said (``protocol.pending_reasons``); for a run it did not
     look at (beyond the head of its team's queue, or submitted since), how many runs of
-    its team are ahead of it (one count along ``ix_run_team_queue``)."""
+    its team are ahead of it (counts along ``ix_run_team_kind_queue``)."""
     reasons = pending_reasons.read(client, cluster, [r.id for r in waiting])
     for run in waiting:
         if run.id in reasons:

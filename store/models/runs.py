@@ -254,11 +254,13 @@ class Run(RunBase, table=True):
     # filter, a run's children in the order they were made.
     __table_args__ = (
         Index("ix_run_queue", "cluster", "status", "dispatched_at", "priority", "created_at", "id"),
-        # A team's own queue on a cluster (admission reads the head of each team's).
+        # A team's own queue on a cluster, per kind (admission reads the head of each:
+        # ``scheduler.queue_head``).
         Index(
-            "ix_run_team_queue",
+            "ix_run_team_kind_queue",
             "cluster",
             "team",
+            "preemptible",
             "status",
             "dispatched_at",
             "priority",

@@ -16,9 +16,11 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session
 
 from runyard.status import RunStatus
+from scheduler import queue_head
 from store import experiments, run_listings
-from store.models import RunProperty, RunTag
-from tests.support.database import heartbeat, make_cluster, queue_run, walk
+from store.models import RunProperty, RunTag, utcnow
+from store.queue import TeamQueue
+from tests.support.database import heartbeat, make_cluster, queue_run, set_columns, walk
 
 
 @contextmanager
@@ -121,3 +123,26 @@ def test_a_tag_filter_reads_the_tag_index_not_the_tag_table(
     plans = "\n".join(plan(engine, s, p) for s, p in seen)
     assert "ix_runtag_key_value" in plans and "ix_runproperty_key_value" in plans, plans
     assert not re.search(r"\bSCAN (runtag|runproperty)\b", plans), plans
+
+
+def test_the_head_of_each_teams_queue_is_read_along_the_team_queue_index(
+    engine: Engine, session: Session, client: redis.Redis
+) -> None:
+    """A decision on a cluster with quotas reads each team's waiting runs per kind and
+    priority (``store.queue.TeamQueue``): ranges of ``ix_run_team_kind_queue``, never the
+    run table, never a sort."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's query plans; PostgreSQL picks plans by statistics")
+    make_cluster(session, "gpu-a", nodes=2)
+    ids = [queue_run(session, "gpu-a", priority=i % 3) for i in range(12)]
+    for i, run_id in enumerate(ids):
+        set_columns(session, run_id, team="ab"[i % 2], preemptible=i % 4 != 0)
+    with statements(engine) as seen:
+        for kind in (False, True):
+            queue = TeamQueue(session, "gpu-a", "a", kind)
+            assert queue_head.head(queue, 2, utcnow().timestamp() + 86400, 3600)
+    assert seen
+    for statement, parameters in seen:
+        found = plan(engine, statement, parameters)
+        assert "ix_run_team_kind_queue" in found, (statement, found)
+        assert "TEMP B-TREE" not in found, (statement, found)

@@ -397,3 +397,35 @@ def test_a_handed_over_preemptible_run_does_not_use_its_teams_non_preemptible_al
     # vision holds no non-preemptible run: this one fits its quota of 1 (its preemptible
     # run borrows around it), and 3 slots are free.
     assert dispatch(session, client, celery) == fixed
+
+
+def test_preemptible_runs_behind_non_preemptible_ones_use_the_idle_slots(
+    session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """More non-preemptible runs wait than admission reads ahead (capacity + 2): the
+    preemptible runs submitted after them still borrow what nobody uses."""
+    make_cluster(session, nodes=4)
+    heartbeat(client, CLUSTER, slots=4)
+    teams(session, vision={"slots": 1}, nlp={"slots": 3})
+    fixed = submit(session, "vision", 8, start=900, preemptible=False)
+    borrowers = submit(session, "vision", 3, start=600)
+
+    assert dispatch(session, client, celery) == [fixed[0], *borrowers]
+    assert reasons(session, client)[fixed[1]].startswith(
+        "non-preemptible: limited to team vision's quota (1/1 slots"
+    )
+
+
+def test_a_run_raised_by_its_wait_starts_before_newer_runs_of_higher_priority(
+    session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """Aging: waited six hours at priority 0, a run stands at 6 and goes before priority
+    4, though more runs of priority 4 wait than admission reads ahead (capacity + 2)."""
+    make_cluster(session, nodes=1, priority_aging_seconds=3600)
+    heartbeat(client, CLUSTER, slots=1)
+    teams(session, vision={"slots": 1})
+    (old,) = submit(session, "vision", 1, start=6 * 3600 + 60)
+    newer = submit(session, "vision", 3, start=600, priority=4)
+
+    assert dispatch(session, client, celery) == [old]
+    assert reasons(session, client)[newer[0]] == "all 1 slot(s) busy"
