@@ -38,6 +38,7 @@ BENCHMARKS: tuple[tuple[str, str, str], ...] = (
     ("studio", "bench.studio", "Redis, Chromium"),
     ("docker", "bench.docker", "a Docker engine and the run image"),
     ("scheduling", "bench.scheduling", "nothing (a simulated clock)"),
+    ("team_admission", "bench.team_admission", "nothing (SQLite in a temporary folder)"),
 )
 NAMES = [name for name, _, _ in BENCHMARKS]
 

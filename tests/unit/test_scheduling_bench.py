@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bench import scheduling
+from bench import scheduling, team_admission
 from bench.scheduling import Workload, render, simulate
 
 
@@ -48,3 +48,16 @@ def test_figures_for_the_bench_table() -> None:
     rows = scheduling.figures(quick=True)
     assert [row.anchor for row in rows] == ["fifo"] * len(rows)
     assert rows[0].name == "scheduling: utilization while demand > capacity"
+
+
+def test_the_team_admission_bench_fills_every_slot_each_round(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each round is a real decision over a real store (it raises when one does not fill
+    every free slot); the command line prints both figures."""
+    assert team_admission.main(["--queued", "60", "--slots", "8", "--rounds", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "60 waiting runs, 4 teams, 8 free slots (SQLite): one decision " in printed
+    with pytest.raises(SystemExit):
+        team_admission.main(["--queued", "4", "--slots", "8"])
+    assert "--queued must be at least --slots" in capsys.readouterr().err
