@@ -145,16 +145,24 @@ def _quota_gpus(quotas: list[TeamQuota], team: str, per_slot: int) -> int:
 
 
 def _lent(quotas: list[TeamQuota], used: dict[str, int], borrowed: int) -> dict[str, int]:
-    """Whose idle quota the borrowed slots are: lenders in name order, each up to its idle
-    quota within its lending limit (which team lends a borrowed slot is not recorded; this
-    is the reading the policy's limits allow)."""
-    lent: dict[str, int] = {}
+    """Whose idle quota the borrowed slots are: spread over the teams' lendable idle quota
+    (idle, within its lending limit) in proportion, in whole slots (the largest remainders
+    first, ties by name). Which team lends a borrowed slot is not recorded, and every
+    lender's idle quota lends alike, so none is shown lending all of it while another
+    shows none."""
+    lendable: dict[str, int] = {}
     for q in quotas:
-        if borrowed <= 0:
-            break
         idle = max(q.slots - used.get(q.team, 0), 0)
         if q.lending_slots is not None:
             idle = min(idle, q.lending_slots)
-        lent[q.team] = min(idle, borrowed)
-        borrowed -= lent[q.team]
+        if idle > 0:
+            lendable[q.team] = idle
+    total = sum(lendable.values())
+    if borrowed >= total:
+        return lendable
+    exact = {team: borrowed * idle / total for team, idle in lendable.items()}
+    lent = {team: int(share) for team, share in exact.items()}
+    rest = borrowed - sum(lent.values())
+    for team in sorted(exact, key=lambda t: (lent[t] - exact[t], t))[:rest]:
+        lent[team] += 1
     return lent

@@ -429,3 +429,20 @@ def test_a_run_raised_by_its_wait_starts_before_newer_runs_of_higher_priority(
 
     assert dispatch(session, client, celery) == [old]
     assert reasons(session, client)[newer[0]] == "all 1 slot(s) busy"
+
+
+def test_borrowed_slots_are_shown_lent_by_the_idle_teams_in_proportion(
+    session: Session, client: redis.Redis, celery: Celery
+) -> None:
+    """Which team lends a borrowed slot is not recorded: the cluster's view spreads the
+    borrowed slots over the idle quotas in proportion, not all on the first name."""
+    make_cluster(session, nodes=7)
+    heartbeat(client, CLUSTER, slots=7)
+    teams(session, audio={"slots": 4}, bio={"slots": 2}, vision={"slots": 1})
+    assert len(dispatch(session, client, celery)) == 0
+    submit(session, "vision", 4)
+    assert len(dispatch(session, client, celery)) == 4
+
+    view = {t.team: t for t in team_status.team_status(session, get(session), [], utcnow())}
+    assert view["vision"].borrowed_slots == 3
+    assert (view["audio"].lent_slots, view["bio"].lent_slots) == (2, 1)
