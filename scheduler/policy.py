@@ -507,6 +507,18 @@ class _Decider:
         self.decision.reasons[run.run_id] = reason
         self.waiting[run.run_id] = run
 
+    def passed_over(self, team: str, run: Pending) -> bool:
+        """A non-preemptible run its team's quota cannot hold (its non-preemptible runs
+        fill it) waits, and the team's runs behind it go on: its preemptible runs may
+        still borrow or reclaim. Every phase passes it over alike, so a decision never
+        depends on how many such runs wait (admission reads each kind's head apart)."""
+        if self.book.may_hold(team, run):
+            return False
+        self.wait(run, f"non-preemptible: limited to {_label(team)}'s quota "
+                  f"({self.book.held_fixed(team)})")  # fmt: skip
+        self.next[team] += 1
+        return True
+
     def borrow(self) -> None:
         """Phase 3: capacity left over goes to runs beyond their team's quota that may
         borrow, teams in fair-share order; non-preemptible runs of a team together stay
@@ -521,10 +533,7 @@ class _Decider:
                 continue
             run = runs[self.next[team]]
             demand = self.demand(run)
-            if not book.may_hold(team, run):
-                self.wait(run, f"non-preemptible: limited to {_label(team)}'s quota "
-                          f"({book.held_fixed(team)})")  # fmt: skip
-                self.next[team] += 1
+            if self.passed_over(team, run):
                 heapq.heappush(heap, (self.borrow_key(team), team))
                 continue
             if demand.fits_in(book.free()) and book.may_borrow(team, demand):
@@ -595,8 +604,10 @@ class _Decider:
             held = book.used_by(team).slots
             while self.next[team] < len(runs):
                 run = runs[self.next[team]]
+                if self.passed_over(team, run):
+                    continue
                 demand = self.demand(run)
-                if not book.may_hold(team, run) or held + demand.slots > target:
+                if held + demand.slots > target:
                     break
                 if not (self.from_incoming(run, demand) or self.from_above_share(run)):
                     break
@@ -645,7 +656,11 @@ class _Decider:
             runs = self.queues[team]
             while self.next[team] < len(runs):
                 run = runs[self.next[team]]
-                if run.run_id in self.waiting or not self.priority_victim(run):
+                if run.run_id in self.waiting:
+                    break
+                if self.passed_over(team, run):
+                    continue
+                if not self.priority_victim(run):
                     break
                 self.next[team] += 1
 

@@ -404,6 +404,48 @@ def test_priority_preemption_takes_from_a_borrower_not_a_team_within_its_quota()
     assert len(decision.preempt) == 1 and decision.preempt[0].run_id.startswith("n")
 
 
+def test_a_non_preemptible_run_held_to_its_quota_does_not_stop_a_reclaim_behind_it() -> None:
+    """Team a's quota is held by its non-preemptible run; runs of no team borrow the rest.
+    Its next non-preemptible run may not start, but its preemptible runs behind it take
+    their fair share back (as they would if the other were not queued at all: admission
+    reads a team's head per kind, and the decision must not depend on how many
+    non-preemptible runs wait)."""
+    state = cluster(quota("a", 1), slots=3)
+    running = [
+        Running("a-fixed", "a", 0, NOW - 600, ONE, preemptible=False),
+        Running("x0", "", 0, NOW - 600, ONE),
+        Running("x1", "", 0, NOW - 600, ONE),
+    ]
+    pending = [
+        Pending("p1", "a", 3, NOW - 50, ONE),
+        Pending("n5", "a", 2, NOW - 40, ONE, preemptible=False),
+        Pending("p2", "a", 1, NOW - 30, ONE),
+    ]
+    decision = decide(state, running, pending, NOW)
+    assert sorted(preempted(decision)) == ["x0", "x1"]
+    assert decision.reasons["n5"].startswith("non-preemptible: limited to team a's quota")
+    without = decide(state, running, [pending[0], pending[2]], NOW)
+    assert sorted(preempted(without)) == sorted(preempted(decision))
+
+
+def test_a_non_preemptible_run_held_to_its_quota_does_not_stop_priority_preemption() -> None:
+    state = cluster(quota("vision", 1), quota("nlp", 2), slots=3, priority_preemption=True)
+    running = [
+        Running("fixed", "vision", 0, NOW - 600, ONE, preemptible=False),
+        Running("cheap0", "vision", 0, NOW - 600, ONE),
+        Running("cheap1", "vision", 0, NOW - 900, ONE),
+    ]
+    pending = [
+        Pending("vip1", "vision", 5, NOW - 50, ONE),
+        Pending("n0", "vision", 4, NOW - 50, ONE, preemptible=False),
+        Pending("vip2", "vision", 3, NOW - 40, ONE),
+    ]
+    decision = decide(state, running, pending, NOW)
+    assert sorted(preempted(decision)) == ["cheap0", "cheap1"]
+    assert decision.reasons["vip2"].startswith("will preempt run cheap")
+    assert decision.reasons["n0"].startswith("non-preemptible: limited to team vision's quota")
+
+
 # --- size ---------------------------------------------------------------------------------
 
 

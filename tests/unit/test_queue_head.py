@@ -5,14 +5,25 @@ queue (``bench.scheduling.Queue``) read by the same rule, requeued runs in submi
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bench.scheduling import Job, Queue
-from scheduler.policy import Pending, Resources, effective_priority
+from scheduler.admission import HEAD_SPARE
+from scheduler.policy import (
+    ClusterState,
+    Pending,
+    Resources,
+    Running,
+    TeamQuota,
+    decide,
+    effective_priority,
+)
 from scheduler.queue_head import head
 
 HOUR = 3600.0
+ONE = Resources(1)
 NOW = 100 * HOUR
 
 
@@ -92,3 +103,74 @@ def test_the_simulators_queue_gives_requeued_runs_their_submit_time_place() -> N
     assert [job.id for job in head(queue, 2, 41.0, 0)] == ["urgent", "back"]
     queue.remove(jobs["back"])
     assert [job.id for job in head(queue, 2, 41.0, 0)] == ["urgent", "a"]
+
+
+def random_cluster(rng: random.Random) -> tuple[ClusterState, list[Running], list[Pending]]:
+    """A cluster with quotas (or priority preemption), its running and waiting runs."""
+    slots = rng.randint(1, 8)
+    names = ["a", "b", "c"][: rng.randint(1, 3)]
+
+    def limit() -> Resources | None:
+        return rng.choice([None, Resources(rng.randint(0, 3))])
+
+    quotas = {
+        t: TeamQuota(t, Resources(rng.randint(0, slots)), limit(), limit())
+        for t in names
+        if rng.random() < 0.85
+    }
+    state = ClusterState(
+        Resources(slots),
+        quotas,
+        {t: rng.uniform(0, 1e4) for t in names},
+        min_runtime=60,
+        priority_preemption=rng.random() < 0.5 or not quotas,
+        aging_seconds=rng.choice([0, 600, HOUR]),
+    )
+    teams = [*names, ""]
+    running = []
+    for i in range(rng.randint(0, slots)):
+        started = NOW - rng.uniform(0, 1000)
+        preemptible = rng.random() < 0.7
+        running.append(
+            Running(f"x{i}", rng.choice(teams), rng.randint(0, 3), started, ONE, preemptible)
+        )
+    pending = []
+    for i in range(rng.randint(0, 40)):
+        submitted = NOW - rng.uniform(0, 20000)
+        preemptible = rng.random() < 0.5
+        pending.append(
+            Pending(f"r{i:03d}", rng.choice(teams), rng.randint(0, 3), submitted, ONE, preemptible)
+        )
+    return state, running, pending
+
+
+def heads_of(state: ClusterState, pending: list[Pending]) -> list[Pending]:
+    """What admission passes: each team's head per kind, capacity + 2 runs each."""
+    by_id = {p.run_id: p for p in pending}
+    found = []
+    for team in {p.team for p in pending}:
+        for kind in (False, True):
+            queue = Listed(
+                [
+                    (p.priority, p.submitted, p.run_id)
+                    for p in pending
+                    if p.team == team and p.preemptible == kind
+                ]
+            )
+            count = state.capacity.slots + HEAD_SPARE
+            found += [by_id[i] for i in head(queue, count, NOW, state.aging_seconds)]
+    return found
+
+
+def test_decide_on_the_heads_admits_and_preempts_as_on_the_whole_queue() -> None:
+    """What admission passes is enough: on random clusters with quotas or priority
+    preemption, ``decide`` admits and preempts exactly what it would given every waiting
+    run."""
+    rng = random.Random(17)
+    for _ in range(2000):
+        state, running, pending = random_cluster(rng)
+        whole = decide(state, running, pending, NOW)
+        seen = decide(state, running, heads_of(state, pending), NOW)
+        assert seen.admit == whole.admit
+        chosen = [(p.run_id, p.by_run) for p in seen.preempt]
+        assert chosen == [(p.run_id, p.by_run) for p in whole.preempt]
