@@ -16,7 +16,7 @@ from sqlmodel import Session, col, func, select
 from protocol.roles import Role
 from runyard.errors import AlreadyExists, Conflict, Forbidden, InvalidInput, NotFound
 from runyard.status import ACTIVE, WAITING
-from store.clusters import get_cluster
+from store.clusters import get_cluster, resolve_cluster
 from store.db import as_utc
 from store.models import ApiToken, Run, RunSpec, utcnow
 from store.models.teams import (
@@ -286,7 +286,8 @@ Spec = TypeVar("Spec", bound=RunSpec)
 
 def charge(session: Session, actor: Actor, spec: Spec) -> Spec:
     """``spec`` with the team it is charged to set: a child run's is its parent's (a child
-    naming another team is refused); any other's is ``team_for`` the submitting token."""
+    naming another team is refused); any other's is ``team_for`` the submitting token.
+    A non-preemptible run that could never start there is refused (``check_startable``)."""
     if spec.parent_run_id is not None:
         parent = session.get(Run, spec.parent_run_id)
         if parent is None:
@@ -297,5 +298,28 @@ def charge(session: Session, actor: Actor, spec: Spec) -> Spec:
                 f"not {spec.team!r}",
                 field="team",
             )
-        return spec.model_copy(update={"team": parent.team})
-    return spec.model_copy(update={"team": team_for(session, actor, spec.team)})
+        charged = spec.model_copy(update={"team": parent.team})
+    else:
+        charged = spec.model_copy(update={"team": team_for(session, actor, spec.team)})
+    check_startable(session, charged)
+    return charged
+
+
+def check_startable(session: Session, spec: RunSpec) -> None:
+    """On a cluster with team quotas a non-preemptible run may use only its team's quota
+    (``scheduler.policy``): charged to no team, or to a team with no quota there, it
+    would wait forever, so the submit is refused instead. (A quota cleared later leaves
+    such runs waiting, and their pending reason says why.)"""
+    if spec.preemptible:
+        return
+    cluster = resolve_cluster(session, spec.cluster)
+    quotas = session.exec(select(TeamQuota).where(TeamQuota.cluster == cluster.name)).all()
+    if not quotas or any(q.team == spec.team and q.slots > 0 for q in quotas):
+        return
+    whose = f"team {spec.team}" if spec.team else "runs of no team"
+    raise InvalidInput(
+        f"cluster {cluster.name} has team quotas and {whose} has none there: a "
+        "non-preemptible run may use only its team's quota, so it would never start "
+        "(submit it preemptible, or charge it to a team with a quota)",
+        field="preemptible",
+    )

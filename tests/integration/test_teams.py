@@ -180,6 +180,39 @@ def test_a_token_cannot_charge_a_team_it_is_not_in(
     assert (run["team"], run["preemptible"]) == (theirs, False)
 
 
+def test_a_non_preemptible_run_that_could_never_start_is_refused_at_submit(
+    stack: Stack, folder: Path
+) -> None:
+    """On a cluster with team quotas a non-preemptible run may use only its team's quota:
+    charged to no team, or to a team with no quota there, it would wait forever. It is
+    refused (nothing stored); a preemptible one, or one of a team with a quota, is not."""
+    admin = stack.client()
+    shared = unique("shared")
+    admin.create_cluster(shared, nodes=2)
+    owner, other = team_name(), team_name()
+    admin.create_team(owner)
+    admin.create_team(other)
+    admin.set_team_quota(owner, shared, slots=1)
+    spec = {"experiment": "teams", "cluster": shared, "script": "train.py"}
+
+    for team, label in ((None, "runs of no team"), (other, f"team {other}")):
+        named = {} if team is None else {"team": team}
+        refused = rest_submit(stack, ADMIN_TOKEN, {**spec, **named, "preemptible": False})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"] == (
+            f"cluster {shared} has team quotas and {label} has none there: a non-preemptible "
+            "run may use only its team's quota, so it would never start (submit it "
+            "preemptible, or charge it to a team with a quota)"
+        )
+    assert admin.count_runs(cluster=shared) == 0, "nothing stored"
+    result = cli(stack, "submit", str(folder), "-s", "train.py", "-c", shared, "--non-preemptible")
+    one_line_error(result, 2, "has team quotas and runs of no team has none there")
+
+    assert sdk_submit(stack, ADMIN_TOKEN, folder, shared, team=owner, preemptible=False)
+    assert sdk_submit(stack, ADMIN_TOKEN, folder, shared, preemptible=True)
+    assert admin.count_runs(cluster=shared) == 2
+
+
 def test_a_token_in_no_team_charges_none_and_children_inherit_their_parents_team(
     stack: Stack, cluster: str, folder: Path
 ) -> None:
