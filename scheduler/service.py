@@ -106,11 +106,7 @@ class Scheduler:
         try:
             while not self.stopping.is_set():
                 try:
-                    self.step()
-                except NotLeader:
-                    log.warning("scheduler %s: a later leader wrote; %s", self.name, STEPPED_DOWN)
-                    self.lease.step_down()
-                    self.ingest.read_from(self.streams())
+                    self.step_or_follow()
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     log.warning("redis unavailable (%s); retrying", exc)
                     self.stopping.wait(1.0)
@@ -120,6 +116,17 @@ class Scheduler:
                     self.stopping.wait(1.0)
         finally:
             self.leave()
+
+    def step_or_follow(self) -> None:
+        """One step; a leader that learns a later one wrote steps down and follows. Giving
+        the lease back talks to Redis too: Redis gone or still loading its data then (a
+        restart) is retried by the caller like any step's, never ends the scheduler."""
+        try:
+            self.step()
+        except NotLeader:
+            log.warning("scheduler %s: a later leader wrote; %s", self.name, STEPPED_DOWN)
+            self.lease.step_down()
+            self.ingest.read_from(self.streams())
 
     def streams(self) -> list[str]:
         """What this scheduler reads now: its shards; the leader also the wakes, and the
