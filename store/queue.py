@@ -409,15 +409,15 @@ class TeamQueue:
 
     def first(self, priority: int, count: int) -> list[tuple[float, str, WaitingRun]]:
         rows = self.session.exec(
-            select(Run.id, Run.team, Run.created_at)
+            select(Run.id, Run.created_at)
             .where(*self._waiting(), Run.priority == priority)
             .order_by(col(Run.created_at), col(Run.id))
             .limit(count)
         )
         found = []
-        for run_id, team, created_at in rows:
+        for run_id, created_at in rows:
             submitted = as_utc(created_at).timestamp()
-            run = WaitingRun(run_id, team, priority, submitted, self.preemptible)
+            run = WaitingRun(run_id, self.team, priority, submitted, self.preemptible)
             found.append((submitted, run_id, run))
         return found
 

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, func, select
 from protocol.roles import Role
 from runyard.errors import AlreadyExists, Conflict, Forbidden, InvalidInput, NotFound
 from runyard.status import ACTIVE, WAITING
+from store import team_status
 from store.clusters import get_cluster, resolve_cluster
 from store.db import as_utc
 from store.models import ApiToken, Run, RunSpec, utcnow
@@ -245,8 +246,7 @@ def clear_quota(session: Session, team: str, cluster: str) -> None:
 
 def cluster_quotas(session: Session, cluster: str) -> list[QuotaPublic]:
     get_cluster(session, cluster)
-    query = select(TeamQuota).where(TeamQuota.cluster == cluster).order_by(col(TeamQuota.team))
-    return [quota_public(q) for q in session.exec(query)]
+    return [quota_public(q) for q in team_status.cluster_quotas(session, cluster)]
 
 
 def apply_quotas(session: Session, cluster: str, quotas: Any, source: str) -> None:
@@ -313,7 +313,7 @@ def check_startable(session: Session, spec: RunSpec) -> None:
     if spec.preemptible:
         return
     cluster = resolve_cluster(session, spec.cluster)
-    quotas = session.exec(select(TeamQuota).where(TeamQuota.cluster == cluster.name)).all()
+    quotas = team_status.cluster_quotas(session, cluster.name)
     if not quotas or any(q.team == spec.team and q.slots > 0 for q in quotas):
         return
     whose = f"team {spec.team}" if spec.team else "runs of no team"
